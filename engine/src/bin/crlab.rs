@@ -1,0 +1,2 @@
+//! The `crlab` command line.
+fn main() {}
