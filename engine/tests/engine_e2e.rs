@@ -1,0 +1,249 @@
+//! End-to-end tests of the engine: real workload processes (`crlab-workloads`) dumped and
+//! restored through the `crlab` CLI, each checking its own state afterwards.
+//!
+//! Needs root (the tests fail, not skip, without it). Every process a test starts is killed
+//! and reaped by a guard, and each test ends by checking the workload's pid is gone.
+
+mod support;
+
+use rstest::rstest;
+
+use support::crlab;
+use support::images;
+use support::process::{self, Exit};
+use support::protocol::{self, WaitMode};
+use support::workload::Workload;
+
+/// What a test does between the workload's ready and its trigger.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    /// Nothing: the workload's self-check and the harness on their own.
+    WithoutDump,
+    /// `crlab dump` (kills), reap the original, `crlab restore --detach` under the same pid.
+    DumpThenRestore,
+    /// `crlab dump --leave-running`: the original goes on.
+    DumpLeaveRunning,
+}
+
+/// A dump may hold the touched pages, not the whole of the 256 MiB region `memory` maps.
+const MAX_PAGES_BYTES: u64 = 64 << 20;
+
+/// An argument every workload gets, which `memory` checks survives in argv.
+const ARGV_MARKER: &str = "argv-survives-checkpoint";
+
+#[rstest]
+#[case::memory_nanosleep("memory", WaitMode::Nanosleep)]
+#[case::memory_pipe_read("memory", WaitMode::PipeRead)]
+#[case::memory_sigsuspend("memory", WaitMode::Sigsuspend)]
+#[case::memory_spin("memory", WaitMode::Spin)]
+#[case::registers_spin("registers", WaitMode::Spin)]
+#[case::registers_nanosleep_asm("registers", WaitMode::NanosleepAsm)]
+#[case::registers_nanosleep("registers", WaitMode::Nanosleep)]
+#[case::registers_sigsuspend("registers", WaitMode::Sigsuspend)]
+#[case::signals_sigsuspend("signals", WaitMode::Sigsuspend)]
+#[case::signals_nanosleep("signals", WaitMode::Nanosleep)]
+#[case::signals_pipe_read("signals", WaitMode::PipeRead)]
+#[case::signals_nanosleep_asm("signals", WaitMode::NanosleepAsm)]
+#[case::files_nanosleep("files", WaitMode::Nanosleep)]
+#[case::files_pipe_read("files", WaitMode::PipeRead)]
+#[case::files_sigsuspend("files", WaitMode::Sigsuspend)]
+#[case::idle_spin("idle", WaitMode::Spin)]
+fn workload_keeps_its_state(
+    #[case] name: &str,
+    #[case] mode: WaitMode,
+    #[values(Route::WithoutDump, Route::DumpThenRestore, Route::DumpLeaveRunning)] route: Route,
+) {
+    let mut w = Workload::start(name, mode, &[ARGV_MARKER]);
+    w.wait_ready();
+    match route {
+        Route::WithoutDump => {}
+        Route::DumpThenRestore => {
+            w.dump_ok(&[]);
+            w.reap_dumped_original();
+            assert_pages_small(&w);
+            w.restore_detached_ok();
+        }
+        Route::DumpLeaveRunning => {
+            w.dump_ok(&["--leave-running"]);
+            w.assert_running("crlab dump --leave-running");
+            assert_pages_small(&w);
+        }
+    }
+    w.trigger();
+    w.expect_ok();
+}
+
+fn assert_pages_small(w: &Workload) {
+    let bytes = w.pages_bytes();
+    assert!(
+        bytes < MAX_PAGES_BYTES,
+        "pages-*.img hold {bytes} bytes: only present pages belong in a dump (memory maps a \
+         256 MiB region and touches 4 pages of it)"
+    );
+}
+
+/// A descriptor the engine does not support makes the dump fail, say what and which fd, and
+/// leave the workload unharmed: still running, not traced, with no descriptor added (its own
+/// check compares its descriptor table) and its eventfd or socket intact.
+#[rstest]
+#[case::eventfd("eventfd")]
+#[case::socket("socket")]
+fn dump_refuses_an_unsupported_descriptor(#[case] kind: &str) {
+    let mut w = Workload::start("unsupported", WaitMode::Nanosleep, &[kind]);
+    let fd = w
+        .wait_ready()
+        .get("unsupported-fd")
+        .expect("unsupported announces its fd")
+        .to_owned();
+    let run = w.dump(&[]);
+    let (ok, stderr) = (run.succeeded(), run.stderr());
+    assert!(!ok, "crlab dump must refuse a process holding an {kind}");
+    assert!(
+        matches!(run.exit, Some(Exit::Code(c)) if c != 0),
+        "crlab dump must exit non-zero, not {:?}",
+        run.exit
+    );
+    assert!(
+        stderr.contains(kind),
+        "the error must name the unsupported kind {kind:?}: {stderr}"
+    );
+    assert!(
+        mentions_number(&stderr, &fd),
+        "the error must name fd {fd}: {stderr}"
+    );
+    assert!(
+        !w.images_dir().join("inventory.img").exists(),
+        "a failed dump must not leave a complete-looking dump (inventory.img)"
+    );
+    w.assert_running("a refused dump");
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Restoring while the original still holds the pid fails, names the pid, and leaves no
+/// process behind; the original is unharmed.
+#[test]
+fn restore_refuses_a_pid_in_use() {
+    let mut w = Workload::start("idle", WaitMode::Nanosleep, &[]);
+    w.wait_ready();
+    w.dump_ok(&["--leave-running"]);
+    w.assert_running("crlab dump --leave-running");
+    let pid = w.pid().to_string();
+    let pidfile = w.pidfile();
+    let run = w.restore(&[
+        "--detach",
+        "--pidfile",
+        pidfile.to_str().expect("utf-8 path"),
+    ]);
+    let (ok, stderr) = (run.succeeded(), run.stderr());
+    assert!(!ok, "crlab restore must fail while pid {pid} is taken");
+    assert!(
+        mentions_number(&stderr, &pid),
+        "the error must name pid {pid}: {stderr}"
+    );
+    let scratch = w.scratch_dir().to_string_lossy().into_owned();
+    assert_eq!(
+        process::pids_mentioning(&scratch),
+        vec![w.pid()],
+        "only the original may be left after a failed restore (no half-restored process, \
+         no crlab helper)"
+    );
+    w.assert_running("a failed restore");
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Without --detach, crlab waits for the restored process and exits with its status.
+#[rstest]
+#[case::exit_0(protocol::TRIGGER_BYTE, 0)]
+#[case::exit_1(b'x', protocol::EXIT_FAIL)]
+fn restore_without_detach_exits_with_the_restored_status(#[case] byte: u8, #[case] status: i32) {
+    let mut w = Workload::start("idle", WaitMode::PipeRead, &[]);
+    w.wait_ready();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let args = [
+        "restore".into(),
+        "--images-dir".into(),
+        w.images_dir().into(),
+    ];
+    let (mut run, mut crlab_proc) = crlab::spawn(&args, w.scratch_dir(), "crlab-attached");
+    let pid = w.pid();
+    let exe = support::binaries::workload("idle");
+    let restored = process::wait_until(
+        crlab::CRLAB_TIMEOUT,
+        format_args!("pid {pid} to be restored and running"),
+        || {
+            crlab_proc.has_ended()
+                || (std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_ref() == Some(&exe)
+                    && process::not_running_freely(pid).is_none())
+        },
+    );
+    if let Err(e) = restored {
+        run.exit = crlab_proc.exit();
+        w.record(run);
+        panic!("{e}");
+    }
+    let early = crlab_proc.exit();
+    if early.is_none() {
+        w.trigger_with_byte(byte);
+    }
+    run.exit = crlab_proc
+        .reap_within(crlab::CRLAB_TIMEOUT, "crlab restore")
+        .ok();
+    let exit = run.exit;
+    w.record(run);
+    assert_eq!(
+        early, None,
+        "crlab restore ended before the workload was triggered"
+    );
+    assert_eq!(
+        exit,
+        Some(Exit::Code(status)),
+        "crlab restore must exit with the restored workload's status"
+    );
+    w.assert_gone();
+}
+
+/// `crlab show` of a small deterministic workload, reduced to the fields that do not change
+/// between runs and machines, with pids and paths redacted.
+#[test]
+fn show_prints_the_dump_as_json() {
+    let mut w = Workload::start("idle", WaitMode::Nanosleep, &[]);
+    w.wait_ready();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
+    let run = w.crlab(&args);
+    assert!(run.succeeded(), "crlab show failed");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let summary = images::summary(&json);
+    let pid = w.pid().to_string();
+    let state = w.state_dir().to_string_lossy().into_owned();
+    let exe = support::binaries::workload("idle")
+        .to_string_lossy()
+        .into_owned();
+    let paths = move |value: insta::internals::Content, _: insta::internals::ContentPath<'_>| {
+        let s = value.as_str().unwrap_or_default();
+        s.replace(&exe, "[workload]").replace(&state, "[state]")
+    };
+    insta::assert_json_snapshot!("show_idle_workload", summary, {
+        ".image_files[]" => insta::dynamic_redaction(move |value, _| {
+            value.as_str().unwrap_or_default().replace(&pid, "[pid]")
+        }),
+        ".processes[].pid" => "[pid]",
+        ".processes[].threads[]" => "[tid]",
+        ".tasks[].cwd" => insta::dynamic_redaction(paths.clone()),
+        ".tasks[].fds[].path" => insta::dynamic_redaction(paths.clone()),
+        ".exe_paths[]" => insta::dynamic_redaction(paths.clone()),
+        ".vmas[].path" => insta::dynamic_redaction(paths),
+    });
+    w.assert_gone();
+}
+
+/// Whether `text` holds `number` as a whole number (not as part of a longer one).
+fn mentions_number(text: &str, number: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|token| token == number)
+}

@@ -1,0 +1,421 @@
+//! Driving one workload through its protocol: start it, wait for ready, dump and restore it
+//! with crlab, trigger it, collect its result; everything it started is killed and reaped on
+//! drop, and on a failure the report holds the workload's log and every crlab run.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::binaries;
+use super::crlab::{self, Run};
+use super::process::{self, Exit, Proc};
+use super::protocol::{self, Ready, Trigger, WaitMode};
+
+/// How long a workload may take to set up.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a triggered workload may take to check itself and exit.
+pub const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a killed process may take to be reapable.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One workload process (original, then restored under the same pid) and its files:
+/// `<scratch>/state` (the workload's state dir), `<scratch>/images`, crlab's output.
+pub struct Workload {
+    /// The workload binary's name.
+    pub name: String,
+    /// How it waits.
+    pub mode: WaitMode,
+    // Declared before `scratch`: the process dies before its files go.
+    proc: Proc,
+    ready: Option<Ready>,
+    runs: Vec<Run>,
+    scratch: tempfile::TempDir,
+    state: PathBuf,
+}
+
+impl Workload {
+    /// Starts workload `name` in wait mode `mode` with extra arguments, in its own session,
+    /// with a fixed small environment.
+    pub fn start(name: &str, mode: WaitMode, args: &[&str]) -> Workload {
+        process::setup();
+        let bin = binaries::workload(name);
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("crlab-e2e-{name}-"))
+            .tempdir()
+            .expect("creating a scratch directory");
+        let root = std::fs::canonicalize(scratch.path()).expect("canonicalizing the scratch dir");
+        let state = root.join("state");
+        std::fs::create_dir(&state).expect("creating the state dir");
+        std::fs::create_dir(root.join("images")).expect("creating the images dir");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.join(protocol::LOG))
+            .expect("creating the workload log");
+        let log2 = log.try_clone().expect("duplicating the log descriptor");
+        let mut cmd = Command::new(&bin);
+        cmd.arg(&state)
+            .arg(mode.name())
+            .args(args)
+            .current_dir(&state)
+            .env_clear()
+            .env(protocol::MARK_ENV, protocol::MARK_VALUE)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // SAFETY: the closure runs in the forked child before exec and makes only
+        // async-signal-safe system calls (setsid, close_range, sigaction, umask) on the
+        // child's own state, touching no memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Its own session and process group: the tree crlab dumps is self-contained.
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Nothing but 0, 1 and 2 from the test runner (cargo's jobserver, the CI's
+                // descriptors): close-on-exec for the rest, so std's exec-error pipe works.
+                const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+                // Default dispositions and umask whatever the runner left, so the state a
+                // workload starts with (and a dump's snapshot) is the same everywhere.
+                for sig in 1..=64 {
+                    if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                        libc::signal(sig, libc::SIG_DFL);
+                    }
+                }
+                libc::umask(0o022);
+                Ok(())
+            });
+        }
+        // Reaped by pid through the `Proc` guard, not through `Child`.
+        #[allow(clippy::zombie_processes)]
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting workload {}: {e}", bin.display()));
+        Workload {
+            name: name.to_owned(),
+            mode,
+            proc: Proc::adopt(child.id() as i32),
+            ready: None,
+            runs: Vec::new(),
+            scratch,
+            state,
+        }
+    }
+
+    /// The pid (the original's, and the restored process's).
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+
+    /// The workload's state dir.
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    /// The scratch dir holding the state dir, the images dir and crlab's output.
+    pub fn scratch_dir(&self) -> &Path {
+        self.state.parent().unwrap_or(&self.state)
+    }
+
+    /// The images dir crlab dumps into.
+    pub fn images_dir(&self) -> PathBuf {
+        self.state.with_file_name("images")
+    }
+
+    /// The ready file's content (after [`Workload::wait_ready`]).
+    pub fn ready(&self) -> &Ready {
+        self.ready
+            .as_ref()
+            .expect("the ready file is read by wait_ready first")
+    }
+
+    /// The workload's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join(protocol::LOG)).unwrap_or_default()
+    }
+
+    /// Waits for the ready file and reads it; fails at once if the workload exits instead.
+    pub fn wait_ready(&mut self) -> &Ready {
+        let path = self.state.join(protocol::READY);
+        let what = format!("{} to write its ready file", self.name);
+        let proc = &mut self.proc;
+        let waited =
+            process::wait_until(READY_TIMEOUT, &what, || path.exists() || proc.has_ended());
+        if let Err(e) = waited {
+            panic!("{e}");
+        }
+        if let Some(exit) = self.proc.exit() {
+            panic!(
+                "{} ended ({exit}) before it was ready; result: {:?}",
+                self.name,
+                self.result_file()
+            );
+        }
+        let text = std::fs::read_to_string(&path).expect("reading the ready file");
+        let ready = Ready::parse(&text).unwrap_or_else(|e| panic!("bad ready file: {e}"));
+        assert_eq!(ready.pid, self.pid(), "pid in the ready file");
+        assert_eq!(ready.wait, self.mode, "wait mode in the ready file");
+        self.ready.insert(ready)
+    }
+
+    /// Runs `crlab <args>`, recording the run for the failure report.
+    pub fn crlab(&mut self, args: &[OsString]) -> &Run {
+        let tag = format!("crlab-{}", self.runs.len());
+        let run = crlab::run(args, self.scratch.path(), &tag);
+        self.runs.push(run);
+        self.runs.last().expect("just pushed")
+    }
+
+    /// Keeps a crlab run made outside [`Workload::crlab`] for the failure report.
+    pub fn record(&mut self, run: Run) {
+        self.runs.push(run);
+    }
+
+    /// `crlab dump --tree <pid> --images-dir <images> [extra]`.
+    pub fn dump(&mut self, extra: &[&str]) -> &Run {
+        let mut args: Vec<OsString> = vec![
+            "dump".into(),
+            "--tree".into(),
+            self.pid().to_string().into(),
+            "--images-dir".into(),
+            self.images_dir().into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        self.crlab(&args)
+    }
+
+    /// Dumps and asserts crlab succeeded and wrote a complete dump.
+    pub fn dump_ok(&mut self, extra: &[&str]) {
+        let run = self.dump(extra);
+        let (ok, exit) = (run.succeeded(), run.exit_text());
+        assert!(ok, "crlab dump of {} failed: {exit}", self.name);
+        assert!(
+            self.images_dir().join("inventory.img").is_file(),
+            "crlab dump succeeded but wrote no inventory.img"
+        );
+    }
+
+    /// Reaps the original after a dump that kills it: it must end by a signal, and its pid
+    /// must then be free.
+    pub fn reap_dumped_original(&mut self) {
+        let exit = self
+            .proc
+            .reap_within(EXIT_TIMEOUT, "the dumped original")
+            .unwrap_or_else(|e| panic!("{e}: crlab dump without --leave-running must kill it"));
+        assert!(
+            matches!(exit, Exit::Signal(_)),
+            "the dumped original was not killed but ended with {exit}"
+        );
+        self.assert_gone();
+    }
+
+    /// `crlab restore --images-dir <images> [extra]`.
+    pub fn restore(&mut self, extra: &[&str]) -> &Run {
+        let mut args: Vec<OsString> = vec![
+            "restore".into(),
+            "--images-dir".into(),
+            self.images_dir().into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        self.crlab(&args)
+    }
+
+    /// The pidfile restores write.
+    pub fn pidfile(&self) -> PathBuf {
+        self.state.with_file_name("restored.pid")
+    }
+
+    /// `crlab restore --detach --pidfile`, asserting it succeeded, that the restored process
+    /// has the original pid, is now our child (we are its subreaper) and runs freely.
+    pub fn restore_detached_ok(&mut self) {
+        let pidfile = self.pidfile();
+        let args = [
+            "--detach",
+            "--pidfile",
+            pidfile.to_str().expect("utf-8 path"),
+        ];
+        let run = self.restore(&args);
+        let (ok, exit) = (run.succeeded(), run.exit_text());
+        assert!(ok, "crlab restore --detach of {} failed: {exit}", self.name);
+        let text = std::fs::read_to_string(&pidfile)
+            .unwrap_or_else(|e| panic!("reading the pidfile {}: {e}", pidfile.display()));
+        let pid: i32 = text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("pidfile holds {text:?}, not a pid"));
+        assert_eq!(pid, self.pid(), "the restored pid must be the original's");
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() };
+        assert_eq!(
+            process::parent_of(pid),
+            Some(me),
+            "the restored process must be reparented to the test process (its subreaper)"
+        );
+        self.proc.readopt();
+        if let Some(why) = process::not_running_freely(pid) {
+            panic!("after crlab restore --detach returned, {why}");
+        }
+    }
+
+    /// Makes the writes the ready file asks for, then wakes the workload the way it waits.
+    pub fn trigger(&self) {
+        self.trigger_with_byte(protocol::TRIGGER_BYTE);
+    }
+
+    /// As [`Workload::trigger`], writing `byte` if the trigger is a pipe.
+    pub fn trigger_with_byte(&self, byte: u8) {
+        let ready = self.ready();
+        for w in &ready.external_writes {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(self.state.join(&w.file))
+                .unwrap_or_else(|e| panic!("opening {} for the external write: {e}", w.file));
+            file.write_all_at(w.text.as_bytes(), w.offset)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", w.file));
+        }
+        match ready.trigger {
+            Trigger::CheckFile => {
+                std::fs::write(self.state.join(protocol::CHECK), b"")
+                    .expect("creating the check file");
+            }
+            Trigger::PipeFd(fd) => {
+                let path = format!("/proc/{}/fd/{fd}", self.pid());
+                // Non-blocking: with no reader left, fail at once instead of hanging.
+                let mut pipe = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&path)
+                    .unwrap_or_else(|e| panic!("opening {path} to trigger the workload: {e}"));
+                pipe.write_all(&[byte])
+                    .unwrap_or_else(|e| panic!("writing into {path}: {e}"));
+            }
+            Trigger::Signal(sig) => {
+                // SAFETY: the pid is our unreaped child, so it is the workload.
+                let ret = unsafe { libc::kill(self.pid(), sig) };
+                assert_eq!(
+                    ret,
+                    0,
+                    "kill({}, {sig}): {}",
+                    self.pid(),
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+
+    fn result_file(&self) -> Option<String> {
+        std::fs::read_to_string(self.state.join(protocol::RESULT)).ok()
+    }
+
+    /// Waits for the triggered workload to end and reaps it: its result text and exit.
+    pub fn wait_result(&mut self) -> (Option<String>, Exit) {
+        let exit = self
+            .proc
+            .reap_within(
+                RESULT_TIMEOUT,
+                &format!("triggered {} to check itself", self.name),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        (self.result_file(), exit)
+    }
+
+    /// Waits for the result and asserts it is `ok` with exit status 0, and that the pid is
+    /// gone afterwards.
+    pub fn expect_ok(&mut self) {
+        let (result, exit) = self.wait_result();
+        assert_eq!(
+            result.as_deref(),
+            Some(protocol::RESULT_OK),
+            "{} checked its state after the trigger",
+            self.name
+        );
+        assert_eq!(exit, Exit::Code(0), "{} exit", self.name);
+        self.assert_gone();
+    }
+
+    /// The original is still running freely (not killed, stopped or traced).
+    pub fn assert_running(&mut self, after: &str) {
+        assert!(
+            !self.proc.has_ended(),
+            "{} ended ({:?}) after {after}",
+            self.name,
+            self.proc.exit()
+        );
+        if let Some(why) = process::not_running_freely(self.pid()) {
+            panic!("after {after}, {why}");
+        }
+    }
+
+    /// The pid exists no more.
+    pub fn assert_gone(&self) {
+        assert!(
+            !process::pid_exists(self.pid()),
+            "pid {} still exists ({:?})",
+            self.pid(),
+            process::status_field(self.pid(), "State")
+        );
+    }
+
+    /// Total size of the `pages-*.img` files of the dump.
+    pub fn pages_bytes(&self) -> u64 {
+        std::fs::read_dir(self.images_dir())
+            .expect("listing the images dir")
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("pages-") && name.ends_with(".img")
+            })
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// What to read when a test fails: the workload's log, result and every crlab run.
+    pub fn report(&self) -> String {
+        let mut out = format!(
+            "=== workload {} (wait {}, pid {}) in {}\n--- log\n{}",
+            self.name,
+            self.mode,
+            self.pid(),
+            self.state.display(),
+            self.log().trim_end()
+        );
+        if let Some(r) = self.result_file() {
+            out.push_str(&format!("\n--- result\n{r}"));
+        }
+        for run in &self.runs {
+            out.push_str(&format!("\n{run}"));
+        }
+        out
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.report());
+        }
+        // A restored process that was never adopted (the test failed before that) is still
+        // ours if it is our child: kill and reap it too.
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() };
+        if self.proc.exit().is_some() && process::parent_of(self.pid()) == Some(me) {
+            self.proc.readopt();
+        }
+        // So is anything crlab left behind (killed on a timeout, its forks are reparented to
+        // us): our children whose command line names this test's scratch dir.
+        let scratch = self.scratch_dir().to_string_lossy().into_owned();
+        for pid in process::pids_mentioning(&scratch) {
+            if pid != self.pid() && process::parent_of(pid) == Some(me) {
+                drop(Proc::adopt(pid));
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Holds a descriptor the engine does not support, for the refusal test: `eventfd` or
+//! `socket` (an AF_UNIX stream socketpair with bytes buffered), chosen by the first argument.
+//!
+//! Announces `unsupported-kind <kind>` and `unsupported-fd <n>` in the ready file. Checks that
+//! the descriptor still works as set up (the eventfd counter, the buffered bytes), plus the
+//! common checks, which also catch a descriptor a failed dump left behind.
+
+use crlab_workloads::runtime::{Checks, Workload};
+use crlab_workloads::sys;
+
+const EVENTFD_COUNT: u64 = 7;
+const SOCKET_BYTES: &[u8] = b"still-buffered";
+
+fn main() {
+    let mut w = Workload::from_args("unsupported");
+    let kind = w.args().first().cloned().unwrap_or_default();
+    let (fd, peer) = match kind.as_str() {
+        "eventfd" => {
+            // SAFETY: eventfd takes no pointer; the result is checked.
+            let fd = unsafe { libc::eventfd(EVENTFD_COUNT as u32, 0) };
+            (w.setup("eventfd", sys::check(fd.into())) as i32, -1)
+        }
+        "socket" => {
+            let mut fds = [0i32; 2];
+            // SAFETY: socketpair writes two descriptors into `fds`, a live [i32; 2].
+            let ret =
+                unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+            w.setup("socketpair", sys::check(ret.into()));
+            w.setup("writing into the socket", sys::write(fds[1], SOCKET_BYTES));
+            (fds[0], fds[1])
+        }
+        other => w.setup_failed(&format!(
+            "unknown descriptor kind {other:?}: expected eventfd or socket"
+        )),
+    };
+    w.announce("unsupported-kind", &kind);
+    w.announce("unsupported-fd", fd);
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    if kind == "eventfd" {
+        let mut buf = [0u8; 8];
+        if let Some(n) = checks.io("reading the eventfd", sys::read(fd, &mut buf)) {
+            checks.eq("eventfd read size", 8, n);
+            checks.eq("eventfd counter", EVENTFD_COUNT, u64::from_ne_bytes(buf));
+        }
+    } else {
+        read_socket(&mut checks, fd, peer);
+    }
+    w.finish(checks)
+}
+
+fn read_socket(checks: &mut Checks, fd: i32, peer: i32) {
+    let mut buf = [0u8; 64];
+    if let Some(n) = checks.io("reading the socket", sys::read(fd, &mut buf)) {
+        checks.eq("bytes buffered in the socket", SOCKET_BYTES, &buf[..n]);
+    }
+    // Still connected both ways.
+    if checks
+        .io("writing to the socket", sys::write(fd, b"pong"))
+        .is_some()
+    {
+        if let Some(n) = checks.io("reading the socket's peer", sys::read(peer, &mut buf)) {
+            checks.eq("bytes through the socket", &b"pong"[..], &buf[..n]);
+        }
+    }
+}
