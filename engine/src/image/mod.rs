@@ -1,8 +1,240 @@
 //! Image files: the protobuf schema, the on-disk framing and the dump directory.
+//!
+//! A dump is a directory of image files; `engine/proto/README.md` documents the format.
+//! [`ImageDirWriter`] writes one (inventory last), [`ImageDirReader`] opens one after checking
+//! every file against the inventory, and [`show`] renders one as JSON for `crlab show`.
+//!
+//! **Invariant:** no file contents make this module panic, and every length read from a file
+//! is bounded (by [`MAX_MESSAGE_LEN`] and the file's size) before anything is allocated for it.
+
+mod error;
+mod header;
+mod reader;
+mod show;
+mod writer;
+
+pub use error::ImageError;
+pub use reader::{ImageDirReader, PagesReader};
+pub use show::show;
+pub use writer::{ImageDirWriter, PagesWriter};
 
 /// The generated prost types of `proto/crlab_image.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod schema {
     include!(concat!(env!("OUT_DIR"), "/crlab.image.v1.rs"));
     include!(concat!(env!("OUT_DIR"), "/crlab.image.v1.serde.rs"));
+}
+
+/// The format version this crlab writes and the only one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The largest message (after the length prefix) a file may hold; every length read from a
+/// file is checked against it before anything is allocated.
+pub const MAX_MESSAGE_LEN: u64 = 256 << 20;
+
+/// Page data in `pages-<pid>.img` is a whole number of pages of this size.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// The longest file name the inventory may list (the usual `NAME_MAX`).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// The file name of the inventory.
+pub const INVENTORY: &str = "inventory.img";
+/// The file name of the process tree.
+pub const PSTREE: &str = "pstree.img";
+/// The file name of the open file table.
+pub const FILES: &str = "files.img";
+
+/// `task-<pid>.img`: process-wide state of one process.
+pub fn task_name(pid: u32) -> String {
+    format!("task-{pid}.img")
+}
+
+/// `mm-<pid>.img`: the address space of one process.
+pub fn mm_name(pid: u32) -> String {
+    format!("mm-{pid}.img")
+}
+
+/// `pages-<pid>.img`: the page contents of one process.
+pub fn pages_name(pid: u32) -> String {
+    format!("pages-{pid}.img")
+}
+
+/// `core-<tid>.img`: the state of one thread.
+pub fn core_name(tid: u32) -> String {
+    format!("core-{tid}.img")
+}
+
+/// What a file holds; the third field of every header.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// `inventory.img`: [`schema::Inventory`].
+    Inventory = 1,
+    /// `pstree.img`: [`schema::PsTree`].
+    PsTree = 2,
+    /// `files.img`: [`schema::FileTable`].
+    Files = 3,
+    /// `task-<pid>.img`: [`schema::Task`].
+    Task = 4,
+    /// `mm-<pid>.img`: [`schema::Mm`].
+    Mm = 5,
+    /// `pages-<pid>.img`: raw page contents.
+    Pages = 6,
+    /// `core-<tid>.img`: [`schema::ThreadCore`].
+    Core = 7,
+}
+
+impl FileKind {
+    /// Every kind, in header-number order.
+    pub const ALL: [FileKind; 7] = [
+        FileKind::Inventory,
+        FileKind::PsTree,
+        FileKind::Files,
+        FileKind::Task,
+        FileKind::Mm,
+        FileKind::Pages,
+        FileKind::Core,
+    ];
+
+    /// The kind a header number stands for, if any.
+    pub fn from_u32(value: u32) -> Option<FileKind> {
+        FileKind::ALL.into_iter().find(|kind| *kind as u32 == value)
+    }
+
+    /// A short lowercase name, as error messages and the format doc use it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Inventory => "inventory",
+            FileKind::PsTree => "pstree",
+            FileKind::Files => "files",
+            FileKind::Task => "task",
+            FileKind::Mm => "mm",
+            FileKind::Pages => "pages",
+            FileKind::Core => "core",
+        }
+    }
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a file name of a dump says: the kind of file and, for per-process and per-thread files,
+/// the pid or tid in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParsedName {
+    /// The kind the name stands for.
+    pub kind: FileKind,
+    /// The pid (task, mm, pages) or tid (core) the name carries.
+    pub id: Option<u32>,
+}
+
+/// Parses a file name of a dump; `Err` says why it is not one.
+///
+/// Only the names this module generates are accepted: a plain name (no `/`, no `..`, no NUL,
+/// at most [`MAX_NAME_LEN`] bytes) that is one of the fixed names or `<kind>-<id>.img` with
+/// the id written in canonical decimal.
+pub fn parse_name(name: &str) -> Result<ParsedName, &'static str> {
+    if name.is_empty() {
+        return Err("the name is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err("the name is longer than 255 bytes");
+    }
+    if name.contains('/') || name.contains("..") || name.contains('\0') {
+        return Err("a file name must be a plain name, without `/`, `..` or NUL");
+    }
+    let fixed = [
+        (INVENTORY, FileKind::Inventory),
+        (PSTREE, FileKind::PsTree),
+        (FILES, FileKind::Files),
+    ];
+    if let Some((_, kind)) = fixed.iter().find(|(fixed, _)| *fixed == name) {
+        return Ok(ParsedName {
+            kind: *kind,
+            id: None,
+        });
+    }
+    let per_id = [
+        ("task-", FileKind::Task),
+        ("mm-", FileKind::Mm),
+        ("pages-", FileKind::Pages),
+        ("core-", FileKind::Core),
+    ];
+    for (prefix, kind) in per_id {
+        let Some(digits) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(".img"))
+        else {
+            continue;
+        };
+        let canonical = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'));
+        return match digits.parse::<u32>() {
+            Ok(id) if canonical => Ok(ParsedName { kind, id: Some(id) }),
+            _ => Err("the id in the name is not a decimal u32"),
+        };
+    }
+    Err("not a crlab image file name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_parse_back() {
+        for id in [0, 1, 4242, u32::MAX] {
+            for (name, kind) in [
+                (task_name(id), FileKind::Task),
+                (mm_name(id), FileKind::Mm),
+                (pages_name(id), FileKind::Pages),
+                (core_name(id), FileKind::Core),
+            ] {
+                assert_eq!(parse_name(&name), Ok(ParsedName { kind, id: Some(id) }));
+            }
+        }
+        for (name, kind) in [
+            (INVENTORY, FileKind::Inventory),
+            (PSTREE, FileKind::PsTree),
+            (FILES, FileKind::Files),
+        ] {
+            assert_eq!(parse_name(name), Ok(ParsedName { kind, id: None }));
+        }
+    }
+
+    #[test]
+    fn hostile_names_are_rejected() {
+        for name in [
+            "",
+            "..",
+            "../inventory.img",
+            "/etc/passwd",
+            "task-1.img/..",
+            "sub/pstree.img",
+            "task-.img",
+            "task-01.img",
+            "task-+1.img",
+            "task-4294967296.img",
+            "task-1.img\0",
+            "pstree.img.bak",
+            "notes.txt",
+        ] {
+            assert!(parse_name(name).is_err(), "{name:?} was accepted");
+        }
+        assert!(parse_name(&"a".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_numbers() {
+        for kind in FileKind::ALL {
+            assert_eq!(FileKind::from_u32(kind as u32), Some(kind));
+        }
+        assert_eq!(FileKind::from_u32(0), None);
+        assert_eq!(FileKind::from_u32(8), None);
+    }
 }

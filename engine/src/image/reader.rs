@@ -1,0 +1,406 @@
+//! `ImageDirReader`: opens a dump directory, checks it against its inventory, reads its files.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::header::{self, HEADER_LEN, MAX_PREFIX_LEN};
+use super::schema::{ImageFileEntry, Inventory};
+use super::{pages_name, parse_name, FileKind, ImageError, FORMAT_VERSION, INVENTORY, PAGE_SIZE};
+
+/// Files are hashed through a buffer of this size.
+const HASH_CHUNK: usize = 64 << 10;
+
+/// A dump directory whose inventory has been read and whose files have been checked against
+/// it (present, same size, and for message files the same checksum).
+#[derive(Debug)]
+pub struct ImageDirReader {
+    dir: PathBuf,
+    inventory: Inventory,
+    /// File name -> index in `inventory.files`.
+    entries: HashMap<String, usize>,
+}
+
+impl ImageDirReader {
+    /// Reads and validates inventory.img (missing => [`ImageError::Incomplete`]), then checks
+    /// every listed file: exists, same size, and for message files the xxh3 too. Pages files:
+    /// size only here (their hash is checked while streaming, see [`PagesReader`]), because
+    /// they can be GiBs.
+    pub fn open(dir: &Path) -> Result<Self, ImageError> {
+        let meta = std::fs::metadata(dir).map_err(|source| ImageError::Io {
+            path: dir.to_owned(),
+            op: "open the images directory",
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(ImageError::Io {
+                path: dir.to_owned(),
+                op: "open the images directory",
+                source: io::ErrorKind::NotADirectory.into(),
+            });
+        }
+        let inventory_path = dir.join(INVENTORY);
+        let inventory: Inventory =
+            match read_message_file(&inventory_path, FileKind::Inventory, None) {
+                Err(ImageError::Missing { path }) => return Err(ImageError::Incomplete { path }),
+                other => other?,
+            };
+        if inventory.format_version != FORMAT_VERSION {
+            return Err(ImageError::UnsupportedVersion {
+                path: inventory_path,
+                found: inventory.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+
+        let mut entries = HashMap::with_capacity(inventory.files.len());
+        for (index, entry) in inventory.files.iter().enumerate() {
+            let bad_name = |reason| ImageError::BadFileName {
+                path: inventory_path.clone(),
+                name: entry.name.clone(),
+                reason,
+            };
+            let parsed = parse_name(&entry.name).map_err(bad_name)?;
+            if parsed.kind == FileKind::Inventory {
+                return Err(bad_name("the inventory cannot list itself"));
+            }
+            if entries.insert(entry.name.clone(), index).is_some() {
+                return Err(ImageError::DuplicateFile {
+                    path: inventory_path,
+                    name: entry.name.clone(),
+                });
+            }
+        }
+
+        let mut buf = vec![0u8; HASH_CHUNK];
+        for entry in &inventory.files {
+            let path = dir.join(&entry.name);
+            let (file, _) = open_image(&path, Some(entry))?;
+            if parse_name(&entry.name).map(|p| p.kind) != Ok(FileKind::Pages) {
+                let found = hash_file(&path, file, entry.size, &mut buf)?;
+                if found != entry.xxh3 {
+                    return Err(ImageError::Checksum {
+                        path,
+                        expected: entry.xxh3,
+                        found,
+                    });
+                }
+            }
+        }
+        tracing::debug!(
+            dir = %dir.display(),
+            files = inventory.files.len(),
+            "dump opened and checked"
+        );
+        Ok(ImageDirReader {
+            dir: dir.to_owned(),
+            inventory,
+            entries,
+        })
+    }
+
+    /// The images directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The inventory, as read and checked by [`Self::open`].
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    /// Checks header (magic, version, kind), bounds the length, decodes, rejects trailing
+    /// bytes. The file must be listed in the inventory and is checked against it again (size
+    /// and checksum), so a file changed since [`Self::open`] is caught too.
+    pub fn read_message<M: prost::Message + Default>(
+        &self,
+        name: &str,
+        kind: FileKind,
+    ) -> Result<M, ImageError> {
+        if name == INVENTORY {
+            return read_message_file(&self.dir.join(name), kind, None);
+        }
+        let entry = self.entry(name)?;
+        read_message_file(&self.dir.join(name), kind, Some(entry))
+    }
+
+    /// Opens `pages-<pid>.img` for streaming; its checksum is verified by
+    /// [`PagesReader::finish`].
+    pub fn pages(&self, pid: u32) -> Result<PagesReader, ImageError> {
+        let name = pages_name(pid);
+        let entry = self.entry(&name)?;
+        let path = self.dir.join(&name);
+        let (mut file, size) = open_image(&path, Some(entry))?;
+        let mut head = [0u8; HEADER_LEN];
+        let n = read_up_to(&path, &mut file, &mut head)?;
+        header::check(&path, &head[..n], size, FileKind::Pages)?;
+        let len = size.saturating_sub(HEADER_LEN as u64);
+        if len % PAGE_SIZE != 0 {
+            return Err(ImageError::PartialPage {
+                path,
+                len,
+                page_size: PAGE_SIZE,
+            });
+        }
+        let mut hasher = Box::new(Xxh3::new());
+        hasher.update(&head);
+        Ok(PagesReader {
+            path,
+            file,
+            len,
+            remaining: len,
+            hasher,
+            expected: entry.xxh3,
+        })
+    }
+
+    fn entry(&self, name: &str) -> Result<&ImageFileEntry, ImageError> {
+        self.entries
+            .get(name)
+            .and_then(|&index| self.inventory.files.get(index))
+            .ok_or_else(|| ImageError::NotListed {
+                path: self.dir.join(name),
+            })
+    }
+}
+
+/// Streams the page data of one process, hashing it as it goes.
+pub struct PagesReader {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    remaining: u64,
+    hasher: Box<Xxh3>,
+    expected: u64,
+}
+
+impl std::fmt::Debug for PagesReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PagesReader")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PagesReader {
+    /// Bytes of page data (a multiple of [`PAGE_SIZE`]).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// There is no page data at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills `buf` with the next page data; asking for more than is left is
+    /// [`ImageError::Truncated`] (the pagemap and the pages file disagree).
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ImageError> {
+        let wanted = buf.len() as u64;
+        let truncated = |path: &Path| ImageError::Truncated {
+            path: path.to_owned(),
+            what: "page data",
+            needed: HEADER_LEN as u64 + (self.len - self.remaining) + wanted,
+            available: HEADER_LEN as u64 + self.len,
+        };
+        if wanted > self.remaining {
+            return Err(truncated(&self.path));
+        }
+        if let Err(source) = self.file.read_exact(buf) {
+            return Err(if source.kind() == io::ErrorKind::UnexpectedEof {
+                truncated(&self.path)
+            } else {
+                ImageError::Io {
+                    path: self.path.clone(),
+                    op: "read",
+                    source,
+                }
+            });
+        }
+        self.hasher.update(buf);
+        self.remaining -= wanted;
+        Ok(())
+    }
+
+    /// Checks that all page data was read and that its xxh3 matches the inventory.
+    pub fn finish(self) -> Result<(), ImageError> {
+        if self.remaining != 0 {
+            return Err(ImageError::TrailingData {
+                path: self.path,
+                what: "the pages read (the pagemap lists fewer pages than the file holds)",
+                bytes: self.remaining,
+            });
+        }
+        let found = self.hasher.digest();
+        if found != self.expected {
+            return Err(ImageError::Checksum {
+                path: self.path,
+                expected: self.expected,
+                found,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads one message file: header, bounded length prefix, exactly that many bytes, and (when
+/// the inventory lists it) size and checksum.
+fn read_message_file<M: prost::Message + Default>(
+    path: &Path,
+    kind: FileKind,
+    entry: Option<&ImageFileEntry>,
+) -> Result<M, ImageError> {
+    let (mut file, size) = open_image(path, entry)?;
+    let mut head = [0u8; HEADER_LEN + MAX_PREFIX_LEN];
+    let n = read_up_to(path, &mut file, &mut head)?;
+    let head = &head[..n];
+    header::check(path, head, size, kind)?;
+    let (len, prefix_len) = header::decode_len(path, &head[HEADER_LEN..], size)?;
+    let start = HEADER_LEN + prefix_len;
+    let available = size.saturating_sub(start as u64);
+    if available < len {
+        return Err(ImageError::Truncated {
+            path: path.to_owned(),
+            what: "message",
+            needed: start as u64 + len,
+            available: size,
+        });
+    }
+    if available > len {
+        return Err(ImageError::TrailingData {
+            path: path.to_owned(),
+            what: "the message",
+            bytes: available - len,
+        });
+    }
+    // `len` is at most MAX_MESSAGE_LEN and at most the file's size.
+    let len = len as usize;
+    let mut body = Vec::with_capacity(len);
+    let already = &head[start..];
+    body.extend_from_slice(&already[..already.len().min(len)]);
+    let rest = (len - body.len()) as u64;
+    file.take(rest)
+        .read_to_end(&mut body)
+        .map_err(|source| ImageError::Io {
+            path: path.to_owned(),
+            op: "read",
+            source,
+        })?;
+    if body.len() != len {
+        return Err(ImageError::Truncated {
+            path: path.to_owned(),
+            what: "message",
+            needed: (start + len) as u64,
+            available: (start + body.len()) as u64,
+        });
+    }
+    if let Some(entry) = entry {
+        let mut hasher = Xxh3::new();
+        hasher.update(&head[..start]);
+        hasher.update(&body);
+        let found = hasher.digest();
+        if found != entry.xxh3 {
+            return Err(ImageError::Checksum {
+                path: path.to_owned(),
+                expected: entry.xxh3,
+                found,
+            });
+        }
+    }
+    M::decode(body.as_slice()).map_err(|source| ImageError::Decode {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Opens an image file for reading: it must exist (`Missing`), be a regular file (a FIFO
+/// would block forever), and have the size the inventory records, if any. Returns the file and
+/// its size.
+fn open_image(path: &Path, entry: Option<&ImageFileEntry>) -> Result<(File, u64), ImageError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                ImageError::Missing {
+                    path: path.to_owned(),
+                }
+            } else {
+                ImageError::Io {
+                    path: path.to_owned(),
+                    op: "open",
+                    source,
+                }
+            }
+        })?;
+    let meta = file.metadata().map_err(|source| ImageError::Io {
+        path: path.to_owned(),
+        op: "stat",
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(ImageError::NotRegularFile {
+            path: path.to_owned(),
+        });
+    }
+    let size = meta.len();
+    if let Some(entry) = entry {
+        if entry.size != size {
+            return Err(ImageError::SizeMismatch {
+                path: path.to_owned(),
+                expected: entry.size,
+                found: size,
+            });
+        }
+    }
+    Ok((file, size))
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_up_to(path: &Path, file: &mut File, buf: &mut [u8]) -> Result<usize, ImageError> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(ImageError::Io {
+                    path: path.to_owned(),
+                    op: "read",
+                    source,
+                })
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// XXH3-64 of the whole file, which must still be `size` bytes long.
+fn hash_file(path: &Path, mut file: File, size: u64, buf: &mut [u8]) -> Result<u64, ImageError> {
+    let mut hasher = Xxh3::new();
+    let mut total = 0u64;
+    loop {
+        let n = read_up_to(path, &mut file, buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    if total != size {
+        return Err(ImageError::SizeMismatch {
+            path: path.to_owned(),
+            expected: size,
+            found: total,
+        });
+    }
+    Ok(hasher.digest())
+}
