@@ -1,6 +1,18 @@
 //! crlab: a ptrace-driven checkpoint/restore engine for Linux processes that gets SELinux right.
+//!
+//! - [`dump`] seizes a process tree and writes its images; [`restore`] brings
+//!   it back with its original pids and SELinux contexts.
+//! - [`image`] owns the on-disk format; [`procfs`] reads `/proc`; [`sys`] is the
+//!   raw system interface (ptrace, remote system calls); [`lsm`] is SELinux.
+//! - The library never prints; the `crlab` binary does.
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!("crlab supports x86_64 Linux only");
 
+pub mod check;
+pub mod dump;
 pub mod image;
+pub mod lsm;
+pub mod procfs;
+pub mod restore;
+pub mod sys;

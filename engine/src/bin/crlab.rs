@@ -1,2 +1,157 @@
-//! The `crlab` command line.
-fn main() {}
+//! The `crlab` command line: dump, restore, show, check.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use crlab::dump::{self, DumpOptions, SocketLabel};
+use crlab::restore::{self, ContextOrder, RestoreOptions};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Checkpoint/restore of Linux processes, SELinux included.
+#[derive(Parser)]
+#[command(name = "crlab", version, about)]
+struct Cli {
+    /// More logging (-v info, -vv debug); CRLAB_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dump a process and its descendants to a directory of images.
+    Dump {
+        /// The root of the tree to dump.
+        #[arg(long, value_name = "PID")]
+        tree: i32,
+        /// Where to write the images (created if missing).
+        #[arg(long, value_name = "DIR")]
+        images_dir: PathBuf,
+        /// Let the processes go on after the dump instead of killing them.
+        #[arg(long)]
+        leave_running: bool,
+    },
+    /// Restore a dumped tree with its original pids.
+    Restore {
+        #[arg(long, value_name = "DIR")]
+        images_dir: PathBuf,
+        /// Return once the tree runs, instead of waiting for its root to exit.
+        #[arg(long)]
+        detach: bool,
+        /// Write the root's pid to this file once it runs.
+        #[arg(long, value_name = "FILE")]
+        pidfile: Option<PathBuf>,
+        /// Restore into this SELinux context instead of the dumped one.
+        #[arg(long, value_name = "CONTEXT")]
+        lsm_profile: Option<String>,
+    },
+    /// Print the images of a dump as JSON.
+    Show {
+        #[arg(long, value_name = "DIR")]
+        images_dir: PathBuf,
+    },
+    /// Check the kernel features and SELinux state the engine relies on.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CRLAB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crlab: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Dump {
+            tree,
+            images_dir,
+            leave_running,
+        } => {
+            let opts = DumpOptions {
+                root: tree,
+                images_dir: images_dir.clone(),
+                leave_running,
+                socket_label: SocketLabel::ProcessContext,
+            };
+            let s = dump::dump(&opts).with_context(|| {
+                format!("dumping process tree {tree} to {}", images_dir.display())
+            })?;
+            eprintln!(
+                "crlab: dumped {} process(es), {} thread(s), {} MiB of pages to {}",
+                s.processes,
+                s.threads,
+                s.page_bytes >> 20,
+                images_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            images_dir,
+            detach,
+            pidfile,
+            lsm_profile,
+        } => {
+            let opts = RestoreOptions {
+                images_dir: images_dir.clone(),
+                lsm_profile,
+                context_order: ContextOrder::BeforeThreads,
+            };
+            let r = restore::restore(&opts)
+                .with_context(|| format!("restoring from {}", images_dir.display()))?;
+            if let Some(path) = &pidfile {
+                std::fs::write(path, format!("{}\n", r.root_pid))
+                    .with_context(|| format!("writing the pid file {}", path.display()))?;
+            }
+            if detach {
+                return Ok(ExitCode::SUCCESS);
+            }
+            wait_for(r.root_pid)
+        }
+        Command::Show { images_dir } => {
+            let json = crlab::image::show(&images_dir)
+                .with_context(|| format!("reading {}", images_dir.display()))?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let checks = crlab::check::run_checks();
+            print!("{}", crlab::check::render(&checks));
+            if checks.iter().any(|c| c.required && !c.ok) {
+                bail!("a feature crlab needs is missing (see the table above)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Waits for the restored root and exits as it did.
+fn wait_for(pid: i32) -> Result<ExitCode> {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code as u8)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitCode::from(128 + sig as u8)),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => bail!("waiting for restored process {pid}: {e}"),
+        }
+    }
+}

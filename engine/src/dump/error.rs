@@ -1,0 +1,50 @@
+//! Why a dump failed.
+
+use crate::image::ImageError;
+use crate::lsm::LsmError;
+use crate::procfs::ProcError;
+use crate::sys::SysError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("process {pid} does not exist")]
+    NoSuchProcess { pid: i32 },
+    #[error("cannot dump pid {pid}: it is the engine itself or one of its ancestors")]
+    SelfDump { pid: i32 },
+    #[error("fd {fd} of process {pid} is {kind} ({target}), which crlab cannot dump yet; {hint}")]
+    UnsupportedFd {
+        pid: i32,
+        fd: i32,
+        kind: &'static str,
+        target: String,
+        hint: &'static str,
+    },
+    #[error("mapping {start:#x}-{end:#x} ({path}) of process {pid} is {kind}, which crlab cannot dump yet")]
+    UnsupportedMapping {
+        pid: i32,
+        start: u64,
+        end: u64,
+        path: String,
+        kind: &'static str,
+    },
+    #[error("process {pid} is a zombie; crlab cannot dump zombies yet")]
+    Zombie { pid: i32 },
+    #[error("transport socket to process {pid}: the process could not connect to the engine's socket; \
+             with SELinux enforcing this is the connectto check from the process's context {context:?} to the socket's label")]
+    TransportConnect {
+        pid: i32,
+        context: String,
+        #[source]
+        source: SysError,
+    },
+    #[error("transport socket to process {pid}: {what}")]
+    Transport { pid: i32, what: String },
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Lsm(#[from] LsmError),
+}

@@ -1,0 +1,259 @@
+//! Descriptors of a dumped process: what each one is, and the open file
+//! descriptions behind them (shared ones recognised with `kcmp`).
+
+use super::DumpError;
+use crate::image::schema::{file_entry, Fd, FileEntry, PathFile, PathFileType, Pipe, PipeEnd};
+use crate::procfs::{read_link, FdInfo};
+use crate::sys::{peek_pipe, pipe_capacity, same_file};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+
+/// Character devices reopened by path: they carry no state of their own.
+const STATELESS_DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
+
+/// What a descriptor is, as far as the dump cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FdKind {
+    Path { path: String, ftype: PathFileType },
+    Pipe { ino: u64 },
+}
+
+/// One descriptor of a process: its number, kind and fdinfo.
+#[derive(Debug, Clone)]
+pub struct FdDesc {
+    pub fd: i32,
+    pub kind: FdKind,
+    pub info: FdInfo,
+}
+
+/// Says what descriptor `fd` of `pid` is, or why it cannot be dumped.
+/// Runs before anything is done to the process, so a refusal changes nothing.
+pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
+    let link = format!("/proc/{pid}/fd/{fd}");
+    let target = read_link(&link)?;
+    let unsupported = |kind: &'static str, hint: &'static str| DumpError::UnsupportedFd {
+        pid,
+        fd,
+        kind,
+        target: target.clone(),
+        hint,
+    };
+    let kind = if let Some(rest) = target.strip_prefix("pipe:[") {
+        let ino = rest.trim_end_matches(']').parse().unwrap_or(0);
+        FdKind::Pipe { ino }
+    } else if target.starts_with("socket:") {
+        return Err(unsupported(
+            "a socket",
+            "close it before the dump or run the process without it",
+        ));
+    } else if target.starts_with("anon_inode:") {
+        return Err(unsupported(
+            "an anonymous-inode descriptor (eventfd, epoll, signalfd, timerfd, ...)",
+            "only regular files, directories, pipes and /dev/null-like devices are supported",
+        ));
+    } else if target.ends_with(" (deleted)") {
+        return Err(unsupported(
+            "a deleted file",
+            "keep the file on disk until the dump is done",
+        ));
+    } else if target.starts_with('/') {
+        let meta = std::fs::metadata(&link).map_err(|source| crate::procfs::ProcError::Io {
+            path: link.clone(),
+            source,
+        })?;
+        let ft = meta.file_type();
+        let ftype = if ft.is_file() {
+            PathFileType::Regular
+        } else if ft.is_dir() {
+            PathFileType::Directory
+        } else if ft.is_char_device() && STATELESS_DEVICES.contains(&target.as_str()) {
+            PathFileType::CharDevice
+        } else if ft.is_char_device()
+            && (target.starts_with("/dev/pts/") || target.starts_with("/dev/tty"))
+        {
+            return Err(unsupported(
+                "a terminal",
+                "start the process with its standard streams redirected to files or /dev/null",
+            ));
+        } else if ft.is_fifo() {
+            return Err(unsupported("a named pipe (FIFO)", "use an anonymous pipe"));
+        } else {
+            return Err(unsupported(
+                "a device or special file",
+                "only /dev/null, /dev/zero, /dev/full, /dev/random and /dev/urandom are supported",
+            ));
+        };
+        FdKind::Path {
+            path: target.clone(),
+            ftype,
+        }
+    } else {
+        return Err(unsupported(
+            "an unknown kind of descriptor",
+            "see `crlab check`",
+        ));
+    };
+    let info = FdInfo::read(pid, fd)?;
+    Ok(FdDesc { fd, kind, info })
+}
+
+/// Open file descriptions gathered across every process of the tree.
+#[derive(Default)]
+pub struct FileTableBuilder {
+    /// Each entry with the received descriptor kept open for `kcmp`.
+    files: Vec<(FileEntry, OwnedFd, (u64, u64))>,
+    pipes: HashMap<u64, Pipe>,
+}
+
+impl FileTableBuilder {
+    /// Records the descriptors `descs` of `pid`, received through the transport
+    /// socket as `received` (same order); returns the process's fd table.
+    pub fn add_process(
+        &mut self,
+        pid: i32,
+        descs: &[FdDesc],
+        received: Vec<OwnedFd>,
+    ) -> Result<Vec<Fd>, DumpError> {
+        if descs.len() != received.len() {
+            return Err(DumpError::Transport {
+                pid,
+                what: format!(
+                    "expected {} descriptors, received {}",
+                    descs.len(),
+                    received.len()
+                ),
+            });
+        }
+        let mut table = Vec::with_capacity(descs.len());
+        let me = std::process::id() as i32;
+        for (desc, fd) in descs.iter().zip(received) {
+            let meta = nix::sys::stat::fstat(&fd).map_err(|source| crate::sys::SysError::Call {
+                op: "fstat",
+                tid: pid,
+                source,
+            })?;
+            let key = (meta.st_dev, meta.st_ino);
+            let mut id = None;
+            for (entry, other, other_key) in &self.files {
+                if *other_key == key && same_file(me, fd.as_raw_fd(), me, other.as_raw_fd())? {
+                    id = Some(entry.id);
+                    break;
+                }
+            }
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    let id = self.files.len() as u32 + 1;
+                    let flags = desc.info.flags & !(libc::O_CLOEXEC as u32);
+                    let kind = match &desc.kind {
+                        FdKind::Path { path, ftype } => file_entry::Kind::Path(PathFile {
+                            path: path.clone(),
+                            pos: desc.info.pos,
+                            r#type: *ftype as i32,
+                        }),
+                        FdKind::Pipe { ino } => {
+                            if !self.pipes.contains_key(ino) {
+                                let pipe = read_pipe(pid, desc.fd, &fd, *ino)?;
+                                self.pipes.insert(*ino, pipe);
+                            }
+                            file_entry::Kind::Pipe(PipeEnd { pipe_id: *ino })
+                        }
+                    };
+                    self.files.push((
+                        FileEntry {
+                            id,
+                            flags,
+                            kind: Some(kind),
+                        },
+                        fd,
+                        key,
+                    ));
+                    id
+                }
+            };
+            table.push(Fd {
+                fd: desc.fd as u32,
+                file_id: id,
+                cloexec: desc.info.flags & libc::O_CLOEXEC as u32 != 0,
+            });
+        }
+        Ok(table)
+    }
+
+    pub fn finish(self) -> crate::image::schema::FileTable {
+        let mut pipes: Vec<Pipe> = self.pipes.into_values().collect();
+        pipes.sort_by_key(|p| p.id);
+        crate::image::schema::FileTable {
+            files: self.files.into_iter().map(|(e, _, _)| e).collect(),
+            pipes,
+        }
+    }
+}
+
+/// The contents and capacity of a pipe, left in place.
+fn read_pipe(pid: i32, fd: i32, end: &OwnedFd, ino: u64) -> Result<Pipe, DumpError> {
+    let flags = nix::fcntl::fcntl(end, nix::fcntl::FcntlArg::F_GETFL).map_err(|source| {
+        crate::sys::SysError::Call {
+            op: "fcntl(F_GETFL)",
+            tid: pid,
+            source,
+        }
+    })?;
+    // A write end: open a read end of the same pipe through /proc.
+    let reopened;
+    let read_end = if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        let path = format!("/proc/self/fd/{}", end.as_raw_fd());
+        reopened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|source| DumpError::Transport {
+                pid,
+                what: format!("opening a read end of the pipe of fd {fd} ({path}): {source}"),
+            })?;
+        reopened.as_fd()
+    } else {
+        end.as_fd()
+    };
+    let capacity = pipe_capacity(read_end)?;
+    let data = peek_pipe(read_end)?;
+    Ok(Pipe {
+        id: ino,
+        data,
+        capacity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_our_own_descriptors() {
+        let me = std::process::id() as i32;
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let d = classify(me, devnull.as_raw_fd()).unwrap();
+        assert_eq!(
+            d.kind,
+            FdKind::Path {
+                path: "/dev/null".into(),
+                ftype: PathFileType::CharDevice
+            }
+        );
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        assert!(matches!(
+            classify(me, r.as_raw_fd()).unwrap().kind,
+            FdKind::Pipe { .. }
+        ));
+        let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let e = classify(me, sock.as_raw_fd()).unwrap_err().to_string();
+        assert!(e.contains("socket"), "{e}");
+    }
+}

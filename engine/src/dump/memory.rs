@@ -1,0 +1,174 @@
+//! The address space of a dumped process: its mappings and the pages that hold data.
+
+use super::DumpError;
+use crate::image::schema::{PagemapEntry, Vma, VmaKind};
+use crate::image::PagesWriter;
+use crate::procfs::{MapEntry, PagemapReader};
+use crate::sys::{Remote, PAGE_SIZE};
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
+use std::io::IoSliceMut;
+
+/// Pages are copied through a buffer of this size.
+const COPY_CHUNK: usize = 16 << 20;
+/// Addresses at or above this are the kernel's (vsyscall).
+const USER_END: u64 = 0x7fff_ffff_f000;
+
+/// What kind of mapping a maps line is, or why it cannot be dumped.
+pub fn classify(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
+    let unsupported = |kind: &'static str| DumpError::UnsupportedMapping {
+        pid,
+        start: m.start,
+        end: m.end,
+        path: m.path.clone(),
+        kind,
+    };
+    let kind = match m.path.as_str() {
+        "[vsyscall]" => return Ok(None),
+        "[vdso]" => VmaKind::Vdso,
+        "[vvar]" => VmaKind::Vvar,
+        "[vvar_vclock]" => VmaKind::VvarVclock,
+        _ if m.start >= USER_END => return Ok(None),
+        "/dev/zero (deleted)" | "/dev/zero" if m.shared() => VmaKind::AnonShared,
+        p if p.starts_with("/SYSV") => return Err(unsupported("System V shared memory")),
+        p if p.starts_with("/memfd:") => return Err(unsupported("a memfd mapping")),
+        p if p.ends_with(" (deleted)") => return Err(unsupported("a mapping of a deleted file")),
+        p if p.starts_with('/') => {
+            if m.shared() {
+                VmaKind::FileShared
+            } else {
+                VmaKind::FilePrivate
+            }
+        }
+        p if p.starts_with("[anon_shmem:") => VmaKind::AnonShared,
+        "" | "[heap]" | "[stack]" => {
+            if m.shared() {
+                VmaKind::AnonShared
+            } else {
+                VmaKind::AnonPrivate
+            }
+        }
+        p if p.starts_with("[anon:") || p.starts_with("[stack:") => VmaKind::AnonPrivate,
+        _ => return Err(unsupported("a special mapping")),
+    };
+    Ok(Some(kind))
+}
+
+/// The mappings of a process as image entries.
+pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
+    let mut out = Vec::with_capacity(maps.len());
+    for m in maps {
+        let Some(kind) = classify(pid, m)? else {
+            continue;
+        };
+        let file = matches!(kind, VmaKind::FilePrivate | VmaKind::FileShared);
+        out.push(Vma {
+            start: m.start,
+            end: m.end,
+            prot: m.prot(),
+            kind: kind as i32,
+            path: m.path.clone(),
+            pgoff: if file { m.offset } else { 0 },
+            growsdown: m.path == "[stack]",
+            shmem_id: if kind == VmaKind::AnonShared {
+                m.inode
+            } else {
+                0
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Writes the pages of `vmas` that hold data to `pages`; returns the runs.
+pub fn dump_pages(
+    pid: i32,
+    remote: &Remote,
+    vmas: &[Vma],
+    pages: &mut PagesWriter<'_>,
+) -> Result<Vec<PagemapEntry>, DumpError> {
+    let pagemap = PagemapReader::open(pid)?;
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; COPY_CHUNK];
+    for vma in vmas {
+        let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
+        let anon_only = match kind {
+            VmaKind::AnonPrivate | VmaKind::AnonShared => false,
+            VmaKind::FilePrivate => true,
+            _ => continue,
+        };
+        let runs = pagemap.data_runs(vma.start, vma.end, anon_only)?;
+        let readable = vma.prot & libc::PROT_READ as u32 != 0;
+        // Copy the runs through the buffer, many runs per process_vm_readv.
+        let mut batch: Vec<RemoteIoVec> = Vec::new();
+        let mut filled = 0usize;
+        for &(addr, n) in &runs {
+            entries.push(PagemapEntry {
+                vaddr: addr,
+                nr_pages: n,
+            });
+            let mut off = 0u64;
+            let len = n * PAGE_SIZE;
+            while off < len {
+                let take = ((len - off) as usize).min(COPY_CHUNK - filled);
+                if readable {
+                    batch.push(RemoteIoVec {
+                        base: (addr + off) as usize,
+                        len: take,
+                    });
+                } else {
+                    remote.read_mem(addr + off, &mut buf[filled..filled + take])?;
+                }
+                filled += take;
+                off += take as u64;
+                if filled == COPY_CHUNK || batch.len() >= 512 {
+                    flush(pid, remote, &mut batch, &mut buf[..filled])?;
+                    pages.write_all(&buf[..filled])?;
+                    filled = 0;
+                }
+            }
+        }
+        if filled > 0 {
+            flush(pid, remote, &mut batch, &mut buf[..filled])?;
+            pages.write_all(&buf[..filled])?;
+        }
+    }
+    Ok(entries)
+}
+
+/// Reads the batched remote ranges into `buf`; ranges read through
+/// /proc/PID/mem are already there and are not in the batch.
+fn flush(
+    pid: i32,
+    remote: &Remote,
+    batch: &mut Vec<RemoteIoVec>,
+    buf: &mut [u8],
+) -> Result<(), DumpError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    // Ranges in the batch and those read directly may interleave only across
+    // VMAs, and a batch never spans VMAs of different readability: the batch
+    // is flushed before any non-readable VMA's data lands in the buffer.
+    let total: usize = batch.iter().map(|r| r.len).sum();
+    let start = buf.len() - total;
+    let want = total;
+    let mut local = [IoSliceMut::new(&mut buf[start..])];
+    let got = process_vm_readv(Pid::from_raw(pid), &mut local, batch).map_err(|source| {
+        crate::sys::SysError::Call {
+            op: "process_vm_readv",
+            tid: pid,
+            source,
+        }
+    })?;
+    if got != want {
+        // Partial read (a page vanished under us): fall back page by page.
+        let mut off = start;
+        for r in batch.iter() {
+            remote.read_mem(r.base as u64, &mut buf[off..off + r.len])?;
+            off += r.len;
+        }
+    }
+    batch.clear();
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! `crlab dump`: seize a process tree, read its state, write the images, then
+//! kill it or let it go on.
+//!
+//! **Invariant:** a failed dump never harms the process it was dumping: every
+//! change made to a task (scratch mapping, transport socket, registers) is
+//! undone and every thread is detached, whatever step failed.
+
+mod error;
+mod files;
+mod memory;
+mod seize;
+mod thread;
+mod transport;
+
+pub use error::DumpError;
+pub use thread::regs_from as thread_regs;
+pub use transport::SocketLabel;
+
+use crate::image::schema::{
+    Credentials, Inventory, Mm, MmFields, ProcessEntry, ProcessState, PsTree, Rlimit, SigInfo, Task,
+};
+use crate::image::{self, FileKind, ImageDirWriter};
+use crate::procfs::{self, MapEntry, Stat, Status};
+use crate::sys::{find_syscall_gadget, PAGE_SIZE};
+use files::FileTableBuilder;
+use seize::SeizedTree;
+use std::path::PathBuf;
+use tracing::{debug, info, instrument};
+
+/// What `crlab dump` was asked to do.
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    pub root: i32,
+    pub images_dir: PathBuf,
+    pub leave_running: bool,
+    /// How the transport socket is labelled (the default is the only right one).
+    pub socket_label: SocketLabel,
+}
+
+/// What a dump wrote.
+#[derive(Debug, Clone)]
+pub struct DumpSummary {
+    pub processes: usize,
+    pub threads: usize,
+    pub page_bytes: u64,
+}
+
+/// Dumps the tree rooted at `opts.root`.
+pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
+    let pids = collect_tree(opts.root)?;
+    let mut tree = SeizedTree::seize(&pids)?;
+    match dump_seized(opts, &mut tree) {
+        Ok(summary) => {
+            if opts.leave_running {
+                tree.release()?;
+            } else {
+                tree.kill();
+            }
+            Ok(summary)
+        }
+        Err(e) => {
+            // Undo what was done; the original error is the one to report.
+            if let Err(undo) = tree.release() {
+                tracing::error!(error = %undo, "undoing the failed dump");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The root and all its descendants, parents before children.
+fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
+    if !std::path::Path::new(&format!("/proc/{root}")).exists() || root <= 0 {
+        return Err(DumpError::NoSuchProcess { pid: root });
+    }
+    let mut me = std::process::id() as i32;
+    while me > 1 {
+        if me == root {
+            return Err(DumpError::SelfDump { pid: root });
+        }
+        me = Stat::read(me).map(|s| s.ppid).unwrap_or(0);
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let kids = procfs::children(out[i])?;
+        out.extend(kids);
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn dump_seized(opts: &DumpOptions, tree: &mut SeizedTree) -> Result<DumpSummary, DumpError> {
+    let mut images = ImageDirWriter::create(&opts.images_dir)?;
+    let mut files = FileTableBuilder::default();
+    let mut pstree = PsTree::default();
+    let mut page_bytes = 0;
+    let mut threads = 0;
+    let root = opts.root;
+    for proc_idx in 0..tree.processes.len() {
+        let pid = tree.processes[proc_idx].pid;
+        let stat = Stat::read(pid)?;
+        if stat.state == 'Z' {
+            return Err(DumpError::Zombie { pid });
+        }
+        let (task, mm, cores, bytes) =
+            dump_process(opts, tree, proc_idx, &stat, &mut files, &mut images)?;
+        page_bytes += bytes;
+        threads += cores.len();
+        pstree.processes.push(ProcessEntry {
+            pid: pid as u32,
+            ppid: if pid == root { 0 } else { stat.ppid as u32 },
+            pgid: stat.pgid as u32,
+            sid: stat.sid as u32,
+            threads: cores.iter().map(|c| c.tid).collect(),
+            state: ProcessState::Alive as i32,
+            exit_status: 0,
+        });
+        images.write_message(&image::task_name(pid as u32), FileKind::Task, &task)?;
+        images.write_message(&image::mm_name(pid as u32), FileKind::Mm, &mm)?;
+        for core in &cores {
+            images.write_message(&image::core_name(core.tid), FileKind::Core, core)?;
+        }
+    }
+    images.write_message(image::PSTREE, FileKind::PsTree, &pstree)?;
+    images.write_message(image::FILES, FileKind::Files, &files.finish())?;
+    let inventory = Inventory {
+        format_version: image::FORMAT_VERSION,
+        engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        root_pid: root as u32,
+        kernel_release: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        selinux_enabled: crate::lsm::selinux_enabled(),
+        created_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        page_size: PAGE_SIZE as u32,
+        files: Vec::new(),
+    };
+    images.commit(inventory)?;
+    info!(
+        processes = pstree.processes.len(),
+        threads, page_bytes, "dump written"
+    );
+    Ok(DumpSummary {
+        processes: pstree.processes.len(),
+        threads,
+        page_bytes,
+    })
+}
+
+#[instrument(skip_all, fields(pid = tree.processes[idx].pid))]
+fn dump_process(
+    opts: &DumpOptions,
+    tree: &mut SeizedTree,
+    idx: usize,
+    stat: &Stat,
+    files: &mut FileTableBuilder,
+    images: &mut ImageDirWriter,
+) -> Result<(Task, Mm, Vec<crate::image::schema::ThreadCore>, u64), DumpError> {
+    let pid = tree.processes[idx].pid;
+    // Everything that can refuse the dump is looked at before the process is touched.
+    let fd_list = procfs::fds(pid)?;
+    let descs = fd_list
+        .iter()
+        .map(|&fd| files::classify(pid, fd))
+        .collect::<Result<Vec<_>, _>>()?;
+    let maps = MapEntry::read(pid)?;
+    let vmas = memory::vmas(pid, &maps)?;
+    let status = Status::read(pid)?;
+    let gadget = find_syscall_gadget(pid, &maps)?;
+    let context = procfs::lsm_attr(pid, pid, "current");
+
+    let proc = &mut tree.processes[idx];
+    proc.make_remotes(gadget)?;
+    let scratch = proc.map_scratch()?;
+    let leader = &mut proc.remotes[0];
+
+    // Process-wide state only the process can tell.
+    let brk = leader.syscall("brk", libc::SYS_brk, &[0])?;
+    let sigactions = thread::sigactions(leader, scratch)?;
+
+    // Descriptors, through the transport socket.
+    let mut transport =
+        transport::Transport::open(leader, scratch, pid, &context, opts.socket_label)?;
+    let drained = transport.drain(leader, scratch, &fd_list);
+    transport.close(leader)?;
+    let fds = files.add_process(pid, &descs, drained?)?;
+
+    // Per-thread state.
+    let mut cores = Vec::new();
+    for remote in proc.remotes.iter_mut() {
+        cores.push(thread::dump_thread(pid, remote, scratch)?);
+    }
+    let shared_pending = proc.remotes[0]
+        .tracee
+        .pending_signals(true)?
+        .into_iter()
+        .map(|raw| SigInfo {
+            signo: i32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]) as u32,
+            raw: raw.to_vec(),
+        })
+        .collect();
+
+    // Memory, last: nothing above may change it.
+    let mut pages = images.pages_writer(pid as u32)?;
+    let pagemap = memory::dump_pages(pid, &proc.remotes[0], &vmas, &mut pages)?;
+    let page_bytes = pages.finish()?;
+    debug!(page_bytes, vmas = vmas.len(), "memory dumped");
+
+    let mut rlimits = Vec::new();
+    for resource in 0..16u32 {
+        let mut old = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit64 with a null new limit only writes `old`.
+        let r = unsafe { libc::prlimit64(pid, resource as _, std::ptr::null(), &mut old) };
+        if r == 0 {
+            rlimits.push(Rlimit {
+                resource,
+                cur: old.rlim_cur,
+                max: old.rlim_max,
+            });
+        }
+    }
+    let personality = procfs::read_string(format!("/proc/{pid}/personality"))
+        .ok()
+        .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
+        .unwrap_or(0);
+    let task = Task {
+        pid: pid as u32,
+        creds: Some(Credentials {
+            uid: status.uids[0],
+            euid: status.uids[1],
+            suid: status.uids[2],
+            fsuid: status.uids[3],
+            gid: status.gids[0],
+            egid: status.gids[1],
+            sgid: status.gids[2],
+            fsgid: status.gids[3],
+            groups: status.groups.clone(),
+        }),
+        cwd: procfs::read_link(format!("/proc/{pid}/cwd"))?,
+        umask: status.umask,
+        rlimits,
+        sigactions,
+        fds,
+        shared_pending,
+        personality,
+    };
+    let mm = Mm {
+        vmas,
+        fields: Some(MmFields {
+            start_code: stat.start_code,
+            end_code: stat.end_code,
+            start_data: stat.start_data,
+            end_data: stat.end_data,
+            start_brk: stat.start_brk,
+            brk,
+            start_stack: stat.start_stack,
+            arg_start: stat.arg_start,
+            arg_end: stat.arg_end,
+            env_start: stat.env_start,
+            env_end: stat.env_end,
+        }),
+        auxv: procfs::auxv(pid)?,
+        exe_path: procfs::read_link(format!("/proc/{pid}/exe"))?,
+        pagemap,
+    };
+    Ok((task, mm, cores, page_bytes))
+}

@@ -1,0 +1,145 @@
+//! Holding a process tree still: every thread seized and interrupted, and
+//! everything the dump changed in it undone before it is let go.
+
+use super::DumpError;
+use crate::procfs;
+use crate::sys::{Remote, Scratch, SysError, Tracee, PAGE_SIZE};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tracing::warn;
+
+/// One seized process.
+pub struct SeizedProcess {
+    pub pid: i32,
+    pub tracees: Vec<Tracee>,
+    /// One per thread, leader first, once remote calls are needed.
+    pub remotes: Vec<Remote>,
+    pub scratch: Option<Scratch>,
+}
+
+impl SeizedProcess {
+    pub fn make_remotes(&mut self, gadget: u64) -> Result<(), SysError> {
+        for t in &self.tracees {
+            let regs = t.regs()?;
+            self.remotes.push(Remote::new(*t, gadget, regs)?);
+        }
+        Ok(())
+    }
+
+    pub fn map_scratch(&mut self) -> Result<Scratch, SysError> {
+        let s = self.remotes[0].map_scratch(2 * PAGE_SIZE)?;
+        self.scratch = Some(s);
+        Ok(s)
+    }
+}
+
+/// A tree of seized processes. Dropping it without `release` or `kill`
+/// detaches every thread (the tracer's exit would do the same).
+pub struct SeizedTree {
+    pub processes: Vec<SeizedProcess>,
+    done: bool,
+}
+
+impl SeizedTree {
+    /// Seizes every thread of every process of `pids`, re-reading each thread
+    /// list until no new thread appears.
+    pub fn seize(pids: &[i32]) -> Result<SeizedTree, DumpError> {
+        let mut tree = SeizedTree {
+            processes: Vec::new(),
+            done: false,
+        };
+        for &pid in pids {
+            tree.processes.push(SeizedProcess {
+                pid,
+                tracees: Vec::new(),
+                remotes: Vec::new(),
+                scratch: None,
+            });
+            let proc = tree.processes.last_mut().expect("just pushed");
+            loop {
+                let tids = procfs::threads(pid)?;
+                let new: Vec<i32> = tids
+                    .into_iter()
+                    .filter(|t| !proc.tracees.iter().any(|s| s.tid == *t))
+                    .collect();
+                if new.is_empty() {
+                    break;
+                }
+                for tid in new {
+                    let t = Tracee::seize_and_interrupt(tid)?;
+                    proc.tracees.push(t);
+                    t.wait_interrupt_stop()?;
+                }
+            }
+            // Leader first.
+            proc.tracees.sort_by_key(|t| (t.tid != pid, t.tid));
+        }
+        Ok(tree)
+    }
+
+    /// Undoes every change and detaches: the processes go on as before.
+    pub fn release(&mut self) -> Result<(), DumpError> {
+        self.done = true;
+        let mut first: Option<DumpError> = None;
+        for proc in &mut self.processes {
+            if let (Some(s), Some(leader)) = (proc.scratch.take(), proc.remotes.first_mut()) {
+                if let Err(e) = leader.unmap(s.addr, s.len) {
+                    first.get_or_insert(e.into());
+                }
+            }
+            let mut deferred = Vec::new();
+            for r in &mut proc.remotes {
+                if let Err(e) = r.restore_base(true) {
+                    first.get_or_insert(e.into());
+                }
+                let tid = r.tid();
+                deferred.extend(r.deferred_signals.drain(..).map(|s| (tid, s)));
+            }
+            for t in &proc.tracees {
+                if let Err(e) = t.detach() {
+                    first.get_or_insert(e.into());
+                }
+            }
+            for (tid, sig) in deferred {
+                // SAFETY: tgkill takes only integers.
+                unsafe { libc::syscall(libc::SYS_tgkill, proc.pid, tid, sig as i32) };
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Kills every process and waits until the kernel has reported each
+    /// thread's end to us, so the real parents see their children exit.
+    pub fn kill(&mut self) {
+        self.done = true;
+        for proc in &self.processes {
+            if let Err(e) = kill(Pid::from_raw(proc.pid), Signal::SIGKILL) {
+                warn!(pid = proc.pid, error = %e, "killing the dumped process");
+            }
+        }
+        for proc in &self.processes {
+            for t in &proc.tracees {
+                for _ in 0..16 {
+                    if t.wait("being killed after the dump").is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SeizedTree {
+    fn drop(&mut self) {
+        if !self.done {
+            for proc in &self.processes {
+                for t in &proc.tracees {
+                    let _ = t.detach();
+                }
+            }
+        }
+    }
+}

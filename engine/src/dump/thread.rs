@@ -1,0 +1,180 @@
+//! Per-thread state and signal dispositions, read through ptrace and remote calls.
+
+use super::DumpError;
+use crate::image::schema::{GpRegs, Rseq, SigAction, SigAltStack, SigInfo, ThreadCore};
+use crate::procfs;
+use crate::sys::{Regs, Remote, Scratch};
+
+/// The state of one stopped thread.
+pub fn dump_thread(
+    pid: i32,
+    remote: &mut Remote,
+    scratch: Scratch,
+) -> Result<ThreadCore, DumpError> {
+    let tid = remote.tid();
+    let t = remote.tracee;
+    let regs = *remote.base_regs();
+    let xstate = t.xstate()?;
+    let sigmask = t.sigmask()?;
+    remote.syscall("sigaltstack", libc::SYS_sigaltstack, &[0, scratch.addr])?;
+    let mut ss = [0u8; 24];
+    remote.read_mem(scratch.addr, &mut ss)?;
+    let word = |i: usize| u64::from_ne_bytes(ss[i..i + 8].try_into().unwrap_or([0; 8]));
+    let altstack = SigAltStack {
+        sp: word(0),
+        flags: u32::from_ne_bytes(ss[8..12].try_into().unwrap_or([0; 4])),
+        size: word(16),
+    };
+    remote.syscall(
+        "prctl(PR_GET_TID_ADDRESS)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_TID_ADDRESS as u64, scratch.addr],
+    )?;
+    let clear_child_tid = remote.read_u64(scratch.addr)?;
+    let (robust_list, robust_list_len) = robust_list(tid)?;
+    let rseq = t.rseq()?.map(|c| Rseq {
+        abi_pointer: c.rseq_abi_pointer,
+        abi_size: c.rseq_abi_size,
+        flags: c.flags,
+        signature: c.signature,
+    });
+    let pending = t
+        .pending_signals(false)?
+        .into_iter()
+        .map(|raw| SigInfo {
+            signo: i32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]) as u32,
+            raw: raw.to_vec(),
+        })
+        .collect();
+    Ok(ThreadCore {
+        tid: tid as u32,
+        regs: Some(gpregs(&regs)),
+        xstate,
+        sigmask,
+        altstack: Some(altstack),
+        clear_child_tid,
+        robust_list,
+        robust_list_len,
+        rseq,
+        selinux_context: procfs::lsm_attr(pid, tid, "current"),
+        sockcreate_context: procfs::lsm_attr(pid, tid, "sockcreate"),
+        pending,
+        comm: procfs::read_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_default(),
+    })
+}
+
+fn robust_list(tid: i32) -> Result<(u64, u64), DumpError> {
+    let mut head: u64 = 0;
+    let mut len: u64 = 0;
+    // SAFETY: the kernel writes one pointer into `head` and one size into `len`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut u64,
+        )
+    };
+    if r < 0 {
+        return Err(crate::sys::SysError::Call {
+            op: "get_robust_list",
+            tid,
+            source: nix::errno::Errno::last(),
+        }
+        .into());
+    }
+    Ok((head, len))
+}
+
+/// Every signal's disposition (`rt_sigaction` with a null new action).
+pub fn sigactions(remote: &mut Remote, scratch: Scratch) -> Result<Vec<SigAction>, DumpError> {
+    let mut out = Vec::new();
+    for signo in 1..=64u64 {
+        if signo == libc::SIGKILL as u64 || signo == libc::SIGSTOP as u64 {
+            continue;
+        }
+        remote.syscall(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            &[signo, 0, scratch.addr, 8],
+        )?;
+        let mut b = [0u8; 32];
+        remote.read_mem(scratch.addr, &mut b)?;
+        let w = |i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        out.push(SigAction {
+            signo: signo as u32,
+            handler: w(0),
+            flags: w(1),
+            restorer: w(2),
+            mask: w(3),
+        });
+    }
+    Ok(out)
+}
+
+pub fn gpregs(r: &Regs) -> GpRegs {
+    GpRegs {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        rbp: r.rbp,
+        rbx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        rax: r.rax,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        orig_rax: r.orig_rax,
+        rip: r.rip,
+        cs: r.cs,
+        eflags: r.eflags,
+        rsp: r.rsp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        ds: r.ds,
+        es: r.es,
+        fs: r.fs,
+        gs: r.gs,
+    }
+}
+
+pub fn regs_from(g: &GpRegs) -> Regs {
+    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
+    let mut r: Regs = unsafe { std::mem::zeroed() };
+    r.r15 = g.r15;
+    r.r14 = g.r14;
+    r.r13 = g.r13;
+    r.r12 = g.r12;
+    r.rbp = g.rbp;
+    r.rbx = g.rbx;
+    r.r11 = g.r11;
+    r.r10 = g.r10;
+    r.r9 = g.r9;
+    r.r8 = g.r8;
+    r.rax = g.rax;
+    r.rcx = g.rcx;
+    r.rdx = g.rdx;
+    r.rsi = g.rsi;
+    r.rdi = g.rdi;
+    r.orig_rax = g.orig_rax;
+    r.rip = g.rip;
+    r.cs = g.cs;
+    r.eflags = g.eflags;
+    r.rsp = g.rsp;
+    r.ss = g.ss;
+    r.fs_base = g.fs_base;
+    r.gs_base = g.gs_base;
+    r.ds = g.ds;
+    r.es = g.es;
+    r.fs = g.fs;
+    r.gs = g.gs;
+    r
+}

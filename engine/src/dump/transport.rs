@@ -1,0 +1,216 @@
+//! The transport socket: how a dumped process hands its descriptors to the engine.
+//!
+//! The engine listens on an abstract `AF_UNIX` `SOCK_SEQPACKET` socket that it
+//! creates while its own `attr/sockcreate` holds the dumped process's SELinux
+//! context (reset right after), exactly as the reference tool does for its
+//! parasite socket. The process then `socket()`s and `connect()`s to it from its
+//! own context, by remote system calls, and `sendmsg()`s its descriptors with
+//! `SCM_RIGHTS`. A container domain may connect to a socket of its own context
+//! but not to one of the runtime's: that is why the label matters.
+
+use super::DumpError;
+use crate::lsm;
+use crate::sys::{Remote, Scratch};
+use nix::sys::socket::{
+    accept4, bind, listen, recvmsg, socket, AddressFamily, Backlog, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType, UnixAddr,
+};
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// At most this many descriptors per message (the kernel's SCM_MAX_FD).
+const FDS_PER_MESSAGE: usize = 253;
+/// Layout of the scratch area used by the remote side.
+const ADDR_OFF: u64 = 0;
+const MSGHDR_OFF: u64 = 512;
+const IOV_OFF: u64 = MSGHDR_OFF + 64;
+const BYTE_OFF: u64 = IOV_OFF + 32;
+const CMSG_OFF: u64 = 1024;
+
+/// How the engine's listening socket is labelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketLabel {
+    /// With the dumped process's context (the rule the seed describes).
+    #[default]
+    ProcessContext,
+    /// With the engine's own context: a negative control, never for real use.
+    EngineContext,
+}
+
+/// An open transport to one process.
+pub struct Transport {
+    pid: i32,
+    conn: OwnedFd,
+    remote_fd: u64,
+}
+
+impl Transport {
+    /// Opens the transport: the engine listens, the process connects.
+    pub fn open(
+        remote: &mut Remote,
+        scratch: Scratch,
+        pid: i32,
+        context: &str,
+        label: SocketLabel,
+    ) -> Result<Transport, DumpError> {
+        let terr = |what: String| DumpError::Transport { pid, what };
+        let name = format!(
+            "crlab-transport-{}-{}-{:x}",
+            std::process::id(),
+            pid,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        let label_ctx = match label {
+            SocketLabel::ProcessContext => context,
+            SocketLabel::EngineContext => "",
+        };
+        let listener = lsm::with_sockcreate(label_ctx, || {
+            socket(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+        })?
+        .map_err(|e| terr(format!("socket: {e}")))?;
+        let addr =
+            UnixAddr::new_abstract(name.as_bytes()).map_err(|e| terr(format!("address: {e}")))?;
+        bind(listener.as_raw_fd(), &addr).map_err(|e| terr(format!("bind: {e}")))?;
+        listen(
+            &listener,
+            Backlog::new(1).map_err(|e| terr(format!("listen: {e}")))?,
+        )
+        .map_err(|e| terr(format!("listen: {e}")))?;
+
+        // struct sockaddr_un for an abstract name: family, NUL, name.
+        let mut sa = Vec::with_capacity(3 + name.len());
+        sa.extend_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        sa.push(0);
+        sa.extend_from_slice(name.as_bytes());
+        remote.write_mem(scratch.addr + ADDR_OFF, &sa)?;
+        let fd = remote.syscall(
+            "socket",
+            libc::SYS_socket,
+            &[
+                libc::AF_UNIX as u64,
+                (libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC) as u64,
+                0,
+            ],
+        )?;
+        let mut t = Transport {
+            pid,
+            conn: listener,
+            remote_fd: fd,
+        };
+        if let Err(source) = remote.syscall(
+            "connect",
+            libc::SYS_connect,
+            &[fd, scratch.addr + ADDR_OFF, sa.len() as u64],
+        ) {
+            t.close(remote)?;
+            return Err(DumpError::TransportConnect {
+                pid,
+                context: context.to_string(),
+                source,
+            });
+        }
+        let conn = accept4(t.conn.as_raw_fd(), SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| terr(format!("accept: {e}")))?;
+        // SAFETY: accept4 just returned this descriptor; nobody else owns it.
+        t.conn = unsafe { OwnedFd::from_raw_fd(conn) };
+        Ok(t)
+    }
+
+    /// Has the process send descriptors `fds` (its numbers) and returns the
+    /// engine's copies, in the same order.
+    pub fn drain(
+        &mut self,
+        remote: &mut Remote,
+        scratch: Scratch,
+        fds: &[i32],
+    ) -> Result<Vec<OwnedFd>, DumpError> {
+        let mut out = Vec::with_capacity(fds.len());
+        for chunk in fds.chunks(FDS_PER_MESSAGE) {
+            let data_len = 4 * chunk.len() as u64;
+            let cmsg_len = 16 + data_len;
+            let space = 16 + data_len.div_ceil(8) * 8;
+            // struct msghdr
+            let mut hdr = Vec::with_capacity(56);
+            for w in [
+                0u64,
+                0,
+                scratch.addr + IOV_OFF,
+                1,
+                scratch.addr + CMSG_OFF,
+                space,
+                0,
+            ] {
+                hdr.extend_from_slice(&w.to_ne_bytes());
+            }
+            remote.write_mem(scratch.addr + MSGHDR_OFF, &hdr)?;
+            let mut iov = Vec::with_capacity(16);
+            iov.extend_from_slice(&(scratch.addr + BYTE_OFF).to_ne_bytes());
+            iov.extend_from_slice(&1u64.to_ne_bytes());
+            remote.write_mem(scratch.addr + IOV_OFF, &iov)?;
+            remote.write_mem(scratch.addr + BYTE_OFF, b"F")?;
+            let mut cmsg = Vec::with_capacity(space as usize);
+            cmsg.extend_from_slice(&cmsg_len.to_ne_bytes());
+            cmsg.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+            cmsg.extend_from_slice(&libc::SCM_RIGHTS.to_ne_bytes());
+            for fd in chunk {
+                cmsg.extend_from_slice(&fd.to_ne_bytes());
+            }
+            cmsg.resize(space as usize, 0);
+            remote.write_mem(scratch.addr + CMSG_OFF, &cmsg)?;
+            remote.syscall(
+                "sendmsg",
+                libc::SYS_sendmsg,
+                &[self.remote_fd, scratch.addr + MSGHDR_OFF, 0],
+            )?;
+
+            let mut byte = [0u8; 1];
+            let mut iov = [IoSliceMut::new(&mut byte)];
+            let mut space = nix::cmsg_space!([RawFd; FDS_PER_MESSAGE]);
+            let msg = recvmsg::<()>(
+                self.conn.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(|e| DumpError::Transport {
+                pid: self.pid,
+                what: format!("recvmsg: {e}"),
+            })?;
+            let mut got = Vec::new();
+            for c in msg.cmsgs().map_err(|e| DumpError::Transport {
+                pid: self.pid,
+                what: format!("control message: {e}"),
+            })? {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    // SAFETY: SCM_RIGHTS just installed these descriptors in our table.
+                    got.extend(
+                        fds.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
+                }
+            }
+            if got.len() != chunk.len() {
+                return Err(DumpError::Transport {
+                    pid: self.pid,
+                    what: format!("sent {} descriptors, received {}", chunk.len(), got.len()),
+                });
+            }
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
+    /// Closes the process's end of the transport.
+    pub fn close(self, remote: &mut Remote) -> Result<(), DumpError> {
+        remote.syscall("close", libc::SYS_close, &[self.remote_fd])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,68 @@
+//! `/proc/PID/status`: credentials and umask.
+
+use super::{read_string, ProcError};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
+    pub umask: u32,
+}
+
+impl Status {
+    pub fn parse(text: &str) -> Option<Status> {
+        let mut st = Status::default();
+        for line in text.lines() {
+            let Some((key, val)) = line.split_once(':') else {
+                continue;
+            };
+            let four = |v: &str| -> Option<[u32; 4]> {
+                let n: Vec<u32> = v
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                Some([*n.first()?, *n.get(1)?, *n.get(2)?, *n.get(3)?])
+            };
+            match key {
+                "Uid" => st.uids = four(val)?,
+                "Gid" => st.gids = four(val)?,
+                "Groups" => {
+                    st.groups = val
+                        .split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                }
+                "Umask" => st.umask = u32::from_str_radix(val.trim(), 8).ok()?,
+                _ => {}
+            }
+        }
+        Some(st)
+    }
+
+    pub fn read(pid: i32) -> Result<Status, ProcError> {
+        let path = format!("/proc/{pid}/status");
+        let text = read_string(&path)?;
+        Status::parse(&text).ok_or_else(|| ProcError::Parse {
+            path,
+            what: "unexpected Uid/Gid/Umask lines".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ids_groups_and_umask() {
+        let s = Status::parse(
+            "Name:\tx\nUmask:\t0027\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t10 20 \n",
+        )
+        .unwrap();
+        assert_eq!(s.uids, [1, 2, 3, 4]);
+        assert_eq!(s.gids, [5, 6, 7, 8]);
+        assert_eq!(s.groups, vec![10, 20]);
+        assert_eq!(s.umask, 0o27);
+    }
+}

@@ -1,0 +1,54 @@
+//! Why a restore failed.
+
+use crate::image::ImageError;
+use crate::sys::SysError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("pid {pid} is in use by another process; a restore needs the original pid free (is the original still running? dump without --leave-running, or stop it)")]
+    PidTaken { pid: i32 },
+    #[error("the images are inconsistent: {0}")]
+    Inconsistent(String),
+    #[error("the image has a {name} mapping but this kernel provides none; restore on a kernel like the one that dumped it")]
+    NoVdso { name: String },
+    #[error("the image's {name} is {image} bytes but this kernel's is {here}; restore on the same kernel that dumped it")]
+    VdsoSize { name: String, image: u64, here: u64 },
+    #[error("{what} ({path}) of process {pid}")]
+    File {
+        pid: i32,
+        what: String,
+        path: String,
+        #[source]
+        source: SysError,
+    },
+    #[error("restoring {what} of process {pid}")]
+    Step {
+        pid: i32,
+        what: &'static str,
+        #[source]
+        source: SysError,
+    },
+    #[error(transparent)]
+    Selinux(#[from] super::lsm::SelinuxRefusal),
+    #[error("cannot write the pid file {path}")]
+    PidFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+}
+
+/// Adds "what was being restored" to a system error.
+pub trait StepContext<T> {
+    fn step(self, pid: i32, what: &'static str) -> Result<T, RestoreError>;
+}
+
+impl<T> StepContext<T> for Result<T, SysError> {
+    fn step(self, pid: i32, what: &'static str) -> Result<T, RestoreError> {
+        self.map_err(|source| RestoreError::Step { pid, what, source })
+    }
+}

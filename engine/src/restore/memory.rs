@@ -1,0 +1,475 @@
+//! Rebuilding an address space inside the restored task, by its own system calls.
+//!
+//! The task starts as a copy of the engine. A small trampoline (one page with a
+//! `syscall` instruction, then scratch pages) is mapped in a hole of the target
+//! layout; the kernel's special mappings (vDSO, vvar) are moved to where the
+//! image had them; everything else is unmapped; the image's mappings are
+//! created at their addresses and filled with the dumped pages.
+
+use super::error::StepContext;
+use super::RestoreError;
+use crate::image::schema::{Mm, Vma, VmaKind};
+use crate::image::PagesReader;
+use crate::procfs::MapEntry;
+use crate::restore::lsm::put_cstr;
+use crate::sys::{Remote, Scratch, PAGE_SIZE};
+use nix::sys::uio::{process_vm_writev, RemoteIoVec};
+use nix::unistd::Pid;
+use std::io::IoSlice;
+
+/// Trampoline: one code page, then this many scratch pages.
+const SCRATCH_PAGES: u64 = 4;
+const TRAMPOLINE_LEN: u64 = (1 + SCRATCH_PAGES) * PAGE_SIZE;
+const USER_END: u64 = 0x7fff_ffff_f000;
+const LOWEST: u64 = 0x10000;
+const COPY_CHUNK: usize = 16 << 20;
+
+/// The trampoline area mapped in the task.
+#[derive(Debug, Clone, Copy)]
+pub struct Trampoline {
+    pub addr: u64,
+    pub scratch: Scratch,
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// The lowest address with `len` free bytes, clear of every range in `busy`.
+fn find_hole(len: u64, busy: &[(u64, u64)]) -> Option<u64> {
+    let mut ranges: Vec<(u64, u64)> = busy.to_vec();
+    ranges.sort_unstable();
+    // Search from the middle of the address space down, away from the usual
+    // binary (low) and stack/mmap (high) areas.
+    let mut candidate = 0x2000_0000_0000u64;
+    loop {
+        let span = (candidate, candidate + len + PAGE_SIZE);
+        match ranges.iter().find(|r| overlaps(**r, span)) {
+            None => return Some(candidate),
+            Some(r) => {
+                candidate = r.0.checked_sub(len + PAGE_SIZE)? & !(PAGE_SIZE - 1);
+                if candidate < LOWEST {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Maps the trampoline in a hole of both the current and the target layout.
+pub fn map_trampoline(remote: &mut Remote, pid: i32, mm: &Mm) -> Result<Trampoline, RestoreError> {
+    let current = MapEntry::read(pid).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
+    let busy: Vec<(u64, u64)> = current
+        .iter()
+        .map(|m| (m.start, m.end))
+        .chain(mm.vmas.iter().map(|v| (v.start, v.end)))
+        .collect();
+    let addr = find_hole(TRAMPOLINE_LEN, &busy)
+        .ok_or_else(|| RestoreError::Inconsistent("no free hole for the trampoline".into()))?;
+    let fixed = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+    remote
+        .syscall(
+            "mmap",
+            libc::SYS_mmap,
+            &[
+                addr,
+                PAGE_SIZE,
+                (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                fixed,
+                u64::MAX,
+                0,
+            ],
+        )
+        .step(pid, "the trampoline")?;
+    remote
+        .syscall(
+            "mmap",
+            libc::SYS_mmap,
+            &[
+                addr + PAGE_SIZE,
+                SCRATCH_PAGES * PAGE_SIZE,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                fixed,
+                u64::MAX,
+                0,
+            ],
+        )
+        .step(pid, "the trampoline")?;
+    remote
+        .write_mem(addr, &[0x0f, 0x05])
+        .step(pid, "the trampoline")?;
+    remote.set_gadget(addr);
+    remote.set_stack(addr + TRAMPOLINE_LEN - 256);
+    Ok(Trampoline {
+        addr,
+        scratch: Scratch {
+            addr: addr + PAGE_SIZE,
+            len: SCRATCH_PAGES * PAGE_SIZE - 512,
+        },
+    })
+}
+
+pub fn unmap_trampoline(remote: &mut Remote, pid: i32, t: &Trampoline) -> Result<(), RestoreError> {
+    remote
+        .unmap(t.addr, TRAMPOLINE_LEN)
+        .step(pid, "the trampoline")
+}
+
+fn special_name(kind: VmaKind) -> Option<&'static str> {
+    match kind {
+        VmaKind::Vdso => Some("[vdso]"),
+        VmaKind::Vvar => Some("[vvar]"),
+        VmaKind::VvarVclock => Some("[vvar_vclock]"),
+        _ => None,
+    }
+}
+
+fn kind(v: &Vma) -> VmaKind {
+    VmaKind::try_from(v.kind).unwrap_or(VmaKind::Unspecified)
+}
+
+/// Moves the kernel's special mappings to the image's addresses and unmaps
+/// everything else the task inherited from the engine.
+pub fn clear_address_space(
+    remote: &mut Remote,
+    pid: i32,
+    mm: &Mm,
+    t: &Trampoline,
+) -> Result<(), RestoreError> {
+    let current = MapEntry::read(pid).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
+    let mut moves = Vec::new();
+    for v in &mm.vmas {
+        let Some(name) = special_name(kind(v)) else {
+            continue;
+        };
+        let here = current
+            .iter()
+            .find(|m| m.path == name)
+            .ok_or_else(|| RestoreError::NoVdso { name: name.into() })?;
+        if here.len() != v.end - v.start {
+            return Err(RestoreError::VdsoSize {
+                name: name.into(),
+                image: v.end - v.start,
+                here: here.len(),
+            });
+        }
+        moves.push((here.start, v.start, here.len()));
+    }
+    // Two steps, so no move lands on a special mapping that has yet to move.
+    let mut busy: Vec<(u64, u64)> = current
+        .iter()
+        .map(|m| (m.start, m.end))
+        .chain(mm.vmas.iter().map(|v| (v.start, v.end)))
+        .collect();
+    busy.push((t.addr, t.addr + TRAMPOLINE_LEN));
+    let mut parked = Vec::new();
+    for &(from, to, len) in &moves {
+        if from == to {
+            parked.push((from, to, len));
+            continue;
+        }
+        let tmp = find_hole(len, &busy)
+            .ok_or_else(|| RestoreError::Inconsistent("no hole to move the vDSO".into()))?;
+        busy.push((tmp, tmp + len));
+        mremap(remote, pid, from, tmp, len)?;
+        parked.push((tmp, to, len));
+    }
+    for &(from, to, len) in &parked {
+        if from != to {
+            mremap(remote, pid, from, to, len)?;
+        }
+    }
+    let keep: Vec<(u64, u64)> = parked
+        .iter()
+        .map(|&(_, to, len)| (to, to + len))
+        .chain(std::iter::once((t.addr, t.addr + TRAMPOLINE_LEN)))
+        .collect();
+    let current = MapEntry::read(pid).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
+    for m in current.iter().filter(|m| m.start < USER_END) {
+        if keep.iter().any(|k| overlaps(*k, (m.start, m.end))) {
+            continue;
+        }
+        remote
+            .unmap(m.start, m.len())
+            .step(pid, "the engine's mappings")?;
+    }
+    Ok(())
+}
+
+fn mremap(remote: &mut Remote, pid: i32, from: u64, to: u64, len: u64) -> Result<(), RestoreError> {
+    remote
+        .syscall(
+            "mremap",
+            libc::SYS_mremap,
+            &[
+                from,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                to,
+            ],
+        )
+        .step(pid, "the vDSO")
+        .map(drop)
+}
+
+/// Creates every non-special mapping of the image at its address.
+pub fn map_vmas(
+    remote: &mut Remote,
+    pid: i32,
+    mm: &Mm,
+    scratch: Scratch,
+) -> Result<(), RestoreError> {
+    for v in &mm.vmas {
+        let k = kind(v);
+        if special_name(k).is_some() || k == VmaKind::Vsyscall {
+            continue;
+        }
+        let len = v.end - v.start;
+        let mut flags = libc::MAP_FIXED;
+        if v.growsdown {
+            flags |= libc::MAP_GROWSDOWN;
+        }
+        let (fd, offset) = match k {
+            VmaKind::AnonPrivate => {
+                flags |= libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+                (u64::MAX, 0)
+            }
+            VmaKind::AnonShared => {
+                flags |= libc::MAP_SHARED | libc::MAP_ANONYMOUS;
+                (u64::MAX, 0)
+            }
+            VmaKind::FilePrivate | VmaKind::FileShared => {
+                let shared = k == VmaKind::FileShared;
+                flags |= if shared {
+                    libc::MAP_SHARED
+                } else {
+                    libc::MAP_PRIVATE
+                };
+                let path =
+                    put_cstr(remote, scratch, 0, &v.path).step(pid, "a file mapping's path")?;
+                // Only a writable shared mapping needs the file open for writing; a
+                // private one must not hold it so (that would make the binary "busy").
+                let mode = if shared && v.prot & libc::PROT_WRITE as u32 != 0 {
+                    libc::O_RDWR
+                } else {
+                    libc::O_RDONLY
+                };
+                let fd = remote.syscall(
+                    "open",
+                    libc::SYS_open,
+                    &[path, (mode | libc::O_CLOEXEC) as u64, 0],
+                );
+                let fd = fd.map_err(|source| RestoreError::File {
+                    pid,
+                    what: format!("opening the file mapped at {:#x}", v.start),
+                    path: v.path.clone(),
+                    source,
+                })?;
+                (fd, v.pgoff)
+            }
+            _ => {
+                return Err(RestoreError::Inconsistent(format!(
+                    "mapping {:#x}-{:#x} has an unknown kind {}",
+                    v.start, v.end, v.kind
+                )))
+            }
+        };
+        let r = remote.syscall(
+            "mmap",
+            libc::SYS_mmap,
+            &[v.start, len, v.prot as u64, flags as u64, fd, offset],
+        );
+        if fd != u64::MAX {
+            remote
+                .syscall("close", libc::SYS_close, &[fd])
+                .step(pid, "a file mapping")?;
+        }
+        let got = r.map_err(|source| RestoreError::File {
+            pid,
+            what: format!("mapping {:#x}-{:#x}", v.start, v.end),
+            path: v.path.clone(),
+            source,
+        })?;
+        if got != v.start {
+            return Err(RestoreError::Inconsistent(format!(
+                "mapping {:#x}-{:#x} landed at {got:#x}",
+                v.start, v.end
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Fills the pages listed in the image's pagemap, in order, from `pages`.
+pub fn fill_pages(
+    remote: &Remote,
+    pid: i32,
+    mm: &Mm,
+    mut pages: PagesReader,
+) -> Result<(), RestoreError> {
+    let mut vmas: Vec<&Vma> = mm.vmas.iter().collect();
+    vmas.sort_by_key(|v| v.start);
+    let total: u64 = mm
+        .pagemap
+        .iter()
+        .map(|e| e.nr_pages.saturating_mul(PAGE_SIZE))
+        .sum();
+    if total != pages.len() {
+        return Err(RestoreError::Inconsistent(format!(
+            "the pagemap lists {total} bytes of pages but pages-{pid}.img holds {}",
+            pages.len()
+        )));
+    }
+    let mut buf = vec![0u8; COPY_CHUNK];
+    for e in &mm.pagemap {
+        let len = e.nr_pages * PAGE_SIZE;
+        let end = e.vaddr.checked_add(len).ok_or_else(|| {
+            RestoreError::Inconsistent(format!("pagemap entry at {:#x} overflows", e.vaddr))
+        })?;
+        let idx = vmas.partition_point(|v| v.end <= e.vaddr);
+        let vma = vmas
+            .get(idx)
+            .filter(|v| v.start <= e.vaddr && end <= v.end)
+            .ok_or_else(|| {
+                RestoreError::Inconsistent(format!(
+                    "pages at {:#x}-{end:#x} lie outside every mapping",
+                    e.vaddr
+                ))
+            })?;
+        let writable = vma.prot & libc::PROT_WRITE as u32 != 0;
+        let mut off = 0u64;
+        while off < len {
+            let take = ((len - off) as usize).min(COPY_CHUNK);
+            pages.read_exact(&mut buf[..take])?;
+            let addr = e.vaddr + off;
+            if writable {
+                let local = [IoSlice::new(&buf[..take])];
+                let remote_iov = [RemoteIoVec {
+                    base: addr as usize,
+                    len: take,
+                }];
+                let n = process_vm_writev(Pid::from_raw(pid), &local, &remote_iov).map_err(
+                    |source| RestoreError::Step {
+                        pid,
+                        what: "memory pages",
+                        source: crate::sys::SysError::Call {
+                            op: "process_vm_writev",
+                            tid: pid,
+                            source,
+                        },
+                    },
+                )?;
+                if n != take {
+                    remote
+                        .write_mem(addr + n as u64, &buf[n..take])
+                        .step(pid, "memory pages")?;
+                }
+            } else {
+                remote
+                    .write_mem(addr, &buf[..take])
+                    .step(pid, "memory pages")?;
+            }
+            off += take as u64;
+        }
+    }
+    pages.finish()?;
+    Ok(())
+}
+
+/// `struct prctl_mm_map` and `PR_SET_MM_MAP`, with the exe file.
+pub fn set_mm_fields(
+    remote: &mut Remote,
+    pid: i32,
+    mm: &Mm,
+    scratch: Scratch,
+) -> Result<(), RestoreError> {
+    let f = mm
+        .fields
+        .ok_or_else(|| RestoreError::Inconsistent(format!("mm-{pid}.img has no mm fields")))?;
+    let path = put_cstr(remote, scratch, 1024, &mm.exe_path).step(pid, "the exe link")?;
+    let exe_fd = remote
+        .syscall(
+            "open",
+            libc::SYS_open,
+            &[path, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0],
+        )
+        .map_err(|source| RestoreError::File {
+            pid,
+            what: "opening the executable".into(),
+            path: mm.exe_path.clone(),
+            source,
+        })?;
+    // The auxv up to and including its AT_NULL pair.
+    let mut auxv: Vec<u64> = Vec::new();
+    for pair in mm.auxv.chunks_exact(2) {
+        auxv.extend_from_slice(pair);
+        if pair[0] == 0 {
+            break;
+        }
+    }
+    let auxv_bytes: Vec<u8> = auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    if auxv_bytes.len() > 1024 {
+        return Err(RestoreError::Inconsistent(format!(
+            "mm-{pid}.img has an auxv of {} bytes",
+            auxv_bytes.len()
+        )));
+    }
+    let auxv_addr = scratch.addr + 2048;
+    remote
+        .write_mem(auxv_addr, &auxv_bytes)
+        .step(pid, "the auxv")?;
+    let mut map = Vec::with_capacity(104);
+    for w in [
+        f.start_code,
+        f.end_code,
+        f.start_data,
+        f.end_data,
+        f.start_brk,
+        f.brk,
+        f.start_stack,
+        f.arg_start,
+        f.arg_end,
+        f.env_start,
+        f.env_end,
+        auxv_addr,
+    ] {
+        map.extend_from_slice(&w.to_ne_bytes());
+    }
+    map.extend_from_slice(&(auxv_bytes.len() as u32).to_ne_bytes());
+    map.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
+    remote
+        .write_mem(scratch.addr + 3072, &map)
+        .step(pid, "the mm fields")?;
+    const PR_SET_MM: u64 = 35;
+    const PR_SET_MM_MAP: u64 = 14;
+    let r = remote.syscall(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        &[
+            PR_SET_MM,
+            PR_SET_MM_MAP,
+            scratch.addr + 3072,
+            map.len() as u64,
+            0,
+        ],
+    );
+    remote
+        .syscall("close", libc::SYS_close, &[exe_fd])
+        .step(pid, "the exe link")?;
+    r.step(pid, "the mm fields (PR_SET_MM_MAP)")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hole_avoids_busy_ranges() {
+        let busy = [(0x2000_0000_0000 - 0x1000, 0x2000_0001_0000)];
+        let h = find_hole(0x5000, &busy).unwrap();
+        assert!(!overlaps((h, h + 0x5000), busy[0]));
+        assert_eq!(find_hole(0x1000, &[]), Some(0x2000_0000_0000));
+    }
+}

@@ -1,0 +1,290 @@
+//! One traced thread: seizing, stopping, registers, FPU state, signal state.
+
+use super::SysError;
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// General-purpose registers (`struct user_regs_struct`).
+pub type Regs = libc::user_regs_struct;
+
+const NT_X86_XSTATE: libc::c_int = 0x202;
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+/// The XSAVE area is at most this large on current CPUs (AMX included).
+const XSTATE_MAX: usize = 16 * 1024;
+/// A queued signal's siginfo as the kernel copies it out.
+pub const SIGINFO_SIZE: usize = 128;
+
+#[repr(C)]
+struct PeekSiginfoArgs {
+    off: u64,
+    flags: u32,
+    nr: i32,
+}
+
+/// `struct ptrace_rseq_configuration`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RseqConfig {
+    pub rseq_abi_pointer: u64,
+    pub rseq_abi_size: u32,
+    pub signature: u32,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// A thread this process traces. It does not detach on drop: the owner decides
+/// (roll back and detach on a failed dump, kill on a failed restore).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracee {
+    pub tid: i32,
+}
+
+fn call_err(op: &'static str, tid: i32) -> impl FnOnce(Errno) -> SysError {
+    move |source| SysError::Call { op, tid, source }
+}
+
+impl Tracee {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.tid)
+    }
+
+    /// `PTRACE_SEIZE` with `PTRACE_O_TRACESYSGOOD`, then `PTRACE_INTERRUPT`;
+    /// does not wait for the stop (see [`Tracee::wait_interrupt_stop`]).
+    pub fn seize_and_interrupt(tid: i32) -> Result<Tracee, SysError> {
+        let t = Tracee { tid };
+        ptrace::seize(t.pid(), ptrace::Options::PTRACE_O_TRACESYSGOOD)
+            .map_err(call_err("PTRACE_SEIZE", tid))?;
+        ptrace::interrupt(t.pid()).map_err(call_err("PTRACE_INTERRUPT", tid))?;
+        Ok(t)
+    }
+
+    /// A thread that attached itself with `PTRACE_TRACEME` (the restore path).
+    pub fn from_traceme(tid: i32) -> Tracee {
+        Tracee { tid }
+    }
+
+    /// Sets the ptrace options of an attached thread.
+    pub fn set_options(&self, opts: ptrace::Options) -> Result<(), SysError> {
+        ptrace::setoptions(self.pid(), opts).map_err(call_err("PTRACE_SETOPTIONS", self.tid))
+    }
+
+    /// Waits for any state change of this thread.
+    pub fn wait(&self, what: &'static str) -> Result<WaitStatus, SysError> {
+        loop {
+            match waitpid(self.pid(), Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    return Err(SysError::Exited {
+                        tid: self.tid,
+                        what,
+                        status: format!("exit status {code}"),
+                    })
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    return Err(SysError::Exited {
+                        tid: self.tid,
+                        what,
+                        status: format!("killed by {sig}"),
+                    })
+                }
+                Ok(status) => return Ok(status),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(call_err("waitpid", self.tid)(e)),
+            }
+        }
+    }
+
+    /// Waits until the thread sits in the stop `PTRACE_INTERRUPT` asked for.
+    /// Signals that arrive first are delivered (the thread runs their handlers
+    /// as it would have), so nothing the process was sent is lost.
+    pub fn wait_interrupt_stop(&self) -> Result<(), SysError> {
+        loop {
+            match self.wait("stopping for the dump")? {
+                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => return Ok(()),
+                WaitStatus::Stopped(_, sig) => {
+                    // Signal-delivery-stop: pass the signal on; the interrupt
+                    // stays pending and is taken next.
+                    ptrace::cont(self.pid(), Some(sig))
+                        .map_err(call_err("PTRACE_CONT", self.tid))?;
+                }
+                WaitStatus::PtraceEvent(_, _, _) | WaitStatus::PtraceSyscall(_) => {
+                    ptrace::cont(self.pid(), None).map_err(call_err("PTRACE_CONT", self.tid))?;
+                }
+                other => {
+                    return Err(SysError::UnexpectedStop {
+                        tid: self.tid,
+                        what: "stopping for the dump",
+                        status: format!("{other:?}"),
+                    })
+                }
+            }
+        }
+    }
+
+    pub fn regs(&self) -> Result<Regs, SysError> {
+        ptrace::getregs(self.pid()).map_err(call_err("PTRACE_GETREGS", self.tid))
+    }
+
+    pub fn set_regs(&self, regs: &Regs) -> Result<(), SysError> {
+        ptrace::setregs(self.pid(), *regs).map_err(call_err("PTRACE_SETREGS", self.tid))
+    }
+
+    /// The extended FPU/SIMD state (XSAVE layout, `NT_X86_XSTATE`).
+    pub fn xstate(&self) -> Result<Vec<u8>, SysError> {
+        let mut buf = vec![0u8; XSTATE_MAX];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: iov describes `buf`, which outlives the call; the kernel
+        // writes at most iov_len bytes and updates iov_len.
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_GETREGSET,
+                self.tid,
+                NT_X86_XSTATE as usize,
+                &mut iov as *mut libc::iovec,
+            )
+        };
+        if r < 0 {
+            return Err(call_err("PTRACE_GETREGSET(NT_X86_XSTATE)", self.tid)(
+                Errno::last(),
+            ));
+        }
+        buf.truncate(iov.iov_len);
+        Ok(buf)
+    }
+
+    pub fn set_xstate(&self, xstate: &[u8]) -> Result<(), SysError> {
+        let mut copy = xstate.to_vec();
+        let mut iov = libc::iovec {
+            iov_base: copy.as_mut_ptr().cast(),
+            iov_len: copy.len(),
+        };
+        // SAFETY: iov describes `copy`, which outlives the call; the kernel only reads it.
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_SETREGSET,
+                self.tid,
+                NT_X86_XSTATE as usize,
+                &mut iov as *mut libc::iovec,
+            )
+        };
+        if r < 0 {
+            return Err(call_err("PTRACE_SETREGSET(NT_X86_XSTATE)", self.tid)(
+                Errno::last(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The blocked-signal mask.
+    pub fn sigmask(&self) -> Result<u64, SysError> {
+        let mut mask: u64 = 0;
+        // SAFETY: the kernel writes 8 bytes (the size we pass) into `mask`.
+        let r = unsafe {
+            libc::ptrace(
+                PTRACE_GETSIGMASK,
+                self.tid,
+                std::mem::size_of::<u64>(),
+                &mut mask as *mut u64,
+            )
+        };
+        if r < 0 {
+            return Err(call_err("PTRACE_GETSIGMASK", self.tid)(Errno::last()));
+        }
+        Ok(mask)
+    }
+
+    pub fn set_sigmask(&self, mask: u64) -> Result<(), SysError> {
+        // SAFETY: the kernel reads 8 bytes (the size we pass) from `mask`.
+        let r = unsafe {
+            libc::ptrace(
+                PTRACE_SETSIGMASK,
+                self.tid,
+                std::mem::size_of::<u64>(),
+                &mask as *const u64,
+            )
+        };
+        if r < 0 {
+            return Err(call_err("PTRACE_SETSIGMASK", self.tid)(Errno::last()));
+        }
+        Ok(())
+    }
+
+    /// Queued signals of this thread (`shared == false`) or of its whole
+    /// process (`shared == true`), without dequeuing them.
+    pub fn pending_signals(&self, shared: bool) -> Result<Vec<[u8; SIGINFO_SIZE]>, SysError> {
+        let mut out = Vec::new();
+        loop {
+            let mut batch = [[0u8; SIGINFO_SIZE]; 32];
+            let mut args = PeekSiginfoArgs {
+                off: out.len() as u64,
+                flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+                nr: batch.len() as i32,
+            };
+            // SAFETY: `args` is a valid peeksiginfo_args; `batch` has room for
+            // `nr` siginfos of SIGINFO_SIZE bytes each.
+            let r = unsafe {
+                libc::ptrace(
+                    PTRACE_PEEKSIGINFO,
+                    self.tid,
+                    &mut args as *mut PeekSiginfoArgs,
+                    batch.as_mut_ptr(),
+                )
+            };
+            if r < 0 {
+                return Err(call_err("PTRACE_PEEKSIGINFO", self.tid)(Errno::last()));
+            }
+            let n = r as usize;
+            out.extend_from_slice(&batch[..n.min(batch.len())]);
+            if n < batch.len() || out.len() > 4096 {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The registered restartable sequence, if any.
+    pub fn rseq(&self) -> Result<Option<RseqConfig>, SysError> {
+        let mut conf = RseqConfig::default();
+        // SAFETY: the kernel writes at most size_of::<RseqConfig>() bytes into `conf`.
+        let r = unsafe {
+            libc::ptrace(
+                PTRACE_GET_RSEQ_CONFIGURATION,
+                self.tid,
+                std::mem::size_of::<RseqConfig>(),
+                &mut conf as *mut RseqConfig,
+            )
+        };
+        if r < 0 {
+            let e = Errno::last();
+            // Kernels before 5.13 lack the request: nothing to save then.
+            if e == Errno::EIO || e == Errno::EINVAL {
+                return Ok(None);
+            }
+            return Err(call_err("PTRACE_GET_RSEQ_CONFIGURATION", self.tid)(e));
+        }
+        Ok((conf.rseq_abi_pointer != 0).then_some(conf))
+    }
+
+    /// Resumes until the next syscall entry or exit (`PTRACE_SYSCALL`).
+    pub fn syscall_step(&self) -> Result<(), SysError> {
+        ptrace::syscall(self.pid(), None).map_err(call_err("PTRACE_SYSCALL", self.tid))
+    }
+
+    /// Resumes with an optional signal.
+    pub fn cont(&self, sig: Option<Signal>) -> Result<(), SysError> {
+        ptrace::cont(self.pid(), sig).map_err(call_err("PTRACE_CONT", self.tid))
+    }
+
+    /// Lets the thread go.
+    pub fn detach(&self) -> Result<(), SysError> {
+        ptrace::detach(self.pid(), None).map_err(call_err("PTRACE_DETACH", self.tid))
+    }
+}
