@@ -72,28 +72,39 @@ impl Checks {
 struct Baseline {
     pid: i32,
     tid: i32,
+    pgid: i32,
+    sid: i32,
+    comm: String,
     fds: Vec<(i32, String)>,
-    signal_status: Vec<(String, String)>,
+    status: Vec<(String, String)>,
     sigmask: u64,
 }
 
-/// The `/proc/self/status` lines about signals that must not change across a checkpoint.
-const SIGNAL_STATUS_KEYS: [&str; 5] = ["SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"];
+/// The `/proc/self/status` lines that must not change across a checkpoint: signals and
+/// credentials.
+const STATUS_KEYS: [&str; 8] = [
+    "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "Uid", "Gid", "Groups",
+];
 
 impl Baseline {
     fn record() -> io::Result<Baseline> {
         Ok(Baseline {
             pid: sys::getpid(),
             tid: sys::gettid(),
+            // SAFETY: getpgid(0) and getsid(0) ask about the caller and cannot fail.
+            pgid: unsafe { libc::getpgid(0) },
+            // SAFETY: as above.
+            sid: unsafe { libc::getsid(0) },
+            comm: std::fs::read_to_string("/proc/self/comm")?,
             fds: sys::fd_table()?,
-            signal_status: signal_status()?,
+            status: status_lines()?,
             sigmask: sys::sigmask(),
         })
     }
 }
 
-fn signal_status() -> io::Result<Vec<(String, String)>> {
-    SIGNAL_STATUS_KEYS
+fn status_lines() -> io::Result<Vec<(String, String)>> {
+    STATUS_KEYS
         .iter()
         .map(|k| Ok((k.to_string(), sys::status_field(k)?)))
         .collect()
@@ -118,6 +129,7 @@ pub struct Workload {
     extra: Vec<(String, String)>,
     baseline: Option<Baseline>,
     common_checked: bool,
+    brk_across_wait: (u64, u64),
 }
 
 impl Workload {
@@ -150,6 +162,7 @@ impl Workload {
             extra: Vec::new(),
             baseline: None,
             common_checked: false,
+            brk_across_wait: (0, 0),
         }
     }
 
@@ -228,10 +241,19 @@ impl Workload {
             self.name, ready.pid, self.mode, trigger
         );
         let mut checks = Checks::new();
-        if let Err(e) = wait_for_trigger(&waiter) {
+        let brk_before = sys::brk();
+        let waited = wait_for_trigger(&waiter);
+        self.brk_across_wait = (brk_before, sys::brk());
+        if let Err(e) = waited {
             checks.fail(e);
         }
         checks
+    }
+
+    /// The kernel's program break just before the wait and just after it, with nothing
+    /// allocated in between: they differ only if the break was not restored.
+    pub fn brk_across_wait(&self) -> (u64, u64) {
+        self.brk_across_wait
     }
 
     fn prepare_wait(&self) -> (Waiter, Trigger) {
@@ -267,9 +289,10 @@ impl Workload {
         }
     }
 
-    /// Compares what every workload keeps with the baseline: pid and tid, the descriptor table
-    /// (which also proves a dump left no descriptor of its own behind), the signal lines of
-    /// `/proc/self/status`, and the blocked mask the wait must have restored. Runs once; call
+    /// Compares what every workload keeps with the baseline: pid, tid, process group, session
+    /// and comm, the descriptor table (which also proves a dump left no descriptor of its own
+    /// behind), the signal and credential lines of `/proc/self/status`, and the blocked mask
+    /// the wait must have restored. Runs once; call
     /// it before changing any of these (for example before taking pending signals).
     pub fn common_checks(&mut self, checks: &mut Checks) {
         if self.common_checked {
@@ -286,12 +309,22 @@ impl Workload {
         if let Some(fds) = checks.io("listing /proc/self/fd", sys::fd_table()) {
             checks.eq("descriptor table", &base.fds, &fds);
         }
-        if let Some(status) = checks.io("reading /proc/self/status", signal_status()) {
+        if let Some(status) = checks.io("reading /proc/self/status", status_lines()) {
             checks.eq(
-                "signal lines of /proc/self/status",
-                &base.signal_status,
+                "signal and credential lines of /proc/self/status",
+                &base.status,
                 &status,
             );
+        }
+        // SAFETY: getpgid(0) and getsid(0) ask about the caller and cannot fail.
+        let (pgid, sid) = unsafe { (libc::getpgid(0), libc::getsid(0)) };
+        checks.eq("process group", base.pgid, pgid);
+        checks.eq("session", base.sid, sid);
+        if let Some(comm) = checks.io(
+            "reading /proc/self/comm",
+            std::fs::read_to_string("/proc/self/comm"),
+        ) {
+            checks.eq("comm", &base.comm, &comm);
         }
     }
 

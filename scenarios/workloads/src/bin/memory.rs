@@ -16,7 +16,8 @@
 //! - a shared file mapping: what was written through it before the checkpoint, a write the
 //!   driver makes to the file before the trigger (`external-write` in the ready file) shows in
 //!   the mapping, and a write through the mapping after the wait lands in the file;
-//! - mm fields: `/proc/self/stat` code/data/brk/stack/arg/env fields, the kernel's brk,
+//! - mm fields: `/proc/self/stat` code/data/brk/stack/arg/env fields, the kernel's brk (same
+//!   just before and just after the wait),
 //!   `/proc/self/exe`, `/proc/self/auxv`, `getauxval(AT_PAGESZ)`, the `AT_RANDOM` bytes,
 //!   `/proc/self/cmdline` and `/proc/self/environ`, argv and the environment as std reads them.
 
@@ -356,11 +357,10 @@ fn main() {
 
     let mm = w.setup("reading the mm fields", MmSnapshot::take());
     let stack_addr = stack.as_ptr() as u64;
-    let brk_before = sys::brk();
 
     let mut checks = w.wait();
-    // First, before anything allocates: the break must not have moved.
-    checks.eq("kernel brk", brk_before, sys::brk());
+    let (brk_before, brk_after) = w.brk_across_wait();
+    checks.eq("kernel brk", brk_before, brk_after);
     w.common_checks(&mut checks);
 
     // Heap.
