@@ -31,6 +31,15 @@ pub struct Trampoline {
     pub scratch: Scratch,
 }
 
+impl Trampoline {
+    /// Points a task's remote calls at this trampoline (for tasks forked or
+    /// cloned after it was mapped: they have it at the same address).
+    pub fn adopt(&self, remote: &mut Remote) {
+        remote.set_gadget(self.addr);
+        remote.set_stack(self.addr + TRAMPOLINE_LEN - 256);
+    }
+}
+
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
@@ -57,12 +66,21 @@ fn find_hole(len: u64, busy: &[(u64, u64)]) -> Option<u64> {
 }
 
 /// Maps the trampoline in a hole of both the current and the target layout.
-pub fn map_trampoline(remote: &mut Remote, pid: i32, mm: &Mm) -> Result<Trampoline, RestoreError> {
+/// `all` holds the images of every process of the tree: they all inherit it.
+pub fn map_trampoline(
+    remote: &mut Remote,
+    pid: i32,
+    all: &[&Mm],
+) -> Result<Trampoline, RestoreError> {
     let current = MapEntry::read(pid).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
     let busy: Vec<(u64, u64)> = current
         .iter()
         .map(|m| (m.start, m.end))
-        .chain(mm.vmas.iter().map(|v| (v.start, v.end)))
+        .chain(
+            all.iter()
+                .flat_map(|mm| mm.vmas.iter())
+                .map(|v| (v.start, v.end)),
+        )
         .collect();
     let addr = find_hole(TRAMPOLINE_LEN, &busy)
         .ok_or_else(|| RestoreError::Inconsistent("no free hole for the trampoline".into()))?;
@@ -98,15 +116,15 @@ pub fn map_trampoline(remote: &mut Remote, pid: i32, mm: &Mm) -> Result<Trampoli
     remote
         .write_mem(addr, &[0x0f, 0x05])
         .step(pid, "the trampoline")?;
-    remote.set_gadget(addr);
-    remote.set_stack(addr + TRAMPOLINE_LEN - 256);
-    Ok(Trampoline {
+    let t = Trampoline {
         addr,
         scratch: Scratch {
             addr: addr + PAGE_SIZE,
             len: SCRATCH_PAGES * PAGE_SIZE - 512,
         },
-    })
+    };
+    t.adopt(remote);
+    Ok(t)
 }
 
 pub fn unmap_trampoline(remote: &mut Remote, pid: i32, t: &Trampoline) -> Result<(), RestoreError> {
@@ -135,6 +153,7 @@ pub fn clear_address_space(
     pid: i32,
     mm: &Mm,
     t: &Trampoline,
+    inherited: &[(u64, u64)],
 ) -> Result<(), RestoreError> {
     let current = MapEntry::read(pid).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
     let mut moves = Vec::new();
@@ -183,6 +202,7 @@ pub fn clear_address_space(
         .iter()
         .map(|&(_, to, len)| (to, to + len))
         .chain(std::iter::once((t.addr, t.addr + TRAMPOLINE_LEN)))
+        .chain(inherited.iter().copied())
         .collect();
     let current = MapEntry::read(pid).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
     for m in current.iter().filter(|m| m.start < USER_END) {
@@ -213,18 +233,65 @@ fn mremap(remote: &mut Remote, pid: i32, from: u64, to: u64, len: u64) -> Result
         .map(drop)
 }
 
-/// Creates every non-special mapping of the image at its address.
+/// Creates every non-special mapping of the image at its address, except
+/// those `inherited` from an ancestor.
 pub fn map_vmas(
     remote: &mut Remote,
     pid: i32,
     mm: &Mm,
     scratch: Scratch,
+    inherited: &[(u64, u64)],
 ) -> Result<(), RestoreError> {
     for v in &mm.vmas {
         let k = kind(v);
-        if special_name(k).is_some() || k == VmaKind::Vsyscall {
+        if special_name(k).is_some()
+            || k == VmaKind::Vsyscall
+            || inherited.contains(&(v.start, v.end))
+        {
             continue;
         }
+        map_one(remote, pid, v, scratch)?;
+    }
+    Ok(())
+}
+
+/// Shared anonymous mappings that appear in more than one process: created
+/// once, before the tree is forked, so every process shares the same memory.
+pub fn shared_anon_groups(all: &[&Mm]) -> Result<Vec<Vma>, RestoreError> {
+    let mut seen: Vec<(Vma, usize)> = Vec::new();
+    for mm in all {
+        for v in mm.vmas.iter().filter(|v| kind(v) == VmaKind::AnonShared) {
+            match seen.iter_mut().find(|(s, _)| s.shmem_id == v.shmem_id) {
+                Some((s, n)) => {
+                    if (s.start, s.end) != (v.start, v.end) {
+                        return Err(RestoreError::Inconsistent(format!(
+                            "shared memory object {} is mapped at {:#x} in one process and {:#x} in another; \
+                             restoring it at different addresses is not supported",
+                            v.shmem_id, s.start, v.start
+                        )));
+                    }
+                    *n += 1;
+                }
+                None => seen.push((v.clone(), 1)),
+            }
+        }
+    }
+    Ok(seen
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(v, _)| v)
+        .collect())
+}
+
+/// Maps one image mapping at its address.
+pub fn map_one(
+    remote: &mut Remote,
+    pid: i32,
+    v: &Vma,
+    scratch: Scratch,
+) -> Result<(), RestoreError> {
+    let k = kind(v);
+    {
         let len = v.end - v.start;
         let mut flags = libc::MAP_FIXED;
         if v.growsdown {

@@ -10,21 +10,21 @@ mod files;
 mod lsm;
 mod memory;
 mod thread;
+mod tree;
 
 pub use error::RestoreError;
 pub use lsm::{ContextOrder, SelinuxRefusal};
 
-use crate::image::schema::{FileTable, Mm, ProcessEntry, PsTree, Task, ThreadCore};
+use crate::image::schema::{Fd, FileTable, Mm, ProcessEntry, PsTree, Task, ThreadCore};
 use crate::image::{self, FileKind, ImageDirReader};
 use crate::procfs::{self, MapEntry};
-use crate::sys::{find_syscall_gadget, spawn_stopped_with_pid, Remote, Tracee};
+use crate::sys::{find_syscall_gadget, Remote, Scratch};
 use error::StepContext;
-use nix::sys::ptrace::Options;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use std::path::PathBuf;
-use tracing::{debug, info, instrument};
+use tracing::{debug, info};
 
 /// What `crlab restore` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -51,30 +51,62 @@ struct ProcessImages {
     cores: Vec<ThreadCore>,
 }
 
-/// Kills what has been created so far unless disarmed.
+/// A process being restored: its leader's and its other threads' remotes.
+struct Live<'a> {
+    img: &'a ProcessImages,
+    leader: Remote,
+    threads: Vec<Remote>,
+}
+
+impl Live<'_> {
+    fn pid(&self) -> i32 {
+        self.img.entry.pid as i32
+    }
+}
+
+/// Kills every task created so far unless disarmed.
 struct Cleanup {
-    root: Option<i32>,
+    pids: Vec<i32>,
+    armed: bool,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(pid) = self.root.take() {
+        if !self.armed {
+            return;
+        }
+        for &pid in &self.pids {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            // Reap it: it is our child.
+        }
+        // We trace all of them (and are the root's parent): collect each exit.
+        for &pid in self.pids.iter().rev() {
             let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL));
         }
     }
 }
 
-/// Restores the tree in `opts.images_dir`. The root is a child of the caller.
-pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
-    let reader = ImageDirReader::open(&opts.images_dir)?;
+/// Reads every image of the dump.
+fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable), RestoreError> {
     let pstree: PsTree = reader.read_message(image::PSTREE, FileKind::PsTree)?;
     let table: FileTable = reader.read_message(image::FILES, FileKind::Files)?;
-    let root_pid = reader.inventory().root_pid as i32;
-    let mut procs = Vec::new();
+    let root_pid = reader.inventory().root_pid;
+    let mut procs: Vec<ProcessImages> = Vec::new();
     for entry in &pstree.processes {
         let pid = entry.pid;
+        let first = procs.is_empty();
+        if first != (pid == root_pid)
+            || (!first && !procs.iter().any(|p| p.entry.pid == entry.ppid))
+        {
+            return Err(RestoreError::Inconsistent(format!(
+                "pstree.img lists process {pid} (parent {}) out of order: the root {root_pid} must come first and parents before children",
+                entry.ppid
+            )));
+        }
+        if entry.threads.first() != Some(&pid) {
+            return Err(RestoreError::Inconsistent(format!(
+                "pstree.img: the first thread of process {pid} is not its leader"
+            )));
+        }
         let task: Task = reader.read_message(&image::task_name(pid), FileKind::Task)?;
         let mm: Mm = reader.read_message(&image::mm_name(pid), FileKind::Mm)?;
         let mut cores = Vec::new();
@@ -88,17 +120,18 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             cores,
         });
     }
-    let root = procs
-        .iter()
-        .position(|p| p.entry.pid as i32 == root_pid)
-        .ok_or_else(|| {
-            RestoreError::Inconsistent(format!("pstree.img lacks the root process {root_pid}"))
-        })?;
-    if procs.len() > 1 {
+    if procs.is_empty() {
         return Err(RestoreError::Inconsistent(
-            "the images hold a process tree; restoring trees is not supported yet".into(),
+            "pstree.img lists no process".into(),
         ));
     }
+    Ok((procs, table))
+}
+
+/// Restores the tree in `opts.images_dir`. The root is a child of the caller.
+pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    let reader = ImageDirReader::open(&opts.images_dir)?;
+    let (procs, table) = read_images(&reader)?;
     for p in &procs {
         for tid in &p.entry.threads {
             if std::path::Path::new(&format!("/proc/{tid}")).exists() {
@@ -106,116 +139,225 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             }
         }
     }
-    let p = &procs[root];
-    let pid = spawn_stopped_with_pid(root_pid).map_err(|e| match e.errno() {
-        Some(nix::errno::Errno::EEXIST) => RestoreError::PidTaken { pid: root_pid },
-        _ => RestoreError::Sys(e),
-    })?;
-    let mut cleanup = Cleanup { root: Some(pid) };
-    let tracee = Tracee::from_traceme(pid);
-    match tracee.wait("starting")? {
-        WaitStatus::Stopped(_, Signal::SIGSTOP) => {}
-        other => {
-            return Err(crate::sys::SysError::UnexpectedStop {
-                tid: pid,
-                what: "starting",
-                status: format!("{other:?}"),
-            }
-            .into())
-        }
-    }
-    tracee.set_options(
-        Options::PTRACE_O_TRACESYSGOOD | Options::PTRACE_O_TRACECLONE | Options::PTRACE_O_EXITKILL,
-    )?;
-    restore_process(opts, &reader, &table, p, tracee)?;
-    cleanup.root = None;
-    info!(pid, "restored");
-    Ok(Restored { root_pid: pid })
-}
+    let all_mm: Vec<&Mm> = procs.iter().map(|p| &p.mm).collect();
+    let shared = memory::shared_anon_groups(&all_mm)?;
+    let shared_ranges: Vec<(u64, u64)> = shared.iter().map(|v| (v.start, v.end)).collect();
+    let all_fds: Vec<&[Fd]> = procs.iter().map(|p| p.task.fds.as_slice()).collect();
 
-#[instrument(skip_all, fields(pid = p.entry.pid))]
-fn restore_process(
-    opts: &RestoreOptions,
-    reader: &ImageDirReader,
-    table: &FileTable,
-    p: &ProcessImages,
-    tracee: Tracee,
-) -> Result<(), RestoreError> {
-    let pid = tracee.tid;
-    // The task is a copy of us: our own syscall instruction is at the same address in it.
+    // The root, a copy of the engine, cleared down to a trampoline.
+    let root_img = &procs[0];
+    let root_pid = root_img.entry.pid as i32;
+    let root_t = tree::spawn_root(root_pid)?;
+    let mut cleanup = Cleanup {
+        pids: vec![root_pid],
+        armed: true,
+    };
     let me = std::process::id() as i32;
     let own_maps = MapEntry::read(me).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
-    let gadget = find_syscall_gadget(me, &own_maps)?;
-    let mut remote = Remote::new(tracee, gadget, tracee.regs()?)?;
-    // Block every signal while the engine works in the task; the image's mask is set last.
-    tracee.set_sigmask(u64::MAX).step(pid, "the signal mask")?;
-    remote
-        .syscall(
-            "close_range",
-            libc::SYS_close_range,
-            &[0, u32::MAX as u64, 0],
-        )
-        .step(pid, "the engine's descriptors")?;
-    raise_nofile(pid);
+    let mut root = Remote::new(root_t, find_syscall_gadget(me, &own_maps)?, root_t.regs()?)?;
+    // Every signal blocked while the engine works in the tasks; the image's masks come last.
+    root_t
+        .set_sigmask(u64::MAX)
+        .step(root_pid, "the signal mask")?;
+    root.syscall(
+        "close_range",
+        libc::SYS_close_range,
+        &[0, u32::MAX as u64, 0],
+    )
+    .step(root_pid, "the engine's descriptors")?;
     // The copy inherited our rseq registration; its area is about to be
     // unmapped, and the kernel would fault the task when it next updates it.
-    if let Some(r) = tracee.rseq()? {
-        remote
-            .syscall(
-                "rseq(unregister)",
-                libc::SYS_rseq,
-                &[
-                    r.rseq_abi_pointer,
-                    r.rseq_abi_size as u64,
-                    1,
-                    r.signature as u64,
-                ],
-            )
-            .step(pid, "the engine's rseq registration")?;
+    if let Some(r) = root_t.rseq()? {
+        root.syscall(
+            "rseq(unregister)",
+            libc::SYS_rseq,
+            &[
+                r.rseq_abi_pointer,
+                r.rseq_abi_size as u64,
+                1,
+                r.signature as u64,
+            ],
+        )
+        .step(root_pid, "the engine's rseq registration")?;
     }
-
-    let tramp = memory::map_trampoline(&mut remote, pid, &p.mm)?;
+    raise_nofile(root_pid);
+    let tramp = memory::map_trampoline(&mut root, root_pid, &all_mm)?;
     let scratch = tramp.scratch;
-    memory::clear_address_space(&mut remote, pid, &p.mm, &tramp)?;
-    memory::map_vmas(&mut remote, pid, &p.mm, scratch)?;
-    memory::fill_pages(&remote, pid, &p.mm, reader.pages(pid as u32)?)?;
-    memory::set_mm_fields(&mut remote, pid, &p.mm, scratch)?;
-    debug!("address space rebuilt");
+    memory::clear_address_space(&mut root, root_pid, &root_img.mm, &tramp, &[])?;
+    // What the whole tree shares is made once, here, and inherited by fork.
+    for v in &shared {
+        memory::map_one(&mut root, root_pid, v, scratch)?;
+    }
+    let parked = files::open_all(
+        &mut root,
+        root_pid,
+        scratch,
+        &table,
+        files::park_base(&all_fds),
+    )?;
+    join_session(&mut root, &root_img.entry)?;
 
-    files::restore_fds(&mut remote, pid, scratch, &p.task.fds, table)?;
-    thread::restore_process_state(&mut remote, pid, scratch, &p.task, &p.entry)?;
+    // The tree, parents before children.
+    let mut lives: Vec<Live> = vec![Live {
+        img: root_img,
+        leader: root,
+        threads: Vec::new(),
+    }];
+    for p in &procs[1..] {
+        let parent = lives
+            .iter_mut()
+            .find(|l| l.img.entry.pid == p.entry.ppid)
+            .ok_or_else(|| {
+                RestoreError::Inconsistent(format!(
+                    "the parent of {} is not in the tree",
+                    p.entry.pid
+                ))
+            })?;
+        let t = tree::clone_in(&mut parent.leader, scratch, p.entry.pid as i32, false)?;
+        cleanup.pids.push(t.tid);
+        let mut leader = Remote::new(t, tramp.addr, t.regs()?)?;
+        tramp.adopt(&mut leader);
+        join_session(&mut leader, &p.entry)?;
+        lives.push(Live {
+            img: p,
+            leader,
+            threads: Vec::new(),
+        });
+    }
+    join_groups(&mut lives)?;
 
-    // The seed's rule: the context while single-threaded, then the threads.
-    let leader_core = p.cores.first().ok_or_else(|| {
-        RestoreError::Inconsistent(format!("process {pid} has no threads in pstree.img"))
-    })?;
-    let target_ctx = opts
-        .lsm_profile
-        .clone()
-        .unwrap_or_else(|| leader_core.selinux_context.clone());
-    let engine_ctx = procfs::lsm_attr(pid, pid, "current");
-    let set_context = |remote: &mut Remote| -> Result<(), RestoreError> {
-        if crate::lsm::selinux_enabled() && !target_ctx.is_empty() && target_ctx != engine_ctx {
-            lsm::set_process_context(remote, scratch, pid, &engine_ctx, &target_ctx)?;
+    // Each process's own address space, descriptors and process-wide state.
+    for (i, live) in lives.iter_mut().enumerate() {
+        let pid = live.pid();
+        let keep: Vec<(u64, u64)> = shared_ranges
+            .iter()
+            .copied()
+            .filter(|r| live.img.mm.vmas.iter().any(|v| (v.start, v.end) == *r))
+            .collect();
+        if i > 0 {
+            memory::clear_address_space(&mut live.leader, pid, &live.img.mm, &tramp, &keep)?;
         }
-        Ok(())
-    };
-    if p.cores.len() > 1 {
-        return Err(RestoreError::Inconsistent(format!(
-            "process {pid} has {} threads; restoring multi-threaded processes is not supported yet",
-            p.cores.len()
-        )));
-    }
-    match opts.context_order {
-        ContextOrder::BeforeThreads | ContextOrder::AfterThreads => set_context(&mut remote)?,
+        memory::map_vmas(&mut live.leader, pid, &live.img.mm, scratch, &keep)?;
+        memory::fill_pages(&live.leader, pid, &live.img.mm, reader.pages(pid as u32)?)?;
+        memory::set_mm_fields(&mut live.leader, pid, &live.img.mm, scratch)?;
+        files::install(&mut live.leader, pid, &live.img.task.fds, &parked)?;
+        thread::restore_process_state(&mut live.leader, pid, scratch, &live.img.task)?;
+        debug!(pid, "process rebuilt");
     }
 
-    thread::restore_thread(&mut remote, pid, scratch, leader_core)?;
-    thread::queue_signals(&mut remote, pid, scratch, &p.task.shared_pending, None)?;
-    thread::set_rlimits(pid, &p.task)?;
-    memory::unmap_trampoline(&mut remote, pid, &tramp)?;
-    thread::finish_thread(&remote.tracee, pid, leader_core)?;
-    tracee.detach()?;
+    // Contexts and threads, in the order the seed requires.
+    let engine_ctx = procfs::lsm_attr(root_pid, root_pid, "current");
+    for live in &mut lives {
+        let pid = live.pid();
+        let target = opts
+            .lsm_profile
+            .clone()
+            .unwrap_or_else(|| live.img.cores[0].selinux_context.clone());
+        match opts.context_order {
+            ContextOrder::BeforeThreads => {
+                set_context(&mut live.leader, scratch, pid, &engine_ctx, &target)?;
+                create_threads(live, scratch, &tramp)?;
+            }
+            ContextOrder::AfterThreads => {
+                create_threads(live, scratch, &tramp)?;
+                set_context(&mut live.leader, scratch, pid, &engine_ctx, &target)?;
+            }
+        }
+        thread::restore_thread(&mut live.leader, pid, scratch, &live.img.cores[0])?;
+        for (remote, core) in live.threads.iter_mut().zip(&live.img.cores[1..]) {
+            thread::restore_thread(remote, pid, scratch, core)?;
+        }
+        thread::queue_signals(
+            &mut live.leader,
+            pid,
+            scratch,
+            &live.img.task.shared_pending,
+            None,
+        )?;
+        thread::set_rlimits(pid, &live.img.task)?;
+    }
+
+    // Last words, then let everything run.
+    for live in &mut lives {
+        let pid = live.pid();
+        memory::unmap_trampoline(&mut live.leader, pid, &tramp)?;
+        thread::finish_thread(&live.leader.tracee, pid, &live.img.cores[0])?;
+        for (remote, core) in live.threads.iter().zip(&live.img.cores[1..]) {
+            thread::finish_thread(&remote.tracee, pid, core)?;
+        }
+    }
+    for live in &lives {
+        for r in &live.threads {
+            r.tracee.detach()?;
+        }
+        live.leader.tracee.detach()?;
+    }
+    cleanup.armed = false;
+    info!(pid = root_pid, processes = lives.len(), "restored");
+    Ok(Restored { root_pid })
+}
+
+/// Writes the process's SELinux context (when SELinux is on and it differs
+/// from the engine's): done while the process is single-threaded.
+fn set_context(
+    remote: &mut Remote,
+    scratch: Scratch,
+    pid: i32,
+    from: &str,
+    to: &str,
+) -> Result<(), RestoreError> {
+    if crate::lsm::selinux_enabled() && !to.is_empty() && to != from {
+        lsm::set_process_context(remote, scratch, pid, from, to)?;
+    }
+    Ok(())
+}
+
+/// Creates a process's threads with their original ids.
+fn create_threads(
+    live: &mut Live<'_>,
+    scratch: Scratch,
+    tramp: &memory::Trampoline,
+) -> Result<(), RestoreError> {
+    for core in &live.img.cores[1..] {
+        let t = tree::clone_in(&mut live.leader, scratch, core.tid as i32, true)?;
+        let mut r = Remote::new(t, tramp.addr, t.regs()?)?;
+        tramp.adopt(&mut r);
+        live.threads.push(r);
+    }
+    Ok(())
+}
+
+/// A session or group leader makes its session or group right after it is
+/// created, before it forks the children that belong to it.
+fn join_session(remote: &mut Remote, e: &ProcessEntry) -> Result<(), RestoreError> {
+    let pid = e.pid as i32;
+    if e.sid == e.pid {
+        remote
+            .syscall("setsid", libc::SYS_setsid, &[])
+            .step(pid, "the session")?;
+    } else if e.pgid == e.pid {
+        remote
+            .syscall("setpgid", libc::SYS_setpgid, &[0, 0])
+            .step(pid, "the process group")?;
+    }
+    Ok(())
+}
+
+/// Members join the process groups of other processes of the tree.
+fn join_groups(lives: &mut [Live<'_>]) -> Result<(), RestoreError> {
+    let pids: Vec<u32> = lives.iter().map(|l| l.img.entry.pid).collect();
+    for live in lives.iter_mut() {
+        let e = &live.img.entry;
+        if e.pgid != e.pid && pids.contains(&e.pgid) {
+            let current =
+                nix::unistd::getpgid(Some(Pid::from_raw(e.pid as i32))).map(|p| p.as_raw() as u32);
+            if current != Ok(e.pgid) {
+                live.leader
+                    .syscall("setpgid", libc::SYS_setpgid, &[0, e.pgid as u64])
+                    .step(e.pid as i32, "the process group")?;
+            }
+        }
+    }
     Ok(())
 }
 

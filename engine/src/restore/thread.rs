@@ -6,16 +6,15 @@ use super::error::StepContext;
 use super::lsm::{put_cstr, write_attr};
 use super::RestoreError;
 use crate::dump::thread_regs;
-use crate::image::schema::{ProcessEntry, SigInfo, Task, ThreadCore};
+use crate::image::schema::{SigInfo, Task, ThreadCore};
 use crate::sys::{resume_regs, Remote, Scratch, Tracee};
 
-/// Dispositions, cwd, umask, name, personality, session and process group.
+/// Dispositions, cwd, umask and personality.
 pub fn restore_process_state(
     remote: &mut Remote,
     pid: i32,
     scratch: Scratch,
     task: &Task,
-    entry: &ProcessEntry,
 ) -> Result<(), RestoreError> {
     for a in &task.sigactions {
         if a.signo == libc::SIGKILL as u32
@@ -59,15 +58,6 @@ pub fn restore_process_state(
             &[task.personality as u64],
         )
         .step(pid, "the personality")?;
-    if entry.sid == entry.pid {
-        remote
-            .syscall("setsid", libc::SYS_setsid, &[])
-            .step(pid, "the session")?;
-    } else if entry.pgid == entry.pid {
-        remote
-            .syscall("setpgid", libc::SYS_setpgid, &[0, 0])
-            .step(pid, "the process group")?;
-    }
     Ok(())
 }
 

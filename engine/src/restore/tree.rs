@@ -1,0 +1,99 @@
+//! Creating the tasks of a restored tree with their original ids: the root
+//! with `clone3(set_tid)` from the engine, children and threads with
+//! `clone3(set_tid)` run inside their parent by remote system calls, so the
+//! kernel records the right parent and thread group.
+
+use super::error::StepContext;
+use super::RestoreError;
+use crate::sys::{spawn_stopped_with_pid, Remote, Scratch, SysError, Tracee};
+use nix::errno::Errno;
+use nix::sys::ptrace::Options;
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+
+/// Where `struct clone_args` and the set_tid array go in the scratch area.
+const ARGS_OFF: u64 = 8192;
+const CLONE_ARGS_SIZE: u64 = 88;
+
+const THREAD_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM) as u64;
+
+fn taken(pid: i32) -> impl FnOnce(SysError) -> RestoreError {
+    move |e| match e.errno() {
+        Some(Errno::EEXIST) => RestoreError::PidTaken { pid },
+        _ => RestoreError::Sys(e),
+    }
+}
+
+/// Waits for a new task's first stop.
+fn wait_started(t: Tracee) -> Result<(), RestoreError> {
+    match t.wait("starting")? {
+        WaitStatus::Stopped(_, Signal::SIGSTOP)
+        | WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => Ok(()),
+        other => Err(SysError::UnexpectedStop {
+            tid: t.tid,
+            what: "starting",
+            status: format!("{other:?}"),
+        }
+        .into()),
+    }
+}
+
+/// The root: a copy of the engine with pid `pid`, traced, stopped.
+pub fn spawn_root(pid: i32) -> Result<Tracee, RestoreError> {
+    let got = spawn_stopped_with_pid(pid).map_err(taken(pid))?;
+    let t = Tracee::from_traceme(got);
+    wait_started(t)?;
+    t.set_options(
+        Options::PTRACE_O_TRACESYSGOOD
+            | Options::PTRACE_O_TRACECLONE
+            | Options::PTRACE_O_TRACEFORK
+            | Options::PTRACE_O_EXITKILL,
+    )?;
+    Ok(t)
+}
+
+/// Runs `clone3` in `parent` for a new process (`thread == false`) or thread
+/// with id `id`; returns it stopped and traced.
+pub fn clone_in(
+    parent: &mut Remote,
+    scratch: Scratch,
+    id: i32,
+    thread: bool,
+) -> Result<Tracee, RestoreError> {
+    let owner = parent.tid();
+    let set_tid = scratch.addr + ARGS_OFF + 128;
+    let (flags, exit_signal) = if thread {
+        (THREAD_FLAGS, 0)
+    } else {
+        (0, libc::SIGCHLD as u64)
+    };
+    let args: [u64; 11] = [flags, 0, 0, 0, exit_signal, 0, 0, 0, set_tid, 1, 0];
+    let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    parent
+        .write_mem(scratch.addr + ARGS_OFF, &bytes)
+        .step(owner, "a new task")?;
+    parent
+        .write_mem(set_tid, &id.to_ne_bytes())
+        .step(owner, "a new task")?;
+    let got = parent
+        .syscall(
+            "clone3",
+            libc::SYS_clone3,
+            &[scratch.addr + ARGS_OFF, CLONE_ARGS_SIZE],
+        )
+        .map_err(taken(id))? as i32;
+    if got != id {
+        return Err(RestoreError::Inconsistent(format!(
+            "clone3 asked for id {id} and made {got}"
+        )));
+    }
+    parent.new_children.retain(|&c| c != got);
+    let t = Tracee::from_traceme(got);
+    wait_started(t)?;
+    Ok(t)
+}
