@@ -1,3 +1,10 @@
 //! The VM lab: builds and caches SELinux-enforcing guest images and runs them under QEMU.
 //!
-//! Filled by the VM lab issue; this crate owns everything about VMs and nothing about scenarios.
+//! This crate owns everything about VMs (images, the cache, QEMU's command
+//! line, acceleration, the serial console, the guest channel's framing) and
+//! nothing about scenarios: what runs inside is the harness's business.
+
+pub mod cache;
+pub mod channel;
+pub mod console;
+pub mod qemu;
