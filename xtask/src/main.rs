@@ -1,1 +1,172 @@
-fn main() {}
+//! `cargo xtask`: crlab's developer commands (the test suite, the VM suite, benchmarks).
+//!
+//! xtask never depends on the engine or on anything that pulls `selinux`: it is what
+//! installs the host packages that the engine's build script needs.
+
+mod bench;
+mod prereq;
+mod reaper;
+mod suite;
+mod tmpfs;
+mod vm_lab;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use xshell::Shell;
+
+const ALL_COMMANDS: &str = "\
+Every command:
+  cargo xtask test                     prerequisites, fmt, clippy, cargo test (root), VM suite, summary
+  cargo xtask vm-test [-- ARGS]        the VM suite; ARGS go to the scenario runner: FILTER, --list, --exact
+  cargo xtask prereqs                  check the host packages the build needs, install what is missing
+  cargo xtask bench engine [--reps N]  crlab dump/restore of 10 MiB and 1 GiB against memcpy (root)";
+
+/// crlab's developer commands.
+///
+/// Build jobs default to 2 (the machines are shared); set CARGO_BUILD_JOBS to change it.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", after_help = ALL_COMMANDS)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The whole test suite: prerequisites, fmt, clippy, cargo test, VM suite
+    ///
+    /// In order, each step announced: host prerequisites (installed if missing, as root),
+    /// `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`,
+    /// `cargo test --workspace` (needs root: the engine's end-to-end tests), then the VM suite.
+    /// Ends with a summary of each step's status and time; exits non-zero if a step failed.
+    Test,
+    /// The SELinux conformance suite in VMs (not built yet: says so, exits 2)
+    ///
+    /// The main job. The VM lab arrives with the lab issue: until then this prints that no
+    /// scenario ran and exits with status 2.
+    VmTest(vm_lab::VmTestArgs),
+    /// Check the host packages the build needs; install the missing ones
+    ///
+    /// As root with apt-get or dnf they are installed with a notice; otherwise the exact
+    /// command to run is printed.
+    Prereqs,
+    /// Benchmarks: `bench engine` times crlab dump and restore against memcpy
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time crlab dump and restore of 10 MiB and 1 GiB against memcpy (needs root)
+    ///
+    /// Builds crlab and crlab-workloads in release, then for each size: memcpy between two
+    /// pre-faulted buffers (best of 3), a self-check of the workload without the engine, and
+    /// REPS runs of `crlab dump` + `crlab restore --detach` of a process with that much touched
+    /// anonymous memory, whose restored copy must verify its memory. Images go to a tmpfs.
+    /// Prints the best and median times, GiB/s, and the ratios to memcpy against the aims
+    /// (dump >= 40%, restore >= 30%).
+    Engine(bench::EngineArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("{}", error_text(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let sh = shell()?;
+    match cli.command {
+        Command::Test => suite::run(&sh),
+        Command::VmTest(args) => vm_lab::command(&sh, &args),
+        Command::Prereqs => {
+            prereq::ensure(&sh)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Engine(args)) => {
+            bench::engine(&sh, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// An error and its causes, one per line, without a backtrace (RUST_BACKTRACE is for tests).
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        text += &format!("\n  caused by: {cause}");
+    }
+    text
+}
+
+/// The one shell of the run: at the workspace root, with `-j2`-friendly build defaults.
+fn shell() -> Result<Shell> {
+    let sh = Shell::new()?;
+    sh.change_dir(workspace_root());
+    sh.set_var(
+        "CARGO_BUILD_JOBS",
+        build_jobs(sh.var("CARGO_BUILD_JOBS").ok()),
+    );
+    Ok(sh)
+}
+
+/// `CARGO_BUILD_JOBS` if the user set it, else 2: the machines are shared.
+fn build_jobs(from_env: Option<String>) -> String {
+    from_env
+        .filter(|jobs| !jobs.trim().is_empty())
+        .unwrap_or_else(|| "2".to_owned())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The cargo that runs us (so `cargo +toolchain xtask` stays on that toolchain).
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn build_jobs_default_to_two_and_respect_the_environment() {
+        assert_eq!(build_jobs(None), "2");
+        assert_eq!(build_jobs(Some(String::new())), "2");
+        assert_eq!(build_jobs(Some("8".to_owned())), "8");
+    }
+
+    #[test]
+    fn vm_test_passes_everything_after_the_double_dash() {
+        let cli = Cli::try_parse_from(["cargo xtask", "vm-test", "--", "--list", "container"])
+            .expect("valid command line");
+        let Command::VmTest(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(args.harness_args, ["--list", "container"]);
+    }
+}

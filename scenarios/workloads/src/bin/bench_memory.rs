@@ -1,0 +1,200 @@
+//! `bench_memory`: a process with a known amount of touched anonymous memory, for `cargo xtask bench engine`.
+//!
+//! Usage: `bench_memory STATE_DIR BYTES`.
+//! It maps BYTES of private anonymous memory and writes a non-zero, position-dependent pattern
+//! to every word (so every page is present, and a page restored at the wrong place is caught),
+//! writes `STATE_DIR/ready` (its pid), then sleeps, polling for `STATE_DIR/check`.
+//! When that appears it verifies the whole pattern, writes `STATE_DIR/result` (`ok`, or
+//! `fail: ...`) and exits, 0 when ok.
+//! With no check after ten minutes it writes a failure and exits, so it never lingers.
+//!
+//! Self-contained on purpose (std and libc only): what the engine must carry over is just the
+//! mapping, the stack, the descriptors std opens and closes, and a sleeping thread.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const POLL: Duration = Duration::from_millis(5);
+const GIVE_UP: Duration = Duration::from_secs(600);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let (state, bytes) = match parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(msg) => {
+            eprintln!("bench_memory: {msg}\nusage: bench_memory STATE_DIR BYTES");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&state, bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("bench_memory: {msg}");
+            if let Err(err) = write_atomically(&state, "result", &format!("fail: {msg}\n")) {
+                eprintln!("bench_memory: {err}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args(args: &[String]) -> Result<(PathBuf, usize), String> {
+    let [_, state, bytes] = args else {
+        return Err(format!(
+            "expected 2 arguments, got {}",
+            args.len().saturating_sub(1)
+        ));
+    };
+    let bytes: usize = bytes
+        .parse()
+        .map_err(|err| format!("BYTES {bytes:?}: {err}"))?;
+    if bytes < 8 {
+        return Err(format!("BYTES must be at least 8, got {bytes}"));
+    }
+    Ok((PathBuf::from(state), bytes))
+}
+
+fn run(state: &Path, bytes: usize) -> Result<(), String> {
+    let mut mapping = Mapping::new(bytes)?;
+    for (i, word) in mapping.words().iter_mut().enumerate() {
+        *word = pattern(i);
+    }
+    write_atomically(state, "ready", &format!("{}\n", std::process::id()))?;
+
+    let check = state.join("check");
+    let start = Instant::now();
+    while !check.exists() {
+        if start.elapsed() > GIVE_UP {
+            return Err(format!(
+                "no {} after {GIVE_UP:?}: giving up",
+                check.display()
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+
+    verify(mapping.words())?;
+    write_atomically(state, "result", "ok\n")
+}
+
+/// The value of word `i`: never zero, different for every word of a page and every page.
+fn pattern(i: usize) -> u64 {
+    (i as u64)
+        .wrapping_add(1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        | 1
+}
+
+fn verify(words: &[u64]) -> Result<(), String> {
+    let mut wrong = words
+        .iter()
+        .enumerate()
+        .filter(|&(i, &word)| word != pattern(i));
+    let Some((first, &found)) = wrong.next() else {
+        return Ok(());
+    };
+    let more = wrong.count();
+    Err(format!(
+        "{} of {} words differ; first at byte offset {:#x} (page {}): expected {:#018x}, found {found:#018x}",
+        more + 1,
+        words.len(),
+        first * 8,
+        first * 8 / 4096,
+        pattern(first),
+    ))
+}
+
+/// Writes `dir/name` so that it appears whole or not at all.
+fn write_atomically(dir: &Path, name: &str, contents: &str) -> Result<(), String> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    std::fs::write(&tmp, contents).map_err(|err| format!("writing {}: {err}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|err| format!("renaming to {}: {err}", path.display()))
+}
+
+/// A private anonymous mapping, unmapped on drop.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    bytes: usize,
+}
+
+impl Mapping {
+    fn new(bytes: usize) -> Result<Self, String> {
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks touches no existing
+        // memory; the result is checked against MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!(
+                "mmap of {bytes} bytes: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Self { ptr, bytes })
+    }
+
+    fn words(&mut self) -> &mut [u64] {
+        // SAFETY: the mapping is readable and writable, page-aligned (so aligned for u64),
+        // at least `bytes` long, zero-filled (a valid u64 everywhere), and only reachable
+        // through this exclusive borrow of `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast::<u64>(), self.bytes / 8) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `bytes` are exactly what mmap returned and was given, and no slice
+        // of the mapping outlives `self`.
+        unsafe { libc::munmap(self.ptr, self.bytes) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_is_never_zero_and_differs_between_neighbours() {
+        for i in 0..100_000 {
+            assert_ne!(pattern(i), 0);
+            assert_ne!(pattern(i), pattern(i + 1));
+            assert_ne!(pattern(i), pattern(i + 512), "same value one page apart");
+        }
+    }
+
+    #[test]
+    fn verify_names_the_first_wrong_word() -> Result<(), String> {
+        let mut mapping = Mapping::new(3 * 4096)?;
+        let words = mapping.words();
+        for (i, word) in words.iter_mut().enumerate() {
+            *word = pattern(i);
+        }
+        verify(words)?;
+        words[600] = 0;
+        words[601] = 0;
+        let err = verify(words).err().ok_or("a damaged page passed")?;
+        assert!(
+            err.starts_with("2 of 1536 words differ; first at byte offset 0x12c0 (page 1)"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(parse_args(&args(&["bench_memory", "/tmp/s", "4096"])).is_ok());
+        assert!(parse_args(&args(&["bench_memory", "/tmp/s"])).is_err());
+        assert!(parse_args(&args(&["bench_memory", "/tmp/s", "lots"])).is_err());
+        assert!(parse_args(&args(&["bench_memory", "/tmp/s", "4"])).is_err());
+    }
+}

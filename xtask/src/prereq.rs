@@ -1,0 +1,292 @@
+//! Host prerequisites: what the build and the lab need on the host, and the packages that bring it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use crate::is_root;
+
+/// One thing the host must have, how to find it, and the packages that bring it.
+struct Prerequisite {
+    /// What it is and who needs it, as the user reads it.
+    what: &'static str,
+    look: Look,
+    debian: &'static [&'static str],
+    fedora: &'static [&'static str],
+}
+
+/// How to find a prerequisite. Each entry is a command looked up in `PATH`, or an absolute
+/// path in which `*` matches any part of one component.
+enum Look {
+    /// Present when any entry is found.
+    Any(&'static [&'static str]),
+    /// Present when every entry is found.
+    All(&'static [&'static str]),
+}
+
+use Look::{All, Any};
+
+/// The host's prerequisites, one line each. The selinux crate's build script needs the first
+/// three before anything of the workspace builds (hence xtask never depends on the engine).
+#[rustfmt::skip]
+const HOST: &[Prerequisite] = &[
+    Prerequisite { what: "libselinux headers (selinux crate)", look: Any(&["/usr/include/selinux/selinux.h"]), debian: &["libselinux1-dev"], fedora: &["libselinux-devel"] },
+    Prerequisite { what: "libclang (bindgen, selinux crate)", look: Any(&["/usr/lib/llvm-*/lib/libclang*.so*", "/usr/lib/x86_64-linux-gnu/libclang*.so*", "/usr/lib64/libclang*.so*"]), debian: &["libclang-dev"], fedora: &["clang-devel"] },
+    Prerequisite { what: "pkg-config (selinux crate)", look: All(&["pkg-config"]), debian: &["pkg-config"], fedora: &["pkg-config"] },
+];
+
+/// Checks every prerequisite and installs the missing ones (as root, with apt-get or dnf);
+/// otherwise fails with the exact command to run.
+pub fn ensure(sh: &Shell) -> Result<()> {
+    let missing = report(HOST);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let what = missing
+        .iter()
+        .map(|p| p.what)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some(manager) = PackageManager::detect() else {
+        bail!(
+            "missing host prerequisites: {what}; install them with your package manager, \
+             e.g. `{}` or `{}`",
+            PackageManager::Apt.install_line(&missing),
+            PackageManager::Dnf.install_line(&missing),
+        );
+    };
+    if !is_root() {
+        bail!(
+            "missing host prerequisites: {what}; installing them needs root: run `sudo {}`",
+            manager.install_line(&missing)
+        );
+    }
+    eprintln!(
+        "notice: installing missing host prerequisites ({what}): {}",
+        manager.install_line(&missing)
+    );
+    manager
+        .install(sh, &missing)
+        .with_context(|| format!("installing host prerequisites: {what}"))?;
+    let still = report(HOST);
+    if !still.is_empty() {
+        let what = still.iter().map(|p| p.what).collect::<Vec<_>>().join(", ");
+        bail!("still missing after installing packages: {what}; look for them by hand");
+    }
+    Ok(())
+}
+
+/// Prints one line per prerequisite and returns the missing ones.
+fn report(prerequisites: &'static [Prerequisite]) -> Vec<&'static Prerequisite> {
+    let mut missing = Vec::new();
+    for p in prerequisites {
+        match p.look.find() {
+            Some(found) => eprintln!("  ok       {:<40} {}", p.what, found.display()),
+            None => {
+                eprintln!("  MISSING  {:<40} {}", p.what, p.look);
+                missing.push(p);
+            }
+        }
+    }
+    missing
+}
+
+impl Look {
+    /// The first thing found, or `None` if the prerequisite is missing.
+    fn find(&self) -> Option<PathBuf> {
+        match self {
+            Any(entries) => entries.iter().find_map(|e| find_one(e)),
+            All(entries) => {
+                let found: Option<Vec<PathBuf>> = entries.iter().map(|e| find_one(e)).collect();
+                found?.into_iter().next()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Look {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Any(entries) => write!(f, "(looked for any of: {})", entries.join(", ")),
+            All(entries) => write!(f, "(looked for all of: {})", entries.join(", ")),
+        }
+    }
+}
+
+fn find_one(entry: &str) -> Option<PathBuf> {
+    if entry.starts_with('/') {
+        expand(entry).into_iter().next()
+    } else {
+        in_path(entry)
+    }
+}
+
+/// The command's path in `PATH`, if it is there and executable.
+fn in_path(command: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(command))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Existing paths that match an absolute pattern where `*` matches within one component.
+fn expand(pattern: &str) -> Vec<PathBuf> {
+    let mut candidates = vec![PathBuf::from("/")];
+    for component in pattern.split('/').filter(|c| !c.is_empty()) {
+        if !component.contains('*') {
+            candidates.iter_mut().for_each(|c| c.push(component));
+            continue;
+        }
+        let mut next = Vec::new();
+        for dir in &candidates {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut names: Vec<String> = entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| wildcard_match(component, name))
+                .collect();
+            names.sort();
+            next.extend(names.into_iter().map(|name| dir.join(name)));
+        }
+        candidates = next;
+    }
+    candidates.retain(|c| Path::exists(c));
+    candidates
+}
+
+/// Whether `name` matches `pattern`, in which `*` matches any run of characters.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
+    let (mut p, mut n) = (0, 0);
+    // Where the last `*` was, and the position in `name` it currently stands for.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == name[n] {
+            p += 1;
+            n += 1;
+        } else if let Some((star_p, star_n)) = star {
+            p = star_p + 1;
+            n = star_n + 1;
+            star = Some((star_p, star_n + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PackageManager {
+    Apt,
+    Dnf,
+}
+
+/// `apt-get update` runs at most once per xtask run.
+static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+impl PackageManager {
+    fn detect() -> Option<Self> {
+        if in_path("apt-get").is_some() {
+            Some(Self::Apt)
+        } else if in_path("dnf").is_some() {
+            Some(Self::Dnf)
+        } else {
+            None
+        }
+    }
+
+    fn packages(self, missing: &[&Prerequisite]) -> Vec<&'static str> {
+        let mut packages: Vec<&'static str> = Vec::new();
+        for p in missing {
+            let names = match self {
+                Self::Apt => p.debian,
+                Self::Dnf => p.fedora,
+            };
+            for name in names {
+                if !packages.contains(name) {
+                    packages.push(name);
+                }
+            }
+        }
+        packages
+    }
+
+    /// The command a person would type.
+    fn install_line(self, missing: &[&Prerequisite]) -> String {
+        let packages = self.packages(missing).join(" ");
+        match self {
+            Self::Apt => format!("apt-get install -y {packages}"),
+            Self::Dnf => format!("dnf install -y {packages}"),
+        }
+    }
+
+    fn install(self, sh: &Shell, missing: &[&Prerequisite]) -> Result<()> {
+        let packages = self.packages(missing);
+        match self {
+            Self::Apt => {
+                if !APT_UPDATED.swap(true, Ordering::SeqCst) {
+                    cmd!(sh, "apt-get update").run()?;
+                }
+                cmd!(sh, "apt-get install -y {packages...}")
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .run()?;
+            }
+            Self::Dnf => cmd!(sh, "dnf install -y {packages...}").run()?,
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_within_a_name() {
+        assert!(wildcard_match("libclang*.so*", "libclang-14.so.1"));
+        assert!(wildcard_match("libclang*.so*", "libclang.so"));
+        assert!(wildcard_match("llvm-*", "llvm-14"));
+        assert!(wildcard_match("*", ""));
+        assert!(wildcard_match("a*b*c", "aXbYbZc"));
+        assert!(!wildcard_match("libclang*.so*", "libclang.a"));
+        assert!(!wildcard_match("llvm-*", "llvm"));
+        assert!(!wildcard_match("abc", "abcd"));
+    }
+
+    #[test]
+    fn expand_finds_existing_paths_only() {
+        let dir = std::env::temp_dir().join(format!("xtask-expand-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("llvm-14/lib")).expect("create test tree");
+        std::fs::write(dir.join("llvm-14/lib/libclang.so.1"), b"").expect("create test file");
+        let pattern = format!("{}/llvm-*/lib/libclang*.so*", dir.display());
+        let found = expand(&pattern);
+        let missing = expand(&format!("{}/llvm-*/lib/nothing*", dir.display()));
+        std::fs::remove_dir_all(&dir).expect("remove test tree");
+        assert_eq!(found, [dir.join("llvm-14/lib/libclang.so.1")]);
+        assert!(missing.is_empty());
+    }
+
+    #[test]
+    fn packages_are_listed_once_in_table_order() {
+        let missing: Vec<&Prerequisite> = HOST.iter().collect();
+        assert_eq!(
+            PackageManager::Apt.install_line(&missing),
+            "apt-get install -y libselinux1-dev libclang-dev pkg-config"
+        );
+        assert_eq!(
+            PackageManager::Dnf.install_line(&missing),
+            "dnf install -y libselinux-devel clang-devel pkg-config"
+        );
+    }
+}
