@@ -7,4 +7,5 @@
 pub mod cache;
 pub mod channel;
 pub mod console;
+pub mod image;
 pub mod qemu;

@@ -1,0 +1,529 @@
+//! The lab image: a Debian guest with SELinux enforcing, built once from
+//! Debian's packages with mmdebstrap, labelled offline with `setfiles`, turned
+//! into an ext4 disk without loop mounts (`mke2fs -d`), and cached under a key
+//! that hashes the whole recipe.
+//!
+//! **Invariant:** the cached base disk is never written: every run boots an
+//! overlay of it.
+
+use crate::cache::{self, CacheError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Bump when the build steps change in a way the recipe does not show.
+const BUILDER_VERSION: u32 = 1;
+const DISK_SIZE: &str = "3G";
+
+/// What goes into a lab image.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub name: String,
+    pub suite: String,
+    pub mirror: String,
+    pub packages: Vec<String>,
+    /// Files placed in the image: (absolute path, contents, mode).
+    pub files: Vec<(String, Vec<u8>, u32)>,
+    /// Symlinks placed in the image: (link, target) — enabling and masking units.
+    pub links: Vec<(String, String)>,
+    /// SELinux policy modules installed with `semodule -i` (name.cil, contents).
+    pub policy_modules: Vec<(String, Vec<u8>)>,
+}
+
+impl Recipe {
+    /// A hash of everything that shapes the image.
+    pub fn key(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(format!(
+            "builder {BUILDER_VERSION}\n{}\n{}\n{}\n",
+            self.name, self.suite, self.mirror
+        ));
+        for p in &self.packages {
+            h.update(format!("pkg {p}\n"));
+        }
+        for (path, data, mode) in &self.files {
+            h.update(format!("file {path} {mode:o} {}\n", data.len()));
+            h.update(data);
+        }
+        for (l, t) in &self.links {
+            h.update(format!("link {l} {t}\n"));
+        }
+        for (n, data) in &self.policy_modules {
+            h.update(format!("module {n} {}\n", data.len()));
+            h.update(data);
+        }
+        let hex = hex(&h.finalize());
+        format!("{}-{}", self.name, &hex[..16])
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A built, verified image in the cache.
+#[derive(Debug, Clone)]
+pub struct LabImage {
+    pub key: String,
+    pub dir: PathBuf,
+    pub base: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    key: String,
+    built_unix: u64,
+    build_seconds: f64,
+    files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ManifestFile {
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("{step} failed: {detail}")]
+    Step { step: String, detail: String },
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("building the lab image needs root (mmdebstrap, chroot, setfiles); run as root")]
+    NotRoot,
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
+    move |source| ImageError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+const FILES: [&str; 3] = ["base.qcow2", "vmlinuz", "initrd.img"];
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Checks a cache entry against its manifest; `Err` says what is wrong.
+fn verify(dir: &Path, key: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(dir.join("manifest.json"))
+        .map_err(|e| format!("no manifest ({e})"))?;
+    let m: Manifest =
+        serde_json::from_str(&text).map_err(|e| format!("unreadable manifest ({e})"))?;
+    if m.key != key {
+        return Err(format!("manifest is for {}", m.key));
+    }
+    for name in FILES {
+        let f = m
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or(format!("{name} missing from the manifest"))?;
+        let path = dir.join(name);
+        let size = std::fs::metadata(&path)
+            .map(|md| md.len())
+            .map_err(|e| format!("{name}: {e}"))?;
+        if size != f.size {
+            return Err(format!(
+                "{name} is {size} bytes, the manifest says {}",
+                f.size
+            ));
+        }
+        let sum = sha256_file(&path).map_err(|e| format!("{name}: {e}"))?;
+        if sum != f.sha256 {
+            return Err(format!("{name} does not match its checksum"));
+        }
+    }
+    Ok(())
+}
+
+/// Returns the cached image for `recipe`, building it first if it is
+/// missing or fails verification. `progress` hears about long steps.
+pub fn ensure(recipe: &Recipe, progress: &mut dyn FnMut(&str)) -> Result<LabImage, ImageError> {
+    let root = cache::cache_dir()?.join("images");
+    let key = recipe.key();
+    let dir = root.join(&key);
+    let _lock = cache::lock(&root.join(format!("{key}.lock")), Duration::from_secs(1800))?;
+    let image = LabImage {
+        key: key.clone(),
+        base: dir.join("base.qcow2"),
+        kernel: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.img"),
+        dir: dir.clone(),
+    };
+    if dir.exists() {
+        match verify(&dir, &key) {
+            Ok(()) => return Ok(image),
+            Err(why) => {
+                progress(&format!(
+                    "cached image {key} is damaged ({why}); rebuilding it"
+                ));
+                std::fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
+            }
+        }
+    }
+    build(recipe, &root, &key, progress)?;
+    Ok(image)
+}
+
+/// Cached images: (key, bytes).
+pub fn list() -> Result<Vec<(String, u64)>, ImageError> {
+    let root = cache::cache_dir()?.join("images");
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&root) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                let size = FILES
+                    .iter()
+                    .filter_map(|f| std::fs::metadata(e.path().join(f)).ok())
+                    .map(|m| m.len())
+                    .sum();
+                out.push((e.file_name().to_string_lossy().into_owned(), size));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Removes every cached image and saved VM state.
+pub fn clean() -> Result<(), ImageError> {
+    let root = cache::cache_dir()?;
+    for sub in ["images", "warm"] {
+        let d = root.join(sub);
+        if d.exists() {
+            std::fs::remove_dir_all(&d).map_err(io("removing", &d))?;
+        }
+    }
+    Ok(())
+}
+
+fn run(step: &str, cmd: &mut Command) -> Result<String, ImageError> {
+    let out = cmd.output().map_err(|e| ImageError::Step {
+        step: step.into(),
+        detail: format!("cannot run {:?}: {e}", cmd.get_program()),
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        return Err(ImageError::Step {
+            step: step.into(),
+            detail: format!(
+                "{} ({})",
+                lines[lines.len().saturating_sub(15)..].join("\n"),
+                out.status
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// /proc mounted inside the build root for as long as this lives.
+struct ProcMount(PathBuf);
+
+impl ProcMount {
+    fn new(root: &Path) -> Result<ProcMount, ImageError> {
+        let target = root.join("proc");
+        run(
+            "mounting /proc in the build root",
+            Command::new("mount")
+                .args(["-t", "proc", "proc"])
+                .arg(&target),
+        )?;
+        Ok(ProcMount(target))
+    }
+}
+
+impl Drop for ProcMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The build directory, removed unless the build finished.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn build(
+    recipe: &Recipe,
+    root: &Path,
+    key: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ImageError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ImageError::NotRoot);
+    }
+    let start = Instant::now();
+    let tmp = root.join(format!("{key}.build-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
+    let scratch = Scratch(tmp.clone());
+    let rootfs = tmp.join("rootfs");
+
+    progress(&format!(
+        "building lab image {key}: mmdebstrap {} ({} packages, from Debian's mirror; about 2-3 minutes)",
+        recipe.suite,
+        recipe.packages.len()
+    ));
+    run(
+        "mmdebstrap",
+        Command::new("mmdebstrap")
+            .args([
+                "--variant=apt",
+                "--mode=root",
+                "--format=directory",
+                "--components=main",
+            ])
+            .arg(format!("--include={}", recipe.packages.join(",")))
+            .arg(&recipe.suite)
+            .arg(&rootfs)
+            .arg(&recipe.mirror),
+    )?;
+
+    progress("lab image: configuring (files, units, SELinux enforcing)");
+    for (path, data, mode) in &recipe.files {
+        let dest = rootfs.join(path.trim_start_matches('/'));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
+        }
+        std::fs::write(&dest, data).map_err(io("writing", &dest))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))
+            .map_err(io("chmod", &dest))?;
+    }
+    for (link, target) in &recipe.links {
+        let dest = rootfs.join(link.trim_start_matches('/'));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
+        }
+        let _ = std::fs::remove_file(&dest);
+        std::os::unix::fs::symlink(target, &dest).map_err(io("linking", &dest))?;
+    }
+    let config = rootfs.join("etc/selinux/config");
+    let text = std::fs::read_to_string(&config).map_err(io("reading", &config))?;
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("SELINUX=") {
+                "SELINUX=enforcing"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, text + "\n").map_err(io("writing", &config))?;
+
+    {
+        let _proc = ProcMount::new(&rootfs)?;
+        for (name, data) in &recipe.policy_modules {
+            progress(&format!("lab image: installing policy module {name}"));
+            let dest = rootfs.join("tmp").join(name);
+            std::fs::write(&dest, data).map_err(io("writing", &dest))?;
+            run(
+                &format!("semodule -i {name}"),
+                Command::new("chroot")
+                    .arg(&rootfs)
+                    .args(["semodule", "-i"])
+                    .arg(format!("/tmp/{name}")),
+            )?;
+            let _ = std::fs::remove_file(&dest);
+        }
+        progress("lab image: labelling files offline (setfiles)");
+        run(
+            "setfiles",
+            Command::new("chroot").arg(&rootfs).args([
+                "setfiles",
+                "-F",
+                "-e",
+                "/proc",
+                "-e",
+                "/sys",
+                "-e",
+                "/dev",
+                "/etc/selinux/default/contexts/files/file_contexts",
+                "/",
+            ]),
+        )?;
+    }
+
+    progress("lab image: kernel, initrd and the ext4 disk (mke2fs -d, no loop mounts)");
+    let boot = rootfs.join("boot");
+    let mut kernel = None;
+    let mut initrd = None;
+    for e in std::fs::read_dir(&boot)
+        .map_err(io("reading", &boot))?
+        .flatten()
+    {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("vmlinuz-") {
+            kernel = Some(e.path());
+        } else if n.starts_with("initrd.img-") {
+            initrd = Some(e.path());
+        }
+    }
+    let (Some(kernel), Some(initrd)) = (kernel, initrd) else {
+        return Err(ImageError::Step {
+            step: "finding the kernel".into(),
+            detail: format!("no vmlinuz-*/initrd.img-* in {}", boot.display()),
+        });
+    };
+    std::fs::copy(&kernel, tmp.join("vmlinuz")).map_err(io("copying", &kernel))?;
+    std::fs::copy(&initrd, tmp.join("initrd.img")).map_err(io("copying", &initrd))?;
+    let raw = tmp.join("disk.raw");
+    run(
+        "mke2fs",
+        Command::new("mke2fs")
+            .args([
+                "-q",
+                "-t",
+                "ext4",
+                "-L",
+                "crlab-root",
+                "-E",
+                "root_owner=0:0",
+                "-d",
+            ])
+            .arg(&rootfs)
+            .arg(&raw)
+            .arg(DISK_SIZE),
+    )?;
+    run(
+        "qemu-img convert",
+        Command::new("qemu-img")
+            .args(["convert", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(tmp.join("base.qcow2")),
+    )?;
+    std::fs::remove_file(&raw).map_err(io("removing", &raw))?;
+    std::fs::remove_dir_all(&rootfs).map_err(io("removing", &rootfs))?;
+
+    let mut files = Vec::new();
+    for name in FILES {
+        let p = tmp.join(name);
+        files.push(ManifestFile {
+            name: name.into(),
+            size: std::fs::metadata(&p).map_err(io("reading", &p))?.len(),
+            sha256: sha256_file(&p).map_err(io("hashing", &p))?,
+        });
+    }
+    let manifest = Manifest {
+        key: key.into(),
+        built_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        build_seconds: start.elapsed().as_secs_f64(),
+        files,
+    };
+    let mpath = tmp.join("manifest.json");
+    let json = serde_json::to_string_pretty(&manifest).map_err(|e| ImageError::Step {
+        step: "writing the manifest".into(),
+        detail: e.to_string(),
+    })?;
+    std::fs::write(&mpath, json).map_err(io("writing", &mpath))?;
+    let dest = root.join(key);
+    std::fs::rename(&tmp, &dest).map_err(io("installing", &dest))?;
+    std::mem::forget(scratch);
+    progress(&format!(
+        "lab image {key} built in {:.0} s",
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe() -> Recipe {
+        Recipe {
+            name: "debian".into(),
+            suite: "bookworm".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            packages: vec!["systemd".into()],
+            files: vec![("/etc/x".into(), b"x".to_vec(), 0o644)],
+            links: vec![],
+            policy_modules: vec![("lab.cil".into(), b"(type t)".to_vec())],
+        }
+    }
+
+    #[test]
+    fn the_key_changes_with_every_ingredient() {
+        let base = recipe().key();
+        assert!(base.starts_with("debian-"));
+        let mut r = recipe();
+        r.packages.push("criu".into());
+        assert_ne!(r.key(), base);
+        let mut r = recipe();
+        r.policy_modules[0].1 = b"(type u)".to_vec();
+        assert_ne!(r.key(), base);
+        let mut r = recipe();
+        r.files[0].2 = 0o600;
+        assert_ne!(r.key(), base);
+        assert_eq!(recipe().key(), base);
+    }
+
+    #[test]
+    fn verification_catches_missing_and_damaged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(verify(dir.path(), "k").unwrap_err().contains("no manifest"));
+        let mut files = Vec::new();
+        for name in FILES {
+            std::fs::write(dir.path().join(name), name).unwrap();
+            files.push(ManifestFile {
+                name: name.into(),
+                size: name.len() as u64,
+                sha256: sha256_file(&dir.path().join(name)).unwrap(),
+            });
+        }
+        let m = Manifest {
+            key: "k".into(),
+            built_unix: 0,
+            build_seconds: 0.0,
+            files,
+        };
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+        verify(dir.path(), "k").unwrap();
+        assert!(verify(dir.path(), "other").is_err());
+        std::fs::write(dir.path().join("vmlinuz"), "vmlinuX").unwrap();
+        assert!(verify(dir.path(), "k").unwrap_err().contains("checksum"));
+        std::fs::remove_file(dir.path().join("initrd.img")).unwrap();
+        assert!(verify(dir.path(), "k").is_err());
+    }
+}
