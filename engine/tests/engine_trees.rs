@@ -1,0 +1,551 @@
+//! End-to-end tests of the engine on multithreaded processes and process trees: the `threads`
+//! and `tree` workloads (`crlab-workloads`) dumped and restored through the `crlab` CLI, each
+//! checking its own state afterwards, and what `/proc` shows from outside (tids, parents,
+//! process groups, sessions, each thread's blocked mask) compared before and after.
+//!
+//! Needs root (the tests fail, not skip, without it). A [`Owned`] guard owns every process of a
+//! test: the workload's root, every process in its session or below it, and anything whose
+//! command line names the test's scratch dir; on drop, also on failure, it kills them all,
+//! reaps the ones that are ours to reap, and fails the test if any is left. Each test also
+//! ends by checking that nothing of it is left.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rstest::rstest;
+
+use support::process::{self, Exit};
+use support::protocol::WaitMode;
+use support::workload::{Workload, EXIT_TIMEOUT};
+
+/// What a test does between the workload's ready and its trigger.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    /// Nothing: the workload's self-check and the harness on their own.
+    WithoutDump,
+    /// `crlab dump` (kills the tree), reap it all, `crlab restore --detach` under the same ids.
+    DumpThenRestore,
+    /// `crlab dump --leave-running`: the tree goes on.
+    DumpLeaveRunning,
+}
+
+/// Every worker thread `threads` starts, besides its main thread.
+const WORKER_THREADS: usize = 16;
+
+#[rstest]
+#[case::nanosleep(WaitMode::Nanosleep)]
+#[case::sigsuspend(WaitMode::Sigsuspend)]
+#[case::pipe_read(WaitMode::PipeRead)]
+fn threads_keep_their_state(
+    #[case] mode: WaitMode,
+    #[values(Route::WithoutDump, Route::DumpThenRestore, Route::DumpLeaveRunning)] route: Route,
+) {
+    let mut o = Owned::start("threads", mode, &[]);
+    let pid = o.root;
+    let tids = o.announced_pids("tids");
+    assert_eq!(
+        tids.len(),
+        WORKER_THREADS + 1,
+        "threads announces its main thread and {WORKER_THREADS} workers: {tids:?}"
+    );
+    assert_eq!(tids[0], pid, "the first announced tid is the main thread's");
+    let before = Seen::of(pid);
+    assert_eq!(
+        before.tids,
+        sorted(&tids),
+        "/proc/{pid}/task against the tids the threads announced"
+    );
+    match route {
+        Route::WithoutDump => {}
+        Route::DumpThenRestore => {
+            o.w().dump_ok(&[]);
+            o.w().reap_dumped_original();
+            for &tid in &tids {
+                assert!(
+                    !process::pid_exists(tid),
+                    "thread {tid} still exists after crlab dump killed its process"
+                );
+            }
+            o.w().restore_detached_ok();
+            o.assert_same_as_before(&[("threads", &before)], "crlab restore");
+        }
+        Route::DumpLeaveRunning => {
+            o.w().dump_ok(&["--leave-running"]);
+            o.w().assert_running("crlab dump --leave-running");
+            o.assert_same_as_before(&[("threads", &before)], "crlab dump --leave-running");
+        }
+    }
+    o.w().trigger();
+    o.w().expect_ok();
+    o.assert_nothing_left();
+}
+
+#[rstest]
+#[case::nanosleep(WaitMode::Nanosleep)]
+#[case::pipe_read(WaitMode::PipeRead)]
+fn tree_keeps_its_state(
+    #[case] mode: WaitMode,
+    #[values(Route::WithoutDump, Route::DumpThenRestore, Route::DumpLeaveRunning)] route: Route,
+) {
+    let mut o = Owned::start("tree", mode, &[]);
+    let members = o.members();
+    let before: Vec<Seen> = members.iter().map(|(_, pid)| Seen::of(*pid)).collect();
+    assert_tree_shape(&members, &before);
+    let seen_before: Vec<(&str, &Seen)> = members
+        .iter()
+        .map(|(name, _)| *name)
+        .zip(before.iter())
+        .collect();
+    match route {
+        Route::WithoutDump => {}
+        Route::DumpThenRestore => {
+            o.w().dump_ok(&[]);
+            o.w().reap_dumped_original();
+            o.reap_dumped_members();
+            o.w().restore_detached_ok();
+            o.assert_same_as_before(&seen_before, "crlab restore");
+        }
+        Route::DumpLeaveRunning => {
+            o.w().dump_ok(&["--leave-running"]);
+            o.w().assert_running("crlab dump --leave-running");
+            o.assert_same_as_before(&seen_before, "crlab dump --leave-running");
+        }
+    }
+    o.w().trigger();
+    o.w().expect_ok();
+    o.assert_nothing_left();
+}
+
+/// A tree holding a zombie (A's child A2, exited and not reaped) makes the dump fail, name the
+/// zombie, and leave the tree unharmed: every member running freely with the same ids, the
+/// zombie still a zombie of A, no complete-looking dump, and the tree passing its own check.
+#[test]
+fn dump_refuses_a_tree_with_a_zombie() {
+    let mut o = Owned::start("tree", WaitMode::Nanosleep, &["zombie"]);
+    let members = o.members();
+    let zombie = o.announced_pids("zombie")[0];
+    let a = members[1].1;
+    let before: Vec<Seen> = members.iter().map(|(_, pid)| Seen::of(*pid)).collect();
+    assert_tree_shape(&members, &before);
+    let zombie_stat = stat(zombie).expect("the zombie exists");
+    assert_eq!(
+        (zombie_stat.state, zombie_stat.ppid),
+        ('Z', a),
+        "a2 is a zombie child of a"
+    );
+
+    let run = o.w().dump(&[]);
+    let (ok, exit, stderr) = (run.succeeded(), run.exit, run.stderr());
+    assert!(!ok, "crlab dump must refuse a tree holding a zombie");
+    assert!(
+        matches!(exit, Some(Exit::Code(c)) if c != 0),
+        "crlab dump must exit non-zero, not {exit:?}"
+    );
+    assert!(
+        !o.w().images_dir().join("inventory.img").exists(),
+        "a failed dump must not leave a complete-looking dump (inventory.img)"
+    );
+    o.w().assert_running("a refused dump");
+    let seen_before: Vec<(&str, &Seen)> = members
+        .iter()
+        .map(|(name, _)| *name)
+        .zip(before.iter())
+        .collect();
+    o.assert_same_as_before(&seen_before, "a refused dump");
+    let zombie_now = stat(zombie).expect("the zombie still exists after a refused dump");
+    assert_eq!(
+        (zombie_now.state, zombie_now.ppid),
+        ('Z', a),
+        "after a refused dump, a2 is still a zombie child of a"
+    );
+    o.w().trigger();
+    o.w().expect_ok();
+    o.assert_nothing_left();
+    // The wording last, so a wrong message does not hide whether the tree came through.
+    assert!(
+        stderr.contains("zombie"),
+        "the error must say the tree holds a zombie: {stderr}"
+    );
+    assert!(
+        mentions_number(&stderr, &zombie.to_string()),
+        "the error must name the zombie's pid {zombie}: {stderr}"
+    );
+}
+
+/// The members of a tree are where the workload put them: A and B children of the root, A1 of
+/// A, B1 of B; A and A1 in the root's process group, B and B1 in B's; all in the root's
+/// session.
+fn assert_tree_shape(members: &[(&str, i32)], seen: &[Seen]) {
+    let pid = |i: usize| members[i].1;
+    let (root, a, b) = (pid(0), pid(1), pid(2));
+    let expected = [
+        (0, root, root),
+        (root, root, root),
+        (root, b, root),
+        (a, root, root),
+        (b, b, root),
+    ];
+    for (i, ((name, p), s)) in members.iter().zip(seen).enumerate() {
+        let (ppid, pgid, sid) = expected[i];
+        if i > 0 {
+            assert_eq!(s.ppid, ppid, "parent of {name} (pid {p})");
+        }
+        assert_eq!(
+            (s.pgid, s.sid),
+            (pgid, sid),
+            "(pgid, sid) of {name} (pid {p})"
+        );
+    }
+}
+
+/// What `/proc` shows of a process from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    pid: i32,
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+    /// Its threads, sorted.
+    tids: Vec<i32>,
+    /// Each thread's `SigBlk` line.
+    blocked: Vec<(i32, String)>,
+}
+
+impl Seen {
+    fn of(pid: i32) -> Seen {
+        let st = stat(pid).unwrap_or_else(|| panic!("pid {pid} does not exist"));
+        let tids = task_tids(pid);
+        let blocked = tids
+            .iter()
+            .map(|&tid| {
+                let blk = task_status(pid, tid, "SigBlk").unwrap_or_else(|| "gone".to_owned());
+                (tid, blk)
+            })
+            .collect();
+        Seen {
+            pid,
+            ppid: st.ppid,
+            pgid: st.pgid,
+            sid: st.sid,
+            tids,
+            blocked,
+        }
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` used here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stat {
+    state: char,
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+}
+
+fn stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = text.get(text.rfind(')')? + 2..)?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let mut num = || fields.next()?.parse::<i32>().ok();
+    Some(Stat {
+        state,
+        ppid: num()?,
+        pgid: num()?,
+        sid: num()?,
+    })
+}
+
+fn task_tids(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut tids: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort();
+    tids
+}
+
+fn task_status(pid: i32, tid: i32, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// Why thread `tid` of `pid` is not running freely (stopped, traced, dead), if it is not.
+fn thread_not_running_freely(pid: i32, tid: i32) -> Option<String> {
+    let Some(state) = task_status(pid, tid, "State") else {
+        return Some(format!("thread {tid} of {pid} does not exist"));
+    };
+    if !state.starts_with(['R', 'S', 'D']) {
+        return Some(format!("thread {tid} of {pid} is {state}"));
+    }
+    match task_status(pid, tid, "TracerPid").as_deref() {
+        Some("0") => None,
+        Some(t) => Some(format!("thread {tid} of {pid} is still traced by {t}")),
+        None => Some(format!("thread {tid} of {pid} vanished")),
+    }
+}
+
+fn sorted(v: &[i32]) -> Vec<i32> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+fn getpid() -> i32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// Whether `text` holds `number` as a whole number (not as part of a longer one).
+fn mentions_number(text: &str, number: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|token| token == number)
+}
+
+/// One workload and every process that belongs to it; see the module docs.
+struct Owned {
+    /// The workload (its root process); `None` only while dropping.
+    w: Option<Workload>,
+    /// The root's pid, which is also its session id.
+    root: i32,
+    /// The scratch dir, which every process of the test names on its command line.
+    scratch: String,
+}
+
+impl Owned {
+    /// Starts workload `name` and waits for its ready file.
+    fn start(name: &str, mode: WaitMode, args: &[&str]) -> Owned {
+        let w = Workload::start(name, mode, args);
+        let root = w.pid();
+        let scratch = w.scratch_dir().to_string_lossy().into_owned();
+        let mut o = Owned {
+            w: Some(w),
+            root,
+            scratch,
+        };
+        o.w().wait_ready();
+        o
+    }
+
+    fn w(&mut self) -> &mut Workload {
+        self.w.as_mut().expect("the workload lives until drop")
+    }
+
+    /// The pids a ready-file line lists.
+    fn announced_pids(&mut self, key: &str) -> Vec<i32> {
+        let value = self
+            .w()
+            .ready()
+            .get(key)
+            .unwrap_or_else(|| panic!("the ready file has no {key} line"))
+            .to_owned();
+        value
+            .split_whitespace()
+            .map(|p| {
+                p.parse()
+                    .unwrap_or_else(|_| panic!("{key} line holds {p:?}, not a pid"))
+            })
+            .collect()
+    }
+
+    /// The tree's members, root first, in the tree workload's turn order.
+    fn members(&mut self) -> Vec<(&'static str, i32)> {
+        let mut out = vec![("root", self.root)];
+        for name in ["a", "b", "a1", "b1"] {
+            out.push((name, self.announced_pids(&format!("member-{name}"))[0]));
+        }
+        out
+    }
+
+    /// After a dump, each process `seen` lists exists again (or still) with the same parent,
+    /// process group, session, threads and blocked masks, and every thread runs freely.
+    fn assert_same_as_before(&mut self, seen: &[(&str, &Seen)], after: &str) {
+        for (name, before) in seen {
+            let pid = before.pid;
+            if let Some(why) = process::not_running_freely(pid) {
+                panic!("after {after}, {name}: {why}");
+            }
+            let now = Seen::of(pid);
+            assert_eq!(
+                now.tids, before.tids,
+                "after {after}, the tids of {name} (pid {pid}) in /proc/{pid}/task"
+            );
+            assert_eq!(
+                (now.ppid, now.pgid, now.sid),
+                (before.ppid, before.pgid, before.sid),
+                "after {after}, (ppid, pgid, sid) of {name} (pid {pid})"
+            );
+            assert_eq!(
+                now.blocked, before.blocked,
+                "after {after}, the SigBlk of each thread of {name} (pid {pid})"
+            );
+            for &tid in &now.tids {
+                if let Some(why) = thread_not_running_freely(pid, tid) {
+                    panic!("after {after}, {name}: {why}");
+                }
+            }
+        }
+    }
+
+    /// After a dump that kills, waits for every other process of the tree to be gone,
+    /// reaping those that were reparented to us (we are the subreaper), so their pids are
+    /// free for the restore.
+    fn reap_dumped_members(&mut self) {
+        let me = getpid();
+        let mut left = Vec::new();
+        let waited =
+            process::wait_until(EXIT_TIMEOUT, "the dumped tree's processes to end", || {
+                left = self.find();
+                for &pid in &left {
+                    if process::parent_of(pid) == Some(me) {
+                        reap_if_ended(pid);
+                    }
+                }
+                left.is_empty()
+            });
+        if let Err(e) = waited {
+            panic!(
+                "{e}: crlab dump without --leave-running must kill every process of the tree; \
+                 left: {}",
+                describe(&left)
+            );
+        }
+    }
+
+    /// Whether the root pid still belongs to this test: our child (the original, alive or a
+    /// zombie, or the restored process).
+    fn root_held(&self) -> bool {
+        process::parent_of(self.root) == Some(getpid())
+    }
+
+    /// Every process of this test: anything naming the scratch dir on its command line, and
+    /// while the root pid is ours, everything in its session or below it; zombies of the
+    /// session reparented to us also after the root is gone.
+    fn find(&self) -> Vec<i32> {
+        let me = getpid();
+        let procs: HashMap<i32, Stat> = all_pids()
+            .into_iter()
+            .filter_map(|p| Some((p, stat(p)?)))
+            .collect();
+        let held = self.root_held();
+        let below_root = |mut p: i32| {
+            for _ in 0..64 {
+                match procs.get(&p) {
+                    Some(st) if st.ppid == self.root => return true,
+                    Some(st) if st.ppid > 1 => p = st.ppid,
+                    _ => return false,
+                }
+            }
+            false
+        };
+        let mut out: Vec<i32> = procs
+            .iter()
+            .filter(|(&p, st)| {
+                p != me
+                    && (mentions(p, &self.scratch)
+                        || (held && (p == self.root || st.sid == self.root || below_root(p)))
+                        || (p != self.root && st.ppid == me && st.sid == self.root))
+            })
+            .map(|(&p, _)| p)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Fails the test if any process of it is left.
+    fn assert_nothing_left(&self) {
+        let left = self.find();
+        assert!(
+            left.is_empty(),
+            "processes of this test are left: {}",
+            describe(&left)
+        );
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let me = getpid();
+        // Kill the root first, so nothing waits for it to reap a child, then everything
+        // else until nothing is left; reap what is ours, except the root: its guard does.
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            let found = self.find();
+            let others: Vec<i32> = found.iter().copied().filter(|&p| p != self.root).collect();
+            if found.contains(&self.root) {
+                // SAFETY: find lists the root only while it is ours (our unreaped child, or
+                // naming our scratch dir), so its pid cannot belong to anyone else.
+                unsafe { libc::kill(self.root, libc::SIGKILL) };
+            }
+            if others.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            for &pid in &others {
+                // SAFETY: `pid` is a process of this test (find), alive or a zombie, so its
+                // pid is not reused.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                if process::parent_of(pid) == Some(me) {
+                    reap_if_ended(pid);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The workload's guard kills and reaps the root.
+        drop(self.w.take());
+        let left = self.find();
+        if !left.is_empty() {
+            let msg = format!(
+                "processes of this test are left after its guard killed them: {}",
+                describe(&left)
+            );
+            if std::thread::panicking() {
+                eprintln!("{msg}");
+            } else {
+                panic!("{msg}");
+            }
+        }
+    }
+}
+
+/// Reaps child `pid` if it has ended.
+fn reap_if_ended(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid for one child of ours writes the status into a live int.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+}
+
+fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn mentions(pid: i32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(needle))
+        .unwrap_or(false)
+}
+
+/// Pids with their state, parent and command line, for a failure message.
+fn describe(pids: &[i32]) -> String {
+    let parts: Vec<String> = pids
+        .iter()
+        .map(|&p| {
+            let st = stat(p);
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .unwrap_or_default();
+            format!("{p} {st:?} {}", cmd.trim())
+        })
+        .collect();
+    parts.join("; ")
+}
