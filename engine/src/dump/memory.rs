@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use std::io::IoSliceMut;
 
 /// Pages are copied through a buffer of this size.
-const COPY_CHUNK: usize = 16 << 20;
+const COPY_CHUNK: usize = 1 << 20;
 /// Addresses at or above this are the kernel's (vsyscall).
 const USER_END: u64 = 0x7fff_ffff_f000;
 

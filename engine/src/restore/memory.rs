@@ -22,7 +22,7 @@ const SCRATCH_PAGES: u64 = 4;
 const TRAMPOLINE_LEN: u64 = (1 + SCRATCH_PAGES) * PAGE_SIZE;
 const USER_END: u64 = 0x7fff_ffff_f000;
 const LOWEST: u64 = 0x10000;
-const COPY_CHUNK: usize = 16 << 20;
+const COPY_CHUNK: usize = 1 << 20;
 
 /// The trampoline area mapped in the task.
 #[derive(Debug, Clone, Copy)]
