@@ -4,8 +4,12 @@
 //! line, acceleration, the serial console, the guest channel's framing) and
 //! nothing about scenarios: what runs inside is the harness's business.
 
+pub mod accel;
 pub mod cache;
 pub mod channel;
 pub mod console;
 pub mod image;
+pub mod machine;
+pub mod monitor;
 pub mod qemu;
+pub mod warm;
