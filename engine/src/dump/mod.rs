@@ -83,6 +83,10 @@ fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
     let mut out = vec![root];
     let mut i = 0;
     while i < out.len() {
+        // A zombie cannot be seized: refuse before anything is touched.
+        if Stat::read(out[i])?.state == 'Z' {
+            return Err(DumpError::Zombie { pid: out[i] });
+        }
         let kids = procfs::children(out[i])?;
         out.extend(kids);
         i += 1;

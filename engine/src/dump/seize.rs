@@ -120,8 +120,10 @@ impl SeizedTree {
                 warn!(pid = proc.pid, error = %e, "killing the dumped process");
             }
         }
+        // Non-leader threads first: the kernel reports a traced leader's exit
+        // only once its other threads have been reaped by the tracer.
         for proc in &self.processes {
-            for t in &proc.tracees {
+            for t in proc.tracees.iter().rev() {
                 for _ in 0..16 {
                     if t.wait("being killed after the dump").is_err() {
                         break;
