@@ -12,3 +12,4 @@ pub mod protocol;
 pub mod regs;
 pub mod runtime;
 pub mod sys;
+pub mod thread_state;

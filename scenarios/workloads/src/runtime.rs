@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::protocol::{self, ExternalWrite, Ready, Trigger, WaitMode};
+use crate::thread_state::{self, ThreadState};
 use crate::{regs, sys};
 
 /// The signal that wakes a workload in [`WaitMode::Sigsuspend`].
@@ -78,6 +79,7 @@ struct Baseline {
     fds: Vec<(i32, String)>,
     status: Vec<(String, String)>,
     sigmask: u64,
+    thread: ThreadState,
 }
 
 /// The `/proc/self/status` lines that must not change across a checkpoint: signals and
@@ -99,6 +101,7 @@ impl Baseline {
             fds: sys::fd_table()?,
             status: status_lines()?,
             sigmask: sys::sigmask(),
+            thread: ThreadState::record().map_err(io::Error::other)?,
         })
     }
 }
@@ -223,6 +226,10 @@ impl Workload {
     /// allocated between waking and returning unless something failed.
     pub fn wait(&mut self) -> Checks {
         let (waiter, trigger) = self.prepare_wait();
+        self.setup(
+            "adding ADDR_NO_RANDOMIZE to the personality",
+            thread_state::add_personality_flag(),
+        );
         let baseline = self.setup("recording the baseline", Baseline::record());
         let ready = Ready {
             pid: baseline.pid,
@@ -291,8 +298,9 @@ impl Workload {
 
     /// Compares what every workload keeps with the baseline: pid, tid, process group, session
     /// and comm, the descriptor table (which also proves a dump left no descriptor of its own
-    /// behind), the signal and credential lines of `/proc/self/status`, and the blocked mask
-    /// the wait must have restored. Runs once; call
+    /// behind), the signal and credential lines of `/proc/self/status`, the blocked mask
+    /// the wait must have restored, and the calling thread's personality, tid address, robust
+    /// list and rseq registration (see [`ThreadState`]). Runs once; call
     /// it before changing any of these (for example before taking pending signals).
     pub fn common_checks(&mut self, checks: &mut Checks) {
         if self.common_checked {
@@ -326,6 +334,7 @@ impl Workload {
         ) {
             checks.eq("comm", &base.comm, &comm);
         }
+        base.thread.compare(checks);
     }
 
     /// Runs the common checks if not done yet, writes the result file and exits: 0 if every
