@@ -354,32 +354,50 @@ fn check_pipes(checks: &mut Checks, (r, w): (i32, i32), (nb_r, nb_w): (i32, i32)
     if let Some(size) = checks.io("F_GETPIPE_SZ", sys::fcntl(w, libc::F_GETPIPE_SZ)) {
         checks.eq("pipe capacity", PIPE_CAPACITY, size);
     }
-    if let Some(n) = checks.io("FIONREAD", fionread(r)) {
-        checks.eq("bytes buffered in the pipe", PIPE_BYTES as i32, n);
+    // Every read below is of a descriptor that would block if the restore lost what it
+    // checks (the buffered bytes, O_NONBLOCK), and the workload holds the write ends itself,
+    // so nothing would ever wake it: look first (FIONREAD, F_GETFL, poll) and read only what
+    // cannot block, so a loss is named at once instead of costing the driver's timeout.
+    let buffered = checks.io("FIONREAD on the pipe", fionread(r));
+    if let Some(n) = buffered {
+        if n != PIPE_BYTES as i32 {
+            checks.fail(format!("pipe data: found {n} bytes, expected {PIPE_BYTES}"));
+        }
     }
-    let mut buf = vec![0u8; PIPE_BYTES];
-    if let Some(n) = checks.io("reading the pipe", sys::read(r, &mut buf)) {
-        checks.eq("bytes read from the pipe", PIPE_BYTES, n);
-        checks.that(
-            pattern_mismatch(PIPE_SEED, 0, &buf[..n]).is_none(),
-            "bytes read from the pipe differ",
-        );
+    let take = buffered.map_or(0, |n| (n.max(0) as usize).min(PIPE_BYTES));
+    if take > 0 {
+        let mut buf = vec![0u8; take];
+        if let Some(n) = read_ready(checks, "pipe", r, &mut buf) {
+            checks.eq("bytes read from the pipe", take, n);
+            checks.that(
+                pattern_mismatch(PIPE_SEED, 0, &buf[..n]).is_none(),
+                "bytes read from the pipe differ",
+            );
+        }
     }
-    if checks
-        .io("writing the pipe", sys::write(w, b"fresh"))
-        .is_some()
+    // Drained (whatever was left of the 3000 bytes): new bytes must come through.
+    if buffered.is_some_and(|n| n as usize == take)
+        && checks
+            .io("writing the pipe", sys::write(w, b"fresh"))
+            .is_some()
     {
         let mut buf = [0u8; 16];
-        if let Some(n) = checks.io("reading the pipe", sys::read(r, &mut buf)) {
+        if let Some(n) = read_ready(checks, "pipe after writing 5 bytes", r, &mut buf) {
             checks.eq("bytes through the pipe", &b"fresh"[..], &buf[..n]);
         }
     }
-    if let Some(flags) = checks.io("F_GETFL", sys::fcntl(nb_r, libc::F_GETFL)) {
-        checks.eq(
-            "non-blocking pipe: read end O_NONBLOCK",
-            libc::O_NONBLOCK,
-            flags & libc::O_NONBLOCK,
-        );
+    let Some(flags) = checks.io("F_GETFL", sys::fcntl(nb_r, libc::F_GETFL)) else {
+        return;
+    };
+    if flags & libc::O_NONBLOCK == 0 {
+        checks.fail(format!(
+            "non-blocking pipe: O_NONBLOCK lost on the read end (flags {flags:#o}; not reading \
+             it, the read would block)"
+        ));
+        return;
+    }
+    if let Some(n) = checks.io("FIONREAD on the non-blocking pipe", fionread(nb_r)) {
+        checks.eq("non-blocking pipe: bytes buffered", 0, n);
     }
     let mut byte = [0u8; 1];
     match sys::read(nb_r, &mut byte) {
@@ -388,6 +406,27 @@ fn check_pipes(checks: &mut Checks, (r, w): (i32, i32), (nb_r, nb_w): (i32, i32)
             "non-blocking pipe: empty read gave {other:?}, expected EAGAIN"
         )),
     }
+}
+
+/// Reads `fd` into `buf` if that cannot block (poll says it is readable); otherwise records
+/// that `what` had nothing to read.
+fn read_ready(checks: &mut Checks, what: &str, fd: i32, buf: &mut [u8]) -> Option<usize> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd, a live local; a zero timeout never waits.
+    let ret = unsafe { libc::poll(&mut pfd, 1, 0) };
+    let ready = checks.io(&format!("poll on the {what}"), sys::check(ret.into()))?;
+    if ready == 0 || pfd.revents & libc::POLLIN == 0 {
+        checks.fail(format!(
+            "{what}: nothing to read (poll revents {:#x}); not reading, the read would block",
+            pfd.revents
+        ));
+        return None;
+    }
+    checks.io(&format!("reading the {what}"), sys::read(fd, buf))
 }
 
 fn check_null(checks: &mut Checks, what: &str, fd: i32, writable: bool) {
