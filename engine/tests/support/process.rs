@@ -81,8 +81,27 @@ impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Exit::Code(c) => write!(f, "exit status {c}"),
-            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}{}", signal_name(*s)),
         }
+    }
+}
+
+/// ` (SIGxxx)` for the signals a test process usually dies of, empty for others.
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGBUS => " (SIGBUS)",
+        libc::SIGILL => " (SIGILL)",
+        libc::SIGFPE => " (SIGFPE)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGTRAP => " (SIGTRAP)",
+        libc::SIGSYS => " (SIGSYS)",
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGPIPE => " (SIGPIPE)",
+        libc::SIGUSR1 => " (SIGUSR1)",
+        libc::SIGUSR2 => " (SIGUSR2)",
+        _ => "",
     }
 }
 

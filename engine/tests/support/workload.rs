@@ -326,14 +326,20 @@ impl Workload {
     }
 
     /// Waits for the result and asserts it is `ok` with exit status 0, and that the pid is
-    /// gone afterwards.
+    /// gone afterwards. The message says how the process ended, so a workload killed before
+    /// it could write a result (`None`) shows the signal.
     pub fn expect_ok(&mut self) {
         let (result, exit) = self.wait_result();
         assert_eq!(
             result.as_deref(),
             Some(protocol::RESULT_OK),
-            "{} checked its state after the trigger",
-            self.name
+            "{} checked its state after the trigger; it ended with {exit}{}",
+            self.name,
+            if result.is_none() {
+                " without writing a result file"
+            } else {
+                ""
+            }
         );
         assert_eq!(exit, Exit::Code(0), "{} exit", self.name);
         self.assert_gone();
