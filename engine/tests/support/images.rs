@@ -123,6 +123,24 @@ pub fn summary(show: &Value) -> Value {
     })
 }
 
+/// Rewrites the `path` of each of the summary's `vmas` with `redact`, then sorts the list
+/// again (dropping duplicates) by kind and redacted path. [`summary`] sorts by the real paths,
+/// so without this the order of a redacted path (the workload under the target dir) among
+/// the others (`/usr/lib/...`) would depend on where the target dir is.
+pub fn redact_vma_paths(summary: &mut Value, redact: impl Fn(&str) -> String) {
+    let Some(vmas) = summary.get_mut("vmas").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let sorted: BTreeSet<(String, String)> = vmas
+        .iter()
+        .map(|v| (text(v, "kind"), redact(&text(v, "path"))))
+        .collect();
+    *vmas = sorted
+        .into_iter()
+        .map(|(kind, path)| json!({ "kind": kind, "path": path }))
+        .collect();
+}
+
 fn task_summary(task: &Value, file_table: &BTreeMap<u64, &Value>) -> Value {
     let fds: Vec<Value> = list(task, "fds")
         .iter()
