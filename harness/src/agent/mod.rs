@@ -1,0 +1,38 @@
+//! The guest agent: runs as root in the guest (in `unconfined_t`), serves the guest channel,
+//! and does what the host asks: run commands in given SELinux contexts, move files, report
+//! audit records, act on systemd units, power off, re-execute itself.
+//!
+//! The raw system interfaces sit in narrow modules ([`selinux`], [`capture`], [`channel`]);
+//! [`server`] is the loop, one module per request kind below it.
+
+pub mod audit;
+pub mod capture;
+pub mod channel;
+pub mod command;
+pub mod config;
+pub mod file;
+pub mod identity;
+pub mod lifecycle;
+pub mod reaper;
+pub mod selinux;
+pub mod server;
+pub mod unit;
+
+pub use channel::Channel;
+pub use config::{ChannelSpec, Config, Invocation};
+pub use server::{serve, Agent, Ended};
+
+/// An error and its sources, as one line: "what failed: why: deeper why".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
