@@ -55,6 +55,9 @@ fn workload_keeps_its_state(
 ) {
     let mut w = Workload::start(name, mode, &[ARGV_MARKER]);
     w.wait_ready();
+    // In its wait's system call, so a dump interrupts it: the restart rule gets exercised on
+    // every run, not only when the dump misses the setup after the ready file.
+    w.wait_in_wait_syscall();
     match route {
         Route::WithoutDump => {}
         Route::DumpThenRestore => {

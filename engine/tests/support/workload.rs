@@ -164,6 +164,39 @@ impl Workload {
         self.ready.insert(ready)
     }
 
+    /// Waits (after [`Workload::wait_ready`]) until the workload blocks in the system call its
+    /// wait mode sleeps in, as `/proc/<pid>/syscall` shows it, so that a dump interrupts that
+    /// call and the restore has to restart it, rather than catching the workload in the few
+    /// instructions between its ready file and its wait. Returns at once for [`WaitMode::Spin`].
+    pub fn wait_in_wait_syscall(&mut self) {
+        let nr = match self.mode {
+            WaitMode::Nanosleep => libc::SYS_clock_nanosleep,
+            WaitMode::NanosleepAsm => libc::SYS_nanosleep,
+            WaitMode::PipeRead => libc::SYS_read,
+            WaitMode::Sigsuspend => libc::SYS_rt_sigsuspend,
+            WaitMode::Spin => return,
+        };
+        let nr = nr.to_string();
+        let path = format!("/proc/{}/syscall", self.pid());
+        let what = format!("{} to block in system call {nr} ({path})", self.name);
+        let proc = &mut self.proc;
+        let waited = process::wait_until(READY_TIMEOUT, &what, || {
+            proc.has_ended()
+                || std::fs::read_to_string(&path)
+                    .is_ok_and(|t| t.split_whitespace().next() == Some(nr.as_str()))
+        });
+        if let Err(e) = waited {
+            panic!("{e}");
+        }
+        if let Some(exit) = self.proc.exit() {
+            panic!(
+                "{} ended ({exit}) before blocking in its wait; result: {:?}",
+                self.name,
+                self.result_file()
+            );
+        }
+    }
+
     /// Runs `crlab <args>`, recording the run for the failure report.
     pub fn crlab(&mut self, args: &[OsString]) -> &Run {
         let tag = format!("crlab-{}", self.runs.len());
@@ -259,7 +292,10 @@ impl Workload {
         );
         self.proc.readopt();
         if let Some(why) = process::not_running_freely(pid) {
-            panic!("after crlab restore --detach returned, {why}");
+            panic!(
+                "after crlab restore --detach returned, {why}; result: {:?}",
+                self.result_file()
+            );
         }
     }
 
@@ -349,9 +385,10 @@ impl Workload {
     pub fn assert_running(&mut self, after: &str) {
         assert!(
             !self.proc.has_ended(),
-            "{} ended ({:?}) after {after}",
+            "{} ended ({:?}) after {after}; result: {:?}",
             self.name,
-            self.proc.exit()
+            self.proc.exit(),
+            self.result_file()
         );
         if let Some(why) = process::not_running_freely(self.pid()) {
             panic!("after {after}, {why}");

@@ -111,26 +111,58 @@ pub fn spin_until(check: &CStr) -> Result<(), String> {
     }
 }
 
-/// Loops in raw `nanosleep(10 ms)` and `access(check)` system calls until the check file
-/// exists, holding the known registers across them. Err names the registers that changed.
+/// Loops in raw `nanosleep(100 ms)` and `access(check)` system calls until the check file
+/// exists, holding the known registers across them. Err names the registers that changed, or
+/// what a `nanosleep` returned if it was not 0: no handler runs during the wait, so the kernel
+/// restarts an interrupted sleep, and a restore must do the same with the sleep it
+/// interrupted; -EINTR or a kernel-internal -ERESTART* code here means it did not (the
+/// libc wait modes see the same as a failed call, this one would otherwise just loop on).
 pub fn nanosleep_asm_until(check: &CStr) -> Result<(), String> {
     let avx = has_avx();
     let known = RegFile::known(avx);
     let mut found = RegFile::zeroed();
+    // Long enough that a dump nearly always finds the sleep in progress (and the restore has
+    // to restart it), even on a loaded machine where the woken task waits for a CPU: with
+    // 10 ms sleeps one dump in five found it between two sleeps and a broken restart rule
+    // went unnoticed.
     let ts = libc::timespec {
         tv_sec: 0,
-        tv_nsec: 10_000_000,
+        tv_nsec: 100_000_000,
     };
-    if avx {
+    let slept = if avx {
         // SAFETY: AVX is available; `known`, `found`, `ts` and `check` outlive the call.
-        unsafe { nanosleep_avx(&known, &mut found, &ts, check) };
+        unsafe { nanosleep_avx(&known, &mut found, &ts, check) }
     } else {
         // SAFETY: as above, SSE2 only.
-        unsafe { nanosleep_sse(&known, &mut found, &ts, check) };
+        unsafe { nanosleep_sse(&known, &mut found, &ts, check) }
+    };
+    let mut failures = Vec::new();
+    if slept != 0 {
+        failures.push(format!(
+            "a raw nanosleep returned {slept} ({}), expected 0",
+            syscall_error_name(slept)
+        ));
     }
-    match known.diff(&found) {
-        Some(diff) => Err(format!("registers changed across nanosleep: {diff}")),
-        None => Ok(()),
+    if let Some(diff) = known.diff(&found) {
+        failures.push(format!("registers changed across nanosleep: {diff}"));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// The name of a negative system call result, including the kernel-internal restart codes
+/// that must never reach user space.
+fn syscall_error_name(ret: i64) -> String {
+    match -ret {
+        512 => "ERESTARTSYS, a restart code leaked to user space".into(),
+        513 => "ERESTARTNOINTR, a restart code leaked to user space".into(),
+        514 => "ERESTARTNOHAND, a restart code leaked to user space".into(),
+        516 => "ERESTART_RESTARTBLOCK, a restart code leaked to user space".into(),
+        e if (1..4096).contains(&e) => std::io::Error::from_raw_os_error(e as i32).to_string(),
+        _ => "not an error code".into(),
     }
 }
 
@@ -250,37 +282,52 @@ unsafe fn spin_sse(iterations: u64, known: &RegFile, found: &mut RegFile) {
     }
 }
 
-/// `nanosleep(ts)` (35), then `access(path, F_OK)` (21), until access returns 0.
+/// `nanosleep(ts)` (35), then `access(path, F_OK)` (21), until access returns 0 or a
+/// nanosleep returns anything but 0; returns 0 or that nanosleep's result.
 #[target_feature(enable = "avx")]
-unsafe fn nanosleep_avx(known: &RegFile, found: &mut RegFile, ts: &libc::timespec, path: &CStr) {
+unsafe fn nanosleep_avx(
+    known: &RegFile,
+    found: &mut RegFile,
+    ts: &libc::timespec,
+    path: &CStr,
+) -> i64 {
+    let ret: i64;
     // SAFETY: the caller guarantees AVX; the pointers are live; the syscall clobbers (rax,
     // rcx, r11 and the argument registers) are declared.
     unsafe {
         hold_registers!(
             avx,
-            "2:\n mov eax, 35\n mov rdi, {ts}\n xor esi, esi\n syscall\n mov eax, 21\n mov rdi, {path}\n xor esi, esi\n syscall\n test rax, rax\n jnz 2b",
+            "2:\n mov eax, 35\n mov rdi, {ts}\n xor esi, esi\n syscall\n test rax, rax\n jnz 3f\n mov eax, 21\n mov rdi, {path}\n xor esi, esi\n syscall\n test rax, rax\n jnz 2b\n 3:",
             i = in(reg) known as *const RegFile,
             o = in(reg) found as *mut RegFile,
             ts = in(reg) ts as *const libc::timespec,
             path = in(reg) path.as_ptr(),
-            out("rax") _, out("rdi") _, out("rsi") _, out("rcx") _, out("r11") _,
+            out("rax") ret, out("rdi") _, out("rsi") _, out("rcx") _, out("r11") _,
         );
     }
+    ret
 }
 
-unsafe fn nanosleep_sse(known: &RegFile, found: &mut RegFile, ts: &libc::timespec, path: &CStr) {
+unsafe fn nanosleep_sse(
+    known: &RegFile,
+    found: &mut RegFile,
+    ts: &libc::timespec,
+    path: &CStr,
+) -> i64 {
+    let ret: i64;
     // SAFETY: as in nanosleep_avx, with SSE2 instructions only.
     unsafe {
         hold_registers!(
             sse,
-            "2:\n mov eax, 35\n mov rdi, {ts}\n xor esi, esi\n syscall\n mov eax, 21\n mov rdi, {path}\n xor esi, esi\n syscall\n test rax, rax\n jnz 2b",
+            "2:\n mov eax, 35\n mov rdi, {ts}\n xor esi, esi\n syscall\n test rax, rax\n jnz 3f\n mov eax, 21\n mov rdi, {path}\n xor esi, esi\n syscall\n test rax, rax\n jnz 2b\n 3:",
             i = in(reg) known as *const RegFile,
             o = in(reg) found as *mut RegFile,
             ts = in(reg) ts as *const libc::timespec,
             path = in(reg) path.as_ptr(),
-            out("rax") _, out("rdi") _, out("rsi") _, out("rcx") _, out("r11") _,
+            out("rax") ret, out("rdi") _, out("rsi") _, out("rcx") _, out("r11") _,
         );
     }
+    ret
 }
 
 /// The MXCSR register.
