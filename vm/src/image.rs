@@ -27,6 +27,9 @@ pub struct Recipe {
     pub packages: Vec<String>,
     /// Files placed in the image: (absolute path, contents, mode).
     pub files: Vec<(String, Vec<u8>, u32)>,
+    /// Files placed in the image but left out of its key: the guest agent,
+    /// which is replaced over the channel when the host has a newer one.
+    pub unkeyed_files: Vec<(String, Vec<u8>, u32)>,
     /// Symlinks placed in the image: (link, target) — enabling and masking units.
     pub links: Vec<(String, String)>,
     /// SELinux policy modules installed with `semodule -i` (name.cil, contents).
@@ -312,7 +315,7 @@ fn build(
     )?;
 
     progress("lab image: configuring (files, units, SELinux enforcing)");
-    for (path, data, mode) in &recipe.files {
+    for (path, data, mode) in recipe.files.iter().chain(&recipe.unkeyed_files) {
         let dest = rootfs.join(path.trim_start_matches('/'));
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
@@ -474,6 +477,7 @@ mod tests {
             mirror: "http://deb.debian.org/debian".into(),
             packages: vec!["systemd".into()],
             files: vec![("/etc/x".into(), b"x".to_vec(), 0o644)],
+            unkeyed_files: vec![("/usr/libexec/agent".into(), b"v1".to_vec(), 0o755)],
             links: vec![],
             policy_modules: vec![("lab.cil".into(), b"(type t)".to_vec())],
         }
@@ -492,6 +496,9 @@ mod tests {
         let mut r = recipe();
         r.files[0].2 = 0o600;
         assert_ne!(r.key(), base);
+        let mut r = recipe();
+        r.unkeyed_files[0].1 = b"v2".to_vec();
+        assert_eq!(r.key(), base, "the agent is not part of the key");
         assert_eq!(recipe().key(), base);
     }
 

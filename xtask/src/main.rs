@@ -20,7 +20,7 @@ use xshell::Shell;
 const ALL_COMMANDS: &str = "\
 Every command:
   cargo xtask test                     prerequisites, fmt, clippy, cargo test (root), VM suite, summary
-  cargo xtask vm-test [-- ARGS]        the VM suite; ARGS go to the scenario runner: FILTER, --list, --exact
+  cargo xtask vm-test [-- ARGS]        the VM suite (root); ARGS go to the scenario runner: FILTER, --list, --exact
   cargo xtask prereqs                  check the host packages the build needs, install what is missing
   cargo xtask bench engine [--reps N]  crlab dump/restore of 10 MiB and 1 GiB against memcpy (root)";
 
@@ -43,10 +43,12 @@ enum Command {
     /// `cargo test --workspace` (needs root: the engine's end-to-end tests), then the VM suite.
     /// Ends with a summary of each step's status and time; exits non-zero if a step failed.
     Test,
-    /// The SELinux conformance suite in VMs (not built yet: says so, exits 2)
+    /// The SELinux conformance suite in SELinux-enforcing VMs (the main job)
     ///
-    /// The main job. The VM lab arrives with the lab issue: until then this prints that no
-    /// scenario ran and exits with status 2.
+    /// Builds the engine, the guest agent and the workloads, builds or reuses the cached
+    /// Debian lab image (root, Debian's packages), boots or warm-starts the VM, runs every
+    /// scenario of scenarios/catalog/ (or those matching FILTER), prints a table and writes
+    /// target/crlab/report.json and junit.xml. Exits non-zero if a scenario failed.
     VmTest(vm_lab::VmTestArgs),
     /// Check the host packages the build needs; install the missing ones
     ///
@@ -130,6 +132,14 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
+}
+
+/// Where cargo puts the binaries: `CARGO_TARGET_DIR`, else `target/` at the workspace root.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
 }
 
 /// The cargo that runs us (so `cargo +toolchain xtask` stays on that toolchain).

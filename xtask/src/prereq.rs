@@ -37,10 +37,29 @@ const HOST: &[Prerequisite] = &[
     Prerequisite { what: "pkg-config (selinux crate)", look: All(&["pkg-config"]), debian: &["pkg-config"], fedora: &["pkg-config"] },
 ];
 
-/// Checks every prerequisite and installs the missing ones (as root, with apt-get or dnf);
-/// otherwise fails with the exact command to run.
+/// What the VM lab needs besides: QEMU with qemu-img (Debian's qemu-system-x86 and qemu-utils
+/// are installed together, at one version: a newer qemu-utils alone would be replaced by
+/// nothing), mmdebstrap and mke2fs to build the image, setools to inspect its policy.
+#[rustfmt::skip]
+const LAB: &[Prerequisite] = &[
+    Prerequisite { what: "QEMU and qemu-img (lab VMs)", look: All(&["qemu-system-x86_64", "qemu-img"]), debian: &["qemu-system-x86", "qemu-utils"], fedora: &["qemu-system-x86-core", "qemu-img"] },
+    Prerequisite { what: "mmdebstrap (lab image)", look: All(&["mmdebstrap"]), debian: &["mmdebstrap"], fedora: &["mmdebstrap"] },
+    Prerequisite { what: "mke2fs (lab image disk)", look: Any(&["mke2fs", "/usr/sbin/mke2fs", "/sbin/mke2fs"]), debian: &["e2fsprogs"], fedora: &["e2fsprogs"] },
+];
+
+/// Checks the build's prerequisites and installs the missing ones (as root, with apt-get or
+/// dnf); otherwise fails with the exact command to run.
 pub fn ensure(sh: &Shell) -> Result<()> {
-    let missing = report(HOST);
+    ensure_set(sh, HOST)
+}
+
+/// The same for the VM lab's prerequisites.
+pub fn ensure_lab(sh: &Shell) -> Result<()> {
+    ensure_set(sh, LAB)
+}
+
+fn ensure_set(sh: &Shell, set: &'static [Prerequisite]) -> Result<()> {
+    let missing = report(set);
     if missing.is_empty() {
         return Ok(());
     }
@@ -70,7 +89,7 @@ pub fn ensure(sh: &Shell) -> Result<()> {
     manager
         .install(sh, &missing)
         .with_context(|| format!("installing host prerequisites: {what}"))?;
-    let still = report(HOST);
+    let still = report(set);
     if !still.is_empty() {
         let what = still.iter().map(|p| p.what).collect::<Vec<_>>().join(", ");
         bail!("still missing after installing packages: {what}; look for them by hand");
@@ -238,7 +257,8 @@ impl PackageManager {
                 if !APT_UPDATED.swap(true, Ordering::SeqCst) {
                     cmd!(sh, "apt-get update").run()?;
                 }
-                cmd!(sh, "apt-get install -y {packages...}")
+                let packages = pin_qemu_utils(sh, packages)?;
+                cmd!(sh, "apt-get install -y --allow-downgrades {packages...}")
                     .env("DEBIAN_FRONTEND", "noninteractive")
                     .run()?;
             }
@@ -246,6 +266,27 @@ impl PackageManager {
         }
         Ok(())
     }
+}
+
+/// With qemu-system-x86 in the list, qemu-utils is pinned to the same version, so a newer
+/// backported qemu-utils (which qemu-system-x86's dependencies would otherwise remove) is
+/// replaced by the matching one rather than by nothing.
+fn pin_qemu_utils(sh: &Shell, packages: Vec<&'static str>) -> Result<Vec<String>> {
+    let mut out: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
+    if !packages.contains(&"qemu-system-x86") {
+        return Ok(out);
+    }
+    let policy = cmd!(sh, "apt-cache policy qemu-system-x86").read()?;
+    let version = policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))
+        .map(str::trim)
+        .filter(|v| *v != "(none)");
+    if let Some(v) = version {
+        out.retain(|p| p != "qemu-utils");
+        out.push(format!("qemu-utils={v}"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

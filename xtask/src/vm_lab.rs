@@ -1,13 +1,17 @@
-//! `cargo xtask vm-test`: the SELinux conformance suite in VMs (a placeholder until the lab exists).
+//! `cargo xtask vm-test`: the SELinux conformance suite in the VM lab.
+//!
+//! Builds the payload (engine, agent, workloads) in release, makes sure the
+//! lab's host packages are there, then runs the scenario runner (the
+//! `scenarios` test of crlab-harness) with `CRLAB_VM=1`: it builds or reuses
+//! the cached image, boots or warm-starts the VM and runs the catalog.
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
-use xshell::Shell;
+use xshell::{cmd, Shell};
 
-/// Exit status of `cargo xtask vm-test` when it ran nothing: not a pass, not a test failure.
-const NOT_RUN: u8 = 2;
+use crate::{cargo, is_root, prereq, target_dir};
 
 #[derive(Debug, Args)]
 pub struct VmTestArgs {
@@ -20,35 +24,39 @@ pub struct VmTestArgs {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Every selected scenario passed.
-    #[expect(dead_code, reason = "only the VM lab produces it")]
     Passed,
-    /// The VM lab is not built yet: nothing ran.
-    NotAvailable,
+    /// At least one scenario failed (the runner printed which).
+    Failed,
 }
 
 /// Runs the VM suite with the scenario runner's arguments.
-///
-/// This is the one function that the lab replaces: build the engine, agent and workloads,
-/// make sure the image exists, boot (or warm-start) the VM, run the scenarios, report.
-pub fn run(_sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
-    eprintln!("notice: the VM lab is not built yet: it arrives with the lab issue");
-    eprintln!("notice: no VM was started and the SELinux scenarios did NOT run");
-    if !args.harness_args.is_empty() {
-        eprintln!(
-            "notice: scenario runner arguments given but unused: {}",
-            args.harness_args.join(" ")
-        );
+pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
+    let cargo = cargo();
+    let harness_args = &args.harness_args;
+    let listing = harness_args.iter().any(|a| a == "--list");
+    if !listing {
+        prereq::ensure(sh)?;
+        prereq::ensure_lab(sh)?;
+        if !is_root() {
+            bail!("the VM lab builds its image with mmdebstrap and chroot: run `cargo xtask vm-test` as root");
+        }
+        eprintln!("==> building the payload: crlab, the guest agent, the workloads (release)");
+        cmd!(sh, "{cargo} build --release -p crlab -p crlab-workloads -p crlab-harness --bins").run()?;
     }
-    Ok(Outcome::NotAvailable)
+    let payload = target_dir().join("release");
+    eprintln!("==> running the scenario catalog in the VM lab");
+    let status = cmd!(sh, "{cargo} test --release -p crlab-harness --test scenarios -- {harness_args...}")
+        .env("CRLAB_VM", "1")
+        .env("CRLAB_PAYLOAD_DIR", &payload)
+        .env("CRLAB_REPORT_DIR", target_dir().join("crlab"))
+        .run();
+    Ok(if status.is_ok() { Outcome::Passed } else { Outcome::Failed })
 }
 
-/// `cargo xtask vm-test`: exit 0 when the suite passed, 2 when it did not run.
+/// `cargo xtask vm-test`: exit 0 when the suite passed, 1 when a scenario failed.
 pub fn command(sh: &Shell, args: &VmTestArgs) -> Result<ExitCode> {
     match run(sh, args)? {
         Outcome::Passed => Ok(ExitCode::SUCCESS),
-        Outcome::NotAvailable => {
-            eprintln!("vm-test: nothing was run (exit status {NOT_RUN})");
-            Ok(ExitCode::from(NOT_RUN))
-        }
+        Outcome::Failed => Ok(ExitCode::FAILURE),
     }
 }

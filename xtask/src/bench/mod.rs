@@ -12,9 +12,10 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use xshell::{cmd, Shell};
 
+use crate::target_dir;
 use crate::reaper::{run_timed, tail, Guard, Subreaper};
 use crate::tmpfs::Scratch;
-use crate::{cargo, is_root, workspace_root};
+use crate::{cargo, is_root};
 use report::SizeResult;
 use workload::Workload;
 
@@ -194,10 +195,3 @@ fn dump_and_restore(bins: &Bins, dir: &Path, bytes: usize) -> Result<(Duration, 
     Ok((dumped.elapsed, restored.elapsed))
 }
 
-/// Where cargo puts the binaries: `CARGO_TARGET_DIR`, else `target/` at the workspace root.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => workspace_root().join(dir),
-        None => workspace_root().join("target"),
-    }
-}

@@ -1,0 +1,67 @@
+//! Talking to the guest agent: one request, one response, with a deadline.
+
+use crate::protocol::{Request, RequestKind, Response, ResponseKind};
+use crlab_vm::machine::{Machine, VmError};
+use prost::Message;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("the agent's reply to {what} does not decode: {source}")]
+    Decode {
+        what: String,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("the agent answered {what} with id {got}, expected {want}")]
+    WrongId { what: String, got: u64, want: u64 },
+    #[error("the agent could not {what}: {error}")]
+    Refused { what: String, error: String },
+    #[error("the agent answered {what} with an unexpected reply")]
+    Unexpected { what: String },
+}
+
+/// Request ids and the exchange.
+#[derive(Debug, Default)]
+pub struct Client {
+    next_id: u64,
+}
+
+impl Client {
+    /// Sends `kind`, returns the reply's content; an agent-side error is an `Err`.
+    pub fn call(
+        &mut self,
+        machine: &mut Machine,
+        what: &str,
+        kind: RequestKind,
+        timeout: Duration,
+    ) -> Result<Option<ResponseKind>, AgentError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let req = Request {
+            id,
+            kind: Some(kind),
+        };
+        let raw = machine.exchange(what, &req.encode_to_vec(), timeout)?;
+        let resp = Response::decode(raw.as_slice()).map_err(|source| AgentError::Decode {
+            what: what.into(),
+            source,
+        })?;
+        if resp.id != id {
+            return Err(AgentError::WrongId {
+                what: what.into(),
+                got: resp.id,
+                want: id,
+            });
+        }
+        if !resp.error.is_empty() {
+            return Err(AgentError::Refused {
+                what: what.into(),
+                error: resp.error,
+            });
+        }
+        Ok(resp.kind)
+    }
+}

@@ -1,0 +1,239 @@
+//! The SELinux conformance suite: one trial per scenario of `scenarios/catalog/`.
+//!
+//! Plain `cargo test` lists the trials as ignored (they need the VM lab);
+//! `cargo xtask vm-test` sets `CRLAB_VM=1` and the payload directory, and the
+//! trials run, one after another, in one lab VM.
+
+use crlab_harness::lab::{Lab, LabOptions};
+use crlab_harness::report;
+use crlab_harness::runner::{self, TrialReport, GUEST_BIN};
+use crlab_harness::scenario::{self, Scenario};
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Shared {
+    lab: Option<Lab>,
+    marker: u64,
+    reports: Vec<TrialReport>,
+    start_error: Option<String>,
+    uploaded: Vec<String>,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn progress(msg: &str) {
+    eprintln!(
+        "[lab {:>6.1}s] {msg}",
+        START.get_or_init(Instant::now).elapsed().as_secs_f64()
+    );
+}
+
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// The payload's binaries, stripped, from `CRLAB_PAYLOAD_DIR`.
+fn payload(name: &str, run_dir: &Path) -> Result<Vec<u8>, String> {
+    let dir = std::env::var("CRLAB_PAYLOAD_DIR").map_err(|_| {
+        "CRLAB_PAYLOAD_DIR is not set (run through cargo xtask vm-test)".to_string()
+    })?;
+    let src = Path::new(&dir).join(name);
+    let dst = run_dir.join(name);
+    let st = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&dst)
+        .arg(&src)
+        .status()
+        .map_err(|e| format!("running strip on {}: {e}", src.display()))?;
+    if !st.success() {
+        return Err(format!("strip {} failed ({st})", src.display()));
+    }
+    std::fs::read(&dst).map_err(|e| format!("reading {}: {e}", dst.display()))
+}
+
+fn start_lab(run_dir: &Path) -> Result<Lab, String> {
+    let agent =
+        PathBuf::from(std::env::var("CRLAB_PAYLOAD_DIR").unwrap_or_default()).join("crlab-agent");
+    let mut modules = Vec::new();
+    let policy = root().join("scenarios/policy");
+    if let Ok(rd) = std::fs::read_dir(&policy) {
+        let mut paths: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cil"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let data = std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+            modules.push((
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                data,
+            ));
+        }
+    }
+    let opts = LabOptions {
+        qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
+        memory_mib: 1024,
+        cpus: 2,
+        run_dir: run_dir.to_path_buf(),
+        agent,
+        policy_modules: modules,
+        cold_boot_timeout: Duration::from_secs(600),
+    };
+    let lab = Lab::start(&opts, &mut |m| progress(m)).map_err(|e| format!("{e:#}"))?;
+    progress(&format!(
+        "lab ready: {} start, boot-to-ready {:.1} s (image {:.1} s); guest kernel {}, SELinux {}, agent context {}",
+        if lab.timings.warm { "warm" } else { "cold" },
+        lab.timings.boot_to_ready.as_secs_f64(),
+        lab.timings.image.as_secs_f64(),
+        lab.hello.kernel,
+        lab.hello.selinux_mode,
+        lab.hello.context
+    ));
+    Ok(lab)
+}
+
+fn run_trial(shared: &Arc<Mutex<Shared>>, s: &Scenario, run_dir: &Path) -> Result<(), Failed> {
+    let mut g = shared
+        .lock()
+        .map_err(|_| Failed::from("the lab lock is poisoned"))?;
+    if let Some(e) = &g.start_error {
+        return Err(format!("the lab did not start: {e}").into());
+    }
+    if g.lab.is_none() {
+        match start_lab(run_dir) {
+            Ok(lab) => {
+                g.marker = lab.hello.audit_marker;
+                g.lab = Some(lab);
+            }
+            Err(e) => {
+                g.start_error = Some(e.clone());
+                return Err(format!("the lab did not start: {e}").into());
+            }
+        }
+    }
+    for name in ["crlab", s.workload.program.as_str()] {
+        if !g.uploaded.iter().any(|u| u == name) {
+            let data = payload(name, run_dir)?;
+            let lab = g.lab.as_mut().ok_or("no lab")?;
+            lab.write_file(&format!("{GUEST_BIN}/{name}"), &data, 0o755)
+                .map_err(|e| e.to_string())?;
+            g.uploaded.push(name.to_string());
+        }
+    }
+    let marker = g.marker;
+    let lab = g.lab.as_mut().ok_or("no lab")?;
+    let (rep, next) = runner::run(lab, s, marker);
+    g.marker = next;
+    let passed = rep.passed;
+    let text = format!(
+        "{}\nsteps:\n{}\naudit:\n{}\nconsole tail:\n{}",
+        rep.problems.join("\n"),
+        rep.steps
+            .iter()
+            .map(|st| format!(
+                "  {} {} ({} ms) {}",
+                if st.ok { "ok  " } else { "FAIL" },
+                st.name,
+                st.millis,
+                st.detail
+            ))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        rep.audit
+            .iter()
+            .map(|a| format!("  {}", a.normalized))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        rep.console_tail
+    );
+    g.reports.push(rep);
+    if passed {
+        Ok(())
+    } else {
+        Err(text.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    let catalog = match scenario::load(&root().join("scenarios/catalog")) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let in_vm = std::env::var("CRLAB_VM").as_deref() == Ok("1");
+    // One VM, one scenario at a time.
+    args.test_threads = Some(1);
+    let run_dir = std::env::temp_dir().join(format!("crlab-lab-{}", std::process::id()));
+    let shared = Arc::new(Mutex::new(Shared {
+        lab: None,
+        marker: 0,
+        reports: Vec::new(),
+        start_error: None,
+        uploaded: Vec::new(),
+    }));
+    if in_vm && !args.list {
+        if let Err(e) = std::fs::create_dir_all(&run_dir) {
+            eprintln!("error: creating {}: {e}", run_dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let trials: Vec<Trial> = catalog
+        .into_iter()
+        .map(|s| {
+            let shared = shared.clone();
+            let run_dir = run_dir.clone();
+            let name = format!("crlab::{}", s.name);
+            Trial::test(name, move || run_trial(&shared, &s, &run_dir))
+                .with_kind("vm")
+                .with_ignored_flag(!in_vm)
+        })
+        .collect();
+    if !in_vm && !args.list {
+        eprintln!("note: these scenarios run in the SELinux VM lab: use `cargo xtask vm-test`");
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    let mut g = match shared.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if !g.reports.is_empty() {
+        println!("\n{}", report::table(&g.reports));
+        let lab_info = g.lab.as_ref().map(|l| {
+            serde_json::json!({
+                "warm_start": l.timings.warm,
+                "boot_to_ready_seconds": l.timings.boot_to_ready.as_secs_f64(),
+                "image_seconds": l.timings.image.as_secs_f64(),
+                "accel": l.timings.accel,
+                "kernel": l.hello.kernel,
+                "selinux_mode": l.hello.selinux_mode,
+                "policy_modules": l.hello.policy_modules.len(),
+            })
+        });
+        let dir = std::env::var("CRLAB_REPORT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root().join("target/crlab"));
+        match report::write(&dir, &g.reports, &lab_info.unwrap_or_default()) {
+            Ok(()) => println!(
+                "reports: {} and {}",
+                dir.join("report.json").display(),
+                dir.join("junit.xml").display()
+            ),
+            Err(e) => eprintln!("error: writing the reports to {}: {e}", dir.display()),
+        }
+    }
+    if let Some(lab) = g.lab.take() {
+        lab.shutdown();
+    }
+    let _ = std::fs::remove_dir_all(&run_dir);
+    conclusion.exit_code()
+}
