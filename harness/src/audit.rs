@@ -23,8 +23,8 @@ pub struct AuditRecord {
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(&format!(" {key}="))? + key.len() + 2;
     let rest = &line[start..];
-    let end = if rest.starts_with('"') {
-        rest[1..].find('"').map(|i| i + 2)?
+    let end = if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.find('"').map(|i| i + 2)?
     } else {
         rest.find(' ').unwrap_or(rest.len())
     };

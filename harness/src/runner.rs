@@ -360,7 +360,7 @@ fn check_audit(c: &mut Ctx<'_>, s: &Scenario) {
     for want in &s.expect.audit {
         let hit = c.report.audit.iter().position(|r| {
             r.kind == want.kind
-                && r.permissions.iter().any(|p| *p == want.permission)
+                && r.permissions.contains(&want.permission)
                 && (want.source_type.is_empty() || r.source_type == want.source_type)
                 && (want.target_type.is_empty() || r.target_type == want.target_type)
                 && (want.class.is_empty() || r.class == want.class)

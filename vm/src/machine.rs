@@ -168,13 +168,8 @@ impl Machine {
         Ok(())
     }
 
-    /// Sends one frame and waits up to `timeout` for one frame back.
-    pub fn exchange(
-        &mut self,
-        what: &str,
-        frame: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>, VmError> {
+    /// Sends one frame to the guest.
+    pub fn send(&mut self, what: &str, frame: &[u8]) -> Result<(), VmError> {
         self.check(what)?;
         let Some(stream) = self.channel.as_mut() else {
             return Err(VmError::Channel {
@@ -185,7 +180,12 @@ impl Machine {
         write_frame(stream, frame).map_err(|source| VmError::Channel {
             what: what.into(),
             source,
-        })?;
+        })
+    }
+
+    /// Waits up to `timeout` for one frame from the guest, checking QEMU and
+    /// the console while it waits.
+    pub fn recv(&mut self, what: &str, timeout: Duration) -> Result<Vec<u8>, VmError> {
         let start = Instant::now();
         loop {
             let slice = Duration::from_millis(500).min(
@@ -193,13 +193,11 @@ impl Machine {
                     .saturating_sub(start.elapsed())
                     .max(Duration::from_millis(1)),
             );
-            if let Some(s) = self.channel.as_ref() {
-                let _ = s.set_read_timeout(Some(slice));
-            }
             let stream = self.channel.as_mut().ok_or(VmError::Channel {
                 what: what.into(),
                 source: FrameError::Closed,
             })?;
+            let _ = stream.set_read_timeout(Some(slice));
             match read_frame(stream) {
                 Ok(reply) => return Ok(reply),
                 Err(FrameError::Io(e))
@@ -223,12 +221,6 @@ impl Machine {
                 }
             }
         }
-    }
-
-    /// Drops any half-read reply state by reconnecting the channel.
-    pub fn reset_channel(&mut self, timeout: Duration) -> Result<(), VmError> {
-        self.channel = None;
-        self.connect_channel(timeout)
     }
 
     pub fn monitor(&self, timeout: Duration) -> Result<Monitor, VmError> {

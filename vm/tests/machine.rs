@@ -11,8 +11,8 @@ use std::time::Duration;
 
 fn fake_qemu(dir: &Path, script: &str) -> String {
     let path = dir.join("fake-qemu");
-    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("writing the stand-in QEMU");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path.display().to_string()
 }
 

@@ -44,11 +44,21 @@ impl Client {
             id,
             kind: Some(kind),
         };
-        let raw = machine.exchange(what, &req.encode_to_vec(), timeout)?;
-        let resp = Response::decode(raw.as_slice()).map_err(|source| AgentError::Decode {
-            what: what.into(),
-            source,
-        })?;
+        machine.send(what, &req.encode_to_vec())?;
+        let start = std::time::Instant::now();
+        let resp = loop {
+            let raw = machine.recv(what, timeout.saturating_sub(start.elapsed()))?;
+            let resp = Response::decode(raw.as_slice()).map_err(|source| AgentError::Decode {
+                what: what.into(),
+                source,
+            })?;
+            // A late answer to an earlier request that timed out: skip it.
+            if resp.id != 0 && resp.id < id {
+                tracing::debug!(stale = resp.id, want = id, "skipping a late reply");
+                continue;
+            }
+            break resp;
+        };
         if resp.id != id {
             return Err(AgentError::WrongId {
                 what: what.into(),

@@ -305,10 +305,8 @@ fn wait_hello(
                 }
                 .into())
             }
-            Err(AgentError::Vm(VmError::Timeout { .. })) if start.elapsed() < timeout => {
-                // The agent is not up yet; a late reply would confuse ids: start over.
-                machine.reset_channel(Duration::from_secs(10))?;
-            }
+            // The agent is not up yet; ask again (a late reply to this one is skipped).
+            Err(AgentError::Vm(VmError::Timeout { .. })) if start.elapsed() < timeout => {}
             Err(e) => return Err(e.into()),
         }
     }
