@@ -28,6 +28,8 @@ const COPY_CHUNK: usize = 1 << 20;
 #[derive(Debug, Clone, Copy)]
 pub struct Trampoline {
     pub addr: u64,
+    /// The `syscall` instruction inside the code page.
+    pub gadget: u64,
     pub scratch: Scratch,
 }
 
@@ -35,7 +37,7 @@ impl Trampoline {
     /// Points a task's remote calls at this trampoline (for tasks forked or
     /// cloned after it was mapped: they have it at the same address).
     pub fn adopt(&self, remote: &mut Remote) {
-        remote.set_gadget(self.addr);
+        remote.set_gadget(self.gadget);
         remote.set_stack(self.addr + TRAMPOLINE_LEN - 256);
     }
 }
@@ -84,21 +86,11 @@ pub fn map_trampoline(
         .collect();
     let addr = find_hole(TRAMPOLINE_LEN, &busy)
         .ok_or_else(|| RestoreError::Inconsistent("no free hole for the trampoline".into()))?;
+    // Scratch first (anonymous, read-write), then the code page: a page of the
+    // engine's own executable that holds a `syscall` instruction, mapped from
+    // the file. No anonymous executable memory is created, so the engine's
+    // domain needs no `execmem`.
     let fixed = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
-    remote
-        .syscall(
-            "mmap",
-            libc::SYS_mmap,
-            &[
-                addr,
-                PAGE_SIZE,
-                (libc::PROT_READ | libc::PROT_EXEC) as u64,
-                fixed,
-                u64::MAX,
-                0,
-            ],
-        )
-        .step(pid, "the trampoline")?;
     remote
         .syscall(
             "mmap",
@@ -113,18 +105,83 @@ pub fn map_trampoline(
             ],
         )
         .step(pid, "the trampoline")?;
+    let scratch = Scratch {
+        addr: addr + PAGE_SIZE,
+        len: SCRATCH_PAGES * PAGE_SIZE - 512,
+    };
+    let (exe, file_off) = own_syscall_instruction()?;
+    let path = put_cstr(remote, scratch, 0, &exe).step(pid, "the trampoline")?;
+    let fd = remote
+        .syscall(
+            "open",
+            libc::SYS_open,
+            &[path, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0],
+        )
+        .map_err(|source| RestoreError::File {
+            pid,
+            what: "opening the library the trampoline is mapped from".into(),
+            path: exe.clone(),
+            source,
+        })?;
+    let page_off = file_off & !(PAGE_SIZE - 1);
+    let mapped = remote.syscall(
+        "mmap",
+        libc::SYS_mmap,
+        &[
+            addr,
+            PAGE_SIZE,
+            (libc::PROT_READ | libc::PROT_EXEC) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_FIXED_NOREPLACE) as u64,
+            fd,
+            page_off,
+        ],
+    );
     remote
-        .write_mem(addr, &[0x0f, 0x05])
+        .syscall("close", libc::SYS_close, &[fd])
         .step(pid, "the trampoline")?;
+    mapped.step(pid, "the trampoline")?;
     let t = Trampoline {
         addr,
-        scratch: Scratch {
-            addr: addr + PAGE_SIZE,
-            len: SCRATCH_PAGES * PAGE_SIZE - 512,
-        },
+        gadget: addr + (file_off - page_off),
+        scratch,
     };
     t.adopt(remote);
     Ok(t)
+}
+
+/// A file the engine has mapped executable (not its own binary: the restored
+/// task's old exe must not stay mapped for `PR_SET_MM_MAP`, so libc in
+/// practice) and the file offset of a `syscall` instruction in it whose two
+/// bytes lie in one page.
+fn own_syscall_instruction() -> Result<(String, u64), RestoreError> {
+    let me = std::process::id() as i32;
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|e| RestoreError::Inconsistent(format!("reading /proc/self/exe: {e}")))?;
+    let maps = MapEntry::read(me).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
+    let mem = std::fs::File::open("/proc/self/mem")
+        .map_err(|e| RestoreError::Inconsistent(format!("opening /proc/self/mem: {e}")))?;
+    let mut page = vec![0u8; PAGE_SIZE as usize];
+    for m in maps.iter().filter(|m| {
+        m.prot_exec() && m.path.starts_with('/') && m.path != exe && !m.path.ends_with(" (deleted)")
+    }) {
+        let mut at = m.start;
+        while at < m.end {
+            use std::os::unix::fs::FileExt;
+            if mem.read_exact_at(&mut page, at).is_err() {
+                break;
+            }
+            if let Some(i) = page.windows(2).position(|w| w == [0x0f, 0x05]) {
+                return Ok((m.path.clone(), m.offset + (at - m.start) + i as u64));
+            }
+            at += PAGE_SIZE;
+        }
+    }
+    Err(RestoreError::Inconsistent(
+        "the engine has no shared library mapped with a syscall instruction to build its trampoline from \
+         (is crlab linked statically?)"
+            .into(),
+    ))
 }
 
 pub fn unmap_trampoline(remote: &mut Remote, pid: i32, t: &Trampoline) -> Result<(), RestoreError> {

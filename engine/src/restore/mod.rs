@@ -215,7 +215,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             })?;
         let t = tree::clone_in(&mut parent.leader, scratch, p.entry.pid as i32, false)?;
         cleanup.pids.push(t.tid);
-        let mut leader = Remote::new(t, tramp.addr, t.regs()?)?;
+        let mut leader = Remote::new(t, tramp.gadget, t.regs()?)?;
         tramp.adopt(&mut leader);
         join_session(&mut leader, &p.entry)?;
         lives.push(Live {
@@ -320,7 +320,7 @@ fn create_threads(
 ) -> Result<(), RestoreError> {
     for core in &live.img.cores[1..] {
         let t = tree::clone_in(&mut live.leader, scratch, core.tid as i32, true)?;
-        let mut r = Remote::new(t, tramp.addr, t.regs()?)?;
+        let mut r = Remote::new(t, tramp.gadget, t.regs()?)?;
         tramp.adopt(&mut r);
         live.threads.push(r);
     }
