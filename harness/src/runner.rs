@@ -4,6 +4,7 @@
 use crate::audit::{self, AuditRecord};
 use crate::lab::Lab;
 use crate::scenario::{Outcome, Scenario};
+use crlab_workloads::protocol::{Ready, Trigger};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -167,11 +168,13 @@ pub fn run(lab: &mut Lab, s: &Scenario, marker: u64) -> (TrialReport, u64) {
                     "/dev/null",
                 )
                 .map_err(|e| e.to_string())?;
-            wait_file(lab, &format!("{state}/ready"), 60)?;
-            Ok((pid, format!("pid {pid}")))
+            let text = wait_file(lab, &format!("{state}/ready"), 60)?;
+            let ready =
+                Ready::parse(&text).map_err(|e| format!("the workload's ready file: {e}"))?;
+            Ok(((pid, ready), format!("pid {pid}")))
         })
     });
-    if let Some(pid) = pid {
+    if let Some((pid, ready)) = pid {
         let dump = c.step("dump", |lab| {
             let mut argv = vec![
                 crlab.clone(),
@@ -212,7 +215,17 @@ pub fn run(lab: &mut Lab, s: &Scenario, marker: u64) -> (TrialReport, u64) {
                 }
             }
             if outcome == Outcome::Ok && s.expect.restore != Outcome::Skip {
-                restore(&mut c, s, pid, &crlab, &images, &state, &dir, &engine_ctx);
+                restore(
+                    &mut c,
+                    s,
+                    pid,
+                    &ready,
+                    &crlab,
+                    &images,
+                    &state,
+                    &dir,
+                    &engine_ctx,
+                );
             }
         }
     }
@@ -245,6 +258,7 @@ fn restore(
     c: &mut Ctx<'_>,
     s: &Scenario,
     original: u32,
+    ready: &Ready,
     crlab: &str,
     images: &str,
     state: &str,
@@ -344,8 +358,7 @@ fn restore(
         c.report.restored_types = types;
     }
     c.step("self-check", |lab| {
-        lab.write_file(&format!("{state}/check"), b"", 0o644)
-            .map_err(|e| e.to_string())?;
+        trigger(lab, ready, &pid, state)?;
         let result = wait_file(lab, &format!("{state}/result"), 60)?;
         if result.trim() == "ok" {
             Ok(((), "ok".into()))
@@ -353,6 +366,32 @@ fn restore(
             Err(format!("the restored workload says: {}", result.trim()))
         }
     });
+}
+
+/// Does what the workload's ready file asks of the driver, then wakes it the way it waits.
+fn trigger(lab: &mut Lab, ready: &Ready, pid: &str, state: &str) -> Result<(), String> {
+    for w in &ready.external_writes {
+        let script = format!(
+            "printf '%s' '{}' | dd of={state}/{} bs=1 seek={} conv=notrunc status=none",
+            w.text.replace('\'', ""),
+            w.file,
+            w.offset
+        );
+        let (code, _, e) = sh(lab, &script, "", 30)?;
+        if code != 0 {
+            return Err(format!("the external write to {}: {e}", w.file));
+        }
+    }
+    let script = match ready.trigger {
+        Trigger::CheckFile => format!(": > {state}/check"),
+        Trigger::PipeFd(fd) => format!("printf '!' > /proc/{pid}/fd/{fd}"),
+        Trigger::Signal(sig) => format!("kill -{sig} {pid}"),
+    };
+    let (code, _, e) = sh(lab, &script, "", 30)?;
+    if code != 0 {
+        return Err(format!("triggering the workload ({script}): {e}"));
+    }
+    Ok(())
 }
 
 fn check_audit(c: &mut Ctx<'_>, s: &Scenario) {

@@ -33,6 +33,11 @@ enum Command {
         /// Let the processes go on after the dump instead of killing them.
         #[arg(long)]
         leave_running: bool,
+        /// UNSAFE, a negative control for the lab: leave the transport socket with the
+        /// engine's own SELinux context instead of the dumped process's. Under
+        /// container-selinux a container_t process may not connectto it, so the dump fails.
+        #[arg(long)]
+        unsafe_unlabelled_transport: bool,
     },
     /// Restore a dumped tree with its original pids.
     Restore {
@@ -47,6 +52,11 @@ enum Command {
         /// Restore into this SELinux context instead of the dumped one.
         #[arg(long, value_name = "CONTEXT")]
         lsm_profile: Option<String>,
+        /// UNSAFE, a negative control for the lab: write each process's SELinux context
+        /// after creating its threads. The kernel then allows only a bounded transition, so
+        /// restoring a multi-threaded process into another context fails.
+        #[arg(long)]
+        unsafe_context_after_threads: bool,
     },
     /// Print the images of a dump as JSON.
     Show {
@@ -85,12 +95,18 @@ fn run(command: Command) -> Result<ExitCode> {
             tree,
             images_dir,
             leave_running,
+            unsafe_unlabelled_transport,
         } => {
             let opts = DumpOptions {
                 root: tree,
                 images_dir: images_dir.clone(),
                 leave_running,
-                socket_label: SocketLabel::ProcessContext,
+                socket_label: if unsafe_unlabelled_transport {
+                    eprintln!("crlab: warning: --unsafe-unlabelled-transport: the transport socket keeps the engine's context");
+                    SocketLabel::EngineContext
+                } else {
+                    SocketLabel::ProcessContext
+                },
             };
             let s = dump::dump(&opts).with_context(|| {
                 format!("dumping process tree {tree} to {}", images_dir.display())
@@ -109,11 +125,17 @@ fn run(command: Command) -> Result<ExitCode> {
             detach,
             pidfile,
             lsm_profile,
+            unsafe_context_after_threads,
         } => {
             let opts = RestoreOptions {
                 images_dir: images_dir.clone(),
                 lsm_profile,
-                context_order: ContextOrder::BeforeThreads,
+                context_order: if unsafe_context_after_threads {
+                    eprintln!("crlab: warning: --unsafe-context-after-threads: contexts are written after the threads exist");
+                    ContextOrder::AfterThreads
+                } else {
+                    ContextOrder::BeforeThreads
+                },
             };
             let r = restore::restore(&opts)
                 .with_context(|| format!("restoring from {}", images_dir.display()))?;
