@@ -4,7 +4,7 @@
 //! `cargo xtask vm-test` sets `CRLAB_VM=1` and the payload directory, and the
 //! trials run, one after another, in one lab VM.
 
-use crlab_harness::lab::{Lab, LabOptions};
+use crlab_harness::lab::{recipe, Lab, LabOptions};
 use crlab_harness::report;
 use crlab_harness::runner::{self, TrialReport, GUEST_BIN};
 use crlab_harness::scenario::{self, Scenario};
@@ -58,25 +58,7 @@ fn payload(name: &str, run_dir: &Path) -> Result<Vec<u8>, String> {
 fn start_lab(run_dir: &Path) -> Result<Lab, String> {
     let agent =
         PathBuf::from(std::env::var("CRLAB_PAYLOAD_DIR").unwrap_or_default()).join("crlab-agent");
-    let mut modules = Vec::new();
-    let policy = root().join("scenarios/policy");
-    if let Ok(rd) = std::fs::read_dir(&policy) {
-        let mut paths: Vec<PathBuf> = rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "cil"))
-            .collect();
-        paths.sort();
-        for p in paths {
-            let data = std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-            modules.push((
-                p.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                data,
-            ));
-        }
-    }
+    let modules = recipe::policy_modules(&root().join("scenarios/policy"))?;
     let opts = LabOptions {
         qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
         memory_mib: 1024,

@@ -192,7 +192,46 @@ pub fn ensure(recipe: &Recipe, progress: &mut dyn FnMut(&str)) -> Result<LabImag
         }
     }
     build(recipe, &root, &key, progress)?;
+    prune(&root, &recipe.name, &key, progress);
     Ok(image)
+}
+
+/// Removes older images of the same recipe name (and their saved states):
+/// a recipe change would otherwise grow the cache by an image each time.
+fn prune(root: &Path, name: &str, keep: &str, progress: &mut dyn FnMut(&str)) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix(&format!("{name}-")) else {
+            continue;
+        };
+        if n == keep || !e.path().is_dir() || rest.contains('.') {
+            continue;
+        }
+        // Only an entry nobody holds: its lock must be free.
+        let Ok(_lock) = cache::lock(&root.join(format!("{n}.lock")), Duration::from_millis(10))
+        else {
+            continue;
+        };
+        if std::fs::remove_dir_all(e.path()).is_ok() {
+            let _ = std::fs::remove_file(root.join(format!("{n}.lock")));
+            if let Some(warm) = root.parent().map(|c| c.join("warm")) {
+                if let Ok(ws) = std::fs::read_dir(&warm) {
+                    for w in ws.flatten() {
+                        if w.file_name()
+                            .to_string_lossy()
+                            .starts_with(&format!("{n}-"))
+                        {
+                            let _ = std::fs::remove_file(w.path());
+                        }
+                    }
+                }
+            }
+            progress(&format!("removed the outdated lab image {n}"));
+        }
+    }
 }
 
 /// Cached images: (key, bytes).

@@ -22,7 +22,8 @@ Every command:
   cargo xtask test                     prerequisites, fmt, clippy, cargo test (root), VM suite, summary
   cargo xtask vm-test [-- ARGS]        the VM suite (root); ARGS go to the scenario runner: FILTER, --list, --exact
   cargo xtask prereqs                  check the host packages the build needs, install what is missing
-  cargo xtask bench engine [--reps N]  crlab dump/restore of 10 MiB and 1 GiB against memcpy (root)";
+  cargo xtask bench engine [--reps N]  crlab dump/restore of 10 MiB and 1 GiB against memcpy (root)
+  cargo xtask image build|list|clean   the lab image cache (build needs root)";
 
 /// crlab's developer commands.
 ///
@@ -58,6 +59,19 @@ enum Command {
     /// Benchmarks: `bench engine` times crlab dump and restore against memcpy
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The lab image cache: `image build` (root), `image list`, `image clean`
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Build the Debian lab image now (as vm-test would), unless a verified one is cached
+    Build,
+    /// List the cached lab images and their sizes
+    List,
+    /// Remove every cached lab image and saved VM state
+    Clean,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +109,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Engine(args)) => {
             bench::engine(&sh, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image(cmd) => {
+            let which = match cmd {
+                ImageCommand::Build => "build",
+                ImageCommand::List => "list",
+                ImageCommand::Clean => "clean",
+            };
+            vm_lab::image(&sh, which)?;
             Ok(ExitCode::SUCCESS)
         }
     }

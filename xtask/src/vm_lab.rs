@@ -41,16 +41,27 @@ pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
             bail!("the VM lab builds its image with mmdebstrap and chroot: run `cargo xtask vm-test` as root");
         }
         eprintln!("==> building the payload: crlab, the guest agent, the workloads (release)");
-        cmd!(sh, "{cargo} build --release -p crlab -p crlab-workloads -p crlab-harness --bins").run()?;
+        cmd!(
+            sh,
+            "{cargo} build --release -p crlab -p crlab-workloads -p crlab-harness --bins"
+        )
+        .run()?;
     }
     let payload = target_dir().join("release");
     eprintln!("==> running the scenario catalog in the VM lab");
-    let status = cmd!(sh, "{cargo} test --release -p crlab-harness --test scenarios -- {harness_args...}")
-        .env("CRLAB_VM", "1")
-        .env("CRLAB_PAYLOAD_DIR", &payload)
-        .env("CRLAB_REPORT_DIR", target_dir().join("crlab"))
-        .run();
-    Ok(if status.is_ok() { Outcome::Passed } else { Outcome::Failed })
+    let status = cmd!(
+        sh,
+        "{cargo} test --release -p crlab-harness --test scenarios -- {harness_args...}"
+    )
+    .env("CRLAB_VM", "1")
+    .env("CRLAB_PAYLOAD_DIR", &payload)
+    .env("CRLAB_REPORT_DIR", target_dir().join("crlab"))
+    .run();
+    Ok(if status.is_ok() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed
+    })
 }
 
 /// `cargo xtask vm-test`: exit 0 when the suite passed, 1 when a scenario failed.
@@ -59,4 +70,27 @@ pub fn command(sh: &Shell, args: &VmTestArgs) -> Result<ExitCode> {
         Outcome::Passed => Ok(ExitCode::SUCCESS),
         Outcome::Failed => Ok(ExitCode::FAILURE),
     }
+}
+
+/// `cargo xtask image build|list|clean`, through the harness's `crlab-lab` binary.
+pub fn image(sh: &Shell, which: &str) -> Result<()> {
+    let cargo = cargo();
+    if which == "build" {
+        prereq::ensure(sh)?;
+        prereq::ensure_lab(sh)?;
+        if !is_root() {
+            bail!("building the lab image needs root (mmdebstrap, chroot): run it as root");
+        }
+    }
+    cmd!(sh, "{cargo} build --release -p crlab-harness --bins").run()?;
+    let bin = target_dir().join("release");
+    let lab = bin.join("crlab-lab");
+    if which == "build" {
+        let agent = bin.join("crlab-agent");
+        let policy = crate::workspace_root().join("scenarios/policy");
+        cmd!(sh, "{lab} image build --agent {agent} --policy {policy}").run()?;
+    } else {
+        cmd!(sh, "{lab} image {which}").run()?;
+    }
+    Ok(())
 }

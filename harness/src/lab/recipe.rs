@@ -1,6 +1,7 @@
 //! The Debian lab image: what it is built from.
 
 use crlab_vm::image::Recipe;
+use std::path::{Path, PathBuf};
 
 /// Where the baked-in agent lives in the guest (labelled `unconfined_exec_t`
 /// by the lab policy's file context, so systemd starts it in `unconfined_t`).
@@ -64,4 +65,25 @@ pub fn debian(agent: Vec<u8>, unit: &str, policy_modules: Vec<(String, Vec<u8>)>
         links,
         policy_modules,
     }
+}
+
+/// The lab's SELinux policy modules: every `*.cil` of `dir`, sorted by name.
+pub fn policy_modules(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("reading the policy directory {}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cil"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        let data = std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, data));
+    }
+    Ok(out)
 }

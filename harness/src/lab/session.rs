@@ -70,7 +70,8 @@ pub enum LabError {
     Guest(String),
 }
 
-const UNIT: &str = include_str!("../../guest/crlab-agent.service");
+/// The agent's systemd unit, baked into the image.
+pub const UNIT: &str = include_str!("../../guest/crlab-agent.service");
 
 fn sha256(data: &[u8]) -> String {
     Sha256::digest(data)

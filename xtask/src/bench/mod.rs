@@ -12,8 +12,8 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use xshell::{cmd, Shell};
 
-use crate::target_dir;
 use crate::reaper::{run_timed, tail, Guard, Subreaper};
+use crate::target_dir;
 use crate::tmpfs::Scratch;
 use crate::{cargo, is_root};
 use report::SizeResult;
@@ -194,4 +194,3 @@ fn dump_and_restore(bins: &Bins, dir: &Path, bytes: usize) -> Result<(Duration, 
         .context("the restored process did not verify its memory")?;
     Ok((dumped.elapsed, restored.elapsed))
 }
-
