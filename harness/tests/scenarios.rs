@@ -143,6 +143,22 @@ fn run_trial(shared: &Arc<Mutex<Shared>>, s: &Scenario, run_dir: &Path) -> Resul
     }
 }
 
+/// Removes run directories whose process no longer exists.
+fn remove_stale_runs(runs: &Path) {
+    let Ok(rd) = std::fs::read_dir(runs) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let alive = name
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut args = Arguments::from_args();
     let catalog = match scenario::load(&root().join("scenarios/catalog")) {
@@ -155,7 +171,12 @@ fn main() -> ExitCode {
     let in_vm = std::env::var("CRLAB_VM").as_deref() == Ok("1");
     // One VM, one scenario at a time.
     args.test_threads = Some(1);
-    let run_dir = std::env::temp_dir().join(format!("crlab-lab-{}", std::process::id()));
+    // Per-run files (the overlay, the console log, sockets) live under target/crlab and are
+    // removed at the end; a run that was interrupted (Ctrl-C) leaves its directory, which
+    // the next run removes once its owner is gone.
+    let runs = root().join("target/crlab/runs");
+    remove_stale_runs(&runs);
+    let run_dir = runs.join(std::process::id().to_string());
     let shared = Arc::new(Mutex::new(Shared {
         lab: None,
         marker: 0,

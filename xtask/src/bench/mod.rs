@@ -22,8 +22,15 @@ use workload::Workload;
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
 
-/// The sizes measured, small first so that a broken engine fails fast.
-const SIZES: &[(&str, usize)] = &[("10 MiB", 10 * MIB), ("1 GiB", GIB)];
+/// The shapes measured, small first so that a broken engine fails fast: (label, touched
+/// bytes of the main mapping, extra arguments of bench_memory). The 16-thread and the
+/// 10-process rows beside the single small process show the per-thread and per-process costs.
+const SIZES: &[(&str, usize, &[&str])] = &[
+    ("10 MiB", 10 * MIB, &[]),
+    ("10 MiB, 16 threads", 10 * MIB, &["threads", "16"]),
+    ("10 MiB, 10 processes", 10 * MIB, &["procs", "10"]),
+    ("1 GiB", GIB, &[]),
+];
 
 const MEMCPY_TRIES: usize = 3;
 const READY_LIMIT: Duration = Duration::from_secs(120);
@@ -78,22 +85,22 @@ pub fn engine(sh: &Shell, args: &EngineArgs) -> Result<()> {
         ensure!(bin.exists(), "{} is missing", bin.display());
     }
 
-    let largest = SIZES.iter().map(|&(_, bytes)| bytes).max().unwrap_or(0);
+    let largest = SIZES.iter().map(|&(_, bytes, _)| bytes).max().unwrap_or(0);
     let scratch = Scratch::new(sh, "crlab-bench", (largest + largest / 4 + 64 * MIB) as u64)?;
     // Declared after `scratch`, so dropped before it: leftovers die before their files go.
     let _reaper = Subreaper::new()?;
     eprintln!("images go to {} (tmpfs)", scratch.path().display());
 
     let mut results = Vec::new();
-    for &(label, bytes) in SIZES {
+    for (shape, &(label, bytes, extra)) in SIZES.iter().enumerate() {
         eprintln!("==> {label}: memcpy, best of {MEMCPY_TRIES}");
         let memcpy = memcpy::best_of(bytes, MEMCPY_TRIES)?;
         eprintln!("    {:.1} ms", memcpy.as_secs_f64() * 1e3);
 
         eprintln!("==> {label}: workload self-check (start, touch, check, no dump)");
         let start = Instant::now();
-        let state = scratch.path().join(format!("self-check-{bytes}"));
-        Workload::start(&bins.bench_memory, &state, bytes, READY_LIMIT)?
+        let state = scratch.path().join(format!("self-check-{shape}"));
+        Workload::start(&bins.bench_memory, &state, bytes, extra, READY_LIMIT)?
             .check_itself(CHECK_LIMIT)?;
         std::fs::remove_dir_all(&state).with_context(|| format!("removing {}", state.display()))?;
         eprintln!("    ok in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
@@ -107,9 +114,9 @@ pub fn engine(sh: &Shell, args: &EngineArgs) -> Result<()> {
         };
         for rep in 1..=args.reps {
             eprintln!("==> {label}: dump and restore, run {rep}/{}", args.reps);
-            let dir = scratch.path().join(format!("run-{bytes}-{rep}"));
+            let dir = scratch.path().join(format!("run-{shape}-{rep}"));
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let (dump, restore) = dump_and_restore(&bins, &dir, bytes)
+            let (dump, restore) = dump_and_restore(&bins, &dir, bytes, extra)
                 .with_context(|| format!("benchmark of {label}, run {rep}"))?;
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
             eprintln!(
@@ -128,10 +135,21 @@ pub fn engine(sh: &Shell, args: &EngineArgs) -> Result<()> {
 
 /// One run: start the workload, time the dump, reap the original, time the restore, make the
 /// restored process verify its memory. Returns the dump and restore times.
-fn dump_and_restore(bins: &Bins, dir: &Path, bytes: usize) -> Result<(Duration, Duration)> {
+fn dump_and_restore(
+    bins: &Bins,
+    dir: &Path,
+    bytes: usize,
+    extra: &[&str],
+) -> Result<(Duration, Duration)> {
     let (crlab, images, pidfile) = (&bins.crlab, dir.join("images"), dir.join("restored.pid"));
     std::fs::create_dir(&images).with_context(|| format!("creating {}", images.display()))?;
-    let mut workload = Workload::start(&bins.bench_memory, &dir.join("state"), bytes, READY_LIMIT)?;
+    let mut workload = Workload::start(
+        &bins.bench_memory,
+        &dir.join("state"),
+        bytes,
+        extra,
+        READY_LIMIT,
+    )?;
     let pid = workload.pid();
 
     let mut dump = Command::new(crlab);

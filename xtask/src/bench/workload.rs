@@ -19,11 +19,18 @@ impl Workload {
     /// Starts `bench_memory STATE BYTES` in a process group of its own, with `/dev/null` as its
     /// standard streams (nothing the engine would have to carry but plain files), and waits
     /// until it has touched all its memory.
-    pub fn start(bin: &Path, state: &Path, bytes: usize, limit: Duration) -> Result<Self> {
+    pub fn start(
+        bin: &Path,
+        state: &Path,
+        bytes: usize,
+        extra: &[&str],
+        limit: Duration,
+    ) -> Result<Self> {
         std::fs::create_dir(state).with_context(|| format!("creating {}", state.display()))?;
         let child = Command::new(bin)
             .arg(state)
             .arg(bytes.to_string())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -112,8 +119,14 @@ mod tests {
         let script = dir.join("fake.sh");
         std::fs::write(&script, format!("#!/bin/sh\n{FAKE}"))?;
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        let outcome = Workload::start(&script, &dir.join("state"), 4096, Duration::from_secs(30))
-            .and_then(|mut workload| workload.check_itself(Duration::from_secs(30)));
+        let outcome = Workload::start(
+            &script,
+            &dir.join("state"),
+            4096,
+            &[],
+            Duration::from_secs(30),
+        )
+        .and_then(|mut workload| workload.check_itself(Duration::from_secs(30)));
         std::fs::remove_dir_all(&dir)?;
         outcome
     }

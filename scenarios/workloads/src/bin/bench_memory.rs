@@ -20,14 +20,16 @@ const GIVE_UP: Duration = Duration::from_secs(600);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let (state, bytes) = match parse_args(&args) {
+    let (state, bytes, shape) = match parse_args(&args) {
         Ok(parsed) => parsed,
         Err(msg) => {
-            eprintln!("bench_memory: {msg}\nusage: bench_memory STATE_DIR BYTES");
+            eprintln!(
+                "bench_memory: {msg}\nusage: bench_memory STATE_DIR BYTES [threads N | procs N]"
+            );
             return ExitCode::from(2);
         }
     };
-    match run(&state, bytes) {
+    match run(&state, bytes, shape) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("bench_memory: {msg}");
@@ -39,12 +41,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_args(args: &[String]) -> Result<(PathBuf, usize), String> {
-    let [_, state, bytes] = args else {
-        return Err(format!(
-            "expected 2 arguments, got {}",
-            args.len().saturating_sub(1)
-        ));
+/// Besides the main thread and its mapping: extra threads or extra processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Single,
+    /// This many threads in all, each with its own small buffer.
+    Threads(usize),
+    /// This many processes in all: the main one and its children, each with its own buffer.
+    Procs(usize),
+}
+
+/// Bytes each extra thread or process touches and checks.
+const SMALL: usize = 64 * 1024;
+
+fn parse_args(args: &[String]) -> Result<(PathBuf, usize, Shape), String> {
+    let (state, bytes, shape) = match args {
+        [_, state, bytes] => (state, bytes, Shape::Single),
+        [_, state, bytes, kind, n] => {
+            let n: usize = n.parse().map_err(|err| format!("N {n:?}: {err}"))?;
+            if !(1..=256).contains(&n) {
+                return Err(format!("N must be 1..=256, got {n}"));
+            }
+            let shape = match kind.as_str() {
+                "threads" => Shape::Threads(n),
+                "procs" => Shape::Procs(n),
+                other => return Err(format!("unknown shape {other:?}: threads or procs")),
+            };
+            (state, bytes, shape)
+        }
+        _ => {
+            return Err(format!(
+                "expected 2 or 4 arguments, got {}",
+                args.len().saturating_sub(1)
+            ))
+        }
     };
     let bytes: usize = bytes
         .parse()
@@ -52,17 +82,26 @@ fn parse_args(args: &[String]) -> Result<(PathBuf, usize), String> {
     if bytes < 8 {
         return Err(format!("BYTES must be at least 8, got {bytes}"));
     }
-    Ok((PathBuf::from(state), bytes))
+    Ok((PathBuf::from(state), bytes, shape))
 }
 
-fn run(state: &Path, bytes: usize) -> Result<(), String> {
-    let mut mapping = Mapping::new(bytes)?;
-    for (i, word) in mapping.words().iter_mut().enumerate() {
-        *word = pattern(i);
-    }
-    write_atomically(state, "ready", &format!("{}\n", std::process::id()))?;
+/// A small buffer with a pattern of its own (`salt` tells the owners apart).
+fn small_buffer(salt: usize) -> Vec<u64> {
+    (0..SMALL / 8).map(|i| pattern(i + salt * SMALL)).collect()
+}
 
-    let check = state.join("check");
+fn verify_small(buf: &[u64], salt: usize) -> Result<(), String> {
+    match buf
+        .iter()
+        .enumerate()
+        .find(|&(i, &w)| w != pattern(i + salt * SMALL))
+    {
+        None => Ok(()),
+        Some((i, _)) => Err(format!("buffer {salt}: word {i} differs")),
+    }
+}
+
+fn wait_for_check(check: &Path) -> Result<(), String> {
     let start = Instant::now();
     while !check.exists() {
         if start.elapsed() > GIVE_UP {
@@ -73,12 +112,70 @@ fn run(state: &Path, bytes: usize) -> Result<(), String> {
         }
         std::thread::sleep(POLL);
     }
+    Ok(())
+}
 
+fn run(state: &Path, bytes: usize, shape: Shape) -> Result<(), String> {
+    let mut mapping = Mapping::new(bytes)?;
+    for (i, word) in mapping.words().iter_mut().enumerate() {
+        *word = pattern(i);
+    }
+    let check = state.join("check");
+    // Children first (before any thread exists), each polling for the check file itself.
+    let mut children = Vec::new();
+    if let Shape::Procs(n) = shape {
+        for salt in 1..n {
+            // SAFETY: no other thread exists yet; the child only runs this function's code
+            // and leaves with _exit.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                return Err(format!("fork: {}", std::io::Error::last_os_error()));
+            }
+            if pid == 0 {
+                let buf = small_buffer(salt);
+                let ok = wait_for_check(&check).is_ok()
+                    && verify_small(&buf, salt).is_ok()
+                    && verify(mapping.words()).is_ok();
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            children.push(pid);
+        }
+    }
+    let mut threads = Vec::new();
+    if let Shape::Threads(n) = shape {
+        for salt in 1..n {
+            let check = check.clone();
+            threads.push(std::thread::spawn(move || -> Result<(), String> {
+                let buf = small_buffer(salt);
+                wait_for_check(&check)?;
+                verify_small(&buf, salt)
+            }));
+        }
+    }
+    write_atomically(state, "ready", &format!("{}\n", std::process::id()))?;
+    wait_for_check(&check)?;
     verify(mapping.words())?;
+    for (i, t) in threads.into_iter().enumerate() {
+        t.join()
+            .map_err(|_| format!("thread {} panicked", i + 1))??;
+    }
+    for pid in children {
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid out-pointer.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+            return Err(format!(
+                "waitpid {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            return Err(format!("child {pid} failed its check (status {status:#x})"));
+        }
+    }
     write_atomically(state, "result", "ok\n")
 }
 
-/// The value of word `i`: never zero, different for every word of a page and every page.
 fn pattern(i: usize) -> u64 {
     (i as u64)
         .wrapping_add(1)
@@ -196,5 +293,15 @@ mod tests {
         assert!(parse_args(&args(&["bench_memory", "/tmp/s"])).is_err());
         assert!(parse_args(&args(&["bench_memory", "/tmp/s", "lots"])).is_err());
         assert!(parse_args(&args(&["bench_memory", "/tmp/s", "4"])).is_err());
+        assert_eq!(
+            parse_args(&args(&["bench_memory", "/tmp/s", "4096", "threads", "16"])).map(|p| p.2),
+            Ok(Shape::Threads(16))
+        );
+        assert_eq!(
+            parse_args(&args(&["bench_memory", "/tmp/s", "4096", "procs", "10"])).map(|p| p.2),
+            Ok(Shape::Procs(10))
+        );
+        assert!(parse_args(&args(&["bench_memory", "/tmp/s", "4096", "forks", "10"])).is_err());
+        assert!(parse_args(&args(&["bench_memory", "/tmp/s", "4096", "threads", "0"])).is_err());
     }
 }
