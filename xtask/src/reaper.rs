@@ -48,6 +48,31 @@ impl Subreaper {
     }
 }
 
+impl Subreaper {
+    /// Reaps the orphans that have ended (a dumped tree's children, killed by the dump, come
+    /// back to us as zombies and hold their pids until reaped), waiting up to `limit` for
+    /// every child that is a zombie or still exiting.
+    pub fn reap_ended(&self, limit: Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            // SAFETY: waitpid with a null status pointer and WNOHANG only reaps exited children.
+            while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+            let dying = children().iter().any(|(pid, _)| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| {
+                        s.rsplit_once(") ")
+                            .is_some_and(|(_, r)| r.starts_with(['Z', 'X']))
+                    })
+                    .unwrap_or(false)
+            });
+            if !dying || start.elapsed() > limit {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 impl Drop for Subreaper {
     fn drop(&mut self) {
         for (pid, comm) in children() {

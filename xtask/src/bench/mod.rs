@@ -88,7 +88,7 @@ pub fn engine(sh: &Shell, args: &EngineArgs) -> Result<()> {
     let largest = SIZES.iter().map(|&(_, bytes, _)| bytes).max().unwrap_or(0);
     let scratch = Scratch::new(sh, "crlab-bench", (largest + largest / 4 + 64 * MIB) as u64)?;
     // Declared after `scratch`, so dropped before it: leftovers die before their files go.
-    let _reaper = Subreaper::new()?;
+    let reaper = Subreaper::new()?;
     eprintln!("images go to {} (tmpfs)", scratch.path().display());
 
     let mut results = Vec::new();
@@ -116,7 +116,7 @@ pub fn engine(sh: &Shell, args: &EngineArgs) -> Result<()> {
             eprintln!("==> {label}: dump and restore, run {rep}/{}", args.reps);
             let dir = scratch.path().join(format!("run-{shape}-{rep}"));
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let (dump, restore) = dump_and_restore(&bins, &dir, bytes, extra)
+            let (dump, restore) = dump_and_restore(&bins, &reaper, &dir, bytes, extra)
                 .with_context(|| format!("benchmark of {label}, run {rep}"))?;
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
             eprintln!(
@@ -137,6 +137,7 @@ pub fn engine(sh: &Shell, args: &EngineArgs) -> Result<()> {
 /// restored process verify its memory. Returns the dump and restore times.
 fn dump_and_restore(
     bins: &Bins,
+    reaper: &Subreaper,
     dir: &Path,
     bytes: usize,
     extra: &[&str],
@@ -173,6 +174,8 @@ fn dump_and_restore(
         .wait(Duration::from_secs(10))
         .context("the dumped workload should be gone after `crlab dump` (no --leave-running)")?;
     eprintln!("    original pid {pid} ended: {status}");
+    // Its children (a tree) were ours too once it died: reap them so their pids are free.
+    reaper.reap_ended(Duration::from_secs(10));
 
     let mut restore = Command::new(crlab);
     restore
