@@ -78,7 +78,9 @@ impl Drop for Cleanup {
         for &pid in &self.pids {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        // We trace all of them (and are the root's parent): collect each exit.
+        // We trace all of them (and are the root's parent): collect each exit,
+        // threads before their leader (created after it, so later in the list):
+        // the kernel reports a traced leader's exit only once its threads are reaped.
         for &pid in self.pids.iter().rev() {
             let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL));
         }
@@ -256,10 +258,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         match opts.context_order {
             ContextOrder::BeforeThreads => {
                 set_context(&mut live.leader, scratch, pid, &engine_ctx, &target)?;
-                create_threads(live, scratch, &tramp)?;
+                create_threads(live, scratch, &tramp, &mut cleanup.pids)?;
             }
             ContextOrder::AfterThreads => {
-                create_threads(live, scratch, &tramp)?;
+                create_threads(live, scratch, &tramp, &mut cleanup.pids)?;
                 set_context(&mut live.leader, scratch, pid, &engine_ctx, &target)?;
             }
         }
@@ -312,14 +314,17 @@ fn set_context(
     Ok(())
 }
 
-/// Creates a process's threads with their original ids.
+/// Creates a process's threads with their original ids; each is added to
+/// `created` at once, so a failure later still reaps it.
 fn create_threads(
     live: &mut Live<'_>,
     scratch: Scratch,
     tramp: &memory::Trampoline,
+    created: &mut Vec<i32>,
 ) -> Result<(), RestoreError> {
     for core in &live.img.cores[1..] {
         let t = tree::clone_in(&mut live.leader, scratch, core.tid as i32, true)?;
+        created.push(t.tid);
         let mut r = Remote::new(t, tramp.gadget, t.regs()?)?;
         tramp.adopt(&mut r);
         live.threads.push(r);
