@@ -19,14 +19,14 @@ pub fn table(reports: &[TrialReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<40} {:<8} {:<12} {:<14} {:<22} {:>8}  RESULT",
+        "{:<34} {:<8} {:<17} {:<17} {:<40} {:>8}  RESULT",
         "SCENARIO", "BACKEND", "DUMP", "RESTORE", "CONTEXT", "SECONDS"
     );
     for r in reports {
         let denials = r.audit.iter().filter(|a| a.result == "denied").count();
         let _ = writeln!(
             out,
-            "{:<40} {:<8} {:<12} {:<14} {:<22} {:>8.1}  {}{}",
+            "{:<34} {:<8} {:<17} {:<17} {:<40} {:>8.1}  {}{}",
             r.scenario,
             r.backend,
             format!(
@@ -39,7 +39,10 @@ pub fn table(reports: &[TrialReport]) -> String {
                 outcome(r.restore),
                 outcome(Some(r.expected_restore))
             ),
-            r.restored_types.first().map(String::as_str).unwrap_or("-"),
+            r.restored_contexts
+                .first()
+                .map(String::as_str)
+                .unwrap_or("-"),
             r.millis as f64 / 1000.0,
             if r.passed { "PASS" } else { "FAIL" },
             if denials > 0 {

@@ -32,7 +32,8 @@ pub struct TrialReport {
     pub expected_restore: Outcome,
     pub dump: Option<Outcome>,
     pub restore: Option<Outcome>,
-    pub restored_types: Vec<String>,
+    /// The restored contexts, one per thread.
+    pub restored_contexts: Vec<String>,
     pub steps: Vec<Step>,
     pub audit: Vec<AuditRecord>,
     pub problems: Vec<String>,
@@ -113,7 +114,13 @@ fn selinux_type(ctx: &str) -> String {
 }
 
 /// Runs `s` with crlab as the backend; `marker` is the audit position before it.
-pub fn run(lab: &mut Lab, s: &Scenario, marker: u64) -> (TrialReport, u64) {
+/// `policy_dir` holds the scenario-specific policy modules (`scenarios/policy/modules`).
+pub fn run(
+    lab: &mut Lab,
+    s: &Scenario,
+    marker: u64,
+    policy_dir: &std::path::Path,
+) -> (TrialReport, u64) {
     let start = Instant::now();
     let mut c = Ctx {
         lab,
@@ -125,7 +132,7 @@ pub fn run(lab: &mut Lab, s: &Scenario, marker: u64) -> (TrialReport, u64) {
             expected_restore: s.expect.restore,
             dump: None,
             restore: None,
-            restored_types: Vec::new(),
+            restored_contexts: Vec::new(),
             steps: Vec::new(),
             audit: Vec::new(),
             problems: Vec::new(),
@@ -140,14 +147,30 @@ pub fn run(lab: &mut Lab, s: &Scenario, marker: u64) -> (TrialReport, u64) {
     let crlab = format!("{GUEST_BIN}/crlab");
     let engine_ctx = s.engine.context.clone();
 
-    let prepared = c.step("prepare", |lab| {
-        sh(
-            lab,
-            &format!("rm -rf {dir} && mkdir -p {state} {images}"),
-            "",
-            30,
-        )
-        .and_then(|(code, _, e)| {
+    let loaded = c.step("load policy modules", |lab| {
+        for m in &s.policy_modules {
+            let data = std::fs::read(policy_dir.join(m))
+                .map_err(|e| format!("reading policy module {m}: {e}"))?;
+            // semodule runs in semanage_t, which may read /tmp but not /var/lib.
+            let path = format!("/tmp/{m}");
+            lab.write_file(&path, &data, 0o644)
+                .map_err(|e| e.to_string())?;
+            let (code, _, e) = sh(lab, &format!("semodule -i {path}"), "", 180)?;
+            if code != 0 {
+                return Err(format!("semodule -i {m}: {e}"));
+            }
+        }
+        Ok(((), s.policy_modules.join(" ")))
+    });
+    let relabel = if s.workload.files_type.is_empty() {
+        String::new()
+    } else {
+        format!(" && chcon -R -t {} {dir}", s.workload.files_type)
+    };
+    let prepared = loaded.and_then(|_| {
+        c.step("prepare", |lab| {
+            let script = format!("rm -rf {dir} && mkdir -p {state} {images}{relabel}");
+            let (code, _, e) = sh(lab, &script, "", 30)?;
             if code == 0 {
                 Ok(((), String::new()))
             } else {
@@ -157,15 +180,13 @@ pub fn run(lab: &mut Lab, s: &Scenario, marker: u64) -> (TrialReport, u64) {
     });
     let pid = prepared.and_then(|_| {
         c.step("start workload", |lab| {
-            let script = format!(
-                "cd / && exec env -i {MARK} {prog} {state} {} </dev/null >>{state}/log 2>&1",
-                s.workload.wait
-            );
+            let (wait, log) = (s.workload.wait.clone(), format!("{state}/log"));
             let pid = lab
                 .spawn(
-                    &["/bin/sh", "-c", &script],
+                    &[prog.as_str(), state.as_str(), wait.as_str()],
+                    &[MARK],
                     &s.workload.context,
-                    "/dev/null",
+                    &log,
                 )
                 .map_err(|e| e.to_string())?;
             let text = wait_file(lab, &format!("{state}/ready"), 60)?;
@@ -213,6 +234,20 @@ pub fn run(lab: &mut Lab, s: &Scenario, marker: u64) -> (TrialReport, u64) {
                         c.problem(format!("the dump error does not name {w:?}: {err}"));
                     }
                 }
+                // A failed dump must leave the workload as it was: it still passes its check.
+                let pid_text = pid.to_string();
+                c.step("workload survived the failed dump", |lab| {
+                    trigger(lab, &ready, &pid_text, &state)?;
+                    let result = wait_file(lab, &format!("{state}/result"), 60)?;
+                    if result.trim() == "ok" {
+                        Ok(((), "ok".into()))
+                    } else {
+                        Err(format!(
+                            "after the failed dump the workload says: {}",
+                            result.trim()
+                        ))
+                    }
+                });
             }
             if outcome == Outcome::Ok && s.expect.restore != Outcome::Skip {
                 restore(
@@ -245,6 +280,14 @@ pub fn run(lab: &mut Lab, s: &Scenario, marker: u64) -> (TrialReport, u64) {
     }
     check_audit(&mut c, s);
     let _ = sh(c.lab, &format!("pkill -KILL -f {dir}/ ; true"), "", 30);
+    for m in s.policy_modules.iter().filter(|_| loaded.is_some()) {
+        let name = m.trim_end_matches(".cil");
+        if let Ok((code, _, e)) = sh(c.lab, &format!("semodule -r {name}"), "", 180) {
+            if code != 0 {
+                c.problem(format!("removing policy module {name}: {e}"));
+            }
+        }
+    }
     c.report.passed = c.report.problems.is_empty() && c.report.steps.iter().all(|st| st.ok);
     if !c.report.passed {
         c.report.console_tail = c.lab.console_tail(20);
@@ -323,6 +366,22 @@ fn restore(
                 c.problem(format!("the restore error does not name {w:?}: {err}"));
             }
         }
+        // A failed restore leaves nothing behind: the original pid is free again.
+        c.step("nothing left after the failed restore", |lab| {
+            let (code, out, _) = sh(
+                lab,
+                &format!("test -e /proc/{original} && cat /proc/{original}/status | head -3"),
+                "",
+                30,
+            )?;
+            if code == 0 {
+                Err(format!(
+                    "pid {original} exists after the failed restore: {out}"
+                ))
+            } else {
+                Ok(((), String::new()))
+            }
+        });
         return;
     }
     let Some(pid) = pid else {
@@ -339,14 +398,23 @@ fn restore(
         if code != 0 {
             return Err(e);
         }
-        let types: Vec<String> = out
+        let contexts: Vec<String> = out
             .lines()
             .filter(|l| !l.is_empty())
-            .map(selinux_type)
+            .map(|l| l.trim_end_matches(['\0', '\n']).to_string())
             .collect();
-        Ok((types.clone(), types.join(",")))
+        Ok((contexts.clone(), contexts.join(",")))
     });
-    if let Some(types) = types {
+    if let Some(contexts) = types {
+        if !s.expect.restored_context.is_empty()
+            && contexts.iter().any(|c| *c != s.expect.restored_context)
+        {
+            c.problem(format!(
+                "restored contexts {contexts:?}, expected every thread in {}",
+                s.expect.restored_context
+            ));
+        }
+        let types: Vec<String> = contexts.iter().map(|c| selinux_type(c)).collect();
         if !s.expect.restored_type.is_empty()
             && (types.is_empty() || types.iter().any(|t| *t != s.expect.restored_type))
         {
@@ -355,7 +423,7 @@ fn restore(
                 s.expect.restored_type
             ));
         }
-        c.report.restored_types = types;
+        c.report.restored_contexts = contexts;
     }
     c.step("self-check", |lab| {
         trigger(lab, ready, &pid, state)?;

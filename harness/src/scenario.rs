@@ -11,6 +11,9 @@ pub struct Scenario {
     #[serde(skip_deserializing)]
     pub name: String,
     pub description: String,
+    /// Policy modules of `scenarios/policy/modules/` loaded for this scenario only.
+    #[serde(default)]
+    pub policy_modules: Vec<String>,
     pub workload: Workload,
     #[serde(default)]
     pub engine: Engine,
@@ -31,6 +34,9 @@ pub struct Workload {
     /// How it starts: `exec` (from the agent, as from a shell).
     #[serde(default = "default_start")]
     pub start: String,
+    /// The SELinux type its state directory is labelled with (e.g. `container_file_t`).
+    #[serde(default)]
+    pub files_type: String,
 }
 
 fn default_wait() -> String {
@@ -69,6 +75,9 @@ pub struct Expect {
     /// The SELinux type of the restored process (every thread).
     #[serde(default)]
     pub restored_type: String,
+    /// The whole context of the restored process, level included (every thread).
+    #[serde(default)]
+    pub restored_context: String,
     /// Words the failing step's error must contain.
     #[serde(default)]
     pub error_contains: Vec<String>,

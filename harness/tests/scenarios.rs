@@ -111,7 +111,7 @@ fn run_trial(shared: &Arc<Mutex<Shared>>, s: &Scenario, run_dir: &Path) -> Resul
     }
     let marker = g.marker;
     let lab = g.lab.as_mut().ok_or("no lab")?;
-    let (rep, next) = runner::run(lab, s, marker);
+    let (rep, next) = runner::run(lab, s, marker, &root().join("scenarios/policy/modules"));
     g.marker = next;
     let passed = rep.passed;
     let text = format!(

@@ -206,7 +206,14 @@ impl Lab {
     }
 
     /// Starts a program in the background; its output goes to `log`; returns its pid.
-    pub fn spawn(&mut self, argv: &[&str], context: &str, log: &str) -> Result<u32, LabError> {
+    /// Starts a program in the background with `env` added to a clean environment.
+    pub fn spawn(
+        &mut self,
+        argv: &[&str],
+        env: &[&str],
+        context: &str,
+        log: &str,
+    ) -> Result<u32, LabError> {
         let r = self.client.call(
             &mut self.machine,
             &format!("starting {}", argv.join(" ")),
@@ -214,7 +221,7 @@ impl Lab {
                 argv: argv.iter().map(|s| s.to_string()).collect(),
                 context: context.into(),
                 timeout_ms: 0,
-                env: vec![],
+                env: env.iter().map(|s| s.to_string()).collect(),
                 cwd: "/".into(),
                 background: true,
                 stdout_path: log.into(),
