@@ -21,11 +21,6 @@ pub fn selinux_enabled() -> bool {
     ) && std::path::Path::new("/sys/fs/selinux/enforce").exists()
 }
 
-/// SELinux is enabled and enforcing.
-pub fn selinux_enforcing() -> bool {
-    selinux_enabled() && matches!(selinux::current_mode(), selinux::SELinuxMode::Enforcing)
-}
-
 fn write_sockcreate(value: &str) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -136,8 +136,7 @@ pub fn dump_pages(
     Ok(entries)
 }
 
-/// Reads the batched remote ranges into `buf`; ranges read through
-/// /proc/PID/mem are already there and are not in the batch.
+/// Reads the batched remote ranges into `buf`.
 fn flush(
     pid: i32,
     remote: &Remote,
@@ -147,13 +146,9 @@ fn flush(
     if batch.is_empty() {
         return Ok(());
     }
-    // Ranges in the batch and those read directly may interleave only across
-    // VMAs, and a batch never spans VMAs of different readability: the batch
-    // is flushed before any non-readable VMA's data lands in the buffer.
-    let total: usize = batch.iter().map(|r| r.len).sum();
-    let start = buf.len() - total;
-    let want = total;
-    let mut local = [IoSliceMut::new(&mut buf[start..])];
+    // A buffer holds the runs of one VMA only (it is flushed at the end of
+    // each), so a readable VMA's batch fills `buf` exactly, back to back.
+    let mut local = [IoSliceMut::new(&mut *buf)];
     let got = process_vm_readv(Pid::from_raw(pid), &mut local, batch).map_err(|source| {
         crate::sys::SysError::Call {
             op: "process_vm_readv",
@@ -161,9 +156,9 @@ fn flush(
             source,
         }
     })?;
-    if got != want {
-        // Partial read (a page vanished under us): fall back page by page.
-        let mut off = start;
+    if got != buf.len() {
+        // Partial read (a page vanished under us): fall back range by range.
+        let mut off = 0;
         for r in batch.iter() {
             remote.read_mem(r.base as u64, &mut buf[off..off + r.len])?;
             off += r.len;
