@@ -33,7 +33,7 @@ use Look::{All, Any};
 #[rustfmt::skip]
 const HOST: &[Prerequisite] = &[
     Prerequisite { what: "libselinux headers (selinux crate)", look: Any(&["/usr/include/selinux/selinux.h"]), debian: &["libselinux1-dev"], fedora: &["libselinux-devel"] },
-    Prerequisite { what: "libclang (bindgen, selinux crate)", look: Any(&["/usr/lib/llvm-*/lib/libclang*.so*", "/usr/lib/x86_64-linux-gnu/libclang*.so*", "/usr/lib64/libclang*.so*"]), debian: &["libclang-dev"], fedora: &["clang-devel"] },
+    Prerequisite { what: "libclang (bindgen, selinux crate)", look: Any(&["/usr/lib/llvm-*/lib/libclang.so*", "/usr/lib/x86_64-linux-gnu/libclang.so*", "/usr/lib64/libclang.so*"]), debian: &["libclang-dev"], fedora: &["clang-devel"] },
     Prerequisite { what: "pkg-config (selinux crate)", look: All(&["pkg-config"]), debian: &["pkg-config"], fedora: &["pkg-config"] },
 ];
 
@@ -301,6 +301,10 @@ mod tests {
         assert!(wildcard_match("*", ""));
         assert!(wildcard_match("a*b*c", "aXbYbZc"));
         assert!(!wildcard_match("libclang*.so*", "libclang.a"));
+        // LLVM's C++ library is not the libclang bindgen loads (a machine with only
+        // libclang-cpp failed the selinux crate's build after this check had passed).
+        assert!(!wildcard_match("libclang.so*", "libclang-cpp.so.14"));
+        assert!(wildcard_match("libclang.so*", "libclang.so.1"));
         assert!(!wildcard_match("llvm-*", "llvm"));
         assert!(!wildcard_match("abc", "abcd"));
     }
