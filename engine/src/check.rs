@@ -3,6 +3,9 @@
 //! Every probe is harmless: it uses a throwaway child it forks (and always kills and reaps),
 //! its own file descriptors and its own `/proc/self` files, or calls that the kernel refuses
 //! before they change anything (`clone3` with arguments it rejects).
+//!
+//! [`restore`] is `crlab check --images-dir`: whether SELinux lets the calling process restore
+//! a given dump, from the kernel's own access decisions.
 
 use std::ffi::c_void;
 use std::fs::{self, File};
@@ -16,6 +19,8 @@ use nix::sys::ptrace;
 use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, getpid, ForkResult, Pid};
+
+pub mod restore;
 
 /// One probe's outcome.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

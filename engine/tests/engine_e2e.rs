@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::ffi::OsString;
+
 use rstest::rstest;
 
 use support::crlab;
@@ -245,6 +247,138 @@ fn show_prints_the_dump_as_json() {
         ".exe_paths[]" => insta::dynamic_redaction(paths),
     });
     w.assert_gone();
+}
+
+/// `crlab check --images-dir` on a real dump reads it, says whether SELinux lets this process
+/// restore it (with SELinux off: that there is nothing to check), exits 0, and changes
+/// nothing: the dump restores afterwards.
+#[test]
+fn check_images_dir_on_a_dump() {
+    let mut w = Workload::start("idle", WaitMode::Nanosleep, &[]);
+    w.wait_ready();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let images = w.images_dir();
+    let selinux = ::crlab::lsm::selinux_enabled();
+    let mut variants: Vec<Vec<&str>> = vec![vec![]];
+    if !selinux {
+        // Off, the restore ignores --lsm-profile as it ignores the dumped contexts. (On, the
+        // answer for a context depends on the host's policy.)
+        variants.push(vec![
+            "--lsm-profile",
+            "system_u:system_r:container_t:s0:c1,c2",
+        ]);
+    }
+    for extra in variants {
+        let mut args: Vec<OsString> =
+            vec!["check".into(), "--images-dir".into(), images.clone().into()];
+        args.extend(extra.iter().map(OsString::from));
+        let run = w.crlab(&args);
+        let (ok, exit, out, err) = (run.succeeded(), run.exit_text(), run.stdout(), run.stderr());
+        assert!(
+            ok,
+            "crlab check --images-dir {extra:?} must succeed: {exit}\n{err}"
+        );
+        assert!(err.is_empty(), "nothing on stderr: {err}");
+        if selinux {
+            // The workload ran in this test's context, which crlab shares: nothing to write.
+            assert!(
+                out.lines().any(|l| l.starts_with("restore allowed")),
+                "the summary says the restore is allowed: {out}"
+            );
+        } else {
+            assert_eq!(
+                out,
+                format!(
+                    "SELinux is off here: nothing to check (the restore writes no SELinux \
+                     context); 1 process in {}\n",
+                    images.display()
+                )
+            );
+        }
+    }
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// What is wrong with the images directory given to `crlab check --images-dir`.
+#[derive(Clone, Copy, Debug)]
+enum BadImages {
+    /// The directory does not exist.
+    Missing,
+    /// An empty directory: no inventory.
+    NotADump,
+    /// A real dump with one byte of its thread core changed.
+    DamagedCore,
+}
+
+/// `crlab check --images-dir` on a directory that is not a sound dump fails with the image
+/// reader's error, naming the file, and exit status 1; it never panics.
+#[rstest]
+#[case::missing(BadImages::Missing)]
+#[case::not_a_dump(BadImages::NotADump)]
+#[case::damaged_core(BadImages::DamagedCore)]
+fn check_images_dir_refuses_bad_images(#[case] bad: BadImages) {
+    process::setup();
+    let scratch = tempfile::Builder::new()
+        .prefix("crlab-e2e-check-")
+        .tempdir()
+        .expect("creating a scratch directory");
+    let mut workload = None;
+    let (dir, expected) = match bad {
+        BadImages::Missing => {
+            let dir = scratch.path().join("no-such-dir");
+            let expected = format!("{}: failed to open the images directory", dir.display());
+            (dir, expected)
+        }
+        BadImages::NotADump => {
+            let dir = scratch.path().join("empty");
+            std::fs::create_dir(&dir).expect("creating an empty dir");
+            let expected = format!("{}/inventory.img is missing", dir.display());
+            (dir, expected)
+        }
+        BadImages::DamagedCore => {
+            let mut w = Workload::start("idle", WaitMode::Nanosleep, &[]);
+            w.wait_ready();
+            w.dump_ok(&[]);
+            w.reap_dumped_original();
+            let core = w.images_dir().join(format!("core-{}.img", w.pid()));
+            let mut bytes = std::fs::read(&core).expect("reading the core image");
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0xff;
+            std::fs::write(&core, &bytes).expect("writing the damaged core image");
+            let expected = format!("{}: checksum mismatch", core.display());
+            let dir = w.images_dir();
+            workload = Some(w);
+            (dir, expected)
+        }
+    };
+    let args: Vec<OsString> = vec!["check".into(), "--images-dir".into(), dir.clone().into()];
+    let run = crlab::run(&args, scratch.path(), "crlab-check");
+    let (out, err) = (run.stdout(), run.stderr());
+    assert_eq!(
+        run.exit,
+        Some(Exit::Code(1)),
+        "crlab check --images-dir on a bad dump must exit 1\n{run}"
+    );
+    let prefix = format!(
+        "crlab: error: checking whether SELinux lets this process restore {}: ",
+        dir.display()
+    );
+    assert!(
+        err.starts_with(&prefix),
+        "the error says what failed: {err}"
+    );
+    assert!(
+        err.contains(&expected),
+        "the error names the problem ({expected}): {err}"
+    );
+    assert!(!err.contains("panicked"), "no panic: {err}");
+    assert!(out.is_empty(), "nothing on stdout: {out}");
+    if let Some(w) = workload {
+        w.assert_gone();
+    }
 }
 
 /// Whether `text` holds `number` as a whole number (not as part of a longer one).

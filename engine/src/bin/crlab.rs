@@ -1,4 +1,4 @@
-//! The `crlab` command line: dump, restore, show, check.
+//! The `crlab` command line: dump, restore, show, check (the kernel, or the restore of a dump).
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -63,8 +63,24 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         images_dir: PathBuf,
     },
-    /// Check the kernel features and SELinux state the engine relies on.
-    Check,
+    /// Check the kernel features and SELinux state the engine relies on, or with
+    /// --images-dir whether SELinux lets this process restore a dump.
+    ///
+    /// With --images-dir, the kernel's own access decisions (no audit record) say, for each
+    /// process of the dump, whether this process's context may write the process's context
+    /// as `crlab restore` does: `process { setcurrent }` on itself, `process { dyntransition }`
+    /// and, as the restored process's tracer, `process { ptrace }` to the target context. The
+    /// last line says `restore allowed` or `restore refused: ...`; the exit status is 1 when a
+    /// process would be refused.
+    Check {
+        /// A dump to check the restore of, instead of probing the kernel.
+        #[arg(long, value_name = "DIR")]
+        images_dir: Option<PathBuf>,
+        /// Check the restore into this SELinux context instead of the dumped ones, as
+        /// `crlab restore --lsm-profile` would do it.
+        #[arg(long, value_name = "CONTEXT", requires = "images_dir")]
+        lsm_profile: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -154,7 +170,31 @@ fn run(command: Command) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check => {
+        Command::Check {
+            images_dir: Some(images_dir),
+            lsm_profile,
+        } => {
+            let outcome = crlab::check::restore::check(&images_dir, lsm_profile.as_deref())
+                .with_context(|| {
+                    format!(
+                        "checking whether SELinux lets this process restore {}",
+                        images_dir.display()
+                    )
+                })?;
+            print!("{}", outcome.render());
+            let refused = outcome.refused();
+            if refused > 0 {
+                bail!(
+                    "SELinux would refuse to restore {refused} process{} of {} (see the table above)",
+                    if refused == 1 { "" } else { "es" },
+                    images_dir.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            images_dir: None, ..
+        } => {
             let checks = crlab::check::run_checks();
             print!("{}", crlab::check::render(&checks));
             if checks.iter().any(|c| c.required && !c.ok) {

@@ -27,16 +27,16 @@ pub enum ContextOrder {
 #[derive(Debug, thiserror::Error)]
 pub enum SelinuxRefusal {
     #[error(
-        "SELinux refused to move process {pid} from {from:?} to {to:?} ({errno}): the engine's domain needs \
-         `process {{ setcurrent }}` on itself and `process {{ dyntransition }}` from {from_type} to {to_type}; \
-         a policy allowing it says `allow {from_type} {to_type}:process dyntransition;` (see the audit log for the AVC record)"
+        "SELinux refused to move process {pid} from {from:?} to {to:?} ({errno}): {why}; \
+         a policy allowing it says `{rules}` (see the audit log for the AVC record)"
     )]
-    Dyntransition {
+    Denied {
         pid: i32,
         from: String,
         to: String,
-        from_type: String,
-        to_type: String,
+        /// The permissions the kernel's access computation denies, named.
+        why: String,
+        rules: String,
         errno: Errno,
     },
     #[error(
@@ -110,6 +110,56 @@ pub fn write_attr(
     written.map(drop)
 }
 
+/// Which of the permissions a context write needs the kernel denies from `from` to `to` (asked
+/// again after the write failed, without auditing), and the rules that would allow them.
+fn denied_permissions(from: &str, to: &str) -> (String, String) {
+    use crate::check::restore::{allow_rules, AccessOracle, KernelOracle, ProcessPermission};
+    let asked = [
+        (ProcessPermission::Setcurrent, from),
+        (ProcessPermission::Dyntransition, to),
+        (ProcessPermission::Ptrace, to),
+    ];
+    let denied: Option<Vec<ProcessPermission>> = KernelOracle::new().ok().and_then(|oracle| {
+        asked
+            .iter()
+            .map(|&(p, target)| oracle.decide(from, target, p).map(|d| (p, d)))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .map(|d| {
+                d.into_iter()
+                    .filter(|(_, d)| !d.allowed)
+                    .map(|(p, _)| p)
+                    .collect()
+            })
+    });
+    let (from_type, to_type) = (context_type(from), context_type(to));
+    match denied {
+        Some(denied) if !denied.is_empty() => {
+            let names: Vec<String> = denied
+                .iter()
+                .map(|p| match p {
+                    ProcessPermission::Setcurrent => format!("`process {{ setcurrent }}` of {from_type} on itself"),
+                    ProcessPermission::Dyntransition => format!("`process {{ dyntransition }}` from {from_type} to {to_type}"),
+                    ProcessPermission::Ptrace => format!("`process {{ ptrace }}` from {from_type} (the restored process's tracer) to {to_type}"),
+                })
+                .collect();
+            (
+                format!("the policy denies {}", names.join(" and ")),
+                allow_rules(from, to, &denied).join(" "),
+            )
+        }
+        // The type rules allow it all (an MLS/MCS constraint refused the levels), or the
+        // kernel could not be asked: say what the write needs.
+        _ => (
+            format!(
+                "the engine's domain needs `process {{ setcurrent }}` on itself and `process {{ dyntransition }}` \
+                 from {from_type} to {to_type} (and, when the levels differ, the MLS/MCS constraints must allow them)"
+            ),
+            format!("allow {from_type} {to_type}:process dyntransition;"),
+        ),
+    }
+}
+
 /// Moves the process (its calling thread) to `to`; `from` is its current context.
 pub fn set_process_context(
     remote: &mut Remote,
@@ -122,14 +172,17 @@ pub fn set_process_context(
         Ok(()) => Ok(()),
         Err(e) => {
             let refusal = match e.errno() {
-                Some(errno @ Errno::EACCES) => SelinuxRefusal::Dyntransition {
-                    pid,
-                    from: from.into(),
-                    to: to.into(),
-                    from_type: context_type(from),
-                    to_type: context_type(to),
-                    errno,
-                },
+                Some(errno @ Errno::EACCES) => {
+                    let (why, rules) = denied_permissions(from, to);
+                    SelinuxRefusal::Denied {
+                        pid,
+                        from: from.into(),
+                        to: to.into(),
+                        why,
+                        rules,
+                        errno,
+                    }
+                }
                 Some(Errno::EPERM) => SelinuxRefusal::Bounded {
                     pid,
                     from: from.into(),

@@ -1,0 +1,1060 @@
+//! `crlab check --images-dir DIR [--lsm-profile CONTEXT]`: before a restore, asks the kernel
+//! whether the calling process's SELinux context may give each process of the dump its
+//! context, as `crlab restore` would.
+//!
+//! The restore writes `attr/current` from inside each restored process while it still runs in
+//! the engine's context (the engine created it), when the target differs from that context.
+//! For that write the kernel checks, in this order (`selinux_setprocattr`):
+//!
+//! 1. `process { setcurrent }` from the engine's context to itself;
+//! 2. the target is a context the loaded policy knows (else `EINVAL`);
+//! 3. `process { dyntransition }` from the engine's context to the target;
+//! 4. `process { ptrace }` from the process's tracer, the engine, to the target: the
+//!    restored process is still traced by the engine when it writes its context.
+//!
+//! Each answer comes from the kernel's own access computation (`security_compute_av`, which
+//! audits nothing) and context check (`/sys/fs/selinux/context`), never from a reading of the
+//! policy. The bounded-transition rule for multi-threaded writers does not apply: the restore
+//! writes the context while the process is single-threaded and creates its threads after.
+//!
+//! [`evaluate`] and [`render`] are pure: they take the kernel's decisions through
+//! [`AccessOracle`], which [`KernelOracle`] implements with libselinux.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::image::schema::{PsTree, ThreadCore};
+use crate::image::{self, FileKind, ImageDirReader, ImageError};
+
+/// `SELINUX_AVD_FLAGS_PERMISSIVE` of `<selinux/selinux.h>`: the source domain is permissive.
+const AVD_FLAGS_PERMISSIVE: u32 = 0x0001;
+
+/// Why `crlab check --images-dir` could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreCheckError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("the images are inconsistent: {0}")]
+    Inconsistent(String),
+    #[error("cannot read this process's own SELinux context (/proc/self/attr/current)")]
+    OwnContext {
+        #[source]
+        source: io::Error,
+    },
+    #[error("asking the kernel for the number of {what}")]
+    Mapping {
+        what: String,
+        #[source]
+        source: selinux::errors::Error,
+    },
+    #[error(
+        "asking the kernel whether {source_context:?} may `process {{ {permission} }}` \
+         {target_context:?} (security_compute_av; the calling domain needs `security {{ compute_av }}`)"
+    )]
+    ComputeAv {
+        source_context: String,
+        target_context: String,
+        permission: &'static str,
+        #[source]
+        source: selinux::errors::Error,
+    },
+    #[error("the context {context:?} holds a NUL byte")]
+    NulInContext { context: String },
+    #[error(
+        "asking the kernel whether it knows the context {context:?} (/sys/fs/selinux/context; \
+         the calling domain needs `security {{ check_context }}`)"
+    )]
+    CheckContext {
+        context: String,
+        #[source]
+        source: selinux::errors::Error,
+    },
+}
+
+/// One process of the dump, as the restore sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedProcess {
+    pub pid: u32,
+    /// Its threads, the leader included.
+    pub threads: usize,
+    /// Its leader's context at dump time (`selinux_context` of its first core): what the
+    /// restore gives the whole process. Empty when SELinux was off at dump.
+    pub context: String,
+    /// Some other thread was dumped in another context than the leader's; the restore gives
+    /// every thread the leader's (threads inherit it).
+    pub threads_differ: bool,
+}
+
+/// Reads the process tree and every thread core of the dump in `dir`, after
+/// [`ImageDirReader::open`] has checked every file against the inventory.
+pub fn read_dump(dir: &Path) -> Result<Vec<DumpedProcess>, RestoreCheckError> {
+    let reader = ImageDirReader::open(dir)?;
+    let pstree: PsTree = reader.read_message(image::PSTREE, FileKind::PsTree)?;
+    let root_pid = reader.inventory().root_pid;
+    let mut out: Vec<DumpedProcess> = Vec::with_capacity(pstree.processes.len());
+    for entry in &pstree.processes {
+        let pid = entry.pid;
+        // The rules `crlab restore` reads the tree by.
+        let first = out.is_empty();
+        if first != (pid == root_pid) || (!first && !out.iter().any(|p| p.pid == entry.ppid)) {
+            return Err(RestoreCheckError::Inconsistent(format!(
+                "pstree.img lists process {pid} (parent {}) out of order: the root {root_pid} \
+                 must come first and parents before children",
+                entry.ppid
+            )));
+        }
+        if entry.threads.first() != Some(&pid) {
+            return Err(RestoreCheckError::Inconsistent(format!(
+                "pstree.img: the first thread of process {pid} is not its leader"
+            )));
+        }
+        let mut contexts = Vec::with_capacity(entry.threads.len());
+        for &tid in &entry.threads {
+            let core: ThreadCore = reader.read_message(&image::core_name(tid), FileKind::Core)?;
+            contexts.push(core.selinux_context);
+        }
+        let context = contexts.first().cloned().unwrap_or_default();
+        out.push(DumpedProcess {
+            pid,
+            threads: contexts.len(),
+            threads_differ: contexts.iter().any(|c| *c != context),
+            context,
+        });
+    }
+    if out.is_empty() {
+        return Err(RestoreCheckError::Inconsistent(
+            "pstree.img lists no process".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// A permission of class `process` the restore needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProcessPermission {
+    Setcurrent,
+    Dyntransition,
+    Ptrace,
+}
+
+impl ProcessPermission {
+    /// The permission's name in the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessPermission::Setcurrent => "setcurrent",
+            ProcessPermission::Dyntransition => "dyntransition",
+            ProcessPermission::Ptrace => "ptrace",
+        }
+    }
+}
+
+/// The kernel's answer for one permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// The policy grants it.
+    pub allowed: bool,
+    /// A denial would not be enforced: SELinux is permissive, or the source domain is.
+    pub permissive: bool,
+}
+
+impl Decision {
+    /// The kernel lets the operation through (granted, or denied but not enforced).
+    pub fn passes(self) -> bool {
+        self.allowed || self.permissive
+    }
+}
+
+/// What the check asks the kernel.
+pub trait AccessOracle {
+    /// Whether the loaded policy knows `context` (`Ok(false)`: the kernel says `EINVAL`).
+    fn context_is_valid(&self, context: &str) -> Result<bool, RestoreCheckError>;
+    /// The kernel's decision on `process { permission }` from `source` to `target`.
+    fn decide(
+        &self,
+        source: &str,
+        target: &str,
+        permission: ProcessPermission,
+    ) -> Result<Decision, RestoreCheckError>;
+}
+
+/// [`AccessOracle`] through libselinux: `security_compute_av_flags` (no audit record) and
+/// `security_canonicalize_context` (the kernel's context check, as `security_check_context`,
+/// keeping the errno that tells an unknown context from a refused question).
+pub struct KernelOracle {
+    class: selinux::SecurityClass,
+    enforcing: bool,
+}
+
+impl KernelOracle {
+    /// Looks up class `process` in the loaded policy and notes the enforcing mode.
+    pub fn new() -> Result<KernelOracle, RestoreCheckError> {
+        let class = selinux::SecurityClass::from_name("process").map_err(|source| {
+            RestoreCheckError::Mapping {
+                what: "class `process`".into(),
+                source,
+            }
+        })?;
+        Ok(KernelOracle {
+            class,
+            enforcing: matches!(selinux::current_mode(), selinux::SELinuxMode::Enforcing),
+        })
+    }
+
+    /// SELinux enforces its decisions (not permissive).
+    pub fn enforcing(&self) -> bool {
+        self.enforcing
+    }
+}
+
+/// The OS error number behind a libselinux error, if any.
+fn errno_of(e: &selinux::errors::Error) -> Option<i32> {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error)
+}
+
+impl AccessOracle for KernelOracle {
+    fn context_is_valid(&self, context: &str) -> Result<bool, RestoreCheckError> {
+        let Ok(c) = CString::new(context) else {
+            return Ok(false);
+        };
+        let canonical = selinux::SecurityContext::from_c_str(&c, true).canonicalize();
+        match canonical {
+            Ok(_) => Ok(true),
+            Err(e) if errno_of(&e) == Some(libc::EINVAL) => Ok(false),
+            Err(source) => Err(RestoreCheckError::CheckContext {
+                context: context.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn decide(
+        &self,
+        source: &str,
+        target: &str,
+        permission: ProcessPermission,
+    ) -> Result<Decision, RestoreCheckError> {
+        let bit = self
+            .class
+            .access_vector_bit(permission.name())
+            .map_err(|source| RestoreCheckError::Mapping {
+                what: format!("permission `process {{ {} }}`", permission.name()),
+                source,
+            })?;
+        let failed = |e| RestoreCheckError::ComputeAv {
+            source_context: source.to_owned(),
+            target_context: target.to_owned(),
+            permission: permission.name(),
+            source: e,
+        };
+        let c_string = |context: &str| {
+            CString::new(context).map_err(|_| RestoreCheckError::NulInContext {
+                context: context.to_owned(),
+            })
+        };
+        let (s, t) = (c_string(source)?, c_string(target)?);
+        let avd = selinux::SecurityContext::from_c_str(&s, true)
+            .query_access_decision(
+                &selinux::SecurityContext::from_c_str(&t, true),
+                self.class,
+                bit,
+            )
+            .map_err(failed)?;
+        Ok(Decision {
+            allowed: avd.allowed & bit == bit,
+            permissive: !self.enforcing || avd.flags & AVD_FLAGS_PERMISSIVE != 0,
+        })
+    }
+}
+
+/// Why the restore writes no context for a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoWrite {
+    /// The target is the engine's own context.
+    SameContext,
+    /// No context to write: none recorded at dump (SELinux off then) and no `--lsm-profile`,
+    /// or an empty one. The process keeps the engine's context.
+    Empty,
+}
+
+/// The kernel's answers about the target context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetAccess {
+    /// The loaded policy does not know the target context: the write fails with `EINVAL`.
+    Invalid,
+    Checked {
+        dyntransition: Decision,
+        ptrace: Decision,
+    },
+}
+
+/// What the restore would do with one process's context, and what the kernel says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextWrite {
+    None(NoWrite),
+    Checked {
+        setcurrent: Decision,
+        target: TargetAccess,
+    },
+}
+
+/// How one process would fare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Denied by the policy, but SELinux would not enforce it (an AVC record is logged).
+    AllowedPermissive,
+    Refused,
+}
+
+/// One process checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessCheck {
+    pub pid: u32,
+    pub threads: usize,
+    pub threads_differ: bool,
+    /// The context the restore would give it.
+    pub target: String,
+    pub write: ContextWrite,
+}
+
+impl ProcessCheck {
+    /// How the process would fare.
+    pub fn verdict(&self) -> Verdict {
+        let (setcurrent, target) = match self.write {
+            ContextWrite::None(_) => return Verdict::Allowed,
+            ContextWrite::Checked { setcurrent, target } => (setcurrent, target),
+        };
+        let mut decisions = vec![setcurrent];
+        match target {
+            TargetAccess::Invalid => return Verdict::Refused,
+            TargetAccess::Checked {
+                dyntransition,
+                ptrace,
+            } => decisions.extend([dyntransition, ptrace]),
+        }
+        if !decisions.iter().all(|d| d.passes()) {
+            Verdict::Refused
+        } else if decisions.iter().all(|d| d.allowed) {
+            Verdict::Allowed
+        } else {
+            Verdict::AllowedPermissive
+        }
+    }
+
+    /// The permissions the policy denies, in the kernel's order of checking.
+    pub fn denied(&self) -> Vec<ProcessPermission> {
+        let ContextWrite::Checked { setcurrent, target } = self.write else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if !setcurrent.allowed {
+            out.push(ProcessPermission::Setcurrent);
+        }
+        if let TargetAccess::Checked {
+            dyntransition,
+            ptrace,
+        } = target
+        {
+            if !dyntransition.allowed {
+                out.push(ProcessPermission::Dyntransition);
+            }
+            if !ptrace.allowed {
+                out.push(ProcessPermission::Ptrace);
+            }
+        }
+        out
+    }
+}
+
+/// The whole check, ready to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreCheck {
+    /// The calling process's context: the restored processes' context until they write theirs.
+    pub engine_context: String,
+    /// SELinux enforces (not permissive).
+    pub enforcing: bool,
+    /// `--lsm-profile`: the context every process is given instead of its dumped one.
+    pub lsm_profile: Option<String>,
+    pub processes: Vec<ProcessCheck>,
+}
+
+impl RestoreCheck {
+    /// How many processes the kernel would refuse.
+    pub fn refused(&self) -> usize {
+        self.processes
+            .iter()
+            .filter(|p| p.verdict() == Verdict::Refused)
+            .count()
+    }
+}
+
+/// What `crlab check --images-dir` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// SELinux is off: the restore writes no context, there is nothing to check.
+    SelinuxOff {
+        images_dir: PathBuf,
+        processes: usize,
+    },
+    Checked(RestoreCheck),
+}
+
+impl Outcome {
+    /// The report, as `crlab check --images-dir` prints it.
+    pub fn render(&self) -> String {
+        match self {
+            Outcome::SelinuxOff {
+                images_dir,
+                processes,
+            } => render_selinux_off(images_dir, *processes),
+            Outcome::Checked(check) => render(check),
+        }
+    }
+
+    /// How many processes the kernel would refuse (0 when SELinux is off).
+    pub fn refused(&self) -> usize {
+        match self {
+            Outcome::SelinuxOff { .. } => 0,
+            Outcome::Checked(check) => check.refused(),
+        }
+    }
+}
+
+/// Reads the dump in `images_dir` and, when SELinux is on, asks the kernel about every
+/// process. The images are read (and checked) first, whatever the SELinux state.
+pub fn check(images_dir: &Path, lsm_profile: Option<&str>) -> Result<Outcome, RestoreCheckError> {
+    let dumped = read_dump(images_dir)?;
+    if !crate::lsm::selinux_enabled() {
+        return Ok(Outcome::SelinuxOff {
+            images_dir: images_dir.to_owned(),
+            processes: dumped.len(),
+        });
+    }
+    let engine_context = own_context()?;
+    let oracle = KernelOracle::new()?;
+    let processes = evaluate(&engine_context, &dumped, lsm_profile, &oracle)?;
+    Ok(Outcome::Checked(RestoreCheck {
+        engine_context,
+        enforcing: oracle.enforcing(),
+        lsm_profile: lsm_profile.map(str::to_owned),
+        processes,
+    }))
+}
+
+/// `/proc/self/attr/current`, as the restore reads the engine's context.
+fn own_context() -> Result<String, RestoreCheckError> {
+    let raw = std::fs::read("/proc/self/attr/current")
+        .map_err(|source| RestoreCheckError::OwnContext { source })?;
+    let context = String::from_utf8_lossy(&raw)
+        .trim_end_matches(['\0', '\n'])
+        .to_owned();
+    if context.is_empty() {
+        return Err(RestoreCheckError::OwnContext {
+            source: io::Error::new(io::ErrorKind::InvalidData, "it is empty"),
+        });
+    }
+    Ok(context)
+}
+
+/// What the restore would do with each process, with the kernel's decisions. Pure but for
+/// `oracle`; each distinct question is asked once.
+pub fn evaluate(
+    engine_context: &str,
+    dumped: &[DumpedProcess],
+    lsm_profile: Option<&str>,
+    oracle: &dyn AccessOracle,
+) -> Result<Vec<ProcessCheck>, RestoreCheckError> {
+    let mut valid: HashMap<String, bool> = HashMap::new();
+    let mut decisions: HashMap<(String, ProcessPermission), Decision> = HashMap::new();
+    let mut decide = |target: &str, permission| -> Result<Decision, RestoreCheckError> {
+        let key = (target.to_owned(), permission);
+        if let Some(d) = decisions.get(&key) {
+            return Ok(*d);
+        }
+        let d = oracle.decide(engine_context, target, permission)?;
+        decisions.insert(key, d);
+        Ok(d)
+    };
+    let mut out = Vec::with_capacity(dumped.len());
+    for p in dumped {
+        let target = lsm_profile.unwrap_or(&p.context).to_owned();
+        // The rule of the restore's `set_context`: nothing is written when the target is
+        // empty or is the engine's own context (compared as text, as the restore does).
+        let write = if target.is_empty() {
+            ContextWrite::None(NoWrite::Empty)
+        } else if target == engine_context {
+            ContextWrite::None(NoWrite::SameContext)
+        } else {
+            let setcurrent = decide(engine_context, ProcessPermission::Setcurrent)?;
+            let known = match valid.get(&target) {
+                Some(v) => *v,
+                None => {
+                    let v = oracle.context_is_valid(&target)?;
+                    valid.insert(target.clone(), v);
+                    v
+                }
+            };
+            let target = if known {
+                TargetAccess::Checked {
+                    dyntransition: decide(&target, ProcessPermission::Dyntransition)?,
+                    ptrace: decide(&target, ProcessPermission::Ptrace)?,
+                }
+            } else {
+                TargetAccess::Invalid
+            };
+            ContextWrite::Checked { setcurrent, target }
+        };
+        out.push(ProcessCheck {
+            pid: p.pid,
+            threads: p.threads,
+            threads_differ: p.threads_differ,
+            target,
+            write,
+        });
+    }
+    Ok(out)
+}
+
+/// The type field of a `user:role:type[:level]` context (the whole text if it has none).
+pub fn context_type(context: &str) -> &str {
+    context.split(':').nth(2).unwrap_or(context)
+}
+
+/// The rules a policy needs so that `source` may give a process the context `target`, for the
+/// `denied` permissions, as `audit2allow` writes them (`self` when both types are the same).
+pub fn allow_rules(source: &str, target: &str, denied: &[ProcessPermission]) -> Vec<String> {
+    let from = context_type(source);
+    let to = context_type(target);
+    let object = |t: &str| if t == from { "self" } else { t }.to_owned();
+    // setcurrent is on the engine's own domain; the others are on the target.
+    let mut rules: Vec<(String, Vec<&str>)> = Vec::new();
+    for p in denied {
+        let obj = match p {
+            ProcessPermission::Setcurrent => "self".to_owned(),
+            _ => object(to),
+        };
+        match rules.iter_mut().find(|(o, _)| *o == obj) {
+            Some((_, perms)) => perms.push(p.name()),
+            None => rules.push((obj, vec![p.name()])),
+        }
+    }
+    rules
+        .into_iter()
+        .map(|(obj, perms)| {
+            let perms = match perms.as_slice() {
+                [one] => (*one).to_owned(),
+                many => format!("{{ {} }}", many.join(" ")),
+            };
+            format!("allow {from} {obj}:process {perms};")
+        })
+        .collect()
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// What `crlab check --images-dir` prints when SELinux is off.
+pub fn render_selinux_off(images_dir: &Path, processes: usize) -> String {
+    format!(
+        "SELinux is off here: nothing to check (the restore writes no SELinux context); {} in {}\n",
+        plural(processes, "process", "processes"),
+        images_dir.display()
+    )
+}
+
+/// The report: the engine's context, a table with one line per process, notes and the
+/// reasons of every refusal, then one summary line starting with `restore allowed` or
+/// `restore refused:`.
+pub fn render(check: &RestoreCheck) -> String {
+    let engine = check.engine_context.as_str();
+    let mut out = String::new();
+    let mode = if check.enforcing {
+        "enforcing"
+    } else {
+        "permissive"
+    };
+    let _ = writeln!(out, "engine context: {engine} (SELinux {mode})");
+    match &check.lsm_profile {
+        Some(profile) => {
+            let _ = writeln!(
+                out,
+                "target context: {profile} for every process (--lsm-profile)"
+            );
+        }
+        None => out.push_str("target context: each process's own, as dumped\n"),
+    }
+
+    let word = |d: Decision| if d.allowed { "allowed" } else { "denied" };
+    let rows: Vec<[String; 7]> = check
+        .processes
+        .iter()
+        .map(|p| {
+            let (setcurrent, dyntransition, ptrace) = match p.write {
+                ContextWrite::None(_) => ("-", "-", "-"),
+                ContextWrite::Checked { setcurrent, target } => match target {
+                    TargetAccess::Invalid => (word(setcurrent), "-", "-"),
+                    TargetAccess::Checked {
+                        dyntransition,
+                        ptrace,
+                    } => (word(setcurrent), word(dyntransition), word(ptrace)),
+                },
+            };
+            let verdict = match (p.verdict(), p.write) {
+                (Verdict::Allowed, ContextWrite::None(NoWrite::SameContext)) => {
+                    "allowed: same context, nothing to write"
+                }
+                (Verdict::Allowed, ContextWrite::None(NoWrite::Empty)) => {
+                    "allowed: no context to write"
+                }
+                (Verdict::Allowed, _) => "allowed",
+                (Verdict::AllowedPermissive, _) => "allowed: permissive",
+                (
+                    Verdict::Refused,
+                    ContextWrite::Checked {
+                        target: TargetAccess::Invalid,
+                        ..
+                    },
+                ) => "refused: invalid context",
+                (Verdict::Refused, _) => "refused",
+            };
+            let target = if p.target.is_empty() {
+                "-".to_owned()
+            } else {
+                p.target.clone()
+            };
+            [
+                p.pid.to_string(),
+                p.threads.to_string(),
+                target,
+                setcurrent.to_owned(),
+                dyntransition.to_owned(),
+                ptrace.to_owned(),
+                verdict.to_owned(),
+            ]
+        })
+        .collect();
+    let header = [
+        "PID",
+        "THREADS",
+        "TARGET CONTEXT",
+        "SETCURRENT",
+        "DYNTRANSITION",
+        "PTRACE",
+        "VERDICT",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut line = |cells: [&str; 7]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let _ = write!(text, "{cell:<w$}  ", w = widths[i]);
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header);
+    for row in &rows {
+        line(row.each_ref().map(String::as_str));
+    }
+
+    if check.processes.iter().any(|p| p.threads > 1) {
+        out.push_str(
+            "note: the restore writes each process's context while it is single-threaded and \
+             creates its threads after (they inherit it), so the kernel's bounded-transition \
+             rule for multi-threaded processes does not apply\n",
+        );
+    }
+    for p in check.processes.iter().filter(|p| p.threads_differ) {
+        let _ = writeln!(
+            out,
+            "note: threads of process {} were dumped in other contexts than its leader's; the \
+             restore gives all of them {:?}",
+            p.pid, p.target
+        );
+    }
+    for p in &check.processes {
+        for reason in reasons(engine, p) {
+            out.push_str(&reason);
+            out.push('\n');
+        }
+    }
+
+    let total = check.processes.len();
+    let refused = check.refused();
+    let permissive = check
+        .processes
+        .iter()
+        .any(|p| p.verdict() == Verdict::AllowedPermissive);
+    let all = plural(total, "process", "processes");
+    if refused > 0 {
+        let _ = writeln!(
+            out,
+            "restore refused: SELinux would refuse {refused} of the dump's {all} (see above)"
+        );
+    } else if permissive {
+        let _ = writeln!(
+            out,
+            "restore allowed (permissive): SELinux would let {engine} restore the dump's {all}, \
+             logging the denials above"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "restore allowed: SELinux lets {engine} restore the dump's {all}"
+        );
+    }
+    out
+}
+
+/// Why a process would be refused (or only let through by permissive mode), in the words of
+/// the restore's own errors (`SelinuxRefusal`).
+fn reasons(engine: &str, p: &ProcessCheck) -> Vec<String> {
+    let ContextWrite::Checked { setcurrent, target } = p.write else {
+        return Vec::new();
+    };
+    let (pid, to) = (p.pid, p.target.as_str());
+    let mut out = Vec::new();
+    let denied = p.denied();
+    if !denied.is_empty() {
+        let (from_type, to_type) = (context_type(engine), context_type(to));
+        let list = denied
+            .iter()
+            .map(|d| format!("`process {{ {} }}`", d.name()))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let rules = allow_rules(engine, to, &denied)
+            .into_iter()
+            .map(|r| format!("`{r}`"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let needs = format!(
+            "the engine's domain needs `process {{ setcurrent }}` on itself and `process {{ \
+             dyntransition }}` from {from_type} to {to_type}, and as the process's tracer \
+             `process {{ ptrace }}` from {from_type} to {to_type}; the policy denies {list}; a \
+             policy allowing it says {rules}"
+        );
+        let enforced = !setcurrent.passes()
+            || matches!(target, TargetAccess::Checked { dyntransition, ptrace }
+                if !dyntransition.passes() || !ptrace.passes());
+        if enforced {
+            out.push(format!(
+                "SELinux would refuse to move process {pid} from {engine:?} to {to:?}: {needs}"
+            ));
+        } else {
+            out.push(format!(
+                "SELinux would not enforce the denial (permissive): it would move process {pid} \
+                 from {engine:?} to {to:?} and log an AVC record; enforcing, it would refuse: \
+                 {needs}"
+            ));
+        }
+    }
+    if target == TargetAccess::Invalid {
+        out.push(format!(
+            "SELinux does not know the context {to:?} (EINVAL) for process {pid}: is the policy \
+             module that declares it loaded?"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    const UNCONFINED: &str = "unconfined_u:unconfined_r:unconfined_t:s0-s0:c0.c1023";
+    const SERVICE: &str = "system_u:system_r:unconfined_service_t:s0";
+    const RUNTIME: &str = "system_u:system_r:container_runtime_t:s0";
+    const CONTAINER: &str = "system_u:system_r:container_t:s0:c1,c2";
+    const CONTAINER2: &str = "system_u:system_r:container_t:s0:c3,c4";
+
+    const ALLOW: Decision = Decision {
+        allowed: true,
+        permissive: false,
+    };
+    const DENY: Decision = Decision {
+        allowed: false,
+        permissive: false,
+    };
+
+    /// A policy given as a list of granted (source type, target type, permission), with the
+    /// contexts it knows; it counts the questions.
+    struct FakePolicy {
+        grants: Vec<(&'static str, &'static str, &'static str)>,
+        known: Vec<&'static str>,
+        permissive: bool,
+        asked: RefCell<Vec<String>>,
+    }
+
+    impl FakePolicy {
+        fn new(grants: &[(&'static str, &'static str, &'static str)]) -> FakePolicy {
+            FakePolicy {
+                grants: grants.to_vec(),
+                known: vec![UNCONFINED, SERVICE, RUNTIME, CONTAINER, CONTAINER2],
+                permissive: false,
+                asked: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl AccessOracle for FakePolicy {
+        fn context_is_valid(&self, context: &str) -> Result<bool, RestoreCheckError> {
+            self.asked.borrow_mut().push(format!("valid {context}"));
+            Ok(self.known.contains(&context))
+        }
+
+        fn decide(
+            &self,
+            source: &str,
+            target: &str,
+            permission: ProcessPermission,
+        ) -> Result<Decision, RestoreCheckError> {
+            let (s, t) = (context_type(source), context_type(target));
+            self.asked
+                .borrow_mut()
+                .push(format!("{s} {t} {}", permission.name()));
+            let allowed = self.grants.contains(&(s, t, permission.name()));
+            Ok(Decision {
+                allowed,
+                permissive: self.permissive,
+            })
+        }
+    }
+
+    fn dumped(pid: u32, threads: usize, context: &str) -> DumpedProcess {
+        DumpedProcess {
+            pid,
+            threads,
+            context: context.to_owned(),
+            threads_differ: false,
+        }
+    }
+
+    fn checked(
+        engine: &str,
+        procs: &[DumpedProcess],
+        lsm_profile: Option<&str>,
+        policy: &FakePolicy,
+    ) -> RestoreCheck {
+        RestoreCheck {
+            engine_context: engine.to_owned(),
+            enforcing: !policy.permissive,
+            lsm_profile: lsm_profile.map(str::to_owned),
+            processes: evaluate(engine, procs, lsm_profile, policy).expect("the fake answers"),
+        }
+    }
+
+    #[test]
+    fn context_type_is_the_third_field() {
+        assert_eq!(context_type(CONTAINER), "container_t");
+        assert_eq!(context_type(UNCONFINED), "unconfined_t");
+        assert_eq!(context_type("u:r:t"), "t");
+        assert_eq!(context_type("not-a-context"), "not-a-context");
+        assert_eq!(context_type(""), "");
+    }
+
+    #[test]
+    fn allow_rules_are_written_as_audit2allow_would() {
+        use ProcessPermission::*;
+        assert_eq!(
+            allow_rules(UNCONFINED, SERVICE, &[Dyntransition]),
+            ["allow unconfined_t unconfined_service_t:process dyntransition;"]
+        );
+        assert_eq!(
+            allow_rules(UNCONFINED, SERVICE, &[Setcurrent, Dyntransition, Ptrace]),
+            [
+                "allow unconfined_t self:process setcurrent;",
+                "allow unconfined_t unconfined_service_t:process { dyntransition ptrace };",
+            ]
+        );
+        // Same type, other level: the rule is on `self`.
+        assert_eq!(
+            allow_rules(CONTAINER, CONTAINER2, &[Dyntransition]),
+            ["allow container_t self:process dyntransition;"]
+        );
+        assert!(allow_rules(UNCONFINED, SERVICE, &[]).is_empty());
+    }
+
+    #[test]
+    fn the_restores_rule_decides_what_is_written() {
+        let policy = FakePolicy::new(&[]);
+        let procs = [dumped(10, 1, UNCONFINED), dumped(11, 1, "")];
+        let c = checked(UNCONFINED, &procs, None, &policy);
+        assert_eq!(
+            c.processes[0].write,
+            ContextWrite::None(NoWrite::SameContext)
+        );
+        assert_eq!(c.processes[1].write, ContextWrite::None(NoWrite::Empty));
+        assert_eq!(c.refused(), 0);
+        assert!(
+            policy.asked.borrow().is_empty(),
+            "nothing is written, so nothing is asked: {:?}",
+            policy.asked.borrow()
+        );
+        // An empty --lsm-profile writes nothing either, as in the restore.
+        let c = checked(UNCONFINED, &[dumped(10, 1, SERVICE)], Some(""), &policy);
+        assert_eq!(c.processes[0].write, ContextWrite::None(NoWrite::Empty));
+    }
+
+    #[test]
+    fn each_question_is_asked_once() {
+        let policy = FakePolicy::new(&[
+            ("container_runtime_t", "container_runtime_t", "setcurrent"),
+            ("container_runtime_t", "container_t", "dyntransition"),
+            ("container_runtime_t", "container_t", "ptrace"),
+        ]);
+        let procs = [
+            dumped(10, 17, CONTAINER),
+            dumped(11, 1, CONTAINER),
+            dumped(12, 1, CONTAINER2),
+        ];
+        let c = checked(RUNTIME, &procs, None, &policy);
+        assert_eq!(c.refused(), 0);
+        assert!(c.processes.iter().all(|p| p.verdict() == Verdict::Allowed));
+        assert_eq!(
+            *policy.asked.borrow(),
+            [
+                "container_runtime_t container_runtime_t setcurrent",
+                &format!("valid {CONTAINER}"),
+                "container_runtime_t container_t dyntransition",
+                "container_runtime_t container_t ptrace",
+                &format!("valid {CONTAINER2}"),
+                "container_runtime_t container_t dyntransition",
+                "container_runtime_t container_t ptrace",
+            ]
+        );
+    }
+
+    #[test]
+    fn verdicts_follow_the_decisions() {
+        let p = |write| ProcessCheck {
+            pid: 1,
+            threads: 1,
+            threads_differ: false,
+            target: SERVICE.into(),
+            write,
+        };
+        let checked = |s, d, t| ContextWrite::Checked {
+            setcurrent: s,
+            target: TargetAccess::Checked {
+                dyntransition: d,
+                ptrace: t,
+            },
+        };
+        let lenient = Decision {
+            allowed: false,
+            permissive: true,
+        };
+        assert_eq!(p(checked(ALLOW, ALLOW, ALLOW)).verdict(), Verdict::Allowed);
+        assert_eq!(p(checked(DENY, ALLOW, ALLOW)).verdict(), Verdict::Refused);
+        assert_eq!(p(checked(ALLOW, DENY, ALLOW)).verdict(), Verdict::Refused);
+        assert_eq!(p(checked(ALLOW, ALLOW, DENY)).verdict(), Verdict::Refused);
+        assert_eq!(
+            p(checked(ALLOW, lenient, ALLOW)).verdict(),
+            Verdict::AllowedPermissive
+        );
+        let invalid = ContextWrite::Checked {
+            setcurrent: ALLOW,
+            target: TargetAccess::Invalid,
+        };
+        assert_eq!(p(invalid).verdict(), Verdict::Refused);
+        assert_eq!(
+            p(checked(DENY, ALLOW, DENY)).denied(),
+            [ProcessPermission::Setcurrent, ProcessPermission::Ptrace]
+        );
+    }
+
+    /// The seed's systemd-service row: `unconfined_t` may not dyntransition to
+    /// `unconfined_service_t`; a child already in the engine's context; a context no module
+    /// declares.
+    #[test]
+    fn render_a_refused_restore() {
+        let policy = FakePolicy::new(&[
+            ("unconfined_t", "unconfined_t", "setcurrent"),
+            ("unconfined_t", "unconfined_service_t", "ptrace"),
+        ]);
+        let procs = [
+            dumped(4242, 3, SERVICE),
+            dumped(4250, 1, UNCONFINED),
+            dumped(4251, 1, "system_u:system_r:not_loaded_t:s0"),
+        ];
+        let c = checked(UNCONFINED, &procs, None, &policy);
+        assert_eq!(c.refused(), 2);
+        insta::assert_snapshot!(render(&c));
+    }
+
+    #[test]
+    fn render_an_allowed_restore_into_a_new_context() {
+        let policy = FakePolicy::new(&[
+            ("container_runtime_t", "container_runtime_t", "setcurrent"),
+            ("container_runtime_t", "container_t", "dyntransition"),
+            ("container_runtime_t", "container_t", "ptrace"),
+        ]);
+        let mut root = dumped(300, 17, CONTAINER);
+        root.threads_differ = true;
+        let c = checked(RUNTIME, &[root], Some(CONTAINER2), &policy);
+        assert_eq!(c.refused(), 0);
+        insta::assert_snapshot!(render(&c));
+    }
+
+    #[test]
+    fn render_a_permissive_restore() {
+        let mut policy = FakePolicy::new(&[
+            ("unconfined_t", "unconfined_t", "setcurrent"),
+            ("unconfined_t", "unconfined_service_t", "ptrace"),
+        ]);
+        policy.permissive = true;
+        let c = checked(UNCONFINED, &[dumped(77, 1, SERVICE)], None, &policy);
+        assert_eq!(c.refused(), 0);
+        insta::assert_snapshot!(render(&c));
+    }
+
+    /// The real oracle errors, never panics, without SELinux; with it, the kernel knows the
+    /// calling process's context and answers about it.
+    #[test]
+    fn the_kernel_oracle_answers_or_errors() {
+        if !crate::lsm::selinux_enabled() {
+            assert!(
+                KernelOracle::new().is_err(),
+                "no class `process` without SELinux"
+            );
+            return;
+        }
+        let oracle = KernelOracle::new().expect("class `process` is known");
+        let own = own_context().expect("our own context");
+        assert_eq!(oracle.context_is_valid(&own).ok(), Some(true));
+        assert_eq!(
+            oracle
+                .context_is_valid("no_such_user:no_such_role:no_such_t:s0")
+                .ok(),
+            Some(false)
+        );
+        oracle
+            .decide(&own, &own, ProcessPermission::Setcurrent)
+            .expect("the kernel answers about setcurrent");
+    }
+
+    #[test]
+    fn render_when_selinux_is_off() {
+        let off = Outcome::SelinuxOff {
+            images_dir: "/tmp/img".into(),
+            processes: 1,
+        };
+        assert_eq!(off.refused(), 0);
+        assert_eq!(
+            off.render(),
+            "SELinux is off here: nothing to check (the restore writes no SELinux context); \
+             1 process in /tmp/img\n"
+        );
+    }
+}
