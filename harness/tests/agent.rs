@@ -248,19 +248,19 @@ fn runs_commands(
 }
 
 #[test]
-fn runs_each_command_in_its_own_process_group() {
+fn runs_each_command_in_its_own_session() {
     let mut agent = Agent::start();
     let r = agent.run(RunCommand {
-        argv: argv(&[
-            "sh",
-            "-c",
-            "echo $$; ps -o pgid= -p $$ 2>/dev/null || cut -d' ' -f5 /proc/$$/stat",
-        ]),
+        argv: argv(&["sh", "-c", "echo $$; cut -d' ' -f5,6 /proc/$$/stat"]),
         ..RunCommand::default()
     });
     let out = String::from_utf8(r.stdout).unwrap();
-    let mut lines = out.split_whitespace();
-    assert_eq!(lines.next(), lines.next(), "pid and pgid differ: {out}");
+    let ids: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(ids.len(), 3, "{out}");
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "pid, pgid and sid differ: {out}"
+    );
 }
 
 #[test]

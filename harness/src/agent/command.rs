@@ -1,4 +1,5 @@
-//! Commands run for the host (`RunCommand`): clean environment, own process group, optional
+//! Commands run for the host (`RunCommand`): clean environment, own session (so own process
+//! group, as a container runtime gives its container's init), optional
 //! SELinux exec context; in the foreground with captured output under a deadline, or in the
 //! background with output appended to a file.
 
@@ -123,8 +124,15 @@ fn build(req: &RunCommand) -> Result<(Command, Option<Arc<ExecContext>>), Comman
     cmd.args(&req.argv[1..])
         .env_clear()
         .env("PATH", DEFAULT_PATH)
-        .stdin(Stdio::null())
-        .process_group(0);
+        .stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid, which
+    // is async-signal-safe; it cannot fail there (the child leads no group yet).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
     for entry in &req.env {
         let (key, value) = entry
             .split_once('=')

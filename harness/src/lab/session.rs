@@ -142,7 +142,8 @@ impl Lab {
         let mut hello = wait_hello(&mut machine, &mut client, timeout)?;
         if hello.agent_sha256 != agent_sha {
             progress("updating the guest agent");
-            let path = "/run/crlab-agent";
+            // Not /run: systemd mounts it noexec, and the exec would fail with EACCES.
+            let path = "/var/lib/crlab/crlab-agent";
             write(&mut machine, &mut client, path, &agent, 0o755)?;
             client.call(
                 &mut machine,
@@ -151,6 +152,13 @@ impl Lab {
                 Duration::from_secs(10),
             )?;
             hello = wait_hello(&mut machine, &mut client, Duration::from_secs(30))?;
+            if hello.agent_sha256 != agent_sha {
+                return Err(LabError::Guest(format!(
+                    "the guest agent was not replaced (it still reports sha256 {}): see \
+                     `journalctl -u crlab-agent` in the guest",
+                    hello.agent_sha256
+                )));
+            }
         }
         if !is_warm {
             progress("waiting for the guest's services to settle");
