@@ -62,6 +62,13 @@ enum Command {
     /// The lab image cache: `image build` (root), `image list`, `image clean`
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Run one command in the lab VM and print its output (for writing scenarios)
+    ///
+    /// Starts the lab as vm-test does (building the image if needed, warm-starting when it
+    /// can), runs COMMAND through the guest agent in CONTEXT (default: the agent's,
+    /// unconfined_t) with a 300 s deadline, and stops the VM. The payload of the last
+    /// vm-test is in /opt/crlab/bin of a warm-started guest only if that run uploaded it.
+    LabRun(vm_lab::LabRunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +116,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Engine(args)) => {
             bench::engine(&sh, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::LabRun(args) => {
+            vm_lab::lab_run(&sh, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Image(cmd) => {

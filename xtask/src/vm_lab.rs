@@ -73,6 +73,38 @@ pub fn command(sh: &Shell, args: &VmTestArgs) -> Result<ExitCode> {
 }
 
 /// `cargo xtask image build|list|clean`, through the harness's `crlab-lab` binary.
+/// `cargo xtask lab-run`.
+#[derive(Debug, clap::Args)]
+pub struct LabRunArgs {
+    /// The SELinux context to run the command in
+    #[arg(long, value_name = "CONTEXT")]
+    context: Option<String>,
+    /// The command and its arguments
+    #[arg(required = true, last = true)]
+    command: Vec<String>,
+}
+
+pub fn lab_run(sh: &Shell, args: &LabRunArgs) -> Result<()> {
+    prereq::ensure(sh)?;
+    prereq::ensure_lab(sh)?;
+    let cargo = cargo();
+    cmd!(sh, "{cargo} build --release -p crlab-harness --bins").run()?;
+    let bin = target_dir().join("release");
+    let (lab, agent) = (bin.join("crlab-lab"), bin.join("crlab-agent"));
+    let policy = crate::workspace_root().join("scenarios/policy");
+    let run_dir = target_dir()
+        .join("crlab/runs")
+        .join(format!("lab-run-{}", std::process::id()));
+    let context: Vec<String> = match &args.context {
+        Some(c) => vec!["--context".into(), c.clone()],
+        None => Vec::new(),
+    };
+    let command = &args.command;
+    cmd!(sh, "{lab} run --agent {agent} --policy {policy} --run-dir {run_dir} {context...} -- {command...}")
+        .run()?;
+    Ok(())
+}
+
 pub fn image(sh: &Shell, which: &str) -> Result<()> {
     let cargo = cargo();
     if which == "build" {

@@ -1,12 +1,15 @@
-//! `crlab-lab image build|list|clean`: the lab image cache, for `cargo xtask image`.
+//! `crlab-lab image build|list|clean`: the lab image cache, for `cargo xtask image`;
+//! `crlab-lab run`: one command in the lab VM, for `cargo xtask lab-run` (looking around
+//! in the guest while writing a scenario).
 
-use crlab_harness::lab::{recipe, session::UNIT};
+use crlab_harness::lab::{recipe, session::UNIT, Lab, LabOptions};
 use crlab_vm::image;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: crlab-lab image build --agent PATH --policy DIR | image list | image clean";
+    "usage: crlab-lab image build --agent PATH --policy DIR | image list | image clean\n       \
+     crlab-lab run --agent PATH --policy DIR --run-dir DIR [--context CTX] -- COMMAND [ARG]...";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +22,17 @@ fn main() -> ExitCode {
         ["image", "build", "--agent", agent, "--policy", policy] => {
             build(PathBuf::from(agent), PathBuf::from(policy))
         }
+        ["run", "--agent", agent, "--policy", policy, "--run-dir", dir, rest @ ..] => {
+            let (context, argv) = match rest {
+                ["--context", ctx, "--", argv @ ..] => (*ctx, argv),
+                ["--", argv @ ..] => ("", argv),
+                _ => return usage(),
+            };
+            if argv.is_empty() {
+                return usage();
+            }
+            run(agent, policy, dir, context, argv)
+        }
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -28,6 +42,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("crlab-lab: error: {USAGE}");
+    ExitCode::FAILURE
+}
+
+/// Starts the lab (warm when it can), runs `argv` in `context` and prints its output; exits
+/// with the command's status.
+fn run(agent: &str, policy: &str, dir: &str, context: &str, argv: &[&str]) -> Result<(), String> {
+    let opts = LabOptions {
+        qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
+        memory_mib: 1024,
+        cpus: 2,
+        run_dir: PathBuf::from(dir),
+        agent: PathBuf::from(agent),
+        policy_modules: recipe::policy_modules(&PathBuf::from(policy))?,
+        cold_boot_timeout: std::time::Duration::from_secs(600),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
+    let mut lab =
+        Lab::start(&opts, &mut |m| eprintln!("[lab] {m}")).map_err(|e| format!("{e:#}"))?;
+    let r = lab.run(argv, context, std::time::Duration::from_secs(300));
+    lab.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+    let r = r.map_err(|e| format!("{e:#}"))?;
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&r.stdout);
+    let _ = std::io::stderr().write_all(&r.stderr);
+    if r.timed_out {
+        return Err("the command did not finish within 300 s".into());
+    }
+    if r.exit_code != 0 {
+        return Err(format!("the command exited with {}", r.exit_code));
+    }
+    Ok(())
 }
 
 fn list() -> Result<(), String> {
