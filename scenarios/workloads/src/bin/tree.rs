@@ -33,9 +33,18 @@
 //!   the sequence went on, whole, across the checkpoint and after the trigger. The end of
 //!   file also proves no other write end of the pipe is open anywhere.
 //!
-//! Each member writes `report-<name>` in the state dir; parents reap their children (A also
-//! its zombie) and check they exited 0. The root collects the four reports into the result.
-//! Announces `member-a`, `member-b`, `member-a1` and `member-b1` with their pids.
+//! Each member writes its report in a slot of the shared region (and, for people, in
+//! `report-<name>` in the state dir); parents reap their children (A also its zombie) and check
+//! they exited 0. The root collects the four reports into the result. Announces `member-a`,
+//! `member-b`, `member-a1` and `member-b1` with their pids.
+//!
+//! Mixed SELinux contexts: with `CRLAB_MEMBER_CONTEXTS` set to five contexts (root, a, b, a1,
+//! b1, separated by spaces), each member writes its own `attr/current` once it has forked its
+//! children and before it reports ready, as a container runtime's init does before it starts
+//! the payload; children are forked while their parent still runs in the context the tree
+//! started in, since a process in one category set may not move to another. After the trigger
+//! each member checks it is still in its context. Reports go through the shared region
+//! because a member may not read files written in another category set.
 
 use std::ffi::CString;
 use std::io;
@@ -48,8 +57,14 @@ use crlab_workloads::runtime::Workload;
 use crlab_workloads::sys::{self, pattern, pattern_mismatch};
 
 const PAGE: usize = 4096;
-/// The shared region: the header page, two pattern pages from the root, one page from B.
-const REGION_PAGES: usize = 4;
+/// The shared region: the header page, two pattern pages from the root, one page from B, one
+/// page of report slots.
+const REGION_PAGES: usize = 5;
+const REPORT_PAGE: usize = 4;
+/// Bytes of a member's report slot (a report is cut to fit).
+const REPORT_SLOT: usize = PAGE / MEMBERS;
+/// The members' contexts, for a tree with mixed SELinux contexts.
+const CONTEXTS_ENV: &str = "CRLAB_MEMBER_CONTEXTS";
 const REGION_SEED: u64 = 0x5ea1_ed00;
 const B_PAGE_SEED: u64 = 0x5ea1_ed0b;
 const MAGIC: u64 = 0x7ee0_5ea1_ed00_0001;
@@ -126,6 +141,8 @@ struct Header {
     after: [AtomicU64; MEMBERS],
     /// How many values A1 wrote in all, published before it closes its end.
     written: AtomicU64,
+    /// The length of each member's report in its slot of the report page; 0: none yet.
+    report_len: [AtomicU32; MEMBERS],
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= PAGE);
@@ -137,6 +154,8 @@ struct Tree {
     file_fd: i32,
     dir: PathBuf,
     go: CString,
+    /// Each member's SELinux context, when the tree has mixed contexts.
+    contexts: Option<Vec<String>>,
 }
 
 impl Tree {
@@ -161,6 +180,60 @@ impl Tree {
         self.dir.join(format!("report-{}", m.name()))
     }
 
+    /// Puts `m`'s report in its slot of the shared region.
+    fn post_report(&self, m: Member, text: &str) {
+        let bytes = &text.as_bytes()[..text.len().min(REPORT_SLOT)];
+        // SAFETY: the slot lies inside the report page of the region (REPORT_SLOT * MEMBERS
+        // <= PAGE); only `m` writes it, before it publishes the length.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.region.add(REPORT_PAGE * PAGE + m.idx() * REPORT_SLOT),
+                bytes.len(),
+            )
+        };
+        self.hdr.report_len[m.idx()].store(bytes.len() as u32, Ordering::SeqCst);
+    }
+
+    /// `m`'s report, once it has posted one.
+    fn posted_report(&self, m: Member) -> Option<String> {
+        let len = self.hdr.report_len[m.idx()].load(Ordering::SeqCst) as usize;
+        if len == 0 {
+            return None;
+        }
+        let slot = &self.page(REPORT_PAGE)[m.idx() * REPORT_SLOT..][..len.min(REPORT_SLOT)];
+        Some(String::from_utf8_lossy(slot).into_owned())
+    }
+
+    /// Moves the calling member into its context, if the tree has mixed contexts.
+    fn enter_context(&self, m: Member) -> Result<(), String> {
+        let Some(ctx) = self.contexts.as_ref().map(|c| &c[m.idx()]) else {
+            return Ok(());
+        };
+        // Opened without O_CREAT: with it the kernel also checks creating a file in the
+        // /proc directory, and logs a denial even though the file exists.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/thread-self/attr/current")
+            .and_then(|mut f| std::io::Write::write_all(&mut f, ctx.as_bytes()))
+            .map_err(|e| format!("writing its context {ctx} to attr/current: {e}"))
+    }
+
+    /// Checks the calling member is (still) in its context.
+    fn check_context(&self, m: Member, f: &mut Vec<String>) {
+        let Some(ctx) = self.contexts.as_ref().map(|c| &c[m.idx()]) else {
+            return;
+        };
+        match std::fs::read_to_string("/proc/thread-self/attr/current") {
+            Ok(now) if now.trim_end_matches(['\0', '\n']) == ctx => {}
+            Ok(now) => f.push(format!(
+                "its context is {:?}, expected {ctx}",
+                now.trim_end_matches(['\0', '\n'])
+            )),
+            Err(e) => f.push(format!("reading its attr/current: {e}")),
+        }
+    }
+
     /// Writes `m`'s report (`ok` or its failures) and returns its exit status.
     fn report(&self, m: Member, failures: &[String]) -> i32 {
         let (text, code) = if failures.is_empty() {
@@ -169,6 +242,7 @@ impl Tree {
             (failures.join("; "), protocol::EXIT_FAIL)
         };
         eprintln!("tree {}: report {text}", m.name());
+        self.post_report(m, &text);
         if let Err(e) = sys::write_atomically(&self.report_path(m), text.as_bytes()) {
             eprintln!("tree {}: writing its report: {e}", m.name());
             return protocol::EXIT_SETUP;
@@ -180,6 +254,7 @@ impl Tree {
     fn setup_failed(&self, m: Member, what: &str) -> ! {
         let text = format!("setup: {what}");
         eprintln!("tree {}: {text}", m.name());
+        self.post_report(m, &text);
         let _ = sys::write_atomically(&self.report_path(m), text.as_bytes());
         std::process::exit(protocol::EXIT_SETUP)
     }
@@ -419,6 +494,19 @@ fn shared_checks(t: &Tree, m: Member, f: &mut Vec<String>) {
 fn main() {
     let mut w = Workload::from_args("tree");
     let zombie = w.args().iter().any(|a| a == "zombie");
+    let contexts = match std::env::var(CONTEXTS_ENV) {
+        Ok(v) => {
+            let c: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
+            if c.len() != MEMBERS {
+                w.setup_failed(&format!(
+                    "{CONTEXTS_ENV} holds {} contexts, expected {MEMBERS} (root a b a1 b1)",
+                    c.len()
+                ));
+            }
+            Some(c)
+        }
+        Err(_) => None,
+    };
 
     // A session of its own, led by the root.
     let (root, _, _, sid) = ids();
@@ -472,6 +560,7 @@ fn main() {
         file_fd,
         dir: w.state_dir().to_path_buf(),
         go: sys::cstring(&w.path(GO_FILE)),
+        contexts,
     };
     t.write_page(1, &pattern(REGION_SEED, 0, PAGE));
     t.write_page(2, &pattern(REGION_SEED, PAGE, PAGE));
@@ -498,17 +587,20 @@ fn main() {
     );
     close(pipe_r);
     close(pipe_w);
+    if let Err(e) = t.enter_context(Member::Root) {
+        w.setup_failed(&e);
+    }
 
     // Everyone set up (a child that failed says why in its report).
     let children = [Member::A, Member::B, Member::A1, Member::B1];
     let all_ready = wait_for(READY_TIMEOUT, || {
-        children.iter().any(|m| t.report_path(*m).exists())
+        children.iter().any(|m| t.posted_report(*m).is_some())
             || children
                 .iter()
                 .all(|m| hdr.ready[m.idx()].load(Ordering::SeqCst) == 1)
     });
     for m in children {
-        if let Ok(text) = std::fs::read_to_string(t.report_path(m)) {
+        if let Some(text) = t.posted_report(m) {
             w.setup_failed(&format!("{}: {text}", m.name()));
         }
     }
@@ -544,6 +636,7 @@ fn main() {
     checks.io("creating the go file", std::fs::write(w.path(GO_FILE), b""));
     w.common_checks(&mut checks);
     let mut f = Vec::new();
+    t.check_context(Member::Root, &mut f);
     shared_checks(&t, Member::Root, &mut f);
     let end = OFFSET_BASE + MEMBERS as i64 * OFFSET_STEP;
     match sys::lseek(file_fd, 0, libc::SEEK_CUR) {
@@ -559,10 +652,10 @@ fn main() {
         checks.fail(format!("root: {what}"));
     }
     for m in children {
-        match std::fs::read_to_string(t.report_path(m)) {
-            Ok(text) if text == protocol::RESULT_OK => {}
-            Ok(text) => checks.fail(format!("{}: {text}", m.name())),
-            Err(e) => checks.fail(format!("{}: no report: {e}", m.name())),
+        match t.posted_report(m) {
+            Some(text) if text == protocol::RESULT_OK => {}
+            Some(text) => checks.fail(format!("{}: {text}", m.name())),
+            None => checks.fail(format!("{}: no report", m.name())),
         }
     }
     w.finish(checks)
@@ -602,6 +695,9 @@ fn run_a(t: &Tree, root: i32, pipe_w: i32, zombie: bool) -> i32 {
         }
         t.hdr.zombie.store(a2, Ordering::SeqCst);
     }
+    if let Err(e) = t.enter_context(me) {
+        t.setup_failed(me, &e);
+    }
     let ident = Ident::record(root, root, root).unwrap_or_else(|e| t.setup_failed(me, &e));
     t.set_ready(me);
 
@@ -614,6 +710,7 @@ fn run_a(t: &Tree, root: i32, pipe_w: i32, zombie: bool) -> i32 {
         }
     }
     ident.check(&mut f);
+    t.check_context(me, &mut f);
     shared_checks(t, me, &mut f);
     if let Some(a2) = a2 {
         match reap_within(a2, CHILD_TIMEOUT) {
@@ -638,6 +735,9 @@ fn run_b(t: &Tree, root: i32, pipe_r: i32) -> i32 {
     let b1 = fork_member(|| run_b1(t, pid, root, pipe_r))
         .unwrap_or_else(|e| t.setup_failed(me, &format!("forking b1: {e}")));
     close(pipe_r);
+    if let Err(e) = t.enter_context(me) {
+        t.setup_failed(me, &e);
+    }
     let ident = Ident::record(root, pid, root).unwrap_or_else(|e| t.setup_failed(me, &e));
     t.set_ready(me);
 
@@ -651,6 +751,7 @@ fn run_b(t: &Tree, root: i32, pipe_r: i32) -> i32 {
         }
     }
     ident.check(&mut f);
+    t.check_context(me, &mut f);
     shared_checks(t, me, &mut f);
     reap_member(Member::B1, b1, &mut f);
     t.report(me, &f)
@@ -660,6 +761,9 @@ fn run_b(t: &Tree, root: i32, pipe_r: i32) -> i32 {
 /// [`EXTRA_VALUES`] more, and closes its end.
 fn run_a1(t: &Tree, a: i32, root: i32, pipe_w: i32) -> i32 {
     let me = Member::A1;
+    if let Err(e) = t.enter_context(me) {
+        t.setup_failed(me, &e);
+    }
     let ident = Ident::record(a, root, root).unwrap_or_else(|e| t.setup_failed(me, &e));
     t.set_ready(me);
 
@@ -698,6 +802,7 @@ fn run_a1(t: &Tree, a: i32, root: i32, pipe_w: i32) -> i32 {
     }
     t.hdr.written.store(next, Ordering::SeqCst);
     close(pipe_w);
+    t.check_context(me, &mut f);
     shared_checks(t, me, &mut f);
     t.report(me, &f)
 }
@@ -705,6 +810,9 @@ fn run_a1(t: &Tree, a: i32, root: i32, pipe_w: i32) -> i32 {
 /// B1: moves the shared offset, then reads the counter until end of file, checking order.
 fn run_b1(t: &Tree, b: i32, root: i32, pipe_r: i32) -> i32 {
     let me = Member::B1;
+    if let Err(e) = t.enter_context(me) {
+        t.setup_failed(me, &e);
+    }
     let skip = (OFFSET_BASE - OFFSET_START) as usize;
     let mut buf = vec![0u8; skip];
     match sys::read(t.file_fd, &mut buf) {
@@ -794,6 +902,7 @@ fn run_b1(t: &Tree, b: i32, root: i32, pipe_r: i32) -> i32 {
         ));
     }
     close(pipe_r);
+    t.check_context(me, &mut f);
     shared_checks(t, me, &mut f);
     t.report(me, &f)
 }
