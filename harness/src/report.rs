@@ -1,6 +1,6 @@
 //! Reports of a run: a table on the console, `report.json` and `junit.xml`.
 
-use crate::runner::TrialReport;
+use crate::runner::{Backend, TrialReport};
 use crate::scenario::Outcome;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -14,26 +14,47 @@ fn outcome(o: Option<Outcome>) -> &'static str {
     }
 }
 
-/// The console table.
+/// The console table: each scenario's crlab row, then its criu row.
 pub fn table(reports: &[TrialReport]) -> String {
+    let mut rows: Vec<&TrialReport> = reports.iter().collect();
+    rows.sort_by_key(|r| (r.scenario.clone(), r.backend != Backend::Crlab));
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<34} {:<8} {:<17} {:<17} {:<40} {:>8}  RESULT",
-        "SCENARIO", "BACKEND", "DUMP", "RESTORE", "CONTEXT", "SECONDS"
+        "{:<34} {:<7} {:<17} {:<5} {:<17} {:<40} {:>7}  RESULT",
+        "SCENARIO", "BACKEND", "DUMP", "CHECK", "RESTORE", "CONTEXT", "SECONDS"
     );
-    for r in reports {
-        let denials = r.audit.iter().filter(|a| a.result == "denied").count();
+    for r in rows {
+        let denials = r
+            .audit
+            .iter()
+            .filter(|a| a.result == "denied" || a.kind == "SELINUX_ERR")
+            .count();
+        let result = match r.backend {
+            Backend::Crlab if r.passed => "PASS".to_string(),
+            Backend::Crlab => "FAIL".to_string(),
+            Backend::Criu if !r.passed => "NOT RUN (lab)".to_string(),
+            Backend::Criu if r.differences.is_empty() => "recorded, same as crlab".to_string(),
+            Backend::Criu => format!(
+                "recorded, differs: {}",
+                r.differences
+                    .iter()
+                    .map(|d| short(d, 72))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
         let _ = writeln!(
             out,
-            "{:<34} {:<8} {:<17} {:<17} {:<40} {:>8.1}  {}{}",
+            "{:<34} {:<7} {:<17} {:<5} {:<17} {:<40} {:>7.1}  {result}{}",
             r.scenario,
-            r.backend,
+            r.backend.name(),
             format!(
                 "{} (want {})",
                 outcome(r.dump),
                 outcome(Some(r.expected_dump))
             ),
+            outcome(r.check),
             format!(
                 "{} (want {})",
                 outcome(r.restore),
@@ -44,15 +65,112 @@ pub fn table(reports: &[TrialReport]) -> String {
                 .map(String::as_str)
                 .unwrap_or("-"),
             r.millis as f64 / 1000.0,
-            if r.passed { "PASS" } else { "FAIL" },
             if denials > 0 {
-                format!(" ({denials} denial(s))")
+                format!(" [{denials} denial(s)]")
             } else {
                 String::new()
             }
         );
     }
     out
+}
+
+/// `text` cut to `max` characters, marked when cut.
+fn short(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max).collect();
+    format!("{cut}...")
+}
+
+/// Fills each criu trial's `differences` with how its outcomes differ from crlab's trial of
+/// the same scenario.
+pub fn compare_backends(reports: &mut [TrialReport]) {
+    let crlab: Vec<TrialReport> = reports
+        .iter()
+        .filter(|r| r.backend == Backend::Crlab)
+        .cloned()
+        .collect();
+    for r in reports.iter_mut().filter(|r| r.backend == Backend::Criu) {
+        let Some(c) = crlab.iter().find(|c| c.scenario == r.scenario) else {
+            continue;
+        };
+        r.differences = differences(c, r);
+    }
+}
+
+fn differences(crlab: &TrialReport, criu: &TrialReport) -> Vec<String> {
+    let mut d = Vec::new();
+    for (step, a, b) in [
+        ("dump", crlab.dump, criu.dump),
+        ("restore", crlab.restore, criu.restore),
+    ] {
+        if a != b {
+            d.push(format!("{step} {} (crlab {})", outcome(b), outcome(a)));
+        }
+    }
+    if criu.restore == Some(Outcome::Ok) {
+        let first = |r: &TrialReport| {
+            r.restored_contexts
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "- (gone before its context was read)".into())
+        };
+        let (ours, theirs) = (first(crlab), first(criu));
+        if crlab.restore != Some(Outcome::Ok) || ours != theirs {
+            d.push(format!("restored in {theirs}"));
+        }
+    }
+    let self_check = |r: &TrialReport| {
+        r.steps
+            .iter()
+            .find(|st| st.name == "self-check")
+            .map(|st| st.ok)
+    };
+    if let Some(false) = self_check(criu) {
+        let why = criu
+            .steps
+            .iter()
+            .find(|st| st.name == "self-check")
+            .map(|st| st.detail.chars().take(160).collect::<String>())
+            .unwrap_or_default();
+        d.push(format!(
+            "the restored workload failed its self-check ({why})"
+        ));
+    }
+    let denials = |r: &TrialReport| {
+        let mut v: Vec<String> = r
+            .audit
+            .iter()
+            .filter(|a| a.result == "denied" || a.kind == "SELINUX_ERR")
+            .map(|a| {
+                format!(
+                    "{} {} {}->{}",
+                    a.kind,
+                    a.permissions.join(","),
+                    a.source_type,
+                    a.target_type
+                )
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let (dc, dk) = (denials(crlab), denials(criu));
+    let extra: Vec<&String> = dk.iter().filter(|x| !dc.contains(x)).collect();
+    if !extra.is_empty() {
+        d.push(format!(
+            "denials crlab does not cause: {}",
+            extra
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    d
 }
 
 fn xml(s: &str) -> String {
@@ -77,7 +195,7 @@ pub fn junit(reports: &[TrialReport]) -> String {
         let _ = write!(
             out,
             "  <testcase classname=\"crlab.{}\" name=\"{}\" time=\"{:.3}\"",
-            xml(&r.backend),
+            xml(r.backend.name()),
             xml(&r.scenario),
             r.millis as f64 / 1000.0
         );
@@ -122,4 +240,85 @@ pub fn write(dir: &Path, reports: &[TrialReport], lab: &serde_json::Value) -> st
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )?;
     std::fs::write(dir.join("junit.xml"), junit(reports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::Step;
+
+    fn trial(backend: Backend, dump: Outcome, restore: Option<Outcome>) -> TrialReport {
+        TrialReport {
+            scenario: "s".into(),
+            backend,
+            passed: true,
+            expected_dump: Outcome::Ok,
+            expected_restore: Outcome::Ok,
+            dump: Some(dump),
+            restore,
+            restored_contexts: vec!["system_u:system_r:container_t:s0:c1,c2".into()],
+            restored_processes: Vec::new(),
+            check: None,
+            steps: Vec::new(),
+            audit: Vec::new(),
+            problems: Vec::new(),
+            differences: Vec::new(),
+            unexpressed_options: Vec::new(),
+            console_tail: String::new(),
+            millis: 1000,
+        }
+    }
+
+    #[test]
+    fn criu_rows_say_how_they_differ_from_crlab() {
+        let crlab = trial(Backend::Crlab, Outcome::Ok, Some(Outcome::Ok));
+        let mut criu = trial(Backend::Criu, Outcome::Ok, Some(Outcome::Ok));
+        criu.restored_contexts = vec!["system_u:system_r:container_runtime_t:s0".into()];
+        criu.steps.push(Step {
+            name: "self-check".into(),
+            ok: false,
+            millis: 1,
+            detail: "fail: personality".into(),
+        });
+        let failed_dump = TrialReport {
+            scenario: "t".into(),
+            ..trial(Backend::Criu, Outcome::Fail, None)
+        };
+        let mut all = vec![
+            criu,
+            crlab.clone(),
+            failed_dump,
+            TrialReport {
+                scenario: "t".into(),
+                ..crlab
+            },
+        ];
+        compare_backends(&mut all);
+        assert_eq!(
+            all[0].differences,
+            [
+                "restored in system_u:system_r:container_runtime_t:s0",
+                "the restored workload failed its self-check (fail: personality)"
+            ]
+        );
+        assert_eq!(
+            all[2].differences,
+            ["dump fail (crlab ok)", "restore - (crlab ok)"]
+        );
+        let table = table(&all);
+        let lines: Vec<&str> = table.lines().collect();
+        // crlab's row first, then criu's, per scenario.
+        assert!(
+            lines[1].starts_with("s ") && lines[1].contains(" crlab "),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains(" criu ") && lines[2].contains("recorded, differs: restored in"),
+            "{table}"
+        );
+        assert!(
+            lines[4].contains("recorded, differs: dump fail (crlab ok)"),
+            "{table}"
+        );
+    }
 }

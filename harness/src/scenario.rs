@@ -31,9 +31,15 @@ pub struct Workload {
     /// The SELinux context it starts in; empty: the agent's own (`unconfined_t`).
     #[serde(default)]
     pub context: String,
-    /// How it starts: `exec` (from the agent, as from a shell).
-    #[serde(default = "default_start")]
-    pub start: String,
+    /// How it starts: from the agent as from a shell, or as a systemd unit.
+    #[serde(default)]
+    pub start: Start,
+    /// The `tree` workload's members, in the order root, a, b, a1, b1: each writes its own
+    /// context after it has forked its children (as a runtime's init does before it starts
+    /// the payload), so the tree ends up with mixed contexts. Empty: every member keeps the
+    /// context it started in.
+    #[serde(default)]
+    pub member_contexts: Vec<String>,
     /// The SELinux type its state directory is labelled with (e.g. `container_file_t`).
     #[serde(default)]
     pub files_type: String,
@@ -43,8 +49,15 @@ fn default_wait() -> String {
     "nanosleep".into()
 }
 
-fn default_start() -> String {
-    "exec".into()
+/// How a workload starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// Executed by the agent (as from a root shell), in `context` if given.
+    #[default]
+    Exec,
+    /// A transient systemd service (`systemd-run`), with `SELinuxContext=` set to `context`.
+    Unit,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -78,6 +91,15 @@ pub struct Expect {
     /// The whole context of the restored process, level included (every thread).
     #[serde(default)]
     pub restored_context: String,
+    /// The restored context of every process of the tree, in pre-order (children by pid),
+    /// each checked on every thread. Empty: only `restored_type`/`restored_context` apply.
+    #[serde(default)]
+    pub processes: Vec<String>,
+    /// The verdict of `crlab check --images-dir` run before the restore, as the engine's
+    /// context: `ok` when it predicts the restore may change every context, `fail` when the
+    /// kernel's access computation says it may not.
+    #[serde(default = "ok")]
+    pub check: Outcome,
     /// Words the failing step's error must contain.
     #[serde(default)]
     pub error_contains: Vec<String>,
@@ -87,6 +109,10 @@ pub struct Expect {
     /// No other denial by the scenario's processes may appear.
     #[serde(default = "yes")]
     pub no_other_denials: bool,
+}
+
+fn ok() -> Outcome {
+    Outcome::Ok
 }
 
 fn yes() -> bool {

@@ -1,4 +1,6 @@
-//! The SELinux conformance suite: one trial per scenario of `scenarios/catalog/`.
+//! The SELinux conformance suite: one trial per scenario of `scenarios/catalog/` and backend
+//! (`crlab::NAME`, whose outcomes must be the scenario's, then `criu::NAME`, the image's own
+//! criu, whose outcomes are recorded and compared with crlab's).
 //!
 //! Plain `cargo test` lists the trials as ignored (they need the VM lab);
 //! `cargo xtask vm-test` sets `CRLAB_VM=1` and the payload directory, and the
@@ -6,7 +8,7 @@
 
 use crlab_harness::lab::{recipe, Lab, LabOptions};
 use crlab_harness::report;
-use crlab_harness::runner::{self, TrialReport, GUEST_BIN};
+use crlab_harness::runner::{self, Backend, TrialReport, GUEST_BIN};
 use crlab_harness::scenario::{self, Scenario};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
@@ -81,7 +83,12 @@ fn start_lab(run_dir: &Path) -> Result<Lab, String> {
     Ok(lab)
 }
 
-fn run_trial(shared: &Arc<Mutex<Shared>>, s: &Scenario, run_dir: &Path) -> Result<(), Failed> {
+fn run_trial(
+    shared: &Arc<Mutex<Shared>>,
+    s: &Scenario,
+    backend: Backend,
+    run_dir: &Path,
+) -> Result<(), Failed> {
     let mut g = shared
         .lock()
         .map_err(|_| Failed::from("the lab lock is poisoned"))?;
@@ -111,7 +118,13 @@ fn run_trial(shared: &Arc<Mutex<Shared>>, s: &Scenario, run_dir: &Path) -> Resul
     }
     let marker = g.marker;
     let lab = g.lab.as_mut().ok_or("no lab")?;
-    let (rep, next) = runner::run(lab, s, marker, &root().join("scenarios/policy/modules"));
+    let (rep, next) = runner::run(
+        lab,
+        s,
+        backend,
+        marker,
+        &root().join("scenarios/policy/modules"),
+    );
     g.marker = next;
     let passed = rep.passed;
     let text = format!(
@@ -135,12 +148,50 @@ fn run_trial(shared: &Arc<Mutex<Shared>>, s: &Scenario, run_dir: &Path) -> Resul
             .join("\n"),
         rep.console_tail
     );
+    let snapshot = audit_snapshot(&rep);
+    let name = format!("{}__{}", rep.backend.name(), rep.scenario);
     g.reports.push(rep);
-    if passed {
-        Ok(())
-    } else {
-        Err(text.into())
+    drop(g);
+    if !passed {
+        return Err(text.into());
     }
+    // criu's records are in the report; only crlab's are held to a snapshot.
+    if backend != Backend::Crlab {
+        return Ok(());
+    }
+    check_snapshot(&name, &snapshot)
+}
+
+/// The trial's audit records as its snapshot holds them: normalized, one per line.
+fn audit_snapshot(rep: &TrialReport) -> String {
+    if rep.audit.is_empty() {
+        return "(no AVC, USER_AVC or SELINUX_ERR record)\n".into();
+    }
+    rep.audit
+        .iter()
+        .map(|a| format!("{}\n", a.normalized))
+        .collect()
+}
+
+/// Compares the audit records with `harness/tests/snapshots/NAME.snap`; a difference (a
+/// policy or engine change) fails the trial, and `cargo insta review` shows and accepts it.
+fn check_snapshot(name: &str, text: &str) -> Result<(), Failed> {
+    let result = std::panic::catch_unwind(|| {
+        insta::with_settings!({
+            snapshot_path => root().join("harness/tests/snapshots"),
+            prepend_module_to_snapshot => false,
+            description => "the scenario's audit records, normalized (pids, times, serials, inodes redacted)",
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(name, text);
+        });
+    });
+    result.map_err(|_| {
+        Failed::from(format!(
+            "the audit records differ from the snapshot harness/tests/snapshots/{name}.snap \
+             (the diff is above): if the change is intended, accept it with `cargo insta review`"
+        ))
+    })
 }
 
 /// Removes run directories whose process no longer exists.
@@ -192,11 +243,12 @@ fn main() -> ExitCode {
     }
     let trials: Vec<Trial> = catalog
         .into_iter()
-        .map(|s| {
+        .flat_map(|s| Backend::ALL.map(|b| (s.clone(), b)))
+        .map(|(s, backend)| {
             let shared = shared.clone();
             let run_dir = run_dir.clone();
-            let name = format!("crlab::{}", s.name);
-            Trial::test(name, move || run_trial(&shared, &s, &run_dir))
+            let name = format!("{}::{}", backend.name(), s.name);
+            Trial::test(name, move || run_trial(&shared, &s, backend, &run_dir))
                 .with_kind("vm")
                 .with_ignored_flag(!in_vm)
         })
@@ -210,6 +262,7 @@ fn main() -> ExitCode {
         Err(p) => p.into_inner(),
     };
     if !g.reports.is_empty() {
+        report::compare_backends(&mut g.reports);
         println!("\n{}", report::table(&g.reports));
         let lab_info = g.lab.as_ref().map(|l| {
             serde_json::json!({
