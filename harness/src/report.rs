@@ -133,11 +133,16 @@ fn differences(crlab: &TrialReport, criu: &TrialReport) -> Vec<String> {
             .steps
             .iter()
             .find(|st| st.name == "self-check")
-            .map(|st| st.detail.chars().take(160).collect::<String>())
+            .map(|st| {
+                st.detail
+                    .trim_start_matches("the restored workload says: ")
+                    .trim_start_matches("fail: ")
+                    .chars()
+                    .take(160)
+                    .collect::<String>()
+            })
             .unwrap_or_default();
-        d.push(format!(
-            "the restored workload failed its self-check ({why})"
-        ));
+        d.push(format!("self-check failed: {why}"));
     }
     let denials = |r: &TrialReport| {
         let mut v: Vec<String> = r
@@ -298,7 +303,7 @@ mod tests {
             all[0].differences,
             [
                 "restored in system_u:system_r:container_runtime_t:s0",
-                "the restored workload failed its self-check (fail: personality)"
+                "self-check failed: personality"
             ]
         );
         assert_eq!(

@@ -352,14 +352,13 @@ pub fn run(
                 .run(&argv, &engine_ctx, Duration::from_secs(120))
                 .map_err(|e| e.to_string())?;
             let err = error_text(lab, backend, &r.stderr, &format!("{images}/dump.log"));
-            Ok((
-                if r.exit_code == 0 {
-                    (Outcome::Ok, err)
-                } else {
-                    (Outcome::Fail, err)
-                },
-                String::new(),
-            ))
+            let outcome = if r.exit_code == 0 {
+                Outcome::Ok
+            } else {
+                Outcome::Fail
+            };
+            // The step's detail is what the tool said: the report keeps the error.
+            Ok(((outcome, err.clone()), err))
         });
         if let Some((outcome, err)) = dump {
             c.report.dump = Some(outcome);
@@ -546,10 +545,10 @@ fn restore(
                 } else {
                     Outcome::Fail
                 },
-                err,
+                err.clone(),
                 pid,
             ),
-            String::new(),
+            err,
         ))
     });
     let Some((outcome, err, pid)) = r else { return };

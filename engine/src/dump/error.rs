@@ -30,10 +30,15 @@ pub enum DumpError {
     #[error("process {pid} is a zombie; crlab cannot dump zombies yet")]
     Zombie { pid: i32 },
     #[error("transport socket to process {pid}: the process could not connect to the engine's socket; \
-             with SELinux enforcing this is the connectto check from the process's context {context:?} to the socket's label")]
+             with SELinux enforcing this is the `unix_stream_socket {{ connectto }}` check from the process's \
+             context {context:?} to the socket's label {socket:?}{rule}")]
     TransportConnect {
         pid: i32,
         context: String,
+        /// The listening socket's label, as the kernel holds it.
+        socket: String,
+        /// What policy would allow it, when the types differ.
+        rule: String,
         #[source]
         source: SysError,
     },

@@ -110,10 +110,33 @@ impl Transport {
             libc::SYS_connect,
             &[fd, scratch.addr + ADDR_OFF, sa.len() as u64],
         ) {
+            let socket = selinux::SecurityContext::of_file(&t.conn, false)
+                .ok()
+                .flatten()
+                .map(|c| {
+                    String::from_utf8_lossy(c.as_bytes())
+                        .trim_end_matches('\0')
+                        .to_string()
+                })
+                .unwrap_or_default();
             t.close(remote)?;
+            let ty = |c: &str| c.split(':').nth(2).unwrap_or_default().to_string();
+            let rule = if !socket.is_empty() && ty(context) != ty(&socket) {
+                format!(
+                    "; a policy allowing it says `allow {} {}:unix_stream_socket connectto;`, but a \
+                     socket labelled with the process's own context needs no such rule (the engine \
+                     labels it so unless --unsafe-unlabelled-transport is given)",
+                    ty(context),
+                    ty(&socket)
+                )
+            } else {
+                String::new()
+            };
             return Err(DumpError::TransportConnect {
                 pid,
                 context: context.to_string(),
+                socket,
+                rule,
                 source,
             });
         }
