@@ -253,24 +253,16 @@ mod tests {
     use crate::runner::Step;
 
     fn trial(backend: Backend, dump: Outcome, restore: Option<Outcome>) -> TrialReport {
+        let text = "description = \"d\"\n[workload]\nprogram = \"idle\"\n[expect]\ndump = \"ok\"\nrestore = \"ok\"\n";
+        let mut s: crate::scenario::Scenario = toml::from_str(text).expect("a valid scenario");
+        s.name = "s".into();
         TrialReport {
-            scenario: "s".into(),
-            backend,
             passed: true,
-            expected_dump: Outcome::Ok,
-            expected_restore: Outcome::Ok,
             dump: Some(dump),
             restore,
             restored_contexts: vec!["system_u:system_r:container_t:s0:c1,c2".into()],
-            restored_processes: Vec::new(),
-            check: None,
-            steps: Vec::new(),
-            audit: Vec::new(),
-            problems: Vec::new(),
-            differences: Vec::new(),
-            unexpressed_options: Vec::new(),
-            console_tail: String::new(),
             millis: 1000,
+            ..TrialReport::new(&s, backend)
         }
     }
 

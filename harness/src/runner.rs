@@ -168,6 +168,31 @@ pub struct TrialReport {
     pub millis: u64,
 }
 
+impl TrialReport {
+    /// A trial of `s` with `backend` that has observed nothing yet.
+    pub fn new(s: &Scenario, backend: Backend) -> TrialReport {
+        TrialReport {
+            scenario: s.name.clone(),
+            backend,
+            passed: false,
+            expected_dump: s.expect.dump,
+            expected_restore: s.expect.restore,
+            dump: None,
+            restore: None,
+            restored_contexts: Vec::new(),
+            restored_processes: Vec::new(),
+            check: None,
+            steps: Vec::new(),
+            audit: Vec::new(),
+            problems: Vec::new(),
+            differences: Vec::new(),
+            unexpressed_options: backend.unexpressed_options(s),
+            console_tail: String::new(),
+            millis: 0,
+        }
+    }
+}
+
 struct Ctx<'a> {
     lab: &'a mut Lab,
     report: TrialReport,
@@ -252,25 +277,7 @@ pub fn run(
     let start = Instant::now();
     let mut c = Ctx {
         lab,
-        report: TrialReport {
-            scenario: s.name.clone(),
-            backend,
-            passed: false,
-            expected_dump: s.expect.dump,
-            expected_restore: s.expect.restore,
-            dump: None,
-            restore: None,
-            restored_contexts: Vec::new(),
-            restored_processes: Vec::new(),
-            check: None,
-            steps: Vec::new(),
-            audit: Vec::new(),
-            problems: Vec::new(),
-            differences: Vec::new(),
-            unexpressed_options: backend.unexpressed_options(s),
-            console_tail: String::new(),
-            millis: 0,
-        },
+        report: TrialReport::new(s, backend),
     };
     let dir = format!("/var/tmp/crlab/{}", s.name);
     let state = format!("{dir}/state");
