@@ -116,3 +116,72 @@ fn a_guest_that_never_answers_times_out_with_what_was_awaited() {
         "{err}"
     );
 }
+
+/// The directory `an_interrupted_owner_leaves_no_qemu` hands to its child.
+const OWNER_DIR: &str = "CRLAB_TEST_MACHINE_OWNER_DIR";
+
+/// Not a test on its own: the child process of `an_interrupted_owner_leaves_no_qemu`. It
+/// starts a machine, says QEMU's pid, and waits to be interrupted.
+#[test]
+#[ignore = "run by an_interrupted_owner_leaves_no_qemu in a child process"]
+fn machine_owner_waiting_for_ctrl_c() {
+    let Ok(dir) = std::env::var(OWNER_DIR) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let qemu = fake_qemu(dir, WRITES_CONSOLE_THEN_SLEEPS);
+    let mut m = Machine::start(&qemu, config(dir)).unwrap();
+    m.wait_until("the fake console", Duration::from_secs(10), |m| {
+        m.console_tail(1).contains("booting")
+    })
+    .unwrap();
+    std::fs::write(dir.join("qemu.pid"), m.pid().unwrap().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Ctrl-C on a run: the terminal sends SIGINT to the run's process group, which QEMU is
+/// not in (it has a group of its own); QEMU must still go, through PR_SET_PDEATHSIG.
+#[test]
+fn an_interrupted_owner_leaves_no_qemu() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "machine_owner_waiting_for_ctrl_c",
+            "--test-threads=1",
+        ])
+        .env(OWNER_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("qemu.pid");
+    let start = std::time::Instant::now();
+    while !pid_file.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the child never started its machine"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let qemu: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert!(alive(qemu));
+    // What a terminal does on Ctrl-C: SIGINT to the foreground group.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child ended normally: {status}");
+    let start = std::time::Instant::now();
+    while alive(qemu) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "QEMU (pid {qemu}) outlived the interrupted run"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
