@@ -18,7 +18,69 @@ use rstest::rstest;
 
 use support::process::{self, Exit};
 use support::protocol::WaitMode;
-use support::workload::{Workload, EXIT_TIMEOUT};
+use support::workload::{Identity, Workload, EXIT_TIMEOUT};
+
+/// Who the credentials test's workload runs as: not root, with two supplementary groups.
+const NOT_ROOT: Identity = Identity {
+    uid: 4242,
+    gid: 4343,
+    groups: &[4343, 4444],
+};
+
+/// A thread's tid and its `Uid`, `Gid` and `Groups` lines.
+type ThreadIds = (i32, Option<String>, Option<String>, Option<String>);
+
+/// A multithreaded process of another user, dumped and restored by root: every thread comes
+/// back with the user's ids and groups (the kernel keeps them per thread), not root's.
+#[test]
+fn a_non_root_process_keeps_its_credentials_in_every_thread() {
+    let mut o = Owned::adopt(Workload::start_as(
+        "threads",
+        WaitMode::Nanosleep,
+        &[],
+        NOT_ROOT,
+    ));
+    let pid = o.root;
+    let ids = |pid: i32| -> Vec<ThreadIds> {
+        task_tids(pid)
+            .into_iter()
+            .map(|tid| {
+                (
+                    tid,
+                    task_status(pid, tid, "Uid"),
+                    task_status(pid, tid, "Gid"),
+                    task_status(pid, tid, "Groups"),
+                )
+            })
+            .collect()
+    };
+    let before = ids(pid);
+    assert_eq!(before.len(), WORKER_THREADS + 1);
+    for (tid, uid, gid, groups) in &before {
+        assert_eq!(
+            uid.as_deref(),
+            Some("4242\t4242\t4242\t4242"),
+            "thread {tid}"
+        );
+        assert_eq!(
+            gid.as_deref(),
+            Some("4343\t4343\t4343\t4343"),
+            "thread {tid}"
+        );
+        assert_eq!(groups.as_deref(), Some("4343 4444"), "thread {tid}");
+    }
+    o.w().dump_ok(&[]);
+    o.w().reap_dumped_original();
+    o.w().restore_detached_ok();
+    assert_eq!(
+        ids(pid),
+        before,
+        "credentials of every thread after crlab restore"
+    );
+    o.w().trigger();
+    o.w().expect_ok();
+    o.assert_nothing_left();
+}
 
 /// What a test does between the workload's ready and its trigger.
 #[derive(Clone, Copy, Debug)]
@@ -321,7 +383,11 @@ struct Owned {
 impl Owned {
     /// Starts workload `name` and waits for its ready file.
     fn start(name: &str, mode: WaitMode, args: &[&str]) -> Owned {
-        let w = Workload::start(name, mode, args);
+        Owned::adopt(Workload::start(name, mode, args))
+    }
+
+    /// Waits for `w`'s ready file and owns it.
+    fn adopt(w: Workload) -> Owned {
         let root = w.pid();
         let scratch = w.scratch_dir().to_string_lossy().into_owned();
         let mut o = Owned {

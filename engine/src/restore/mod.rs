@@ -5,6 +5,7 @@
 //! is traced with `PTRACE_O_EXITKILL` until it is released, and killed on any
 //! error.
 
+mod creds;
 mod error;
 mod files;
 mod lsm;
@@ -279,9 +280,16 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         thread::set_rlimits(pid, &live.img.task)?;
     }
 
-    // Last words, then let everything run.
+    // Last words, then let everything run. Credentials first: a thread that is no longer
+    // root can do nothing privileged, and each thread takes its own.
     for live in &mut lives {
         let pid = live.pid();
+        if let Some(c) = &live.img.task.creds {
+            creds::set_credentials(&mut live.leader, scratch, pid, c)?;
+            for remote in &mut live.threads {
+                creds::set_credentials(remote, scratch, pid, c)?;
+            }
+        }
         memory::unmap_trampoline(&mut live.leader, pid, &tramp)?;
         thread::finish_thread(&live.leader.tracee, pid, &live.img.cores[0])?;
         for (remote, core) in live.threads.iter().zip(&live.img.cores[1..]) {

@@ -25,6 +25,14 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One workload process (original, then restored under the same pid) and its files:
 /// `<scratch>/state` (the workload's state dir), `<scratch>/images`, crlab's output.
+/// Who a workload runs as (see [`Workload::start_as`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'static [u32],
+}
+
 pub struct Workload {
     /// The workload binary's name.
     pub name: String,
@@ -42,6 +50,16 @@ impl Workload {
     /// Starts workload `name` in wait mode `mode` with extra arguments, in its own session,
     /// with a fixed small environment.
     pub fn start(name: &str, mode: WaitMode, args: &[&str]) -> Workload {
+        Workload::start_inner(name, mode, args, None)
+    }
+
+    /// The same, running as another user: `ids` gives its user id, group id and
+    /// supplementary groups (its state directory is made its own).
+    pub fn start_as(name: &str, mode: WaitMode, args: &[&str], ids: Identity) -> Workload {
+        Workload::start_inner(name, mode, args, Some(ids))
+    }
+
+    fn start_inner(name: &str, mode: WaitMode, args: &[&str], ids: Option<Identity>) -> Workload {
         process::setup();
         let bin = binaries::workload(name);
         let scratch = tempfile::Builder::new()
@@ -52,6 +70,13 @@ impl Workload {
         let state = root.join("state");
         std::fs::create_dir(&state).expect("creating the state dir");
         std::fs::create_dir(root.join("images")).expect("creating the images dir");
+        if let Some(ids) = &ids {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
+                .expect("opening the scratch dir to the workload's user");
+            std::os::unix::fs::chown(&state, Some(ids.uid), Some(ids.gid))
+                .expect("giving the state dir to the workload's user");
+        }
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -91,6 +116,22 @@ impl Workload {
                 libc::umask(0o022);
                 Ok(())
             });
+        }
+        if let Some(ids) = ids {
+            // SAFETY: as above: setgroups, setresgid and setresuid are async-signal-safe
+            // calls on the child's own credentials; the group list was made before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let g = ids.groups;
+                    if libc::setgroups(g.len(), g.as_ptr()) == -1
+                        || libc::setresgid(ids.gid, ids.gid, ids.gid) == -1
+                        || libc::setresuid(ids.uid, ids.uid, ids.uid) == -1
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         // Reaped by pid through the `Proc` guard, not through `Child`.
         #[allow(clippy::zombie_processes)]
