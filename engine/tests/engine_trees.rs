@@ -56,6 +56,15 @@ fn a_non_root_process_keeps_its_credentials_in_every_thread() {
     };
     let before = ids(pid);
     assert_eq!(before.len(), WORKER_THREADS + 1);
+    // /proc/PID belongs to the process's user only while it is dumpable: a restore that
+    // changed its ids and left it non-dumpable would hand its /proc files to root.
+    let proc_owner = |pid: i32| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{pid}/environ"))
+            .map(|m| m.uid())
+            .ok()
+    };
+    assert_eq!(proc_owner(pid), Some(NOT_ROOT.uid));
     for (tid, uid, gid, groups) in &before {
         assert_eq!(
             uid.as_deref(),
@@ -76,6 +85,11 @@ fn a_non_root_process_keeps_its_credentials_in_every_thread() {
         ids(pid),
         before,
         "credentials of every thread after crlab restore"
+    );
+    assert_eq!(
+        proc_owner(pid),
+        Some(NOT_ROOT.uid),
+        "/proc/{pid}/environ's owner after crlab restore (is the process still dumpable?)"
     );
     o.w().trigger();
     o.w().expect_ok();

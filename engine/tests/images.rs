@@ -148,6 +148,7 @@ fn sample_task() -> Task {
         ],
         shared_pending: vec![SigInfo { signo: 10, raw }],
         personality: 0,
+        dumpable: Some(1),
     }
 }
 

@@ -184,6 +184,11 @@ fn dump_process(
 
     // Process-wide state only the process can tell.
     let brk = leader.syscall("brk", libc::SYS_brk, &[0])?;
+    let dumpable = leader.syscall(
+        "prctl(PR_GET_DUMPABLE)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_DUMPABLE as u64],
+    )?;
     let sigactions = thread::sigactions(leader, scratch)?;
 
     // Descriptors, through the transport socket.
@@ -254,6 +259,7 @@ fn dump_process(
         fds,
         shared_pending,
         personality,
+        dumpable: Some(dumpable as u32),
     };
     let mm = Mm {
         vmas,

@@ -1,6 +1,7 @@
 //! Credentials on restore: each thread takes the image's user and group ids and supplementary
 //! groups itself (they are per thread in the kernel, and raw system calls change only the
 //! caller's), last of all: once a thread is no longer root it could do nothing privileged.
+//! Then the process's dumpable flag, which a change of ids resets.
 
 use super::error::StepContext;
 use super::RestoreError;
@@ -82,5 +83,27 @@ pub fn set_credentials(
             after.uids, after.gids, after.groups, creds.groups
         )));
     }
+    Ok(())
+}
+
+/// Gives the process the image's dumpable flag: changing its ids made it non-dumpable (the
+/// kernel then hands its /proc files to root), and a process may have made itself so.
+pub fn set_dumpable(
+    remote: &mut Remote,
+    pid: i32,
+    dumpable: Option<u32>,
+) -> Result<(), RestoreError> {
+    let Some(d) = dumpable else {
+        return Ok(());
+    };
+    // PR_SET_DUMPABLE takes 0 or 1; 2 ("as suid_dumpable says") cannot be set back.
+    let value = u64::from(d == 1);
+    remote
+        .syscall(
+            "prctl(PR_SET_DUMPABLE)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_DUMPABLE as u64, value],
+        )
+        .step(pid, "the dumpable flag")?;
     Ok(())
 }

@@ -290,6 +290,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
                 creds::set_credentials(remote, scratch, pid, c)?;
             }
         }
+        creds::set_dumpable(&mut live.leader, pid, live.img.task.dumpable)?;
         memory::unmap_trampoline(&mut live.leader, pid, &tramp)?;
         thread::finish_thread(&live.leader.tracee, pid, &live.img.cores[0])?;
         for (remote, core) in live.threads.iter().zip(&live.img.cores[1..]) {
