@@ -305,6 +305,10 @@ pub fn run(
     } else {
         format!(" && chcon -R -t {} {dir}", s.workload.files_type)
     };
+    let relabel = match &s.workload.user {
+        Some(u) => format!("{relabel} && chown -R {}:{} {state}", u.uid, u.gid),
+        None => relabel,
+    };
     let prepared = loaded.and_then(|_| {
         c.step("prepare", |lab| {
             let mut script = format!("rm -rf {dir} && mkdir -p {state} {images}{relabel}");
@@ -332,7 +336,27 @@ pub fn run(
             if !s.workload.member_contexts.is_empty() {
                 env.push(&contexts);
             }
-            let argv = [prog.as_str(), state.as_str(), wait.as_str()];
+            let groups: Vec<String> = s
+                .workload
+                .user
+                .iter()
+                .flat_map(|u| u.groups.iter().map(u32::to_string))
+                .collect();
+            let setpriv = s.workload.user.as_ref().map(|u| {
+                [
+                    "/usr/bin/setpriv".to_string(),
+                    format!("--reuid={}", u.uid),
+                    format!("--regid={}", u.gid),
+                    if groups.is_empty() {
+                        "--clear-groups".to_string()
+                    } else {
+                        format!("--groups={}", groups.join(","))
+                    },
+                    "--".to_string(),
+                ]
+            });
+            let mut argv: Vec<&str> = setpriv.iter().flatten().map(String::as_str).collect();
+            argv.extend([prog.as_str(), state.as_str(), wait.as_str()]);
             let pid = match s.workload.start {
                 Start::Exec => lab
                     .spawn(&argv, &env, &s.workload.context, &log)
@@ -415,7 +439,7 @@ pub fn run(
     let mut next = marker;
     if let Ok(a) = c.lab.audit_since(marker) {
         next = a.next_marker;
-        let names = [s.workload.program.as_str(), backend.comm(), "sh", "env"];
+        let names = [s.workload.program.as_str(), backend.comm(), "sh", "env", "setpriv"];
         c.report.audit = a
             .records
             .iter()
@@ -662,6 +686,33 @@ fn restore(
             }
         }
         c.report.restored_processes = tree;
+    }
+    if let Some(user) = &s.workload.user {
+        let want = user.status_lines();
+        c.step("restored credentials", |lab| {
+            let (code, out, e) = sh(
+                lab,
+                &format!("for t in /proc/{pid}/task/*; do grep -E '^(Uid|Gid|Groups):' $t/status; done"),
+                "",
+                30,
+            )?;
+            if code != 0 {
+                return Err(format!("reading the restored threads' credentials: {e}"));
+            }
+            let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
+            let threads = lines.len() / 3;
+            let wrong: Vec<&str> = lines
+                .iter()
+                .copied()
+                .filter(|l| !want.iter().any(|w| w == l))
+                .collect();
+            if threads == 0 || lines.len() % 3 != 0 || !wrong.is_empty() {
+                return Err(format!(
+                    "restored credentials {wrong:?} (of {threads} thread(s)), expected {want:?} in every thread"
+                ));
+            }
+            Ok(((), format!("{threads} thread(s): {}", want.join(", "))))
+        });
     }
     c.step("self-check", |lab| {
         trigger(lab, ready, &pid, state)?;

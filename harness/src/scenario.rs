@@ -43,10 +43,36 @@ pub struct Workload {
     /// The SELinux type its state directory is labelled with (e.g. `container_file_t`).
     #[serde(default)]
     pub files_type: String,
+    /// The user it runs as (through `setpriv`); none: root, as the agent.
+    #[serde(default)]
+    pub user: Option<User>,
 }
 
 fn default_wait() -> String {
     "nanosleep".into()
+}
+
+/// A workload's user: ids and supplementary groups; the restore must give them back to every
+/// thread.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub groups: Vec<u32>,
+}
+
+impl User {
+    /// `Uid`, `Gid` and `Groups` as `/proc/PID/status` shows them for this user.
+    pub fn status_lines(&self) -> [String; 3] {
+        let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+        [
+            format!("Uid:\t{0}\t{0}\t{0}\t{0}", self.uid),
+            format!("Gid:\t{0}\t{0}\t{0}\t{0}", self.gid),
+            format!("Groups:\t{}", groups.join(" ")),
+        ]
+    }
 }
 
 /// How a workload starts.
