@@ -439,7 +439,13 @@ pub fn run(
     let mut next = marker;
     if let Ok(a) = c.lab.audit_since(marker) {
         next = a.next_marker;
-        let names = [s.workload.program.as_str(), backend.comm(), "sh", "env", "setpriv"];
+        let names = [
+            s.workload.program.as_str(),
+            backend.comm(),
+            "sh",
+            "env",
+            "setpriv",
+        ];
         c.report.audit = a
             .records
             .iter()
