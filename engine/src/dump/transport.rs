@@ -120,7 +120,7 @@ impl Transport {
                 })
                 .unwrap_or_default();
             t.close(remote)?;
-            let ty = |c: &str| c.split(':').nth(2).unwrap_or_default().to_string();
+            let ty = crate::check::restore::context_type;
             let rule = if !socket.is_empty() && ty(context) != ty(&socket) {
                 format!(
                     "; a policy allowing it says `allow {} {}:unix_stream_socket connectto;`, but a \

@@ -62,9 +62,9 @@ pub enum SelinuxRefusal {
     },
 }
 
-/// The type field of a `user:role:type:level` context.
-pub fn context_type(ctx: &str) -> String {
-    ctx.split(':').nth(2).unwrap_or(ctx).to_string()
+/// The type field of a `user:role:type:level` context, owned.
+fn context_type(ctx: &str) -> String {
+    crate::check::restore::context_type(ctx).to_string()
 }
 
 /// Writes `path` NUL-terminated into the scratch area; returns its address.
