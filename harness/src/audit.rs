@@ -2,10 +2,10 @@
 //! policy change shows up as a reviewable diff (pids, times, serials, inodes
 //! and devices redacted).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One parsed audit record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// `AVC`, `USER_AVC` or `SELINUX_ERR`.
     pub kind: String,
@@ -29,10 +29,6 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         rest.find(' ').unwrap_or(rest.len())
     };
     Some(rest[..end].trim_matches('"'))
-}
-
-fn context_type(ctx: &str) -> String {
-    ctx.split(':').nth(2).unwrap_or("").to_string()
 }
 
 /// Redacts what changes from run to run.
@@ -99,8 +95,8 @@ pub fn parse(line: &str) -> Option<AuditRecord> {
         result,
         permissions,
         comm: field(line, "comm").unwrap_or("").to_string(),
-        source_type: context_type(scontext),
-        target_type: context_type(tcontext),
+        source_type: crate::context::type_of(scontext).to_string(),
+        target_type: crate::context::type_of(tcontext).to_string(),
         class: field(line, "tclass").unwrap_or("").to_string(),
         normalized: normalize(line),
     })

@@ -1,18 +1,23 @@
-//! The scenario runner: turns scenario files into trials run in the VM lab and compares outcomes.
+//! The scenario runner: turns scenario files into trials run in the VM lab, observes them,
+//! and judges what it observed against what each scenario expects.
 //!
 //! It owns expectations and reports, not VMs (those are `crlab-vm`'s):
-//! - [`scenario`] reads the catalog, [`runner`] runs one scenario in the lab and
-//!   compares, [`audit`] parses and normalises audit records, [`report`] writes
-//!   the table, JSON and JUnit;
-//! - [`lab`] is the host side of a lab VM (image recipe, boot or warm start,
-//!   agent client);
-//! - [`agent`] is the guest agent, which runs inside the VM and does what the
-//!   host asks over the guest channel, in the messages of [`protocol`].
+//! - [`scenario`] reads and validates the catalog;
+//! - [`trial`] runs one scenario with one backend: [`trial::drive`] takes the lab steps and
+//!   records a typed [`trial::Observation`], [`trial::verdict`] judges it (a pure function);
+//! - [`audit`] parses and normalises audit records, [`context`] reads context strings;
+//! - [`report`] writes the table, JSON and JUnit; [`suite`] is the libtest-mimic program that
+//!   runs the catalog (the `scenarios` test target is its `main`);
+//! - [`lab`] is the host side of a lab VM: the image recipe, and the agent's steps (its
+//!   readiness, its client) around `crlab_vm::boot`.
+//!
+//! The guest agent is its own crate (`crlab-agent`), which the lab talks to in the messages
+//! of `crlab-protocol`.
 
-pub mod agent;
 pub mod audit;
+pub mod context;
 pub mod lab;
-pub mod protocol;
 pub mod report;
-pub mod runner;
 pub mod scenario;
+pub mod suite;
+pub mod trial;

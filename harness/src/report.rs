@@ -1,17 +1,12 @@
 //! Reports of a run: a table on the console, `report.json` and `junit.xml`.
 
-use crate::runner::{Backend, TrialReport};
 use crate::scenario::Outcome;
+use crate::trial::{Backend, TrialReport};
 use std::fmt::Write as _;
 use std::path::Path;
 
 fn outcome(o: Option<Outcome>) -> &'static str {
-    match o {
-        Some(Outcome::Ok) => "ok",
-        Some(Outcome::Fail) => "fail",
-        Some(Outcome::Skip) => "skip",
-        None => "-",
-    }
+    o.map_or("-", Outcome::name)
 }
 
 /// The console table: each scenario's crlab row, then its criu row.
@@ -26,6 +21,7 @@ pub fn table(reports: &[TrialReport]) -> String {
     );
     for r in rows {
         let denials = r
+            .observed
             .audit
             .iter()
             .filter(|a| a.result == "denied" || a.kind == "SELINUX_ERR")
@@ -51,19 +47,16 @@ pub fn table(reports: &[TrialReport]) -> String {
             r.backend.name(),
             format!(
                 "{} (want {})",
-                outcome(r.dump),
-                outcome(Some(r.expected_dump))
+                outcome(r.observed.dump_outcome()),
+                outcome(Some(r.expected.dump))
             ),
-            outcome(r.check),
+            outcome(r.observed.check_outcome()),
             format!(
                 "{} (want {})",
-                outcome(r.restore),
-                outcome(Some(r.expected_restore))
+                outcome(r.observed.restore_outcome()),
+                outcome(Some(r.expected.restore))
             ),
-            r.restored_contexts
-                .first()
-                .map(String::as_str)
-                .unwrap_or("-"),
+            r.observed.root_context().unwrap_or("-"),
             r.millis as f64 / 1000.0,
             if denials > 0 {
                 format!(" [{denials} denial(s)]")
@@ -101,81 +94,64 @@ pub fn compare_backends(reports: &mut [TrialReport]) {
 }
 
 fn differences(crlab: &TrialReport, criu: &TrialReport) -> Vec<String> {
+    let (ours, theirs) = (&crlab.observed, &criu.observed);
     let mut d = Vec::new();
     for (step, a, b) in [
-        ("dump", crlab.dump, criu.dump),
-        ("restore", crlab.restore, criu.restore),
+        ("dump", ours.dump_outcome(), theirs.dump_outcome()),
+        ("restore", ours.restore_outcome(), theirs.restore_outcome()),
     ] {
         if a != b {
             d.push(format!("{step} {} (crlab {})", outcome(b), outcome(a)));
         }
     }
-    if criu.restore == Some(Outcome::Ok) {
-        let first = |r: &TrialReport| {
-            r.restored_contexts
-                .first()
-                .cloned()
+    if theirs.restore_outcome() == Some(Outcome::Ok) {
+        let first = |o: &crate::trial::Observation| {
+            o.root_context()
+                .map(str::to_string)
                 .unwrap_or_else(|| "- (gone before its context was read)".into())
         };
-        let (ours, theirs) = (first(crlab), first(criu));
-        if crlab.restore != Some(Outcome::Ok) || ours != theirs {
-            d.push(format!("restored in {theirs}"));
+        if ours.restore_outcome() != Some(Outcome::Ok) || first(ours) != first(theirs) {
+            d.push(format!("restored in {}", first(theirs)));
         }
     }
-    let self_check = |r: &TrialReport| {
-        r.steps
-            .iter()
-            .find(|st| st.name == "self-check")
-            .map(|st| st.ok)
-    };
-    if let Some(false) = self_check(criu) {
-        let why = criu
-            .steps
-            .iter()
-            .find(|st| st.name == "self-check")
-            .map(|st| {
-                st.detail
-                    .trim_start_matches("the restored workload says: ")
-                    .trim_start_matches("fail: ")
-                    .chars()
-                    .take(160)
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
+    if let Some(crate::trial::observation::SelfCheck::Failed(why)) = &theirs.self_check {
+        let why: String = why.trim_start_matches("fail: ").chars().take(160).collect();
         d.push(format!("self-check failed: {why}"));
     }
-    let denials = |r: &TrialReport| {
-        let mut v: Vec<String> = r
-            .audit
-            .iter()
-            .filter(|a| a.result == "denied" || a.kind == "SELINUX_ERR")
-            .map(|a| {
-                format!(
-                    "{} {} {}->{}",
-                    a.kind,
-                    a.permissions.join(","),
-                    a.source_type,
-                    a.target_type
-                )
-            })
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let (dc, dk) = (denials(crlab), denials(criu));
-    let extra: Vec<&String> = dk.iter().filter(|x| !dc.contains(x)).collect();
+    let (dc, dk) = (denials(ours), denials(theirs));
+    let extra: Vec<&str> = dk
+        .iter()
+        .filter(|x| !dc.contains(x))
+        .map(String::as_str)
+        .collect();
     if !extra.is_empty() {
         d.push(format!(
             "denials crlab does not cause: {}",
-            extra
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            extra.join(", ")
         ));
     }
     d
+}
+
+/// A trial's denials and SELinux errors, one short line each, sorted and without repeats.
+pub fn denials(o: &crate::trial::Observation) -> Vec<String> {
+    let mut v: Vec<String> = o
+        .audit
+        .iter()
+        .filter(|a| a.result == "denied" || a.kind == "SELINUX_ERR")
+        .map(|a| {
+            format!(
+                "{} {} {}->{}",
+                a.kind,
+                a.permissions.join(","),
+                a.source_type,
+                a.target_type
+            )
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn xml(s: &str) -> String {
@@ -212,7 +188,7 @@ pub fn junit(reports: &[TrialReport]) -> String {
                 ">\n    <failure message=\"{}\">",
                 xml(&r.problems.join("; "))
             );
-            for st in &r.steps {
+            for st in &r.observed.steps {
                 let _ = writeln!(
                     out,
                     "{} {} {} ms {}",
@@ -222,7 +198,7 @@ pub fn junit(reports: &[TrialReport]) -> String {
                     xml(&st.detail)
                 );
             }
-            for a in &r.audit {
+            for a in &r.observed.audit {
                 let _ = writeln!(out, "audit: {}", xml(&a.normalized));
             }
             let _ = writeln!(
@@ -236,7 +212,8 @@ pub fn junit(reports: &[TrialReport]) -> String {
     out
 }
 
-/// Writes `report.json` and `junit.xml` into `dir`.
+/// Writes `report.json` and `junit.xml` into `dir`; `lab` describes the lab that ran them
+/// (its image, policies, kernel, timings).
 pub fn write(dir: &Path, reports: &[TrialReport], lab: &serde_json::Value) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::json!({ "lab": lab, "trials": reports });
@@ -250,33 +227,50 @@ pub fn write(dir: &Path, reports: &[TrialReport], lab: &serde_json::Value) -> st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::Step;
+    use crate::scenario::Base;
+    use crate::trial::observation::{
+        Observation, RestoredProcess, SelfCheck, Step, ThreadState, ToolRun,
+    };
 
     fn trial(backend: Backend, dump: Outcome, restore: Option<Outcome>) -> TrialReport {
-        let text = "description = \"d\"\n[workload]\nprogram = \"idle\"\n[expect]\ndump = \"ok\"\nrestore = \"ok\"\n";
+        let text = "description = \"d\"\n[workload]\nprogram = \"idle\"\n[expect]\ndump = \"ok\"\nrestore = \"ok\"\nrestored = [\"container_t\"]\n";
         let mut s: crate::scenario::Scenario = toml::from_str(text).expect("a valid scenario");
         s.name = "s".into();
-        TrialReport {
-            passed: true,
-            dump: Some(dump),
-            restore,
-            restored_contexts: vec!["system_u:system_r:container_t:s0:c1,c2".into()],
-            millis: 1000,
-            ..TrialReport::new(&s, backend)
-        }
+        let ran = |outcome| ToolRun {
+            outcome,
+            said: String::new(),
+        };
+        let observed = Observation {
+            steps: vec![Step {
+                name: "start workload".into(),
+                ok: true,
+                millis: 1,
+                detail: String::new(),
+            }],
+            dump: Some(ran(dump)),
+            restore: restore.map(ran),
+            restored: vec![RestoredProcess {
+                pid: 1,
+                threads: vec![ThreadState {
+                    tid: 1,
+                    context: "system_u:system_r:container_t:s0:c1,c2".into(),
+                    credentials: vec![],
+                }],
+            }],
+            self_check: Some(SelfCheck::Passed),
+            ..Observation::default()
+        };
+        TrialReport::judge(&s, backend, Base::Refpolicy, observed, 1000)
     }
 
     #[test]
     fn criu_rows_say_how_they_differ_from_crlab() {
         let crlab = trial(Backend::Crlab, Outcome::Ok, Some(Outcome::Ok));
+        assert!(crlab.passed, "{:?}", crlab.problems);
         let mut criu = trial(Backend::Criu, Outcome::Ok, Some(Outcome::Ok));
-        criu.restored_contexts = vec!["system_u:system_r:container_runtime_t:s0".into()];
-        criu.steps.push(Step {
-            name: "self-check".into(),
-            ok: false,
-            millis: 1,
-            detail: "fail: personality".into(),
-        });
+        criu.observed.restored[0].threads[0].context =
+            "system_u:system_r:container_runtime_t:s0".into();
+        criu.observed.self_check = Some(SelfCheck::Failed("fail: personality".into()));
         let failed_dump = TrialReport {
             scenario: "t".into(),
             ..trial(Backend::Criu, Outcome::Fail, None)

@@ -1,6 +1,11 @@
-//! The scenario catalog: one TOML file per scenario in `scenarios/catalog/`.
+//! The scenario catalog: one TOML file per scenario in `scenarios/catalog/`, typed and
+//! validated when it loads (see [`validate`]), so a mistake in a scenario is an error before
+//! any VM starts.
+
+pub mod validate;
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A scenario as written in its file.
@@ -52,6 +57,20 @@ fn default_wait() -> String {
     "nanosleep".into()
 }
 
+/// The number of processes in the `tree` workload (root, a, b, a1, b1).
+pub const TREE_MEMBERS: usize = 5;
+
+impl Workload {
+    /// How many processes the workload's tree has.
+    pub fn processes(&self) -> usize {
+        if self.program == "tree" {
+            TREE_MEMBERS
+        } else {
+            1
+        }
+    }
+}
+
 /// A workload's user: ids and supplementary groups; the restore must give them back to every
 /// thread.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -82,20 +101,48 @@ pub enum Start {
     /// Executed by the agent (as from a root shell), in `context` if given.
     #[default]
     Exec,
-    /// A transient systemd service (`systemd-run`), with `SELinuxContext=` set to `context`.
+    /// A transient systemd service (`systemd-run`), with `SELinuxContext=` set to `context`
+    /// when one is given (none: the context systemd's own transition gives the program).
     Unit,
 }
 
+/// How the engine runs: its context and the options a scenario may set.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Engine {
-    /// The context crlab runs in; empty: the agent's own.
+    /// The context the engine runs in; empty: the agent's own.
     #[serde(default)]
     pub context: String,
+    /// Restore every process into this context instead of its own (crlab's `--lsm-profile`,
+    /// criu's `--lsm-profile selinux:CTX`).
     #[serde(default)]
-    pub dump_args: Vec<String>,
+    pub target_context: Option<String>,
+    /// An unsafe engine behaviour that a negative control turns on (crlab only).
     #[serde(default)]
-    pub restore_args: Vec<String>,
+    pub negative_control: Option<NegativeControl>,
+}
+
+/// The engine's unsafe behaviours, each the opposite of a rule it keeps, which a negative
+/// control turns on to show the rule matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NegativeControl {
+    /// The transport socket keeps the engine's context (`crlab dump
+    /// --unsafe-unlabelled-transport`): the dump must fail.
+    UnlabelledTransport,
+    /// Contexts are written after the threads exist (`crlab restore
+    /// --unsafe-context-after-threads`): the restore of a multi-threaded process must fail.
+    ContextAfterThreads,
+}
+
+impl NegativeControl {
+    /// The crlab flag, and whether it belongs to the dump (else the restore).
+    pub fn flag(self) -> (&'static str, bool) {
+        match self {
+            NegativeControl::UnlabelledTransport => ("--unsafe-unlabelled-transport", true),
+            NegativeControl::ContextAfterThreads => ("--unsafe-context-after-threads", false),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -106,21 +153,61 @@ pub enum Outcome {
     Skip,
 }
 
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Fail => "fail",
+            Outcome::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The base policy a lab image runs: expectations may differ per base, each with its reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Base {
+    /// Debian's refpolicy (`selinux-policy-default`) with the lab's stand-in module.
+    Refpolicy,
+    /// Fedora's selinux-policy (targeted) with container-selinux.
+    Fedora,
+}
+
+impl Base {
+    /// The base named by a `--distro-policy` value (`refpolicy`, `fedora=PATH`).
+    pub fn of_distro_policy(spec: &str) -> Option<Base> {
+        match spec.split_once('=').map_or(spec, |(k, _)| k) {
+            "" | "refpolicy" => Some(Base::Refpolicy),
+            "fedora" => Some(Base::Fedora),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Base::Refpolicy => "refpolicy",
+            Base::Fedora => "fedora",
+        }
+    }
+}
+
+/// What a scenario expects. Per-base tables (`[expect.fedora]`, `[expect.refpolicy]`) replace
+/// the fields they set on that base, and say why.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     pub dump: Outcome,
     pub restore: Outcome,
-    /// The SELinux type of the restored process (every thread).
+    /// The restored context of every process of the tree, in pre-order (children by pid), each
+    /// checked on every thread: a whole context (level included) or a bare type.
     #[serde(default)]
-    pub restored_type: String,
-    /// The whole context of the restored process, level included (every thread).
-    #[serde(default)]
-    pub restored_context: String,
-    /// The restored context of every process of the tree, in pre-order (children by pid),
-    /// each checked on every thread. Empty: only `restored_type`/`restored_context` apply.
-    #[serde(default)]
-    pub processes: Vec<String>,
+    pub restored: Vec<String>,
     /// The verdict of `crlab check --images-dir` run before the restore, as the engine's
     /// context: `ok` when it predicts the restore may change every context, `fail` when the
     /// kernel's access computation says it may not.
@@ -135,6 +222,25 @@ pub struct Expect {
     /// No other denial by the scenario's processes may appear.
     #[serde(default = "yes")]
     pub no_other_denials: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refpolicy: Option<Override>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fedora: Option<Override>,
+}
+
+/// Expectations that differ on one base, with the reason.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// Why this base behaves differently (the rule or constraint that differs).
+    pub reason: String,
+    pub dump: Option<Outcome>,
+    pub restore: Option<Outcome>,
+    pub restored: Option<Vec<String>>,
+    pub check: Option<Outcome>,
+    pub error_contains: Option<Vec<String>>,
+    pub audit: Option<Vec<AuditExpect>>,
+    pub no_other_denials: Option<bool>,
 }
 
 fn ok() -> Outcome {
@@ -145,10 +251,46 @@ fn yes() -> bool {
     true
 }
 
+impl Expect {
+    /// The expectations that hold on `base`: the common ones with that base's table applied.
+    pub fn on(&self, base: Base) -> Expect {
+        let over = match base {
+            Base::Refpolicy => self.refpolicy.as_ref(),
+            Base::Fedora => self.fedora.as_ref(),
+        };
+        let mut e = Expect {
+            refpolicy: None,
+            fedora: None,
+            ..self.clone()
+        };
+        if let Some(o) = over {
+            let o = o.clone();
+            e.dump = o.dump.unwrap_or(e.dump);
+            e.restore = o.restore.unwrap_or(e.restore);
+            e.restored = o.restored.unwrap_or(e.restored);
+            e.check = o.check.unwrap_or(e.check);
+            e.error_contains = o.error_contains.unwrap_or(e.error_contains);
+            e.audit = o.audit.unwrap_or(e.audit);
+            e.no_other_denials = o.no_other_denials.unwrap_or(e.no_other_denials);
+        }
+        e
+    }
+
+    /// The overrides a scenario writes, with their base.
+    pub fn overrides(&self) -> impl Iterator<Item = (Base, &Override)> {
+        [
+            (Base::Refpolicy, self.refpolicy.as_ref()),
+            (Base::Fedora, self.fedora.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(b, o)| o.map(|o| (b, o)))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AuditExpect {
-    /// `AVC` or `SELINUX_ERR`.
+    /// `AVC`, `USER_AVC` or `SELINUX_ERR`.
     pub kind: String,
     pub permission: String,
     #[serde(default)]
@@ -171,10 +313,20 @@ pub enum CatalogError {
     Parse { path: PathBuf, message: String },
     #[error("no scenario found in {0}: the catalog is empty")]
     Empty(PathBuf),
+    #[error("scenario {path} is inconsistent:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
-/// Loads every `*.toml` of `dir`, sorted by name.
+/// Loads every `*.toml` of `dir`, sorted by name, without validating them against the tree
+/// (see [`load_validated`]).
 pub fn load(dir: &Path) -> Result<Vec<Scenario>, CatalogError> {
+    Ok(read(dir)?.into_iter().map(|(_, s)| s).collect())
+}
+
+fn read(dir: &Path) -> Result<Vec<(PathBuf, Scenario)>, CatalogError> {
     let rd = std::fs::read_dir(dir).map_err(|source| CatalogError::Io {
         path: dir.to_path_buf(),
         source,
@@ -198,10 +350,25 @@ pub fn load(dir: &Path) -> Result<Vec<Scenario>, CatalogError> {
             .file_stem()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        out.push(s);
+        out.push((path, s));
     }
     if out.is_empty() {
         return Err(CatalogError::Empty(dir.to_path_buf()));
+    }
+    Ok(out)
+}
+
+/// Loads the catalog of the repository at `root` and validates every scenario against it
+/// (its policy modules and workload programs exist, its fields agree with each other).
+pub fn load_validated(root: &Path) -> Result<Vec<Scenario>, CatalogError> {
+    let tree = validate::Tree::of_repository(root)?;
+    let mut out = Vec::new();
+    for (path, s) in read(&root.join("scenarios/catalog"))? {
+        let problems = validate::problems(&s, &tree);
+        if !problems.is_empty() {
+            return Err(CatalogError::Invalid { path, problems });
+        }
+        out.push(s);
     }
     Ok(out)
 }
@@ -210,10 +377,16 @@ pub fn load(dir: &Path) -> Result<Vec<Scenario>, CatalogError> {
 mod tests {
     use super::*;
 
+    pub(crate) fn parse(text: &str) -> Scenario {
+        let mut s: Scenario = toml::from_str(text).expect("a valid scenario");
+        s.name = "s".into();
+        s
+    }
+
     #[test]
-    fn the_repository_catalog_loads() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/catalog");
-        let all = load(&dir).unwrap();
+    fn the_repository_catalog_loads_and_validates() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let all = load_validated(&root).unwrap();
         assert!(!all.is_empty());
         for s in &all {
             assert!(!s.description.is_empty(), "{}", s.name);
@@ -232,5 +405,35 @@ mod tests {
         assert!(e.contains("x.toml") && e.contains("bogus"), "{e}");
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(load(empty.path()), Err(CatalogError::Empty(_))));
+    }
+
+    #[test]
+    fn a_base_table_replaces_only_what_it_sets() {
+        let s = parse(
+            "description = \"d\"\n[workload]\nprogram = \"idle\"\n\
+             [expect]\ndump = \"ok\"\nrestore = \"fail\"\nerror_contains = [\"connectto\"]\n\
+             [expect.fedora]\nreason = \"fedora does not constrain connectto by level\"\n\
+             restore = \"ok\"\nerror_contains = []\nrestored = [\"container_t\"]\n",
+        );
+        let r = s.expect.on(Base::Refpolicy);
+        assert_eq!(r.restore, Outcome::Fail);
+        assert_eq!(r.error_contains, ["connectto"]);
+        let f = s.expect.on(Base::Fedora);
+        assert_eq!(f.restore, Outcome::Ok);
+        assert!(f.error_contains.is_empty());
+        assert_eq!(f.restored, ["container_t"]);
+        assert_eq!(f.dump, Outcome::Ok);
+        assert!(f.fedora.is_none());
+    }
+
+    #[test]
+    fn distro_policy_values_name_their_base() {
+        assert_eq!(Base::of_distro_policy("refpolicy"), Some(Base::Refpolicy));
+        assert_eq!(Base::of_distro_policy(""), Some(Base::Refpolicy));
+        assert_eq!(
+            Base::of_distro_policy("fedora=/src/selinux-policy@v1"),
+            Some(Base::Fedora)
+        );
+        assert_eq!(Base::of_distro_policy("arch"), None);
     }
 }

@@ -1,0 +1,338 @@
+//! The SELinux conformance suite as a libtest-mimic program: one trial per scenario of
+//! `scenarios/catalog/` and backend (`crlab::NAME`, whose outcomes must be the scenario's,
+//! then `criu::NAME`, the image's own criu, whose outcomes are recorded and compared with
+//! crlab's), all in one lab VM, one after another; then the table and the reports.
+//!
+//! Plain `cargo test` lists the trials as ignored (they need the VM lab); `cargo xtask
+//! vm-test` sets `CRLAB_VM=1` and the payload directory, and the trials run.
+
+use crate::lab::{recipe, Lab, LabOptions};
+use crate::report;
+use crate::scenario::{self, Base, Scenario};
+use crate::trial::{self, Backend, TrialReport, GUEST_BIN};
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What the trials share: one lab, the audit position, the reports so far.
+struct Shared {
+    lab: Option<Lab>,
+    marker: u64,
+    reports: Vec<TrialReport>,
+    start_error: Option<String>,
+    uploaded: Vec<String>,
+}
+
+/// How the suite was asked to run (from the environment `cargo xtask vm-test` sets).
+struct Settings {
+    root: PathBuf,
+    base: Base,
+    in_vm: bool,
+    run_dir: PathBuf,
+}
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+fn progress(msg: &str) {
+    eprintln!(
+        "[lab {:>6.1}s] {msg}",
+        START.get_or_init(Instant::now).elapsed().as_secs_f64()
+    );
+}
+
+/// The payload's binaries, stripped, from `CRLAB_PAYLOAD_DIR`.
+fn payload(name: &str, run_dir: &Path) -> Result<Vec<u8>, String> {
+    let dir = std::env::var("CRLAB_PAYLOAD_DIR").map_err(|_| {
+        "CRLAB_PAYLOAD_DIR is not set (run through cargo xtask vm-test)".to_string()
+    })?;
+    let src = Path::new(&dir).join(name);
+    let dst = run_dir.join(name);
+    let st = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&dst)
+        .arg(&src)
+        .status()
+        .map_err(|e| format!("running strip on {}: {e}", src.display()))?;
+    if !st.success() {
+        return Err(format!("strip {} failed ({st})", src.display()));
+    }
+    std::fs::read(&dst).map_err(|e| format!("reading {}: {e}", dst.display()))
+}
+
+fn start_lab(set: &Settings) -> Result<Lab, String> {
+    let agent =
+        PathBuf::from(std::env::var("CRLAB_PAYLOAD_DIR").unwrap_or_default()).join("crlab-agent");
+    let modules = recipe::policy_modules(&set.root.join("scenarios/policy"))?;
+    let opts = LabOptions {
+        qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
+        memory_mib: 1024,
+        cpus: 2,
+        run_dir: set.run_dir.clone(),
+        agent,
+        policy_modules: modules,
+        cold_boot_timeout: Duration::from_secs(600),
+    };
+    let lab = Lab::start(&opts, &mut |m| progress(m)).map_err(|e| format!("{e:#}"))?;
+    progress(&format!(
+        "lab ready: {} start, boot-to-ready {:.1} s (image {:.1} s); guest kernel {}, SELinux {}, agent context {}",
+        if lab.timings.warm { "warm" } else { "cold" },
+        lab.timings.boot_to_ready.as_secs_f64(),
+        lab.timings.image.as_secs_f64(),
+        lab.hello.kernel,
+        lab.hello.selinux_mode,
+        lab.hello.context
+    ));
+    Ok(lab)
+}
+
+fn run_trial(
+    shared: &Mutex<Shared>,
+    set: &Settings,
+    s: &Scenario,
+    backend: Backend,
+) -> Result<(), Failed> {
+    let mut g = shared
+        .lock()
+        .map_err(|_| Failed::from("the lab lock is poisoned"))?;
+    if let Some(e) = &g.start_error {
+        return Err(format!("the lab did not start: {e}").into());
+    }
+    if g.lab.is_none() {
+        match start_lab(set) {
+            Ok(lab) => {
+                g.marker = lab.hello.audit_marker;
+                g.lab = Some(lab);
+            }
+            Err(e) => {
+                g.start_error = Some(e.clone());
+                return Err(format!("the lab did not start: {e}").into());
+            }
+        }
+    }
+    for name in ["crlab", s.workload.program.as_str()] {
+        if !g.uploaded.iter().any(|u| u == name) {
+            let data = payload(name, &set.run_dir)?;
+            let lab = g.lab.as_mut().ok_or("no lab")?;
+            lab.write_file(&format!("{GUEST_BIN}/{name}"), &data, 0o755)
+                .map_err(|e| e.to_string())?;
+            g.uploaded.push(name.to_string());
+        }
+    }
+    let marker = g.marker;
+    let lab = g.lab.as_mut().ok_or("no lab")?;
+    let modules = set.root.join("scenarios/policy/modules");
+    let (rep, next) = trial::run(lab, s, backend, set.base, marker, &modules);
+    g.marker = next;
+    let text = failure_text(&rep);
+    let passed = rep.passed;
+    let snapshot = audit_snapshot(&rep);
+    let name = format!("{}__{}", rep.backend.name(), rep.scenario);
+    g.reports.push(rep);
+    drop(g);
+    if !passed {
+        return Err(text.into());
+    }
+    // Recorded backends' audit records are in the report; only judged ones have a snapshot.
+    if !backend.judged() {
+        return Ok(());
+    }
+    check_snapshot(&set.root, set.base, &name, &snapshot)
+}
+
+/// What a failed trial prints: its problems, steps, audit records and the console's tail.
+fn failure_text(rep: &TrialReport) -> String {
+    let steps: Vec<String> = rep
+        .observed
+        .steps
+        .iter()
+        .map(|st| {
+            format!(
+                "  {} {} ({} ms) {}",
+                if st.ok { "ok  " } else { "FAIL" },
+                st.name,
+                st.millis,
+                st.detail
+            )
+        })
+        .collect();
+    let audit: Vec<String> = rep
+        .observed
+        .audit
+        .iter()
+        .map(|a| format!("  {}", a.normalized))
+        .collect();
+    format!(
+        "{}\nsteps:\n{}\naudit:\n{}\nconsole tail:\n{}",
+        rep.problems.join("\n"),
+        steps.join("\n"),
+        audit.join("\n"),
+        rep.console_tail
+    )
+}
+
+/// The trial's audit records as its snapshot holds them: normalized, one per line.
+pub fn audit_snapshot(rep: &TrialReport) -> String {
+    if rep.observed.audit.is_empty() {
+        return "(no AVC, USER_AVC or SELINUX_ERR record)\n".into();
+    }
+    rep.observed
+        .audit
+        .iter()
+        .map(|a| format!("{}\n", a.normalized))
+        .collect()
+}
+
+/// Where a base's audit snapshots live: each base's policy logs its own records.
+pub fn snapshot_dir(root: &Path, base: Base) -> PathBuf {
+    match base {
+        Base::Refpolicy => root.join("harness/tests/snapshots"),
+        Base::Fedora => root.join("harness/tests/snapshots/fedora"),
+    }
+}
+
+/// Compares the audit records with the base's snapshot `NAME.snap`; a difference (a policy or
+/// engine change) fails the trial, and `cargo insta review` shows and accepts it.
+fn check_snapshot(root: &Path, base: Base, name: &str, text: &str) -> Result<(), Failed> {
+    let dir = snapshot_dir(root, base);
+    let result = std::panic::catch_unwind(|| {
+        insta::with_settings!({
+            snapshot_path => dir.clone(),
+            prepend_module_to_snapshot => false,
+            description => "the scenario's audit records, normalized (pids, times, serials, inodes redacted)",
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(name, text);
+        });
+    });
+    result.map_err(|_| {
+        Failed::from(format!(
+            "the audit records differ from the snapshot {}/{name}.snap (the diff is above): if \
+             the change is intended, accept it with `cargo insta review`",
+            dir.display()
+        ))
+    })
+}
+
+/// Removes run directories whose process no longer exists.
+fn remove_stale_runs(runs: &Path) {
+    let Ok(rd) = std::fs::read_dir(runs) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let alive = name
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The base the lab runs, from `CRLAB_DISTRO_POLICY` (as `--distro-policy` gives it).
+fn base_from_env() -> Result<Base, String> {
+    let spec = std::env::var("CRLAB_DISTRO_POLICY").unwrap_or_default();
+    Base::of_distro_policy(&spec).ok_or_else(|| {
+        format!("CRLAB_DISTRO_POLICY={spec:?} names no base policy: use refpolicy or fedora=PATH")
+    })
+}
+
+/// The suite's `main`: `root` is the repository.
+pub fn main(root: &Path) -> ExitCode {
+    let mut args = Arguments::from_args();
+    let catalog = match scenario::load_validated(root) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let base = match base_from_env() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One VM, one scenario at a time.
+    args.test_threads = Some(1);
+    // Per-run files (the overlay, the console log, sockets) live under target/crlab and are
+    // removed at the end; a run that was interrupted (Ctrl-C) leaves its directory, which
+    // the next run removes once its owner is gone.
+    let runs = root.join("target/crlab/runs");
+    remove_stale_runs(&runs);
+    let set = Arc::new(Settings {
+        root: root.to_path_buf(),
+        base,
+        in_vm: std::env::var("CRLAB_VM").as_deref() == Ok("1"),
+        run_dir: runs.join(std::process::id().to_string()),
+    });
+    let shared = Arc::new(Mutex::new(Shared {
+        lab: None,
+        marker: 0,
+        reports: Vec::new(),
+        start_error: None,
+        uploaded: Vec::new(),
+    }));
+    if set.in_vm && !args.list {
+        if let Err(e) = std::fs::create_dir_all(&set.run_dir) {
+            eprintln!("error: creating {}: {e}", set.run_dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let trials: Vec<Trial> = catalog
+        .into_iter()
+        .flat_map(|s| Backend::ALL.map(|b| (s.clone(), b)))
+        .map(|(s, backend)| {
+            let (shared, settings) = (shared.clone(), set.clone());
+            let name = format!("{}::{}", backend.name(), s.name);
+            Trial::test(name, move || run_trial(&shared, &settings, &s, backend))
+                .with_kind("vm")
+                .with_ignored_flag(!set.in_vm)
+        })
+        .collect();
+    if !set.in_vm && !args.list {
+        eprintln!("note: these scenarios run in the SELinux VM lab: use `cargo xtask vm-test`");
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    let mut g = match shared.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if !g.reports.is_empty() {
+        report::compare_backends(&mut g.reports);
+        println!("\nbase policy: {}", set.base.name());
+        println!("{}", report::table(&g.reports));
+        let lab_info = g.lab.as_ref().map(|l| {
+            serde_json::json!({
+                "base": set.base,
+                "warm_start": l.timings.warm,
+                "boot_to_ready_seconds": l.timings.boot_to_ready.as_secs_f64(),
+                "image_seconds": l.timings.image.as_secs_f64(),
+                "accel": l.timings.accel,
+                "kernel": l.hello.kernel,
+                "selinux_mode": l.hello.selinux_mode,
+                "policy_modules": l.hello.policy_modules.len(),
+            })
+        });
+        let dir = std::env::var("CRLAB_REPORT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target/crlab"));
+        match report::write(&dir, &g.reports, &lab_info.unwrap_or_default()) {
+            Ok(()) => println!(
+                "reports: {} and {}",
+                dir.join("report.json").display(),
+                dir.join("junit.xml").display()
+            ),
+            Err(e) => eprintln!("error: writing the reports to {}: {e}", dir.display()),
+        }
+    }
+    if let Some(lab) = g.lab.take() {
+        lab.shutdown();
+    }
+    let _ = std::fs::remove_dir_all(&set.run_dir);
+    conclusion.exit_code()
+}

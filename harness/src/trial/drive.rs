@@ -1,0 +1,641 @@
+//! Driving one trial in the lab VM and observing it: load the scenario's policy modules,
+//! start the workload in its domain, dump, `crlab check`, restore, read every restored
+//! process's threads once, have the workload check itself, collect the audit records, clean
+//! up. It records what happened in an [`Observation`] and judges nothing.
+
+use super::backend::{Backend, GUEST_BIN};
+use super::observation::{Observation, RestoredProcess, SelfCheck, Step, ThreadState, ToolRun};
+use crate::audit;
+use crate::lab::Lab;
+use crate::scenario::{Outcome, Scenario, Start};
+use crlab_workloads::protocol::{Ready, Trigger};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The workloads' environment mark (see the workloads' protocol).
+const MARK: &str = "CRLAB_WORKLOAD_MARK=environ-survives-checkpoint";
+
+/// The lab policy's boolean that lets the engine domains use `execmem`, on only for criu.
+const CRIU_EXECMEM: &str = "crlab_criu_execmem";
+
+/// At most this many restored processes are walked (a runaway tree is an error).
+const MAX_RESTORED: usize = 64;
+
+struct Driver<'a> {
+    lab: &'a mut Lab,
+    obs: Observation,
+}
+
+impl Driver<'_> {
+    /// Runs one lab action as a named step; its error (the lab could not do it) is recorded.
+    fn step<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Lab) -> Result<(T, String), String>,
+    ) -> Option<T> {
+        let t = Instant::now();
+        let r = f(self.lab);
+        let (ok, detail, v) = match r {
+            Ok((v, d)) => (true, d, Some(v)),
+            Err(e) => (false, e, None),
+        };
+        self.obs.steps.push(Step {
+            name: name.into(),
+            ok,
+            millis: u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX),
+            detail,
+        });
+        v
+    }
+}
+
+/// Paths of a trial in the guest.
+struct Paths {
+    dir: String,
+    state: String,
+    images: String,
+}
+
+impl Paths {
+    fn of(s: &Scenario) -> Paths {
+        let dir = format!("/var/tmp/crlab/{}", s.name);
+        Paths {
+            state: format!("{dir}/state"),
+            images: format!("{dir}/images"),
+            dir,
+        }
+    }
+}
+
+/// Runs `s` with `backend` and returns what it observed, with the audit position after it
+/// (`marker` is the position before). A successful dump is restored when `restore` says so.
+/// `policy_dir` holds the scenario-specific policy modules (`scenarios/policy/modules`).
+pub fn drive(
+    lab: &mut Lab,
+    s: &Scenario,
+    backend: Backend,
+    restore: bool,
+    marker: u64,
+    policy_dir: &Path,
+) -> (Observation, u64) {
+    let mut d = Driver {
+        lab,
+        obs: Observation::default(),
+    };
+    let paths = Paths::of(s);
+    let unit = format!("crlab-{}.service", s.name);
+    let loaded = d.step("load policy modules", |lab| {
+        load_modules(lab, s, policy_dir)
+    });
+    let prepared = loaded.and_then(|_| d.step("prepare", |lab| prepare(lab, s, backend, &paths)));
+    let started = prepared.and_then(|_| {
+        d.step("start workload", |lab| {
+            start_workload(lab, s, &unit, &paths)
+        })
+    });
+    if let Some((pid, ready)) = started {
+        dump_and_restore(&mut d, s, backend, restore, pid, &ready, &paths);
+    }
+    let next = collect_audit(&mut d, s, backend, marker);
+    clean_up(&mut d, s, backend, &unit, &paths, loaded.is_some());
+    (d.obs, next)
+}
+
+fn load_modules(lab: &mut Lab, s: &Scenario, policy_dir: &Path) -> Result<((), String), String> {
+    for m in &s.policy_modules {
+        let data = std::fs::read(policy_dir.join(m))
+            .map_err(|e| format!("reading policy module {m}: {e}"))?;
+        // semodule runs in semanage_t, which may read /tmp but not /var/lib.
+        let path = format!("/tmp/{m}");
+        lab.write_file(&path, &data, 0o644)
+            .map_err(|e| e.to_string())?;
+        let (code, _, e) = sh(lab, &format!("semodule -i {path}"), "", 180)?;
+        if code != 0 {
+            return Err(format!("semodule -i {m}: {e}"));
+        }
+    }
+    Ok(((), s.policy_modules.join(" ")))
+}
+
+fn prepare(
+    lab: &mut Lab,
+    s: &Scenario,
+    backend: Backend,
+    p: &Paths,
+) -> Result<((), String), String> {
+    let (dir, state, images) = (&p.dir, &p.state, &p.images);
+    let mut script = format!("rm -rf {dir} && mkdir -p {state} {images}");
+    if !s.workload.files_type.is_empty() {
+        script += &format!(" && chcon -R -t {} {dir}", s.workload.files_type);
+    }
+    if let Some(u) = &s.workload.user {
+        script += &format!(" && chown -R {}:{} {state}", u.uid, u.gid);
+    }
+    if backend == Backend::Criu {
+        // criu maps its restorer as executable anonymous memory (see the lab policy).
+        script += &format!(" && setsebool {CRIU_EXECMEM} on");
+    }
+    let (code, _, e) = sh(lab, &script, "", 30)?;
+    if code == 0 {
+        Ok(((), String::new()))
+    } else {
+        Err(e)
+    }
+}
+
+fn start_workload(
+    lab: &mut Lab,
+    s: &Scenario,
+    unit: &str,
+    p: &Paths,
+) -> Result<((u32, Ready), String), String> {
+    let w = &s.workload;
+    let prog = format!("{GUEST_BIN}/{}", w.program);
+    let log = format!("{}/log", p.state);
+    let contexts = format!("CRLAB_MEMBER_CONTEXTS={}", w.member_contexts.join(" "));
+    let mut env = vec![MARK];
+    if !w.member_contexts.is_empty() {
+        env.push(&contexts);
+    }
+    let setpriv = w.user.as_ref().map(|u| {
+        let groups: Vec<String> = u.groups.iter().map(u32::to_string).collect();
+        [
+            "/usr/bin/setpriv".to_string(),
+            format!("--reuid={}", u.uid),
+            format!("--regid={}", u.gid),
+            if groups.is_empty() {
+                "--clear-groups".to_string()
+            } else {
+                format!("--groups={}", groups.join(","))
+            },
+            "--".to_string(),
+        ]
+    });
+    let mut argv: Vec<&str> = setpriv.iter().flatten().map(String::as_str).collect();
+    argv.extend([prog.as_str(), p.state.as_str(), w.wait.as_str()]);
+    let pid = match w.start {
+        Start::Exec => lab
+            .spawn(&argv, &env, &w.context, &log)
+            .map_err(|e| e.to_string())?,
+        Start::Unit => start_unit(lab, unit, &argv, &env, &w.context, &log)?,
+    };
+    let text = wait_file(lab, &format!("{}/ready", p.state), 60).map_err(|e| {
+        let out = lab.read_file(&log).unwrap_or_default();
+        let out = String::from_utf8_lossy(&out);
+        let tail: Vec<&str> = out.lines().rev().take(10).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("{e}; the workload's output ends with:\n{}", tail.join("\n"))
+    })?;
+    let ready = Ready::parse(&text).map_err(|e| format!("the workload's ready file: {e}"))?;
+    Ok(((pid, ready), format!("pid {pid}")))
+}
+
+fn dump_and_restore(
+    d: &mut Driver<'_>,
+    s: &Scenario,
+    backend: Backend,
+    restore: bool,
+    pid: u32,
+    ready: &Ready,
+    p: &Paths,
+) {
+    let engine_ctx = s.engine.context.as_str();
+    let dump = d.step("dump", |lab| {
+        let argv = backend.dump_argv(&s.engine, pid, &p.images);
+        let run = run_tool(
+            lab,
+            backend,
+            &argv,
+            engine_ctx,
+            &format!("{}/dump.log", p.images),
+        )?;
+        let said = run.said.clone();
+        Ok((run, said))
+    });
+    let Some(dump) = dump else { return };
+    let failed = dump.outcome == Outcome::Fail;
+    d.obs.dump = Some(dump);
+    if failed {
+        // A failed dump must leave the workload as it was: it still passes its check.
+        d.obs.self_check = d.step("self-check after the failed dump", |lab| {
+            self_check(lab, ready, pid, &p.state)
+        });
+        return;
+    }
+    if !restore {
+        return;
+    }
+    if backend == Backend::Crlab {
+        // What the engine predicts, from the kernel's access computation, before it tries.
+        d.obs.check = d.step("crlab check --images-dir", |lab| {
+            let argv = Backend::check_argv(&s.engine, &p.images);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let r = lab
+                .run(&argv, engine_ctx, Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&r.stdout),
+                String::from_utf8_lossy(&r.stderr)
+            )
+            .trim()
+            .to_string();
+            let outcome = match r.exit_code {
+                0 => Outcome::Ok,
+                1 => Outcome::Fail,
+                other => return Err(format!("crlab check exited with {other}: {said}")),
+            };
+            Ok((
+                ToolRun {
+                    outcome,
+                    said: said.clone(),
+                },
+                said,
+            ))
+        });
+    }
+    let pidfile = format!("{}/restored.pid", p.dir);
+    let restore = d.step("restore", |lab| {
+        // The originals must be gone (reaped) before their pids can be reused.
+        let mut pids = vec![pid.to_string()];
+        pids.extend(members(ready));
+        wait_gone(lab, &pids)?;
+        let argv = backend.restore_argv(&s.engine, &p.images, &pidfile);
+        let run = run_tool(
+            lab,
+            backend,
+            &argv,
+            engine_ctx,
+            &format!("{}/restore.log", p.images),
+        )?;
+        let said = run.said.clone();
+        Ok((run, said))
+    });
+    let Some(restore) = restore else { return };
+    let outcome = restore.outcome;
+    d.obs.restore = Some(restore);
+    if outcome == Outcome::Fail {
+        // A failed restore leaves nothing behind: the original pid is free again.
+        d.obs.left_after_failed_restore = d
+            .step("look for what the failed restore left", |lab| {
+                let (code, out, _) = sh(
+                    lab,
+                    &format!("test -e /proc/{pid} && head -3 /proc/{pid}/status"),
+                    "",
+                    30,
+                )?;
+                let left = (code == 0).then(|| format!("pid {pid}: {}", out.trim()));
+                let detail = left.clone().unwrap_or_else(|| "nothing".into());
+                Ok((left, detail))
+            })
+            .flatten();
+        return;
+    }
+    let Some(root) = d.step("read the restored pid", |lab| {
+        let text = lab
+            .read_file(&pidfile)
+            .map_err(|e| format!("the restore succeeded but its pid file {pidfile}: {e}"))?;
+        let text = String::from_utf8_lossy(&text).trim().to_string();
+        let pid = text
+            .parse::<u32>()
+            .map_err(|_| format!("the pid file {pidfile} holds {text:?}, not a pid"))?;
+        Ok((pid, pid.to_string()))
+    }) else {
+        return;
+    };
+    if let Some(tree) = d.step("read the restored tree", |lab| {
+        let mut tree = Vec::new();
+        restored_tree(lab, root, &mut tree)?;
+        let detail = tree
+            .iter()
+            .map(|p| format!("{} {}", p.pid, p.contexts().collect::<Vec<_>>().join(",")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok((tree, detail))
+    }) {
+        d.obs.restored = tree;
+    }
+    d.obs.self_check = d.step("self-check", |lab| self_check(lab, ready, root, &p.state));
+}
+
+/// Runs a dump or restore command and records its outcome and what it said.
+fn run_tool(
+    lab: &mut Lab,
+    backend: Backend,
+    argv: &[String],
+    context: &str,
+    log: &str,
+) -> Result<ToolRun, String> {
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let r = lab
+        .run(&argv, context, Duration::from_secs(120))
+        .map_err(|e| e.to_string())?;
+    if r.timed_out {
+        return Err(format!("{} did not finish within 120 s", argv.join(" ")));
+    }
+    Ok(ToolRun {
+        outcome: if r.exit_code == 0 {
+            Outcome::Ok
+        } else {
+            Outcome::Fail
+        },
+        said: error_text(lab, backend, &r.stderr, log),
+    })
+}
+
+fn collect_audit(d: &mut Driver<'_>, s: &Scenario, backend: Backend, marker: u64) -> u64 {
+    let names = [
+        s.workload.program.as_str(),
+        backend.comm(),
+        "sh",
+        "env",
+        "setpriv",
+    ];
+    d.step("collect audit records", |lab| {
+        let a = lab.audit_since(marker).map_err(|e| e.to_string())?;
+        let records: Vec<_> = a
+            .records
+            .iter()
+            .filter_map(|l| audit::parse(l))
+            .filter(|r| names.contains(&r.comm.as_str()) || r.kind == "SELINUX_ERR")
+            .collect();
+        let n = records.len();
+        Ok(((records, a.next_marker), format!("{n} record(s)")))
+    })
+    .map_or(marker, |(records, next)| {
+        d.obs.audit = records;
+        next
+    })
+}
+
+fn clean_up(
+    d: &mut Driver<'_>,
+    s: &Scenario,
+    backend: Backend,
+    unit: &str,
+    p: &Paths,
+    loaded: bool,
+) {
+    let lab = &mut *d.lab;
+    let _ = sh(lab, &format!("pkill -KILL -f {}/ ; true", p.dir), "", 30);
+    if backend == Backend::Criu {
+        let _ = sh(lab, &format!("setsebool {CRIU_EXECMEM} off"), "", 30);
+    }
+    if s.workload.start == Start::Unit {
+        let _ = sh(
+            lab,
+            &format!("systemctl stop {unit}; systemctl reset-failed {unit}; true"),
+            "",
+            60,
+        );
+    }
+    if !loaded {
+        return;
+    }
+    for m in &s.policy_modules {
+        let name = m.trim_end_matches(".cil").to_string();
+        d.step(&format!("remove policy module {name}"), |lab| {
+            let (code, _, e) = sh(lab, &format!("semodule -r {name}"), "", 180)?;
+            if code != 0 {
+                return Err(format!("semodule -r {name}: {e}"));
+            }
+            Ok(((), String::new()))
+        });
+    }
+}
+
+/// Runs a shell script in the guest: (exit code, -2 on its deadline; stdout; stderr).
+fn sh(
+    lab: &mut Lab,
+    script: &str,
+    context: &str,
+    secs: u64,
+) -> Result<(i32, String, String), String> {
+    let r = lab
+        .run(
+            &["/bin/sh", "-c", script],
+            context,
+            Duration::from_secs(secs),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok((
+        if r.timed_out { -2 } else { r.exit_code },
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    ))
+}
+
+/// Waits until `path` exists in the guest, then returns its text.
+fn wait_file(lab: &mut Lab, path: &str, secs: u64) -> Result<String, String> {
+    let start = Instant::now();
+    loop {
+        if let Ok(data) = lab.read_file(path) {
+            return Ok(String::from_utf8_lossy(&data).into_owned());
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            return Err(format!("{path} did not appear within {secs} s"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (in the guest, up to 10 s each) until none of `pids` exists.
+fn wait_gone(lab: &mut Lab, pids: &[String]) -> Result<(), String> {
+    let script = format!(
+        "for p in {}; do for i in $(seq 100); do [ -e /proc/$p ] || break; sleep 0.1; done; \
+         [ -e /proc/$p ] && {{ echo \"pid $p still exists\"; exit 1; }}; done; true",
+        pids.join(" ")
+    );
+    let (code, out, e) = sh(lab, &script, "", 30)?;
+    if code != 0 {
+        return Err(format!(
+            "the dumped processes did not go away within 10 s: {}{e}",
+            out.trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Starts the workload as a transient systemd service, in `context` when one is given
+/// (`SELinuxContext=`; else systemd's own transition for the program), its output appended to
+/// `log`; returns its main pid.
+fn start_unit(
+    lab: &mut Lab,
+    unit: &str,
+    argv: &[&str],
+    env: &[&str],
+    context: &str,
+    log: &str,
+) -> Result<u32, String> {
+    let mut script = format!(
+        "systemctl reset-failed {unit} 2>/dev/null; systemd-run --quiet --unit={unit} --collect \
+         --property=StandardOutput=append:{log} --property=StandardError=append:{log}"
+    );
+    if !context.is_empty() {
+        script += &format!(" --property=SELinuxContext={context}");
+    }
+    for e in env {
+        script += &format!(" --setenv='{e}'");
+    }
+    for a in argv {
+        script += &format!(" '{a}'");
+    }
+    script += &format!(" && systemctl show --property=MainPID --value {unit}");
+    let (code, out, e) = sh(lab, &script, "", 60)?;
+    if code != 0 {
+        return Err(format!("systemd-run of {unit} failed ({code}): {e}{out}"));
+    }
+    match out.trim().parse::<u32>() {
+        Ok(pid) if pid != 0 => Ok(pid),
+        _ => Err(format!(
+            "{unit} has no main pid ({:?}): see journalctl -u {unit}",
+            out.trim()
+        )),
+    }
+}
+
+/// The restored tree under `pid`, in pre-order with children by pid: each thread's id,
+/// context and credentials, read once.
+fn restored_tree(lab: &mut Lab, pid: u32, out: &mut Vec<RestoredProcess>) -> Result<(), String> {
+    if out.len() >= MAX_RESTORED {
+        return Err(format!(
+            "more than {MAX_RESTORED} restored processes: a runaway tree?"
+        ));
+    }
+    let (code, text, e) = sh(
+        lab,
+        &format!(
+            "for t in /proc/{pid}/task/*; do printf 'thread %s %s\\n' \"${{t##*/}}\" \"$(tr -d '\\0' < $t/attr/current)\"; \
+             grep -E '^(Uid|Gid|Groups):' $t/status; done; \
+             echo children $(cat /proc/{pid}/task/*/children)"
+        ),
+        "",
+        30,
+    )?;
+    if code != 0 {
+        return Err(format!("reading restored process {pid}: {e}"));
+    }
+    let (threads, mut children) = parse_process(&text);
+    children.sort_unstable();
+    out.push(RestoredProcess { pid, threads });
+    for child in children {
+        restored_tree(lab, child, out)?;
+    }
+    Ok(())
+}
+
+/// Parses what [`restored_tree`]'s script prints for one process.
+fn parse_process(text: &str) -> (Vec<ThreadState>, Vec<u32>) {
+    let mut threads: Vec<ThreadState> = Vec::new();
+    let mut children = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("thread ") {
+            let (tid, context) = rest.split_once(' ').unwrap_or((rest, ""));
+            threads.push(ThreadState {
+                tid: tid.parse().unwrap_or(0),
+                context: context.trim_end().to_string(),
+                credentials: Vec::new(),
+            });
+        } else if let Some(list) = line.strip_prefix("children") {
+            children = list
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect();
+        } else if let Some(t) = threads.last_mut() {
+            t.credentials.push(line.trim_end().to_string());
+        }
+    }
+    (threads, children)
+}
+
+/// Asks the workload to check itself and returns its answer.
+fn self_check(
+    lab: &mut Lab,
+    ready: &Ready,
+    pid: u32,
+    state: &str,
+) -> Result<(SelfCheck, String), String> {
+    trigger(lab, ready, pid, state)?;
+    let result = wait_file(lab, &format!("{state}/result"), 60)?;
+    let result = result.trim();
+    Ok(if result == "ok" {
+        (SelfCheck::Passed, "ok".into())
+    } else {
+        (SelfCheck::Failed(result.to_string()), result.to_string())
+    })
+}
+
+/// Does what the workload's ready file asks of the driver, then wakes it the way it waits.
+fn trigger(lab: &mut Lab, ready: &Ready, pid: u32, state: &str) -> Result<(), String> {
+    for w in &ready.external_writes {
+        let script = format!(
+            "printf '%s' '{}' | dd of={state}/{} bs=1 seek={} conv=notrunc status=none",
+            w.text.replace('\'', ""),
+            w.file,
+            w.offset
+        );
+        let (code, _, e) = sh(lab, &script, "", 30)?;
+        if code != 0 {
+            return Err(format!("the external write to {}: {e}", w.file));
+        }
+    }
+    let script = match ready.trigger {
+        Trigger::CheckFile => format!(": > {state}/check"),
+        Trigger::PipeFd(fd) => format!("printf '!' > /proc/{pid}/fd/{fd}"),
+        Trigger::Signal(sig) => format!("kill -{sig} {pid}"),
+    };
+    let (code, _, e) = sh(lab, &script, "", 30)?;
+    if code != 0 {
+        return Err(format!("triggering the workload ({script}): {e}"));
+    }
+    Ok(())
+}
+
+/// What a tool said: crlab's stderr; criu's own error lines from its log.
+fn error_text(lab: &mut Lab, backend: Backend, stderr: &[u8], log: &str) -> String {
+    let stderr = String::from_utf8_lossy(stderr).trim().to_string();
+    if backend == Backend::Crlab {
+        return stderr;
+    }
+    let Ok(log) = lab.read_file(log) else {
+        return stderr;
+    };
+    let log = String::from_utf8_lossy(&log);
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Error") || l.contains("error"))
+        .collect();
+    let tail = &errors[errors.len().saturating_sub(6)..];
+    format!("{stderr}\n{}", tail.join("\n")).trim().to_string()
+}
+
+/// The pids of the members a tree workload announced (`member-NAME PID`).
+fn members(ready: &Ready) -> Vec<String> {
+    ready
+        .extra
+        .iter()
+        .filter(|(k, _)| k.starts_with("member-"))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_read_with_each_threads_context_and_credentials() {
+        let text = "thread 100 system_u:system_r:container_t:s0:c1,c2\n\
+                    Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n\
+                    thread 101 system_u:system_r:container_t:s0:c1,c2\n\
+                    Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n\
+                    children 104 102\n";
+        let (threads, children) = parse_process(text);
+        assert_eq!(children, [104, 102]);
+        assert_eq!(threads.len(), 2);
+        assert_eq!(threads[1].tid, 101);
+        assert_eq!(threads[1].context, "system_u:system_r:container_t:s0:c1,c2");
+        assert_eq!(threads[1].credentials.len(), 3);
+        assert_eq!(threads[1].credentials[2], "Groups:");
+    }
+}
