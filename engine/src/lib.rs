@@ -1,9 +1,12 @@
 //! crlab: a ptrace-driven checkpoint/restore engine for Linux processes that gets SELinux right.
 //!
 //! - [`dump`] seizes a process tree and writes its images; [`restore`] brings
-//!   it back with its original pids and SELinux contexts.
-//! - [`image`] owns the on-disk format; [`procfs`] reads `/proc`; [`sys`] is the
-//!   raw system interface (ptrace, remote system calls); [`lsm`] is SELinux.
+//!   it back with its original pids and SELinux contexts; [`check`] probes what
+//!   both need, and whether SELinux lets a dump be restored. The three are
+//!   siblings: none imports another.
+//! - [`image`] owns the on-disk format; [`selinux`] is the engine's one vocabulary
+//!   of SELinux; `procfs` reads `/proc`; `sys` is the raw system interface
+//!   (ptrace, remote system calls), the only place with raw `libc` calls.
 //! - The library never prints; the `crlab` binary does.
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
@@ -12,7 +15,7 @@ compile_error!("crlab supports x86_64 Linux only");
 pub mod check;
 pub mod dump;
 pub mod image;
-pub mod lsm;
-pub mod procfs;
+pub(crate) mod procfs;
 pub mod restore;
-pub mod sys;
+pub mod selinux;
+pub(crate) mod sys;

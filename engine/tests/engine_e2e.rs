@@ -259,7 +259,7 @@ fn check_images_dir_on_a_dump() {
     w.dump_ok(&[]);
     w.reap_dumped_original();
     let images = w.images_dir();
-    let selinux = ::crlab::lsm::selinux_enabled();
+    let selinux = ::crlab::selinux::enabled();
     let mut variants: Vec<Vec<&str>> = vec![vec![]];
     if !selinux {
         // Off, the restore ignores --lsm-profile as it ignores the dumped contexts. (On, the

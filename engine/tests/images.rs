@@ -405,6 +405,7 @@ fn variant(err: &ImageError) -> &'static str {
         ImageError::NotRegularFile { .. } => "NotRegularFile",
         ImageError::PartialPage { .. } => "PartialPage",
         ImageError::Json { .. } => "Json",
+        ImageError::ProcessTree { .. } => "ProcessTree",
     }
 }
 

@@ -1,8 +1,8 @@
 //! Why a dump failed.
 
 use crate::image::ImageError;
-use crate::lsm::LsmError;
 use crate::procfs::ProcError;
+use crate::selinux::SelinuxError;
 use crate::sys::SysError;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,5 +51,5 @@ pub enum DumpError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
-    Lsm(#[from] LsmError),
+    Selinux(#[from] SelinuxError),
 }

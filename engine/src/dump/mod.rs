@@ -13,7 +13,6 @@ mod thread;
 mod transport;
 
 pub use error::DumpError;
-pub use thread::regs_from as thread_regs;
 pub use transport::SocketLabel;
 
 use crate::image::schema::{
@@ -21,7 +20,7 @@ use crate::image::schema::{
 };
 use crate::image::{self, FileKind, ImageDirWriter};
 use crate::procfs::{self, MapEntry, Stat, Status};
-use crate::sys::{find_syscall_gadget, PAGE_SIZE};
+use crate::sys::{find_syscall_gadget, rlimit, PAGE_SIZE, RLIMITS};
 use files::FileTableBuilder;
 use seize::SeizedTree;
 use std::path::PathBuf;
@@ -135,7 +134,7 @@ fn dump_seized(opts: &DumpOptions, tree: &mut SeizedTree) -> Result<DumpSummary,
         kernel_release: nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
-        selinux_enabled: crate::lsm::selinux_enabled(),
+        selinux_enabled: crate::selinux::enabled(),
         created_unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -175,7 +174,7 @@ fn dump_process(
     let vmas = memory::vmas(pid, &maps)?;
     let status = Status::read(pid)?;
     let gadget = find_syscall_gadget(pid, &maps)?;
-    let context = procfs::lsm_attr(pid, pid, "current");
+    let context = procfs::selinux_attr(pid, pid, "current");
 
     let proc = &mut tree.processes[idx];
     proc.make_remotes(gadget)?;
@@ -220,19 +219,10 @@ fn dump_process(
     debug!(page_bytes, vmas = vmas.len(), "memory dumped");
 
     let mut rlimits = Vec::new();
-    for resource in 0..16u32 {
-        let mut old = libc::rlimit64 {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: prlimit64 with a null new limit only writes `old`.
-        let r = unsafe { libc::prlimit64(pid, resource as _, std::ptr::null(), &mut old) };
-        if r == 0 {
-            rlimits.push(Rlimit {
-                resource,
-                cur: old.rlim_cur,
-                max: old.rlim_max,
-            });
+    for resource in 0..RLIMITS {
+        // A resource this kernel does not know is left out.
+        if let Ok((cur, max)) = rlimit(pid, resource) {
+            rlimits.push(Rlimit { resource, cur, max });
         }
     }
     let personality = procfs::read_string(format!("/proc/{pid}/personality"))

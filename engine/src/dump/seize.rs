@@ -92,17 +92,20 @@ impl SeizedTree {
                 if let Err(e) = r.restore_base(true) {
                     first.get_or_insert(e.into());
                 }
-                let tid = r.tid();
-                deferred.extend(r.deferred_signals.drain(..).map(|s| (tid, s)));
+                let tracee = r.tracee;
+                deferred.extend(r.deferred_signals.drain(..).map(|s| (tracee, s)));
             }
             for t in &proc.tracees {
                 if let Err(e) = t.detach() {
                     first.get_or_insert(e.into());
                 }
             }
-            for (tid, sig) in deferred {
-                // SAFETY: tgkill takes only integers.
-                unsafe { libc::syscall(libc::SYS_tgkill, proc.pid, tid, sig as i32) };
+            for (tracee, sig) in deferred {
+                // Handed back as the kernel would have delivered it; a thread gone since
+                // cannot take it any more.
+                if let Err(e) = tracee.tgkill(proc.pid, sig) {
+                    warn!(pid = proc.pid, tid = tracee.tid, error = %e, "handing back a held signal");
+                }
             }
         }
         match first {

@@ -3,7 +3,7 @@
 use super::DumpError;
 use crate::image::schema::{GpRegs, Rseq, SigAction, SigAltStack, SigInfo, ThreadCore};
 use crate::procfs;
-use crate::sys::{Regs, Remote, Scratch};
+use crate::sys::{Remote, Scratch};
 
 /// The state of one stopped thread.
 pub fn dump_thread(
@@ -31,7 +31,7 @@ pub fn dump_thread(
         &[libc::PR_GET_TID_ADDRESS as u64, scratch.addr],
     )?;
     let clear_child_tid = remote.read_u64(scratch.addr)?;
-    let (robust_list, robust_list_len) = robust_list(tid)?;
+    let (robust_list, robust_list_len) = t.robust_list()?;
     let rseq = t.rseq()?.map(|c| Rseq {
         abi_pointer: c.rseq_abi_pointer,
         abi_size: c.rseq_abi_size,
@@ -48,7 +48,7 @@ pub fn dump_thread(
         .collect();
     Ok(ThreadCore {
         tid: tid as u32,
-        regs: Some(gpregs(&regs)),
+        regs: Some(GpRegs::from(&regs)),
         xstate,
         sigmask,
         altstack: Some(altstack),
@@ -56,36 +56,13 @@ pub fn dump_thread(
         robust_list,
         robust_list_len,
         rseq,
-        selinux_context: procfs::lsm_attr(pid, tid, "current"),
-        sockcreate_context: procfs::lsm_attr(pid, tid, "sockcreate"),
+        selinux_context: procfs::selinux_attr(pid, tid, "current"),
+        sockcreate_context: procfs::selinux_attr(pid, tid, "sockcreate"),
         pending,
         comm: procfs::read_string(format!("/proc/{pid}/task/{tid}/comm"))
             .map(|s| s.trim_end().to_string())
             .unwrap_or_default(),
     })
-}
-
-fn robust_list(tid: i32) -> Result<(u64, u64), DumpError> {
-    let mut head: u64 = 0;
-    let mut len: u64 = 0;
-    // SAFETY: the kernel writes one pointer into `head` and one size into `len`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_get_robust_list,
-            tid,
-            &mut head as *mut u64,
-            &mut len as *mut u64,
-        )
-    };
-    if r < 0 {
-        return Err(crate::sys::SysError::Call {
-            op: "get_robust_list",
-            tid,
-            source: nix::errno::Errno::last(),
-        }
-        .into());
-    }
-    Ok((head, len))
 }
 
 /// Every signal's disposition (`rt_sigaction` with a null new action).
@@ -112,69 +89,4 @@ pub fn sigactions(remote: &mut Remote, scratch: Scratch) -> Result<Vec<SigAction
         });
     }
     Ok(out)
-}
-
-pub fn gpregs(r: &Regs) -> GpRegs {
-    GpRegs {
-        r15: r.r15,
-        r14: r.r14,
-        r13: r.r13,
-        r12: r.r12,
-        rbp: r.rbp,
-        rbx: r.rbx,
-        r11: r.r11,
-        r10: r.r10,
-        r9: r.r9,
-        r8: r.r8,
-        rax: r.rax,
-        rcx: r.rcx,
-        rdx: r.rdx,
-        rsi: r.rsi,
-        rdi: r.rdi,
-        orig_rax: r.orig_rax,
-        rip: r.rip,
-        cs: r.cs,
-        eflags: r.eflags,
-        rsp: r.rsp,
-        ss: r.ss,
-        fs_base: r.fs_base,
-        gs_base: r.gs_base,
-        ds: r.ds,
-        es: r.es,
-        fs: r.fs,
-        gs: r.gs,
-    }
-}
-
-pub fn regs_from(g: &GpRegs) -> Regs {
-    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
-    let mut r: Regs = unsafe { std::mem::zeroed() };
-    r.r15 = g.r15;
-    r.r14 = g.r14;
-    r.r13 = g.r13;
-    r.r12 = g.r12;
-    r.rbp = g.rbp;
-    r.rbx = g.rbx;
-    r.r11 = g.r11;
-    r.r10 = g.r10;
-    r.r9 = g.r9;
-    r.r8 = g.r8;
-    r.rax = g.rax;
-    r.rcx = g.rcx;
-    r.rdx = g.rdx;
-    r.rsi = g.rsi;
-    r.rdi = g.rdi;
-    r.orig_rax = g.orig_rax;
-    r.rip = g.rip;
-    r.cs = g.cs;
-    r.eflags = g.eflags;
-    r.rsp = g.rsp;
-    r.ss = g.ss;
-    r.fs_base = g.fs_base;
-    r.gs_base = g.gs_base;
-    r.ds = g.ds;
-    r.es = g.es;
-    r.fs = g.fs;
-    r.gs = g.gs;
-    r
 }

@@ -7,30 +7,35 @@
 //! own context, by remote system calls, and `sendmsg()`s its descriptors with
 //! `SCM_RIGHTS`. A container domain may connect to a socket of its own context
 //! but not to one of the runtime's: that is why the label matters.
+//!
+//! The task's side is built in the scratch area: [`ScratchLayout`] places the
+//! socket address, the `msghdr`, its `iovec`, the byte sent and the control message.
 
 use super::DumpError;
-use crate::lsm;
-use crate::sys::{Remote, Scratch};
+use crate::selinux::{self, context_type};
+use crate::sys::{accept, recv_fds, Remote, Scratch, FDS_PER_MESSAGE};
 use nix::sys::socket::{
-    accept4, bind, listen, recvmsg, socket, AddressFamily, Backlog, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType, UnixAddr,
+    bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
 };
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-/// At most this many descriptors per message (the kernel's SCM_MAX_FD).
-const FDS_PER_MESSAGE: usize = 253;
-/// Layout of the scratch area used by the remote side.
-const ADDR_OFF: u64 = 0;
-const MSGHDR_OFF: u64 = 512;
-const IOV_OFF: u64 = MSGHDR_OFF + 64;
-const BYTE_OFF: u64 = IOV_OFF + 32;
-const CMSG_OFF: u64 = 1024;
+/// Where the task's side of the transport lives in the scratch area: the socket address
+/// (at most 108 bytes), the `msghdr` (56) and its one `iovec` (16), the byte sent, then the
+/// control message (at most 16 + 4 * [`FDS_PER_MESSAGE`] bytes).
+struct ScratchLayout;
+
+impl ScratchLayout {
+    const ADDR: u64 = 0;
+    const MSGHDR: u64 = 512;
+    const IOV: u64 = Self::MSGHDR + 64;
+    const BYTE: u64 = Self::IOV + 32;
+    const CMSG: u64 = 1024;
+}
 
 /// How the engine's listening socket is labelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SocketLabel {
-    /// With the dumped process's context (the rule the seed describes).
+    /// With the dumped process's context, so the process may connect to it from its own.
     #[default]
     ProcessContext,
     /// With the engine's own context: a negative control, never for real use.
@@ -67,7 +72,7 @@ impl Transport {
             SocketLabel::ProcessContext => context,
             SocketLabel::EngineContext => "",
         };
-        let listener = lsm::with_sockcreate(label_ctx, || {
+        let listener = selinux::with_sockcreate(label_ctx, || {
             socket(
                 AddressFamily::Unix,
                 SockType::SeqPacket,
@@ -90,7 +95,7 @@ impl Transport {
         sa.extend_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
         sa.push(0);
         sa.extend_from_slice(name.as_bytes());
-        remote.write_mem(scratch.addr + ADDR_OFF, &sa)?;
+        remote.write_mem(scratch.addr + ScratchLayout::ADDR, &sa)?;
         let fd = remote.syscall(
             "socket",
             libc::SYS_socket,
@@ -108,9 +113,9 @@ impl Transport {
         if let Err(source) = remote.syscall(
             "connect",
             libc::SYS_connect,
-            &[fd, scratch.addr + ADDR_OFF, sa.len() as u64],
+            &[fd, scratch.addr + ScratchLayout::ADDR, sa.len() as u64],
         ) {
-            let socket = selinux::SecurityContext::of_file(&t.conn, false)
+            let socket = ::selinux::SecurityContext::of_file(&t.conn, false)
                 .ok()
                 .flatten()
                 .map(|c| {
@@ -120,7 +125,7 @@ impl Transport {
                 })
                 .unwrap_or_default();
             t.close(remote)?;
-            let ty = crate::check::restore::context_type;
+            let ty = context_type;
             let rule = if !socket.is_empty() && ty(context) != ty(&socket) {
                 format!(
                     "; a policy allowing it says `allow {} {}:unix_stream_socket connectto;`, but a \
@@ -140,10 +145,7 @@ impl Transport {
                 source,
             });
         }
-        let conn = accept4(t.conn.as_raw_fd(), SockFlag::SOCK_CLOEXEC)
-            .map_err(|e| terr(format!("accept: {e}")))?;
-        // SAFETY: accept4 just returned this descriptor; nobody else owns it.
-        t.conn = unsafe { OwnedFd::from_raw_fd(conn) };
+        t.conn = accept(t.conn.as_fd()).map_err(|e| terr(format!("accept: {e}")))?;
         Ok(t)
     }
 
@@ -165,20 +167,20 @@ impl Transport {
             for w in [
                 0u64,
                 0,
-                scratch.addr + IOV_OFF,
+                scratch.addr + ScratchLayout::IOV,
                 1,
-                scratch.addr + CMSG_OFF,
+                scratch.addr + ScratchLayout::CMSG,
                 space,
                 0,
             ] {
                 hdr.extend_from_slice(&w.to_ne_bytes());
             }
-            remote.write_mem(scratch.addr + MSGHDR_OFF, &hdr)?;
+            remote.write_mem(scratch.addr + ScratchLayout::MSGHDR, &hdr)?;
             let mut iov = Vec::with_capacity(16);
-            iov.extend_from_slice(&(scratch.addr + BYTE_OFF).to_ne_bytes());
+            iov.extend_from_slice(&(scratch.addr + ScratchLayout::BYTE).to_ne_bytes());
             iov.extend_from_slice(&1u64.to_ne_bytes());
-            remote.write_mem(scratch.addr + IOV_OFF, &iov)?;
-            remote.write_mem(scratch.addr + BYTE_OFF, b"F")?;
+            remote.write_mem(scratch.addr + ScratchLayout::IOV, &iov)?;
+            remote.write_mem(scratch.addr + ScratchLayout::BYTE, b"F")?;
             let mut cmsg = Vec::with_capacity(space as usize);
             cmsg.extend_from_slice(&cmsg_len.to_ne_bytes());
             cmsg.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
@@ -187,39 +189,17 @@ impl Transport {
                 cmsg.extend_from_slice(&fd.to_ne_bytes());
             }
             cmsg.resize(space as usize, 0);
-            remote.write_mem(scratch.addr + CMSG_OFF, &cmsg)?;
+            remote.write_mem(scratch.addr + ScratchLayout::CMSG, &cmsg)?;
             remote.syscall(
                 "sendmsg",
                 libc::SYS_sendmsg,
-                &[self.remote_fd, scratch.addr + MSGHDR_OFF, 0],
+                &[self.remote_fd, scratch.addr + ScratchLayout::MSGHDR, 0],
             )?;
 
-            let mut byte = [0u8; 1];
-            let mut iov = [IoSliceMut::new(&mut byte)];
-            let mut space = nix::cmsg_space!([RawFd; FDS_PER_MESSAGE]);
-            let msg = recvmsg::<()>(
-                self.conn.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(|e| DumpError::Transport {
+            let got = recv_fds(self.conn.as_fd()).map_err(|e| DumpError::Transport {
                 pid: self.pid,
                 what: format!("recvmsg: {e}"),
             })?;
-            let mut got = Vec::new();
-            for c in msg.cmsgs().map_err(|e| DumpError::Transport {
-                pid: self.pid,
-                what: format!("control message: {e}"),
-            })? {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    // SAFETY: SCM_RIGHTS just installed these descriptors in our table.
-                    got.extend(
-                        fds.into_iter()
-                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                    );
-                }
-            }
             if got.len() != chunk.len() {
                 return Err(DumpError::Transport {
                     pid: self.pid,

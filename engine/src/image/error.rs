@@ -17,6 +17,14 @@ pub enum ImageError {
         source: std::io::Error,
     },
 
+    /// `pstree.img` does not describe a tree the restore can rebuild: the root first, every
+    /// parent before its children, each process's leader first among its threads.
+    #[error(
+        "{}: not a process tree the restore can rebuild: {problem}",
+        .path.display()
+    )]
+    ProcessTree { path: PathBuf, problem: String },
+
     /// The directory has no inventory: the dump never finished, or it is not a dump at all.
     #[error(
         "{} is missing, so {} is not a complete crlab dump: the dump was interrupted before \
@@ -200,7 +208,8 @@ impl ImageError {
             | ImageError::DuplicateFile { path, .. }
             | ImageError::NotRegularFile { path }
             | ImageError::PartialPage { path, .. }
-            | ImageError::Json { path, .. } => path,
+            | ImageError::Json { path, .. }
+            | ImageError::ProcessTree { path, .. } => path,
         }
     }
 }

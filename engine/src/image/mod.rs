@@ -2,7 +2,9 @@
 //!
 //! A dump is a directory of image files; `engine/proto/README.md` documents the format.
 //! [`ImageDirWriter`] writes one (inventory last), [`ImageDirReader`] opens one after checking
-//! every file against the inventory, and [`show`] renders one as JSON for `crlab show`.
+//! every file against the inventory (and [`ImageDirReader::process_tree`] the process tree),
+//! [`show`] renders one as JSON for `crlab show`, and `regs` converts a thread's registers
+//! between the kernel's layout and the image's.
 //!
 //! **Invariant:** no file contents make this module panic, and every length read from a file
 //! is bounded (by [`MAX_MESSAGE_LEN`] and the file's size) before anything is allocated for it.
@@ -10,6 +12,7 @@
 mod error;
 mod header;
 mod reader;
+mod regs;
 mod show;
 mod writer;
 

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::header::{self, HEADER_LEN, MAX_PREFIX_LEN};
-use super::schema::{ImageFileEntry, Inventory};
-use super::{pages_name, parse_name, FileKind, ImageError, FORMAT_VERSION, INVENTORY, PAGE_SIZE};
+use super::schema::{ImageFileEntry, Inventory, PsTree};
+use super::{
+    pages_name, parse_name, FileKind, ImageError, FORMAT_VERSION, INVENTORY, PAGE_SIZE, PSTREE,
+};
 
 /// Files are hashed through a buffer of this size.
 const HASH_CHUNK: usize = 64 << 10;
@@ -126,6 +128,20 @@ impl ImageDirReader {
         }
         let entry = self.entry(name)?;
         read_message_file(&self.dir.join(name), kind, Some(entry))
+    }
+
+    /// Reads `pstree.img` and checks it is a tree the restore can rebuild, in the order it
+    /// rebuilds it: at least one process, the inventory's root first, every parent listed
+    /// before its children, and each process's first thread its leader.
+    pub fn process_tree(&self) -> Result<PsTree, ImageError> {
+        let pstree: PsTree = self.read_message(PSTREE, FileKind::PsTree)?;
+        check_process_tree(&pstree, self.inventory.root_pid).map_err(|problem| {
+            ImageError::ProcessTree {
+                path: self.dir.join(PSTREE),
+                problem,
+            }
+        })?;
+        Ok(pstree)
     }
 
     /// Opens `pages-<pid>.img` for streaming; its checksum is verified by
@@ -247,6 +263,31 @@ impl PagesReader {
         }
         Ok(())
     }
+}
+
+/// The rules [`ImageDirReader::process_tree`] checks; `Err` says which one `pstree` breaks.
+fn check_process_tree(pstree: &PsTree, root_pid: u32) -> Result<(), String> {
+    for (i, entry) in pstree.processes.iter().enumerate() {
+        let pid = entry.pid;
+        let first = i == 0;
+        let parent_before = pstree.processes[..i].iter().any(|p| p.pid == entry.ppid);
+        if first != (pid == root_pid) || (!first && !parent_before) {
+            return Err(format!(
+                "it lists process {pid} (parent {}) out of order: the root {root_pid} must \
+                 come first and parents before children",
+                entry.ppid
+            ));
+        }
+        if entry.threads.first() != Some(&pid) {
+            return Err(format!(
+                "the first thread of process {pid} is not its leader"
+            ));
+        }
+    }
+    if pstree.processes.is_empty() {
+        return Err("it lists no process".into());
+    }
+    Ok(())
 }
 
 /// Reads one message file: header, bounded length prefix, exactly that many bytes, and (when
@@ -403,4 +444,45 @@ fn hash_file(path: &Path, mut file: File, size: u64, buf: &mut [u8]) -> Result<u
         });
     }
     Ok(hasher.digest())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::schema::ProcessEntry;
+
+    fn tree(entries: &[(u32, u32, &[u32])]) -> PsTree {
+        PsTree {
+            processes: entries
+                .iter()
+                .map(|&(pid, ppid, threads)| ProcessEntry {
+                    pid,
+                    ppid,
+                    threads: threads.to_vec(),
+                    ..ProcessEntry::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_tree_in_restore_order_passes() {
+        let t = tree(&[(10, 0, &[10, 11]), (12, 10, &[12]), (13, 12, &[13])]);
+        assert_eq!(check_process_tree(&t, 10), Ok(()));
+    }
+
+    #[test]
+    fn every_broken_rule_is_named() {
+        let err = |t: PsTree| check_process_tree(&t, 10).unwrap_err();
+        assert_eq!(err(tree(&[])), "it lists no process");
+        assert!(err(tree(&[(12, 10, &[12]), (10, 0, &[10])])).contains("out of order"));
+        assert!(
+            err(tree(&[(10, 0, &[10]), (13, 12, &[13]), (12, 10, &[12])]))
+                .contains("lists process 13 (parent 12) out of order")
+        );
+        assert_eq!(
+            err(tree(&[(10, 0, &[11, 10])])),
+            "the first thread of process 10 is not its leader"
+        );
+    }
 }

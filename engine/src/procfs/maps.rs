@@ -39,9 +39,6 @@ impl MapEntry {
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
-    pub fn is_empty(&self) -> bool {
-        self.end == self.start
-    }
 
     /// Parses one line.
     pub fn parse(line: &str) -> Option<MapEntry> {

@@ -103,14 +103,12 @@ pub fn auxv(pid: i32) -> Result<Vec<u64>, ProcError> {
         .collect())
 }
 
-/// `/proc/PID/task/TID/attr/NAME` with the trailing NUL/newline removed;
-/// empty when no LSM provides it (SELinux off) or it is unset.
-pub fn lsm_attr(pid: i32, tid: i32, name: &str) -> String {
+/// The SELinux context in `/proc/PID/task/TID/attr/NAME` (`current`, `sockcreate`), without
+/// its trailing NUL or newline; empty when SELinux is off or it is unset.
+pub fn selinux_attr(pid: i32, tid: i32, name: &str) -> String {
     let path = format!("/proc/{pid}/task/{tid}/attr/{name}");
     match std::fs::read(path) {
-        Ok(b) => String::from_utf8_lossy(&b)
-            .trim_end_matches(['\0', '\n'])
-            .to_string(),
+        Ok(b) => crate::selinux::context_from_attr(&b),
         Err(_) => String::new(),
     }
 }

@@ -29,13 +29,7 @@ pub enum RestoreError {
         source: SysError,
     },
     #[error(transparent)]
-    Selinux(#[from] super::lsm::SelinuxRefusal),
-    #[error("cannot write the pid file {path}")]
-    PidFile {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    Selinux(#[from] super::context::SelinuxRefusal),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]

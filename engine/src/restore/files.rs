@@ -8,11 +8,10 @@
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{file_entry, Fd, FileEntry, FileTable, PathFileType, Pipe};
-use crate::restore::lsm::put_cstr;
-use crate::sys::{Remote, Scratch};
+use crate::sys::{set_pipe_capacity, Remote, Scratch};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 /// The parked descriptors: file id -> descriptor number in every process.
@@ -78,11 +77,10 @@ fn open_one(
 ) -> Result<u64, RestoreError> {
     match &entry.kind {
         Some(file_entry::Kind::Path(p)) => {
-            let flags = entry.flags
-                & !((libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC) as u32);
-            let path = put_cstr(remote, scratch, 0, &p.path).step(pid, "a file path")?;
+            let flags = open_flags(entry.flags)
+                & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
             let t = remote
-                .syscall("open", libc::SYS_open, &[path, flags as u64, 0])
+                .open("open", scratch, &p.path, flags)
                 .map_err(|source| RestoreError::File {
                     pid,
                     what: format!("reopening open file {}", entry.id),
@@ -126,11 +124,14 @@ fn open_one(
                 r
             };
             // Each end is its own open file description, with its own flags.
-            let path =
-                put_cstr(remote, scratch, 0, &format!("/proc/self/fd/{t}")).step(pid, "a pipe")?;
-            let flags = (entry.flags & !(libc::O_CLOEXEC as u32)) | libc::O_CLOEXEC as u32;
+            let flags = open_flags(entry.flags) | libc::O_CLOEXEC;
             remote
-                .syscall("open(pipe end)", libc::SYS_open, &[path, flags as u64, 0])
+                .open(
+                    "open(pipe end)",
+                    scratch,
+                    &format!("/proc/self/fd/{t}"),
+                    flags,
+                )
                 .step(pid, "a pipe end")
         }
         None => Err(RestoreError::Inconsistent(format!(
@@ -181,14 +182,11 @@ fn create_pipe(
         .open(&path)
         .map_err(|e| RestoreError::Inconsistent(format!("opening {path}: {e}")))?;
     if pipe.capacity > 0 {
-        // SAFETY: F_SETPIPE_SZ takes an integer; the descriptor is open.
-        let _ = unsafe {
-            libc::fcntl(
-                f.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                pipe.capacity as libc::c_int,
-            )
-        };
+        // Best effort, as the pipe's contents say what matters: a smaller pipe still holds
+        // them when they fit, and the write below fails when they do not.
+        if let Err(e) = set_pipe_capacity(f.as_fd(), pipe.capacity) {
+            tracing::debug!(pid, pipe = pipe.id, error = %e, "setting a pipe's capacity");
+        }
     }
     f.write_all(&pipe.data).map_err(|e| {
         RestoreError::Inconsistent(format!(
@@ -231,6 +229,12 @@ pub fn install(
         }
     }
     Ok(())
+}
+
+/// The status flags of an open file as the image records them, as `open` takes them: the
+/// kernel's `f_flags` are an `int` stored unsigned, so the bits are kept as they are.
+fn open_flags(flags: u32) -> i32 {
+    i32::from_ne_bytes(flags.to_ne_bytes())
 }
 
 /// The lowest number above every descriptor of every process.

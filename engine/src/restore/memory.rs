@@ -11,7 +11,6 @@ use super::RestoreError;
 use crate::image::schema::{Mm, Vma, VmaKind};
 use crate::image::PagesReader;
 use crate::procfs::MapEntry;
-use crate::restore::lsm::put_cstr;
 use crate::sys::{Remote, Scratch, PAGE_SIZE};
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
@@ -110,13 +109,8 @@ pub fn map_trampoline(
         len: SCRATCH_PAGES * PAGE_SIZE - 512,
     };
     let (exe, file_off) = own_syscall_instruction()?;
-    let path = put_cstr(remote, scratch, 0, &exe).step(pid, "the trampoline")?;
     let fd = remote
-        .syscall(
-            "open",
-            libc::SYS_open,
-            &[path, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0],
-        )
+        .open("open", scratch, &exe, libc::O_RDONLY | libc::O_CLOEXEC)
         .map_err(|source| RestoreError::File {
             pid,
             what: "opening the library the trampoline is mapped from".into(),
@@ -370,8 +364,6 @@ pub fn map_one(
                 } else {
                     libc::MAP_PRIVATE
                 };
-                let path =
-                    put_cstr(remote, scratch, 0, &v.path).step(pid, "a file mapping's path")?;
                 // Only a writable shared mapping needs the file open for writing; a
                 // private one must not hold it so (that would make the binary "busy").
                 let mode = if shared && v.prot & libc::PROT_WRITE as u32 != 0 {
@@ -379,17 +371,14 @@ pub fn map_one(
                 } else {
                     libc::O_RDONLY
                 };
-                let fd = remote.syscall(
-                    "open",
-                    libc::SYS_open,
-                    &[path, (mode | libc::O_CLOEXEC) as u64, 0],
-                );
-                let fd = fd.map_err(|source| RestoreError::File {
-                    pid,
-                    what: format!("opening the file mapped at {:#x}", v.start),
-                    path: v.path.clone(),
-                    source,
-                })?;
+                let fd = remote
+                    .open("open", scratch, &v.path, mode | libc::O_CLOEXEC)
+                    .map_err(|source| RestoreError::File {
+                        pid,
+                        what: format!("opening the file mapped at {:#x}", v.start),
+                        path: v.path.clone(),
+                        source,
+                    })?;
                 (fd, v.pgoff)
             }
             _ => {
@@ -511,12 +500,12 @@ pub fn set_mm_fields(
     let f = mm
         .fields
         .ok_or_else(|| RestoreError::Inconsistent(format!("mm-{pid}.img has no mm fields")))?;
-    let path = put_cstr(remote, scratch, 1024, &mm.exe_path).step(pid, "the exe link")?;
     let exe_fd = remote
-        .syscall(
+        .open(
             "open",
-            libc::SYS_open,
-            &[path, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0],
+            scratch,
+            &mm.exe_path,
+            libc::O_RDONLY | libc::O_CLOEXEC,
         )
         .map_err(|source| RestoreError::File {
             pid,

@@ -5,21 +5,21 @@
 //! is traced with `PTRACE_O_EXITKILL` until it is released, and killed on any
 //! error.
 
+mod context;
 mod creds;
 mod error;
 mod files;
-mod lsm;
 mod memory;
 mod thread;
 mod tree;
 
+pub use context::{ContextOrder, SelinuxRefusal};
 pub use error::RestoreError;
-pub use lsm::{ContextOrder, SelinuxRefusal};
 
-use crate::image::schema::{Fd, FileTable, Mm, ProcessEntry, PsTree, Task, ThreadCore};
+use crate::image::schema::{Fd, FileTable, Mm, ProcessEntry, Task, ThreadCore};
 use crate::image::{self, FileKind, ImageDirReader};
 use crate::procfs::{self, MapEntry};
-use crate::sys::{find_syscall_gadget, Remote, Scratch};
+use crate::sys::{find_syscall_gadget, rlimit, set_rlimit, Remote, Scratch};
 use error::StepContext;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
@@ -88,28 +88,13 @@ impl Drop for Cleanup {
     }
 }
 
-/// Reads every image of the dump.
+/// Reads every image of the dump, the process tree checked by the reader.
 fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable), RestoreError> {
-    let pstree: PsTree = reader.read_message(image::PSTREE, FileKind::PsTree)?;
+    let pstree = reader.process_tree()?;
     let table: FileTable = reader.read_message(image::FILES, FileKind::Files)?;
-    let root_pid = reader.inventory().root_pid;
-    let mut procs: Vec<ProcessImages> = Vec::new();
+    let mut procs: Vec<ProcessImages> = Vec::with_capacity(pstree.processes.len());
     for entry in &pstree.processes {
         let pid = entry.pid;
-        let first = procs.is_empty();
-        if first != (pid == root_pid)
-            || (!first && !procs.iter().any(|p| p.entry.pid == entry.ppid))
-        {
-            return Err(RestoreError::Inconsistent(format!(
-                "pstree.img lists process {pid} (parent {}) out of order: the root {root_pid} must come first and parents before children",
-                entry.ppid
-            )));
-        }
-        if entry.threads.first() != Some(&pid) {
-            return Err(RestoreError::Inconsistent(format!(
-                "pstree.img: the first thread of process {pid} is not its leader"
-            )));
-        }
         let task: Task = reader.read_message(&image::task_name(pid), FileKind::Task)?;
         let mm: Mm = reader.read_message(&image::mm_name(pid), FileKind::Mm)?;
         let mut cores = Vec::new();
@@ -122,11 +107,6 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
             mm,
             cores,
         });
-    }
-    if procs.is_empty() {
-        return Err(RestoreError::Inconsistent(
-            "pstree.img lists no process".into(),
-        ));
     }
     Ok((procs, table))
 }
@@ -248,8 +228,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         debug!(pid, "process rebuilt");
     }
 
-    // Contexts and threads, in the order the seed requires.
-    let engine_ctx = procfs::lsm_attr(root_pid, root_pid, "current");
+    // Contexts, then threads: a multi-threaded process may only move to a bounded context.
+    let engine_ctx = procfs::selinux_attr(root_pid, root_pid, "current");
     for live in &mut lives {
         let pid = live.pid();
         let target = opts
@@ -258,12 +238,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             .unwrap_or_else(|| live.img.cores[0].selinux_context.clone());
         match opts.context_order {
             ContextOrder::BeforeThreads => {
-                set_context(&mut live.leader, scratch, pid, &engine_ctx, &target)?;
+                context::set_context(&mut live.leader, scratch, pid, &engine_ctx, &target)?;
                 create_threads(live, scratch, &tramp, &mut cleanup.pids)?;
             }
             ContextOrder::AfterThreads => {
                 create_threads(live, scratch, &tramp, &mut cleanup.pids)?;
-                set_context(&mut live.leader, scratch, pid, &engine_ctx, &target)?;
+                context::set_context(&mut live.leader, scratch, pid, &engine_ctx, &target)?;
             }
         }
         thread::restore_thread(&mut live.leader, pid, scratch, &live.img.cores[0])?;
@@ -306,21 +286,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     cleanup.armed = false;
     info!(pid = root_pid, processes = lives.len(), "restored");
     Ok(Restored { root_pid })
-}
-
-/// Writes the process's SELinux context (when SELinux is on and it differs
-/// from the engine's): done while the process is single-threaded.
-fn set_context(
-    remote: &mut Remote,
-    scratch: Scratch,
-    pid: i32,
-    from: &str,
-    to: &str,
-) -> Result<(), RestoreError> {
-    if crate::lsm::selinux_enabled() && !to.is_empty() && to != from {
-        lsm::set_process_context(remote, scratch, pid, from, to)?;
-    }
-    Ok(())
 }
 
 /// Creates a process's threads with their original ids; each is added to
@@ -376,17 +341,12 @@ fn join_groups(lives: &mut [Live<'_>]) -> Result<(), RestoreError> {
 }
 
 /// Lets the task hold descriptors above every target number while they are
-/// sorted out; the image's own limit is set at the end.
+/// sorted out; the image's own limit is set at the end. Best effort: a task that keeps
+/// its limit fails later, naming the descriptor it could not install.
 fn raise_nofile(pid: i32) {
-    let mut lim = libc::rlimit64 {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit64 reads and writes only the two structs passed.
-    unsafe {
-        if libc::prlimit64(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::prlimit64(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut());
+    if let Ok((_, max)) = rlimit(pid, libc::RLIMIT_NOFILE) {
+        if let Err(e) = set_rlimit(pid, libc::RLIMIT_NOFILE, max, max) {
+            tracing::debug!(pid, error = %e, "raising the descriptor limit");
         }
     }
 }

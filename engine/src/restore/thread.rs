@@ -2,12 +2,12 @@
 //! dispositions, cwd, umask, session, rlimits, registers, FPU state, signal
 //! mask and stack, tid address, robust list, rseq, pending signals.
 
+use super::context::write_attr;
 use super::error::StepContext;
-use super::lsm::{put_cstr, write_attr};
 use super::RestoreError;
-use crate::dump::thread_regs;
 use crate::image::schema::{SigInfo, Task, ThreadCore};
-use crate::sys::{resume_regs, Remote, Scratch, Tracee};
+use crate::selinux;
+use crate::sys::{resume_regs, set_rlimit, Regs, Remote, Scratch, Tracee};
 
 /// Dispositions, cwd, umask and personality.
 pub fn restore_process_state(
@@ -39,7 +39,9 @@ pub fn restore_process_state(
             )
             .step(pid, "signal handlers")?;
     }
-    let cwd = put_cstr(remote, scratch, 0, &task.cwd).step(pid, "the working directory")?;
+    let cwd = remote
+        .put_cstr(scratch, &task.cwd)
+        .step(pid, "the working directory")?;
     remote
         .syscall("chdir", libc::SYS_chdir, &[cwd])
         .map_err(|source| RestoreError::File {
@@ -68,7 +70,9 @@ pub fn restore_thread(
     scratch: Scratch,
     core: &ThreadCore,
 ) -> Result<(), RestoreError> {
-    let name = put_cstr(remote, scratch, 0, &core.comm).step(pid, "the thread name")?;
+    let name = remote
+        .put_cstr(scratch, &core.comm)
+        .step(pid, "the thread name")?;
     remote
         .syscall(
             "prctl(PR_SET_NAME)",
@@ -116,7 +120,7 @@ pub fn restore_thread(
             )
             .step(pid, "the rseq registration")?;
     }
-    if !core.sockcreate_context.is_empty() && crate::lsm::selinux_enabled() {
+    if !core.sockcreate_context.is_empty() && selinux::enabled() {
         write_attr(remote, scratch, "sockcreate", &core.sockcreate_context)
             .step(pid, "the socket creation context")?;
     }
@@ -163,23 +167,7 @@ pub fn queue_signals(
 /// Resource limits, set from outside.
 pub fn set_rlimits(pid: i32, task: &Task) -> Result<(), RestoreError> {
     for r in &task.rlimits {
-        let lim = libc::rlimit64 {
-            rlim_cur: r.cur,
-            rlim_max: r.max,
-        };
-        // SAFETY: prlimit64 reads `lim` and writes nothing (null old limit).
-        let rc = unsafe { libc::prlimit64(pid, r.resource as _, &lim, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(RestoreError::Step {
-                pid,
-                what: "resource limits",
-                source: crate::sys::SysError::Call {
-                    op: "prlimit64",
-                    tid: pid,
-                    source: nix::errno::Errno::last(),
-                },
-            });
-        }
+        set_rlimit(pid, r.resource, r.cur, r.max).step(pid, "resource limits")?;
     }
     Ok(())
 }
@@ -195,7 +183,7 @@ pub fn finish_thread(tracee: &Tracee, pid: i32, core: &ThreadCore) -> Result<(),
     tracee
         .set_sigmask(core.sigmask)
         .step(pid, "the signal mask")?;
-    let regs = resume_regs(&thread_regs(g), false);
+    let regs = resume_regs(&Regs::from(g), false);
     tracee.set_regs(&regs).step(pid, "the registers")?;
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! `clone3(2)` with `set_tid`: a child with a chosen pid that stops itself at once.
+//! `clone3(2)` with `set_tid`: a child with a chosen pid that stops itself at once, and the
+//! probe of `crlab check` that asks the kernel about the same call without creating a task.
 
 use super::SysError;
 use nix::errno::Errno;
 
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, 88 bytes).
 #[repr(C)]
 #[derive(Default)]
 struct CloneArgs {
@@ -57,4 +59,51 @@ pub fn spawn_stopped_with_pid(pid: i32) -> Result<i32, SysError> {
         }
     }
     Ok(r as i32)
+}
+
+/// What a `clone3` call that the kernel must refuse gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clone3Probe {
+    /// Refused with this errno: `EINVAL` means the kernel parsed the arguments and refused
+    /// them, so it has the call (and, with `set_tid`, knows that field).
+    Refused(Errno),
+    /// A task was created after all (it exited at once): the kernel took arguments it must
+    /// refuse.
+    Created(i32),
+}
+
+/// Calls `clone3` with arguments the kernel refuses before it creates a task: a NULL
+/// argument pointer and size 0 (`set_tid == false`), or the `struct clone_args` the restore
+/// passes with `set_tid_size` 1 but a NULL `set_tid` (`set_tid == true`), which kernels with
+/// `set_tid` (5.5+) refuse with `EINVAL` and older ones with `E2BIG`.
+pub fn clone3_probe(set_tid: bool) -> Clone3Probe {
+    let args = CloneArgs {
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    let r = if set_tid {
+        // SAFETY: `args` is a valid, initialized clone_args that lives across the call; the
+        // kernel only reads it and refuses it (see above) before creating any task.
+        unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        }
+    } else {
+        // SAFETY: clone3 with a NULL argument pointer and size 0 is refused with EINVAL (size
+        // below CLONE_ARGS_SIZE_VER0) before the kernel reads memory or creates a task.
+        unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<CloneArgs>(), 0usize) }
+    };
+    if r == 0 {
+        // Impossible with these arguments; should it happen, this is the new task, which
+        // must not return into the caller.
+        // SAFETY: _exit ends only this (child) task, touching no shared state.
+        unsafe { libc::_exit(127) };
+    }
+    match i32::try_from(r) {
+        Ok(pid) if pid > 0 => Clone3Probe::Created(pid),
+        _ => Clone3Probe::Refused(Errno::last()),
+    }
 }

@@ -1,21 +1,40 @@
-//! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`.
+//! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`, pipes, resource
+//! limits, `prctl`, the transport socket's receiving end, the probes' throwaway child.
 //!
-//! Everything above this module works in terms of [`Tracee`] and [`Remote`];
-//! raw `libc` calls live here and nowhere else in the engine.
+//! Everything above this module works in terms of [`Tracee`] and [`Remote`]; raw `libc`
+//! calls live here and nowhere else in the engine (the tidy test of xtask checks it).
 
 mod clone3;
 mod error;
+mod fork;
 mod kcmp;
 mod pipe;
+mod prctl;
 mod ptrace;
 mod remote;
+mod rlimit;
+mod unix;
 
-pub use clone3::spawn_stopped_with_pid;
+pub use clone3::{clone3_probe, spawn_stopped_with_pid, Clone3Probe};
 pub use error::SysError;
+pub use fork::fork_paused;
 pub use kcmp::same_file;
-pub use pipe::{peek_pipe, pipe_capacity};
+pub use pipe::{peek_pipe, pipe_capacity, set_pipe_capacity};
+pub use prctl::mm_map_size;
 pub use ptrace::{Regs, Tracee};
 pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
+pub use rlimit::{rlimit, set_rlimit, RLIMITS};
+pub use unix::{accept, recv_fds, FDS_PER_MESSAGE};
 
 /// Size of a page on x86_64.
 pub const PAGE_SIZE: u64 = 4096;
+
+/// A C `int` (a flag, a signal number, a constant) as a system call argument register: its 32
+/// bits, zero-extended, which is how the kernel reads an `int` argument.
+pub const fn int_arg(v: i32) -> u64 {
+    // The bits are the point: a negative constant (`AT_FDCWD`) keeps its two's complement
+    // in the low 32 bits, the kernel ignores the high ones.
+    #[allow(clippy::cast_sign_loss)]
+    let bits = v as u32;
+    bits as u64
+}

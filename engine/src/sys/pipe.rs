@@ -2,7 +2,7 @@
 
 use super::SysError;
 use nix::errno::Errno;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 fn err(op: &'static str) -> impl FnOnce(Errno) -> SysError {
     move |source| SysError::Call { op, tid: 0, source }
@@ -26,11 +26,20 @@ fn new_pipe(capacity: u32) -> Result<(OwnedFd, OwnedFd), SysError> {
     }
     // SAFETY: pipe2 just returned these two descriptors, owned by nobody else.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: F_SETPIPE_SZ takes an integer argument.
-    if unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, capacity as libc::c_int) } < 0 {
+    set_pipe_capacity(w.as_fd(), capacity)?;
+    Ok((r, w))
+}
+
+/// Sets the capacity of the pipe behind `fd` (`F_SETPIPE_SZ`); the kernel rounds it up to a
+/// power of two pages.
+pub fn set_pipe_capacity(fd: BorrowedFd<'_>, capacity: u32) -> Result<(), SysError> {
+    let capacity =
+        libc::c_int::try_from(capacity).map_err(|_| err("fcntl(F_SETPIPE_SZ)")(Errno::EINVAL))?;
+    // SAFETY: F_SETPIPE_SZ takes an integer argument; `fd` is open for the call.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, capacity) } < 0 {
         return Err(err("fcntl(F_SETPIPE_SZ)")(Errno::last()));
     }
-    Ok((r, w))
+    Ok(())
 }
 
 /// The bytes buffered in the pipe whose read end is `read_end`, left in place.

@@ -250,8 +250,9 @@ impl Tracee {
         }
     }
 
-    /// The registered restartable sequence, if any.
-    pub fn rseq(&self) -> Result<Option<RseqConfig>, SysError> {
+    /// The thread's rseq registration as `PTRACE_GET_RSEQ_CONFIGURATION` reports it, errors
+    /// included (the kernel lacks the request before Linux 5.13: `EIO`).
+    pub fn rseq_config(&self) -> Result<RseqConfig, SysError> {
         let mut conf = RseqConfig::default();
         // SAFETY: the kernel writes at most size_of::<RseqConfig>() bytes into `conf`.
         let r = unsafe {
@@ -263,24 +264,56 @@ impl Tracee {
             )
         };
         if r < 0 {
-            let e = Errno::last();
-            // Kernels before 5.13 lack the request: nothing to save then.
-            if e == Errno::EIO || e == Errno::EINVAL {
-                return Ok(None);
-            }
-            return Err(call_err("PTRACE_GET_RSEQ_CONFIGURATION", self.tid)(e));
+            return Err(call_err("PTRACE_GET_RSEQ_CONFIGURATION", self.tid)(
+                Errno::last(),
+            ));
         }
-        Ok((conf.rseq_abi_pointer != 0).then_some(conf))
+        Ok(conf)
+    }
+
+    /// The registered restartable sequence, if any.
+    pub fn rseq(&self) -> Result<Option<RseqConfig>, SysError> {
+        match self.rseq_config() {
+            Ok(conf) => Ok((conf.rseq_abi_pointer != 0).then_some(conf)),
+            // Kernels before 5.13 lack the request: nothing to save then.
+            Err(e) if matches!(e.errno(), Some(Errno::EIO | Errno::EINVAL)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The head and length of the thread's robust futex list (`get_robust_list`).
+    pub fn robust_list(&self) -> Result<(u64, u64), SysError> {
+        let mut head: u64 = 0;
+        let mut len: u64 = 0;
+        // SAFETY: the kernel writes one pointer into `head` and one size into `len`, both
+        // 8 bytes on x86_64 and alive across the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_get_robust_list,
+                self.tid,
+                &mut head as *mut u64,
+                &mut len as *mut u64,
+            )
+        };
+        if r < 0 {
+            return Err(call_err("get_robust_list", self.tid)(Errno::last()));
+        }
+        Ok((head, len))
+    }
+
+    /// Sends `sig` to this thread of process `pid` (`tgkill`).
+    pub fn tgkill(&self, pid: i32, sig: Signal) -> Result<(), SysError> {
+        // SAFETY: tgkill takes only integers and touches no memory of ours.
+        let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, self.tid, sig as libc::c_int) };
+        if r < 0 {
+            return Err(call_err("tgkill", self.tid)(Errno::last()));
+        }
+        Ok(())
     }
 
     /// Resumes until the next syscall entry or exit (`PTRACE_SYSCALL`).
     pub fn syscall_step(&self) -> Result<(), SysError> {
         ptrace::syscall(self.pid(), None).map_err(call_err("PTRACE_SYSCALL", self.tid))
-    }
-
-    /// Resumes with an optional signal.
-    pub fn cont(&self, sig: Option<Signal>) -> Result<(), SysError> {
-        ptrace::cont(self.pid(), sig).map_err(call_err("PTRACE_CONT", self.tid))
     }
 
     /// Lets the thread go.

@@ -221,6 +221,37 @@ impl Remote {
         Ok(u64::from_ne_bytes(b))
     }
 
+    /// Writes `s` NUL-terminated at the start of `scratch`; returns its address in the task.
+    /// The string lives until the next use of the scratch area's start.
+    pub fn put_cstr(&self, scratch: Scratch, s: &str) -> Result<u64, SysError> {
+        let mut b = Vec::with_capacity(s.len() + 1);
+        b.extend_from_slice(s.as_bytes());
+        b.push(0);
+        if u64::try_from(b.len()).map_or(true, |len| len > scratch.len) {
+            return Err(SysError::Remote {
+                name: "put_cstr",
+                tid: self.tid(),
+                errno: Errno::ENAMETOOLONG,
+            });
+        }
+        self.write_mem(scratch.addr, &b)?;
+        Ok(scratch.addr)
+    }
+
+    /// `open(path, flags)` inside the task, named `name` in errors and logs; returns the
+    /// task's new descriptor. The path is passed at the start of `scratch` (see
+    /// [`Remote::put_cstr`]), which the call owns until it returns.
+    pub fn open(
+        &mut self,
+        name: &'static str,
+        scratch: Scratch,
+        path: &str,
+        flags: i32,
+    ) -> Result<u64, SysError> {
+        let at = self.put_cstr(scratch, path)?;
+        self.syscall(name, libc::SYS_open, &[at, super::int_arg(flags), 0])
+    }
+
     /// Maps an anonymous read-write area of `len` bytes in the task.
     pub fn map_scratch(&mut self, len: u64) -> Result<Scratch, SysError> {
         let addr = self.syscall(

@@ -1,0 +1,141 @@
+//! The restored process's SELinux context, written by the process itself (only a task may
+//! change its own `attr/current`), and the refusals of that write, named.
+//!
+//! **The ordering rule:** the kernel lets a multi-threaded process change its context only to
+//! a context bounded by the old one (`security_bounded_transition`, the `EPERM` of
+//! `selinux_setprocattr`). So each process's context is written while it is still
+//! single-threaded, and only then are its threads created; they inherit it. [`ContextOrder`]
+//! names the two orders; only [`ContextOrder::BeforeThreads`] is correct, the other exists as
+//! a negative control for the lab.
+
+use super::RestoreError;
+use crate::selinux::{self, context_type, explain_denial, AccessOracle, KernelOracle};
+use crate::sys::{Remote, Scratch, SysError};
+use nix::errno::Errno;
+
+/// When a process's context is written relative to creating its threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContextOrder {
+    /// While single-threaded, then the threads (the rule).
+    #[default]
+    BeforeThreads,
+    /// After the threads exist: fails under SELinux unless bounded (negative control).
+    AfterThreads,
+}
+
+/// An SELinux refusal, named as the kernel reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum SelinuxRefusal {
+    #[error(
+        "SELinux refused to move process {pid} from {from:?} to {to:?} ({errno}): {why}; \
+         a policy allowing it says `{rules}` (see the audit log for the AVC record)"
+    )]
+    Denied {
+        pid: i32,
+        from: String,
+        to: String,
+        /// The permissions the kernel's access computation denies, named.
+        why: String,
+        rules: String,
+        errno: Errno,
+    },
+    #[error(
+        "SELinux refused to move multi-threaded process {pid} from {from:?} to {to:?}: the kernel allows a \
+         multi-threaded process only a context bounded by its old one (security_bounded_transition); \
+         write the context before creating threads, or declare `typebounds {from_type} {to_type};`"
+    )]
+    Bounded {
+        pid: i32,
+        from: String,
+        to: String,
+        from_type: String,
+        to_type: String,
+    },
+    #[error("SELinux does not know the context {to:?} (EINVAL) for process {pid}: is the policy module that declares it loaded?")]
+    Invalid { pid: i32, to: String },
+    #[error("writing the SELinux context {to:?} of process {pid}")]
+    Other {
+        pid: i32,
+        to: String,
+        #[source]
+        source: SysError,
+    },
+}
+
+/// Writes `value` to the calling thread's `/proc/thread-self/attr/NAME`.
+pub fn write_attr(
+    remote: &mut Remote,
+    scratch: Scratch,
+    name: &str,
+    value: &str,
+) -> Result<(), SysError> {
+    let fd = remote.open(
+        "open(attr)",
+        scratch,
+        &format!("/proc/thread-self/attr/{name}"),
+        libc::O_WRONLY | libc::O_CLOEXEC,
+    )?;
+    let written = remote.put_cstr(scratch, value).and_then(|buf| {
+        let len = u64::try_from(value.len()).unwrap_or(u64::MAX);
+        remote.syscall("write(attr)", libc::SYS_write, &[fd, buf, len])
+    });
+    remote.syscall("close", libc::SYS_close, &[fd])?;
+    written.map(drop)
+}
+
+/// Writes the process's context (its calling thread's, before it has other threads) when
+/// SELinux is on and the restore's rule ([`selinux::no_write`]) says it is written; `from` is
+/// its current context, the engine's.
+pub fn set_context(
+    remote: &mut Remote,
+    scratch: Scratch,
+    pid: i32,
+    from: &str,
+    to: &str,
+) -> Result<(), RestoreError> {
+    if selinux::enabled() && selinux::no_write(from, to).is_none() {
+        set_process_context(remote, scratch, pid, from, to)?;
+    }
+    Ok(())
+}
+
+/// Moves the process (its calling thread) to `to`; `from` is its current context.
+fn set_process_context(
+    remote: &mut Remote,
+    scratch: Scratch,
+    pid: i32,
+    from: &str,
+    to: &str,
+) -> Result<(), SelinuxRefusal> {
+    let Err(e) = write_attr(remote, scratch, "current", to) else {
+        return Ok(());
+    };
+    Err(match e.errno() {
+        Some(errno @ Errno::EACCES) => {
+            let oracle = KernelOracle::new().ok();
+            let (why, rules) =
+                explain_denial(oracle.as_ref().map(|o| o as &dyn AccessOracle), from, to);
+            SelinuxRefusal::Denied {
+                pid,
+                from: from.into(),
+                to: to.into(),
+                why,
+                rules,
+                errno,
+            }
+        }
+        Some(Errno::EPERM) => SelinuxRefusal::Bounded {
+            pid,
+            from: from.into(),
+            to: to.into(),
+            from_type: context_type(from).to_owned(),
+            to_type: context_type(to).to_owned(),
+        },
+        Some(Errno::EINVAL) => SelinuxRefusal::Invalid { pid, to: to.into() },
+        _ => SelinuxRefusal::Other {
+            pid,
+            to: to.into(),
+            source: e,
+        },
+    })
+}
