@@ -1,12 +1,12 @@
 //! The VM lab: builds and caches SELinux-enforcing guest images and runs them under QEMU.
 //!
 //! This crate owns everything about VMs (images, the cache, QEMU's command
-//! line, acceleration, the serial console, the guest channel's framing) and
-//! nothing about scenarios: what runs inside is the harness's business.
+//! line, acceleration, the serial console) and nothing about scenarios: what
+//! runs inside is the harness's business. Of the guest channel it knows the
+//! framing only (`crlab_protocol::frame`).
 
 pub mod accel;
 pub mod cache;
-pub mod channel;
 pub mod console;
 pub mod image;
 pub mod machine;

@@ -1,10 +1,10 @@
 //! A running lab VM: QEMU as a child that never outlives us, its console
 //! watched, its guest channel connected, every wait bounded.
 
-use crate::channel::{read_frame, write_frame, FrameError};
 use crate::console::{self, ConsoleWatch};
 use crate::monitor::{Monitor, MonitorError};
 use crate::qemu::VmConfig;
+use crlab_protocol::frame::{read_frame, write_frame, FrameError};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;

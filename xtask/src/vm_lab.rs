@@ -1,6 +1,6 @@
 //! `cargo xtask vm-test`: the SELinux conformance suite in the VM lab.
 //!
-//! Builds the payload (engine, agent, workloads) in release, makes sure the
+//! Builds the payload (engine, guest agent, workloads) in release, makes sure the
 //! lab's host packages are there, then runs the scenario runner (the
 //! `scenarios` test of crlab-harness) with `CRLAB_VM=1`: it builds or reuses
 //! the cached image, boots or warm-starts the VM and runs the catalog.
@@ -43,7 +43,7 @@ pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
         eprintln!("==> building the payload: crlab, the guest agent, the workloads (release)");
         cmd!(
             sh,
-            "{cargo} build --release -p crlab -p crlab-workloads -p crlab-harness --bins"
+            "{cargo} build --release -p crlab -p crlab-workloads -p crlab-agent --bins"
         )
         .run()?;
     }
@@ -72,7 +72,6 @@ pub fn command(sh: &Shell, args: &VmTestArgs) -> Result<ExitCode> {
     }
 }
 
-/// `cargo xtask image build|list|clean`, through the harness's `crlab-lab` binary.
 /// `cargo xtask lab-run`.
 #[derive(Debug, clap::Args)]
 pub struct LabRunArgs {
@@ -88,7 +87,11 @@ pub fn lab_run(sh: &Shell, args: &LabRunArgs) -> Result<()> {
     prereq::ensure(sh)?;
     prereq::ensure_lab(sh)?;
     let cargo = cargo();
-    cmd!(sh, "{cargo} build --release -p crlab-harness --bins").run()?;
+    cmd!(
+        sh,
+        "{cargo} build --release -p crlab-harness -p crlab-agent --bins"
+    )
+    .run()?;
     let bin = target_dir().join("release");
     let (lab, agent) = (bin.join("crlab-lab"), bin.join("crlab-agent"));
     let policy = crate::workspace_root().join("scenarios/policy");
@@ -105,6 +108,7 @@ pub fn lab_run(sh: &Shell, args: &LabRunArgs) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask image build|list|clean`, through the harness's `crlab-lab` binary.
 pub fn image(sh: &Shell, which: &str) -> Result<()> {
     let cargo = cargo();
     if which == "build" {
@@ -114,7 +118,11 @@ pub fn image(sh: &Shell, which: &str) -> Result<()> {
             bail!("building the lab image needs root (mmdebstrap, chroot): run it as root");
         }
     }
-    cmd!(sh, "{cargo} build --release -p crlab-harness --bins").run()?;
+    cmd!(
+        sh,
+        "{cargo} build --release -p crlab-harness -p crlab-agent --bins"
+    )
+    .run()?;
     let bin = target_dir().join("release");
     let lab = bin.join("crlab-lab");
     if which == "build" {

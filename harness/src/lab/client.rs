@@ -1,6 +1,6 @@
 //! Talking to the guest agent: one request, one response, with a deadline.
 
-use crate::protocol::{Request, RequestKind, Response, ResponseKind};
+use crlab_protocol::{Request, RequestKind, Response, ResponseKind};
 use crlab_vm::machine::{Machine, VmError};
 use prost::Message;
 use std::time::Duration;

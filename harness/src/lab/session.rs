@@ -3,7 +3,7 @@
 
 use super::client::{AgentError, Client};
 use super::recipe;
-use crate::protocol::{
+use crlab_protocol::{
     AuditRecords, AuditSince, CommandResult, Hello, HelloReply, PowerOff, ReadFile, Reexec,
     RequestKind, ResponseKind, RunCommand, WriteFile,
 };
@@ -71,7 +71,7 @@ pub enum LabError {
 }
 
 /// The agent's systemd unit, baked into the image.
-pub const UNIT: &str = include_str!("../../guest/crlab-agent.service");
+pub const UNIT: &str = include_str!("../../agent/guest/crlab-agent.service");
 
 fn sha256(data: &[u8]) -> String {
     Sha256::digest(data)

@@ -7,9 +7,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crlab_vm::channel::MAX_FRAME;
+use crlab_protocol::frame::MAX_FRAME;
 
-use crate::protocol::{FileData, ReadFile, WriteFile};
+use crlab_protocol::{FileData, ReadFile, WriteFile};
 
 /// Room left in a frame for the rest of the response around the file's bytes.
 const HEADROOM: u64 = 64 << 10;

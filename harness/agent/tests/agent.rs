@@ -9,11 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crlab_harness::protocol::{
+use crlab_protocol::frame::{read_frame, write_frame, MAX_FRAME};
+use crlab_protocol::{
     AuditSince, CommandResult, Hello, PowerOff, ReadFile, Reexec, Request, RequestKind, Response,
     ResponseKind, RunCommand, UnitAction, WriteFile,
 };
-use crlab_vm::channel::{read_frame, write_frame, MAX_FRAME};
 use prost::Message;
 use rstest::rstest;
 use sha2::{Digest, Sha256};
@@ -114,7 +114,7 @@ impl Agent {
         }
     }
 
-    fn hello(&mut self) -> crlab_harness::protocol::HelloReply {
+    fn hello(&mut self) -> crlab_protocol::HelloReply {
         match self.ok(RequestKind::Hello(Hello {})) {
             Some(ResponseKind::Hello(h)) => h,
             other => panic!("{other:?}"),

@@ -18,7 +18,7 @@ use super::{
     reaper::Reaper,
     selinux::{ExecContext, ExecContextError},
 };
-use crate::protocol::{CommandResult, RunCommand};
+use crlab_protocol::{CommandResult, RunCommand};
 
 /// Deadline of a command whose request gives none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -10,7 +10,7 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use super::{audit::Source, command, reaper::Reaper, selinux};
-use crate::protocol::HelloReply;
+use crlab_protocol::HelloReply;
 
 const SEMODULE_TIMEOUT: Duration = Duration::from_secs(120);
 

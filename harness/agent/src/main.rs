@@ -1,9 +1,9 @@
-//! `crlab-agent`: the guest agent binary (see `crlab_harness::agent` and `--help`).
+//! `crlab-agent`: the guest agent binary (see the `crlab_agent` library and `--help`).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use crlab_harness::agent::{config::USAGE, serve, Agent, Channel, Ended, Invocation};
+use crlab_agent::{config::USAGE, serve, Agent, Channel, Ended, Invocation};
 
 fn main() -> ExitCode {
     // stderr only: journald takes it under systemd; the serial console is never written.

@@ -1,6 +1,6 @@
 //! The agent's end of the guest channel: opening it, reading requests, writing responses.
 //!
-//! Frames are `crlab_vm::channel`'s. What cannot be read as a request (a frame
+//! Frames are `crlab_protocol::frame`'s. What cannot be read as a request (a frame
 //! that does not decode, an oversized or truncated frame) becomes
 //! [`Incoming::Bad`], which the server answers with `Response{id: 0, error}`.
 
@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crlab_vm::channel::{read_frame, write_frame, FrameError, MAX_FRAME};
+use crlab_protocol::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 use nix::{
     fcntl::{fcntl, FcntlArg, FdFlag},
     poll::{poll, PollFd, PollFlags, PollTimeout},
@@ -23,7 +23,7 @@ use nix::{
 use prost::Message;
 
 use super::config::ChannelSpec;
-use crate::protocol::{Request, Response};
+use crlab_protocol::{Request, Response};
 
 /// How long the device may take to appear (udev creates the by-name link).
 const DEVICE_WAIT: Duration = Duration::from_secs(30);

@@ -4,6 +4,11 @@
 //!
 //! The raw system interfaces sit in narrow modules ([`selinux`], [`capture`], [`channel`]);
 //! [`server`] is the loop, one module per request kind below it.
+//!
+//! This crate is the guest side of the lab's seam: it depends on `crlab-protocol` (the frame
+//! codec and the messages) and general crates, never on the host side (`crlab-vm`,
+//! `crlab-harness`). Its systemd unit is `guest/crlab-agent.service`, which the host bakes
+//! into the lab image.
 
 pub mod audit;
 pub mod capture;

@@ -18,10 +18,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crlab_vm::channel::MAX_FRAME;
+use crlab_protocol::frame::MAX_FRAME;
 
 use super::config::DEFAULT_AUDIT_LOG;
-use crate::protocol::AuditRecords;
+use crlab_protocol::AuditRecords;
 
 /// Set in markers that count kernel log records rather than audit log bytes.
 pub const KMSG_BIT: u64 = 1 << 63;

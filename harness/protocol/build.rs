@@ -1,5 +1,5 @@
 //! Compiles the guest channel protocol (`proto/agent.proto`) with protox (no
-//! `protoc` needed) into prost types for `crate::protocol`.
+//! `protoc` needed) into prost types for `crate::messages`.
 
 use std::{env, path::PathBuf};
 

@@ -12,7 +12,7 @@ use super::{
     reaper::Reaper,
     unit,
 };
-use crate::protocol::{Done, Request, RequestKind, Response, ResponseKind};
+use crlab_protocol::{Done, Request, RequestKind, Response, ResponseKind};
 
 /// How often a persistent channel is looked at again while the host is away.
 const RECONNECT_POLL: Duration = Duration::from_millis(200);

@@ -3,11 +3,11 @@
 
 use std::{os::unix::net::UnixStream, time::Duration};
 
-use crlab_harness::{
-    agent::{serve, Agent, Channel, Config, Ended},
-    protocol::{Hello, Request, RequestKind, Response, ResponseKind, RunCommand},
+use crlab_agent::{serve, Agent, Channel, Config, Ended};
+use crlab_protocol::{
+    frame::{read_frame, write_frame},
+    Hello, Request, RequestKind, Response, ResponseKind, RunCommand,
 };
-use crlab_vm::channel::{read_frame, write_frame};
 use prost::Message;
 
 #[test]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{command, reaper::Reaper};
-use crate::protocol::{CommandResult, UnitAction};
+use crlab_protocol::{CommandResult, UnitAction};
 
 /// Longer than systemd's default start timeout (90 s), so systemd reports first.
 pub const TIMEOUT: Duration = Duration::from_secs(120);

@@ -1,7 +1,7 @@
 //! The guest channel's messages (`proto/agent.proto`, package `crlab.agent.v1`), as prost types.
 //!
-//! Each message travels in one frame of `crlab_vm::channel`; the host sends a
-//! [`Request`] and waits for the [`Response`] with the same id.
+//! Each message travels in one frame of [`crate::frame`]; the host sends a [`Request`] and
+//! waits for the [`Response`] with the same id.
 
 #![allow(clippy::doc_markdown)]
 

@@ -1,9 +1,9 @@
 //! The guest channel's framing: length-prefixed messages over a byte stream
-//! (QEMU's virtio-serial port on one side, its UNIX socket on the other).
+//! (QEMU's virtio-serial port in the guest, its UNIX socket on the host).
 //!
 //! A frame is a little-endian u32 length followed by that many bytes. The
-//! length is bounded before anything is allocated; the message inside is the
-//! harness's business (prost).
+//! length is bounded before anything is allocated; what a frame holds is
+//! [`crate::messages`]' business.
 
 use std::io::{self, Read, Write};
 
