@@ -1,5 +1,6 @@
-//! The host side of the lab: the Debian image recipe, a booted (or warm-started)
-//! VM with its agent, and the agent client.
+//! The host side of the lab: the Debian image recipe ([`recipe`]), the agent's steps around
+//! `crlab_vm::boot` ([`session`]: its readiness, then the runner's requests), and the agent
+//! client ([`client`]: one request, one response, with a deadline).
 
 pub mod client;
 pub mod recipe;

@@ -1,5 +1,6 @@
-//! A lab VM ready for scenarios: image ensured, accelerator chosen, booted or
-//! warm-started, agent answering, and the agent brought up to date.
+//! A lab VM ready for scenarios: brought up by `crlab_vm::boot`, with the agent's steps as
+//! its readiness (hello, the agent brought up to date, the guest settled, SELinux
+//! enforcing), and the requests the runner makes of the agent.
 
 use super::client::{AgentError, Client};
 use super::recipe;
@@ -7,12 +8,13 @@ use crlab_protocol::{
     AuditRecords, AuditSince, CommandResult, Hello, HelloReply, PowerOff, ReadFile, Reexec,
     RequestKind, ResponseKind, RunCommand, WriteFile,
 };
+use crlab_vm::boot::{self, BootError, BootSpec, Start};
 use crlab_vm::machine::{Machine, VmError};
-use crlab_vm::qemu::{lab_cmdline, Accel, VmConfig};
-use crlab_vm::{accel, image, warm};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+pub use crlab_vm::boot::Timings;
 
 /// How to start the lab.
 #[derive(Debug, Clone)]
@@ -29,15 +31,6 @@ pub struct LabOptions {
     pub cold_boot_timeout: Duration,
 }
 
-/// What starting the lab took.
-#[derive(Debug, Clone, Default)]
-pub struct Timings {
-    pub image: Duration,
-    pub boot_to_ready: Duration,
-    pub warm: bool,
-    pub accel: String,
-}
-
 /// A running lab VM.
 pub struct Lab {
     machine: Machine,
@@ -49,29 +42,38 @@ pub struct Lab {
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     #[error(transparent)]
-    Image(#[from] image::ImageError),
-    #[error(transparent)]
-    Warm(#[from] warm::WarmError),
-    #[error(transparent)]
-    Vm(#[from] VmError),
+    Boot(#[from] BootError),
     #[error(transparent)]
     Agent(#[from] AgentError),
-    #[error(transparent)]
-    Monitor(#[from] crlab_vm::monitor::MonitorError),
     #[error("reading the agent binary {path}")]
     AgentBinary {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the guest agent was not replaced (it still reports sha256 {sha256}): see \
+         `journalctl -u crlab-agent` in the guest"
+    )]
+    AgentNotReplaced { sha256: String },
+    #[error(
+        "the guest did not settle: `systemctl is-system-running` says {state:?}, not running \
+         or degraded"
+    )]
+    NotSettled { state: String },
     #[error("the guest runs SELinux {mode}, the lab needs enforcing (kernel {kernel})")]
     NotEnforcing { mode: String, kernel: String },
-    #[error("{0}")]
-    Guest(String),
 }
 
 /// The agent's systemd unit, baked into the image.
 pub const UNIT: &str = include_str!("../../agent/guest/crlab-agent.service");
+
+/// Where an agent sent over the channel is written. Not /run: systemd mounts it noexec, and
+/// the exec would fail with EACCES.
+const UPDATED_AGENT_PATH: &str = "/var/lib/crlab/crlab-agent";
+
+/// How long a warm-started guest's agent may take to answer.
+const WARM_HELLO: Duration = Duration::from_secs(60);
 
 fn sha256(data: &[u8]) -> String {
     Sha256::digest(data)
@@ -87,120 +89,26 @@ impl Lab {
             path: opts.agent.clone(),
             source,
         })?;
-        let agent_sha = sha256(&agent);
-        let t0 = Instant::now();
         let recipe = recipe::debian(agent.clone(), UNIT, opts.policy_modules.clone());
-        let img = image::ensure(&recipe, progress)?;
-        let image_time = t0.elapsed();
-
-        let choice = accel::choose(
-            &opts.qemu,
-            &img.kernel,
-            &img.initrd,
-            &opts.run_dir,
-            Duration::from_secs(6),
-        );
-        if choice.accel == Accel::Tcg {
-            progress(&format!("notice: {}", choice.reason));
-        } else {
-            progress(&choice.reason);
-        }
-        let mut config = VmConfig {
-            accel: choice.accel,
+        let spec = BootSpec {
+            qemu: opts.qemu.clone(),
             memory_mib: opts.memory_mib,
             cpus: opts.cpus,
-            kernel: img.kernel.clone(),
-            initrd: img.initrd.clone(),
-            cmdline: lab_cmdline(""),
-            disk: opts.run_dir.join("disk.qcow2"),
-            console_log: opts.run_dir.join("console.log"),
-            channel_socket: opts.run_dir.join("agent.sock"),
-            monitor_socket: opts.run_dir.join("monitor.sock"),
-            loadvm: None,
+            run_dir: opts.run_dir.clone(),
         };
-        let cache = crlab_vm::cache::cache_dir().map_err(image::ImageError::from)?;
-        let saved = warm::path(
-            &cache,
-            &warm::key(&img, &warm::qemu_version(&opts.qemu), &config),
-        );
-        let is_warm = warm::prepare_disk(&img, &saved, &config.disk)?;
-        if is_warm {
-            config.loadvm = Some(warm::SNAPSHOT.into());
-            progress("starting the lab VM from its saved state (warm start)");
-        } else {
-            progress("booting the lab VM (cold boot; its state is saved for the next runs)");
-        }
-        let boot = Instant::now();
-        let mut machine = Machine::start(&opts.qemu, config)?;
-        machine.connect_channel(Duration::from_secs(30))?;
         let mut client = Client::default();
-        let timeout = if is_warm {
-            Duration::from_secs(60)
-        } else {
-            opts.cold_boot_timeout
-        };
-        let mut hello = wait_hello(&mut machine, &mut client, timeout)?;
-        if hello.agent_sha256 != agent_sha {
-            progress("updating the guest agent");
-            // Not /run: systemd mounts it noexec, and the exec would fail with EACCES.
-            let path = "/var/lib/crlab/crlab-agent";
-            write(&mut machine, &mut client, path, &agent, 0o755)?;
-            client.call(
-                &mut machine,
-                "replacing the agent",
-                RequestKind::Reexec(Reexec { path: path.into() }),
-                Duration::from_secs(10),
-            )?;
-            hello = wait_hello(&mut machine, &mut client, Duration::from_secs(30))?;
-            if hello.agent_sha256 != agent_sha {
-                return Err(LabError::Guest(format!(
-                    "the guest agent was not replaced (it still reports sha256 {}): see \
-                     `journalctl -u crlab-agent` in the guest",
-                    hello.agent_sha256
-                )));
-            }
-        }
-        if !is_warm {
-            progress("waiting for the guest's services to settle");
-            let r = run(
-                &mut machine,
-                &mut client,
-                &["systemctl", "is-system-running", "--wait"],
-                Duration::from_secs(300),
-            )?;
-            let state = String::from_utf8_lossy(&r.stdout).trim().to_string();
-            if state != "running" && state != "degraded" {
-                return Err(LabError::Guest(format!(
-                    "the guest did not settle: systemctl says {state:?}"
-                )));
-            }
-            progress("saving the VM state for warm starts");
-            let mut mon = machine.monitor(Duration::from_secs(120))?;
-            mon.command("stop", Duration::from_secs(10))?;
-            mon.command(
-                &format!("savevm {}", warm::SNAPSHOT),
-                Duration::from_secs(300),
-            )?;
-            warm::store(machine.disk(), &saved)?;
-            mon.command("cont", Duration::from_secs(10))?;
-        }
-        let boot_to_ready = boot.elapsed();
-        if hello.selinux_mode != "enforcing" {
-            return Err(LabError::NotEnforcing {
-                mode: hello.selinux_mode.clone(),
-                kernel: hello.kernel.clone(),
-            });
-        }
+        let booted = boot::boot(&spec, &recipe, progress, |machine, start, progress| {
+            let hello_timeout = match start {
+                Start::Warm => WARM_HELLO,
+                Start::Cold => opts.cold_boot_timeout,
+            };
+            ready(machine, &mut client, start, &agent, hello_timeout, progress)
+        })?;
         Ok(Lab {
-            machine,
+            machine: booted.machine,
             client,
-            hello,
-            timings: Timings {
-                image: image_time,
-                boot_to_ready,
-                warm: is_warm,
-                accel: choice.reason,
-            },
+            hello: booted.ready,
+            timings: booted.timings,
         })
     }
 
@@ -213,8 +121,8 @@ impl Lab {
         run_as(&mut self.machine, &mut self.client, argv, context, timeout)
     }
 
-    /// Starts a program in the background; its output goes to `log`; returns its pid.
-    /// Starts a program in the background with `env` added to a clean environment.
+    /// Starts a program in the background with `env` added to a clean environment; its
+    /// output goes to `log`; returns its pid.
     pub fn spawn(
         &mut self,
         argv: &[&str],
@@ -293,13 +201,64 @@ impl Lab {
         );
         self.machine.shutdown();
     }
-
-    pub fn qemu_pid(&self) -> Option<u32> {
-        self.machine.pid()
-    }
 }
 
-/// Asks Hello every two seconds until the agent answers or `timeout` passes.
+/// The agent's steps of readiness: its hello; the host's agent binary sent and exec'd when
+/// the guest runs another; after a cold boot, the guest's services settled; SELinux
+/// enforcing (checked before a cold boot's state is saved, so no refused state is kept).
+fn ready(
+    machine: &mut Machine,
+    client: &mut Client,
+    start: Start,
+    agent: &[u8],
+    hello_timeout: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Result<HelloReply, LabError> {
+    let agent_sha = sha256(agent);
+    let mut hello = wait_hello(machine, client, hello_timeout)?;
+    if hello.agent_sha256 != agent_sha {
+        progress("updating the guest agent");
+        write(machine, client, UPDATED_AGENT_PATH, agent, 0o755)?;
+        client.call(
+            machine,
+            "replacing the agent",
+            RequestKind::Reexec(Reexec {
+                path: UPDATED_AGENT_PATH.into(),
+            }),
+            Duration::from_secs(10),
+        )?;
+        hello = wait_hello(machine, client, Duration::from_secs(30))?;
+        if hello.agent_sha256 != agent_sha {
+            return Err(LabError::AgentNotReplaced {
+                sha256: hello.agent_sha256,
+            });
+        }
+    }
+    if start == Start::Cold {
+        progress("waiting for the guest's services to settle");
+        let r = run_as(
+            machine,
+            client,
+            &["systemctl", "is-system-running", "--wait"],
+            "",
+            Duration::from_secs(300),
+        )?;
+        let state = String::from_utf8_lossy(&r.stdout).trim().to_string();
+        if state != "running" && state != "degraded" {
+            return Err(LabError::NotSettled { state });
+        }
+    }
+    if hello.selinux_mode != "enforcing" {
+        return Err(LabError::NotEnforcing {
+            mode: hello.selinux_mode,
+            kernel: hello.kernel,
+        });
+    }
+    Ok(hello)
+}
+
+/// Asks Hello, again after each call that timed out (at most 5 s each), until the agent
+/// answers or `timeout` passes.
 fn wait_hello(
     machine: &mut Machine,
     client: &mut Client,
@@ -328,15 +287,6 @@ fn wait_hello(
     }
 }
 
-fn run(
-    machine: &mut Machine,
-    client: &mut Client,
-    argv: &[&str],
-    timeout: Duration,
-) -> Result<CommandResult, LabError> {
-    run_as(machine, client, argv, "", timeout)
-}
-
 fn run_as(
     machine: &mut Machine,
     client: &mut Client,
@@ -350,7 +300,7 @@ fn run_as(
         RequestKind::Run(RunCommand {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             context: context.into(),
-            timeout_ms: timeout.as_millis() as u32,
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             env: vec![],
             cwd: "/".into(),
             background: false,
