@@ -23,7 +23,8 @@ Every command:
   cargo xtask vm-test [-- ARGS]        the VM suite (root); ARGS go to the scenario runner: FILTER, --list, --exact
   cargo xtask prereqs                  check the host packages the build needs, install what is missing
   cargo xtask bench engine [--reps N]  crlab dump/restore of 10 MiB and 1 GiB against memcpy (root)
-  cargo xtask image build|list|clean   the lab image cache (build needs root)";
+  cargo xtask image build|list|clean   the lab image cache (build needs root)
+  cargo xtask lab-run -- COMMAND...    one command in the lab VM, its output printed (--context CTX)";
 
 /// crlab's developer commands.
 ///
