@@ -156,7 +156,7 @@ fn sample_mm() -> Mm {
     let vma = |start: u64, end: u64, prot: i32, kind: VmaKind, path: &str| Vma {
         start,
         end,
-        prot: prot as u32,
+        prot: u32::try_from(prot).expect("protection bits are not negative"),
         kind: kind as i32,
         path: path.into(),
         pgoff: 0,
@@ -231,7 +231,7 @@ fn sample_core(tid: u32) -> ThreadCore {
     ThreadCore {
         tid,
         regs: Some(GpRegs {
-            rax: (-libc::EINTR) as u64,
+            rax: u64::from_ne_bytes(i64::from(-libc::EINTR).to_ne_bytes()),
             orig_rax: 230,
             rip: 0x40_1234,
             rsp: 0x7ffd_0002_0f00,
@@ -551,7 +551,7 @@ fn pages_round_trip_in_any_chunking() {
 fn large_and_empty_pages_files_round_trip() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut w = ImageDirWriter::create(tmp.path()).expect("create");
-    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 256) as u8).collect();
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7).to_le_bytes()[0]).collect();
     let mut pw = w.pages_writer(1).expect("pages 1");
     for _ in 0..8 {
         pw.write_all(&chunk).expect("1 MiB");
@@ -774,7 +774,7 @@ fn a_flipped_page_byte_fails_the_checksum_at_finish() {
     // Pages are not hashed at open (they can be GiBs): the size still matches.
     let reader = dump.open().expect("open checks the size only");
     let mut pages = reader.pages(PID).expect("pages");
-    let mut buf = vec![0u8; pages.len() as usize];
+    let mut buf = vec![0u8; usize::try_from(pages.len()).expect("a test dump fits in memory")];
     pages.read_exact(&mut buf).expect("read");
     let err = pages.finish().expect_err("checksum");
     assert_error(&err, "Checksum", &dump.path(&name));

@@ -209,7 +209,8 @@ fn run(command: Command) -> Result<ExitCode> {
 fn wait_for(pid: i32) -> Result<ExitCode> {
     loop {
         match waitpid(Pid::from_raw(pid), None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code as u8)),
+            // An exit status is the low byte of the code the process passed to exit.
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code.to_le_bytes()[0])),
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitCode::from(128 + sig as u8)),
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,

@@ -42,6 +42,15 @@ pub enum DumpError {
         #[source]
         source: SysError,
     },
+    #[error(
+        "{what} of process {pid} is {value}, which the image format cannot record; the kernel \
+         reported something crlab does not expect, dump on a supported kernel"
+    )]
+    OutOfRange {
+        pid: i32,
+        what: &'static str,
+        value: i64,
+    },
     #[error("transport socket to process {pid}: {what}")]
     Transport { pid: i32, what: String },
     #[error(transparent)]
@@ -52,4 +61,15 @@ pub enum DumpError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Selinux(#[from] SelinuxError),
+}
+
+/// `value` (a pid, a descriptor number, a flag the kernel reported about process `pid`) as
+/// the unsigned number the image records.
+pub fn image_u32(
+    pid: i32,
+    what: &'static str,
+    value: impl Into<i64> + Copy,
+) -> Result<u32, DumpError> {
+    let value: i64 = value.into();
+    u32::try_from(value).map_err(|_| DumpError::OutOfRange { pid, what, value })
 }

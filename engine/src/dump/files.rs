@@ -1,6 +1,7 @@
 //! Descriptors of a dumped process: what each one is, and the open file
 //! descriptions behind them (shared ones recognised with `kcmp`).
 
+use super::error::image_u32;
 use super::DumpError;
 use crate::image::schema::{file_entry, Fd, FileEntry, PathFile, PathFileType, Pipe, PipeEnd};
 use crate::procfs::{read_link, FdInfo};
@@ -132,7 +133,7 @@ impl FileTableBuilder {
             });
         }
         let mut table = Vec::with_capacity(descs.len());
-        let me = std::process::id() as i32;
+        let me = nix::unistd::getpid().as_raw();
         for (desc, fd) in descs.iter().zip(received) {
             let meta = nix::sys::stat::fstat(&fd).map_err(|source| crate::sys::SysError::Call {
                 op: "fstat",
@@ -150,7 +151,12 @@ impl FileTableBuilder {
             let id = match id {
                 Some(id) => id,
                 None => {
-                    let id = self.files.len() as u32 + 1;
+                    let id =
+                        u32::try_from(self.files.len() + 1).map_err(|_| DumpError::OutOfRange {
+                            pid,
+                            what: "the number of open files of the tree",
+                            value: i64::try_from(self.files.len()).unwrap_or(i64::MAX),
+                        })?;
                     let flags = desc.info.flags & !(libc::O_CLOEXEC as u32);
                     let kind = match &desc.kind {
                         FdKind::Path { path, ftype } => file_entry::Kind::Path(PathFile {
@@ -179,7 +185,7 @@ impl FileTableBuilder {
                 }
             };
             table.push(Fd {
-                fd: desc.fd as u32,
+                fd: image_u32(pid, "a descriptor number", desc.fd)?,
                 file_id: id,
                 cloexec: desc.info.flags & libc::O_CLOEXEC as u32 != 0,
             });
@@ -237,7 +243,7 @@ mod tests {
 
     #[test]
     fn classifies_our_own_descriptors() {
-        let me = std::process::id() as i32;
+        let me = nix::unistd::getpid().as_raw();
         let devnull = std::fs::File::open("/dev/null").unwrap();
         let d = classify(me, devnull.as_raw_fd()).unwrap();
         assert_eq!(

@@ -4,7 +4,7 @@ use super::DumpError;
 use crate::image::schema::{PagemapEntry, Vma, VmaKind};
 use crate::image::PagesWriter;
 use crate::procfs::{MapEntry, PagemapReader};
-use crate::sys::{Remote, PAGE_SIZE};
+use crate::sys::{usize_of, Remote, PAGE_SIZE};
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
 use std::io::IoSliceMut;
@@ -110,10 +110,10 @@ pub fn dump_pages(
             let mut off = 0u64;
             let len = n * PAGE_SIZE;
             while off < len {
-                let take = ((len - off) as usize).min(COPY_CHUNK - filled);
+                let take = usize_of(len - off).min(COPY_CHUNK - filled);
                 if readable {
                     batch.push(RemoteIoVec {
-                        base: (addr + off) as usize,
+                        base: usize_of(addr + off),
                         len: take,
                     });
                 } else {

@@ -12,6 +12,7 @@ mod seize;
 mod thread;
 mod transport;
 
+use error::image_u32;
 pub use error::DumpError;
 pub use transport::SocketLabel;
 
@@ -20,7 +21,7 @@ use crate::image::schema::{
 };
 use crate::image::{self, FileKind, ImageDirWriter};
 use crate::procfs::{self, MapEntry, Stat, Status};
-use crate::sys::{find_syscall_gadget, rlimit, PAGE_SIZE, RLIMITS};
+use crate::sys::{find_syscall_gadget, rlimit, PAGE_SIZE_U32, RLIMITS};
 use files::FileTableBuilder;
 use seize::SeizedTree;
 use std::path::PathBuf;
@@ -72,7 +73,7 @@ fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
     if !std::path::Path::new(&format!("/proc/{root}")).exists() || root <= 0 {
         return Err(DumpError::NoSuchProcess { pid: root });
     }
-    let mut me = std::process::id() as i32;
+    let mut me = nix::unistd::getpid().as_raw();
     while me > 1 {
         if me == root {
             return Err(DumpError::SelfDump { pid: root });
@@ -110,17 +111,22 @@ fn dump_seized(opts: &DumpOptions, tree: &mut SeizedTree) -> Result<DumpSummary,
             dump_process(opts, tree, proc_idx, &stat, &mut files, &mut images)?;
         page_bytes += bytes;
         threads += cores.len();
+        let image_pid = image_u32(pid, "the pid", pid)?;
         pstree.processes.push(ProcessEntry {
-            pid: pid as u32,
-            ppid: if pid == root { 0 } else { stat.ppid as u32 },
-            pgid: stat.pgid as u32,
-            sid: stat.sid as u32,
+            pid: image_pid,
+            ppid: if pid == root {
+                0
+            } else {
+                image_u32(pid, "the parent pid", stat.ppid)?
+            },
+            pgid: image_u32(pid, "the process group", stat.pgid)?,
+            sid: image_u32(pid, "the session", stat.sid)?,
             threads: cores.iter().map(|c| c.tid).collect(),
             state: ProcessState::Alive as i32,
             exit_status: 0,
         });
-        images.write_message(&image::task_name(pid as u32), FileKind::Task, &task)?;
-        images.write_message(&image::mm_name(pid as u32), FileKind::Mm, &mm)?;
+        images.write_message(&image::task_name(image_pid), FileKind::Task, &task)?;
+        images.write_message(&image::mm_name(image_pid), FileKind::Mm, &mm)?;
         for core in &cores {
             images.write_message(&image::core_name(core.tid), FileKind::Core, core)?;
         }
@@ -130,16 +136,16 @@ fn dump_seized(opts: &DumpOptions, tree: &mut SeizedTree) -> Result<DumpSummary,
     let inventory = Inventory {
         format_version: image::FORMAT_VERSION,
         engine_version: env!("CARGO_PKG_VERSION").to_string(),
-        root_pid: root as u32,
+        root_pid: image_u32(root, "the pid", root)?,
         kernel_release: nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
         selinux_enabled: crate::selinux::enabled(),
         created_unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0),
-        page_size: PAGE_SIZE as u32,
+        page_size: PAGE_SIZE_U32,
         files: Vec::new(),
     };
     images.commit(inventory)?;
@@ -207,13 +213,15 @@ fn dump_process(
         .pending_signals(true)?
         .into_iter()
         .map(|raw| SigInfo {
-            signo: i32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]) as u32,
+            // si_signo, the first int of the siginfo: a signal number, never negative.
+            signo: u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]),
             raw: raw.to_vec(),
         })
         .collect();
 
     // Memory, last: nothing above may change it.
-    let mut pages = images.pages_writer(pid as u32)?;
+    let image_pid = image_u32(pid, "the pid", pid)?;
+    let mut pages = images.pages_writer(image_pid)?;
     let pagemap = memory::dump_pages(pid, &proc.remotes[0], &vmas, &mut pages)?;
     let page_bytes = pages.finish()?;
     debug!(page_bytes, vmas = vmas.len(), "memory dumped");
@@ -230,7 +238,7 @@ fn dump_process(
         .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
         .unwrap_or(0);
     let task = Task {
-        pid: pid as u32,
+        pid: image_pid,
         creds: Some(Credentials {
             uid: status.uids[0],
             euid: status.uids[1],
@@ -249,7 +257,11 @@ fn dump_process(
         fds,
         shared_pending,
         personality,
-        dumpable: Some(dumpable as u32),
+        dumpable: Some(image_u32(
+            pid,
+            "the dumpable flag",
+            i64::try_from(dumpable).unwrap_or(i64::MAX),
+        )?),
     };
     let mm = Mm {
         vmas,

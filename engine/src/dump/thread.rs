@@ -1,5 +1,6 @@
 //! Per-thread state and signal dispositions, read through ptrace and remote calls.
 
+use super::error::image_u32;
 use super::DumpError;
 use crate::image::schema::{GpRegs, Rseq, SigAction, SigAltStack, SigInfo, ThreadCore};
 use crate::procfs;
@@ -42,12 +43,13 @@ pub fn dump_thread(
         .pending_signals(false)?
         .into_iter()
         .map(|raw| SigInfo {
-            signo: i32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]) as u32,
+            // si_signo, the first int of the siginfo: a signal number, never negative.
+            signo: u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]),
             raw: raw.to_vec(),
         })
         .collect();
     Ok(ThreadCore {
-        tid: tid as u32,
+        tid: image_u32(pid, "a thread id", tid)?,
         regs: Some(GpRegs::from(&regs)),
         xstate,
         sigmask,
@@ -68,20 +70,20 @@ pub fn dump_thread(
 /// Every signal's disposition (`rt_sigaction` with a null new action).
 pub fn sigactions(remote: &mut Remote, scratch: Scratch) -> Result<Vec<SigAction>, DumpError> {
     let mut out = Vec::new();
-    for signo in 1..=64u64 {
-        if signo == libc::SIGKILL as u64 || signo == libc::SIGSTOP as u64 {
+    for signo in 1..=64u32 {
+        if signo == libc::SIGKILL as u32 || signo == libc::SIGSTOP as u32 {
             continue;
         }
         remote.syscall(
             "rt_sigaction",
             libc::SYS_rt_sigaction,
-            &[signo, 0, scratch.addr, 8],
+            &[u64::from(signo), 0, scratch.addr, 8],
         )?;
         let mut b = [0u8; 32];
         remote.read_mem(scratch.addr, &mut b)?;
         let w = |i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         out.push(SigAction {
-            signo: signo as u32,
+            signo,
             handler: w(0),
             flags: w(1),
             restorer: w(2),

@@ -13,7 +13,7 @@
 
 use super::DumpError;
 use crate::selinux::{self, context_type};
-use crate::sys::{accept, recv_fds, Remote, Scratch, FDS_PER_MESSAGE};
+use crate::sys::{accept, recv_fds, usize_of, Remote, Scratch, FDS_PER_MESSAGE};
 use nix::sys::socket::{
     bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
 };
@@ -92,7 +92,9 @@ impl Transport {
 
         // struct sockaddr_un for an abstract name: family, NUL, name.
         let mut sa = Vec::with_capacity(3 + name.len());
-        sa.extend_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        let family = libc::sa_family_t::try_from(libc::AF_UNIX)
+            .map_err(|_| terr("the AF_UNIX address family".into()))?;
+        sa.extend_from_slice(&family.to_ne_bytes());
         sa.push(0);
         sa.extend_from_slice(name.as_bytes());
         remote.write_mem(scratch.addr + ScratchLayout::ADDR, &sa)?;
@@ -181,14 +183,14 @@ impl Transport {
             iov.extend_from_slice(&1u64.to_ne_bytes());
             remote.write_mem(scratch.addr + ScratchLayout::IOV, &iov)?;
             remote.write_mem(scratch.addr + ScratchLayout::BYTE, b"F")?;
-            let mut cmsg = Vec::with_capacity(space as usize);
+            let mut cmsg = Vec::with_capacity(usize_of(space));
             cmsg.extend_from_slice(&cmsg_len.to_ne_bytes());
             cmsg.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
             cmsg.extend_from_slice(&libc::SCM_RIGHTS.to_ne_bytes());
             for fd in chunk {
                 cmsg.extend_from_slice(&fd.to_ne_bytes());
             }
-            cmsg.resize(space as usize, 0);
+            cmsg.resize(usize_of(space), 0);
             remote.write_mem(scratch.addr + ScratchLayout::CMSG, &cmsg)?;
             remote.syscall(
                 "sendmsg",

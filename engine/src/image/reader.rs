@@ -321,7 +321,7 @@ fn read_message_file<M: prost::Message + Default>(
         });
     }
     // `len` is at most MAX_MESSAGE_LEN and at most the file's size.
-    let len = len as usize;
+    let len = crate::sys::usize_of(len);
     let mut body = Vec::with_capacity(len);
     let already = &head[start..];
     body.extend_from_slice(&already[..already.len().min(len)]);

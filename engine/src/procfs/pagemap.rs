@@ -39,7 +39,7 @@ impl PagemapReader {
         let mut done = 0u64;
         while done < pages {
             let n = (pages - done).min(65536);
-            let bytes = &mut buf[..(n * 8) as usize];
+            let bytes = &mut buf[..crate::sys::usize_of(n * 8)];
             self.file
                 .read_exact_at(bytes, (start / 4096 + done) * 8)
                 .map_err(|source| ProcError::Io {

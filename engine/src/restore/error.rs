@@ -36,6 +36,14 @@ pub enum RestoreError {
     Sys(#[from] SysError),
 }
 
+/// An id of the images (a pid, a tid, a process group) as the kernel's `pid_t`: an id above
+/// `i32::MAX`, which only a damaged or hostile image holds, is an error, never a wrapped id.
+pub fn task_id(id: u32) -> Result<i32, RestoreError> {
+    i32::try_from(id).map_err(|_| {
+        RestoreError::Inconsistent(format!("the images name task id {id}, which is not a pid"))
+    })
+}
+
 /// Adds "what was being restored" to a system error.
 pub trait StepContext<T> {
     fn step(self, pid: i32, what: &'static str) -> Result<T, RestoreError>;

@@ -11,7 +11,7 @@ use super::RestoreError;
 use crate::image::schema::{Mm, Vma, VmaKind};
 use crate::image::PagesReader;
 use crate::procfs::MapEntry;
-use crate::sys::{Remote, Scratch, PAGE_SIZE};
+use crate::sys::{int_arg, usize_of, Remote, Scratch, PAGE_SIZE};
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
 use std::io::IoSlice;
@@ -148,14 +148,14 @@ pub fn map_trampoline(
 /// practice) and the file offset of a `syscall` instruction in it whose two
 /// bytes lie in one page.
 fn own_syscall_instruction() -> Result<(String, u64), RestoreError> {
-    let me = std::process::id() as i32;
+    let me = nix::unistd::getpid().as_raw();
     let exe = std::fs::read_link("/proc/self/exe")
         .map(|p| p.to_string_lossy().into_owned())
         .map_err(|e| RestoreError::Inconsistent(format!("reading /proc/self/exe: {e}")))?;
     let maps = MapEntry::read(me).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
     let mem = std::fs::File::open("/proc/self/mem")
         .map_err(|e| RestoreError::Inconsistent(format!("opening /proc/self/mem: {e}")))?;
-    let mut page = vec![0u8; PAGE_SIZE as usize];
+    let mut page = vec![0u8; usize_of(PAGE_SIZE)];
     for m in maps.iter().filter(|m| {
         m.prot_exec() && m.path.starts_with('/') && m.path != exe && !m.path.ends_with(" (deleted)")
     }) {
@@ -391,7 +391,7 @@ pub fn map_one(
         let r = remote.syscall(
             "mmap",
             libc::SYS_mmap,
-            &[v.start, len, v.prot as u64, flags as u64, fd, offset],
+            &[v.start, len, u64::from(v.prot), int_arg(flags), fd, offset],
         );
         if fd != u64::MAX {
             remote
@@ -453,13 +453,13 @@ pub fn fill_pages(
         let writable = vma.prot & libc::PROT_WRITE as u32 != 0;
         let mut off = 0u64;
         while off < len {
-            let take = ((len - off) as usize).min(COPY_CHUNK);
+            let take = usize_of(len - off).min(COPY_CHUNK);
             pages.read_exact(&mut buf[..take])?;
             let addr = e.vaddr + off;
             if writable {
                 let local = [IoSlice::new(&buf[..take])];
                 let remote_iov = [RemoteIoVec {
-                    base: addr as usize,
+                    base: usize_of(addr),
                     len: take,
                 }];
                 let n = process_vm_writev(Pid::from_raw(pid), &local, &remote_iov).map_err(
@@ -549,8 +549,11 @@ pub fn set_mm_fields(
     ] {
         map.extend_from_slice(&w.to_ne_bytes());
     }
-    map.extend_from_slice(&(auxv_bytes.len() as u32).to_ne_bytes());
-    map.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
+    // At most 1024 bytes (checked above), and a descriptor number: both fit a u32.
+    let auxv_size = u32::try_from(auxv_bytes.len()).unwrap_or(u32::MAX);
+    let exe_fd_u32 = u32::try_from(exe_fd).unwrap_or(u32::MAX);
+    map.extend_from_slice(&auxv_size.to_ne_bytes());
+    map.extend_from_slice(&exe_fd_u32.to_ne_bytes());
     remote
         .write_mem(scratch.addr + 3072, &map)
         .step(pid, "the mm fields")?;

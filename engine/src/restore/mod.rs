@@ -20,7 +20,7 @@ use crate::image::schema::{Fd, FileTable, Mm, ProcessEntry, Task, ThreadCore};
 use crate::image::{self, FileKind, ImageDirReader};
 use crate::procfs::{self, MapEntry};
 use crate::sys::{find_syscall_gadget, rlimit, set_rlimit, Remote, Scratch};
-use error::StepContext;
+use error::{task_id, StepContext};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
@@ -47,6 +47,9 @@ pub struct Restored {
 /// Everything the images say about one process.
 struct ProcessImages {
     entry: ProcessEntry,
+    /// `entry.pid` and `entry.threads` as the kernel's ids.
+    pid: i32,
+    tids: Vec<i32>,
     task: Task,
     mm: Mm,
     cores: Vec<ThreadCore>,
@@ -61,7 +64,7 @@ struct Live<'a> {
 
 impl Live<'_> {
     fn pid(&self) -> i32 {
-        self.img.entry.pid as i32
+        self.img.pid
     }
 }
 
@@ -103,6 +106,12 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
         }
         procs.push(ProcessImages {
             entry: entry.clone(),
+            pid: task_id(pid)?,
+            tids: entry
+                .threads
+                .iter()
+                .map(|&tid| task_id(tid))
+                .collect::<Result<_, _>>()?,
             task,
             mm,
             cores,
@@ -116,9 +125,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let reader = ImageDirReader::open(&opts.images_dir)?;
     let (procs, table) = read_images(&reader)?;
     for p in &procs {
-        for tid in &p.entry.threads {
+        for &tid in &p.tids {
             if std::path::Path::new(&format!("/proc/{tid}")).exists() {
-                return Err(RestoreError::PidTaken { pid: *tid as i32 });
+                return Err(RestoreError::PidTaken { pid: tid });
             }
         }
     }
@@ -129,13 +138,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 
     // The root, a copy of the engine, cleared down to a trampoline.
     let root_img = &procs[0];
-    let root_pid = root_img.entry.pid as i32;
+    let root_pid = root_img.pid;
     let root_t = tree::spawn_root(root_pid)?;
     let mut cleanup = Cleanup {
         pids: vec![root_pid],
         armed: true,
     };
-    let me = std::process::id() as i32;
+    let me = nix::unistd::getpid().as_raw();
     let own_maps = MapEntry::read(me).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
     let mut root = Remote::new(root_t, find_syscall_gadget(me, &own_maps)?, root_t.regs()?)?;
     // Every signal blocked while the engine works in the tasks; the image's masks come last.
@@ -178,7 +187,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         &table,
         files::park_base(&all_fds),
     )?;
-    join_session(&mut root, &root_img.entry)?;
+    join_session(&mut root, root_pid, &root_img.entry)?;
 
     // The tree, parents before children.
     let mut lives: Vec<Live> = vec![Live {
@@ -196,11 +205,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
                     p.entry.pid
                 ))
             })?;
-        let t = tree::clone_in(&mut parent.leader, scratch, p.entry.pid as i32, false)?;
+        let t = tree::clone_in(&mut parent.leader, scratch, p.pid, false)?;
         cleanup.pids.push(t.tid);
         let mut leader = Remote::new(t, tramp.gadget, t.regs()?)?;
         tramp.adopt(&mut leader);
-        join_session(&mut leader, &p.entry)?;
+        join_session(&mut leader, p.pid, &p.entry)?;
         lives.push(Live {
             img: p,
             leader,
@@ -221,7 +230,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             memory::clear_address_space(&mut live.leader, pid, &live.img.mm, &tramp, &keep)?;
         }
         memory::map_vmas(&mut live.leader, pid, &live.img.mm, scratch, &keep)?;
-        memory::fill_pages(&live.leader, pid, &live.img.mm, reader.pages(pid as u32)?)?;
+        memory::fill_pages(
+            &live.leader,
+            pid,
+            &live.img.mm,
+            reader.pages(live.img.entry.pid)?,
+        )?;
         memory::set_mm_fields(&mut live.leader, pid, &live.img.mm, scratch)?;
         files::install(&mut live.leader, pid, &live.img.task.fds, &parked)?;
         thread::restore_process_state(&mut live.leader, pid, scratch, &live.img.task)?;
@@ -296,8 +310,8 @@ fn create_threads(
     tramp: &memory::Trampoline,
     created: &mut Vec<i32>,
 ) -> Result<(), RestoreError> {
-    for core in &live.img.cores[1..] {
-        let t = tree::clone_in(&mut live.leader, scratch, core.tid as i32, true)?;
+    for &tid in &live.img.tids[1..] {
+        let t = tree::clone_in(&mut live.leader, scratch, tid, true)?;
         created.push(t.tid);
         let mut r = Remote::new(t, tramp.gadget, t.regs()?)?;
         tramp.adopt(&mut r);
@@ -308,8 +322,7 @@ fn create_threads(
 
 /// A session or group leader makes its session or group right after it is
 /// created, before it forks the children that belong to it.
-fn join_session(remote: &mut Remote, e: &ProcessEntry) -> Result<(), RestoreError> {
-    let pid = e.pid as i32;
+fn join_session(remote: &mut Remote, pid: i32, e: &ProcessEntry) -> Result<(), RestoreError> {
     if e.sid == e.pid {
         remote
             .syscall("setsid", libc::SYS_setsid, &[])
@@ -326,14 +339,14 @@ fn join_session(remote: &mut Remote, e: &ProcessEntry) -> Result<(), RestoreErro
 fn join_groups(lives: &mut [Live<'_>]) -> Result<(), RestoreError> {
     let pids: Vec<u32> = lives.iter().map(|l| l.img.entry.pid).collect();
     for live in lives.iter_mut() {
-        let e = &live.img.entry;
+        let (e, pid) = (&live.img.entry, live.img.pid);
         if e.pgid != e.pid && pids.contains(&e.pgid) {
-            let current =
-                nix::unistd::getpgid(Some(Pid::from_raw(e.pid as i32))).map(|p| p.as_raw() as u32);
-            if current != Ok(e.pgid) {
+            let pgid = task_id(e.pgid)?;
+            let current = nix::unistd::getpgid(Some(Pid::from_raw(pid))).map(Pid::as_raw);
+            if current != Ok(pgid) {
                 live.leader
-                    .syscall("setpgid", libc::SYS_setpgid, &[0, e.pgid as u64])
-                    .step(e.pid as i32, "the process group")?;
+                    .syscall("setpgid", libc::SYS_setpgid, &[0, u64::from(e.pgid)])
+                    .step(pid, "the process group")?;
             }
         }
     }

@@ -7,7 +7,7 @@ use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{SigInfo, Task, ThreadCore};
 use crate::selinux;
-use crate::sys::{resume_regs, set_rlimit, Regs, Remote, Scratch, Tracee};
+use crate::sys::{int_arg, resume_regs, set_rlimit, Regs, Remote, Scratch, Tracee};
 
 /// Dispositions, cwd, umask and personality.
 pub fn restore_process_state(
@@ -124,7 +124,8 @@ pub fn restore_thread(
         write_attr(remote, scratch, "sockcreate", &core.sockcreate_context)
             .step(pid, "the socket creation context")?;
     }
-    queue_signals(remote, pid, scratch, &core.pending, Some(core.tid as i32))?;
+    let tid = remote.tid();
+    queue_signals(remote, pid, scratch, &core.pending, Some(tid))?;
     Ok(())
 }
 
@@ -151,12 +152,12 @@ pub fn queue_signals(
             Some(tid) => remote.syscall(
                 "rt_tgsigqueueinfo",
                 libc::SYS_rt_tgsigqueueinfo,
-                &[pid as u64, tid as u64, s.signo as u64, scratch.addr],
+                &[int_arg(pid), int_arg(tid), u64::from(s.signo), scratch.addr],
             ),
             None => remote.syscall(
                 "rt_sigqueueinfo",
                 libc::SYS_rt_sigqueueinfo,
-                &[pid as u64, s.signo as u64, scratch.addr],
+                &[int_arg(pid), u64::from(s.signo), scratch.addr],
             ),
         }
         .step(pid, "pending signals")?;

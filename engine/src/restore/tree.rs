@@ -86,14 +86,14 @@ pub fn clone_in(
             libc::SYS_clone3,
             &[scratch.addr + ARGS_OFF, CLONE_ARGS_SIZE],
         )
-        .map_err(taken(id))? as i32;
-    if got != id {
+        .map_err(taken(id))?;
+    if i32::try_from(got) != Ok(id) {
         return Err(RestoreError::Inconsistent(format!(
             "clone3 asked for id {id} and made {got}"
         )));
     }
-    parent.new_children.retain(|&c| c != got);
-    let t = Tracee::from_traceme(got);
+    parent.new_children.retain(|&c| c != id);
+    let t = Tracee::from_traceme(id);
     wait_started(t)?;
     Ok(t)
 }

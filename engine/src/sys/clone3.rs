@@ -58,7 +58,12 @@ pub fn spawn_stopped_with_pid(pid: i32) -> Result<i32, SysError> {
             libc::_exit(127);
         }
     }
-    Ok(r as i32)
+    // A pid_t: the kernel returns the new task's id.
+    i32::try_from(r).map_err(|_| SysError::Call {
+        op: "clone3",
+        tid: pid,
+        source: Errno::ERANGE,
+    })
 }
 
 /// What a `clone3` call that the kernel must refuse gave.

@@ -27,7 +27,27 @@ pub use rlimit::{rlimit, set_rlimit, RLIMITS};
 pub use unix::{accept, recv_fds, FDS_PER_MESSAGE};
 
 /// Size of a page on x86_64.
-pub const PAGE_SIZE: u64 = 4096;
+pub const PAGE_SIZE: u64 = PAGE_SIZE_U32 as u64;
+/// [`PAGE_SIZE`] as the image's inventory records it.
+pub const PAGE_SIZE_U32: u32 = 4096;
+
+/// A 64-bit length, offset or address as a `usize`. Lossless: the engine builds for x86_64
+/// only (`compile_error!` in lib.rs), where `usize` is 64 bits.
+pub const fn usize_of(v: u64) -> usize {
+    #[allow(clippy::cast_possible_truncation)]
+    let v = v as usize;
+    v
+}
+
+/// A register's 64 bits read as signed (a system call's `rax`: -4095..-1 is `-errno`).
+pub const fn signed(v: u64) -> i64 {
+    i64::from_ne_bytes(v.to_ne_bytes())
+}
+
+/// A signed value's 64 bits as a register holds them (`orig_rax` of -1, a syscall number).
+pub const fn unsigned(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
+}
 
 /// A C `int` (a flag, a signal number, a constant) as a system call argument register: its 32
 /// bits, zero-extended, which is how the kernel reads an `int` argument.

@@ -15,7 +15,8 @@ pub fn pipe_capacity(fd: BorrowedFd<'_>) -> Result<u32, SysError> {
     if r < 0 {
         return Err(err("fcntl(F_GETPIPE_SZ)")(Errno::last()));
     }
-    Ok(r as u32)
+    // Not negative: checked above.
+    u32::try_from(r).map_err(|_| err("fcntl(F_GETPIPE_SZ)")(Errno::ERANGE))
 }
 
 fn new_pipe(capacity: u32) -> Result<(OwnedFd, OwnedFd), SysError> {
@@ -62,7 +63,8 @@ pub fn peek_pipe(read_end: BorrowedFd<'_>) -> Result<Vec<u8>, SysError> {
         }
         return Err(err("tee")(e));
     }
-    let mut data = vec![0u8; n as usize];
+    // Not negative: checked above.
+    let mut data = vec![0u8; usize::try_from(n).unwrap_or(0)];
     let mut got = 0;
     while got < data.len() {
         match nix::unistd::read(&r, &mut data[got..]) {

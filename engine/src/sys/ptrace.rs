@@ -18,6 +18,8 @@ const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 /// The XSAVE area is at most this large on current CPUs (AMX included).
 const XSTATE_MAX: usize = 16 * 1024;
+/// How many queued signals one `PTRACE_PEEKSIGINFO` asks for.
+const PEEK_BATCH: i32 = 32;
 /// A queued signal's siginfo as the kernel copies it out.
 pub const SIGINFO_SIZE: usize = 128;
 
@@ -223,11 +225,11 @@ impl Tracee {
     pub fn pending_signals(&self, shared: bool) -> Result<Vec<[u8; SIGINFO_SIZE]>, SysError> {
         let mut out = Vec::new();
         loop {
-            let mut batch = [[0u8; SIGINFO_SIZE]; 32];
+            let mut batch = [[0u8; SIGINFO_SIZE]; PEEK_BATCH as usize];
             let mut args = PeekSiginfoArgs {
                 off: out.len() as u64,
                 flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
-                nr: batch.len() as i32,
+                nr: PEEK_BATCH,
             };
             // SAFETY: `args` is a valid peeksiginfo_args; `batch` has room for
             // `nr` siginfos of SIGINFO_SIZE bytes each.
@@ -242,7 +244,8 @@ impl Tracee {
             if r < 0 {
                 return Err(call_err("PTRACE_PEEKSIGINFO", self.tid)(Errno::last()));
             }
-            let n = r as usize;
+            // At most `nr`, never negative here.
+            let n = usize::try_from(r).unwrap_or(0);
             out.extend_from_slice(&batch[..n.min(batch.len())]);
             if n < batch.len() || out.len() > 4096 {
                 return Ok(out);

@@ -7,7 +7,7 @@
 //! already mapped executable in the task (or, on restore, a two-byte trampoline
 //! the engine maps itself).
 
-use super::{Regs, SysError, Tracee};
+use super::{signed, unsigned, usize_of, Regs, SysError, Tracee};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
@@ -86,13 +86,15 @@ impl Remote {
     pub fn syscall(&mut self, name: &'static str, nr: i64, args: &[u64]) -> Result<u64, SysError> {
         let raw = self.syscall_raw(name, nr, args)?;
         if (-4095..0).contains(&raw) {
+            // -4095..-1: a negated errno, which fits an i32.
+            let errno = i32::try_from(-raw).unwrap_or(libc::EINVAL);
             return Err(SysError::Remote {
                 name,
                 tid: self.tid(),
-                errno: Errno::from_raw(-raw as i32),
+                errno: Errno::from_raw(errno),
             });
         }
-        Ok(raw as u64)
+        Ok(unsigned(raw))
     }
 
     /// Runs system call `nr`; returns `rax` as the kernel left it.
@@ -103,7 +105,7 @@ impl Remote {
         args: &[u64],
     ) -> Result<i64, SysError> {
         let mut regs = self.base;
-        regs.rax = nr as u64;
+        regs.rax = unsigned(nr);
         // No syscall is being restarted: keep the kernel's restart logic out.
         regs.orig_rax = u64::MAX;
         regs.rip = self.gadget;
@@ -142,7 +144,13 @@ impl Remote {
                             tid: self.tid(),
                             source,
                         })?;
-                    self.new_children.push(child as i32);
+                    // The event message of a clone event is the new task's id: a pid_t.
+                    let child = i32::try_from(child).map_err(|_| SysError::UnexpectedStop {
+                        tid: self.tid(),
+                        what: name,
+                        status: format!("a clone event for task id {child}"),
+                    })?;
+                    self.new_children.push(child);
                     self.tracee.syscall_step()?;
                 }
                 WaitStatus::Stopped(_, sig)
@@ -181,10 +189,10 @@ impl Remote {
             tid = self.tid(),
             name,
             ?args,
-            result = regs.rax as i64,
+            result = signed(regs.rax),
             "remote syscall"
         );
-        Ok(regs.rax as i64)
+        Ok(signed(regs.rax))
     }
 
     /// Reads task memory (through /proc/PID/mem, so protections do not matter).
@@ -303,10 +311,10 @@ const ERESTART_RESTARTBLOCK: i64 = -516;
 /// executed again with its original arguments (a relative timeout starts over).
 pub fn resume_regs(regs: &Regs, live: bool) -> Regs {
     let mut r = *regs;
-    if (r.orig_rax as i64) < 0 {
+    if signed(r.orig_rax) < 0 {
         return r;
     }
-    match r.rax as i64 {
+    match signed(r.rax) {
         ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
             r.rax = r.orig_rax;
             r.rip -= 2;
@@ -340,7 +348,7 @@ pub fn find_syscall_gadget(pid: i32, maps: &[crate::procfs::MapEntry]) -> Result
     {
         let mut addr = m.start;
         while addr + 1 < m.end {
-            let len = ((m.end - addr) as usize).min(buf.len());
+            let len = usize_of(m.end - addr).min(buf.len());
             if mem.read_exact_at(&mut buf[..len], addr).is_err() {
                 break;
             }
@@ -361,8 +369,8 @@ mod tests {
     fn regs(rax: i64, orig: i64) -> Regs {
         // SAFETY: user_regs_struct is plain integers; all-zero is valid.
         let mut r: Regs = unsafe { std::mem::zeroed() };
-        r.rax = rax as u64;
-        r.orig_rax = orig as u64;
+        r.rax = unsigned(rax);
+        r.orig_rax = unsigned(orig);
         r.rip = 0x1002;
         r
     }
@@ -387,8 +395,8 @@ mod tests {
     #[test]
     fn other_results_and_non_syscalls_are_kept() {
         let r = resume_regs(&regs(-4, 0), false);
-        assert_eq!((r.rax as i64, r.rip), (-4, 0x1002));
+        assert_eq!((signed(r.rax), r.rip), (-4, 0x1002));
         let r = resume_regs(&regs(ERESTARTSYS, -1), false);
-        assert_eq!((r.rax as i64, r.rip), (ERESTARTSYS, 0x1002));
+        assert_eq!((signed(r.rax), r.rip), (ERESTARTSYS, 0x1002));
     }
 }

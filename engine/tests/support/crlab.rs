@@ -83,7 +83,7 @@ pub fn spawn(args: &[OsString], log_dir: &Path, tag: &str) -> (Run, Proc) {
         .stderr(err)
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", binaries::crlab().display()));
-    let proc = Proc::adopt(child.id() as i32);
+    let proc = Proc::adopt(i32::try_from(child.id()).expect("a pid fits a pid_t"));
     (
         Run {
             args: args.to_vec(),

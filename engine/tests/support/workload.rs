@@ -141,7 +141,7 @@ impl Workload {
         Workload {
             name: name.to_owned(),
             mode,
-            proc: Proc::adopt(child.id() as i32),
+            proc: Proc::adopt(i32::try_from(child.id()).expect("a pid fits a pid_t")),
             ready: None,
             runs: Vec::new(),
             scratch,
