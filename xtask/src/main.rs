@@ -7,6 +7,8 @@ mod bench;
 mod prereq;
 mod reaper;
 mod suite;
+#[cfg(test)]
+mod tidy;
 mod tmpfs;
 mod vm_lab;
 
