@@ -313,6 +313,51 @@ pub fn render_selinux_off(images_dir: &Path, processes: usize) -> String {
     )
 }
 
+/// One line of the table: pid, threads, target, the three decisions, the verdict.
+fn table_row(p: &ProcessCheck) -> [String; 7] {
+    let word = |d: Decision| if d.allowed { "allowed" } else { "denied" };
+    let (setcurrent, dyntransition, ptrace) = match p.write {
+        ContextWrite::None(_) => ("-", "-", "-"),
+        ContextWrite::Checked { setcurrent, target } => match target {
+            TargetAccess::Invalid => (word(setcurrent), "-", "-"),
+            TargetAccess::Checked {
+                dyntransition,
+                ptrace,
+            } => (word(setcurrent), word(dyntransition), word(ptrace)),
+        },
+    };
+    let verdict = match (p.verdict(), p.write) {
+        (Verdict::Allowed, ContextWrite::None(NoWrite::SameContext)) => {
+            "allowed: same context, nothing to write"
+        }
+        (Verdict::Allowed, ContextWrite::None(NoWrite::Empty)) => "allowed: no context to write",
+        (Verdict::Allowed, _) => "allowed",
+        (Verdict::AllowedPermissive, _) => "allowed: permissive",
+        (
+            Verdict::Refused,
+            ContextWrite::Checked {
+                target: TargetAccess::Invalid,
+                ..
+            },
+        ) => "refused: invalid context",
+        (Verdict::Refused, _) => "refused",
+    };
+    let target = if p.target.is_empty() {
+        "-".to_owned()
+    } else {
+        p.target.clone()
+    };
+    [
+        p.pid.to_string(),
+        p.threads.to_string(),
+        target,
+        setcurrent.to_owned(),
+        dyntransition.to_owned(),
+        ptrace.to_owned(),
+        verdict.to_owned(),
+    ]
+}
+
 /// The report: the engine's context, a table with one line per process, notes and the
 /// reasons of every refusal, then one summary line starting with `restore allowed` or
 /// `restore refused:`.
@@ -335,55 +380,7 @@ pub fn render(check: &RestoreCheck) -> String {
         None => out.push_str("target context: each process's own, as dumped\n"),
     }
 
-    let word = |d: Decision| if d.allowed { "allowed" } else { "denied" };
-    let rows: Vec<[String; 7]> = check
-        .processes
-        .iter()
-        .map(|p| {
-            let (setcurrent, dyntransition, ptrace) = match p.write {
-                ContextWrite::None(_) => ("-", "-", "-"),
-                ContextWrite::Checked { setcurrent, target } => match target {
-                    TargetAccess::Invalid => (word(setcurrent), "-", "-"),
-                    TargetAccess::Checked {
-                        dyntransition,
-                        ptrace,
-                    } => (word(setcurrent), word(dyntransition), word(ptrace)),
-                },
-            };
-            let verdict = match (p.verdict(), p.write) {
-                (Verdict::Allowed, ContextWrite::None(NoWrite::SameContext)) => {
-                    "allowed: same context, nothing to write"
-                }
-                (Verdict::Allowed, ContextWrite::None(NoWrite::Empty)) => {
-                    "allowed: no context to write"
-                }
-                (Verdict::Allowed, _) => "allowed",
-                (Verdict::AllowedPermissive, _) => "allowed: permissive",
-                (
-                    Verdict::Refused,
-                    ContextWrite::Checked {
-                        target: TargetAccess::Invalid,
-                        ..
-                    },
-                ) => "refused: invalid context",
-                (Verdict::Refused, _) => "refused",
-            };
-            let target = if p.target.is_empty() {
-                "-".to_owned()
-            } else {
-                p.target.clone()
-            };
-            [
-                p.pid.to_string(),
-                p.threads.to_string(),
-                target,
-                setcurrent.to_owned(),
-                dyntransition.to_owned(),
-                ptrace.to_owned(),
-                verdict.to_owned(),
-            ]
-        })
-        .collect();
+    let rows: Vec<[String; 7]> = check.processes.iter().map(table_row).collect();
     let header = [
         "PID",
         "THREADS",

@@ -147,32 +147,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let me = nix::unistd::getpid().as_raw();
     let own_maps = MapEntry::read(me).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
     let mut root = Remote::new(root_t, find_syscall_gadget(me, &own_maps)?, root_t.regs()?)?;
-    // Every signal blocked while the engine works in the tasks; the image's masks come last.
-    root_t
-        .set_sigmask(u64::MAX)
-        .step(root_pid, "the signal mask")?;
-    root.syscall(
-        "close_range",
-        libc::SYS_close_range,
-        &[0, u32::MAX as u64, 0],
-    )
-    .step(root_pid, "the engine's descriptors")?;
-    // The copy inherited our rseq registration; its area is about to be
-    // unmapped, and the kernel would fault the task when it next updates it.
-    if let Some(r) = root_t.rseq()? {
-        root.syscall(
-            "rseq(unregister)",
-            libc::SYS_rseq,
-            &[
-                r.rseq_abi_pointer,
-                r.rseq_abi_size as u64,
-                1,
-                r.signature as u64,
-            ],
-        )
-        .step(root_pid, "the engine's rseq registration")?;
-    }
-    raise_nofile(root_pid);
+    shed_engine_state(&mut root, root_pid)?;
     let tramp = memory::map_trampoline(&mut root, root_pid, &all_mm)?;
     let scratch = tramp.scratch;
     memory::clear_address_space(&mut root, root_pid, &root_img.mm, &tramp, &[])?;
@@ -220,58 +195,23 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 
     // Each process's own address space, descriptors and process-wide state.
     for (i, live) in lives.iter_mut().enumerate() {
-        let pid = live.pid();
         let keep: Vec<(u64, u64)> = shared_ranges
             .iter()
             .copied()
             .filter(|r| live.img.mm.vmas.iter().any(|v| (v.start, v.end) == *r))
             .collect();
-        if i > 0 {
-            memory::clear_address_space(&mut live.leader, pid, &live.img.mm, &tramp, &keep)?;
-        }
-        memory::map_vmas(&mut live.leader, pid, &live.img.mm, scratch, &keep)?;
-        memory::fill_pages(
-            &live.leader,
-            pid,
-            &live.img.mm,
-            reader.pages(live.img.entry.pid)?,
-        )?;
-        memory::set_mm_fields(&mut live.leader, pid, &live.img.mm, scratch)?;
-        files::install(&mut live.leader, pid, &live.img.task.fds, &parked)?;
-        thread::restore_process_state(&mut live.leader, pid, scratch, &live.img.task)?;
-        debug!(pid, "process rebuilt");
+        rebuild_process(live, &reader, &tramp, &keep, i == 0, &parked)?;
     }
 
     // Contexts, then threads: a multi-threaded process may only move to a bounded context.
     let engine_ctx = procfs::selinux_attr(root_pid, root_pid, "current");
     for live in &mut lives {
-        let pid = live.pid();
         let target = opts
             .lsm_profile
             .clone()
             .unwrap_or_else(|| live.img.cores[0].selinux_context.clone());
-        match opts.context_order {
-            ContextOrder::BeforeThreads => {
-                context::set_context(&mut live.leader, scratch, pid, &engine_ctx, &target)?;
-                create_threads(live, scratch, &tramp, &mut cleanup.pids)?;
-            }
-            ContextOrder::AfterThreads => {
-                create_threads(live, scratch, &tramp, &mut cleanup.pids)?;
-                context::set_context(&mut live.leader, scratch, pid, &engine_ctx, &target)?;
-            }
-        }
-        thread::restore_thread(&mut live.leader, pid, scratch, &live.img.cores[0])?;
-        for (remote, core) in live.threads.iter_mut().zip(&live.img.cores[1..]) {
-            thread::restore_thread(remote, pid, scratch, core)?;
-        }
-        thread::queue_signals(
-            &mut live.leader,
-            pid,
-            scratch,
-            &live.img.task.shared_pending,
-            None,
-        )?;
-        thread::set_rlimits(pid, &live.img.task)?;
+        let order = opts.context_order;
+        context_and_threads(live, order, &engine_ctx, &target, &tramp, &mut cleanup.pids)?;
     }
 
     // Last words, then let everything run. Credentials first: a thread that is no longer
@@ -300,6 +240,90 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     cleanup.armed = false;
     info!(pid = root_pid, processes = lives.len(), "restored");
     Ok(Restored { root_pid })
+}
+
+/// What the root, a copy of the engine, must not keep of it: every signal is blocked while
+/// the engine works in the tasks (the image's masks come last), the engine's descriptors are
+/// closed, its rseq registration dropped (the area is about to be unmapped, and the kernel
+/// would fault the task when it next updates it), and its descriptor limit raised.
+fn shed_engine_state(root: &mut Remote, pid: i32) -> Result<(), RestoreError> {
+    let tracee = root.tracee;
+    tracee.set_sigmask(u64::MAX).step(pid, "the signal mask")?;
+    root.syscall(
+        "close_range",
+        libc::SYS_close_range,
+        &[0, u64::from(u32::MAX), 0],
+    )
+    .step(pid, "the engine's descriptors")?;
+    if let Some(r) = tracee.rseq()? {
+        root.syscall(
+            "rseq(unregister)",
+            libc::SYS_rseq,
+            &[
+                r.rseq_abi_pointer,
+                u64::from(r.rseq_abi_size),
+                1,
+                u64::from(r.signature),
+            ],
+        )
+        .step(pid, "the engine's rseq registration")?;
+    }
+    raise_nofile(pid);
+    Ok(())
+}
+
+/// One process's address space (`keep`: the shared mappings it inherited; the root's was
+/// cleared already), pages, mm fields, descriptors and process-wide state.
+fn rebuild_process(
+    live: &mut Live<'_>,
+    reader: &ImageDirReader,
+    tramp: &memory::Trampoline,
+    keep: &[(u64, u64)],
+    root: bool,
+    parked: &files::Parked,
+) -> Result<(), RestoreError> {
+    let (pid, mm, scratch) = (live.pid(), &live.img.mm, tramp.scratch);
+    if !root {
+        memory::clear_address_space(&mut live.leader, pid, mm, tramp, keep)?;
+    }
+    memory::map_vmas(&mut live.leader, pid, mm, scratch, keep)?;
+    memory::fill_pages(&live.leader, pid, mm, reader.pages(live.img.entry.pid)?)?;
+    memory::set_mm_fields(&mut live.leader, pid, mm, scratch)?;
+    files::install(&mut live.leader, pid, &live.img.task.fds, parked)?;
+    thread::restore_process_state(&mut live.leader, pid, scratch, &live.img.task)?;
+    debug!(pid, "process rebuilt");
+    Ok(())
+}
+
+/// The process's context and its threads, in `order`, then every thread's own state, the
+/// process's pending signals and its resource limits.
+fn context_and_threads(
+    live: &mut Live<'_>,
+    order: ContextOrder,
+    engine_ctx: &str,
+    target: &str,
+    tramp: &memory::Trampoline,
+    created: &mut Vec<i32>,
+) -> Result<(), RestoreError> {
+    let (pid, scratch) = (live.pid(), tramp.scratch);
+    match order {
+        ContextOrder::BeforeThreads => {
+            context::set_context(&mut live.leader, scratch, pid, engine_ctx, target)?;
+            create_threads(live, scratch, tramp, created)?;
+        }
+        ContextOrder::AfterThreads => {
+            create_threads(live, scratch, tramp, created)?;
+            context::set_context(&mut live.leader, scratch, pid, engine_ctx, target)?;
+        }
+    }
+    thread::restore_thread(&mut live.leader, pid, scratch, &live.img.cores[0])?;
+    for (remote, core) in live.threads.iter_mut().zip(&live.img.cores[1..]) {
+        thread::restore_thread(remote, pid, scratch, core)?;
+    }
+    let shared_pending = &live.img.task.shared_pending;
+    thread::queue_signals(&mut live.leader, pid, scratch, shared_pending, None)?;
+    thread::set_rlimits(pid, &live.img.task)?;
+    Ok(())
 }
 
 /// Creates a process's threads with their original ids; each is added to
