@@ -6,7 +6,8 @@
 //! - [`trial`] runs one scenario with one backend: [`trial::drive`] takes the lab steps and
 //!   records a typed [`trial::Observation`], [`trial::verdict`] judges it (a pure function);
 //! - [`audit`] parses and normalises audit records, [`context`] reads context strings;
-//! - [`report`] writes the table, JSON and JUnit; [`suite`] is the libtest-mimic program that
+//! - [`report`] writes the table, JSON and JUnit; [`diff`] compares two runs' reports
+//!   (what a policy change does to checkpoint/restore); [`suite`] is the libtest-mimic program that
 //!   runs the catalog (the `scenarios` test target is its `main`);
 //! - [`lab`] is the host side of a lab VM: the image recipe, and the agent's steps (its
 //!   readiness, its client) around `crlab_vm::boot`.
@@ -16,6 +17,7 @@
 
 pub mod audit;
 pub mod context;
+pub mod diff;
 pub mod lab;
 pub mod report;
 pub mod scenario;
