@@ -389,6 +389,55 @@ fn missing_module_docs(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The crates of the host side of the guest seam, which the guest's crates must not use.
+const HOST_CRATES: [&str; 3] = ["crlab-vm", "crlab-harness", "crlab"];
+
+/// The guest's crates (the agent, and the protocol both sides share): their manifest and their
+/// sources, checked for any dependency on, or path to, a host-side crate.
+fn guest_reaches_host(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for krate in ["harness/agent", "harness/protocol"] {
+        let manifest = root.join(krate).join("Cargo.toml");
+        for (i, line) in read(&manifest).lines().enumerate() {
+            let key = line.split('=').next().unwrap_or("").trim();
+            if HOST_CRATES.contains(&key) {
+                out.push(format!(
+                    "{}:{}: the guest crate depends on the host side's `{key}`",
+                    shown(root, &manifest),
+                    i + 1
+                ));
+            }
+        }
+        for file in rust_files(&root.join(krate)) {
+            let code = code_only(&read(&file));
+            for name in ["crlab_vm", "crlab_harness", "crlab::"] {
+                for at in words(&code, name.trim_end_matches("::")) {
+                    if name.ends_with("::") && !code[at..].starts_with(name) {
+                        continue;
+                    }
+                    out.push(format!(
+                        "{}:{}: the guest crate names the host side's `{}`",
+                        shown(root, &file),
+                        line_of(&code, at),
+                        name.trim_end_matches("::")
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_guest_agent_depends_on_nothing_of_the_host_side() {
+    let root = repo_root();
+    report(
+        "the guest agent and the protocol see only the protocol (move what they need into \
+         crlab-protocol)",
+        &guest_reaches_host(&root),
+    );
+}
+
 #[test]
 fn no_raw_libc_call_outside_engine_sys() {
     let root = repo_root();
