@@ -66,6 +66,12 @@ fn start_lab(set: &Settings) -> Result<Lab, String> {
     let agent =
         PathBuf::from(std::env::var("CRLAB_PAYLOAD_DIR").unwrap_or_default()).join("crlab-agent");
     let modules = recipe::policy_modules(&set.root.join("scenarios/policy"))?;
+    // The policies under test: CRLAB_DISTRO_POLICY / CRLAB_CONTAINER_POLICY (cargo xtask
+    // vm-test --distro-policy / --container-policy); unset, refpolicy and the stand-in.
+    let policy =
+        recipe::LabPolicy::from_env(&set.root.join("scenarios/policy"), &mut |m| progress(m))
+            .map_err(|e| e.to_string())?;
+    progress(&format!("policies: {}", policy.info().summary()));
     let opts = LabOptions {
         qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
         memory_mib: 1024,
@@ -73,6 +79,7 @@ fn start_lab(set: &Settings) -> Result<Lab, String> {
         run_dir: set.run_dir.clone(),
         agent,
         policy_modules: modules,
+        policy,
         cold_boot_timeout: Duration::from_secs(600),
     };
     let lab = Lab::start(&opts, &mut |m| progress(m)).map_err(|e| format!("{e:#}"))?;

@@ -1,21 +1,26 @@
 //! The lab image: a Debian guest with SELinux enforcing, built once from
 //! Debian's packages with mmdebstrap, labelled offline with `setfiles`, turned
 //! into an ext4 disk without loop mounts (`mke2fs -d`), and cached under a key
-//! that hashes the whole recipe.
+//! that hashes the whole recipe. Its policy is Debian's refpolicy, or Fedora's
+//! policy (and container-selinux) built on the host first (`crate::policy`).
 //!
 //! **Invariant:** the cached base disk is never written: every run boots an
 //! overlay of it.
 
 use crate::cache::{self, CacheError};
+use crate::policy::{self, build::BuiltPolicy, PolicyError, ResolvedPolicy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bump when the build steps change in a way the recipe does not show.
 const BUILDER_VERSION: u32 = 1;
+/// Bump when the steps that install a policy built on the host change.
+const POLICY_BUILDER_VERSION: u32 = 1;
 const DISK_SIZE: &str = "3G";
 
 /// What goes into a lab image.
@@ -34,6 +39,10 @@ pub struct Recipe {
     pub links: Vec<(String, String)>,
     /// SELinux policy modules installed with `semodule -i` (name.cil, contents).
     pub policy_modules: Vec<(String, Vec<u8>)>,
+    /// The policies built on the host and installed as the image's policy (Fedora's, and
+    /// container-selinux), with `policy_modules` on top; `None`: the policy comes from
+    /// `packages` (Debian's refpolicy).
+    pub policy: Option<Arc<ResolvedPolicy>>,
 }
 
 impl Recipe {
@@ -57,6 +66,11 @@ impl Recipe {
         for (n, data) in &self.policy_modules {
             h.update(format!("module {n} {}\n", data.len()));
             h.update(data);
+        }
+        // Nothing more for Debian's own policy: the default image keeps its key.
+        if let Some(p) = self.policy.as_ref().filter(|p| p.distro.is_some()) {
+            h.update(format!("policy-builder {POLICY_BUILDER_VERSION}\n"));
+            h.update(p.key_lines());
         }
         let hex = hex(&h.finalize());
         format!("{}-{}", self.name, &hex[..16])
@@ -107,6 +121,8 @@ pub enum ImageError {
     },
     #[error("building the lab image needs root (mmdebstrap, chroot, setfiles); run as root")]
     NotRoot,
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
@@ -192,24 +208,37 @@ pub fn ensure(recipe: &Recipe, progress: &mut dyn FnMut(&str)) -> Result<LabImag
         }
     }
     build(recipe, &root, &key, progress)?;
-    prune(&root, &recipe.name, &key, progress);
+    // Images of policies under test are kept a little longer: comparing two policies
+    // alternates between two images.
+    let keep_others = if recipe.policy.is_some() { 2 } else { 0 };
+    prune(&root, &recipe.name, &key, keep_others, progress);
     Ok(image)
 }
 
-/// Removes older images of the same recipe name (and their saved states):
-/// a recipe change would otherwise grow the cache by an image each time.
-fn prune(root: &Path, name: &str, keep: &str, progress: &mut dyn FnMut(&str)) {
+/// Removes older images of the same recipe name (and their saved states), but the newest
+/// `keep_others`: a recipe change would otherwise grow the cache by an image each time. An
+/// entry is `NAME-` and the key's 16 hex digits, so `debian-12` never prunes
+/// `debian-12-fedora-...`.
+fn prune(root: &Path, name: &str, keep: &str, keep_others: usize, progress: &mut dyn FnMut(&str)) {
     let Ok(rd) = std::fs::read_dir(root) else {
         return;
     };
-    for e in rd.flatten() {
+    let mut old: Vec<(std::time::SystemTime, std::fs::DirEntry)> = rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n != keep && e.path().is_dir() && is_entry_of(&n, name)
+        })
+        .map(|e| {
+            let built = std::fs::metadata(e.path().join("manifest.json"))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (built, e)
+        })
+        .collect();
+    old.sort_by_key(|(built, _)| std::cmp::Reverse(*built));
+    for (_, e) in old.into_iter().skip(keep_others) {
         let n = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = n.strip_prefix(&format!("{name}-")) else {
-            continue;
-        };
-        if n == keep || !e.path().is_dir() || rest.contains('.') {
-            continue;
-        }
         // Only an entry nobody holds: its lock must be free.
         let Ok(_lock) = cache::lock(&root.join(format!("{n}.lock")), Duration::from_millis(10))
         else {
@@ -232,6 +261,15 @@ fn prune(root: &Path, name: &str, keep: &str, progress: &mut dyn FnMut(&str)) {
             progress(&format!("removed the outdated lab image {n}"));
         }
     }
+}
+
+/// Whether a cache entry's name is `NAME-` and 16 hex digits (not a lock, a build
+/// directory, or another recipe's image whose name starts with NAME).
+fn is_entry_of(entry: &str, name: &str) -> bool {
+    entry
+        .strip_prefix(name)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|rest| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Cached images: (key, bytes).
@@ -327,6 +365,13 @@ fn build(
         return Err(ImageError::NotRoot);
     }
     let start = Instant::now();
+    // A policy built on the host comes first: one that does not build stops here, with the
+    // compiler's message, before anything is downloaded or booted.
+    let built = match recipe.policy.as_ref().filter(|p| p.distro.is_some()) {
+        Some(p) => Some(policy::build::fedora(p, progress)?),
+        None => None,
+    };
+    let policy_built = start.elapsed();
     let tmp = root.join(format!("{key}.build-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
@@ -338,6 +383,7 @@ fn build(
         recipe.suite,
         recipe.packages.len()
     ));
+    let phase = Instant::now();
     run(
         "mmdebstrap",
         Command::new("mmdebstrap")
@@ -352,6 +398,7 @@ fn build(
             .arg(&rootfs)
             .arg(&recipe.mirror),
     )?;
+    let rootfs_time = phase.elapsed();
 
     progress("lab image: configuring (files, units, SELinux enforcing)");
     for (path, data, mode) in recipe.files.iter().chain(&recipe.unkeyed_files) {
@@ -372,37 +419,55 @@ fn build(
         let _ = std::fs::remove_file(&dest);
         std::os::unix::fs::symlink(target, &dest).map_err(io("linking", &dest))?;
     }
+    let policy_name = match &built {
+        Some(_) => policy::build::FEDORA_POLICY_NAME,
+        None => "default",
+    };
     let config = rootfs.join("etc/selinux/config");
-    let text = std::fs::read_to_string(&config).map_err(io("reading", &config))?;
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("SELINUX=") {
-                "SELINUX=enforcing"
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&config, text + "\n").map_err(io("writing", &config))?;
+    if built.is_some() {
+        std::fs::create_dir_all(rootfs.join("etc/selinux"))
+            .map_err(io("creating", &rootfs.join("etc/selinux")))?;
+        std::fs::write(&config, selinux_config(policy_name)).map_err(io("writing", &config))?;
+    } else {
+        let text = std::fs::read_to_string(&config).map_err(io("reading", &config))?;
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("SELINUX=") {
+                    "SELINUX=enforcing"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&config, text + "\n").map_err(io("writing", &config))?;
+    }
 
+    let phase = Instant::now();
     {
         let _proc = ProcMount::new(&rootfs)?;
-        for (name, data) in &recipe.policy_modules {
-            progress(&format!("lab image: installing policy module {name}"));
-            let dest = rootfs.join("tmp").join(name);
-            std::fs::write(&dest, data).map_err(io("writing", &dest))?;
-            run(
-                &format!("semodule -i {name}"),
-                Command::new("chroot")
-                    .arg(&rootfs)
-                    .args(["semodule", "-i"])
-                    .arg(format!("/tmp/{name}")),
-            )?;
-            let _ = std::fs::remove_file(&dest);
+        match &built {
+            Some(b) => install_built(&rootfs, b, &recipe.policy_modules, progress)?,
+            None => {
+                for (name, data) in &recipe.policy_modules {
+                    progress(&format!("lab image: installing policy module {name}"));
+                    let dest = rootfs.join("tmp").join(name);
+                    std::fs::write(&dest, data).map_err(io("writing", &dest))?;
+                    run(
+                        &format!("semodule -i {name}"),
+                        Command::new("chroot")
+                            .arg(&rootfs)
+                            .args(["semodule", "-i"])
+                            .arg(format!("/tmp/{name}")),
+                    )?;
+                    let _ = std::fs::remove_file(&dest);
+                }
+            }
         }
+        let store_time = phase.elapsed();
         progress("lab image: labelling files offline (setfiles)");
+        let phase = Instant::now();
         run(
             "setfiles",
             Command::new("chroot").arg(&rootfs).args([
@@ -414,11 +479,19 @@ fn build(
                 "/sys",
                 "-e",
                 "/dev",
-                "/etc/selinux/default/contexts/files/file_contexts",
+                &format!("/etc/selinux/{policy_name}/contexts/files/file_contexts"),
                 "/",
             ]),
         )?;
+        progress(&format!(
+            "lab image: phases: policy build {:.0} s, rootfs {:.0} s, policy store {:.0} s, setfiles {:.0} s",
+            policy_built.as_secs_f64(),
+            rootfs_time.as_secs_f64(),
+            store_time.as_secs_f64(),
+            phase.elapsed().as_secs_f64()
+        ));
     }
+    drop(built);
 
     progress("lab image: kernel, initrd and the ext4 disk (mke2fs -d, no loop mounts)");
     let boot = rootfs.join("boot");
@@ -505,6 +578,98 @@ fn build(
     Ok(())
 }
 
+/// `/etc/selinux/config` of an image whose policy was built on the host: enforcing, with
+/// that policy (Debian's file, made for its own policy, says permissive and `default`).
+fn selinux_config(name: &str) -> String {
+    format!(
+        "# Written by the crlab lab image build: the policy is built from source on the host\n\
+         # and installed here with semodule (see crlab's vm/src/policy).\n\
+         SELINUX=enforcing\nSELINUXTYPE={name}\n"
+    )
+}
+
+/// Installs a policy built on the host: its configuration files, then one policy store
+/// transaction (`semodule -s NAME -n`, in the image's own semodule) with the base policy's
+/// modules at priority 100, container-selinux at 200 and the lab's modules at 400, the
+/// priority of a local `semodule -i`.
+fn install_built(
+    rootfs: &Path,
+    built: &BuiltPolicy,
+    lab_modules: &[(String, Vec<u8>)],
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ImageError> {
+    let name = policy::build::FEDORA_POLICY_NAME;
+    let etc = rootfs.join("etc/selinux").join(name);
+    std::fs::create_dir_all(&etc).map_err(io("creating", &etc))?;
+    run(
+        "copying the policy's configuration files",
+        Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", built.config.display()))
+            .arg(&etc),
+    )?;
+    let stage = rootfs.join("tmp/crlab-policy");
+    std::fs::create_dir_all(&stage).map_err(io("creating", &stage))?;
+    let mut args: Vec<String> = vec!["semodule".into(), "-s".into(), name.into(), "-n".into()];
+    let put = |path: &Path, data: Option<&[u8]>, n: &str| -> Result<String, ImageError> {
+        let dest = stage.join(n);
+        match data {
+            Some(d) => std::fs::write(&dest, d).map_err(io("writing", &dest))?,
+            None => {
+                std::fs::copy(path, &dest).map_err(io("copying", path))?;
+            }
+        }
+        Ok(format!("/tmp/crlab-policy/{n}"))
+    };
+    let file_name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    args.extend(["-X".into(), "100".into(), "-i".into()]);
+    args.push(put(&built.base, None, "base.pp")?);
+    for m in &built.modules {
+        args.push(put(m, None, &file_name(m))?);
+    }
+    if let Some(c) = &built.container {
+        args.extend(["-X".into(), "200".into(), "-i".into()]);
+        args.push(put(c, None, &file_name(c))?);
+    }
+    if !lab_modules.is_empty() {
+        args.extend(["-X".into(), "400".into(), "-i".into()]);
+        for (n, data) in lab_modules {
+            args.push(put(Path::new(n), Some(data), n)?);
+        }
+    }
+    progress(&format!(
+        "lab image: installing the {name} policy store ({} modules{}{}; about half a minute)",
+        built.modules.len() + 1,
+        if built.container.is_some() {
+            ", container-selinux at priority 200"
+        } else {
+            ""
+        },
+        if lab_modules.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} at priority 400",
+                lab_modules
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    ));
+    run(
+        "semodule (installing the policy store)",
+        Command::new("chroot").arg(rootfs).args(&args),
+    )?;
+    std::fs::remove_dir_all(&stage).map_err(io("removing", &stage))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,7 +684,100 @@ mod tests {
             unkeyed_files: vec![("/usr/libexec/agent".into(), b"v1".to_vec(), 0o755)],
             links: vec![],
             policy_modules: vec![("lab.cil".into(), b"(type t)".to_vec())],
+            policy: None,
         }
+    }
+
+    #[test]
+    fn the_default_recipe_keeps_the_key_it_had_before_policies_were_selectable() {
+        // Computed from this recipe by the code before `policy` existed: Debian's refpolicy
+        // must not rebuild because Fedora's became possible.
+        assert_eq!(recipe().key(), "debian-02bc987b2ef53675");
+        let mut r = recipe();
+        r.policy = Some(Arc::new(
+            policy::PolicySelection::default()
+                .resolve(&mut |_| {})
+                .unwrap(),
+        ));
+        assert_eq!(r.key(), "debian-02bc987b2ef53675");
+    }
+
+    /// A minimal Fedora tree and container-selinux tree (enough to resolve, not to build).
+    fn policy_trees(dir: &Path) -> (PathBuf, PathBuf) {
+        let fedora = dir.join("selinux-policy");
+        for f in [
+            "Makefile",
+            "Rules.modular",
+            "dist/targeted/modules.conf",
+            "policy/modules/x",
+        ] {
+            let p = fedora.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, f).unwrap();
+        }
+        let cs = dir.join("container-selinux");
+        std::fs::create_dir_all(&cs).unwrap();
+        for f in ["container.te", "container.if", "container.fc"] {
+            std::fs::write(cs.join(f), f).unwrap();
+        }
+        (fedora, cs)
+    }
+
+    fn with_policy(fedora: &Path, cs: &Path) -> Recipe {
+        let sel = policy::PolicySelection::parse(
+            Some(&format!("fedora={}", fedora.display())),
+            Some(&format!("container-selinux={}", cs.display())),
+        )
+        .unwrap();
+        let mut r = recipe();
+        r.policy = Some(Arc::new(sel.resolve(&mut |_| {}).unwrap()));
+        r
+    }
+
+    #[test]
+    fn the_key_changes_with_every_policy_input_and_not_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fedora, cs) = policy_trees(dir.path());
+        let base = with_policy(&fedora, &cs).key();
+        assert_ne!(base, recipe().key());
+        for f in [
+            fedora.join("policy/modules/x"),
+            fedora.join("dist/targeted/modules.conf"),
+            cs.join("container.te"),
+            cs.join("container.if"),
+            cs.join("container.fc"),
+        ] {
+            let before = std::fs::read(&f).unwrap();
+            std::fs::write(&f, b"changed").unwrap();
+            assert_ne!(with_policy(&fedora, &cs).key(), base, "{}", f.display());
+            std::fs::write(&f, before).unwrap();
+        }
+        std::fs::write(cs.join("README.md"), "new file").unwrap();
+        assert_ne!(with_policy(&fedora, &cs).key(), base, "a new file");
+        std::fs::remove_file(cs.join("README.md")).unwrap();
+        assert_eq!(with_policy(&fedora, &cs).key(), base);
+        // The same trees elsewhere: the same image.
+        let moved = tempfile::tempdir().unwrap();
+        let (f2, c2) = policy_trees(moved.path());
+        assert_eq!(with_policy(&f2, &c2).key(), base);
+    }
+
+    #[test]
+    fn pruning_sees_only_entries_of_its_own_recipe() {
+        assert!(is_entry_of("debian-12-02bc987b2ef53675", "debian-12"));
+        assert!(!is_entry_of(
+            "debian-12-fedora-02bc987b2ef53675",
+            "debian-12"
+        ));
+        assert!(is_entry_of(
+            "debian-12-fedora-02bc987b2ef53675",
+            "debian-12-fedora"
+        ));
+        assert!(!is_entry_of("debian-12-02bc987b2ef53675.lock", "debian-12"));
+        assert!(!is_entry_of(
+            "debian-12-02bc987b2ef53675.build-12",
+            "debian-12"
+        ));
     }
 
     #[test]

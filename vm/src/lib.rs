@@ -14,5 +14,6 @@ pub mod console;
 pub mod image;
 pub mod machine;
 pub mod monitor;
+pub mod policy;
 pub mod qemu;
 pub mod warm;

@@ -1,15 +1,65 @@
 //! `crlab-lab image build|list|clean`: the lab image cache, for `cargo xtask image`;
 //! `crlab-lab run`: one command in the lab VM, for `cargo xtask lab-run` (looking around
-//! in the guest while writing a scenario).
+//! in the guest while writing a scenario). Both take the policies under test
+//! (`--distro-policy`, `--container-policy`, as `cargo xtask` passes them).
 
-use crlab_harness::lab::{recipe, session::UNIT, Lab, LabOptions};
+use crlab_harness::lab::recipe::{self, LabPolicy};
+use crlab_harness::lab::{session::UNIT, Lab, LabOptions};
 use crlab_vm::image;
+use crlab_vm::policy::PolicySelection;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: crlab-lab image build --agent PATH --policy DIR | image list | image clean\n       \
-     crlab-lab run --agent PATH --policy DIR --run-dir DIR [--context CTX] -- COMMAND [ARG]...";
+const USAGE: &str = "usage: crlab-lab image build --agent PATH --policy DIR [POLICIES] | image list | image clean\n       \
+     crlab-lab run --agent PATH --policy DIR --run-dir DIR [--context CTX] [POLICIES] -- COMMAND [ARG]...\n       \
+     POLICIES: [--distro-policy refpolicy|fedora=PATH] [--container-policy lab|container-selinux=PATH]\n       \
+     (PATH: a source tree, a tarball, or a git checkout as PATH@REV)";
+
+/// The `--name value` options of `image build` and `run`.
+#[derive(Debug, Default, PartialEq)]
+struct Options {
+    agent: Option<String>,
+    policy: Option<String>,
+    run_dir: Option<String>,
+    context: Option<String>,
+    distro_policy: Option<String>,
+    container_policy: Option<String>,
+    /// After `--`: the command to run.
+    command: Vec<String>,
+}
+
+fn parse_options(args: &[&str]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut i = 0;
+    while i < args.len() {
+        let name = args[i];
+        if name == "--" {
+            o.command = args[i + 1..].iter().map(|s| s.to_string()).collect();
+            break;
+        }
+        let value = args
+            .get(i + 1)
+            .map(|v| v.to_string())
+            .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))?;
+        let slot = match name {
+            "--agent" => &mut o.agent,
+            "--policy" => &mut o.policy,
+            "--run-dir" => &mut o.run_dir,
+            "--context" => &mut o.context,
+            "--distro-policy" => &mut o.distro_policy,
+            "--container-policy" => &mut o.container_policy,
+            _ => return Err(format!("unknown argument {name:?}\n{USAGE}")),
+        };
+        *slot = Some(value);
+        i += 2;
+    }
+    Ok(o)
+}
+
+fn required<'a>(v: &'a Option<String>, name: &str) -> Result<&'a str, String> {
+    v.as_deref()
+        .ok_or_else(|| format!("{name} is required\n{USAGE}"))
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,20 +69,8 @@ fn main() -> ExitCode {
         ["image", "clean"] => image::clean().map_err(|e| e.to_string()).map(|()| {
             println!("removed every cached lab image and saved VM state");
         }),
-        ["image", "build", "--agent", agent, "--policy", policy] => {
-            build(PathBuf::from(agent), PathBuf::from(policy))
-        }
-        ["run", "--agent", agent, "--policy", policy, "--run-dir", dir, rest @ ..] => {
-            let (context, argv) = match rest {
-                ["--context", ctx, "--", argv @ ..] => (*ctx, argv),
-                ["--", argv @ ..] => ("", argv),
-                _ => return usage(),
-            };
-            if argv.is_empty() {
-                return usage();
-            }
-            run(agent, policy, dir, context, argv)
-        }
+        ["image", "build", rest @ ..] => parse_options(rest).and_then(|o| build(&o)),
+        ["run", rest @ ..] => parse_options(rest).and_then(|o| run(&o)),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -44,27 +82,49 @@ fn main() -> ExitCode {
     }
 }
 
-fn usage() -> ExitCode {
-    eprintln!("crlab-lab: error: {USAGE}");
-    ExitCode::FAILURE
+/// The policies the options name, resolved, with the lab's modules of `--policy DIR`.
+fn lab_policy(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<LabPolicy, String> {
+    let dir = PathBuf::from(required(&o.policy, "--policy")?);
+    let selection =
+        PolicySelection::parse(o.distro_policy.as_deref(), o.container_policy.as_deref())
+            .map_err(|e| e.to_string())?;
+    let policy = LabPolicy::resolve(&selection, &dir, progress).map_err(|e| e.to_string())?;
+    progress(&format!("policies: {}", policy.info().summary()));
+    Ok(policy)
 }
 
-/// Starts the lab (warm when it can), runs `argv` in `context` and prints its output; exits
-/// with the command's status.
-fn run(agent: &str, policy: &str, dir: &str, context: &str, argv: &[&str]) -> Result<(), String> {
+/// Starts the lab (warm when it can), runs the command in its context and prints its output;
+/// exits with the command's status.
+fn run(o: &Options) -> Result<(), String> {
+    let agent = required(&o.agent, "--agent")?;
+    let dir = required(&o.run_dir, "--run-dir")?;
+    if o.command.is_empty() {
+        return Err(format!("no command after --\n{USAGE}"));
+    }
+    let mut progress = |m: &str| eprintln!("[lab] {m}");
+    let policy = lab_policy(o, &mut progress)?;
     let opts = LabOptions {
         qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
         memory_mib: 1024,
         cpus: 2,
         run_dir: PathBuf::from(dir),
         agent: PathBuf::from(agent),
-        policy_modules: recipe::policy_modules(&PathBuf::from(policy))?,
+        policy_modules: recipe::policy_modules(&PathBuf::from(required(&o.policy, "--policy")?))?,
+        policy,
         cold_boot_timeout: std::time::Duration::from_secs(600),
     };
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
-    let mut lab =
-        Lab::start(&opts, &mut |m| eprintln!("[lab] {m}")).map_err(|e| format!("{e:#}"))?;
-    let r = lab.run(argv, context, std::time::Duration::from_secs(300));
+    let lab = Lab::start(&opts, &mut progress);
+    let mut lab = match lab {
+        Ok(lab) => lab,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(format!("{e:#}"));
+        }
+    };
+    let argv: Vec<&str> = o.command.iter().map(String::as_str).collect();
+    let context = o.context.as_deref().unwrap_or("");
+    let r = lab.run(&argv, context, std::time::Duration::from_secs(300));
     lab.shutdown();
     let _ = std::fs::remove_dir_all(dir);
     let r = r.map_err(|e| format!("{e:#}"))?;
@@ -91,11 +151,52 @@ fn list() -> Result<(), String> {
     Ok(())
 }
 
-fn build(agent: PathBuf, policy: PathBuf) -> Result<(), String> {
+fn build(o: &Options) -> Result<(), String> {
+    let agent = PathBuf::from(required(&o.agent, "--agent")?);
     let agent = std::fs::read(&agent).map_err(|e| format!("reading {}: {e}", agent.display()))?;
-    let modules = recipe::policy_modules(&policy)?;
-    let r = recipe::debian(agent, UNIT, modules);
-    let img = image::ensure(&r, &mut |m| eprintln!("{m}")).map_err(|e| e.to_string())?;
+    let mut progress = |m: &str| eprintln!("{m}");
+    let policy = lab_policy(o, &mut progress)?;
+    let modules = recipe::policy_modules(&PathBuf::from(required(&o.policy, "--policy")?))?;
+    let r = recipe::for_policy(agent, UNIT, modules, &policy);
+    let img = image::ensure(&r, &mut progress).map_err(|e| e.to_string())?;
     println!("lab image {} is ready in {}", img.key, img.dir.display());
+    println!("{}", policy.info().summary());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_come_in_any_order_and_the_command_follows_the_double_dash() {
+        let o = parse_options(&[
+            "--container-policy",
+            "container-selinux=/c",
+            "--agent",
+            "/a",
+            "--policy",
+            "/p",
+            "--distro-policy",
+            "fedora=/f",
+            "--run-dir",
+            "/r",
+            "--",
+            "ausearch",
+            "-m",
+            "AVC",
+        ])
+        .unwrap();
+        assert_eq!(o.agent.as_deref(), Some("/a"));
+        assert_eq!(o.distro_policy.as_deref(), Some("fedora=/f"));
+        assert_eq!(o.container_policy.as_deref(), Some("container-selinux=/c"));
+        assert_eq!(o.command, ["ausearch", "-m", "AVC"]);
+        assert!(parse_options(&["--agent"])
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse_options(&["--bogus", "x"])
+            .unwrap_err()
+            .contains("unknown argument"));
+        assert_eq!(parse_options(&[]).unwrap(), Options::default());
+    }
 }

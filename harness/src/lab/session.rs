@@ -28,6 +28,9 @@ pub struct LabOptions {
     pub agent: PathBuf,
     /// SELinux policy modules to build into the image (name.cil, contents).
     pub policy_modules: Vec<(String, Vec<u8>)>,
+    /// The policies under test, resolved (`recipe::LabPolicy::from_env`; its `info()` is
+    /// what the report records).
+    pub policy: recipe::LabPolicy,
     pub cold_boot_timeout: Duration,
 }
 
@@ -89,7 +92,12 @@ impl Lab {
             path: opts.agent.clone(),
             source,
         })?;
-        let recipe = recipe::debian(agent.clone(), UNIT, opts.policy_modules.clone());
+        let recipe = recipe::for_policy(
+            agent.clone(),
+            UNIT,
+            opts.policy_modules.clone(),
+            &opts.policy,
+        );
         let spec = BootSpec {
             qemu: opts.qemu.clone(),
             memory_mib: opts.memory_mib,
