@@ -37,6 +37,21 @@ const HOST: &[Prerequisite] = &[
     Prerequisite { what: "pkg-config (selinux crate)", look: All(&["pkg-config"]), debian: &["pkg-config"], fedora: &["pkg-config"] },
 ];
 
+/// What building SELinux policies from source needs: Fedora's selinux-policy and
+/// container-selinux for the Fedora-policy lab image (`--distro-policy fedora=PATH`), and
+/// the host test that builds a broken container-selinux (`vm/tests/policy_build.rs`, in
+/// `cargo test`, hence checked with the build's prerequisites). The policy Makefile runs
+/// gawk for booleans.conf and silently skips it without gawk.
+#[rustfmt::skip]
+const POLICY_BUILD: &[Prerequisite] = &[
+    Prerequisite { what: "make (policy build)", look: All(&["make"]), debian: &["make"], fedora: &["make"] },
+    Prerequisite { what: "m4 (policy build)", look: All(&["m4"]), debian: &["m4"], fedora: &["m4"] },
+    Prerequisite { what: "python3 (policy build)", look: All(&["python3"]), debian: &["python3"], fedora: &["python3"] },
+    Prerequisite { what: "gawk (policy build)", look: All(&["gawk"]), debian: &["gawk"], fedora: &["gawk"] },
+    Prerequisite { what: "checkmodule (policy build)", look: All(&["checkmodule"]), debian: &["checkpolicy"], fedora: &["checkpolicy"] },
+    Prerequisite { what: "semodule_package (policy build)", look: All(&["semodule_package"]), debian: &["semodule-utils"], fedora: &["policycoreutils"] },
+];
+
 /// What the VM lab needs besides: QEMU with qemu-img (Debian's qemu-system-x86 and qemu-utils
 /// are installed together, at one version: a newer qemu-utils alone would be replaced by
 /// nothing), mmdebstrap and mke2fs to build the image, setools to inspect its policy.
@@ -47,10 +62,12 @@ const LAB: &[Prerequisite] = &[
     Prerequisite { what: "mke2fs (lab image disk)", look: Any(&["mke2fs", "/usr/sbin/mke2fs", "/sbin/mke2fs"]), debian: &["e2fsprogs"], fedora: &["e2fsprogs"] },
 ];
 
-/// Checks the build's prerequisites and installs the missing ones (as root, with apt-get or
-/// dnf); otherwise fails with the exact command to run.
+/// Checks the build's prerequisites, and the policy build tools the host tests need, and
+/// installs the missing ones (as root, with apt-get or dnf); otherwise fails with the exact
+/// command to run.
 pub fn ensure(sh: &Shell) -> Result<()> {
-    ensure_set(sh, HOST)
+    ensure_set(sh, HOST)?;
+    ensure_set(sh, POLICY_BUILD)
 }
 
 /// The same for the VM lab's prerequisites.
@@ -320,6 +337,19 @@ mod tests {
         std::fs::remove_dir_all(&dir).expect("remove test tree");
         assert_eq!(found, [dir.join("llvm-14/lib/libclang.so.1")]);
         assert!(missing.is_empty());
+    }
+
+    #[test]
+    fn policy_tools_name_their_packages() {
+        let missing: Vec<&Prerequisite> = POLICY_BUILD.iter().collect();
+        assert_eq!(
+            PackageManager::Apt.install_line(&missing),
+            "apt-get install -y make m4 python3 gawk checkpolicy semodule-utils"
+        );
+        assert_eq!(
+            PackageManager::Dnf.install_line(&missing),
+            "dnf install -y make m4 python3 gawk checkpolicy policycoreutils"
+        );
     }
 
     #[test]

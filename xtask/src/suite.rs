@@ -137,6 +137,7 @@ fn host_tests(sh: &Shell) -> Result<Done> {
 
 fn vm_suite(sh: &Shell) -> Result<Done> {
     let args = VmTestArgs {
+        policy: Default::default(),
         harness_args: Vec::new(),
     };
     match vm_lab::run(sh, &args)? {

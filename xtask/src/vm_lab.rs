@@ -15,9 +15,102 @@ use crate::{cargo, is_root, prereq, target_dir};
 
 #[derive(Debug, Args)]
 pub struct VmTestArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Arguments for the scenario runner, as for any cargo test: a FILTER, `--list`, `--exact`
     #[arg(last = true, value_name = "ARGS")]
     pub harness_args: Vec<String>,
+}
+
+/// The policies under test. xtask only checks them and passes them on (to the scenarios test
+/// as `CRLAB_DISTRO_POLICY` / `CRLAB_CONTAINER_POLICY`, to `crlab-lab` as its flags): the
+/// harness parses, builds and records them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PolicyArgs {
+    /// The base policy: `refpolicy` (Debian's, the default) or `fedora=PATH` (Fedora's
+    /// selinux-policy built from PATH: a source tree, a tarball, or a git checkout as PATH@REV)
+    #[arg(long, value_name = "SPEC")]
+    pub distro_policy: Option<String>,
+    /// The container policy: `lab` (the lab's stand-in, the default, on refpolicy) or
+    /// `container-selinux=PATH` (built from PATH as above, on fedora=PATH)
+    #[arg(long, value_name = "SPEC")]
+    pub container_policy: Option<String>,
+}
+
+impl PolicyArgs {
+    /// The specs checked (known kinds, a PATH that exists, pairs that can work) and with
+    /// every PATH made absolute: the harness runs elsewhere (cargo test's directory).
+    pub fn checked(&self) -> Result<PolicyArgs> {
+        let cwd = std::env::current_dir()?;
+        let distro = match self.distro_policy.as_deref() {
+            None | Some("") | Some("refpolicy") => None,
+            Some(spec) => match spec.strip_prefix("fedora=") {
+                Some(path) => Some(format!("fedora={}", source_path(&cwd, path)?)),
+                None => bail!(
+                    "--distro-policy {spec:?}: use `refpolicy` or `fedora=PATH` (a source \
+                     tree, a tarball, or a git checkout as PATH@REV)"
+                ),
+            },
+        };
+        let container = match self.container_policy.as_deref() {
+            None | Some("") | Some("lab") => None,
+            Some(spec) => match spec.strip_prefix("container-selinux=") {
+                Some(path) => Some(format!("container-selinux={}", source_path(&cwd, path)?)),
+                None => bail!(
+                    "--container-policy {spec:?}: use `lab` or `container-selinux=PATH` (a \
+                     source tree, a tarball, or a git checkout as PATH@REV)"
+                ),
+            },
+        };
+        match (&distro, &container) {
+            (Some(_), None) => bail!(
+                "--distro-policy fedora=PATH needs --container-policy container-selinux=PATH: \
+                 the lab's stand-in declares the container-selinux names that Fedora's policy \
+                 already has"
+            ),
+            (None, Some(_)) => bail!(
+                "--container-policy container-selinux=PATH needs --distro-policy fedora=PATH: \
+                 container-selinux does not build on Debian's refpolicy"
+            ),
+            _ => {}
+        }
+        Ok(PolicyArgs {
+            distro_policy: distro,
+            container_policy: container,
+        })
+    }
+
+    /// `--distro-policy SPEC --container-policy SPEC`, for `crlab-lab`.
+    pub fn flags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.distro_policy {
+            out.extend(["--distro-policy".to_string(), d.clone()]);
+        }
+        if let Some(c) = &self.container_policy {
+            out.extend(["--container-policy".to_string(), c.clone()]);
+        }
+        out
+    }
+}
+
+/// `PATH` or `PATH@REV` with PATH absolute; an error when PATH does not exist.
+fn source_path(cwd: &std::path::Path, spec: &str) -> Result<String> {
+    let absolute = |p: &str| cwd.join(p).display().to_string();
+    if spec.is_empty() {
+        bail!("a policy source needs a PATH (a source tree, a tarball, or a git checkout as PATH@REV)");
+    }
+    if cwd.join(spec).exists() {
+        return Ok(absolute(spec));
+    }
+    if let Some((path, rev)) = spec.rsplit_once('@') {
+        if !path.is_empty() && !rev.is_empty() {
+            if !cwd.join(path).is_dir() {
+                bail!("the policy source {path} (in {spec}) is not a directory: PATH@REV needs a git checkout");
+            }
+            return Ok(format!("{}@{rev}", absolute(path)));
+        }
+    }
+    bail!("the policy source {spec} does not exist: give a source tree, a tarball, or a git checkout as PATH@REV")
 }
 
 /// What a run of the VM suite came to.
@@ -32,6 +125,7 @@ pub enum Outcome {
 /// Runs the VM suite with the scenario runner's arguments.
 pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
     let cargo = cargo();
+    let policy = args.policy.checked()?;
     let harness_args = &args.harness_args;
     let listing = harness_args.iter().any(|a| a == "--list");
     if !listing {
@@ -54,6 +148,14 @@ pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
         "{cargo} test --release -p crlab-harness --test scenarios -- {harness_args...}"
     )
     .env("CRLAB_VM", "1")
+    .env(
+        "CRLAB_DISTRO_POLICY",
+        policy.distro_policy.as_deref().unwrap_or("refpolicy"),
+    )
+    .env(
+        "CRLAB_CONTAINER_POLICY",
+        policy.container_policy.as_deref().unwrap_or("lab"),
+    )
     .env("CRLAB_PAYLOAD_DIR", &payload)
     .env("CRLAB_REPORT_DIR", target_dir().join("crlab"))
     .run();
@@ -78,12 +180,15 @@ pub struct LabRunArgs {
     /// The SELinux context to run the command in
     #[arg(long, value_name = "CONTEXT")]
     context: Option<String>,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// The command and its arguments
     #[arg(required = true, last = true)]
     command: Vec<String>,
 }
 
 pub fn lab_run(sh: &Shell, args: &LabRunArgs) -> Result<()> {
+    let policy = args.policy.checked()?.flags();
     prereq::ensure(sh)?;
     prereq::ensure_lab(sh)?;
     let cargo = cargo();
@@ -94,7 +199,7 @@ pub fn lab_run(sh: &Shell, args: &LabRunArgs) -> Result<()> {
     .run()?;
     let bin = target_dir().join("release");
     let (lab, agent) = (bin.join("crlab-lab"), bin.join("crlab-agent"));
-    let policy = crate::workspace_root().join("scenarios/policy");
+    let policy_dir = crate::workspace_root().join("scenarios/policy");
     let run_dir = target_dir()
         .join("crlab/runs")
         .join(format!("lab-run-{}", std::process::id()));
@@ -103,14 +208,15 @@ pub fn lab_run(sh: &Shell, args: &LabRunArgs) -> Result<()> {
         None => Vec::new(),
     };
     let command = &args.command;
-    cmd!(sh, "{lab} run --agent {agent} --policy {policy} --run-dir {run_dir} {context...} -- {command...}")
+    cmd!(sh, "{lab} run --agent {agent} --policy {policy_dir} --run-dir {run_dir} {context...} {policy...} -- {command...}")
         .run()?;
     Ok(())
 }
 
 /// `cargo xtask image build|list|clean`, through the harness's `crlab-lab` binary.
-pub fn image(sh: &Shell, which: &str) -> Result<()> {
+pub fn image(sh: &Shell, which: &str, policy: &PolicyArgs) -> Result<()> {
     let cargo = cargo();
+    let policy = policy.checked()?.flags();
     if which == "build" {
         prereq::ensure(sh)?;
         prereq::ensure_lab(sh)?;
@@ -127,10 +233,97 @@ pub fn image(sh: &Shell, which: &str) -> Result<()> {
     let lab = bin.join("crlab-lab");
     if which == "build" {
         let agent = bin.join("crlab-agent");
-        let policy = crate::workspace_root().join("scenarios/policy");
-        cmd!(sh, "{lab} image build --agent {agent} --policy {policy}").run()?;
+        let policy_dir = crate::workspace_root().join("scenarios/policy");
+        cmd!(
+            sh,
+            "{lab} image build --agent {agent} --policy {policy_dir} {policy...}"
+        )
+        .run()?;
     } else {
         cmd!(sh, "{lab} image {which}").run()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    fn args(distro: Option<&str>, container: Option<&str>) -> PolicyArgs {
+        PolicyArgs {
+            distro_policy: distro.map(str::to_string),
+            container_policy: container.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_default_passes_nothing() {
+        let checked = args(None, Some("lab")).checked().expect("the default");
+        assert_eq!(checked.flags(), Vec::<String>::new());
+        let checked = args(Some("refpolicy"), None)
+            .checked()
+            .expect("the default");
+        assert!(checked.distro_policy.is_none());
+    }
+
+    #[test]
+    fn paths_become_absolute_and_keep_their_revision() {
+        let dir = std::env::temp_dir().join(format!("xtask-policy-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("cs")).expect("test tree");
+        std::fs::write(dir.join("f.tar.gz"), b"").expect("test file");
+        let checked = args(
+            Some(&format!("fedora={}", dir.join("f.tar.gz").display())),
+            Some(&format!(
+                "container-selinux={}@main",
+                dir.join("cs").display()
+            )),
+        )
+        .checked();
+        let missing = args(
+            Some("fedora=/nonexistent/f.tar.gz"),
+            Some("container-selinux=/nonexistent/cs@main"),
+        )
+        .checked();
+        std::fs::remove_dir_all(&dir).expect("remove test tree");
+        let flags = checked.expect("existing paths").flags();
+        assert_eq!(flags[0], "--distro-policy");
+        assert_eq!(
+            flags[3],
+            format!("container-selinux={}@main", dir.join("cs").display())
+        );
+        let e = missing.expect_err("missing paths").to_string();
+        assert!(e.contains("/nonexistent/f.tar.gz does not exist"), "{e}");
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(
+            source_path(&cwd, "Cargo.toml").expect("exists"),
+            cwd.join("Cargo.toml").display().to_string()
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_and_impossible_pairs_are_refused() {
+        let e = args(Some("debian"), None)
+            .checked()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fedora=PATH"), "{e}");
+        let e = args(None, Some("selinux"))
+            .checked()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("container-selinux=PATH"), "{e}");
+        let e = args(Some("fedora=Cargo.toml"), None)
+            .checked()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs --container-policy container-selinux"),
+            "{e}"
+        );
+        let e = args(None, Some("container-selinux=Cargo.toml"))
+            .checked()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs --distro-policy fedora=PATH"), "{e}");
+    }
 }
