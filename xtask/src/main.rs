@@ -4,6 +4,7 @@
 //! installs the host packages that the engine's build script needs.
 
 mod bench;
+mod policy_diff;
 mod prereq;
 mod reaper;
 mod suite;
@@ -26,7 +27,12 @@ Every command:
   cargo xtask prereqs                  check the host packages the build needs, install what is missing
   cargo xtask bench engine [--reps N]  crlab dump/restore of 10 MiB and 1 GiB against memcpy (root)
   cargo xtask image build|list|clean   the lab image cache (build needs root)
-  cargo xtask lab-run -- COMMAND...    one command in the lab VM, its output printed (--context CTX)";
+  cargo xtask lab-run -- COMMAND...    one command in the lab VM, its output printed (--context CTX)
+  cargo xtask policy-diff --old SPEC --new SPEC [--distro-policy SPEC] [-- FILTER]
+                                       the catalog under two container policies, what changed (root)
+
+Policies (vm-test, lab-run, image build): --distro-policy refpolicy|fedora=PATH,
+--container-policy lab|container-selinux=PATH; PATH is a source tree, a tarball or PATH@REV.";
 
 /// crlab's developer commands.
 ///
@@ -72,6 +78,16 @@ enum Command {
     /// unconfined_t) with a 300 s deadline, and stops the VM. The payload of the last
     /// vm-test is in /opt/crlab/bin of a warm-started guest only if that run uploaded it.
     LabRun(vm_lab::LabRunArgs),
+    /// What a container policy change does to checkpoint/restore (root)
+    ///
+    /// Builds the image of each side first (a policy that does not build is an error, with
+    /// the compiler's file and line, not a regression), runs the catalog under --old and under
+    /// --new (or the scenarios matching FILTER), and prints per scenario and backend what
+    /// changed: step outcomes, restored contexts, crlab check verdicts, audit records added
+    /// and removed. Writes target/crlab/policy-diff.md (for a pull request) and
+    /// policy-diff.json. Exits 0 when nothing regressed, 1 when a scenario whose expectations
+    /// held under --old fails under --new.
+    PolicyDiff(policy_diff::PolicyDiffArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +145,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             vm_lab::lab_run(&sh, &args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::PolicyDiff(args) => policy_diff::command(&sh, &args),
         Command::Image(cmd) => {
             let (which, policy) = match cmd {
                 ImageCommand::Build(policy) => ("build", policy),

@@ -124,23 +124,39 @@ pub enum Outcome {
 
 /// Runs the VM suite with the scenario runner's arguments.
 pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
-    let cargo = cargo();
     let policy = args.policy.checked()?;
-    let harness_args = &args.harness_args;
-    let listing = harness_args.iter().any(|a| a == "--list");
+    let listing = args.harness_args.iter().any(|a| a == "--list");
     if !listing {
-        prereq::ensure(sh)?;
-        prereq::ensure_lab(sh)?;
-        if !is_root() {
-            bail!("the VM lab builds its image with mmdebstrap and chroot: run `cargo xtask vm-test` as root");
-        }
-        eprintln!("==> building the payload: crlab, the guest agent, the workloads (release)");
-        cmd!(
-            sh,
-            "{cargo} build --release -p crlab -p crlab-workloads -p crlab-agent --bins"
-        )
-        .run()?;
+        build_payload(sh)?;
     }
+    run_suite(sh, &policy, &args.harness_args, &target_dir().join("crlab"))
+}
+
+/// Installs what the lab needs and builds the payload (engine, agent, workloads, release).
+pub fn build_payload(sh: &Shell) -> Result<()> {
+    let cargo = cargo();
+    prereq::ensure(sh)?;
+    prereq::ensure_lab(sh)?;
+    if !is_root() {
+        bail!("the VM lab builds its image with mmdebstrap and chroot: run `cargo xtask vm-test` as root");
+    }
+    eprintln!("==> building the payload: crlab, the guest agent, the workloads (release)");
+    cmd!(
+        sh,
+        "{cargo} build --release -p crlab -p crlab-workloads -p crlab-agent --bins"
+    )
+    .run()?;
+    Ok(())
+}
+
+/// Runs the scenario catalog under `policy` (already checked), its reports into `reports`.
+pub fn run_suite(
+    sh: &Shell,
+    policy: &PolicyArgs,
+    harness_args: &[String],
+    reports: &std::path::Path,
+) -> Result<Outcome> {
+    let cargo = cargo();
     let payload = target_dir().join("release");
     eprintln!("==> running the scenario catalog in the VM lab");
     let status = cmd!(
@@ -157,7 +173,7 @@ pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
         policy.container_policy.as_deref().unwrap_or("lab"),
     )
     .env("CRLAB_PAYLOAD_DIR", &payload)
-    .env("CRLAB_REPORT_DIR", target_dir().join("crlab"))
+    .env("CRLAB_REPORT_DIR", reports)
     .run();
     Ok(if status.is_ok() {
         Outcome::Passed

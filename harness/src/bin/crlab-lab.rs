@@ -2,6 +2,8 @@
 //! `crlab-lab run`: one command in the lab VM, for `cargo xtask lab-run` (looking around
 //! in the guest while writing a scenario). Both take the policies under test
 //! (`--distro-policy`, `--container-policy`, as `cargo xtask` passes them).
+//! `crlab-lab diff OLD.json NEW.json OUT_DIR`: what a policy change does, for `cargo xtask
+//! policy-diff` (exit 1 when a trial regressed, 2 on an error).
 
 use crlab_harness::lab::recipe::{self, LabPolicy};
 use crlab_harness::lab::{session::UNIT, Lab, LabOptions};
@@ -12,6 +14,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: crlab-lab image build --agent PATH --policy DIR [POLICIES] | image list | image clean\n       \
      crlab-lab run --agent PATH --policy DIR --run-dir DIR [--context CTX] [POLICIES] -- COMMAND [ARG]...\n       \
+     crlab-lab diff OLD_REPORT NEW_REPORT OUT_DIR\n       \
      POLICIES: [--distro-policy refpolicy|fedora=PATH] [--container-policy lab|container-selinux=PATH]\n       \
      (PATH: a source tree, a tarball, or a git checkout as PATH@REV)";
 
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         }),
         ["image", "build", rest @ ..] => parse_options(rest).and_then(|o| build(&o)),
         ["run", rest @ ..] => parse_options(rest).and_then(|o| run(&o)),
+        ["diff", old, new, out] => return diff(old, new, out),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -162,6 +166,32 @@ fn build(o: &Options) -> Result<(), String> {
     println!("lab image {} is ready in {}", img.key, img.dir.display());
     println!("{}", policy.info().summary());
     Ok(())
+}
+
+/// Compares two runs' reports: prints the table, writes `policy-diff.md` and
+/// `policy-diff.json` into `out`; exit 1 when a trial regressed, 2 when the comparison could
+/// not be made.
+fn diff(old: &str, new: &str, out: &str) -> ExitCode {
+    let out = PathBuf::from(out);
+    match crlab_harness::diff::run(&PathBuf::from(old), &PathBuf::from(new), &out) {
+        Ok(d) => {
+            print!("{}", crlab_harness::diff::table(&d));
+            println!(
+                "written: {} and {}",
+                out.join("policy-diff.md").display(),
+                out.join("policy-diff.json").display()
+            );
+            if d.regressions().is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("crlab-lab: error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[cfg(test)]
