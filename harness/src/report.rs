@@ -116,7 +116,11 @@ fn differences(crlab: &TrialReport, criu: &TrialReport) -> Vec<String> {
     }
     if let Some(crate::trial::observation::SelfCheck::Failed(why)) = &theirs.self_check {
         let why: String = why.trim_start_matches("fail: ").chars().take(160).collect();
-        d.push(format!("self-check failed: {why}"));
+        if theirs.dump_outcome() == Some(Outcome::Fail) {
+            d.push(format!("its failed dump disturbed the workload: {why}"));
+        } else {
+            d.push(format!("self-check failed: {why}"));
+        }
     }
     let (dc, dk) = (denials(ours), denials(theirs));
     let extra: Vec<&str> = dk

@@ -95,9 +95,13 @@ impl Observation {
         self.restore.as_ref().map(|r| r.outcome)
     }
 
-    /// The restored root's context (its main thread's), if something was restored.
+    /// The restored root's context (its main thread's), if something was restored and its
+    /// context could be read (a process that exited at once has none).
     pub fn root_context(&self) -> Option<&str> {
-        self.restored.first().map(RestoredProcess::context)
+        self.restored
+            .first()
+            .map(RestoredProcess::context)
+            .filter(|c| !c.is_empty())
     }
 
     /// The step called `name`, if it ran.
