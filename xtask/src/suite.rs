@@ -3,15 +3,17 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::vm_lab::{self, Outcome, VmTestArgs};
+use crate::vm_lab::{self, Outcome, PolicyArgs, VmTestArgs};
 use crate::{cargo, error_text, is_root, prereq};
 
 /// How a step ended when it did not fail.
 enum Done {
     Passed,
+    /// It could not run here, for this reason (shown in the summary).
+    NotHere(&'static str),
 }
 
 struct Step {
@@ -28,13 +30,21 @@ const STEPS: &[Step] = &[
     Step { name: "cargo clippy --workspace --all-targets -- -D warnings", run: clippy, gate: false },
     Step { name: "cargo test --workspace", run: host_tests, gate: false },
     Step { name: "VM suite (cargo xtask vm-test)", run: vm_suite, gate: false },
+    Step { name: "VM suite on fedora + container-selinux", run: vm_suite_fedora, gate: false },
+    Step { name: "policy-diff: a removed rule regresses, no change is none", run: policy_diff_shown, gate: false },
 ];
+
+/// The environment variable naming the folder with the pristine policy sources
+/// (`container-selinux-*.tar.gz`, `fedora-selinux-policy-*.tar.gz`); `.ci/run` sets it.
+const FIXTURES: &str = "CRLAB_POLICY_FIXTURES";
+const NO_FIXTURES: &str = "CRLAB_POLICY_FIXTURES is unset (the policy sources to test)";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Status {
     Passed,
     Failed,
     NotRun,
+    NotHere(&'static str),
 }
 
 pub fn run(sh: &Shell) -> Result<ExitCode> {
@@ -49,6 +59,10 @@ pub fn run(sh: &Shell) -> Result<ExitCode> {
         let start = Instant::now();
         let status = match (step.run)(sh) {
             Ok(Done::Passed) => Status::Passed,
+            Ok(Done::NotHere(why)) => {
+                eprintln!("not run here: {why}");
+                Status::NotHere(why)
+            }
             Err(err) => {
                 eprintln!(
                     "{}",
@@ -84,6 +98,7 @@ fn summary(results: &[(&'static str, Status, Duration)]) -> String {
             Status::Passed => ("ok", ""),
             Status::Failed => ("FAILED", ""),
             Status::NotRun => ("not run", "an earlier step it needs failed"),
+            Status::NotHere(why) => ("not run", *why),
         };
         let secs = format!("{:.1}s", time.as_secs_f64());
         let line = format!("  {name:<width$}  {word:<8}  {secs:>8}  {note}");
@@ -144,6 +159,171 @@ fn vm_suite(sh: &Shell) -> Result<Done> {
         Outcome::Passed => Ok(Done::Passed),
         Outcome::Failed => anyhow::bail!("a scenario of the VM suite failed (see the table above)"),
     }
+}
+
+/// The fixture tarball whose name starts with `prefix`.
+fn fixture(dir: &std::path::Path, prefix: &str) -> Result<std::path::PathBuf> {
+    let found: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{FIXTURES}={}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".tar.gz"))
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => bail!(
+            "expected one {prefix}*.tar.gz in {}, found {found:?}",
+            dir.display()
+        ),
+    }
+}
+
+/// The fixtures' folder, absolute, if the variable is set.
+fn fixtures() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os(FIXTURES).filter(|d| !d.is_empty())?;
+    Some(crate::workspace_root().join(dir))
+}
+
+/// The policy flags for Fedora's policy and container-selinux from the fixtures.
+fn fedora_policy(dir: &std::path::Path) -> Result<PolicyArgs> {
+    let distro = fixture(dir, "fedora-selinux-policy-")?;
+    let container = fixture(dir, "container-selinux-")?;
+    Ok(PolicyArgs {
+        distro_policy: Some(format!("fedora={}", distro.display())),
+        container_policy: Some(format!("container-selinux={}", container.display())),
+    })
+}
+
+fn vm_suite_fedora(sh: &Shell) -> Result<Done> {
+    let Some(dir) = fixtures() else {
+        return Ok(Done::NotHere(NO_FIXTURES));
+    };
+    let args = VmTestArgs {
+        policy: fedora_policy(&dir)?,
+        harness_args: Vec::new(),
+    };
+    match vm_lab::run(sh, &args)? {
+        Outcome::Passed => Ok(Done::Passed),
+        Outcome::Failed => {
+            bail!("a scenario failed on fedora + container-selinux (see the table above)")
+        }
+    }
+}
+
+/// The scenario the policy-diff demonstration runs (with both backends): one whose restore
+/// the runtime's `dyntransition` decides. One keeps the two catalog runs short.
+const DIFF_FILTER: &str = "container-1-thread";
+
+/// `policy-diff` shown on a real change: container-selinux with the runtime's `dyntransition`
+/// to container domains removed must regress the container scenarios, naming the denial;
+/// the same policy on both sides must change nothing.
+fn policy_diff_shown(sh: &Shell) -> Result<Done> {
+    let Some(dir) = fixtures() else {
+        return Ok(Done::NotHere(NO_FIXTURES));
+    };
+    let fedora = fedora_policy(&dir)?;
+    let distro = fedora.distro_policy.clone();
+    let pristine = fixture(&dir, "container-selinux-")?;
+    let scratch = tempfile_dir("crlab-policy-diff")?;
+    let copy = mutated_copy(sh, &pristine, scratch.path())?;
+    let xtask = std::env::current_exe()?;
+    let run = |old: &std::path::Path, new: &std::path::Path| -> Result<(i32, String)> {
+        let mut c = std::process::Command::new(&xtask);
+        c.arg("policy-diff")
+            .arg("--old")
+            .arg(format!("container-selinux={}", old.display()))
+            .arg("--new")
+            .arg(format!("container-selinux={}", new.display()));
+        if let Some(d) = &distro {
+            c.arg("--distro-policy").arg(d);
+        }
+        c.arg("--").arg(DIFF_FILTER);
+        let status = c.status().context("running cargo xtask policy-diff")?;
+        let md = std::fs::read_to_string(crate::target_dir().join("crlab/policy-diff.md"))
+            .unwrap_or_default();
+        Ok((status.code().unwrap_or(-1), md))
+    };
+    let (code, md) = run(&pristine, &copy)?;
+    eprintln!("{md}");
+    if code != 1 {
+        bail!("policy-diff of the fixture against the copy without dyntransition exited {code}, not 1 (a regression)");
+    }
+    if !md.contains("REGRESSED") || !md.contains("dyntransition") {
+        bail!("policy-diff.md does not name the regressed scenario and the dyntransition denial:\n{md}");
+    }
+    let (code, md) = run(&pristine, &pristine)?;
+    eprintln!("{md}");
+    if code != 0 || !md.contains("no change") {
+        bail!("policy-diff of the fixture against itself exited {code} and said:\n{md}");
+    }
+    Ok(Done::Passed)
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir(prefix: &str) -> Result<Scratch> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(Scratch(dir))
+}
+
+/// The rules the mutation removes `dyntransition` from: the runtime domains' own grant and
+/// the one it has as an unconfined domain (container_runtime_t is one).
+const DYNTRANSITION_RULES: [(&str, &str); 2] = [
+    (
+        "allow container_runtime_domain container_domain:process { dyntransition transition };",
+        "allow container_runtime_domain container_domain:process transition;",
+    ),
+    (
+        "allow unconfined_domain_type container_domain:process {transition dyntransition};",
+        "allow unconfined_domain_type container_domain:process transition;",
+    ),
+];
+
+/// A copy of the container-selinux tarball's tree with the runtime's `dyntransition` to
+/// container domains removed; returns the copy's source directory.
+fn mutated_copy(
+    sh: &Shell,
+    tarball: &std::path::Path,
+    into: &std::path::Path,
+) -> Result<std::path::PathBuf> {
+    cmd!(sh, "tar -xzf {tarball} -C {into}").run()?;
+    let tree = std::fs::read_dir(into)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("container.te").is_file())
+        .with_context(|| format!("no container.te in {}", tarball.display()))?;
+    let te = tree.join("container.te");
+    let mut text = std::fs::read_to_string(&te)?;
+    for (rule, without) in DYNTRANSITION_RULES {
+        if !text.contains(rule) {
+            bail!(
+                "{} no longer holds the rule {rule:?}: update the mutation",
+                te.display()
+            );
+        }
+        text = text.replace(rule, without);
+    }
+    std::fs::write(&te, text)?;
+    Ok(tree)
 }
 
 #[cfg(test)]
