@@ -383,10 +383,12 @@ pub fn policy_module_version(te: &str) -> Option<(String, String)> {
 pub(crate) struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    /// A new empty directory under the system's temporary directory.
+    /// A new empty directory under the system's temporary directory. Those that a killed
+    /// run left behind (their process is gone) are removed first.
     pub(crate) fn new(what: &str) -> Result<ScratchDir, PolicyError> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
+        sweep_orphans(&std::env::temp_dir());
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -406,6 +408,39 @@ impl ScratchDir {
 
     pub(crate) fn path(&self) -> &Path {
         &self.0
+    }
+}
+
+/// Removes `crlab-WHAT-PID-N-NANOS` directories of `dir` whose process no longer runs (a run
+/// stopped by a signal drops nothing).
+fn sweep_orphans(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = orphan_pid(&name) else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The PID in a scratch directory's name `crlab-policy-KIND-PID-N-NANOS`.
+fn orphan_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("crlab-policy-")?;
+    let fields: Vec<&str> = rest.rsplitn(4, '-').collect();
+    match fields.as_slice() {
+        [nanos, n, pid, _kind] if nanos.parse::<u32>().is_ok() && n.parse::<u32>().is_ok() => {
+            pid.parse().ok().filter(|p| *p > 0)
+        }
+        _ => None,
     }
 }
 
@@ -535,6 +570,18 @@ mod tests {
         );
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["container"]["version"], "2.250.0");
+    }
+
+    #[test]
+    fn orphans_are_named_by_their_pid() {
+        assert_eq!(orphan_pid("crlab-policy-src-8285-0-119279220"), Some(8285));
+        assert_eq!(
+            orphan_pid("crlab-policy-build-10128-2-234201285"),
+            Some(10128)
+        );
+        assert_eq!(orphan_pid("crlab-policy-target"), None);
+        assert_eq!(orphan_pid("crlab-lab-build.log"), None);
+        assert_eq!(orphan_pid("crlab-policy-src-x-0-1"), None);
     }
 
     #[test]
