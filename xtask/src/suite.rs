@@ -182,10 +182,15 @@ fn fixture(dir: &std::path::Path, prefix: &str) -> Result<std::path::PathBuf> {
     }
 }
 
-/// The fixtures' folder, absolute, if the variable is set.
-fn fixtures() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os(FIXTURES).filter(|d| !d.is_empty())?;
-    Some(crate::workspace_root().join(dir))
+/// The fixtures' folder, absolute, if the variable is set; under CI (`CI` set) it must be.
+fn fixtures() -> Result<Option<std::path::PathBuf>> {
+    match std::env::var_os(FIXTURES).filter(|d| !d.is_empty()) {
+        Some(dir) => Ok(Some(crate::workspace_root().join(dir))),
+        None if std::env::var_os("CI").is_some() => {
+            bail!("{NO_FIXTURES}: under CI the policy steps must run (.ci/run sets it)")
+        }
+        None => Ok(None),
+    }
 }
 
 /// The policy flags for Fedora's policy and container-selinux from the fixtures.
@@ -199,7 +204,7 @@ fn fedora_policy(dir: &std::path::Path) -> Result<PolicyArgs> {
 }
 
 fn vm_suite_fedora(sh: &Shell) -> Result<Done> {
-    let Some(dir) = fixtures() else {
+    let Some(dir) = fixtures()? else {
         return Ok(Done::NotHere(NO_FIXTURES));
     };
     let args = VmTestArgs {
@@ -222,7 +227,7 @@ const DIFF_FILTER: &str = "container-1-thread";
 /// to container domains removed must regress the container scenarios, naming the denial;
 /// the same policy on both sides must change nothing.
 fn policy_diff_shown(sh: &Shell) -> Result<Done> {
-    let Some(dir) = fixtures() else {
+    let Some(dir) = fixtures()? else {
         return Ok(Done::NotHere(NO_FIXTURES));
     };
     let fedora = fedora_policy(&dir)?;
