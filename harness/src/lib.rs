@@ -8,7 +8,8 @@
 //! - [`audit`] parses and normalises audit records, [`context`] reads context strings;
 //! - [`report`] writes the table, JSON and JUnit; [`diff`] compares two runs' reports
 //!   (what a policy change does to checkpoint/restore); [`suite`] is the libtest-mimic program that
-//!   runs the catalog (the `scenarios` test target is its `main`);
+//!   runs the catalog (the `scenarios` test target is its `main`), or one [`shard`] of it;
+//!   [`merge`] combines the shards' reports into one;
 //! - [`lab`] is the host side of a lab VM: the image recipe, and the agent's steps (its
 //!   readiness, its client) around `crlab_vm::boot`.
 //!
@@ -19,7 +20,9 @@ pub mod audit;
 pub mod context;
 pub mod diff;
 pub mod lab;
+pub mod merge;
 pub mod report;
 pub mod scenario;
+pub mod shard;
 pub mod suite;
 pub mod trial;

@@ -7,8 +7,10 @@
 //! vm-test` sets `CRLAB_VM=1` and the payload directory, and the trials run.
 
 use crate::lab::{recipe, Lab, LabOptions};
+use crate::merge::{self, RunSummary};
 use crate::report;
 use crate::scenario::{self, Base, Scenario};
+use crate::shard::{self, Shard};
 use crate::trial::{self, Backend, TrialReport, GUEST_BIN};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
@@ -249,7 +251,16 @@ fn base_from_env() -> Result<Base, String> {
 
 /// The suite's `main`: `root` is the repository.
 pub fn main(root: &Path) -> ExitCode {
-    let mut args = Arguments::from_args();
+    // `--shard I/N` (or CRLAB_SHARD) is the suite's own: libtest-mimic never sees it.
+    let (argv, shard) =
+        match shard::take_from_args(std::env::args().collect(), std::env::var(shard::ENV).ok()) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let mut args = Arguments::from_iter(argv);
     let catalog = match scenario::load_validated(root) {
         Ok(c) => c,
         Err(e) => {
@@ -290,17 +301,34 @@ pub fn main(root: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let selected = shard.unwrap_or(Shard::WHOLE);
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
     let trials: Vec<Trial> = catalog
         .into_iter()
         .flat_map(|s| Backend::ALL.map(|b| (s.clone(), b)))
+        .filter(|(s, backend)| selected.contains(&format!("{}::{}", backend.name(), s.name)))
         .map(|(s, backend)| {
-            let (shared, settings) = (shared.clone(), set.clone());
+            let (shared, settings, failed) = (shared.clone(), set.clone(), failed.clone());
             let name = format!("{}::{}", backend.name(), s.name);
-            Trial::test(name, move || run_trial(&shared, &settings, &s, backend))
-                .with_kind("vm")
-                .with_ignored_flag(!set.in_vm)
+            Trial::test(name.clone(), move || {
+                let result = run_trial(&shared, &settings, &s, backend);
+                if result.is_err() {
+                    if let Ok(mut f) = failed.lock() {
+                        f.push(name);
+                    }
+                }
+                result
+            })
+            .with_kind("vm")
+            .with_ignored_flag(!set.in_vm)
         })
         .collect();
+    if let Some(shard) = shard {
+        eprintln!(
+            "shard {shard}: {} trial(s) of the catalog, chosen by a hash of the scenario's name",
+            trials.len()
+        );
+    }
     if !set.in_vm && !args.list {
         eprintln!("note: these scenarios run in the SELinux VM lab: use `cargo xtask vm-test`");
     }
@@ -309,7 +337,10 @@ pub fn main(root: &Path) -> ExitCode {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     };
-    if !g.reports.is_empty() {
+    // A shard writes its report even when it ran nothing (its part of a filter was empty, or
+    // its lab did not start): `report merge` tells a shard that ran from a missing one.
+    let sharded = shard.is_some() && set.in_vm && !args.list;
+    if !g.reports.is_empty() || sharded {
         report::compare_backends(&mut g.reports);
         println!("\nbase policy: {}", set.base.name());
         println!("{}", report::table(&g.reports));
@@ -325,10 +356,27 @@ pub fn main(root: &Path) -> ExitCode {
                 "policy_modules": l.hello.policy_modules.len(),
             })
         });
+        let mut lab_info = lab_info.unwrap_or_else(|| serde_json::json!({ "base": set.base }));
+        let failed = failed.lock().map(|f| f.clone()).unwrap_or_default();
+        // What `report merge` needs of a shard: which one it was (1/1 for the whole
+        // catalog) and how its run ended (libtest-mimic's counts also count a trial failed
+        // by its audit snapshot).
+        merge::record_shard(
+            &mut lab_info,
+            selected,
+            RunSummary {
+                passed: conclusion.num_passed,
+                failed: conclusion.num_failed,
+                ignored: conclusion.num_ignored,
+                filtered_out: conclusion.num_filtered_out,
+                failed_trials: failed,
+                lab_error: g.start_error.clone(),
+            },
+        );
         let dir = std::env::var("CRLAB_REPORT_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| root.join("target/crlab"));
-        match report::write(&dir, &g.reports, &lab_info.unwrap_or_default()) {
+        match report::write(&dir, &g.reports, &lab_info) {
             Ok(()) => println!(
                 "reports: {} and {}",
                 dir.join("report.json").display(),
