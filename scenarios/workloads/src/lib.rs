@@ -7,6 +7,7 @@
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!("the crlab workloads run on x86_64 Linux only");
 
+pub mod driver;
 pub mod held;
 pub mod protocol;
 pub mod regs;

@@ -1,4 +1,5 @@
-//! The file protocol between a workload and whoever drives it (the engine's tests, the lab agent).
+//! The file protocol between a workload and whoever drives it (the engine's tests, the lab
+//! runner, the benchmark; their side of it is [`crate::driver`]).
 //!
 //! A workload runs as `<bin> <state-dir> <wait-mode> [args...]` with stdin on `/dev/null` and
 //! stdout and stderr appended to `<state-dir>/log`. It sets up its state, writes
@@ -6,8 +7,8 @@
 //! triggered (see [`Trigger`]) it checks its state and writes `<state-dir>/result`: `ok`, or
 //! `fail: <what differed>`, and exits 0 or 1.
 //!
-//! This file uses `std` only: the engine's tests include it by path, so both sides share one
-//! definition of the protocol.
+//! This file uses `std` only: the engine's tests include it (and the driver) by path, so both
+//! sides share one definition of the protocol.
 
 use std::fmt;
 
@@ -33,6 +34,34 @@ pub const MARK_VALUE: &str = "environ-survives-checkpoint";
 pub const EXIT_FAIL: i32 = 1;
 /// Exit status of a workload that could not even set up (bad arguments, a failed syscall).
 pub const EXIT_SETUP: i32 = 2;
+
+/// What a workload's result file says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// [`RESULT_OK`]: every check passed.
+    Passed,
+    /// Anything else, as the file says it (normally [`RESULT_FAIL_PREFIX`] and what differed).
+    Failed(String),
+}
+
+impl Outcome {
+    /// Reads a result file's text; surrounding whitespace does not count.
+    pub fn parse(text: &str) -> Outcome {
+        match text.trim() {
+            RESULT_OK => Outcome::Passed,
+            other => Outcome::Failed(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Passed => f.write_str(RESULT_OK),
+            Outcome::Failed(text) => f.write_str(text),
+        }
+    }
+}
 
 /// How a workload waits for its trigger: the system call (or lack of one) it sits in while it
 /// gets checkpointed.

@@ -1,16 +1,15 @@
 //! Every workload in every wait mode, with no checkpoint in between: it gets ready, is
-//! triggered and passes its own check. Also proves the checks can fail, and the protocol
-//! text round-trips. Needs no root and no engine.
+//! triggered and passes its own check. Also proves the checks can fail, the protocol text
+//! round-trips, and the driver says why it could not drive. Needs no root and no engine.
 
 use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crlab_workloads::protocol::{self, ExternalWrite, Ready, Trigger, WaitMode};
+use crlab_workloads::driver::{DriveError, Driver, Host, Local};
+use crlab_workloads::protocol::{self, ExternalWrite, Outcome, Ready, Trigger, WaitMode};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -66,14 +65,11 @@ fn bin(name: &str) -> &'static str {
     }
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "timed out after {TIMEOUT:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+/// How a child ended, once it has (for the driver's waits).
+fn ended(child: &mut Child) -> impl FnMut() -> Option<String> + '_ {
+    || match child.try_wait() {
+        Ok(status) => status.map(|s| s.to_string()),
+        Err(e) => Some(format!("unknown: {e}")),
     }
 }
 
@@ -99,70 +95,41 @@ fn start(name: &str, mode: WaitMode, args: &[&str]) -> (Running, Ready) {
         state,
         name: format!("{name} ({mode})"),
     };
-    let ready_path = running.state.0.join(protocol::READY);
-    wait_until("the ready file", || {
-        ready_path.exists() || running.child.try_wait().ok().flatten().is_some()
-    });
-    let text =
-        std::fs::read_to_string(&ready_path).expect("the workload ended before it was ready");
-    let ready = Ready::parse(&text).expect("a valid ready file");
-    assert_eq!(ready.pid, running.child.id() as i32);
+    let ready = Driver::new(Local, &running.state.0)
+        .wait_ready(TIMEOUT, ended(&mut running.child))
+        .unwrap_or_else(|e| panic!("{}", e.with_sources()));
+    assert_eq!(i64::from(ready.pid), i64::from(running.child.id()));
     assert_eq!(ready.wait, mode);
     (running, ready)
 }
 
-fn trigger(state: &Path, ready: &Ready, pipe_byte: u8, external_writes: bool) {
-    if external_writes {
-        for w in &ready.external_writes {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(state.join(&w.file))
-                .expect("opening the external write's file");
-            f.write_all_at(w.text.as_bytes(), w.offset)
-                .expect("the external write");
-        }
-    }
-    match ready.trigger {
-        Trigger::CheckFile => std::fs::write(state.join(protocol::CHECK), b"").expect("check file"),
-        Trigger::PipeFd(fd) => {
-            let mut pipe = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(format!("/proc/{}/fd/{fd}", ready.pid))
-                .expect("opening the trigger pipe");
-            pipe.write_all(&[pipe_byte])
-                .expect("writing the trigger pipe");
-        }
-        Trigger::Signal(sig) => {
-            // SAFETY: the pid is our unreaped child.
-            assert_eq!(unsafe { libc::kill(ready.pid, sig) }, 0);
-        }
-    }
-}
-
-/// Triggers and returns (result, exit code).
+/// Triggers (with `pipe_byte` if through a pipe, without the external writes unless
+/// `external_writes`) and returns (result, exit code).
 fn finish(
     mut running: Running,
     ready: &Ready,
     pipe_byte: u8,
     external_writes: bool,
-) -> (String, i32) {
-    trigger(&running.state.0, ready, pipe_byte, external_writes);
-    let mut status = None;
-    wait_until("the workload to exit", || {
-        status = running.child.try_wait().expect("try_wait");
-        status.is_some()
-    });
-    let result =
-        std::fs::read_to_string(running.state.0.join(protocol::RESULT)).unwrap_or_default();
-    (result, status.and_then(|s| s.code()).unwrap_or(-1))
+) -> (Outcome, i32) {
+    let mut driver = Driver::new(Local, &running.state.0);
+    if external_writes {
+        driver.external_writes(ready).expect("the external writes");
+    }
+    driver
+        .wake(ready, ready.pid, pipe_byte)
+        .expect("waking the workload");
+    let outcome = driver
+        .wait_result(TIMEOUT, ended(&mut running.child))
+        .unwrap_or_else(|e| panic!("{}", e.with_sources()));
+    let status = running.child.wait().expect("waiting for the workload");
+    (outcome, status.code().unwrap_or(-1))
 }
 
 fn self_check(name: &str, args: &[&str]) {
     for mode in WaitMode::ALL {
         let (running, ready) = start(name, mode, args);
         let (result, code) = finish(running, &ready, protocol::TRIGGER_BYTE, true);
-        assert_eq!(result, protocol::RESULT_OK, "{name} in {mode}");
+        assert_eq!(result, Outcome::Passed, "{name} in {mode}");
         assert_eq!(code, 0, "{name} in {mode}: exit status");
     }
 }
@@ -202,6 +169,9 @@ fn unsupported_passes_its_check_with_each_descriptor_kind() {
 fn memory_fails_when_the_shared_mapping_misses_the_file_write() {
     let (running, ready) = start("memory", WaitMode::Nanosleep, &[]);
     let (result, code) = finish(running, &ready, protocol::TRIGGER_BYTE, false);
+    let Outcome::Failed(result) = result else {
+        panic!("memory passed without the external write")
+    };
     assert!(
         result.starts_with(protocol::RESULT_FAIL_PREFIX) && result.contains("driver wrote"),
         "{result}"
@@ -213,7 +183,10 @@ fn memory_fails_when_the_shared_mapping_misses_the_file_write() {
 fn a_wrong_byte_in_the_trigger_pipe_fails_the_check() {
     let (running, ready) = start("idle", WaitMode::PipeRead, &[]);
     let (result, code) = finish(running, &ready, b'x', true);
-    assert!(result.contains("trigger pipe"), "{result}");
+    assert!(
+        matches!(&result, Outcome::Failed(text) if text.contains("trigger pipe")),
+        "{result}"
+    );
     assert_eq!(code, protocol::EXIT_FAIL);
 }
 
@@ -254,4 +227,141 @@ fn every_wait_mode_name_parses_back() {
 #[test]
 fn a_ready_file_without_trigger_is_an_error() {
     assert!(Ready::parse("pid 1\nwait spin\n").is_err());
+}
+
+#[test]
+fn a_result_file_reads_as_its_outcome() {
+    assert_eq!(Outcome::parse("ok\n"), Outcome::Passed);
+    assert_eq!(
+        Outcome::parse("fail: pid\n"),
+        Outcome::Failed("fail: pid".into())
+    );
+    assert_eq!(Outcome::parse(""), Outcome::Failed(String::new()));
+}
+
+#[test]
+fn the_driver_gives_up_on_a_missing_ready_file() {
+    let state = StateDir::new("missing");
+    let err = Driver::new(Local, &state.0)
+        .wait_ready(Duration::from_millis(30), || None)
+        .expect_err("no ready file was written");
+    assert!(matches!(err, DriveError::Timeout { .. }), "{err}");
+}
+
+#[test]
+fn the_driver_says_how_the_workload_ended_and_what_it_wrote() {
+    let state = StateDir::new("ended");
+    std::fs::write(state.0.join(protocol::RESULT), "fail: setup: no memory\n")
+        .expect("writing a result");
+    let err = Driver::new(Local, &state.0)
+        .wait_ready(TIMEOUT, || Some("exit status: 2".into()))
+        .expect_err("the workload ended");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the workload ended (exit status: 2) before it wrote {}; its result file says \
+             \"fail: setup: no memory\"",
+            state.0.join(protocol::READY).display()
+        )
+    );
+}
+
+#[test]
+fn a_bad_ready_file_is_an_error_of_its_own() {
+    let state = StateDir::new("bad-ready");
+    std::fs::write(state.0.join(protocol::READY), "pid 1\n").expect("writing a ready file");
+    let err = Driver::new(Local, &state.0)
+        .try_ready()
+        .expect_err("a ready file without wait and trigger");
+    assert!(matches!(err, DriveError::BadReady { .. }), "{err}");
+}
+
+/// A host that records what it is asked, to see each trigger go its way.
+#[derive(Default)]
+struct Recorder(Vec<String>);
+
+impl Host for Recorder {
+    type Error = std::io::Error;
+
+    fn read(&mut self, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+        self.0.push(format!("read {}", path.display()));
+        Ok(None)
+    }
+
+    fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        let text = String::from_utf8_lossy(bytes);
+        self.0
+            .push(format!("write {text} at {offset} of {}", path.display()));
+        Ok(())
+    }
+
+    fn create(&mut self, path: &Path) -> std::io::Result<()> {
+        self.0.push(format!("create {}", path.display()));
+        Ok(())
+    }
+
+    fn write_fd(&mut self, pid: i32, fd: i32, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.push(format!("write {bytes:?} into {pid}/{fd}"));
+        Ok(())
+    }
+
+    fn signal(&mut self, pid: i32, signal: i32) -> std::io::Result<()> {
+        if signal == 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        self.0.push(format!("signal {signal} to {pid}"));
+        Ok(())
+    }
+}
+
+#[test]
+fn the_trigger_makes_the_external_writes_then_wakes_the_workload_its_way() {
+    let writes = vec![ExternalWrite {
+        file: "shared.bin".into(),
+        offset: 6000,
+        text: "hello".into(),
+    }];
+    let cases = [
+        (Trigger::CheckFile, "create /s/check"),
+        (Trigger::PipeFd(7), "write [33] into 42/7"),
+        (Trigger::Signal(15), "signal 15 to 42"),
+    ];
+    for (trigger, wake) in cases {
+        let ready = Ready {
+            pid: 1,
+            wait: WaitMode::Nanosleep,
+            trigger,
+            external_writes: writes.clone(),
+            extra: Vec::new(),
+        };
+        let mut recorder = Recorder::default();
+        Driver::new(&mut recorder, "/s")
+            .trigger(&ready, 42)
+            .expect("a recording host does everything");
+        assert_eq!(
+            recorder.0,
+            ["write hello at 6000 of /s/shared.bin", wake],
+            "{trigger}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_trigger_says_what_it_tried() {
+    let ready = Ready {
+        pid: 1,
+        wait: WaitMode::Sigsuspend,
+        trigger: Trigger::Signal(0),
+        external_writes: Vec::new(),
+        extra: Vec::new(),
+    };
+    let err = Driver::new(Recorder::default(), "/s")
+        .trigger(&ready, 42)
+        .expect_err("the recorder refuses signal 0");
+    assert!(
+        err.with_sources()
+            .starts_with("sending signal 0 to pid 42: No such process"),
+        "{}",
+        err.with_sources()
+    );
 }

@@ -3,17 +3,22 @@
 //! Usage: `bench_memory STATE_DIR BYTES`.
 //! It maps BYTES of private anonymous memory and writes a non-zero, position-dependent pattern
 //! to every word (so every page is present, and a page restored at the wrong place is caught),
-//! writes `STATE_DIR/ready` (its pid), then sleeps, polling for `STATE_DIR/check`.
+//! writes `STATE_DIR/ready` (the protocol's ready file: its pid, waiting in nanosleep, woken by
+//! the check file), then sleeps, polling for `STATE_DIR/check`.
 //! When that appears it verifies the whole pattern, writes `STATE_DIR/result` (`ok`, or
 //! `fail: ...`) and exits, 0 when ok.
 //! With no check after ten minutes it writes a failure and exits, so it never lingers.
 //!
-//! Self-contained on purpose (std and libc only): what the engine must carry over is just the
-//! mapping, the stack, the descriptors std opens and closes, and a sleeping thread.
+//! Self-contained on purpose (std and libc, and the std-only protocol text): what the engine
+//! must carry over is just the mapping, the stack, the descriptors std opens and closes, and a
+//! sleeping thread. Its arguments are its own (no wait mode: it always sleeps), its files are
+//! the protocol's, so `cargo xtask bench` drives it with the same driver as every workload.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use crlab_workloads::protocol::{self, Ready, Trigger, WaitMode};
 
 const POLL: Duration = Duration::from_millis(5);
 const GIVE_UP: Duration = Duration::from_secs(600);
@@ -33,7 +38,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("bench_memory: {msg}");
-            if let Err(err) = write_atomically(&state, "result", &format!("fail: {msg}\n")) {
+            let text = format!("{}{msg}\n", protocol::RESULT_FAIL_PREFIX);
+            if let Err(err) = write_atomically(&state, protocol::RESULT, &text) {
                 eprintln!("bench_memory: {err}");
             }
             ExitCode::FAILURE
@@ -120,7 +126,7 @@ fn run(state: &Path, bytes: usize, shape: Shape) -> Result<(), String> {
     for (i, word) in mapping.words().iter_mut().enumerate() {
         *word = pattern(i);
     }
-    let check = state.join("check");
+    let check = state.join(protocol::CHECK);
     // Children first (before any thread exists), each polling for the check file itself.
     let mut children = Vec::new();
     if let Shape::Procs(n) = shape {
@@ -153,7 +159,14 @@ fn run(state: &Path, bytes: usize, shape: Shape) -> Result<(), String> {
             }));
         }
     }
-    write_atomically(state, "ready", &format!("{}\n", std::process::id()))?;
+    let ready = Ready {
+        pid: i32::try_from(std::process::id()).map_err(|_| "pid out of range".to_owned())?,
+        wait: WaitMode::Nanosleep,
+        trigger: Trigger::CheckFile,
+        external_writes: Vec::new(),
+        extra: Vec::new(),
+    };
+    write_atomically(state, protocol::READY, &ready.to_text())?;
     wait_for_check(&check)?;
     verify(mapping.words())?;
     for (i, t) in threads.into_iter().enumerate() {
@@ -173,7 +186,11 @@ fn run(state: &Path, bytes: usize, shape: Shape) -> Result<(), String> {
             return Err(format!("child {pid} failed its check (status {status:#x})"));
         }
     }
-    write_atomically(state, "result", "ok\n")
+    write_atomically(
+        state,
+        protocol::RESULT,
+        &format!("{}\n", protocol::RESULT_OK),
+    )
 }
 
 fn pattern(i: usize) -> u64 {
