@@ -211,7 +211,8 @@ fn dump_and_restore(
     if restored_pid != pid {
         eprintln!("    note: restored as pid {restored_pid}, dumped as pid {pid}");
     }
-    workload::check(workload.state(), &mut process, CHECK_LIMIT)
+    workload
+        .check_restored(&mut process, CHECK_LIMIT)
         .context("the restored process did not verify its memory")?;
     Ok((dumped.elapsed, restored.elapsed))
 }

@@ -1,18 +1,22 @@
-//! The `bench_memory` workload seen from xtask: start it, wait until it is ready, make it check itself.
+//! The `bench_memory` workload seen from xtask: start it, wait until it is ready, make it check
+//! itself; its files are read and written by the workloads' own driver
+//! ([`crlab_workloads::driver`]), the waits are xtask's (deadlines, SIGINT, reaping).
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use crlab_workloads::driver::{Driver, Local};
+use crlab_workloads::protocol::{Outcome, Ready};
 
 use crate::reaper::{wait_until, Guard};
 
-/// One `bench_memory` process and its state directory (`ready`, `check`, `result`).
+/// One `bench_memory` process, its state directory and its ready file.
 pub struct Workload {
     pub process: Guard,
-    state: PathBuf,
+    driver: Driver<Local>,
+    ready: Ready,
 }
 
 impl Workload {
@@ -26,6 +30,8 @@ impl Workload {
         extra: &[&str],
         limit: Duration,
     ) -> Result<Self> {
+        use std::os::unix::process::CommandExt;
+
         std::fs::create_dir(state).with_context(|| format!("creating {}", state.display()))?;
         let child = Command::new(bin)
             .arg(state)
@@ -38,65 +44,88 @@ impl Workload {
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
-        let mut workload = Self {
-            process: Guard::new(pid, "bench_memory"),
-            state: state.to_path_buf(),
-        };
-        let ready = state.join("ready");
+        let mut process = Guard::new(pid, "bench_memory");
+        let mut driver = Driver::new(Local, state);
+        let mut ready = None;
         wait_until(
             limit,
             &format!("bench_memory (pid {pid}) to touch {bytes} bytes"),
             || {
-                if let Some(status) = workload.process.try_wait()? {
-                    bail!("bench_memory (pid {pid}) exited before it was ready: {status}");
+                ready = driver.try_ready()?;
+                if ready.is_none() {
+                    if let Some(status) = process.try_wait()? {
+                        let said = driver.try_result()?.map(|o| format!(", saying {o:?}"));
+                        bail!(
+                            "bench_memory (pid {pid}) exited before it was ready: {status}{}",
+                            said.unwrap_or_default()
+                        );
+                    }
                 }
-                Ok(ready.exists())
+                Ok(ready.is_some())
             },
         )?;
-        Ok(workload)
+        let ready = ready.context("the ready file vanished")?;
+        ensure!(
+            ready.pid == pid,
+            "bench_memory (pid {pid}) wrote pid {} in its ready file",
+            ready.pid
+        );
+        Ok(Self {
+            process,
+            driver,
+            ready,
+        })
     }
 
     pub fn pid(&self) -> libc::pid_t {
         self.process.pid()
     }
 
-    pub fn state(&self) -> &Path {
-        &self.state
+    /// Makes this very process verify its memory (no dump in between).
+    pub fn check_itself(&mut self, limit: Duration) -> Result<()> {
+        check(&mut self.driver, &self.ready, &mut self.process, limit)
     }
 
-    /// Makes this very process verify its memory (no dump in between): see [`check`].
-    pub fn check_itself(&mut self, limit: Duration) -> Result<()> {
-        check(&self.state, &mut self.process, limit)
+    /// Makes `restored` (this workload's restored copy, in the same state directory) verify
+    /// its memory.
+    pub fn check_restored(&mut self, restored: &mut Guard, limit: Duration) -> Result<()> {
+        check(&mut self.driver, &self.ready, restored, limit)
     }
 }
 
-/// Creates `STATE/check`, then requires `STATE/result` to say `ok` and `process` (the workload,
-/// or its restored copy) to exit with status 0.
-pub fn check(state: &Path, process: &mut Guard, limit: Duration) -> Result<()> {
-    let check = state.join("check");
-    std::fs::write(&check, b"").with_context(|| format!("creating {}", check.display()))?;
-    let result = state.join("result");
+/// Triggers the workload as its ready file says (it creates `STATE/check`), then requires its
+/// result to be `ok` and `process` (the workload, or its restored copy) to exit with status 0.
+fn check(
+    driver: &mut Driver<Local>,
+    ready: &Ready,
+    process: &mut Guard,
+    limit: Duration,
+) -> Result<()> {
     let pid = process.pid();
+    driver.trigger(ready, pid)?;
     let mut status = None;
+    let mut outcome = None;
     wait_until(
         limit,
         &format!("bench_memory (pid {pid}) to verify its memory"),
         || {
             status = process.try_wait()?;
-            Ok(status.is_some() || result.exists())
+            outcome = driver.try_result()?;
+            Ok(status.is_some() || outcome.is_some())
         },
     )?;
     let status = match status {
         Some(status) => status,
         None => process.wait(limit)?,
     };
-    let verdict = std::fs::read_to_string(&result)
-        .with_context(|| format!("bench_memory (pid {pid}) exited ({status}) without a result"))?;
-    if verdict.trim() != "ok" || !status.success() {
-        bail!(
-            "bench_memory (pid {pid}) says {:?} and exited with {status}",
-            verdict.trim()
-        );
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => driver.try_result()?.with_context(|| {
+            format!("bench_memory (pid {pid}) exited ({status}) without a result")
+        })?,
+    };
+    if outcome != Outcome::Passed || !status.success() {
+        bail!("bench_memory (pid {pid}) says {outcome:?} and exited with {status}");
     }
     Ok(())
 }
@@ -105,9 +134,10 @@ pub fn check(state: &Path, process: &mut Guard, limit: Duration) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// A stand-in with the same protocol, so the plumbing is tested without building anything.
+    /// A stand-in with the same files, so the plumbing is tested without building anything.
     const FAKE: &str = r#"
-        echo $$ > "$1/ready"
+        printf 'pid %s\nwait nanosleep\ntrigger check-file\n' $$ > "$1/.ready.tmp"
+        mv "$1/.ready.tmp" "$1/ready"
         while [ ! -e "$1/check" ]; do sleep 0.01; done
         echo ok > "$1/result"
     "#;
