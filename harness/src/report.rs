@@ -165,8 +165,9 @@ fn xml(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// JUnit XML, one testcase per trial.
-pub fn junit(reports: &[TrialReport]) -> String {
+/// JUnit XML, one testcase per trial; the suite's properties say which policies were tested
+/// (from `lab.policies`, as `report.json` has them).
+pub fn junit(reports: &[TrialReport], lab: &serde_json::Value) -> String {
     let failures = reports.iter().filter(|r| !r.passed).count();
     let total: u64 = reports.iter().map(|r| r.millis).sum();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -176,6 +177,26 @@ pub fn junit(reports: &[TrialReport]) -> String {
         reports.len(),
         total as f64 / 1000.0
     );
+    if let Some(policies) = lab.get("policies").and_then(|p| p.as_object()) {
+        out.push_str("  <properties>\n");
+        for (part, v) in policies {
+            if v.is_array() {
+                continue;
+            }
+            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+            let _ = writeln!(
+                out,
+                "    <property name=\"policy.{}\" value=\"{} {} (source {}, revision {}, sha256 {})\"/>",
+                xml(part),
+                xml(&field("kind")),
+                xml(&field("version")),
+                xml(&field("source")),
+                xml(&field("revision")),
+                xml(&field("sha256"))
+            );
+        }
+        out.push_str("  </properties>\n");
+    }
     for r in reports {
         let _ = write!(
             out,
@@ -225,7 +246,7 @@ pub fn write(dir: &Path, reports: &[TrialReport], lab: &serde_json::Value) -> st
         dir.join("report.json"),
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )?;
-    std::fs::write(dir.join("junit.xml"), junit(reports))
+    std::fs::write(dir.join("junit.xml"), junit(reports, lab))
 }
 
 #[cfg(test)]
@@ -315,5 +336,26 @@ mod tests {
             lines[4].contains("recorded, differs: dump fail (crlab ok)"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn junit_names_the_policies_tested() {
+        let lab = serde_json::json!({"policies": {
+            "distro": {"kind": "fedora", "source": "/src/selinux-policy", "revision": "abc", "sha256": "95a9", "version": null},
+            "container": {"kind": "container-selinux", "source": "/src/cs", "revision": null, "sha256": "f8e5", "version": "2.250.0"},
+            "lab_modules": [{"name": "crlab-fedora.cil", "sha256": "00"}]
+        }});
+        let xml = junit(&[], &lab);
+        assert!(
+            xml.contains("<property name=\"policy.container\" value=\"container-selinux 2.250.0 (source /src/cs, revision -, sha256 f8e5)\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "name=\"policy.distro\" value=\"fedora - (source /src/selinux-policy, revision abc"
+            ),
+            "{xml}"
+        );
+        assert!(!junit(&[], &serde_json::Value::Null).contains("<properties>"));
     }
 }
