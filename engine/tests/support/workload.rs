@@ -4,8 +4,6 @@
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,8 +11,9 @@ use std::time::Duration;
 
 use super::binaries;
 use super::crlab::{self, Run};
+use super::driver::{Driver, Local};
 use super::process::{self, Exit, Proc};
-use super::protocol::{self, Ready, Trigger, WaitMode};
+use super::protocol::{self, Outcome, Ready, WaitMode};
 
 /// How long a workload may take to set up.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -183,23 +182,10 @@ impl Workload {
 
     /// Waits for the ready file and reads it; fails at once if the workload exits instead.
     pub fn wait_ready(&mut self) -> &Ready {
-        let path = self.state.join(protocol::READY);
-        let what = format!("{} to write its ready file", self.name);
-        let proc = &mut self.proc;
-        let waited =
-            process::wait_until(READY_TIMEOUT, &what, || path.exists() || proc.has_ended());
-        if let Err(e) = waited {
-            panic!("{e}");
-        }
-        if let Some(exit) = self.proc.exit() {
-            panic!(
-                "{} ended ({exit}) before it was ready; result: {:?}",
-                self.name,
-                self.result_file()
-            );
-        }
-        let text = std::fs::read_to_string(&path).expect("reading the ready file");
-        let ready = Ready::parse(&text).unwrap_or_else(|e| panic!("bad ready file: {e}"));
+        let mut driver = Driver::new(Local, &self.state);
+        let ready = driver
+            .wait_ready(READY_TIMEOUT, ended(&mut self.proc))
+            .unwrap_or_else(|e| panic!("{}: {}", self.name, e.with_sources()));
         assert_eq!(ready.pid, self.pid(), "pid in the ready file");
         assert_eq!(ready.wait, self.mode, "wait mode in the ready file");
         self.ready.insert(ready)
@@ -348,75 +334,40 @@ impl Workload {
     /// As [`Workload::trigger`], writing `byte` if the trigger is a pipe.
     pub fn trigger_with_byte(&self, byte: u8) {
         let ready = self.ready();
-        for w in &ready.external_writes {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(self.state.join(&w.file))
-                .unwrap_or_else(|e| panic!("opening {} for the external write: {e}", w.file));
-            file.write_all_at(w.text.as_bytes(), w.offset)
-                .unwrap_or_else(|e| panic!("writing {}: {e}", w.file));
-        }
-        match ready.trigger {
-            Trigger::CheckFile => {
-                std::fs::write(self.state.join(protocol::CHECK), b"")
-                    .expect("creating the check file");
-            }
-            Trigger::PipeFd(fd) => {
-                let path = format!("/proc/{}/fd/{fd}", self.pid());
-                // Non-blocking: with no reader left, fail at once instead of hanging.
-                let mut pipe = OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NONBLOCK)
-                    .open(&path)
-                    .unwrap_or_else(|e| panic!("opening {path} to trigger the workload: {e}"));
-                pipe.write_all(&[byte])
-                    .unwrap_or_else(|e| panic!("writing into {path}: {e}"));
-            }
-            Trigger::Signal(sig) => {
-                // SAFETY: the pid is our unreaped child, so it is the workload.
-                let ret = unsafe { libc::kill(self.pid(), sig) };
-                assert_eq!(
-                    ret,
-                    0,
-                    "kill({}, {sig}): {}",
-                    self.pid(),
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
+        let mut driver = Driver::new(Local, &self.state);
+        driver
+            .external_writes(ready)
+            .and_then(|()| driver.wake(ready, self.pid(), byte))
+            .unwrap_or_else(|e| panic!("triggering {}: {}", self.name, e.with_sources()));
     }
 
     fn result_file(&self) -> Option<String> {
         std::fs::read_to_string(self.state.join(protocol::RESULT)).ok()
     }
 
-    /// Waits for the triggered workload to end and reaps it: its result text and exit.
-    pub fn wait_result(&mut self) -> (Option<String>, Exit) {
+    /// Waits for the triggered workload's result and asserts it is `ok`, that it exits with
+    /// status 0, and that the pid is gone afterwards. A workload killed before it could write a
+    /// result says how it ended.
+    pub fn expect_ok(&mut self) {
+        let mut driver = Driver::new(Local, &self.state);
+        let outcome = driver
+            .wait_result(RESULT_TIMEOUT, ended(&mut self.proc))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} checked its state after the trigger: {}",
+                    self.name,
+                    e.with_sources()
+                )
+            });
         let exit = self
             .proc
-            .reap_within(
-                RESULT_TIMEOUT,
-                &format!("triggered {} to check itself", self.name),
-            )
+            .reap_within(EXIT_TIMEOUT, &format!("{} after its result", self.name))
             .unwrap_or_else(|e| panic!("{e}"));
-        (self.result_file(), exit)
-    }
-
-    /// Waits for the result and asserts it is `ok` with exit status 0, and that the pid is
-    /// gone afterwards. The message says how the process ended, so a workload killed before
-    /// it could write a result (`None`) shows the signal.
-    pub fn expect_ok(&mut self) {
-        let (result, exit) = self.wait_result();
         assert_eq!(
-            result.as_deref(),
-            Some(protocol::RESULT_OK),
-            "{} checked its state after the trigger; it ended with {exit}{}",
-            self.name,
-            if result.is_none() {
-                " without writing a result file"
-            } else {
-                ""
-            }
+            outcome,
+            Outcome::Passed,
+            "{} checked its state after the trigger; it ended with {exit}",
+            self.name
         );
         assert_eq!(exit, Exit::Code(0), "{} exit", self.name);
         self.assert_gone();
@@ -479,6 +430,11 @@ impl Workload {
         }
         out
     }
+}
+
+/// For the driver's waits: how `proc` ended, once it has (it is reaped then).
+fn ended(proc: &mut Proc) -> impl FnMut() -> Option<String> + '_ {
+    || proc.try_reap().map(|exit| exit.to_string())
 }
 
 impl Drop for Workload {
