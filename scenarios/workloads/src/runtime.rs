@@ -67,6 +67,11 @@ impl Checks {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
     }
+
+    /// The failures recorded, in order.
+    pub fn into_failures(self) -> Vec<String> {
+        self.failures
+    }
 }
 
 /// State every workload records before waiting and compares after.

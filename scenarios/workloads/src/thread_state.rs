@@ -192,6 +192,11 @@ impl ThreadState {
         })
     }
 
+    /// glibc's rseq area as recorded, if it registered one.
+    pub fn rseq(&self) -> Option<RseqArea> {
+        self.rseq
+    }
+
     /// Compares the calling thread's state with the recorded one.
     pub fn compare(&self, checks: &mut Checks) {
         if let Some(p) = checks.io("personality(0xffffffff)", personality()) {

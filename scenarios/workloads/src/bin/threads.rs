@@ -6,8 +6,9 @@
 //! - a blocked signal mask of its own (SIGTERM, one real-time signal per thread and a pattern
 //!   of SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM), set with `pthread_sigmask`;
 //! - an alternate signal stack of its own size;
-//! - and records its tid, fs base, robust list, tid address (`PR_GET_TID_ADDRESS`) and whether
-//!   glibc's rseq area is registered.
+//! - and records its tid, fs base, and the kernel state every workload records for its main
+//!   thread ([`crlab_workloads::thread_state`]: personality, tid address, robust list, rseq
+//!   registration).
 //!
 //! Then it waits in the way [`KINDS`] gives it: a raw `FUTEX_WAIT`, a std `Condvar`, a raw
 //! `read` on a pipe of its own, raw `nanosleep` or `clock_nanosleep` loops, or a user-space
@@ -18,9 +19,9 @@
 //!
 //! Once triggered, the main thread checks that `/proc/self/task` lists exactly the original
 //! tids and that another thread cannot take thread 0's mutex, then wakes every thread. Each
-//! checks everything it recorded (tid, TLS, fs base, mask, altstack, robust list, tid address,
-//! rseq) and the registers its wait held; thread 0 checks the mutex word names its tid,
-//! unlocks one mutex (which only its owner may) and exits still holding the other. The main
+//! checks everything it recorded (tid, TLS, fs base, mask, altstack, personality, tid address,
+//! robust list, rseq) and the registers its wait held; thread 0 checks the mutex word names its
+//! tid, unlocks one mutex (which only its owner may) and exits still holding the other. The main
 //! thread then takes the first mutex, joins every thread with a deadline (`pthread_join`
 //! returns only if the kernel clears and wakes each thread's `clear_child_tid`), takes the
 //! second mutex expecting `EOWNERDEAD` (the kernel releases it by walking thread 0's robust
@@ -29,7 +30,7 @@
 //! Announces `tids <main> <thread 0> ... <thread 15>` in the ready file.
 
 use std::cell::{Cell, UnsafeCell};
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -40,6 +41,7 @@ use crlab_workloads::protocol;
 use crlab_workloads::regs;
 use crlab_workloads::runtime::{Checks, Workload};
 use crlab_workloads::sys::{self, sigbit};
+use crlab_workloads::thread_state;
 
 /// How many worker threads.
 const THREADS: usize = 16;
@@ -99,9 +101,6 @@ const TLS_BASE: u64 = 0x7150_0000_0000_0000;
 const SEED_BASE: u64 = 0x7e00;
 /// The file the `registers` loops poll, created by the main thread once triggered.
 const GO_FILE: &str = "threads-go";
-/// glibc's rseq signature on x86.
-const RSEQ_SIG: u32 = 0x5305_3053;
-const RSEQ_FLAG_UNREGISTER: i32 = 1;
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -306,82 +305,6 @@ fn set_altstack(size: usize) -> io::Result<()> {
     sys::check(ret.into()).map(drop)
 }
 
-/// The calling thread's robust list as the kernel holds it: (head, len).
-fn robust_list() -> io::Result<(u64, usize)> {
-    let mut head: u64 = 0;
-    let mut len: usize = 0;
-    // SAFETY: get_robust_list(0, ...) writes one pointer into `head` and one size_t into
-    // `len`, both live locals.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_get_robust_list,
-            0,
-            &mut head as *mut u64,
-            &mut len as *mut usize,
-        )
-    };
-    sys::check(ret).map(|_| (head, len))
-}
-
-/// The calling thread's `clear_child_tid` address, if the kernel reports it
-/// (`CONFIG_CHECKPOINT_RESTORE`).
-fn tid_address() -> Option<u64> {
-    let mut addr: u64 = 0;
-    // SAFETY: PR_GET_TID_ADDRESS writes one pointer into `addr`, a live u64.
-    let ret = unsafe { libc::prctl(libc::PR_GET_TID_ADDRESS, &mut addr as *mut u64, 0, 0, 0) };
-    (ret == 0).then_some(addr)
-}
-
-/// glibc's rseq area of the calling thread: (address, registration lengths to try), if glibc
-/// registers one (2.35 and later, unless disabled).
-fn rseq_area() -> Option<(u64, Vec<u32>)> {
-    let sym = |name: &CStr| {
-        // SAFETY: dlsym with RTLD_DEFAULT only looks a name up; `name` is NUL-terminated.
-        unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }
-    };
-    let (offset, size) = (sym(c"__rseq_offset"), sym(c"__rseq_size"));
-    if offset.is_null() || size.is_null() {
-        return None;
-    }
-    // SAFETY: glibc defines __rseq_offset as a ptrdiff_t and __rseq_size as an unsigned int,
-    // both constant after startup.
-    let (offset, size) = unsafe { (*offset.cast::<isize>(), *size.cast::<u32>()) };
-    if size == 0 {
-        return None;
-    }
-    let addr = regs::fs_base().wrapping_add_signed(offset as i64);
-    let mut lens = vec![32, size.div_ceil(32) * 32];
-    lens.dedup();
-    Some((addr, lens))
-}
-
-/// `rseq(addr, len, flags, RSEQ_SIG)`: 0 or the errno.
-fn rseq(addr: u64, len: u32, flags: i32) -> i32 {
-    // SAFETY: rseq only records the address (it is glibc's area of this thread, live as long
-    // as the thread) or compares it with the registered one.
-    let ret = unsafe { libc::syscall(libc::SYS_rseq, addr, len, flags, RSEQ_SIG) };
-    if ret == 0 {
-        0
-    } else {
-        io::Error::last_os_error().raw_os_error().unwrap_or(-1)
-    }
-}
-
-/// Whether glibc's rseq area is registered: the (address, length) for which the kernel says
-/// `EBUSY` (already registered with exactly these), or `None` if no length does.
-fn rseq_registered() -> Option<(u64, u32)> {
-    let (addr, lens) = rseq_area()?;
-    lens.into_iter().find_map(|len| match rseq(addr, len, 0) {
-        libc::EBUSY => Some((addr, len)),
-        0 => {
-            // Not registered, so the probe registered it: undo that.
-            rseq(addr, len, RSEQ_FLAG_UNREGISTER);
-            None
-        }
-        _ => None,
-    })
-}
-
 /// What a thread records about itself before the wait and compares after.
 #[derive(Debug)]
 struct ThreadState {
@@ -391,9 +314,8 @@ struct ThreadState {
     /// `None` for the main thread, whose mask the common checks compare.
     sigmask: Option<u64>,
     altstack: (u64, usize, i32),
-    robust: (u64, usize),
-    tid_address: Option<u64>,
-    rseq: Option<(u64, u32)>,
+    /// Personality, tid address, robust list and rseq registration.
+    kernel: thread_state::ThreadState,
 }
 
 impl ThreadState {
@@ -408,9 +330,7 @@ impl ThreadState {
                 None
             },
             altstack: altstack()?,
-            robust: robust_list()?,
-            tid_address: tid_address(),
-            rseq: rseq_registered(),
+            kernel: thread_state::ThreadState::record().map_err(io::Error::other)?,
         })
     }
 
@@ -444,35 +364,9 @@ impl ThreadState {
             format!("{:x?}", self.altstack),
             altstack().map_or_else(|e| e.to_string(), |a| format!("{a:x?}")),
         );
-        eq(
-            "robust list (head, len)",
-            format!("{:x?}", self.robust),
-            robust_list().map_or_else(|e| e.to_string(), |r| format!("{r:x?}")),
-        );
-        if let Some(addr) = self.tid_address {
-            eq(
-                "clear_child_tid (PR_GET_TID_ADDRESS)",
-                format!("{addr:#x}"),
-                tid_address().map_or("unreadable".to_owned(), |a| format!("{a:#x}")),
-            );
-        }
-        if let Some((addr, len)) = self.rseq {
-            match rseq(addr, len, 0) {
-                libc::EBUSY => {}
-                0 => {
-                    rseq(addr, len, RSEQ_FLAG_UNREGISTER);
-                    f.push(format!(
-                        "rseq area {addr:#x} (len {len}) is no longer registered (registering \
-                         it again succeeded)"
-                    ));
-                }
-                e => f.push(format!(
-                    "rseq area {addr:#x} (len {len}): probing it gave {}, expected EBUSY \
-                     (registered with another address, length or signature?)",
-                    errno_name(e)
-                )),
-            }
-        }
+        let mut kernel = Checks::new();
+        self.kernel.compare(&mut kernel);
+        f.extend(kernel.into_failures());
     }
 }
 
@@ -696,6 +590,12 @@ fn main() {
     use std::os::unix::thread::JoinHandleExt;
 
     let mut w = Workload::from_args("threads");
+    // Before any thread exists, so that every thread has it (the wait adds it too late for
+    // them): see `thread_state::ADDED_PERSONALITY`.
+    w.setup(
+        "adding ADDR_NO_RANDOMIZE to the personality",
+        thread_state::add_personality_flag(),
+    );
     for (m, name) in [(&HELD, "the held mutex"), (&LEFT, "the left mutex")] {
         w.setup(&format!("initialising {name}"), m.init_robust());
     }
@@ -748,8 +648,7 @@ fn main() {
         ));
     }
     w.announce("tids", announced.join(" "));
-    w.announce("rseq", main_state.rseq.is_some());
-    w.announce("tid-address", main_state.tid_address.is_some());
+    w.announce("rseq", main_state.kernel.rseq().is_some());
 
     let mut checks = w.wait();
     w.common_checks(&mut checks);
