@@ -6,14 +6,20 @@
 use super::backend::{Backend, GUEST_BIN};
 use super::observation::{Observation, RestoredProcess, SelfCheck, Step, ThreadState, ToolRun};
 use crate::audit;
+use crate::lab::client::AgentError;
+use crate::lab::session::LabError;
 use crate::lab::Lab;
 use crate::scenario::{Outcome, Scenario, Start};
-use crlab_workloads::protocol::{Ready, Trigger};
-use std::path::Path;
+use crlab_workloads::driver::{Driver as WorkloadDriver, Host};
+use crlab_workloads::protocol::{self, Ready};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The workloads' environment mark (see the workloads' protocol).
-const MARK: &str = "CRLAB_WORKLOAD_MARK=environ-survives-checkpoint";
+/// How long a workload may take to write its ready file, and its result once triggered.
+const WORKLOAD_LIMIT: Duration = Duration::from_secs(60);
+
+/// How often the driver looks for a workload's file in the guest (each look is a request).
+const GUEST_POLL: Duration = Duration::from_millis(200);
 
 /// The lab policy's boolean that lets the engine domains use `execmem`, on only for criu.
 const CRIU_EXECMEM: &str = "crlab_criu_execmem";
@@ -131,6 +137,14 @@ fn prepare(
     if let Some(u) = &s.workload.user {
         script += &format!(" && chown -R {}:{} {state}", u.uid, u.gid);
     }
+    if let Some(exe) = unit_exe(s, p) {
+        // A service's program as a distribution installs it: a `bin_t` file, which systemd
+        // runs in `unconfined_service_t` by the policy's own transition.
+        script += &format!(
+            " && mkdir -p {dir}/bin && cp {GUEST_BIN}/{prog} {exe} && chcon -t bin_t {exe}",
+            prog = s.workload.program
+        );
+    }
     if backend == Backend::Criu {
         // criu maps its restorer as executable anonymous memory (see the lab policy).
         script += &format!(" && setsebool {CRIU_EXECMEM} on");
@@ -143,6 +157,13 @@ fn prepare(
     }
 }
 
+/// Where a unit workload started without a context runs its program from: a `bin_t` copy, so
+/// that systemd's own transition (not a `SELinuxContext=`) picks its domain.
+fn unit_exe(s: &Scenario, p: &Paths) -> Option<String> {
+    (s.workload.start == Start::Unit && s.workload.context.is_empty())
+        .then(|| format!("{}/bin/{}", p.dir, s.workload.program))
+}
+
 fn start_workload(
     lab: &mut Lab,
     s: &Scenario,
@@ -150,10 +171,11 @@ fn start_workload(
     p: &Paths,
 ) -> Result<((u32, Ready), String), String> {
     let w = &s.workload;
-    let prog = format!("{GUEST_BIN}/{}", w.program);
+    let prog = unit_exe(s, p).unwrap_or_else(|| format!("{GUEST_BIN}/{}", w.program));
     let log = format!("{}/log", p.state);
     let contexts = format!("CRLAB_MEMBER_CONTEXTS={}", w.member_contexts.join(" "));
-    let mut env = vec![MARK];
+    let mark = format!("{}={}", protocol::MARK_ENV, protocol::MARK_VALUE);
+    let mut env = vec![mark.as_str()];
     if !w.member_contexts.is_empty() {
         env.push(&contexts);
     }
@@ -179,14 +201,18 @@ fn start_workload(
             .map_err(|e| e.to_string())?,
         Start::Unit => start_unit(lab, unit, &argv, &env, &w.context, &log)?,
     };
-    let text = wait_file(lab, &format!("{}/ready", p.state), 60).map_err(|e| {
+    let waited = driver(lab, &p.state).wait_ready(WORKLOAD_LIMIT, || None);
+    let ready = waited.map_err(|e| {
         let out = lab.read_file(&log).unwrap_or_default();
         let out = String::from_utf8_lossy(&out);
         let tail: Vec<&str> = out.lines().rev().take(10).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!("{e}; the workload's output ends with:\n{}", tail.join("\n"))
+        format!(
+            "{}; the workload's output ends with:\n{}",
+            e.with_sources(),
+            tail.join("\n")
+        )
     })?;
-    let ready = Ready::parse(&text).map_err(|e| format!("the workload's ready file: {e}"))?;
     Ok(((pid, ready), format!("pid {pid}")))
 }
 
@@ -425,20 +451,6 @@ fn sh(
     ))
 }
 
-/// Waits until `path` exists in the guest, then returns its text.
-fn wait_file(lab: &mut Lab, path: &str, secs: u64) -> Result<String, String> {
-    let start = Instant::now();
-    loop {
-        if let Ok(data) = lab.read_file(path) {
-            return Ok(String::from_utf8_lossy(&data).into_owned());
-        }
-        if start.elapsed() > Duration::from_secs(secs) {
-            return Err(format!("{path} did not appear within {secs} s"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Waits (in the guest, up to 10 s each) until none of `pids` exists.
 fn wait_gone(lab: &mut Lab, pids: &[String]) -> Result<(), String> {
     let script = format!(
@@ -555,40 +567,109 @@ fn self_check(
     pid: u32,
     state: &str,
 ) -> Result<(SelfCheck, String), String> {
-    trigger(lab, ready, pid, state)?;
-    let result = wait_file(lab, &format!("{state}/result"), 60)?;
-    let result = result.trim();
-    Ok(if result == "ok" {
-        (SelfCheck::Passed, "ok".into())
-    } else {
-        (SelfCheck::Failed(result.to_string()), result.to_string())
+    let pid = i32::try_from(pid).map_err(|_| format!("pid {pid} is out of range"))?;
+    let mut driver = driver(lab, state);
+    driver
+        .trigger(ready, pid)
+        .map_err(|e| format!("triggering the workload: {}", e.with_sources()))?;
+    let outcome = driver
+        .wait_result(WORKLOAD_LIMIT, || None)
+        .map_err(|e| e.with_sources())?;
+    Ok(match outcome {
+        protocol::Outcome::Passed => (SelfCheck::Passed, outcome.to_string()),
+        protocol::Outcome::Failed(text) => (SelfCheck::Failed(text.clone()), text),
     })
 }
 
-/// Does what the workload's ready file asks of the driver, then wakes it the way it waits.
-fn trigger(lab: &mut Lab, ready: &Ready, pid: u32, state: &str) -> Result<(), String> {
-    for w in &ready.external_writes {
-        let script = format!(
-            "printf '%s' '{}' | dd of={state}/{} bs=1 seek={} conv=notrunc status=none",
-            w.text.replace('\'', ""),
-            w.file,
-            w.offset
-        );
-        let (code, _, e) = sh(lab, &script, "", 30)?;
-        if code != 0 {
-            return Err(format!("the external write to {}: {e}", w.file));
+/// The workloads' driver for the workload whose state dir is `state` in the guest. It cannot
+/// tell whether the workload still runs, so its waits end on their file or their deadline.
+fn driver<'a>(lab: &'a mut Lab, state: &str) -> WorkloadDriver<Guest<'a>> {
+    WorkloadDriver::new(Guest(lab), state).polling_every(GUEST_POLL)
+}
+
+/// The guest as the workloads' driver sees it: files read through the agent; writes, the
+/// trigger and signals made by a shell as root in the agent's domain.
+struct Guest<'a>(&'a mut Lab);
+
+/// What the guest could not do for the driver.
+#[derive(Debug, thiserror::Error)]
+enum GuestError {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("`{script}` failed ({code}): {stderr}")]
+    Script {
+        script: String,
+        code: i32,
+        stderr: String,
+    },
+    #[error("{0:?} is not a UTF-8 path")]
+    Path(PathBuf),
+}
+
+impl Guest<'_> {
+    /// Runs `script` with `/bin/sh` as root (exit code -2: it hit its deadline).
+    fn run(&mut self, script: String) -> Result<(), GuestError> {
+        let r = self
+            .0
+            .run(&["/bin/sh", "-c", &script], "", Duration::from_secs(30))?;
+        if r.timed_out || r.exit_code != 0 {
+            return Err(GuestError::Script {
+                script,
+                code: if r.timed_out { -2 } else { r.exit_code },
+                stderr: String::from_utf8_lossy(&r.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn guest_path(path: &Path) -> Result<String, GuestError> {
+    path.to_str()
+        .map(quote)
+        .ok_or_else(|| GuestError::Path(path.to_owned()))
+}
+
+/// `text` as one shell word.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+impl Host for Guest<'_> {
+    type Error = GuestError;
+
+    fn read(&mut self, path: &Path) -> Result<Option<Vec<u8>>, GuestError> {
+        let Some(path) = path.to_str() else {
+            return Err(GuestError::Path(path.to_owned()));
+        };
+        match self.0.read_file(path) {
+            Ok(data) => Ok(Some(data)),
+            // The agent could not open it: not there yet (waiting tells the rest).
+            Err(LabError::Agent(AgentError::Refused { .. })) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
-    let script = match ready.trigger {
-        Trigger::CheckFile => format!(": > {state}/check"),
-        Trigger::PipeFd(fd) => format!("printf '!' > /proc/{pid}/fd/{fd}"),
-        Trigger::Signal(sig) => format!("kill -{sig} {pid}"),
-    };
-    let (code, _, e) = sh(lab, &script, "", 30)?;
-    if code != 0 {
-        return Err(format!("triggering the workload ({script}): {e}"));
+
+    fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> Result<(), GuestError> {
+        let text = quote(&String::from_utf8_lossy(bytes));
+        let path = guest_path(path)?;
+        self.run(format!(
+            "printf '%s' {text} | dd of={path} bs=1 seek={offset} conv=notrunc status=none"
+        ))
     }
-    Ok(())
+
+    fn create(&mut self, path: &Path) -> Result<(), GuestError> {
+        let path = guest_path(path)?;
+        self.run(format!(": > {path}"))
+    }
+
+    fn write_fd(&mut self, pid: i32, fd: i32, bytes: &[u8]) -> Result<(), GuestError> {
+        let octal: String = bytes.iter().map(|b| format!("\\{b:03o}")).collect();
+        self.run(format!("printf '{octal}' > /proc/{pid}/fd/{fd}"))
+    }
+
+    fn signal(&mut self, pid: i32, signal: i32) -> Result<(), GuestError> {
+        self.run(format!("kill -{signal} {pid}"))
+    }
 }
 
 /// What a tool said: crlab's stderr; criu's own error lines from its log.
@@ -622,6 +703,12 @@ fn members(ready: &Ready) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shell_word_keeps_its_quotes() {
+        assert_eq!(quote("/var/tmp/crlab/x"), "'/var/tmp/crlab/x'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+    }
 
     #[test]
     fn a_process_is_read_with_each_threads_context_and_credentials() {
