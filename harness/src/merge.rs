@@ -215,7 +215,9 @@ pub fn merge(mut reports: Vec<ShardReport>) -> Result<Merged, MergeError> {
         });
     };
     let count = first.shard.count;
-    let base = |r: &ShardReport| r.run.lab.get("base").map(|b| b.to_string());
+    // One run's shards share the base and the policies (a shard whose lab did not start
+    // records the base only): each is compared where both reports record it.
+    let field = |r: &ShardReport, key: &str| r.run.lab.get(key).map(|v| v.to_string());
     let mut by_index: BTreeMap<u32, &ShardReport> = BTreeMap::new();
     let mut seen: BTreeMap<String, &Path> = BTreeMap::new();
     for r in &reports {
@@ -227,14 +229,16 @@ pub fn merge(mut reports: Vec<ShardReport>) -> Result<Merged, MergeError> {
                 other_shard: first.shard,
             });
         }
-        if let (Some(a), Some(b)) = (base(r), base(first)) {
-            if a != b {
-                return Err(MergeError::Bases {
-                    path: r.path.clone(),
-                    base: a,
-                    other: first.path.clone(),
-                    other_base: b,
-                });
+        for key in ["base", "policies"] {
+            if let (Some(a), Some(b)) = (field(r, key), field(first, key)) {
+                if a != b {
+                    return Err(MergeError::Bases {
+                        path: r.path.clone(),
+                        base: a,
+                        other: first.path.clone(),
+                        other_base: b,
+                    });
+                }
             }
         }
         if let Some(prev) = by_index.insert(r.shard.index, r) {
@@ -616,6 +620,15 @@ mod tests {
             .expect_err("twice")
             .to_string();
         assert!(e.contains("shard 1/3 is reported twice"), "{e}");
+        // Shards of runs on other policies.
+        let mut fedora = one.clone();
+        fedora.shard = Shard { index: 2, count: 3 };
+        fedora.run.trials.clear();
+        fedora.run.lab["base"] = serde_json::json!("fedora");
+        let e = merge(vec![one.clone(), fedora])
+            .expect_err("two bases")
+            .to_string();
+        assert!(e.contains("ran on \"fedora\" but"), "{e}");
         // A shard holding another shard's trial.
         let mut wrong = one.clone();
         wrong.shard = Shard { index: 2, count: 3 };

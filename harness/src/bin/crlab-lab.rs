@@ -4,6 +4,9 @@
 //! (`--distro-policy`, `--container-policy`, as `cargo xtask` passes them).
 //! `crlab-lab diff OLD.json NEW.json OUT_DIR`: what a policy change does, for `cargo xtask
 //! policy-diff` (exit 1 when a trial regressed, 2 on an error).
+//! `crlab-lab report merge OUT_DIR PATH...`: the shards' reports as one, for `cargo xtask
+//! report merge` (exit 1 when a shard failed or is missing, 2 on an error).
+//! `crlab-lab image key --policy DIR [POLICIES]`: the image recipe's key (CI's cache key).
 
 use crlab_harness::lab::recipe::{self, LabPolicy};
 use crlab_harness::lab::{session::UNIT, Lab, LabOptions};
@@ -15,6 +18,8 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: crlab-lab image build --agent PATH --policy DIR [POLICIES] | image list | image clean\n       \
      crlab-lab run --agent PATH --policy DIR --run-dir DIR [--context CTX] [POLICIES] -- COMMAND [ARG]...\n       \
      crlab-lab diff OLD_REPORT NEW_REPORT OUT_DIR\n       \
+     crlab-lab report merge OUT_DIR REPORT_OR_DIR...\n       \
+     crlab-lab image key --policy DIR [POLICIES]\n       \
      POLICIES: [--distro-policy refpolicy|fedora=PATH] [--container-policy lab|container-selinux=PATH]\n       \
      (PATH: a source tree, a tarball, or a git checkout as PATH@REV)";
 
@@ -75,6 +80,8 @@ fn main() -> ExitCode {
         ["image", "build", rest @ ..] => parse_options(rest).and_then(|o| build(&o)),
         ["run", rest @ ..] => parse_options(rest).and_then(|o| run(&o)),
         ["diff", old, new, out] => return diff(old, new, out),
+        ["report", "merge", out, paths @ ..] if !paths.is_empty() => return merge(out, paths),
+        ["image", "key", rest @ ..] => parse_options(rest).and_then(|o| key(&o)),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -174,6 +181,66 @@ fn build(o: &Options) -> Result<(), String> {
     println!("lab image {} is ready in {}", img.key, img.dir.display());
     println!("{}", policy.info().summary());
     Ok(())
+}
+
+/// Prints the key of the image the policies give (the recipe's hash; the agent is not
+/// part of it), without building anything.
+fn key(o: &Options) -> Result<(), String> {
+    let policy = lab_policy(o, &mut |m: &str| eprintln!("{m}"))?;
+    let modules = recipe::policy_modules(&PathBuf::from(required(&o.policy, "--policy")?))?;
+    println!(
+        "{}",
+        recipe::for_policy(Vec::new(), UNIT, modules, &policy).key()
+    );
+    Ok(())
+}
+
+/// Merges the shards' reports found in `paths` into `out` (`report.json`, `junit.xml`,
+/// `merge.md`) and prints the table; exit 1 when a shard failed or is missing, 2 when the
+/// reports cannot be merged.
+fn merge(out: &str, paths: &[&str]) -> ExitCode {
+    use crlab_harness::merge;
+    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    let merged = merge::find_reports(&paths).and_then(|found| {
+        found
+            .iter()
+            .map(|p| merge::ShardReport::read(p))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(merge::merge)
+    });
+    let merged = match merged {
+        Ok(m) => m,
+        Err(e) => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text += &format!(": {c}");
+                cause = c.source();
+            }
+            eprintln!("crlab-lab: error: {text}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", merged.markdown());
+    let out = PathBuf::from(out);
+    if let Err(e) = merged.write(&out) {
+        eprintln!(
+            "crlab-lab: error: writing the merged report to {}: {e}",
+            out.display()
+        );
+        return ExitCode::from(2);
+    }
+    println!(
+        "written: {}, {} and {}",
+        out.join("report.json").display(),
+        out.join("junit.xml").display(),
+        out.join("merge.md").display()
+    );
+    if merged.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// Compares two runs' reports: prints the table, writes `policy-diff.md` and
