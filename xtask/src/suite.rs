@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::vm_lab::{self, Outcome, PolicyArgs, VmTestArgs};
-use crate::{cargo, error_text, is_root, prereq};
+use crate::{cargo, ci_lint, error_text, is_root, prereq};
 
 /// How a step ended when it did not fail.
 enum Done {
@@ -28,6 +28,8 @@ const STEPS: &[Step] = &[
     Step { name: "host prerequisites", run: prerequisites, gate: true },
     Step { name: "cargo fmt --all --check", run: fmt, gate: false },
     Step { name: "cargo clippy --workspace --all-targets -- -D warnings", run: clippy, gate: false },
+    Step { name: "actionlint .github/workflows", run: actionlint, gate: false },
+    Step { name: "tmt lint (plans/)", run: tmt_lint, gate: false },
     Step { name: "cargo test --workspace", run: host_tests, gate: false },
     Step { name: "VM suite (cargo xtask vm-test)", run: vm_suite, gate: false },
     Step { name: "VM suite on fedora + container-selinux", run: vm_suite_fedora, gate: false },
@@ -137,6 +139,16 @@ fn clippy(sh: &Shell) -> Result<Done> {
     Ok(Done::Passed)
 }
 
+fn actionlint(sh: &Shell) -> Result<Done> {
+    ci_lint::actionlint(sh)?;
+    Ok(Done::Passed)
+}
+
+fn tmt_lint(sh: &Shell) -> Result<Done> {
+    ci_lint::tmt_lint(sh)?;
+    Ok(Done::Passed)
+}
+
 fn host_tests(sh: &Shell) -> Result<Done> {
     if !is_root() {
         bail!(
@@ -153,6 +165,7 @@ fn host_tests(sh: &Shell) -> Result<Done> {
 fn vm_suite(sh: &Shell) -> Result<Done> {
     let args = VmTestArgs {
         policy: Default::default(),
+        shard: None,
         harness_args: Vec::new(),
     };
     match vm_lab::run(sh, &args)? {
@@ -209,6 +222,7 @@ fn vm_suite_fedora(sh: &Shell) -> Result<Done> {
     };
     let args = VmTestArgs {
         policy: fedora_policy(&dir)?,
+        shard: None,
         harness_args: Vec::new(),
     };
     match vm_lab::run(sh, &args)? {

@@ -17,6 +17,10 @@ use crate::{cargo, is_root, prereq, target_dir};
 pub struct VmTestArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Run shard I of N: the trials whose scenario name hashes to I (the N shards together
+    /// are the catalog, each trial in one); the report records the shard for `report merge`
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<String>,
     /// Arguments for the scenario runner, as for any cargo test: a FILTER, `--list`, `--exact`
     #[arg(last = true, value_name = "ARGS")]
     pub harness_args: Vec<String>,
@@ -122,6 +126,17 @@ pub enum Outcome {
     Failed,
 }
 
+/// `I/N` with 1 <= I <= N (the suite checks it again: this is to fail before the build).
+fn parse_shard(text: &str) -> Result<String, String> {
+    let bad = || format!("{text:?} is not I/N with 1 <= I <= N: write it as 1/3 (shard 1 of 3)");
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u32, u32) = (i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if i == 0 || i > n {
+        return Err(bad());
+    }
+    Ok(format!("{i}/{n}"))
+}
+
 /// Runs the VM suite with the scenario runner's arguments.
 pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
     let policy = args.policy.checked()?;
@@ -129,7 +144,11 @@ pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
     if !listing {
         build_payload(sh)?;
     }
-    run_suite(sh, &policy, &args.harness_args, &target_dir().join("crlab"))
+    let mut harness_args = args.harness_args.clone();
+    if let Some(shard) = &args.shard {
+        harness_args.splice(0..0, ["--shard".to_string(), shard.clone()]);
+    }
+    run_suite(sh, &policy, &harness_args, &target_dir().join("crlab"))
 }
 
 /// Installs what the lab needs and builds the payload (engine, agent, workloads, release).
@@ -233,6 +252,18 @@ pub fn lab_run(sh: &Shell, args: &LabRunArgs) -> Result<()> {
 pub fn image(sh: &Shell, which: &str, policy: &PolicyArgs) -> Result<()> {
     let cargo = cargo();
     let policy = policy.checked()?.flags();
+    if which == "key" {
+        // Only the harness's binary: no root, no lab packages, no agent.
+        cmd!(
+            sh,
+            "{cargo} build --release -p crlab-harness --bin crlab-lab"
+        )
+        .run()?;
+        let lab = target_dir().join("release/crlab-lab");
+        let policy_dir = crate::workspace_root().join("scenarios/policy");
+        cmd!(sh, "{lab} image key --policy {policy_dir} {policy...}").run()?;
+        return Ok(());
+    }
     if which == "build" {
         prereq::ensure(sh)?;
         prereq::ensure_lab(sh)?;
@@ -341,5 +372,20 @@ mod policy_tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("needs --distro-policy fedora=PATH"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::parse_shard;
+
+    #[test]
+    fn shards_are_i_of_n_and_bad_ones_say_how_to_write_them() {
+        assert_eq!(parse_shard("2/3").as_deref(), Ok("2/3"));
+        assert_eq!(parse_shard("1/1").as_deref(), Ok("1/1"));
+        for bad in ["0/3", "4/3", "x", "1/0", "/3", "1/", "1/3/3", "-1/3"] {
+            let e = parse_shard(bad).expect_err(bad);
+            assert!(e.contains("write it as 1/3 (shard 1 of 3)"), "{bad}: {e}");
+        }
     }
 }
