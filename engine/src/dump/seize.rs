@@ -21,7 +21,7 @@ impl SeizedProcess {
     pub fn make_remotes(&mut self, gadget: u64) -> Result<(), SysError> {
         for t in &self.tracees {
             let regs = t.regs()?;
-            self.remotes.push(Remote::new(*t, gadget, regs)?);
+            self.remotes.push(Remote::new_live(*t, gadget, regs)?);
         }
         Ok(())
     }

@@ -6,6 +6,11 @@
 //! saved registers. No code is injected: the gadget is an instruction that is
 //! already mapped executable in the task (or, on restore, a two-byte trampoline
 //! the engine maps itself).
+//!
+//! In a live task (a dump), the thread's own registers are put back after every call
+//! ([`Remote::new_live`]), so they are the engine's for the length of one system call only: if
+//! the engine dies (SIGKILL) between two calls, the kernel detaches the thread and it goes on
+//! from where it was stopped, its interrupted system call restarted.
 
 use super::{signed, unsigned, usize_of, Regs, SysError, Tracee};
 use nix::errno::Errno;
@@ -37,6 +42,8 @@ pub struct Remote {
     pub deferred_signals: Vec<Signal>,
     /// Threads and processes created by remote clone calls.
     pub new_children: Vec<i32>,
+    /// A live task's thread: its own registers are put back after every call.
+    live: bool,
 }
 
 impl Remote {
@@ -61,7 +68,17 @@ impl Remote {
             touched: false,
             deferred_signals: Vec::new(),
             new_children: Vec::new(),
+            live: false,
         })
+    }
+
+    /// As [`Remote::new`], for a thread of a live task (a dump): after every call, the
+    /// thread's registers are put back as [`Remote::restore_base`] puts them (`live`), so the
+    /// engine's registers are in the thread for one system call at a time.
+    pub fn new_live(tracee: Tracee, gadget: u64, base: Regs) -> Result<Remote, SysError> {
+        let mut r = Remote::new(tracee, gadget, base)?;
+        r.live = true;
+        Ok(r)
     }
 
     pub fn tid(&self) -> i32 {
@@ -185,6 +202,9 @@ impl Remote {
             }
         }
         let regs = self.tracee.regs()?;
+        if self.live {
+            self.restore_base(true)?;
+        }
         tracing::trace!(
             tid = self.tid(),
             name,
