@@ -37,6 +37,10 @@ struct Settings {
 
 static START: OnceLock<Instant> = OnceLock::new();
 
+/// The policies the lab was built with (their one-line summary, and what `report.json`
+/// records), once the lab has started.
+static POLICIES: OnceLock<(String, serde_json::Value)> = OnceLock::new();
+
 fn progress(msg: &str) {
     eprintln!(
         "[lab {:>6.1}s] {msg}",
@@ -74,6 +78,11 @@ fn start_lab(set: &Settings) -> Result<Lab, String> {
         recipe::LabPolicy::from_env(&set.root.join("scenarios/policy"), &mut |m| progress(m))
             .map_err(|e| e.to_string())?;
     progress(&format!("policies: {}", policy.info().summary()));
+    let info = policy.info();
+    let _ = POLICIES.set((
+        info.summary(),
+        serde_json::to_value(&info).unwrap_or_default(),
+    ));
     let opts = LabOptions {
         qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
         memory_mib: 1024,
@@ -342,7 +351,10 @@ pub fn main(root: &Path) -> ExitCode {
     let sharded = shard.is_some() && set.in_vm && !args.list;
     if !g.reports.is_empty() || sharded {
         report::compare_backends(&mut g.reports);
-        println!("\nbase policy: {}", set.base.name());
+        match POLICIES.get() {
+            Some((summary, _)) => println!("\n{summary}"),
+            None => println!("\nbase policy: {}", set.base.name()),
+        }
         println!("{}", report::table(&g.reports));
         let lab_info = g.lab.as_ref().map(|l| {
             serde_json::json!({
@@ -357,6 +369,9 @@ pub fn main(root: &Path) -> ExitCode {
             })
         });
         let mut lab_info = lab_info.unwrap_or_else(|| serde_json::json!({ "base": set.base }));
+        if let (Some((_, policies)), Some(obj)) = (POLICIES.get(), lab_info.as_object_mut()) {
+            obj.insert("policies".into(), policies.clone());
+        }
         let failed = failed.lock().map(|f| f.clone()).unwrap_or_default();
         // What `report merge` needs of a shard: which one it was (1/1 for the whole
         // catalog) and how its run ended (libtest-mimic's counts also count a trial failed
