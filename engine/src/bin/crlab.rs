@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use crlab::dump::{self, DumpOptions, SocketLabel};
+use crlab::image::{Existing, Trust};
 use crlab::restore::{self, ContextOrder, RestoreOptions};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -27,9 +28,13 @@ enum Command {
         /// The root of the tree to dump.
         #[arg(long, value_name = "PID")]
         tree: i32,
-        /// Where to write the images (created if missing).
+        /// Where to write the images: a new directory (created 0700) or an empty one.
         #[arg(long, value_name = "DIR")]
         images_dir: PathBuf,
+        /// Replace what the images directory holds (an older dump): the new dump is written
+        /// beside it and swapped in whole once complete, so a failed dump leaves the old one.
+        #[arg(long)]
+        replace: bool,
         /// Let the processes go on after the dump instead of killing them.
         #[arg(long)]
         leave_running: bool,
@@ -43,6 +48,10 @@ enum Command {
     Restore {
         #[arg(long, value_name = "DIR")]
         images_dir: PathBuf,
+        /// Accept images that another user than the caller or root could have written (see
+        /// SECURITY.md): the restore acts on them with the caller's privileges.
+        #[arg(long)]
+        allow_untrusted_images: bool,
         /// Return once the tree runs, instead of waiting for its root to exit.
         #[arg(long)]
         detach: bool,
@@ -62,6 +71,9 @@ enum Command {
     Show {
         #[arg(long, value_name = "DIR")]
         images_dir: PathBuf,
+        /// Read images that another user than the caller or root could have written.
+        #[arg(long)]
+        allow_untrusted_images: bool,
     },
     /// Check the kernel features and SELinux state the engine relies on, or with
     /// --images-dir whether SELinux lets this process restore a dump.
@@ -80,6 +92,9 @@ enum Command {
         /// `crlab restore --lsm-profile` would do it.
         #[arg(long, value_name = "CONTEXT", requires = "images_dir")]
         lsm_profile: Option<String>,
+        /// Read images that another user than the caller or root could have written.
+        #[arg(long, requires = "images_dir")]
+        allow_untrusted_images: bool,
     },
 }
 
@@ -110,6 +125,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Dump {
             tree,
             images_dir,
+            replace,
             leave_running,
             unsafe_unlabelled_transport,
         } => {
@@ -122,6 +138,11 @@ fn run(command: Command) -> Result<ExitCode> {
                     SocketLabel::EngineContext
                 } else {
                     SocketLabel::ProcessContext
+                },
+                existing: if replace {
+                    Existing::Replace
+                } else {
+                    Existing::Refuse
                 },
             };
             let s = dump::dump(&opts).with_context(|| {
@@ -138,6 +159,7 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Restore {
             images_dir,
+            allow_untrusted_images,
             detach,
             pidfile,
             lsm_profile,
@@ -145,6 +167,7 @@ fn run(command: Command) -> Result<ExitCode> {
         } => {
             let opts = RestoreOptions {
                 images_dir: images_dir.clone(),
+                trust: trust(allow_untrusted_images),
                 lsm_profile,
                 context_order: if unsafe_context_after_threads {
                     eprintln!("crlab: warning: --unsafe-context-after-threads: contexts are written after the threads exist");
@@ -164,8 +187,11 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             wait_for(r.root_pid)
         }
-        Command::Show { images_dir } => {
-            let json = crlab::image::show(&images_dir)
+        Command::Show {
+            images_dir,
+            allow_untrusted_images,
+        } => {
+            let json = crlab::image::show_with(&images_dir, trust(allow_untrusted_images))
                 .with_context(|| format!("reading {}", images_dir.display()))?;
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)
@@ -173,8 +199,10 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Check {
             images_dir: Some(images_dir),
             lsm_profile,
+            allow_untrusted_images,
         } => {
-            let outcome = crlab::check::restore::check(&images_dir, lsm_profile.as_deref())
+            let trust = trust(allow_untrusted_images);
+            let outcome = crlab::check::restore::check(&images_dir, lsm_profile.as_deref(), trust)
                 .with_context(|| {
                     format!(
                         "checking whether SELinux lets this process restore {}",
@@ -202,6 +230,14 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn trust(allow_untrusted_images: bool) -> Trust {
+    if allow_untrusted_images {
+        Trust::Anyone
+    } else {
+        Trust::OwnerOnly
     }
 }
 

@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::image::schema::ThreadCore;
-use crate::image::{self, FileKind, ImageDirReader, ImageError};
+use crate::image::{self, FileKind, ImageDirReader, ImageError, Trust};
 use crate::selinux::{
     self, allow_rules, context_type, AccessOracle, Decision, KernelOracle, NoWrite,
     ProcessPermission, SelinuxError,
@@ -56,10 +56,10 @@ pub struct DumpedProcess {
 }
 
 /// Reads the process tree and every thread core of the dump in `dir`, after
-/// [`ImageDirReader::open`] has checked every file against the inventory and
-/// [`ImageDirReader::process_tree`] the tree.
-pub fn read_dump(dir: &Path) -> Result<Vec<DumpedProcess>, RestoreCheckError> {
-    let reader = ImageDirReader::open(dir)?;
+/// [`ImageDirReader::open_with`] has checked every file against the inventory (and who could
+/// have written it, as `trust` says) and [`ImageDirReader::process_tree`] the tree.
+pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, RestoreCheckError> {
+    let reader = ImageDirReader::open_with(dir, trust)?;
     let pstree = reader.process_tree()?;
     let mut out: Vec<DumpedProcess> = Vec::with_capacity(pstree.processes.len());
     for entry in &pstree.processes {
@@ -224,9 +224,14 @@ impl Outcome {
 }
 
 /// Reads the dump in `images_dir` and, when SELinux is on, asks the kernel about every
-/// process. The images are read (and checked) first, whatever the SELinux state.
-pub fn check(images_dir: &Path, lsm_profile: Option<&str>) -> Result<Outcome, RestoreCheckError> {
-    let dumped = read_dump(images_dir)?;
+/// process. The images are read (and checked, who could have written them included, as
+/// `trust` says) first, whatever the SELinux state.
+pub fn check(
+    images_dir: &Path,
+    lsm_profile: Option<&str>,
+    trust: Trust,
+) -> Result<Outcome, RestoreCheckError> {
+    let dumped = read_dump(images_dir, trust)?;
     if !selinux::enabled() {
         return Ok(Outcome::SelinuxOff {
             images_dir: images_dir.to_owned(),

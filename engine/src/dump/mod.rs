@@ -3,7 +3,12 @@
 //!
 //! **Invariant:** a failed dump never harms the process it was dumping: every
 //! change made to a task (scratch mapping, transport socket, registers) is
-//! undone and every thread is detached, whatever step failed.
+//! undone and every thread is detached, whatever step failed. A thread's registers
+//! are the engine's for one remote system call at a time.
+//!
+//! **Invariant:** a dump never mixes with an older one: it is written into a new or
+//! empty directory, or, told to replace one, into a fresh sibling swapped in whole
+//! once complete ([`ImageDirWriter::new_dump`]); a failed dump leaves the old one intact.
 
 mod error;
 mod files;
@@ -19,7 +24,7 @@ pub use transport::SocketLabel;
 use crate::image::schema::{
     Credentials, Inventory, Mm, MmFields, ProcessEntry, ProcessState, PsTree, Rlimit, SigInfo, Task,
 };
-use crate::image::{self, FileKind, ImageDirWriter};
+use crate::image::{self, Existing, FileKind, ImageDirWriter};
 use crate::procfs::{self, MapEntry, Stat, Status};
 use crate::sys::{find_syscall_gadget, rlimit, PAGE_SIZE_U32, RLIMITS};
 use files::FileTableBuilder;
@@ -35,6 +40,8 @@ pub struct DumpOptions {
     pub leave_running: bool,
     /// How the transport socket is labelled (the default is the only right one).
     pub socket_label: SocketLabel,
+    /// What to do with an images directory that already holds files.
+    pub existing: Existing,
 }
 
 /// What a dump wrote.
@@ -48,8 +55,10 @@ pub struct DumpSummary {
 /// Dumps the tree rooted at `opts.root`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let pids = collect_tree(opts.root)?;
+    // Refused before any task is touched; dropped uncommitted, it removes what it wrote.
+    let images = ImageDirWriter::new_dump(&opts.images_dir, opts.existing)?;
     let mut tree = SeizedTree::seize(&pids)?;
-    match dump_seized(opts, &mut tree) {
+    match dump_seized(opts, &mut tree, images) {
         Ok(summary) => {
             if opts.leave_running {
                 tree.release()?;
@@ -94,8 +103,11 @@ fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
     Ok(out)
 }
 
-fn dump_seized(opts: &DumpOptions, tree: &mut SeizedTree) -> Result<DumpSummary, DumpError> {
-    let mut images = ImageDirWriter::create(&opts.images_dir)?;
+fn dump_seized(
+    opts: &DumpOptions,
+    tree: &mut SeizedTree,
+    mut images: ImageDirWriter,
+) -> Result<DumpSummary, DumpError> {
     let mut files = FileTableBuilder::default();
     let mut pstree = PsTree::default();
     let mut page_bytes = 0;

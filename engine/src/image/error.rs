@@ -214,6 +214,42 @@ impl ImageError {
     }
 }
 
+/// Why an images directory or file is refused before it is written or read: the source of an
+/// [`ImageError::Io`] (whose `path` names it), of kind `DirectoryNotEmpty` or
+/// `PermissionDenied`.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// A new dump was asked for in a directory that already holds files.
+    #[error(
+        "it is not empty, and a new dump would mix with what it holds; dump into a new or empty \
+         directory, or pass --replace to replace its contents whole"
+    )]
+    NotEmpty,
+    /// A directory or file that another user than the caller (or root) could have written.
+    #[error(
+        "{problem}, so another user could have written the images, and a restore acts on what \
+         they say with the caller's privileges; make it the caller's (or root's) and not \
+         writable by group or others (chown, chmod go-w), or pass --allow-untrusted-images if \
+         you trust whoever could write it"
+    )]
+    Untrusted { problem: String },
+}
+
+impl Refusal {
+    /// The refusal of `path`, for `op` ("dump into", "read as images").
+    pub(crate) fn of(self, path: &std::path::Path, op: &'static str) -> ImageError {
+        let kind = match self {
+            Refusal::NotEmpty => std::io::ErrorKind::DirectoryNotEmpty,
+            Refusal::Untrusted { .. } => std::io::ErrorKind::PermissionDenied,
+        };
+        ImageError::Io {
+            path: path.to_owned(),
+            op,
+            source: std::io::Error::new(kind, self),
+        }
+    }
+}
+
 fn version_problem(found: u32, supported: u32) -> String {
     if found > supported {
         format!(

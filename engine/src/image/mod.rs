@@ -16,10 +16,10 @@ mod regs;
 mod show;
 mod writer;
 
-pub use error::ImageError;
-pub use reader::{ImageDirReader, PagesReader};
-pub use show::show;
-pub use writer::{ImageDirWriter, PagesWriter};
+pub use error::{ImageError, Refusal};
+pub use reader::{ImageDirReader, PagesReader, Trust};
+pub use show::{show, show_with};
+pub use writer::{Existing, ImageDirWriter, PagesWriter};
 
 /// The generated prost types of `proto/crlab_image.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -185,9 +185,62 @@ pub fn parse_name(name: &str) -> Result<ParsedName, &'static str> {
     Err("not a crlab image file name")
 }
 
+/// The longest path an image may name (the kernel's `PATH_MAX`, NUL included).
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// Checks that `path`, read from an image (a working directory, a descriptor's file, a mapped
+/// file, the executable), is a path a dump records: what the kernel's `/proc` links give,
+/// an absolute path in canonical form. `Err` says what is wrong.
+///
+/// A dump records canonical paths only, so anything else (relative, `.` or `..` components,
+/// empty components, a NUL, over `PATH_MAX`) did not come from one, and is refused before the
+/// restore acts on it. What a canonical path names at restore time is not checked here: see
+/// `SECURITY.md`.
+pub fn check_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("not an absolute path");
+    }
+    if path.len() >= MAX_PATH_LEN {
+        return Err("longer than PATH_MAX");
+    }
+    if path.contains('\0') {
+        return Err("it holds a NUL byte");
+    }
+    if path == "/" {
+        return Ok(());
+    }
+    for part in path[1..].split('/') {
+        match part {
+            "" => return Err("an empty component (`//` or a trailing `/`)"),
+            "." | ".." => return Err("a `.` or `..` component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_canonical_absolute_paths_pass() {
+        for ok in ["/", "/etc/passwd", "/tmp/a b/c", "/x/..y/.z"] {
+            assert_eq!(check_path(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "etc/passwd",
+            "/tmp/../etc",
+            "/tmp/./x",
+            "//etc",
+            "/etc/",
+            "/etc\0/x",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(check_path(&format!("/{}", "a".repeat(MAX_PATH_LEN))).is_err());
+    }
 
     #[test]
     fn generated_names_parse_back() {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::Xxh3;
@@ -11,17 +11,36 @@ use xxhash_rust::xxh3::Xxh3;
 use super::header::{self, HEADER_LEN, MAX_PREFIX_LEN};
 use super::schema::{ImageFileEntry, Inventory, PsTree};
 use super::{
-    pages_name, parse_name, FileKind, ImageError, FORMAT_VERSION, INVENTORY, PAGE_SIZE, PSTREE,
+    pages_name, parse_name, FileKind, ImageError, Refusal, FORMAT_VERSION, INVENTORY, PAGE_SIZE,
+    PSTREE,
 };
 
 /// Files are hashed through a buffer of this size.
 const HASH_CHUNK: usize = 64 << 10;
 
+/// Whose images a reader accepts.
+///
+/// A restore acts on what the images say with the caller's privileges (root's, usually): the
+/// pids it takes, the files it opens, the memory and registers it gives a process. So images
+/// that another user could have written are refused unless the caller says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trust {
+    /// The images directory and every file read from it must be owned by the caller's
+    /// effective uid or by root, and writable by neither group nor others; an image file must
+    /// not be a symbolic link.
+    #[default]
+    OwnerOnly,
+    /// Any readable images (`--allow-untrusted-images`): the caller vouches for their writer.
+    Anyone,
+}
+
 /// A dump directory whose inventory has been read and whose files have been checked against
-/// it (present, same size, and for message files the same checksum).
+/// it (present, same size, and for message files the same checksum), and, unless told
+/// otherwise ([`Trust`]), that only the caller or root could have written.
 #[derive(Debug)]
 pub struct ImageDirReader {
     dir: PathBuf,
+    trust: Trust,
     inventory: Inventory,
     /// File name -> index in `inventory.files`.
     entries: HashMap<String, usize>,
@@ -33,11 +52,24 @@ impl ImageDirReader {
     /// size only here (their hash is checked while streaming, see [`PagesReader`]), because
     /// they can be GiBs.
     pub fn open(dir: &Path) -> Result<Self, ImageError> {
-        let meta = std::fs::metadata(dir).map_err(|source| ImageError::Io {
-            path: dir.to_owned(),
-            op: "open the images directory",
-            source,
-        })?;
+        ImageDirReader::open_with(dir, Trust::default())
+    }
+
+    /// [`Self::open`], accepting images as `trust` says: the directory and every file opened,
+    /// now and later, is checked on the opened descriptor.
+    pub fn open_with(dir: &Path, trust: Trust) -> Result<Self, ImageError> {
+        // O_DIRECTORY: anything else (a FIFO would block) fails here, as not a directory.
+        let meta = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK)
+            .open(dir)
+            .and_then(|d| d.metadata())
+            .map_err(|source| ImageError::Io {
+                path: dir.to_owned(),
+                op: "open the images directory",
+                source,
+            })?;
+        check_trust(dir, &meta, trust)?;
         if !meta.is_dir() {
             return Err(ImageError::Io {
                 path: dir.to_owned(),
@@ -47,7 +79,7 @@ impl ImageDirReader {
         }
         let inventory_path = dir.join(INVENTORY);
         let inventory: Inventory =
-            match read_message_file(&inventory_path, FileKind::Inventory, None) {
+            match read_message_file(&inventory_path, FileKind::Inventory, None, trust) {
                 Err(ImageError::Missing { path }) => return Err(ImageError::Incomplete { path }),
                 other => other?,
             };
@@ -81,7 +113,7 @@ impl ImageDirReader {
         let mut buf = vec![0u8; HASH_CHUNK];
         for entry in &inventory.files {
             let path = dir.join(&entry.name);
-            let (file, _) = open_image(&path, Some(entry))?;
+            let (file, _) = open_image(&path, Some(entry), trust)?;
             if parse_name(&entry.name).map(|p| p.kind) != Ok(FileKind::Pages) {
                 let found = hash_file(&path, file, entry.size, &mut buf)?;
                 if found != entry.xxh3 {
@@ -100,6 +132,7 @@ impl ImageDirReader {
         );
         Ok(ImageDirReader {
             dir: dir.to_owned(),
+            trust,
             inventory,
             entries,
         })
@@ -124,10 +157,10 @@ impl ImageDirReader {
         kind: FileKind,
     ) -> Result<M, ImageError> {
         if name == INVENTORY {
-            return read_message_file(&self.dir.join(name), kind, None);
+            return read_message_file(&self.dir.join(name), kind, None, self.trust);
         }
         let entry = self.entry(name)?;
-        read_message_file(&self.dir.join(name), kind, Some(entry))
+        read_message_file(&self.dir.join(name), kind, Some(entry), self.trust)
     }
 
     /// Reads `pstree.img` and checks it is a tree the restore can rebuild, in the order it
@@ -150,7 +183,7 @@ impl ImageDirReader {
         let name = pages_name(pid);
         let entry = self.entry(&name)?;
         let path = self.dir.join(&name);
-        let (mut file, size) = open_image(&path, Some(entry))?;
+        let (mut file, size) = open_image(&path, Some(entry), self.trust)?;
         let mut head = [0u8; HEADER_LEN];
         let n = read_up_to(&path, &mut file, &mut head)?;
         header::check(&path, &head[..n], size, FileKind::Pages)?;
@@ -296,8 +329,9 @@ fn read_message_file<M: prost::Message + Default>(
     path: &Path,
     kind: FileKind,
     entry: Option<&ImageFileEntry>,
+    trust: Trust,
 ) -> Result<M, ImageError> {
-    let (mut file, size) = open_image(path, entry)?;
+    let (mut file, size) = open_image(path, entry, trust)?;
     let mut head = [0u8; HEADER_LEN + MAX_PREFIX_LEN];
     let n = read_up_to(path, &mut file, &mut head)?;
     let head = &head[..n];
@@ -361,15 +395,29 @@ fn read_message_file<M: prost::Message + Default>(
 }
 
 /// Opens an image file for reading: it must exist (`Missing`), be a regular file (a FIFO
-/// would block forever), and have the size the inventory records, if any. Returns the file and
-/// its size.
-fn open_image(path: &Path, entry: Option<&ImageFileEntry>) -> Result<(File, u64), ImageError> {
+/// would block forever), pass the `trust` check, and have the size the inventory records, if
+/// any. Returns the file and its size.
+fn open_image(
+    path: &Path,
+    entry: Option<&ImageFileEntry>,
+    trust: Trust,
+) -> Result<(File, u64), ImageError> {
+    let nofollow = if trust == Trust::OwnerOnly {
+        libc::O_NOFOLLOW
+    } else {
+        0
+    };
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | nofollow)
         .open(path)
         .map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
+            if source.raw_os_error() == Some(libc::ELOOP) && nofollow != 0 {
+                Refusal::Untrusted {
+                    problem: "it is a symbolic link, which crlab never writes".into(),
+                }
+                .of(path, "read as an image")
+            } else if source.kind() == io::ErrorKind::NotFound {
                 ImageError::Missing {
                     path: path.to_owned(),
                 }
@@ -386,6 +434,7 @@ fn open_image(path: &Path, entry: Option<&ImageFileEntry>) -> Result<(File, u64)
         op: "stat",
         source,
     })?;
+    check_trust(path, &meta, trust)?;
     if !meta.is_file() {
         return Err(ImageError::NotRegularFile {
             path: path.to_owned(),
@@ -402,6 +451,30 @@ fn open_image(path: &Path, entry: Option<&ImageFileEntry>) -> Result<(File, u64)
         }
     }
     Ok((file, size))
+}
+
+/// Whether `trust` accepts a file or directory with metadata `meta` (of the opened
+/// descriptor, so it is the one read): with [`Trust::OwnerOnly`], owned by the caller's
+/// effective uid or root, and writable by neither group nor others.
+fn check_trust(path: &Path, meta: &std::fs::Metadata, trust: Trust) -> Result<(), ImageError> {
+    if trust == Trust::Anyone {
+        return Ok(());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let (uid, mode) = (meta.uid(), meta.mode() & 0o7777);
+    let problem = if uid != 0 && uid != me {
+        format!("it is owned by uid {uid}, neither this user (uid {me}) nor root")
+    } else if mode & 0o022 != 0 {
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "group and others",
+            (true, false) => "its group",
+            _ => "others",
+        };
+        format!("its mode {mode:04o} lets {who} write it")
+    } else {
+        return Ok(());
+    };
+    Err(Refusal::Untrusted { problem }.of(path, "read as images"))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use super::schema::{FileTable, Mm, PsTree, Task, ThreadCore};
-use super::{parse_name, FileKind, ImageDirReader, ImageError, INVENTORY, PAGE_SIZE};
+use super::{parse_name, FileKind, ImageDirReader, ImageError, Trust, INVENTORY, PAGE_SIZE};
 
 /// `crlab show`: every file of the dump as one JSON object keyed by file name (pbjson's serde
 /// for messages; for pages files a summary `{bytes, pages}` instead of the contents).
@@ -13,7 +13,12 @@ use super::{parse_name, FileKind, ImageDirReader, ImageError, INVENTORY, PAGE_SI
 /// The dump is opened with [`ImageDirReader::open`], so it is checked against its inventory
 /// first; the contents of pages files are not read.
 pub fn show(dir: &Path) -> Result<Value, ImageError> {
-    let reader = ImageDirReader::open(dir)?;
+    show_with(dir, Trust::default())
+}
+
+/// [`show`], accepting images as `trust` says.
+pub fn show_with(dir: &Path, trust: Trust) -> Result<Value, ImageError> {
+    let reader = ImageDirReader::open_with(dir, trust)?;
     let mut out = Map::new();
     out.insert(
         INVENTORY.to_owned(),

@@ -7,6 +7,18 @@ use crate::sys::SysError;
 pub enum RestoreError {
     #[error("pid {pid} is in use by another process; a restore needs the original pid free (is the original still running? dump without --leave-running, or stop it)")]
     PidTaken { pid: i32 },
+    #[error(
+        "{}: the {what} {value:?} is not a path a dump records ({reason}): the image is damaged \
+         or was not written by crlab",
+        .file.display()
+    )]
+    BadPath {
+        /// The image file the path was read from.
+        file: std::path::PathBuf,
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("the images are inconsistent: {0}")]
     Inconsistent(String),
     #[error("the image has a {name} mapping but this kernel provides none; restore on a kernel like the one that dumped it")]

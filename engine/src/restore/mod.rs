@@ -4,6 +4,9 @@
 //! **Invariant:** a failed restore leaves nothing behind: every task created
 //! is traced with `PTRACE_O_EXITKILL` until it is released, and killed on any
 //! error.
+//!
+//! Before anything is created, the images are checked: who could have written them
+//! ([`image::Trust`]) and every path they name ([`image::check_path`]).
 
 mod context;
 mod creds;
@@ -16,8 +19,10 @@ mod tree;
 pub use context::{ContextOrder, SelinuxRefusal};
 pub use error::RestoreError;
 
-use crate::image::schema::{Fd, FileTable, Mm, ProcessEntry, Task, ThreadCore};
-use crate::image::{self, FileKind, ImageDirReader};
+use crate::image::schema::{
+    file_entry, Fd, FileTable, Mm, ProcessEntry, Task, ThreadCore, VmaKind,
+};
+use crate::image::{self, FileKind, ImageDirReader, Trust};
 use crate::procfs::{self, MapEntry};
 use crate::sys::{find_syscall_gadget, rlimit, set_rlimit, Remote, Scratch};
 use error::{task_id, StepContext};
@@ -28,14 +33,27 @@ use std::path::PathBuf;
 use tracing::{debug, info};
 
 /// What `crlab restore` was asked to do.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub images_dir: PathBuf,
+    /// Whose images are accepted (the default: the caller's or root's only).
+    pub trust: Trust,
     /// Restore every process into this context instead of the dumped one.
     pub lsm_profile: Option<String>,
     /// When to write the context relative to creating threads (only
     /// `BeforeThreads` is right; the other is a negative control).
     pub context_order: ContextOrder,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            images_dir: PathBuf::new(),
+            trust: Trust::default(),
+            lsm_profile: None,
+            context_order: ContextOrder::default(),
+        }
+    }
 }
 
 /// A restored tree, running.
@@ -100,6 +118,7 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
         let pid = entry.pid;
         let task: Task = reader.read_message(&image::task_name(pid), FileKind::Task)?;
         let mm: Mm = reader.read_message(&image::mm_name(pid), FileKind::Mm)?;
+        check_paths(reader, pid, &task, &mm)?;
         let mut cores = Vec::new();
         for &tid in &entry.threads {
             cores.push(reader.read_message::<ThreadCore>(&image::core_name(tid), FileKind::Core)?);
@@ -117,12 +136,51 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
             cores,
         });
     }
+    for entry in &table.files {
+        if let Some(file_entry::Kind::Path(p)) = &entry.kind {
+            checked_path(reader, image::FILES, "path of open file", &p.path)?;
+        }
+    }
     Ok((procs, table))
+}
+
+/// Every path of one process's images is one a dump records ([`image::check_path`]).
+fn check_paths(
+    reader: &ImageDirReader,
+    pid: u32,
+    task: &Task,
+    mm: &Mm,
+) -> Result<(), RestoreError> {
+    let task_file = image::task_name(pid);
+    checked_path(reader, &task_file, "working directory", &task.cwd)?;
+    let mm_file = image::mm_name(pid);
+    checked_path(reader, &mm_file, "executable", &mm.exe_path)?;
+    for v in &mm.vmas {
+        let kind = VmaKind::try_from(v.kind).unwrap_or(VmaKind::Unspecified);
+        if matches!(kind, VmaKind::FilePrivate | VmaKind::FileShared) {
+            checked_path(reader, &mm_file, "mapped file", &v.path)?;
+        }
+    }
+    Ok(())
+}
+
+fn checked_path(
+    reader: &ImageDirReader,
+    file: &str,
+    what: &'static str,
+    value: &str,
+) -> Result<(), RestoreError> {
+    image::check_path(value).map_err(|reason| RestoreError::BadPath {
+        file: reader.dir().join(file),
+        what,
+        value: value.to_owned(),
+        reason,
+    })
 }
 
 /// Restores the tree in `opts.images_dir`. The root is a child of the caller.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
-    let reader = ImageDirReader::open(&opts.images_dir)?;
+    let reader = ImageDirReader::open_with(&opts.images_dir, opts.trust)?;
     let (procs, table) = read_images(&reader)?;
     for p in &procs {
         for &tid in &p.tids {
