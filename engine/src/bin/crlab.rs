@@ -9,6 +9,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Checkpoint/restore of Linux processes, SELinux included.
 #[derive(Parser)]
@@ -52,6 +53,9 @@ enum Command {
         /// SECURITY.md): the restore acts on them with the caller's privileges.
         #[arg(long)]
         allow_untrusted_images: bool,
+        /// How long to wait, in seconds, for pids of the dump still held by zombies.
+        #[arg(long, value_name = "SECONDS", default_value_t = restore::DEFAULT_PID_WAIT.as_secs_f64())]
+        pid_wait: f64,
         /// Return once the tree runs, instead of waiting for its root to exit.
         #[arg(long)]
         detach: bool,
@@ -160,14 +164,18 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Restore {
             images_dir,
             allow_untrusted_images,
+            pid_wait,
             detach,
             pidfile,
             lsm_profile,
             unsafe_context_after_threads,
         } => {
+            let pid_wait = Duration::try_from_secs_f64(pid_wait)
+                .context("--pid-wait takes a number of seconds, 0 or more")?;
             let opts = RestoreOptions {
                 images_dir: images_dir.clone(),
                 trust: trust(allow_untrusted_images),
+                pid_wait,
                 lsm_profile,
                 context_order: if unsafe_context_after_threads {
                     eprintln!("crlab: warning: --unsafe-context-after-threads: contexts are written after the threads exist");

@@ -5,8 +5,14 @@ use crate::sys::SysError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("pid {pid} is in use by another process; a restore needs the original pid free (is the original still running? dump without --leave-running, or stop it)")]
-    PidTaken { pid: i32 },
+    #[error("pid {pid} is in use by {holder}; a restore needs the original pid free (is the original still running? dump without --leave-running, or stop it)")]
+    PidTaken { pid: i32, holder: String },
+    #[error("pid {pid} is still held by a zombie after waiting {waited:?}: its parent {parent} has not reaped it; make the parent wait for its child (or end the parent), or give the restore longer with --pid-wait")]
+    PidHeldByZombie {
+        pid: i32,
+        parent: i32,
+        waited: std::time::Duration,
+    },
     #[error(
         "{}: the {what} {value:?} is not a path a dump records ({reason}): the image is damaged \
          or was not written by crlab",

@@ -6,13 +6,15 @@
 //! error.
 //!
 //! Before anything is created, the images are checked: who could have written them
-//! ([`image::Trust`]) and every path they name ([`image::check_path`]).
+//! ([`image::Trust`]), every path they name ([`image::check_path`]), and the pids they
+//! need, waited for while zombies hold them (`pids`).
 
 mod context;
 mod creds;
 mod error;
 mod files;
 mod memory;
+mod pids;
 mod thread;
 mod tree;
 
@@ -30,7 +32,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use std::path::PathBuf;
+use std::time::Duration;
 use tracing::{debug, info};
+
+/// How long a restore waits, by default, for pids held by zombies of the dumped tree.
+pub const DEFAULT_PID_WAIT: Duration = Duration::from_secs(10);
 
 /// What `crlab restore` was asked to do.
 #[derive(Debug, Clone)]
@@ -38,6 +44,8 @@ pub struct RestoreOptions {
     pub images_dir: PathBuf,
     /// Whose images are accepted (the default: the caller's or root's only).
     pub trust: Trust,
+    /// How long to wait for pids the images need that zombies still hold.
+    pub pid_wait: Duration,
     /// Restore every process into this context instead of the dumped one.
     pub lsm_profile: Option<String>,
     /// When to write the context relative to creating threads (only
@@ -50,6 +58,7 @@ impl Default for RestoreOptions {
         RestoreOptions {
             images_dir: PathBuf::new(),
             trust: Trust::default(),
+            pid_wait: DEFAULT_PID_WAIT,
             lsm_profile: None,
             context_order: ContextOrder::default(),
         }
@@ -182,13 +191,8 @@ fn checked_path(
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let reader = ImageDirReader::open_with(&opts.images_dir, opts.trust)?;
     let (procs, table) = read_images(&reader)?;
-    for p in &procs {
-        for &tid in &p.tids {
-            if std::path::Path::new(&format!("/proc/{tid}")).exists() {
-                return Err(RestoreError::PidTaken { pid: tid });
-            }
-        }
-    }
+    let ids: Vec<i32> = procs.iter().flat_map(|p| p.tids.iter().copied()).collect();
+    pids::wait_free(&ids, opts.pid_wait)?;
     let all_mm: Vec<&Mm> = procs.iter().map(|p| &p.mm).collect();
     let shared = memory::shared_anon_groups(&all_mm)?;
     let shared_ranges: Vec<(u64, u64)> = shared.iter().map(|v| (v.start, v.end)).collect();

@@ -24,7 +24,10 @@ const THREAD_FLAGS: u64 = (libc::CLONE_VM
 
 fn taken(pid: i32) -> impl FnOnce(SysError) -> RestoreError {
     move |e| match e.errno() {
-        Some(Errno::EEXIST) => RestoreError::PidTaken { pid },
+        Some(Errno::EEXIST) => RestoreError::PidTaken {
+            pid,
+            holder: super::pids::holder_text(pid),
+        },
         _ => RestoreError::Sys(e),
     }
 }
