@@ -7,6 +7,8 @@
 //! - [`image`] owns the on-disk format; [`selinux`] is the engine's one vocabulary
 //!   of SELinux; `procfs` reads `/proc`; `sys` is the raw system interface
 //!   (ptrace, remote system calls), the only place with raw `libc` calls.
+//! - [`interrupt`] records the signals that ask the engine to stop, which dump and restore
+//!   look at between their steps.
 //! - The library never prints; the `crlab` binary does.
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
@@ -15,6 +17,7 @@ compile_error!("crlab supports x86_64 Linux only");
 pub mod check;
 pub mod dump;
 pub mod image;
+pub mod interrupt;
 pub(crate) mod procfs;
 pub mod restore;
 pub mod selinux;

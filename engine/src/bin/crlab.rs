@@ -119,7 +119,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("crlab: error: {e:#}");
-            ExitCode::from(1)
+            match e.downcast_ref::<Stopped>() {
+                // 128 + the signal, as a shell reports a process the signal ended.
+                Some(Stopped(signo)) => ExitCode::from(128 + u8::try_from(*signo).unwrap_or(0)),
+                None => ExitCode::from(1),
+            }
         }
     }
 }
@@ -149,7 +153,7 @@ fn run(command: Command) -> Result<ExitCode> {
                     Existing::Refuse
                 },
             };
-            let s = dump::dump(&opts).with_context(|| {
+            let s = interruptible(|| dump::dump(&opts).map_err(Box::new)).with_context(|| {
                 format!("dumping process tree {tree} to {}", images_dir.display())
             })?;
             eprintln!(
@@ -184,7 +188,7 @@ fn run(command: Command) -> Result<ExitCode> {
                     ContextOrder::BeforeThreads
                 },
             };
-            let r = restore::restore(&opts)
+            let r = interruptible(|| restore::restore(&opts).map_err(Box::new))
                 .with_context(|| format!("restoring from {}", images_dir.display()))?;
             if let Some(path) = &pidfile {
                 std::fs::write(path, format!("{}\n", r.root_pid))
@@ -246,6 +250,37 @@ fn trust(allow_untrusted_images: bool) -> Trust {
         Trust::Anyone
     } else {
         Trust::OwnerOnly
+    }
+}
+
+/// A dump or restore was stopped by SIGINT, SIGTERM or SIGHUP, after undoing its work: crlab
+/// exits as the signal asked, with status 128 + its number.
+#[derive(Debug)]
+struct Stopped(i32);
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by signal {}", self.0)
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// Runs `work` with SIGINT, SIGTERM and SIGHUP recorded instead of ending crlab, so the
+/// library can undo what it did; a failure after such a signal becomes [`Stopped`] (with the
+/// library's error as its context). A signal that arrives once the work succeeded does not
+/// undo it: the work is done.
+fn interruptible<T, E>(work: impl FnOnce() -> Result<T, E>) -> Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    crlab::interrupt::catch().context("catching SIGINT, SIGTERM and SIGHUP")?;
+    let result = work();
+    crlab::interrupt::release().context("restoring SIGINT, SIGTERM and SIGHUP")?;
+    match (result, crlab::interrupt::requested()) {
+        (Ok(v), _) => Ok(v),
+        (Err(e), Some(signo)) => Err(anyhow::Error::new(e).context(Stopped(signo))),
+        (Err(e), None) => Err(e.into()),
     }
 }
 

@@ -51,6 +51,8 @@ pub enum DumpError {
         what: &'static str,
         value: i64,
     },
+    #[error("the dump was interrupted by signal {signal}; the processes were left as they were (every change undone, every thread detached) and no new dump was written")]
+    Interrupted { signal: i32 },
     #[error("transport socket to process {pid}: {what}")]
     Transport { pid: i32, what: String },
     #[error(transparent)]

@@ -122,6 +122,7 @@ pub fn dump_pages(
                 filled += take;
                 off += take as u64;
                 if filled == COPY_CHUNK || batch.len() >= 512 {
+                    super::check_interrupt()?;
                     flush(pid, remote, &mut batch, &mut buf[..filled])?;
                     pages.write_all(&buf[..filled])?;
                     filled = 0;

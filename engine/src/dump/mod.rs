@@ -3,7 +3,8 @@
 //!
 //! **Invariant:** a failed dump never harms the process it was dumping: every
 //! change made to a task (scratch mapping, transport socket, registers) is
-//! undone and every thread is detached, whatever step failed. A thread's registers
+//! undone and every thread is detached, whatever step failed, an interrupt
+//! (SIGINT, SIGTERM, SIGHUP: [`crate::interrupt`]) included. A thread's registers
 //! are the engine's for one remote system call at a time.
 //!
 //! **Invariant:** a dump never mixes with an older one: it is written into a new or
@@ -57,6 +58,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let pids = collect_tree(opts.root)?;
     // Refused before any task is touched; dropped uncommitted, it removes what it wrote.
     let images = ImageDirWriter::new_dump(&opts.images_dir, opts.existing)?;
+    check_interrupt()?;
     let mut tree = SeizedTree::seize(&pids)?;
     match dump_seized(opts, &mut tree, images) {
         Ok(summary) => {
@@ -74,6 +76,14 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
             }
             Err(e)
         }
+    }
+}
+
+/// [`DumpError::Interrupted`] once a stop signal has been received.
+pub(crate) fn check_interrupt() -> Result<(), DumpError> {
+    match crate::interrupt::requested() {
+        Some(signal) => Err(DumpError::Interrupted { signal }),
+        None => Ok(()),
     }
 }
 
@@ -114,6 +124,7 @@ fn dump_seized(
     let mut threads = 0;
     let root = opts.root;
     for proc_idx in 0..tree.processes.len() {
+        check_interrupt()?;
         let pid = tree.processes[proc_idx].pid;
         let stat = Stat::read(pid)?;
         if stat.state == 'Z' {
@@ -160,6 +171,7 @@ fn dump_seized(
         page_size: PAGE_SIZE_U32,
         files: Vec::new(),
     };
+    check_interrupt()?;
     images.commit(inventory)?;
     info!(
         processes = pstree.processes.len(),

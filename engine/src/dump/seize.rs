@@ -49,6 +49,8 @@ impl SeizedTree {
             done: false,
         };
         for &pid in pids {
+            // Dropped on an error, the tree detaches what it seized so far.
+            super::check_interrupt()?;
             tree.processes.push(SeizedProcess {
                 pid,
                 tracees: Vec::new(),

@@ -13,6 +13,8 @@ pub enum RestoreError {
         parent: i32,
         waited: std::time::Duration,
     },
+    #[error("the restore was interrupted by signal {signal} and undone: every task it created was killed")]
+    Interrupted { signal: i32 },
     #[error(
         "{}: the {what} {value:?} is not a path a dump records ({reason}): the image is damaged \
          or was not written by crlab",

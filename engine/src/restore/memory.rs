@@ -453,6 +453,7 @@ pub fn fill_pages(
         let writable = vma.prot & libc::PROT_WRITE as u32 != 0;
         let mut off = 0u64;
         while off < len {
+            super::check_interrupt()?;
             let take = usize_of(len - off).min(COPY_CHUNK);
             pages.read_exact(&mut buf[..take])?;
             let addr = e.vaddr + off;

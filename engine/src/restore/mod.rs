@@ -3,7 +3,7 @@
 //!
 //! **Invariant:** a failed restore leaves nothing behind: every task created
 //! is traced with `PTRACE_O_EXITKILL` until it is released, and killed on any
-//! error.
+//! error, an interrupt ([`crate::interrupt`]) included.
 //!
 //! Before anything is created, the images are checked: who could have written them
 //! ([`image::Trust`]), every path they name ([`image::check_path`]), and the pids they
@@ -62,6 +62,14 @@ impl Default for RestoreOptions {
             lsm_profile: None,
             context_order: ContextOrder::default(),
         }
+    }
+}
+
+/// [`RestoreError::Interrupted`] once a stop signal has been received.
+fn check_interrupt() -> Result<(), RestoreError> {
+    match crate::interrupt::requested() {
+        Some(signal) => Err(RestoreError::Interrupted { signal }),
+        None => Ok(()),
     }
 }
 
@@ -193,6 +201,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let (procs, table) = read_images(&reader)?;
     let ids: Vec<i32> = procs.iter().flat_map(|p| p.tids.iter().copied()).collect();
     pids::wait_free(&ids, opts.pid_wait)?;
+    check_interrupt()?;
     let all_mm: Vec<&Mm> = procs.iter().map(|p| &p.mm).collect();
     let shared = memory::shared_anon_groups(&all_mm)?;
     let shared_ranges: Vec<(u64, u64)> = shared.iter().map(|v| (v.start, v.end)).collect();
@@ -233,6 +242,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         threads: Vec::new(),
     }];
     for p in &procs[1..] {
+        check_interrupt()?;
         let parent = lives
             .iter_mut()
             .find(|l| l.img.entry.pid == p.entry.ppid)
@@ -257,6 +267,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 
     // Each process's own address space, descriptors and process-wide state.
     for (i, live) in lives.iter_mut().enumerate() {
+        check_interrupt()?;
         let keep: Vec<(u64, u64)> = shared_ranges
             .iter()
             .copied()
@@ -268,6 +279,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     // Contexts, then threads: a multi-threaded process may only move to a bounded context.
     let engine_ctx = procfs::selinux_attr(root_pid, root_pid, "current");
     for live in &mut lives {
+        check_interrupt()?;
         let target = opts
             .lsm_profile
             .clone()
@@ -276,6 +288,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         context_and_threads(live, order, &engine_ctx, &target, &tramp, &mut cleanup.pids)?;
     }
 
+    check_interrupt()?;
     // Last words, then let everything run. Credentials first: a thread that is no longer
     // root can do nothing privileged, and each thread takes its own.
     for live in &mut lives {

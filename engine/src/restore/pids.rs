@@ -79,6 +79,7 @@ pub fn wait_free(ids: &[i32], bound: Duration) -> Result<(), RestoreError> {
     let mut pause = Duration::from_millis(1);
     let mut announced = false;
     loop {
+        super::check_interrupt()?;
         let mut zombie = None;
         for &id in ids {
             match holder(id) {

@@ -1,5 +1,6 @@
 //! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`, pipes, resource
-//! limits, `prctl`, the transport socket's receiving end, the probes' throwaway child.
+//! limits, `prctl`, the transport socket's receiving end, the probes' throwaway child, the
+//! engine's own stop signals.
 //!
 //! Everything above this module works in terms of [`Tracee`] and [`Remote`]; raw `libc`
 //! calls live here and nowhere else in the engine (the tidy test of xtask checks it).
@@ -13,6 +14,7 @@ mod prctl;
 mod ptrace;
 mod remote;
 mod rlimit;
+mod stop;
 mod unix;
 
 pub use clone3::{clone3_probe, spawn_stopped_with_pid, Clone3Probe};
@@ -24,6 +26,7 @@ pub use prctl::mm_map_size;
 pub use ptrace::{Regs, Tracee};
 pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
 pub use rlimit::{rlimit, set_rlimit, RLIMITS};
+pub use stop::{catch_stop_signals, default_stop_signals, stop_requested};
 pub use unix::{accept, recv_fds, FDS_PER_MESSAGE};
 
 /// Size of a page on x86_64.

@@ -1,0 +1,409 @@
+//! The engine stopped midway. SIGINT, SIGTERM or SIGHUP while a dump copies pages: crlab
+//! undoes what it did, detaches, and exits with 128 + the signal; the process goes on. SIGKILL
+//! of crlab while it seizes, copies pages, or writes its images: the kernel detaches the
+//! threads, which the engine left with their own registers between remote calls, so the
+//! process goes on. A restore stopped either way leaves no process of the image behind.
+//!
+//! The workload is `bench_memory`, a process with a few hundred MiB of touched memory that
+//! checks every word of it when asked. Every step waits for a sign (a pages file growing in
+//! the dump's staging directory, a thread traced, the restored process's resident memory), not
+//! for a time. Needs root, as every end-to-end test of the engine.
+
+mod support;
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rstest::rstest;
+
+use support::crlab::{self, Run};
+use support::process::{self, Exit, Proc};
+
+/// Touched memory of the workload: large enough that copying it takes a while.
+const BYTES: u64 = 384 << 20;
+/// How much of a pages file shows the copy is under way.
+const UNDER_WAY: u64 = 16 << 20;
+/// How long any one sign may take to show.
+const SIGN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One `bench_memory` process and its files: `<scratch>/state`, `<scratch>/images`.
+struct Big {
+    proc: Proc,
+    scratch: tempfile::TempDir,
+    state: PathBuf,
+}
+
+impl Big {
+    /// Starts `bench_memory STATE BYTES [shape...]` in its own process group and waits until
+    /// it has touched its memory.
+    fn start(shape: &[&str]) -> Big {
+        process::setup();
+        let scratch = tempfile::Builder::new()
+            .prefix("crlab-e2e-stopped-")
+            .tempdir()
+            .expect("a scratch directory");
+        let state = scratch.path().join("state");
+        std::fs::create_dir(&state).expect("the state dir");
+        let log = std::fs::File::create(state.join("log")).expect("the log");
+        // Reaped by pid through the `Proc` guard.
+        #[allow(clippy::zombie_processes)]
+        let child = Command::new(support::binaries::workload("bench_memory"))
+            .arg(&state)
+            .arg(BYTES.to_string())
+            .args(shape)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("starting bench_memory");
+        let mut big = Big {
+            proc: Proc::adopt(i32::try_from(child.id()).expect("a pid")),
+            scratch,
+            state,
+        };
+        let ready = big.state.join("ready");
+        let proc = &mut big.proc;
+        process::wait_until(SIGN_TIMEOUT, "bench_memory to be ready", || {
+            ready.exists() || proc.has_ended()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            big.proc.exit(),
+            None,
+            "bench_memory ended before it was ready"
+        );
+        big
+    }
+
+    fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+
+    fn images(&self) -> PathBuf {
+        self.scratch.path().join("images")
+    }
+
+    /// `crlab dump` in the background, into `images` (missing: a staging dir is used).
+    fn spawn_dump(&mut self, extra: &[&str]) -> (Run, Proc) {
+        let mut args: Vec<OsString> = vec![
+            "dump".into(),
+            "--tree".into(),
+            self.pid().to_string().into(),
+            "--images-dir".into(),
+            self.images().into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        crlab::spawn(&args, self.scratch.path(), "crlab-dump")
+    }
+
+    /// The size of the pages file being written in a staging directory of the dump, if any.
+    fn staged_pages(&self) -> Option<u64> {
+        let name = format!("pages-{}.img", self.pid());
+        std::fs::read_dir(self.scratch.path())
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".images.crlab-dump-")
+            })
+            .find_map(|e| std::fs::metadata(e.path().join(&name)).ok())
+            .map(|m| m.len())
+    }
+
+    /// The staging directories of dumps left in the scratch dir.
+    fn staging_left(&self) -> Vec<String> {
+        std::fs::read_dir(self.scratch.path())
+            .expect("listing the scratch dir")
+            .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with(".images.crlab-dump-"))
+            .collect()
+    }
+
+    /// Waits for `sign`, or for crlab to end first; panics with crlab's output on a timeout.
+    fn wait_sign(
+        &mut self,
+        run: &mut Run,
+        crlab: &mut Proc,
+        what: &str,
+        sign: impl Fn(&Big) -> bool,
+    ) {
+        let waited = process::wait_until(SIGN_TIMEOUT, what, || sign(self) || crlab.has_ended());
+        if let Err(e) = waited {
+            run.exit = crlab.exit();
+            panic!("{e}\n{run}");
+        }
+        if let Some(exit) = crlab.exit() {
+            run.exit = Some(exit);
+            panic!("crlab ended ({exit}) before {what}\n{run}\n{}", self.log());
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("log")).unwrap_or_default()
+    }
+
+    /// Every thread runs freely: not traced, not stopped, not dead.
+    fn assert_running_freely(&mut self, after: &str) {
+        assert_eq!(
+            self.proc.try_reap(),
+            None,
+            "bench_memory ended after {after}\n{}",
+            self.log()
+        );
+        let pid = self.pid();
+        let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("the task list")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        for tid in tids {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+                .unwrap_or_default();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            assert_eq!(
+                field("TracerPid:"),
+                "0",
+                "thread {tid} is still traced after {after}"
+            );
+            let state = field("State:");
+            assert!(
+                state.starts_with('S') || state.starts_with('R'),
+                "thread {tid} is {state} after {after}"
+            );
+        }
+    }
+
+    /// Triggers the self-check (every word of its memory, every thread) and expects `ok`.
+    fn expect_ok(&mut self) {
+        std::fs::write(self.state.join("check"), b"").expect("the check file");
+        let exit = self
+            .proc
+            .reap_within(SIGN_TIMEOUT, "bench_memory's self-check")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let result = std::fs::read_to_string(self.state.join("result")).unwrap_or_default();
+        assert!(
+            result.starts_with("ok") && exit == Exit::Code(0),
+            "bench_memory's self-check: {result:?}, {exit}\n{}",
+            self.log()
+        );
+    }
+}
+
+/// Whether any thread of `pid` is traced.
+fn any_thread_traced(pid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    dir.filter_map(Result::ok).any(|e| {
+        std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+        })
+    })
+}
+
+/// Reaps `pid` if it is an ended child of this test (a restored task orphaned by crlab's end).
+fn reap_if_ours(pid: i32) {
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    if process::parent_of(pid) == Some(me) {
+        let mut status = 0;
+        // SAFETY: waitpid for one pid of ours, WNOHANG, writes the status into a live int.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
+    }
+}
+
+fn send(pid: i32, sig: i32) {
+    // SAFETY: `pid` is our unreaped child (crlab), so it cannot have been reused.
+    let ret = unsafe { libc::kill(pid, sig) };
+    assert_eq!(
+        ret,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// SIGINT, SIGTERM or SIGHUP while pages are copied: crlab undoes the dump, exits with
+/// 128 + the signal, saying it was interrupted; the process runs freely and passes its check;
+/// an older dump being replaced is intact and no staging directory is left.
+#[rstest]
+#[case::sigterm(libc::SIGTERM, false)]
+#[case::sigint_leave_running(libc::SIGINT, true)]
+#[case::sighup(libc::SIGHUP, false)]
+fn a_stop_signal_during_the_page_copy_undoes_the_dump(#[case] sig: i32, #[case] leave: bool) {
+    let mut big = Big::start(&[]);
+    let images = big.images();
+    std::fs::create_dir(&images).expect("the images dir");
+    std::fs::write(images.join("old"), b"an older dump").expect("an older dump");
+    let mut extra = vec!["--replace"];
+    if leave {
+        extra.push("--leave-running");
+    }
+    let (mut run, mut crlab) = big.spawn_dump(&extra);
+    big.wait_sign(&mut run, &mut crlab, "the page copy", |b| {
+        b.staged_pages().is_some_and(|n| n >= UNDER_WAY)
+    });
+    send(crlab.pid(), sig);
+    run.exit = crlab.reap_within(crlab::CRLAB_TIMEOUT, "crlab dump").ok();
+    let err = run.stderr();
+    assert_eq!(
+        run.exit,
+        Some(Exit::Code(128 + sig)),
+        "crlab's status\n{run}"
+    );
+    assert!(err.contains(&format!("stopped by signal {sig}")), "{err}");
+    assert!(err.contains("the dump was interrupted"), "{err}");
+    big.assert_running_freely("an interrupted dump");
+    assert_eq!(
+        std::fs::read(images.join("old")).ok().as_deref(),
+        Some(&b"an older dump"[..]),
+        "the older dump is intact"
+    );
+    assert!(!images.join("inventory.img").exists());
+    assert!(big.staging_left().is_empty(), "{:?}", big.staging_left());
+    big.expect_ok();
+}
+
+/// Where in the dump crlab is SIGKILLed.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// As soon as one thread is traced (of a process with many threads to seize).
+    Seizing,
+    /// While the pages file grows.
+    PageCopy,
+    /// Once the pages file is complete: the images are being written and committed, the
+    /// scratch mapping removed, or the dump is over.
+    ImageWrite,
+}
+
+/// SIGKILL of crlab dump at each phase: the kernel detaches the threads; the process runs
+/// freely and passes its check, its memory and every thread intact. An older dump being
+/// replaced is intact (a staging directory may be left: crlab had no chance to remove it).
+#[rstest]
+#[case::seizing(Phase::Seizing)]
+#[case::page_copy(Phase::PageCopy)]
+#[case::image_write(Phase::ImageWrite)]
+fn sigkill_of_a_dump_leaves_the_process_running(#[case] phase: Phase) {
+    let shape: &[&str] = match phase {
+        Phase::Seizing => &["threads", "64"],
+        _ => &[],
+    };
+    let mut big = Big::start(shape);
+    let images = big.images();
+    std::fs::create_dir(&images).expect("the images dir");
+    std::fs::write(images.join("old"), b"an older dump").expect("an older dump");
+    let (mut run, mut crlab) = big.spawn_dump(&["--replace", "--leave-running"]);
+    let pid = big.pid();
+    let full = BYTES;
+    match phase {
+        Phase::Seizing => big.wait_sign(&mut run, &mut crlab, "a traced thread", |_| {
+            any_thread_traced(pid)
+        }),
+        Phase::PageCopy => big.wait_sign(&mut run, &mut crlab, "the page copy", |b| {
+            b.staged_pages().is_some_and(|n| n >= UNDER_WAY)
+        }),
+        Phase::ImageWrite => big.wait_sign(&mut run, &mut crlab, "the complete pages file", |b| {
+            b.staged_pages().is_some_and(|n| n >= full)
+        }),
+    }
+    send(crlab.pid(), libc::SIGKILL);
+    run.exit = crlab.reap_within(crlab::CRLAB_TIMEOUT, "crlab dump").ok();
+    assert_eq!(run.exit, Some(Exit::Signal(libc::SIGKILL)), "{run}");
+    big.assert_running_freely(&format!("crlab was killed ({phase:?})"));
+    assert_eq!(
+        std::fs::read(images.join("old")).ok().as_deref(),
+        Some(&b"an older dump"[..]),
+        "the older dump is intact"
+    );
+    big.expect_ok();
+}
+
+/// How a restore is stopped.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Term,
+    Kill,
+}
+
+/// A restore stopped while it fills the pages (SIGTERM: it kills what it made and exits 143;
+/// SIGKILL: `PTRACE_O_EXITKILL` kills what it made) leaves no process of the image: the pid
+/// is free again, and the same dump then restores and passes its check.
+#[rstest]
+#[case::sigterm(Stop::Term)]
+#[case::sigkill(Stop::Kill)]
+fn a_restore_stopped_midway_leaves_nothing(#[case] stop: Stop) {
+    let mut big = Big::start(&[]);
+    let (mut run, mut crlab) = big.spawn_dump(&[]);
+    run.exit = crlab.reap_within(crlab::CRLAB_TIMEOUT, "crlab dump").ok();
+    assert!(run.succeeded(), "{run}");
+    let pid = big.pid();
+    big.proc
+        .reap_within(Duration::from_secs(20), "the dumped original")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let restore_args = |b: &Big| -> Vec<OsString> {
+        vec![
+            "restore".into(),
+            "--detach".into(),
+            "--images-dir".into(),
+            b.images().into(),
+        ]
+    };
+    let (mut run, mut crlab) = crlab::spawn(&restore_args(&big), big.scratch.path(), "restore");
+    big.wait_sign(&mut run, &mut crlab, "the page fill", |_| {
+        process::status_field(pid, "VmRSS")
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .is_some_and(|kib| kib << 10 >= 2 * UNDER_WAY)
+    });
+    let sig = match stop {
+        Stop::Term => libc::SIGTERM,
+        Stop::Kill => libc::SIGKILL,
+    };
+    send(crlab.pid(), sig);
+    run.exit = crlab
+        .reap_within(crlab::CRLAB_TIMEOUT, "crlab restore")
+        .ok();
+    let expected = match stop {
+        Stop::Term => Exit::Code(128 + libc::SIGTERM),
+        Stop::Kill => Exit::Signal(libc::SIGKILL),
+    };
+    assert_eq!(run.exit, Some(expected), "{run}");
+    if let Stop::Term = stop {
+        assert!(
+            run.stderr().contains("the restore was interrupted"),
+            "{run}"
+        );
+    }
+    // Killed; after crlab's death reparented to this test (the subreaper), which reaps it.
+    process::wait_until(
+        Duration::from_secs(20),
+        format_args!("pid {pid} to be free"),
+        || {
+            reap_if_ours(pid);
+            !process::pid_exists(pid)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", process::status_field(pid, "State")));
+
+    let (mut run, mut crlab) = crlab::spawn(&restore_args(&big), big.scratch.path(), "again");
+    run.exit = crlab
+        .reap_within(crlab::CRLAB_TIMEOUT, "crlab restore")
+        .ok();
+    assert!(
+        run.succeeded(),
+        "the dump restores after the stopped restore\n{run}"
+    );
+    big.proc = Proc::adopt(pid);
+    big.expect_ok();
+}
