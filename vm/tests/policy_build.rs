@@ -15,9 +15,7 @@ use std::process::Command;
 /// says it did not run), a failure under CI (`CI` set), where it must always run.
 fn fixtures() -> Option<PathBuf> {
     match std::env::var_os("CRLAB_POLICY_FIXTURES") {
-        Some(d) if !d.is_empty() => {
-            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(d))
-        }
+        Some(d) if !d.is_empty() => Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(d)),
         _ if std::env::var_os("CI").is_some() => panic!(
             "CRLAB_POLICY_FIXTURES is unset under CI: this test builds container-selinux on \
              Fedora's policy from their source tarballs; set it to the folder that holds \
