@@ -51,6 +51,21 @@ pub struct Workload {
     /// The user it runs as (through `setpriv`); none: root, as the agent.
     #[serde(default)]
     pub user: Option<User>,
+    /// What differs on one base policy (`[workload.refpolicy]`, `[workload.fedora]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refpolicy: Option<WorkloadOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fedora: Option<WorkloadOverride>,
+}
+
+/// How a workload starts differently on one base, with the reason.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadOverride {
+    /// Why this base needs it (the rule that differs).
+    pub reason: String,
+    /// The context it starts in on that base.
+    pub context: Option<String>,
 }
 
 fn default_wait() -> String {
@@ -61,6 +76,17 @@ fn default_wait() -> String {
 pub const TREE_MEMBERS: usize = 5;
 
 impl Workload {
+    /// The context it starts in on `base` (empty: the agent's own, or for a unit the one
+    /// systemd's own transition gives).
+    pub fn context_on(&self, base: Base) -> &str {
+        let over = match base {
+            Base::Refpolicy => self.refpolicy.as_ref(),
+            Base::Fedora => self.fedora.as_ref(),
+        };
+        over.and_then(|o| o.context.as_deref())
+            .unwrap_or(&self.context)
+    }
+
     /// How many processes the workload's tree has.
     pub fn processes(&self) -> usize {
         if self.program == "tree" {

@@ -77,6 +77,24 @@ pub fn problems(s: &Scenario, tree: &Tree) -> Vec<String> {
             modes.join(", ")
         ));
     }
+    for (base, o) in [("refpolicy", &w.refpolicy), ("fedora", &w.fedora)] {
+        if let Some(o) = o {
+            if o.reason.trim().is_empty() {
+                p.push(format!(
+                    "[workload.{base}] gives no reason: say which rule differs on that base"
+                ));
+            }
+            if let Some(c) = o
+                .context
+                .as_deref()
+                .filter(|c| !c.is_empty() && !context::is_full(c))
+            {
+                p.push(format!(
+                    "workload.{base}.context {c:?} is not a full context (user:role:type:level)"
+                ));
+            }
+        }
+    }
     for (what, ctx) in [
         ("workload.context", w.context.as_str()),
         ("engine.context", s.engine.context.as_str()),
@@ -287,6 +305,11 @@ mod tests {
         "[workload]\nprogram = \"idle\"",
         "[expect]\ndump = \"ok\"\nrestore = \"ok\"\nrestored = [\"unconfined_t\"]\n[expect.fedora]\nreason = \"\"",
         "[expect.fedora] gives no reason"
+    )]
+    #[case::workload_base_table_without_reason(
+        "[workload]\nprogram = \"idle\"\n[workload.refpolicy]\nreason = \"\"\ncontext = \"system_u:system_r:unconfined_service_t:s0\"",
+        "[expect]\ndump = \"ok\"\nrestore = \"ok\"\nrestored = [\"unconfined_t\"]",
+        "[workload.refpolicy] gives no reason"
     )]
     #[case::base_table_that_contradicts(
         "[workload]\nprogram = \"idle\"",

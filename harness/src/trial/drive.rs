@@ -9,7 +9,7 @@ use crate::audit;
 use crate::lab::client::AgentError;
 use crate::lab::session::LabError;
 use crate::lab::Lab;
-use crate::scenario::{Outcome, Scenario, Start};
+use crate::scenario::{Base, Outcome, Scenario, Start};
 use crlab_workloads::driver::{Driver as WorkloadDriver, Host};
 use crlab_workloads::protocol::{self, Ready};
 use std::path::{Path, PathBuf};
@@ -60,14 +60,26 @@ struct Paths {
     dir: String,
     state: String,
     images: String,
+    /// The workload's standard output and error. A unit's is under /run: systemd (`init_t`)
+    /// may not create files where the agent keeps the trial (on the Fedora-policy image:
+    /// `avc: denied { create } ... scontext=...init_t... tcontext=...user_tmp_t`), and the
+    /// journal would make it a socket, which crlab does not dump.
+    log: String,
+    /// The context the workload starts in on this base.
+    context: String,
 }
 
 impl Paths {
-    fn of(s: &Scenario) -> Paths {
+    fn of(s: &Scenario, base: Base) -> Paths {
         let dir = format!("/var/tmp/crlab/{}", s.name);
         Paths {
             state: format!("{dir}/state"),
             images: format!("{dir}/images"),
+            log: match s.workload.start {
+                Start::Exec => format!("{dir}/state/log"),
+                Start::Unit => format!("/run/crlab/{}.log", s.name),
+            },
+            context: s.workload.context_on(base).to_string(),
             dir,
         }
     }
@@ -80,6 +92,7 @@ pub fn drive(
     lab: &mut Lab,
     s: &Scenario,
     backend: Backend,
+    base: Base,
     restore: bool,
     marker: u64,
     policy_dir: &Path,
@@ -88,7 +101,7 @@ pub fn drive(
         lab,
         obs: Observation::default(),
     };
-    let paths = Paths::of(s);
+    let paths = Paths::of(s, base);
     let unit = format!("crlab-{}.service", s.name);
     let loaded = d.step("load policy modules", |lab| {
         load_modules(lab, s, policy_dir)
@@ -130,7 +143,10 @@ fn prepare(
     p: &Paths,
 ) -> Result<((), String), String> {
     let (dir, state, images) = (&p.dir, &p.state, &p.images);
-    let mut script = format!("rm -rf {dir} && mkdir -p {state} {images}");
+    let mut script = format!(
+        "rm -rf {dir} {log} && mkdir -p {state} {images} /run/crlab",
+        log = p.log
+    );
     if !s.workload.files_type.is_empty() {
         script += &format!(" && chcon -R -t {} {dir}", s.workload.files_type);
     }
@@ -160,7 +176,7 @@ fn prepare(
 /// Where a unit workload started without a context runs its program from: a `bin_t` copy, so
 /// that systemd's own transition (not a `SELinuxContext=`) picks its domain.
 fn unit_exe(s: &Scenario, p: &Paths) -> Option<String> {
-    (s.workload.start == Start::Unit && s.workload.context.is_empty())
+    (s.workload.start == Start::Unit && p.context.is_empty())
         .then(|| format!("{}/bin/{}", p.dir, s.workload.program))
 }
 
@@ -172,7 +188,7 @@ fn start_workload(
 ) -> Result<((u32, Ready), String), String> {
     let w = &s.workload;
     let prog = unit_exe(s, p).unwrap_or_else(|| format!("{GUEST_BIN}/{}", w.program));
-    let log = format!("{}/log", p.state);
+    let log = p.log.clone();
     let contexts = format!("CRLAB_MEMBER_CONTEXTS={}", w.member_contexts.join(" "));
     let mark = format!("{}={}", protocol::MARK_ENV, protocol::MARK_VALUE);
     let mut env = vec![mark.as_str()];
@@ -197,23 +213,30 @@ fn start_workload(
     argv.extend([prog.as_str(), p.state.as_str(), w.wait.as_str()]);
     let pid = match w.start {
         Start::Exec => lab
-            .spawn(&argv, &env, &w.context, &log)
+            .spawn(&argv, &env, &p.context, &log)
             .map_err(|e| e.to_string())?,
-        Start::Unit => start_unit(lab, unit, &argv, &env, &w.context, &log)?,
+        Start::Unit => start_unit(lab, unit, &argv, &env, &p.context, &log)?,
     };
     let waited = driver(lab, &p.state).wait_ready(WORKLOAD_LIMIT, || None);
     let ready = waited.map_err(|e| {
-        let out = lab.read_file(&log).unwrap_or_default();
-        let out = String::from_utf8_lossy(&out);
-        let tail: Vec<&str> = out.lines().rev().take(10).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let out = output_tail(lab, s, unit, &log);
         format!(
-            "{}; the workload's output ends with:\n{}",
-            e.with_sources(),
-            tail.join("\n")
+            "{}; the workload's output ends with:\n{out}",
+            e.with_sources()
         )
     })?;
     Ok(((pid, ready), format!("pid {pid}")))
+}
+
+/// The last lines the workload printed, and for a unit what systemd said of it.
+fn output_tail(lab: &mut Lab, s: &Scenario, unit: &str, log: &str) -> String {
+    let mut script = format!("tail -n 10 {log}");
+    if s.workload.start == Start::Unit {
+        script += &format!("; journalctl -u {unit} -n 10 --no-pager -o cat");
+    }
+    sh(lab, &script, "", 30)
+        .map(|(_, out, _)| out.trim_end().to_string())
+        .unwrap_or_default()
 }
 
 fn dump_and_restore(
@@ -499,10 +522,22 @@ fn start_unit(
     }
     match out.trim().parse::<u32>() {
         Ok(pid) if pid != 0 => Ok(pid),
-        _ => Err(format!(
-            "{unit} has no main pid ({:?}): see journalctl -u {unit}",
-            out.trim()
-        )),
+        _ => {
+            // It is already gone: what systemd and the program said is the error.
+            let (_, journal, _) = sh(
+                lab,
+                &format!("journalctl -u {unit} -n 15 --no-pager -o cat; tail -n 15 {log}"),
+                "",
+                30,
+            )
+            .unwrap_or_default();
+            Err(format!(
+                "{unit} has no main pid ({:?}): it exited at once; its journal and output end \
+                 with:\n{}",
+                out.trim(),
+                journal.trim_end()
+            ))
+        }
     }
 }
 

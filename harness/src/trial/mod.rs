@@ -94,7 +94,7 @@ pub fn run(
 ) -> (TrialReport, u64) {
     let start = Instant::now();
     let restore = s.expect.on(base).restore != Outcome::Skip;
-    let (observed, next) = drive::drive(lab, s, backend, restore, marker, policy_dir);
+    let (observed, next) = drive::drive(lab, s, backend, base, restore, marker, policy_dir);
     let millis = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut report = TrialReport::judge(s, backend, base, observed, millis);
     if !report.passed {
