@@ -249,6 +249,22 @@ mod tests {
         assert_eq!(j.lines().count(), 1, "one line for $GITHUB_OUTPUT: {j}");
         // Names are artifact names: no slash, no quote, unique.
         assert!(m.iter().all(|e| !e.name.contains(['/', '"', ':'])));
+        // The workflow's merge job finds one run's shards by the name less `-IofN`.
+        let runs: std::collections::BTreeSet<&str> = m
+            .iter()
+            .map(|e| {
+                let (run, shard) = e.name.rsplit_once('-').expect("a shard suffix");
+                assert_eq!(shard, e.shard.replace('/', "of"));
+                run
+            })
+            .collect();
+        assert_eq!(
+            runs.into_iter().collect::<Vec<_>>(),
+            [
+                "debian-12-fedora-container-selinux",
+                "debian-12-refpolicy-lab"
+            ]
+        );
     }
 
     #[test]
