@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rstest::rstest;
 
@@ -125,6 +125,7 @@ impl Big {
     }
 
     /// Waits for `sign`, or for crlab to end first; panics with crlab's output on a timeout.
+    /// Polls every 100 µs: a phase can be short, and the sign must be seen within it.
     fn wait_sign(
         &mut self,
         run: &mut Run,
@@ -132,14 +133,16 @@ impl Big {
         what: &str,
         sign: impl Fn(&Big) -> bool,
     ) {
-        let waited = process::wait_until(SIGN_TIMEOUT, what, || sign(self) || crlab.has_ended());
-        if let Err(e) = waited {
-            run.exit = crlab.exit();
-            panic!("{e}\n{run}");
-        }
-        if let Some(exit) = crlab.exit() {
-            run.exit = Some(exit);
-            panic!("crlab ended ({exit}) before {what}\n{run}\n{}", self.log());
+        let start = Instant::now();
+        while !sign(self) {
+            if let Some(exit) = crlab.try_reap() {
+                run.exit = Some(exit);
+                panic!("crlab ended ({exit}) before {what}\n{run}\n{}", self.log());
+            }
+            if start.elapsed() > SIGN_TIMEOUT {
+                panic!("timed out after {SIGN_TIMEOUT:?} waiting for {what}\n{run}");
+            }
+            std::thread::sleep(Duration::from_micros(100));
         }
     }
 
@@ -147,7 +150,9 @@ impl Big {
         std::fs::read_to_string(self.state.join("log")).unwrap_or_default()
     }
 
-    /// Every thread runs freely: not traced, not stopped, not dead.
+    /// Every thread runs freely: not traced, not stopped, not dead. The kernel detaches the
+    /// threads as crlab exits, and a woken thread may show its stop a moment longer on a busy
+    /// machine: what is checked is that each gets out of it within a few seconds.
     fn assert_running_freely(&mut self, after: &str) {
         assert_eq!(
             self.proc.try_reap(),
@@ -156,31 +161,19 @@ impl Big {
             self.log()
         );
         let pid = self.pid();
-        let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .expect("the task list")
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        for tid in tids {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
-                .unwrap_or_default();
-            let field = |k: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(k))
-                    .map(|v| v.trim().to_owned())
-                    .unwrap_or_default()
-            };
-            assert_eq!(
-                field("TracerPid:"),
-                "0",
-                "thread {tid} is still traced after {after}"
-            );
-            let state = field("State:");
-            assert!(
-                state.starts_with('S') || state.starts_with('R'),
-                "thread {tid} is {state} after {after}"
-            );
+        let mut problem = None;
+        let waited = process::wait_until(Duration::from_secs(5), "every thread to run", || {
+            problem = not_running(pid);
+            problem.is_none()
+        });
+        if waited.is_err() {
+            panic!("after {after}: {problem:?}\n{}", self.log());
         }
+        assert_eq!(
+            self.proc.try_reap(),
+            None,
+            "bench_memory ended after {after}"
+        );
     }
 
     /// Triggers the self-check (every word of its memory, every thread) and expects `ok`.
@@ -199,17 +192,51 @@ impl Big {
     }
 }
 
-/// Whether any thread of `pid` is traced.
-fn any_thread_traced(pid: i32) -> bool {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    dir.filter_map(Result::ok).any(|e| {
-        std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
-            s.lines()
-                .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
-        })
+/// Why some thread of `pid` is not running freely (traced, stopped, dead), if one is not.
+fn not_running(pid: i32) -> Option<String> {
+    let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for tid in tids {
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let (tracer, state) = (field("TracerPid:"), field("State:"));
+        if tracer != "0" {
+            return Some(format!("thread {tid} is traced by {tracer}"));
+        }
+        if !matches!(state.chars().next(), Some('S' | 'R' | 'D')) {
+            return Some(format!("thread {tid} is {state}"));
+        }
+    }
+    None
+}
+
+/// Whether thread `tid` of `pid` is traced.
+fn traced(pid: i32, tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
     })
+}
+
+/// The thread ids of `pid`, ascending (the order the engine seizes them in).
+fn tids(pid: i32) -> Vec<i32> {
+    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort_unstable();
+    tids
 }
 
 /// Reaps `pid` if it is an ended child of this test (a restored task orphaned by crlab's end).
@@ -278,7 +305,8 @@ fn a_stop_signal_during_the_page_copy_undoes_the_dump(#[case] sig: i32, #[case] 
 /// Where in the dump crlab is SIGKILLed.
 #[derive(Clone, Copy, Debug)]
 enum Phase {
-    /// As soon as one thread is traced (of a process with many threads to seize).
+    /// While threads are seized: the first traced, the last not yet (of a process with many
+    /// threads, which the engine seizes in order before it runs any remote call).
     Seizing,
     /// While the pages file grows.
     PageCopy,
@@ -296,7 +324,7 @@ enum Phase {
 #[case::image_write(Phase::ImageWrite)]
 fn sigkill_of_a_dump_leaves_the_process_running(#[case] phase: Phase) {
     let shape: &[&str] = match phase {
-        Phase::Seizing => &["threads", "64"],
+        Phase::Seizing => &["threads", "256"],
         _ => &[],
     };
     let mut big = Big::start(shape);
@@ -307,9 +335,13 @@ fn sigkill_of_a_dump_leaves_the_process_running(#[case] phase: Phase) {
     let pid = big.pid();
     let full = BYTES;
     match phase {
-        Phase::Seizing => big.wait_sign(&mut run, &mut crlab, "a traced thread", |_| {
-            any_thread_traced(pid)
-        }),
+        Phase::Seizing => {
+            let all = tids(pid);
+            let (first, last) = (all[0], all[all.len() - 1]);
+            big.wait_sign(&mut run, &mut crlab, "the seizing", |_| {
+                traced(pid, first) && !traced(pid, last)
+            });
+        }
         Phase::PageCopy => big.wait_sign(&mut run, &mut crlab, "the page copy", |b| {
             b.staged_pages().is_some_and(|n| n >= UNDER_WAY)
         }),
