@@ -13,7 +13,7 @@ mod support;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,11 @@ impl Big {
     /// Starts `bench_memory STATE BYTES [shape...]` in its own process group and waits until
     /// it has touched its memory.
     fn start(shape: &[&str]) -> Big {
+        Big::start_with(BYTES, shape)
+    }
+
+    /// As [`Big::start`], touching `bytes` of memory.
+    fn start_with(bytes: u64, shape: &[&str]) -> Big {
         process::setup();
         let scratch = tempfile::Builder::new()
             .prefix("crlab-e2e-stopped-")
@@ -52,7 +57,7 @@ impl Big {
         #[allow(clippy::zombie_processes)]
         let child = Command::new(support::binaries::workload("bench_memory"))
             .arg(&state)
-            .arg(BYTES.to_string())
+            .arg(bytes.to_string())
             .args(shape)
             .process_group(0)
             .stdin(Stdio::null())
@@ -437,5 +442,49 @@ fn a_restore_stopped_midway_leaves_nothing(#[case] stop: Stop) {
         "the dump restores after the stopped restore\n{run}"
     );
     big.proc = Proc::adopt(pid);
+    big.expect_ok();
+}
+
+/// SIGKILL of crlab restore while it detaches the restored tasks, every one complete: the
+/// engine has dropped `PTRACE_O_EXITKILL` first, so the kernel detaches the rest and the whole
+/// process runs (rather than the threads not yet detached being killed, and with them the
+/// process): all its threads, its memory, its check passed.
+#[test]
+fn sigkill_of_a_restore_while_it_detaches_leaves_the_whole_process_running() {
+    let mut big = Big::start_with(16 << 20, &["threads", "256"]);
+    let pid = big.pid();
+    let all = tids(pid);
+    let threads = all.len();
+    assert_eq!(threads, 256, "bench_memory's threads");
+    let (mut run, mut crlab) = big.spawn_dump(&[]);
+    run.exit = crlab.reap_within(crlab::CRLAB_TIMEOUT, "crlab dump").ok();
+    assert!(run.succeeded(), "{run}");
+    big.proc
+        .reap_within(Duration::from_secs(20), "the dumped original")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let args: Vec<OsString> = vec![
+        "restore".into(),
+        "--detach".into(),
+        "--images-dir".into(),
+        big.images().into(),
+    ];
+    let (mut run, mut crlab) = crlab::spawn(&args, big.scratch.path(), "restore");
+    // Threads are detached before their leader, in order: the first thread free while the
+    // leader is traced, once the last thread exists (the restore gives them their tids back).
+    let (first, last) = (all[1], all[all.len() - 1]);
+    let exists = |tid: i32| Path::new(&format!("/proc/{pid}/task/{tid}")).exists();
+    big.wait_sign(&mut run, &mut crlab, "the detaching", |_| {
+        exists(last) && traced(pid, pid) && exists(first) && !traced(pid, first)
+    });
+    send(crlab.pid(), libc::SIGKILL);
+    run.exit = crlab
+        .reap_within(crlab::CRLAB_TIMEOUT, "crlab restore")
+        .ok();
+    assert_eq!(run.exit, Some(Exit::Signal(libc::SIGKILL)), "{run}");
+    // The restored root was crlab's child: now this test's (its subreaper).
+    big.proc = Proc::adopt(pid);
+    big.assert_running_freely("crlab restore was killed while detaching");
+    assert_eq!(tids(pid).len(), threads, "every thread is there");
     big.expect_ok();
 }

@@ -2,8 +2,10 @@
 //! original pids, and let it run.
 //!
 //! **Invariant:** a failed restore leaves nothing behind: every task created
-//! is traced with `PTRACE_O_EXITKILL` until it is released, and killed on any
-//! error, an interrupt ([`crate::interrupt`]) included.
+//! is traced with `PTRACE_O_EXITKILL` until it is complete, and killed on any
+//! error, an interrupt ([`crate::interrupt`]) included. Once every task is
+//! complete, `PTRACE_O_EXITKILL` is dropped before the tasks are detached, so a
+//! crlab killed while detaching leaves the whole tree running, not half of it.
 //!
 //! Before anything is created, the images are checked: who could have written them
 //! ([`image::Trust`]), every path they name ([`image::check_path`]), and the pids they
@@ -28,6 +30,7 @@ use crate::image::{self, FileKind, ImageDirReader, Trust};
 use crate::procfs::{self, MapEntry};
 use crate::sys::{find_syscall_gadget, rlimit, set_rlimit, Remote, Scratch};
 use error::{task_id, StepContext};
+use nix::sys::ptrace::Options;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
@@ -304,6 +307,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         thread::finish_thread(&live.leader.tracee, pid, &live.img.cores[0])?;
         for (remote, core) in live.threads.iter().zip(&live.img.cores[1..]) {
             thread::finish_thread(&remote.tracee, pid, core)?;
+        }
+    }
+    // Every task is complete: from here a crlab that dies (SIGKILL) must leave them to the
+    // kernel's detach, so they run, not to PTRACE_O_EXITKILL, which would kill the tasks not
+    // yet detached and leave a tree half restored. A failure still kills them all (cleanup).
+    for live in &lives {
+        for r in live.threads.iter().chain([&live.leader]) {
+            r.tracee.set_options(Options::PTRACE_O_TRACESYSGOOD)?;
         }
     }
     for live in &lives {
