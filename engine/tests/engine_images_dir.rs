@@ -296,13 +296,12 @@ fn readers_refuse_images_another_user_could_have_written(#[case] how: Untrusted)
             "a refused restore creates nothing"
         );
     }
-    let run = w.restore(&["--allow-untrusted-images", "--detach", "--pidfile", pidfile]);
-    assert!(
-        run.succeeded(),
-        "with --allow-untrusted-images the restore goes through"
-    );
-    let pid = w.pid();
-    let mut restored = process::Proc::adopt(pid);
+    let ok = w
+        .restore(&["--allow-untrusted-images", "--detach", "--pidfile", pidfile])
+        .succeeded();
+    // Owned before anything can fail: a restored process is killed and reaped on a panic.
+    let mut restored = process::Proc::adopt(w.pid());
+    assert!(ok, "with --allow-untrusted-images the restore goes through");
     w.trigger();
     wait_result_ok(&w, &mut restored);
 }

@@ -67,8 +67,9 @@ fn restore_waits_for_a_pid_held_by_a_zombie() {
         .ok();
     let ok = run.succeeded();
     w.record(run);
-    assert!(ok, "the restore goes on once the pid is free");
+    // Owned before anything can fail: a restored process is killed and reaped on a panic.
     let mut restored = Proc::adopt(pid);
+    assert!(ok, "the restore goes on once the pid is free");
     if let Some(why) = process::not_running_freely(pid) {
         panic!("after the restore, {why}");
     }

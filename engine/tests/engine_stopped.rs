@@ -244,17 +244,6 @@ fn tids(pid: i32) -> Vec<i32> {
     tids
 }
 
-/// Reaps `pid` if it is an ended child of this test (a restored task orphaned by crlab's end).
-fn reap_if_ours(pid: i32) {
-    // SAFETY: getpid cannot fail.
-    let me = unsafe { libc::getpid() };
-    if process::parent_of(pid) == Some(me) {
-        let mut status = 0;
-        // SAFETY: waitpid for one pid of ours, WNOHANG, writes the status into a live int.
-        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
-    }
-}
-
 fn send(pid: i32, sig: i32) {
     // SAFETY: `pid` is our unreaped child (crlab), so it cannot have been reused.
     let ret = unsafe { libc::kill(pid, sig) };
@@ -397,6 +386,8 @@ fn a_restore_stopped_midway_leaves_nothing(#[case] stop: Stop) {
             b.images().into(),
         ]
     };
+    // Owned from the start (the pid is free now): a failure below still kills and reaps it.
+    big.proc = Proc::adopt(pid);
     let (mut run, mut crlab) = crlab::spawn(&restore_args(&big), big.scratch.path(), "restore");
     big.wait_sign(&mut run, &mut crlab, "the page fill", |_| {
         process::status_field(pid, "VmRSS")
@@ -427,12 +418,14 @@ fn a_restore_stopped_midway_leaves_nothing(#[case] stop: Stop) {
         Duration::from_secs(20),
         format_args!("pid {pid} to be free"),
         || {
-            reap_if_ours(pid);
+            big.proc.try_reap();
             !process::pid_exists(pid)
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {:?}", process::status_field(pid, "State")));
 
+    // The pid is free: the previous guard's kill finds nothing.
+    big.proc = Proc::adopt(pid);
     let (mut run, mut crlab) = crlab::spawn(&restore_args(&big), big.scratch.path(), "again");
     run.exit = crlab
         .reap_within(crlab::CRLAB_TIMEOUT, "crlab restore")
@@ -441,7 +434,6 @@ fn a_restore_stopped_midway_leaves_nothing(#[case] stop: Stop) {
         run.succeeded(),
         "the dump restores after the stopped restore\n{run}"
     );
-    big.proc = Proc::adopt(pid);
     big.expect_ok();
 }
 
@@ -469,6 +461,8 @@ fn sigkill_of_a_restore_while_it_detaches_leaves_the_whole_process_running() {
         "--images-dir".into(),
         big.images().into(),
     ];
+    // Owned from the start (the pid is free now): a failure below still kills and reaps it.
+    big.proc = Proc::adopt(pid);
     let (mut run, mut crlab) = crlab::spawn(&args, big.scratch.path(), "restore");
     // Threads are detached before their leader, in order: the first thread free while the
     // leader is traced, once the last thread exists (the restore gives them their tids back).
@@ -483,7 +477,6 @@ fn sigkill_of_a_restore_while_it_detaches_leaves_the_whole_process_running() {
         .ok();
     assert_eq!(run.exit, Some(Exit::Signal(libc::SIGKILL)), "{run}");
     // The restored root was crlab's child: now this test's (its subreaper).
-    big.proc = Proc::adopt(pid);
     big.assert_running_freely("crlab restore was killed while detaching");
     assert_eq!(tids(pid).len(), threads, "every thread is there");
     big.expect_ok();
