@@ -72,13 +72,9 @@ impl Recipe {
             h.update(format!("policy-builder {POLICY_BUILDER_VERSION}\n"));
             h.update(p.key_lines());
         }
-        let hex = hex(&h.finalize());
+        let hex = format!("{:x}", h.finalize());
         format!("{}-{}", self.name, &hex[..16])
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A built, verified image in the cache.
@@ -146,7 +142,7 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(hex(&h.finalize()))
+    Ok(format!("{:x}", h.finalize()))
 }
 
 /// Checks a cache entry against its manifest; `Err` says what is wrong.

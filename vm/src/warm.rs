@@ -35,7 +35,7 @@ pub fn key(image: &LabImage, qemu_version: &str, config: &VmConfig) -> String {
         "{}\n{}\n{:?}\n{}\n{}\n{}\n",
         image.key, qemu_version, config.accel, config.memory_mib, config.cpus, config.cmdline
     ));
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = format!("{:x}", h.finalize());
     format!("{}-{}", image.key, &hex[..12])
 }
 

@@ -95,10 +95,6 @@ fn binary_sha256() -> io::Result<String> {
             Err(e) => return Err(e),
         }
     }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = format!("{:x}", hasher.finalize());
     Ok(HASH.get_or_init(|| hex).clone())
 }

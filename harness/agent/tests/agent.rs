@@ -200,10 +200,7 @@ fn hello_says_who_and_where() {
             .unwrap()
     );
     let binary = std::fs::read(AGENT).unwrap();
-    let hex: String = Sha256::digest(&binary)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = format!("{:x}", Sha256::digest(&binary));
     assert_eq!(hello.agent_sha256, hex);
     assert_eq!(
         hello.audit_marker,

@@ -116,22 +116,18 @@ impl LabPolicy {
                 h.update(format!("module {name} {}\n", data.len()));
                 h.update(data);
             }
-            info.container.sha256 = Some(hex(&h.finalize()));
+            info.container.sha256 = Some(format!("{:x}", h.finalize()));
         }
         info.lab_modules = self
             .modules
             .iter()
             .map(|(name, data)| ModuleHash {
                 name: name.clone(),
-                sha256: hex(&Sha256::digest(data)),
+                sha256: format!("{:x}", Sha256::digest(data)),
             })
             .collect();
         info
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The recipe for `policy`. On refpolicy it is [`debian`] with `policy_modules` (the

@@ -79,10 +79,7 @@ const UPDATED_AGENT_PATH: &str = "/var/lib/crlab/crlab-agent";
 const WARM_HELLO: Duration = Duration::from_secs(60);
 
 fn sha256(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", Sha256::digest(data))
 }
 
 impl Lab {

@@ -206,7 +206,7 @@ fn single_top(dir: &Path) -> Result<PathBuf, PolicyError> {
 pub fn hash_tree(root: &Path) -> Result<String, PolicyError> {
     let mut h = Sha256::new();
     hash_dir(root, Path::new(""), &mut h)?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(format!("{:x}", h.finalize()))
 }
 
 fn hash_dir(root: &Path, rel: &Path, h: &mut Sha256) -> Result<(), PolicyError> {
