@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use xshell::{cmd, Shell};
 
+use crate::target_dir;
 use crate::vm_lab::{self, PolicyArgs};
-use crate::{cargo, target_dir};
 
 #[derive(Debug, Args)]
 pub struct PolicyDiffArgs {
@@ -54,14 +54,7 @@ pub fn command(sh: &Shell, args: &PolicyDiffArgs) -> Result<ExitCode> {
     }
     let sides = sides(args)?;
     vm_lab::build_payload(sh)?;
-    let cargo = cargo();
-    cmd!(
-        sh,
-        "{cargo} build --release -p crlab-harness -p crlab-agent --bins"
-    )
-    .run()?;
-    let bin = target_dir().join("release");
-    let (lab, agent) = (bin.join("crlab-lab"), bin.join("crlab-agent"));
+    let (lab, agent) = vm_lab::lab_tools(sh)?;
     let policy_dir = crate::workspace_root().join("scenarios/policy");
     // Both images first: a policy that does not build stops here, before any VM boots.
     for (name, policy) in &sides {

@@ -226,14 +226,7 @@ pub fn lab_run(sh: &Shell, args: &LabRunArgs) -> Result<()> {
     let policy = args.policy.checked()?.flags();
     prereq::ensure(sh)?;
     prereq::ensure_lab(sh)?;
-    let cargo = cargo();
-    cmd!(
-        sh,
-        "{cargo} build --release -p crlab-harness -p crlab-agent --bins"
-    )
-    .run()?;
-    let bin = target_dir().join("release");
-    let (lab, agent) = (bin.join("crlab-lab"), bin.join("crlab-agent"));
+    let (lab, agent) = lab_tools(sh)?;
     let policy_dir = crate::workspace_root().join("scenarios/policy");
     let run_dir = target_dir()
         .join("crlab/runs")
@@ -246,6 +239,18 @@ pub fn lab_run(sh: &Shell, args: &LabRunArgs) -> Result<()> {
     cmd!(sh, "{lab} run --agent {agent} --policy {policy_dir} --run-dir {run_dir} {context...} {policy...} -- {command...}")
         .run()?;
     Ok(())
+}
+
+/// Builds the lab's host tool and the guest agent (release); returns their paths.
+pub fn lab_tools(sh: &Shell) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let cargo = cargo();
+    cmd!(
+        sh,
+        "{cargo} build --release -p crlab-harness -p crlab-agent --bins"
+    )
+    .run()?;
+    let bin = target_dir().join("release");
+    Ok((bin.join("crlab-lab"), bin.join("crlab-agent")))
 }
 
 /// `cargo xtask image build|list|clean`, through the harness's `crlab-lab` binary.
@@ -271,15 +276,8 @@ pub fn image(sh: &Shell, which: &str, policy: &PolicyArgs) -> Result<()> {
             bail!("building the lab image needs root (mmdebstrap, chroot): run it as root");
         }
     }
-    cmd!(
-        sh,
-        "{cargo} build --release -p crlab-harness -p crlab-agent --bins"
-    )
-    .run()?;
-    let bin = target_dir().join("release");
-    let lab = bin.join("crlab-lab");
+    let (lab, agent) = lab_tools(sh)?;
     if which == "build" {
-        let agent = bin.join("crlab-agent");
         let policy_dir = crate::workspace_root().join("scenarios/policy");
         cmd!(
             sh,
