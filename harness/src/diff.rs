@@ -125,12 +125,15 @@ fn contexts(o: &Observation) -> String {
         .join(", ")
 }
 
-fn self_check(o: &Observation) -> String {
+/// The self-check's verdict, and its text when it failed. The verdict is what is compared: a
+/// workload's account of what went wrong may vary from run to run (which call saw EINTR), the
+/// verdict may not.
+fn self_check(o: &Observation) -> (&'static str, String) {
     use crate::trial::observation::SelfCheck;
     match &o.self_check {
-        None => "-".into(),
-        Some(SelfCheck::Passed) => "ok".into(),
-        Some(SelfCheck::Failed(why)) => format!("failed ({why})"),
+        None => ("-", String::new()),
+        Some(SelfCheck::Passed) => ("ok", String::new()),
+        Some(SelfCheck::Failed(why)) => ("failed", format!(" ({why})")),
     }
 }
 
@@ -175,13 +178,15 @@ pub fn compare(old: &Run, new: &Run) -> PolicyDiff {
                 changes.push(format!("{what}: {x} -> {y}"));
             }
         }
+        // A recorded backend's restored process may be gone before its context is read
+        // (criu's often exit at once): only a judged trial's contexts are compared.
         let (x, y) = (contexts(a), contexts(b));
-        if x != y {
+        if x != y && o.backend.judged() {
             changes.push(format!("restored contexts: {x} -> {y}"));
         }
-        let (x, y) = (self_check(a), self_check(b));
+        let ((x, _), (y, why)) = (self_check(a), self_check(b));
         if x != y {
-            changes.push(format!("self-check: {x} -> {y}"));
+            changes.push(format!("self-check: {x} -> {y}{why}"));
         }
         let (sa, sb) = (audit_set(a), audit_set(b));
         let audit_added: Vec<String> = sb.difference(&sa).cloned().collect();
@@ -328,6 +333,8 @@ pub fn markdown(d: &PolicyDiff) -> String {
         }
         if c.regressed {
             for p in &c.new_problems {
+                // A tool's output may span lines: they stay inside the list item.
+                let p = p.trim_end().replace('\n', "\n  ");
                 let _ = writeln!(out, "- under the new policy: {p}");
             }
         }
@@ -541,5 +548,22 @@ mod tests {
             Run::read("new", &dir.path().join("missing.json")),
             Err(DiffError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn what_varies_from_run_to_run_is_no_change() {
+        let mut a = restored();
+        a.self_check = Some(SelfCheck::Failed("nanosleep: EINTR".into()));
+        let mut b = a.clone();
+        b.self_check = Some(SelfCheck::Failed("personality: found 0x0".into()));
+        b.restored[0].threads[0].context = String::new();
+        let old = run(vec![("a", Backend::Criu, a.clone())]);
+        let new = run(vec![("a", Backend::Criu, b)]);
+        assert!(compare(&old, &new).changed.is_empty());
+        // A judged trial's contexts are compared, and a verdict that changes is a change.
+        let mut c = a.clone();
+        c.self_check = Some(SelfCheck::Passed);
+        let d = compare(&old, &run(vec![("a", Backend::Criu, c)]));
+        assert_eq!(d.changed[0].changes, ["self-check: failed -> ok"]);
     }
 }
