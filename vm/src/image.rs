@@ -342,6 +342,94 @@ impl Drop for ProcMount {
     }
 }
 
+/// Removes the build directories that killed builds left in `root` (`KEY.build-PID` whose PID
+/// is gone). mmdebstrap may have left filesystems mounted in them (proc, sys, dev/pts,
+/// dev/shm): those are unmounted first, deepest first, and a directory that still has a mount
+/// under it is left alone (removing files through a mount could reach the host's).
+fn sweep_stale_builds(root: &Path, progress: &mut dyn FnMut(&str)) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .rsplit_once(".build-")
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = e.path();
+        let mounts = |dir: &Path| {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .map(|text| mounts_under(&text, dir))
+                .unwrap_or_default()
+        };
+        for m in mounts(&dir) {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+        let left = mounts(&dir);
+        if !left.is_empty() {
+            let left: Vec<String> = left.iter().map(|m| m.display().to_string()).collect();
+            progress(&format!(
+                "warning: {} was left by a killed build and still has mounts under it ({}); \
+                 unmount them and remove it by hand",
+                dir.display(),
+                left.join(", ")
+            ));
+            continue;
+        }
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            progress(&format!(
+                "removed {}, left by a killed image build",
+                dir.display()
+            ));
+        }
+    }
+}
+
+/// The mount points in `mountinfo` (the text of `/proc/self/mountinfo`) at or under `dir`,
+/// deepest first.
+fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    out.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    out.dedup();
+    out
+}
+
+/// A mountinfo path with its octal escapes (`\040` for a space, ...) decoded.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The build directory, removed unless the build finished.
 struct Scratch(PathBuf);
 
@@ -368,6 +456,7 @@ fn build(
         None => None,
     };
     let policy_built = start.elapsed();
+    sweep_stale_builds(root, progress);
     let tmp = root.join(format!("{key}.build-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
@@ -825,5 +914,81 @@ mod tests {
         assert!(verify(dir.path(), "k").unwrap_err().contains("checksum"));
         std::fs::remove_file(dir.path().join("initrd.img")).unwrap();
         assert!(verify(dir.path(), "k").is_err());
+    }
+
+    #[test]
+    fn mounts_left_in_a_build_directory_are_found_deepest_first() {
+        let info = "\
+22 1 8:1 / / rw - ext4 /dev/sda1 rw
+90 22 0:5 / /root/.cache/crlab/images/k.build-7/rootfs/proc rw - proc proc rw
+91 22 0:6 / /root/.cache/crlab/images/k.build-7/rootfs/dev/pts rw - devpts devpts rw
+92 22 0:7 / /root/.cache/crlab/images/k.build-70/rootfs/sys rw - sysfs sysfs rw
+93 22 0:8 / /root/.cache/crlab/images/k.build-7/root\\040fs/dev rw - tmpfs tmpfs rw
+";
+        let dir = Path::new("/root/.cache/crlab/images/k.build-7");
+        let found = mounts_under(info, dir);
+        assert_eq!(
+            found,
+            [
+                PathBuf::from("/root/.cache/crlab/images/k.build-7/rootfs/dev/pts"),
+                PathBuf::from("/root/.cache/crlab/images/k.build-7/rootfs/proc"),
+                PathBuf::from("/root/.cache/crlab/images/k.build-7/root fs/dev"),
+            ],
+            "another build's directory (k.build-70) is not this one's"
+        );
+        assert!(mounts_under(info, Path::new("/elsewhere")).is_empty());
+    }
+
+    #[test]
+    fn a_dead_builds_directory_is_swept_and_a_live_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        // A pid that cannot exist (above the kernel's maximum), and this process's own.
+        let dead = root.path().join("k.build-4294967295");
+        let live = root.path().join(format!("k.build-{}", std::process::id()));
+        let image = root.path().join("k");
+        for d in [&dead, &live, &image] {
+            std::fs::create_dir_all(d.join("rootfs/etc")).unwrap();
+        }
+        let mut said = Vec::new();
+        sweep_stale_builds(root.path(), &mut |m| said.push(m.to_string()));
+        assert!(!dead.exists(), "{said:?}");
+        assert!(live.exists() && image.exists());
+        assert!(said[0].contains("left by a killed image build"), "{said:?}");
+    }
+
+    /// Real mounts, as a killed mmdebstrap leaves them (needs root, as the lab does).
+    #[test]
+    fn mounts_a_killed_build_left_are_unmounted_before_its_directory_goes_needs_root() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts filesystems: run cargo test as root (the lab needs root too)"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let dead = root.path().join("k.build-4294967295");
+        let (proc_, shm) = (dead.join("rootfs/proc"), dead.join("rootfs/dev/shm"));
+        for d in [&proc_, &shm] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mount = |fs: &str, at: &Path| {
+            let st = Command::new("mount")
+                .args(["-t", fs, fs])
+                .arg(at)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount -t {fs} {}", at.display());
+        };
+        mount("proc", &proc_);
+        mount("tmpfs", &shm);
+        std::fs::write(shm.join("left"), "x").unwrap();
+        let info = |dir: &Path| {
+            mounts_under(
+                &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+                dir,
+            )
+        };
+        assert_eq!(info(&dead).len(), 2);
+        sweep_stale_builds(root.path(), &mut |_| {});
+        assert!(info(&dead).is_empty(), "still mounted: {:?}", info(&dead));
+        assert!(!dead.exists());
     }
 }
