@@ -380,7 +380,7 @@ mod tests {
     use super::*;
     use crate::audit::AuditRecord;
     use crate::scenario::Base;
-    use crate::trial::observation::{RestoredProcess, SelfCheck, Step, ThreadState, ToolRun};
+    use crate::trial::observation::{SelfCheck, ToolRun};
 
     const CTR: &str = "system_u:system_r:container_t:s0:c1,c2";
 
@@ -394,33 +394,7 @@ mod tests {
     }
 
     fn restored() -> Observation {
-        let ran = |outcome| {
-            Some(ToolRun {
-                outcome,
-                said: String::new(),
-            })
-        };
-        Observation {
-            steps: vec![Step {
-                name: "start workload".into(),
-                ok: true,
-                millis: 1,
-                detail: String::new(),
-            }],
-            dump: ran(Outcome::Ok),
-            check: ran(Outcome::Ok),
-            restore: ran(Outcome::Ok),
-            restored: vec![RestoredProcess {
-                pid: 9,
-                threads: vec![ThreadState {
-                    tid: 9,
-                    context: CTR.into(),
-                    credentials: vec![],
-                }],
-            }],
-            self_check: Some(SelfCheck::Passed),
-            ..Observation::default()
-        }
+        crate::trial::observation::restored_example(CTR)
     }
 
     fn denied_dyntransition() -> Observation {

@@ -253,9 +253,7 @@ pub fn write(dir: &Path, reports: &[TrialReport], lab: &serde_json::Value) -> st
 mod tests {
     use super::*;
     use crate::scenario::Base;
-    use crate::trial::observation::{
-        Observation, RestoredProcess, SelfCheck, Step, ThreadState, ToolRun,
-    };
+    use crate::trial::observation::{Observation, SelfCheck, ToolRun};
 
     fn trial(backend: Backend, dump: Outcome, restore: Option<Outcome>) -> TrialReport {
         let text = "description = \"d\"\n[workload]\nprogram = \"idle\"\n[expect]\ndump = \"ok\"\nrestore = \"ok\"\nrestored = [\"container_t\"]\n";
@@ -266,24 +264,10 @@ mod tests {
             said: String::new(),
         };
         let observed = Observation {
-            steps: vec![Step {
-                name: "start workload".into(),
-                ok: true,
-                millis: 1,
-                detail: String::new(),
-            }],
             dump: Some(ran(dump)),
+            check: None,
             restore: restore.map(ran),
-            restored: vec![RestoredProcess {
-                pid: 1,
-                threads: vec![ThreadState {
-                    tid: 1,
-                    context: "system_u:system_r:container_t:s0:c1,c2".into(),
-                    credentials: vec![],
-                }],
-            }],
-            self_check: Some(SelfCheck::Passed),
-            ..Observation::default()
+            ..crate::trial::observation::restored_example("system_u:system_r:container_t:s0:c1,c2")
         };
         TrialReport::judge(&s, backend, Base::Refpolicy, observed, 1000)
     }

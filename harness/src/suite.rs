@@ -77,12 +77,10 @@ fn start_lab(set: &Settings) -> Result<Lab, String> {
     let policy =
         recipe::LabPolicy::from_env(&set.root.join("scenarios/policy"), &mut |m| progress(m))
             .map_err(|e| e.to_string())?;
-    progress(&format!("policies: {}", policy.info().summary()));
     let info = policy.info();
-    let _ = POLICIES.set((
-        info.summary(),
-        serde_json::to_value(&info).unwrap_or_default(),
-    ));
+    let summary = info.summary();
+    progress(&format!("policies: {summary}"));
+    let _ = POLICIES.set((summary, serde_json::to_value(&info).unwrap_or_default()));
     let opts = LabOptions {
         qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
         memory_mib: 1024,
@@ -94,15 +92,7 @@ fn start_lab(set: &Settings) -> Result<Lab, String> {
         cold_boot_timeout: Duration::from_secs(600),
     };
     let lab = Lab::start(&opts, &mut |m| progress(m)).map_err(|e| format!("{e:#}"))?;
-    progress(&format!(
-        "lab ready: {} start, boot-to-ready {:.1} s (image {:.1} s); guest kernel {}, SELinux {}, agent context {}",
-        if lab.timings.warm { "warm" } else { "cold" },
-        lab.timings.boot_to_ready.as_secs_f64(),
-        lab.timings.image.as_secs_f64(),
-        lab.hello.kernel,
-        lab.hello.selinux_mode,
-        lab.hello.context
-    ));
+    progress(&lab.ready_line());
     Ok(lab)
 }
 

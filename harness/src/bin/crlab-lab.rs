@@ -133,14 +133,7 @@ fn run(o: &Options) -> Result<(), String> {
             return Err(format!("{e:#}"));
         }
     };
-    progress(&format!(
-        "lab ready: {} start, boot-to-ready {:.1} s (image {:.1} s); SELinux {}, agent context {}",
-        if lab.timings.warm { "warm" } else { "cold" },
-        lab.timings.boot_to_ready.as_secs_f64(),
-        lab.timings.image.as_secs_f64(),
-        lab.hello.selinux_mode,
-        lab.hello.context,
-    ));
+    progress(&lab.ready_line());
     let argv: Vec<&str> = o.command.iter().map(String::as_str).collect();
     let context = o.context.as_deref().unwrap_or("");
     let r = lab.run(&argv, context, std::time::Duration::from_secs(300));

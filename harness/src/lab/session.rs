@@ -83,6 +83,20 @@ fn sha256(data: &[u8]) -> String {
 }
 
 impl Lab {
+    /// One line saying how the lab came up: warm or cold, how long it took, the guest's
+    /// kernel, SELinux mode and the agent's context.
+    pub fn ready_line(&self) -> String {
+        format!(
+            "lab ready: {} start, boot-to-ready {:.1} s (image {:.1} s); guest kernel {}, SELinux {}, agent context {}",
+            if self.timings.warm { "warm" } else { "cold" },
+            self.timings.boot_to_ready.as_secs_f64(),
+            self.timings.image.as_secs_f64(),
+            self.hello.kernel,
+            self.hello.selinux_mode,
+            self.hello.context
+        )
+    }
+
     /// Boots (or warm-starts) the lab; `progress` hears about each long step.
     pub fn start(opts: &LabOptions, progress: &mut dyn FnMut(&str)) -> Result<Lab, LabError> {
         let agent = std::fs::read(&opts.agent).map_err(|source| LabError::AgentBinary {

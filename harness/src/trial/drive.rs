@@ -55,8 +55,8 @@ impl Driver<'_> {
     }
 }
 
-/// Paths of a trial in the guest.
-struct Paths {
+/// Where a trial lives in the guest, and the context its workload starts in there.
+struct Setup {
     dir: String,
     state: String,
     images: String,
@@ -69,10 +69,10 @@ struct Paths {
     context: String,
 }
 
-impl Paths {
-    fn of(s: &Scenario, base: Base) -> Paths {
+impl Setup {
+    fn of(s: &Scenario, base: Base) -> Setup {
         let dir = format!("/var/tmp/crlab/{}", s.name);
-        Paths {
+        Setup {
             state: format!("{dir}/state"),
             images: format!("{dir}/images"),
             log: match s.workload.start {
@@ -101,7 +101,7 @@ pub fn drive(
         lab,
         obs: Observation::default(),
     };
-    let paths = Paths::of(s, base);
+    let paths = Setup::of(s, base);
     let unit = format!("crlab-{}.service", s.name);
     let loaded = d.step("load policy modules", |lab| {
         load_modules(lab, s, policy_dir)
@@ -140,7 +140,7 @@ fn prepare(
     lab: &mut Lab,
     s: &Scenario,
     backend: Backend,
-    p: &Paths,
+    p: &Setup,
 ) -> Result<((), String), String> {
     let (dir, state, images) = (&p.dir, &p.state, &p.images);
     let mut script = format!(
@@ -175,7 +175,7 @@ fn prepare(
 
 /// Where a unit workload started without a context runs its program from: a `bin_t` copy, so
 /// that systemd's own transition (not a `SELinuxContext=`) picks its domain.
-fn unit_exe(s: &Scenario, p: &Paths) -> Option<String> {
+fn unit_exe(s: &Scenario, p: &Setup) -> Option<String> {
     (s.workload.start == Start::Unit && p.context.is_empty())
         .then(|| format!("{}/bin/{}", p.dir, s.workload.program))
 }
@@ -184,7 +184,7 @@ fn start_workload(
     lab: &mut Lab,
     s: &Scenario,
     unit: &str,
-    p: &Paths,
+    p: &Setup,
 ) -> Result<((u32, Ready), String), String> {
     let w = &s.workload;
     let prog = unit_exe(s, p).unwrap_or_else(|| format!("{GUEST_BIN}/{}", w.program));
@@ -246,7 +246,7 @@ fn dump_and_restore(
     restore: bool,
     pid: u32,
     ready: &Ready,
-    p: &Paths,
+    p: &Setup,
 ) {
     let engine_ctx = s.engine.context.as_str();
     let dump = d.step("dump", |lab| {
@@ -422,7 +422,7 @@ fn clean_up(
     s: &Scenario,
     backend: Backend,
     unit: &str,
-    p: &Paths,
+    p: &Setup,
     loaded: bool,
 ) {
     let lab = &mut *d.lab;

@@ -109,3 +109,39 @@ impl Observation {
         self.steps.iter().find(|s| s.name == name)
     }
 }
+
+/// What a trial that went as planned observed: set up, dumped, checked, restored into
+/// `context` (one process, two threads, root), its self-check passed, no audit record. Tests
+/// start from it and change one thing.
+#[cfg(test)]
+pub(crate) fn restored_example(context: &str) -> Observation {
+    let ran = |outcome, said: &str| {
+        Some(ToolRun {
+            outcome,
+            said: said.into(),
+        })
+    };
+    let thread = |tid| ThreadState {
+        tid,
+        context: context.into(),
+        credentials: vec!["Uid:\t0\t0\t0\t0".into()],
+    };
+    Observation {
+        steps: vec![Step {
+            name: "start workload".into(),
+            ok: true,
+            millis: 1,
+            detail: String::new(),
+        }],
+        dump: ran(Outcome::Ok, ""),
+        check: ran(Outcome::Ok, "restore allowed"),
+        restore: ran(Outcome::Ok, ""),
+        restored: vec![RestoredProcess {
+            pid: 100,
+            threads: vec![thread(100), thread(101)],
+        }],
+        self_check: Some(SelfCheck::Passed),
+        left_after_failed_restore: None,
+        audit: vec![],
+    }
+}

@@ -190,7 +190,7 @@ pub fn could_run(obs: &Observation) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::observation::{RestoredProcess, Step, ThreadState, ToolRun};
+    use super::super::observation::ToolRun;
     use super::*;
     use rstest::rstest;
 
@@ -216,33 +216,8 @@ mod tests {
         })
     }
 
-    fn thread(tid: u32, context: &str) -> ThreadState {
-        ThreadState {
-            tid,
-            context: context.into(),
-            credentials: vec!["Uid:\t0\t0\t0\t0".into()],
-        }
-    }
-
     fn restored_ok() -> Observation {
-        Observation {
-            steps: vec![Step {
-                name: "start workload".into(),
-                ok: true,
-                millis: 1,
-                detail: String::new(),
-            }],
-            dump: ran(Outcome::Ok, ""),
-            check: ran(Outcome::Ok, "restore allowed"),
-            restore: ran(Outcome::Ok, ""),
-            restored: vec![RestoredProcess {
-                pid: 100,
-                threads: vec![thread(100, CTR), thread(101, CTR)],
-            }],
-            self_check: Some(SelfCheck::Passed),
-            left_after_failed_restore: None,
-            audit: vec![],
-        }
+        super::super::observation::restored_example(CTR)
     }
 
     fn avc(perm: &str, source: &str, target: &str, class: &str) -> AuditRecord {
