@@ -148,11 +148,13 @@ fn threads_keep_their_state(
                 );
             }
             o.w().restore_detached_ok();
+            o.w().wait_in_wait_syscall();
             o.assert_same_as_before(&[("threads", &before)], "crlab restore");
         }
         Route::DumpLeaveRunning => {
             o.w().dump_ok(&["--leave-running"]);
             o.w().assert_running("crlab dump --leave-running");
+            o.w().wait_in_wait_syscall();
             o.assert_same_as_before(&[("threads", &before)], "crlab dump --leave-running");
         }
     }

@@ -240,13 +240,24 @@ pub fn junit(reports: &[TrialReport], lab: &serde_json::Value) -> String {
 /// Writes `report.json` and `junit.xml` into `dir`; `lab` describes the lab that ran them
 /// (its image, policies, kernel, timings).
 pub fn write(dir: &Path, reports: &[TrialReport], lab: &serde_json::Value) -> std::io::Result<()> {
+    write_json(dir, reports, lab)?;
+    std::fs::write(dir.join("junit.xml"), junit(reports, lab))
+}
+
+/// Writes `report.json` only: for runs whose failures are data for a comparison (a
+/// `policy-diff` side), where a `junit.xml` would read as test failures to any CI that
+/// collects junit files.
+pub fn write_json(
+    dir: &Path,
+    reports: &[TrialReport],
+    lab: &serde_json::Value,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::json!({ "lab": lab, "trials": reports });
     std::fs::write(
         dir.join("report.json"),
         serde_json::to_string_pretty(&json).unwrap_or_default(),
-    )?;
-    std::fs::write(dir.join("junit.xml"), junit(reports, lab))
+    )
 }
 
 #[cfg(test)]
@@ -320,6 +331,23 @@ mod tests {
             lines[4].contains("recorded, differs: dump fail (crlab ok)"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_comparison_side_writes_no_junit() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let failed = trial(Backend::Crlab, Outcome::Fail, None);
+        write_json(
+            dir.path(),
+            std::slice::from_ref(&failed),
+            &serde_json::Value::Null,
+        )
+        .expect("write");
+        assert!(dir.path().join("report.json").exists());
+        assert!(!dir.path().join("junit.xml").exists());
+        write(dir.path(), &[failed], &serde_json::Value::Null).expect("write");
+        let xml = std::fs::read_to_string(dir.path().join("junit.xml")).expect("junit.xml");
+        assert!(xml.contains("<failure"), "{xml}");
     }
 
     #[test]

@@ -381,12 +381,17 @@ pub fn main(root: &Path) -> ExitCode {
         let dir = std::env::var("CRLAB_REPORT_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| root.join("target/crlab"));
-        match report::write(&dir, &g.reports, &lab_info) {
-            Ok(()) => println!(
-                "reports: {} and {}",
-                dir.join("report.json").display(),
-                dir.join("junit.xml").display()
-            ),
+        // `CRLAB_REPORT_JUNIT=0`: a run whose failures are data (a policy-diff side).
+        let junit = std::env::var("CRLAB_REPORT_JUNIT").map_or(true, |v| v != "0");
+        let written = if junit {
+            report::write(&dir, &g.reports, &lab_info)
+                .map(|()| format!("{} and junit.xml", dir.join("report.json").display()))
+        } else {
+            report::write_json(&dir, &g.reports, &lab_info)
+                .map(|()| dir.join("report.json").display().to_string())
+        };
+        match written {
+            Ok(what) => println!("reports: {what}"),
             Err(e) => eprintln!("error: writing the reports to {}: {e}", dir.display()),
         }
     }

@@ -75,14 +75,23 @@ pub fn command(sh: &Shell, args: &PolicyDiffArgs) -> Result<ExitCode> {
         eprintln!("==> policy-diff: the catalog under the {name} policy");
         let dir = out.join("policy-diff").join(name);
         let report = dir.join("report.json");
-        // A report left by an earlier run must never stand in for this one.
-        match std::fs::remove_file(&report) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("removing {}", report.display()))
+        // A report left by an earlier run must never stand in for this one (nor a junit.xml
+        // an older version wrote here read as this run's test failures).
+        for stale in [&report, &dir.join("junit.xml")] {
+            match std::fs::remove_file(stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", stale.display()))
+                }
+                _ => {}
             }
-            _ => {}
         }
-        let outcome = vm_lab::run_suite(sh, policy, &args.harness_args, &dir)?;
+        let outcome = vm_lab::run_suite(
+            sh,
+            policy,
+            &args.harness_args,
+            &dir,
+            vm_lab::Reports::JsonOnly,
+        )?;
         eprintln!("==> the {name} side: {outcome:?} (failures are compared, not errors)");
         if !report.exists() {
             bail!(

@@ -148,7 +148,13 @@ pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
     if let Some(shard) = &args.shard {
         harness_args.splice(0..0, ["--shard".to_string(), shard.clone()]);
     }
-    run_suite(sh, &policy, &harness_args, &target_dir().join("crlab"))
+    run_suite(
+        sh,
+        &policy,
+        &harness_args,
+        &target_dir().join("crlab"),
+        Reports::WithJunit,
+    )
 }
 
 /// Installs what the lab needs and builds the payload (engine, agent, workloads, release).
@@ -168,12 +174,23 @@ pub fn build_payload(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
+/// Which reports a suite run writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reports {
+    /// `report.json` and `junit.xml`: the run is a test.
+    WithJunit,
+    /// `report.json` only: the run's failures are data for a comparison (a policy-diff
+    /// side), and must not read as test failures to a CI that collects junit files.
+    JsonOnly,
+}
+
 /// Runs the scenario catalog under `policy` (already checked), its reports into `reports`.
 pub fn run_suite(
     sh: &Shell,
     policy: &PolicyArgs,
     harness_args: &[String],
     reports: &std::path::Path,
+    kind: Reports,
 ) -> Result<Outcome> {
     let cargo = cargo();
     let payload = target_dir().join("release");
@@ -193,6 +210,10 @@ pub fn run_suite(
     )
     .env("CRLAB_PAYLOAD_DIR", &payload)
     .env("CRLAB_REPORT_DIR", reports)
+    .env(
+        "CRLAB_REPORT_JUNIT",
+        if kind == Reports::WithJunit { "1" } else { "0" },
+    )
     .run();
     Ok(if status.is_ok() {
         Outcome::Passed

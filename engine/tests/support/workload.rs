@@ -195,6 +195,10 @@ impl Workload {
     /// wait mode sleeps in, as `/proc/<pid>/syscall` shows it, so that a dump interrupts that
     /// call and the restore has to restart it, rather than catching the workload in the few
     /// instructions between its ready file and its wait. Returns at once for [`WaitMode::Spin`].
+    ///
+    /// Also valid after a restore (the pid is then the restored process, not our child): a
+    /// restored thread restarts its interrupted call a moment after `crlab restore` returns,
+    /// and until it has, `/proc` shows the masks of the instructions before the call.
     pub fn wait_in_wait_syscall(&mut self) {
         let nr = match self.mode {
             WaitMode::Nanosleep => libc::SYS_clock_nanosleep,
@@ -204,21 +208,33 @@ impl Workload {
             WaitMode::Spin => return,
         };
         let nr = nr.to_string();
-        let path = format!("/proc/{}/syscall", self.pid());
+        let pid = self.pid();
+        let path = format!("/proc/{pid}/syscall");
         let what = format!("{} to block in system call {nr} ({path})", self.name);
         let proc = &mut self.proc;
+        let in_call = |path: &str| {
+            std::fs::read_to_string(path)
+                .is_ok_and(|t| t.split_whitespace().next() == Some(nr.as_str()))
+        };
+        // Our child ended and nothing (a restored process) holds its pid: stop waiting.
+        let mut gone = false;
         let waited = process::wait_until(READY_TIMEOUT, &what, || {
-            proc.has_ended()
-                || std::fs::read_to_string(&path)
-                    .is_ok_and(|t| t.split_whitespace().next() == Some(nr.as_str()))
+            if in_call(&path) {
+                return true;
+            }
+            gone = proc.has_ended() && !process::pid_exists(pid);
+            gone
         });
         if let Err(e) = waited {
             panic!("{e}");
         }
-        if let Some(exit) = self.proc.exit() {
+        if gone {
             panic!(
-                "{} ended ({exit}) before blocking in its wait; result: {:?}",
+                "{} (pid {pid}) ended ({}) before blocking in its wait; result: {:?}",
                 self.name,
+                self.proc
+                    .exit()
+                    .map_or_else(|| "not our child".to_owned(), |e| e.to_string()),
                 self.result_file()
             );
         }
