@@ -124,8 +124,12 @@ fn run_trial(
         if !g.uploaded.iter().any(|u| u == name) {
             let data = payload(name, &set.run_dir)?;
             let lab = g.lab.as_mut().ok_or("no lab")?;
-            lab.write_file(&format!("{GUEST_BIN}/{name}"), &data, 0o755)
+            let path = format!("{GUEST_BIN}/{name}");
+            lab.write_file(&path, &data, 0o755)
                 .map_err(|e| e.to_string())?;
+            if name == "crlab" {
+                label_engine(lab, &path)?;
+            }
             g.uploaded.push(name.to_string());
         }
     }
@@ -199,6 +203,25 @@ pub fn snapshot_dir(root: &Path, base: Base) -> PathBuf {
         Base::Refpolicy => root.join("harness/tests/snapshots"),
         Base::Fedora => root.join("harness/tests/snapshots/fedora"),
     }
+}
+
+/// Labels the uploaded engine `bin_t`, as a package installs a program in `/usr/bin`: a file
+/// the agent writes under `/opt` is `usr_t`, which the runtime's domain may enter but a login
+/// shell's `unconfined_t` may not (a `dontaudit`ed `entrypoint` denial on both bases), and
+/// the catalog runs the engine from a login shell's context too.
+fn label_engine(lab: &mut Lab, path: &str) -> Result<(), Failed> {
+    let r = lab
+        .run(&["chcon", "-t", "bin_t", path], "", Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    if r.exit_code != 0 {
+        return Err(format!(
+            "labelling the engine bin_t (chcon -t bin_t {path}) failed ({}): {}",
+            r.exit_code,
+            String::from_utf8_lossy(&r.stderr).trim()
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Compares the audit records with the base's snapshot `NAME.snap`; a difference (a policy or

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use crate::image::schema::ThreadCore;
 use crate::image::{self, FileKind, ImageDirReader, ImageError, Trust};
 use crate::selinux::{
-    self, allow_rules, context_type, AccessOracle, Decision, KernelOracle, NoWrite,
+    self, context_type, AccessOracle, Decision, DenialCause, KernelOracle, NoWrite,
     ProcessPermission, SelinuxError,
 };
 
@@ -118,6 +118,8 @@ pub struct ProcessCheck {
     /// The context the restore would give it.
     pub target: String,
     pub write: ContextWrite,
+    /// What refuses each denied permission ([`ProcessCheck::denied`]), in the same order.
+    pub causes: Vec<DenialCause>,
 }
 
 impl ProcessCheck {
@@ -294,13 +296,27 @@ pub fn evaluate(
             };
             ContextWrite::Checked { setcurrent, target }
         };
-        out.push(ProcessCheck {
+        let mut check = ProcessCheck {
             pid: p.pid,
             threads: p.threads,
             threads_differ: p.threads_differ,
             target,
             write,
-        });
+            causes: Vec::new(),
+        };
+        check.causes = check
+            .denied()
+            .into_iter()
+            .map(|perm| {
+                let to = if perm == ProcessPermission::Setcurrent {
+                    engine_context
+                } else {
+                    check.target.as_str()
+                };
+                selinux::denial_cause(oracle, engine_context, to, perm)
+            })
+            .collect();
+        out.push(check);
     }
     Ok(out)
 }
@@ -479,16 +495,22 @@ fn reasons(engine: &str, p: &ProcessCheck) -> Vec<String> {
             .map(|d| format!("`process {{ {} }}`", d.name()))
             .collect::<Vec<_>>()
             .join(" and ");
-        let rules = allow_rules(engine, to, &denied)
-            .into_iter()
-            .map(|r| format!("`{r}`"))
-            .collect::<Vec<_>>()
-            .join(" and ");
+        let causes: Vec<(ProcessPermission, DenialCause)> = denied
+            .iter()
+            .copied()
+            .zip(
+                p.causes
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(DenialCause::TypeRules)),
+            )
+            .collect();
+        let remedy = selinux::remedy(engine, to, &causes);
         let needs = format!(
             "the engine's domain needs `process {{ setcurrent }}` on itself and `process {{ \
              dyntransition }}` from {from_type} to {to_type}, and as the process's tracer \
-             `process {{ ptrace }}` from {from_type} to {to_type}; the policy denies {list}; a \
-             policy allowing it says {rules}"
+             `process {{ ptrace }}` from {from_type} to {to_type}; the policy denies {list}; \
+             {remedy}"
         );
         let enforced = !setcurrent.passes()
             || matches!(target, TargetAccess::Checked { dyntransition, ptrace }
@@ -655,6 +677,7 @@ mod tests {
             threads_differ: false,
             target: SERVICE.into(),
             write,
+            causes: Vec::new(),
         };
         let checked = |s, d, t| ContextWrite::Checked {
             setcurrent: s,

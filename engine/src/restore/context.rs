@@ -28,7 +28,7 @@ pub enum ContextOrder {
 pub enum SelinuxRefusal {
     #[error(
         "SELinux refused to move process {pid} from {from:?} to {to:?} ({errno}): {why}; \
-         a policy allowing it says `{rules}` (see the audit log for the AVC record)"
+         {remedy} (see the audit log for the AVC record)"
     )]
     Denied {
         pid: i32,
@@ -36,7 +36,8 @@ pub enum SelinuxRefusal {
         to: String,
         /// The permissions the kernel's access computation denies, named.
         why: String,
-        rules: String,
+        /// What would grant them: `allow` rules, or the engine context a constraint allows.
+        remedy: String,
         errno: Errno,
     },
     #[error(
@@ -113,14 +114,14 @@ fn set_process_context(
     Err(match e.errno() {
         Some(errno @ Errno::EACCES) => {
             let oracle = KernelOracle::new().ok();
-            let (why, rules) =
+            let (why, remedy) =
                 explain_denial(oracle.as_ref().map(|o| o as &dyn AccessOracle), from, to);
             SelinuxRefusal::Denied {
                 pid,
                 from: from.into(),
                 to: to.into(),
                 why,
-                rules,
+                remedy,
                 errno,
             }
         }

@@ -193,12 +193,119 @@ pub fn allow_rules(source: &str, target: &str, denied: &[ProcessPermission]) -> 
         .collect()
 }
 
+/// What in the policy refuses a denied permission. `allow` rules are only one of its tools:
+/// constraints can refuse what the type rules grant, and then no `allow` rule helps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialCause {
+    /// No `allow` rule grants it (or no other context of the engine's would be granted it).
+    TypeRules,
+    /// The type rules grant it; a constraint on SELinux users and roles refuses it (Fedora's
+    /// policy constrains `dyntransition` by user and role, with no exemption).
+    UsersRoles,
+    /// The type rules grant it; an MLS/MCS constraint refuses it for the levels involved.
+    Levels,
+    /// The type rules grant it; constraints on users and roles and on levels refuse it.
+    UsersRolesAndLevels,
+}
+
+/// A context's four fields (user, role, type, level or range), if it has them.
+fn fields(context: &str) -> Option<[&str; 4]> {
+    let mut it = context.splitn(4, ':');
+    Some([it.next()?, it.next()?, it.next()?, it.next()?])
+}
+
+/// Why the policy denies `permission` from `source` to `target`, found by asking the kernel
+/// again (without auditing) with the engine's context given the target's user and role, the
+/// target's level, or both: the first of those the kernel would grant names the constraint.
+/// `setcurrent` is asked of the engine's own context, so it is always [`DenialCause::TypeRules`].
+pub fn denial_cause(
+    oracle: &dyn AccessOracle,
+    source: &str,
+    target: &str,
+    permission: ProcessPermission,
+) -> DenialCause {
+    if permission == ProcessPermission::Setcurrent {
+        return DenialCause::TypeRules;
+    }
+    let (Some([su, sr, st, sl]), Some([tu, tr, _, tl])) = (fields(source), fields(target)) else {
+        return DenialCause::TypeRules;
+    };
+    let granted = |engine: String| {
+        engine != source
+            && oracle.context_is_valid(&engine).unwrap_or(false)
+            && oracle
+                .decide(&engine, target, permission)
+                .is_ok_and(|d| d.allowed)
+    };
+    if granted(format!("{tu}:{tr}:{st}:{sl}")) {
+        DenialCause::UsersRoles
+    } else if granted(format!("{su}:{sr}:{st}:{tl}")) {
+        DenialCause::Levels
+    } else if granted(format!("{tu}:{tr}:{st}:{tl}")) {
+        DenialCause::UsersRolesAndLevels
+    } else {
+        DenialCause::TypeRules
+    }
+}
+
+/// What would let `source` give a process the context `target`, given the `denied`
+/// permissions and their causes: the `allow` rules for those the type rules refuse, and for
+/// those a constraint refuses, the engine context that the kernel said it would grant.
+pub fn remedy(source: &str, target: &str, denied: &[(ProcessPermission, DenialCause)]) -> String {
+    let mut parts = Vec::new();
+    let by_rules: Vec<ProcessPermission> = denied
+        .iter()
+        .filter(|(_, c)| *c == DenialCause::TypeRules)
+        .map(|(p, _)| *p)
+        .collect();
+    if !by_rules.is_empty() {
+        let rules = allow_rules(source, target, &by_rules)
+            .into_iter()
+            .map(|r| format!("`{r}`"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        parts.push(format!("a policy allowing it says {rules}"));
+    }
+    let (Some([su, sr, _, sl]), Some([tu, tr, _, tl])) = (fields(source), fields(target)) else {
+        return parts.join("; ");
+    };
+    let mut causes: Vec<DenialCause> = denied
+        .iter()
+        .map(|(_, c)| *c)
+        .filter(|c| *c != DenialCause::TypeRules)
+        .collect();
+    causes.dedup();
+    for cause in causes {
+        parts.push(match cause {
+            DenialCause::UsersRoles => format!(
+                "no `allow` rule is missing: the type rules grant it, but a constraint on SELinux \
+                 users and roles refuses it (the engine runs as {su}:{sr}, the process becomes \
+                 {tu}:{tr}); the kernel would grant it to an engine running as {tu}:{tr}, as a \
+                 runtime started by systemd does (e.g. `runcon -u {tu} -r {tr} crlab restore ...`)"
+            ),
+            DenialCause::Levels => format!(
+                "no `allow` rule is missing: the type rules grant it, but an MLS/MCS constraint \
+                 refuses it between the engine's level {sl} and the process's {tl}; the kernel \
+                 would grant it to an engine running at {tl} (e.g. `runcon -l {tl} crlab restore ...`)"
+            ),
+            DenialCause::UsersRolesAndLevels => format!(
+                "no `allow` rule is missing: the type rules grant it, but constraints on SELinux \
+                 users and roles and on MLS/MCS levels refuse it; the kernel would grant it to an \
+                 engine running as {tu}:{tr} at {tl} (e.g. `runcon -u {tu} -r {tr} -l {tl} crlab \
+                 restore ...`)"
+            ),
+            DenialCause::TypeRules => continue,
+        });
+    }
+    parts.join("; ")
+}
+
 /// Why a context write from `from` to `to` was denied (`EACCES`), asked again of `oracle`
-/// after the fact, without auditing: the denied permissions, named, and the rules that would
-/// allow them. When the type rules allow it all (an MLS/MCS constraint refused the levels) or
-/// the kernel cannot be asked (`oracle` is `None` or errs), what the write needs.
+/// after the fact, without auditing: the denied permissions, named, and what would grant them
+/// ([`remedy`]: `allow` rules, or the engine context a constraint would let through). When the
+/// kernel cannot be asked (`oracle` is `None` or errs), what the write needs.
 pub fn explain_denial(oracle: Option<&dyn AccessOracle>, from: &str, to: &str) -> (String, String) {
-    let denied: Option<Vec<ProcessPermission>> = oracle.and_then(|oracle| {
+    let denied: Option<Vec<(ProcessPermission, DenialCause)>> = oracle.and_then(|oracle| {
         ProcessPermission::FOR_CONTEXT_WRITE
             .iter()
             .map(|&p| {
@@ -207,14 +314,14 @@ pub fn explain_denial(oracle: Option<&dyn AccessOracle>, from: &str, to: &str) -
                 } else {
                     to
                 };
-                oracle.decide(from, target, p).map(|d| (p, d))
+                oracle.decide(from, target, p).map(|d| (p, target, d))
             })
             .collect::<Result<Vec<_>, _>>()
             .ok()
             .map(|d| {
                 d.into_iter()
-                    .filter(|(_, d)| !d.allowed)
-                    .map(|(p, _)| p)
+                    .filter(|(_, _, d)| !d.allowed)
+                    .map(|(p, target, _)| (p, denial_cause(oracle, from, target, p)))
                     .collect()
             })
     });
@@ -223,7 +330,7 @@ pub fn explain_denial(oracle: Option<&dyn AccessOracle>, from: &str, to: &str) -
         Some(denied) if !denied.is_empty() => {
             let names: Vec<String> = denied
                 .iter()
-                .map(|p| match p {
+                .map(|(p, _)| match p {
                     ProcessPermission::Setcurrent => format!("`process {{ setcurrent }}` of {from_type} on itself"),
                     ProcessPermission::Dyntransition => format!("`process {{ dyntransition }}` from {from_type} to {to_type}"),
                     ProcessPermission::Ptrace => format!("`process {{ ptrace }}` from {from_type} (the restored process's tracer) to {to_type}"),
@@ -231,15 +338,15 @@ pub fn explain_denial(oracle: Option<&dyn AccessOracle>, from: &str, to: &str) -
                 .collect();
             (
                 format!("the policy denies {}", names.join(" and ")),
-                allow_rules(from, to, &denied).join(" "),
+                remedy(from, to, &denied),
             )
         }
         _ => (
             format!(
                 "the engine's domain needs `process {{ setcurrent }}` on itself and `process {{ dyntransition }}` \
-                 from {from_type} to {to_type} (and, when the levels differ, the MLS/MCS constraints must allow them)"
+                 from {from_type} to {to_type} (and, when the users, roles or levels differ, the policy's constraints must allow them)"
             ),
-            format!("allow {from_type} {to_type}:process dyntransition;"),
+            format!("a policy allowing it says `allow {from_type} {to_type}:process dyntransition;`"),
         ),
     }
 }
@@ -304,13 +411,81 @@ mod tests {
         );
         assert_eq!(
             rules,
-            "allow unconfined_t unconfined_service_t:process { dyntransition ptrace };"
+            "a policy allowing it says \
+             `allow unconfined_t unconfined_service_t:process { dyntransition ptrace };`"
         );
         let (why, rules) = explain_denial(None, UNCONFINED, SERVICE);
         assert!(why.starts_with("the engine's domain needs"), "{why}");
         assert_eq!(
             rules,
-            "allow unconfined_t unconfined_service_t:process dyntransition;"
+            "a policy allowing it says `allow unconfined_t unconfined_service_t:process dyntransition;`"
+        );
+    }
+
+    /// Grants `setcurrent` and `ptrace`, and `dyntransition` only when `constraint` holds
+    /// between the source's and the target's fields, as a policy's `constrain` and
+    /// `mlsconstrain` statements do; every context is valid.
+    struct Constrained(fn(&[&str; 4], &[&str; 4]) -> bool);
+
+    impl AccessOracle for Constrained {
+        fn context_is_valid(&self, _: &str) -> Result<bool, SelinuxError> {
+            Ok(true)
+        }
+
+        fn decide(
+            &self,
+            source: &str,
+            target: &str,
+            permission: ProcessPermission,
+        ) -> Result<Decision, SelinuxError> {
+            let allowed = permission != ProcessPermission::Dyntransition
+                || matches!((fields(source), fields(target)), (Some(s), Some(t)) if (self.0)(&s, &t));
+            Ok(Decision {
+                allowed,
+                permissive: false,
+            })
+        }
+    }
+
+    #[test]
+    fn a_constraint_is_named_and_no_allow_rule_is_offered() {
+        // Fedora's: the user and role may not change.
+        let same_identity = Constrained(|s, t| s[0] == t[0] && s[1] == t[1]);
+        let (why, remedy) = explain_denial(Some(&same_identity), UNCONFINED, CONTAINER);
+        assert_eq!(
+            why,
+            "the policy denies `process { dyntransition }` from unconfined_t to container_t"
+        );
+        assert!(
+            remedy.contains("a constraint on SELinux users and roles")
+                && remedy.contains("`runcon -u system_u -r system_r crlab restore ...`")
+                && !remedy.contains("allow unconfined_t"),
+            "{remedy}"
+        );
+        // An MCS constraint: the engine's level must be the process's.
+        let same_level = Constrained(|s, t| s[3] == t[3]);
+        let (_, remedy) = explain_denial(Some(&same_level), UNCONFINED, CONTAINER);
+        assert!(
+            remedy.contains("an MLS/MCS constraint")
+                && remedy.contains(
+                    "between the engine's level s0-s0:c0.c1023 and the process's s0:c1,c2"
+                )
+                && remedy.contains("`runcon -l s0:c1,c2 crlab restore ...`"),
+            "{remedy}"
+        );
+        // Both at once.
+        let both = Constrained(|s, t| s[0] == t[0] && s[3] == t[3]);
+        let (_, remedy) = explain_denial(Some(&both), UNCONFINED, CONTAINER);
+        assert!(
+            remedy.contains("`runcon -u system_u -r system_r -l s0:c1,c2 crlab restore ...`"),
+            "{remedy}"
+        );
+        // Nothing the engine could be would be granted it: the type rules.
+        let never = Constrained(|_, _| false);
+        let (_, remedy) = explain_denial(Some(&never), UNCONFINED, CONTAINER);
+        assert_eq!(
+            remedy,
+            "a policy allowing it says `allow unconfined_t container_t:process dyntransition;`"
         );
     }
 

@@ -9,7 +9,8 @@
 mod access;
 
 pub use access::{
-    allow_rules, explain_denial, AccessOracle, Decision, KernelOracle, ProcessPermission,
+    allow_rules, denial_cause, explain_denial, remedy, AccessOracle, Decision, DenialCause,
+    KernelOracle, ProcessPermission,
 };
 
 use std::io::{self, Write};
