@@ -22,7 +22,7 @@ use nix::{
 };
 use prost::Message;
 
-use super::config::ChannelSpec;
+use super::{config::ChannelSpec, request};
 use crlab_protocol::{Request, Response};
 
 /// How long the device may take to appear (udev creates the by-name link).
@@ -176,12 +176,9 @@ impl Channel {
     /// Reads the next request, or says why there is none.
     pub fn receive(&mut self) -> Incoming {
         match read_frame(&mut self.reader) {
-            Ok(frame) => match Request::decode(frame.as_slice()) {
+            Ok(frame) => match request::decode(&frame) {
                 Ok(request) => Incoming::Request(Box::new(request)),
-                Err(e) => Incoming::Bad(format!(
-                    "a frame of {} bytes does not decode as a crlab.agent.v1.Request: {e}",
-                    frame.len()
-                )),
+                Err(error) => Incoming::Bad(error),
             },
             Err(FrameError::TooLarge { len }) => {
                 // The channel is a byte stream with no frame marks, so there is no reliable

@@ -61,8 +61,29 @@ pub enum CommandError {
     },
 }
 
+/// What [`run`] refuses before it acts: an empty argv, an environment entry that is not
+/// `KEY=VALUE` with a non-empty key. Pure: nothing is touched.
+pub fn check(req: &RunCommand) -> Result<(), CommandError> {
+    if req.argv.is_empty() {
+        return Err(CommandError::Empty);
+    }
+    for entry in &req.env {
+        env_entry(entry)?;
+    }
+    Ok(())
+}
+
+/// `KEY=VALUE` split at its first `=`, the key not empty.
+fn env_entry(entry: &str) -> Result<(&str, &str), CommandError> {
+    entry
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| CommandError::BadEnv(entry.to_owned()))
+}
+
 /// Runs what the request asks, to its end or (background) just started.
 pub fn run(req: &RunCommand, reaper: &Reaper) -> Result<CommandResult, CommandError> {
+    check(req)?;
     let program = req.argv.first().ok_or(CommandError::Empty)?.clone();
     let (mut cmd, context) = build(req)?;
     if req.background {
@@ -134,10 +155,7 @@ fn build(req: &RunCommand) -> Result<(Command, Option<Arc<ExecContext>>), Comman
         });
     }
     for entry in &req.env {
-        let (key, value) = entry
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| CommandError::BadEnv(entry.clone()))?;
+        let (key, value) = env_entry(entry)?;
         cmd.env(key, value);
     }
     let cwd = if req.cwd.is_empty() {

@@ -53,7 +53,7 @@ pub enum FileError {
 /// Creates (with its parent directories) or replaces `path`, or appends to it; a non-zero
 /// `mode` is set whatever the umask. A running binary (ETXTBSY) is replaced by rename.
 pub fn write(req: &WriteFile) -> Result<(), FileError> {
-    let path = non_empty(&req.path)?;
+    let path = check_path(&req.path)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|source| FileError::Parents {
             path: path.to_owned(),
@@ -105,7 +105,7 @@ fn write_at(path: &Path, req: &WriteFile) -> io::Result<()> {
 
 /// The whole of `path`, if it fits a response.
 pub fn read(req: &ReadFile) -> Result<FileData, FileError> {
-    let path = non_empty(&req.path)?;
+    let path = check_path(&req.path)?;
     let read_err = |source| FileError::Read {
         path: path.to_owned(),
         source,
@@ -124,7 +124,8 @@ pub fn read(req: &ReadFile) -> Result<FileData, FileError> {
     Ok(FileData { data })
 }
 
-fn non_empty(path: &str) -> Result<&Path, FileError> {
+/// What [`write`] and [`read`] refuse before they act: an empty path. Pure.
+pub fn check_path(path: &str) -> Result<&Path, FileError> {
     if path.is_empty() {
         Err(FileError::NoPath)
     } else {

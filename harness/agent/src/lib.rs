@@ -3,7 +3,8 @@
 //! audit records, act on systemd units, power off, re-execute itself.
 //!
 //! The raw system interfaces sit in narrow modules ([`selinux`], [`capture`], [`channel`]);
-//! [`server`] is the loop, one module per request kind below it.
+//! [`server`] is the loop, one module per request kind below it; [`request`] is the pure
+//! half of handling one (decode and check, nothing touched), which the fuzz target drives.
 //!
 //! This crate is the guest side of the lab's seam: it depends on `crlab-protocol` (the frame
 //! codec and the messages) and general crates, never on the host side (`crlab-vm`,
@@ -19,6 +20,7 @@ pub mod file;
 pub mod identity;
 pub mod lifecycle;
 pub mod reaper;
+pub mod request;
 pub mod selinux;
 pub mod server;
 pub mod unit;

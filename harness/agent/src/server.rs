@@ -10,7 +10,7 @@ use super::{
     config::Config,
     error_chain, file, identity, lifecycle,
     reaper::Reaper,
-    unit,
+    request, unit,
 };
 use crlab_protocol::{Done, Request, RequestKind, Response, ResponseKind};
 
@@ -62,20 +62,18 @@ impl Agent {
         Source::resolve(self.config.audit_log.as_deref())
     }
 
-    /// Handles one request. Never panics on what the request holds.
+    /// Handles one request: checked first ([`request::check`], pure), then done. Never panics
+    /// on what the request holds.
     fn handle(&self, request: Request) -> (Response, After) {
         let id = request.id;
         let reply = |kind: Option<ResponseKind>, error: String| Response { id, error, kind };
         let done = || Some(ResponseKind::Done(Done {}));
-        let Some(kind) = request.kind else {
-            return (
-                reply(
-                    None,
-                    "the request carries no kind (a request type this agent does not know?)"
-                        .to_owned(),
-                ),
-                After::Serve,
-            );
+        let kind = match request::check(request) {
+            Ok(kind) => kind,
+            Err(error) => {
+                tracing::warn!(id, %error, "request failed");
+                return (reply(None, error), After::Serve);
+            }
         };
         let name = kind_name(&kind);
         let _span = tracing::info_span!("request", id, kind = name).entered();

@@ -16,9 +16,9 @@ pub enum UnitError {
     Command(#[from] command::CommandError),
 }
 
-/// Runs systemctl; the result comes back whatever its exit status, and a failure is
-/// described by [`failure`].
-pub fn act(req: &UnitAction, reaper: &Reaper) -> Result<CommandResult, UnitError> {
+/// What [`act`] refuses before it acts: an empty unit or action, or one that starts with `-`
+/// (systemctl would read it as an option). Pure: nothing is touched.
+pub fn check(req: &UnitAction) -> Result<(), UnitError> {
     for (what, value) in [("unit", &req.unit), ("action", &req.action)] {
         if value.is_empty() || value.starts_with('-') {
             return Err(UnitError::BadArgument {
@@ -27,6 +27,13 @@ pub fn act(req: &UnitAction, reaper: &Reaper) -> Result<CommandResult, UnitError
             });
         }
     }
+    Ok(())
+}
+
+/// Runs systemctl; the result comes back whatever its exit status, and a failure is
+/// described by [`failure`].
+pub fn act(req: &UnitAction, reaper: &Reaper) -> Result<CommandResult, UnitError> {
+    check(req)?;
     Ok(command::run_argv(
         &["systemctl", &req.action, &req.unit],
         TIMEOUT,
