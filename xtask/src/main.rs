@@ -6,6 +6,7 @@
 mod bench;
 mod ci_lint;
 mod ci_matrix;
+mod fuzz;
 mod policy_diff;
 mod prereq;
 mod reaper;
@@ -25,7 +26,7 @@ use xshell::Shell;
 
 const ALL_COMMANDS: &str = "\
 Every command:
-  cargo xtask test                     prerequisites, fmt, clippy, cargo test (root), VM suite, summary
+  cargo xtask test                     prerequisites, fmt, clippy, cargo test (root), fuzz, VM suite, summary
   cargo xtask vm-test [-- ARGS]        the VM suite (root); ARGS go to the scenario runner: FILTER, --list, --exact
   cargo xtask vm-test --shard I/N      one shard of the VM suite (by a hash of each scenario's name)
   cargo xtask ci-matrix [--images I,..] [--policies P,..] [--shards N] [--format json|markdown]
@@ -34,6 +35,8 @@ Every command:
                                        the shards' reports as one table and report
   cargo xtask ci-lint                  actionlint on .github/workflows, tmt lint on plans/ (pip installs them)
   cargo xtask prereqs                  check the host packages the build needs, install what is missing
+  cargo xtask fuzz [--time S] [TARGET...]
+                                       every fuzz target for S seconds (default 60; nightly, cargo-fuzz)
   cargo xtask bench engine [--reps N]  crlab dump/restore of 10 MiB and 1 GiB against memcpy (root)
   cargo xtask image build|list|clean   the lab image cache (build needs root)
   cargo xtask image key                the image recipe's key (CI's cache key), nothing built
@@ -60,7 +63,8 @@ enum Command {
     ///
     /// In order, each step announced: host prerequisites (installed if missing, as root),
     /// `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`,
-    /// `cargo test --workspace` (needs root: the engine's end-to-end tests), then the VM suite.
+    /// `cargo test --workspace` (needs root: the engine's end-to-end tests), a 30 s run of
+    /// every fuzz target (`cargo xtask fuzz --time 30`), then the VM suite.
     /// Ends with a summary of each step's status and time; exits non-zero if a step failed.
     Test,
     /// The SELinux conformance suite in SELinux-enforcing VMs (the main job)
@@ -73,8 +77,18 @@ enum Command {
     /// Check the host packages the build needs; install the missing ones
     ///
     /// As root with apt-get or dnf they are installed with a notice; otherwise the exact
-    /// command to run is printed.
+    /// command to run is printed. Also the nightly toolchain and cargo-fuzz, for `fuzz`.
     Prereqs,
+    /// Run the fuzz targets for a time box each; fail on any crash, hang or allocation over a
+    /// bound
+    ///
+    /// Targets: the image decoders (engine/fuzz: framing, image_file, inventory, show) and
+    /// the guest channel (harness/fuzz: frame, agent_request). Builds them with the nightly
+    /// toolchain (cargo-fuzz installed if missing), runs each for S seconds from its seeds
+    /// and its corpus, one job, with -rss_limit_mb, -malloc_limit_mb and -timeout, and prints
+    /// per target the executions, exec/s, corpus and result. A failure names the input
+    /// (under the crate's artifacts/) and the command that reproduces it.
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks: `bench engine` times crlab dump and restore against memcpy
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -161,8 +175,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::VmTest(args) => vm_lab::command(&sh, &args),
         Command::Prereqs => {
             prereq::ensure(&sh)?;
+            prereq::ensure_fuzz(&sh)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Fuzz(args) => fuzz::command(&sh, &args),
         Command::Bench(BenchCommand::Engine(args)) => {
             bench::engine(&sh, &args)?;
             Ok(ExitCode::SUCCESS)

@@ -123,6 +123,59 @@ pub fn ensure_linters(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
+/// The command that installs cargo-fuzz (`cargo xtask fuzz`), into `$CARGO_HOME/bin`.
+pub const CARGO_FUZZ_INSTALL: &str = "cargo install cargo-fuzz --locked";
+
+/// Checks for what the fuzz targets need, the nightly toolchain and cargo-fuzz, and installs
+/// the missing ones (with rustup, and `cargo install`: no root needed); otherwise fails with
+/// the exact command to run.
+pub fn ensure_fuzz(sh: &Shell) -> Result<()> {
+    let nightly = || {
+        cmd!(sh, "rustup run nightly rustc --version")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .ok()
+    };
+    match nightly() {
+        Some(version) => eprintln!("  ok       {:<40} {version}", "nightly toolchain (fuzz)"),
+        None => {
+            eprintln!(
+                "  MISSING  {:<40} (rustup run nightly rustc)",
+                "nightly toolchain (fuzz)"
+            );
+            if in_path("rustup").is_none() {
+                bail!("the fuzz targets need a nightly toolchain and rustup is not installed: install rustup (https://rustup.rs), then `rustup toolchain install nightly --profile minimal`");
+            }
+            eprintln!("notice: installing the nightly toolchain: rustup toolchain install nightly --profile minimal");
+            cmd!(sh, "rustup toolchain install nightly --profile minimal")
+                .run()
+                .context("installing the nightly toolchain: run `rustup toolchain install nightly --profile minimal` by hand")?;
+        }
+    }
+    if let Some(found) = in_path("cargo-fuzz") {
+        eprintln!("  ok       {:<40} {}", "cargo-fuzz (fuzz)", found.display());
+        return Ok(());
+    }
+    eprintln!(
+        "  MISSING  {:<40} (looked for cargo-fuzz in PATH)",
+        "cargo-fuzz (fuzz)"
+    );
+    eprintln!("notice: installing cargo-fuzz: {CARGO_FUZZ_INSTALL}");
+    let installed = cmd!(sh, "cargo install cargo-fuzz --locked")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .run();
+    match installed {
+        Ok(()) if in_path("cargo-fuzz").is_some() => Ok(()),
+        Ok(()) => bail!(
+            "cargo installed cargo-fuzz, but it is not in PATH: add $CARGO_HOME/bin \
+             (~/.cargo/bin) to PATH"
+        ),
+        Err(e) => bail!("could not install cargo-fuzz ({e}): run `{CARGO_FUZZ_INSTALL}` by hand"),
+    }
+}
+
 /// Checks the build's prerequisites, and the policy build tools the host tests need, and
 /// installs the missing ones (as root, with apt-get or dnf); otherwise fails with the exact
 /// command to run.

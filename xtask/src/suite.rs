@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::vm_lab::{self, Outcome, PolicyArgs, VmTestArgs};
-use crate::{cargo, ci_lint, error_text, is_root, prereq};
+use crate::{cargo, ci_lint, error_text, fuzz, is_root, prereq};
 
 /// How a step ended when it did not fail.
 enum Done {
@@ -31,6 +31,7 @@ const STEPS: &[Step] = &[
     Step { name: "actionlint .github/workflows", run: actionlint, gate: false },
     Step { name: "tmt lint (plans/)", run: tmt_lint, gate: false },
     Step { name: "cargo test --workspace", run: host_tests, gate: false },
+    Step { name: "cargo xtask fuzz --time 30 (every fuzz target)", run: fuzz_short, gate: false },
     Step { name: "VM suite (cargo xtask vm-test)", run: vm_suite, gate: false },
     Step { name: "VM suite on fedora + container-selinux", run: vm_suite_fedora, gate: false },
     Step { name: "policy-diff: a removed rule regresses, no change is none", run: policy_diff_shown, gate: false },
@@ -159,6 +160,12 @@ fn host_tests(sh: &Shell) -> Result<Done> {
     }
     let cargo = cargo();
     cmd!(sh, "{cargo} test --workspace").run()?;
+    Ok(Done::Passed)
+}
+
+/// A short run of every fuzz target, so that a regression of a decoder is caught.
+fn fuzz_short(sh: &Shell) -> Result<Done> {
+    fuzz::suite_step(sh)?;
     Ok(Done::Passed)
 }
 
