@@ -25,6 +25,17 @@ pub struct Scenario {
     pub expect: Expect,
 }
 
+impl Scenario {
+    /// The policy modules loaded for it on `base`: `[workload.BASE] policy_modules` when
+    /// given, else `policy_modules`.
+    pub fn policy_modules_on(&self, base: Base) -> &[String] {
+        self.workload
+            .on(base)
+            .and_then(|o| o.policy_modules.as_deref())
+            .unwrap_or(&self.policy_modules)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
@@ -66,6 +77,9 @@ pub struct WorkloadOverride {
     pub reason: String,
     /// The context it starts in on that base.
     pub context: Option<String>,
+    /// The policy modules loaded for it on that base, in place of the scenario's
+    /// `policy_modules` (e.g. a rule the real policy has on one base and the stand-in lacks).
+    pub policy_modules: Option<Vec<String>>,
 }
 
 fn default_wait() -> String {
@@ -79,12 +93,17 @@ impl Workload {
     /// The context it starts in on `base` (empty: the agent's own, or for a unit the one
     /// systemd's own transition gives).
     pub fn context_on(&self, base: Base) -> &str {
-        let over = match base {
+        self.on(base)
+            .and_then(|o| o.context.as_deref())
+            .unwrap_or(&self.context)
+    }
+
+    /// The override for `base`, if any.
+    fn on(&self, base: Base) -> Option<&WorkloadOverride> {
+        match base {
             Base::Refpolicy => self.refpolicy.as_ref(),
             Base::Fedora => self.fedora.as_ref(),
-        };
-        over.and_then(|o| o.context.as_deref())
-            .unwrap_or(&self.context)
+        }
     }
 
     /// How many processes the workload's tree has.

@@ -11,7 +11,7 @@ use crate::merge::{self, RunSummary};
 use crate::report;
 use crate::scenario::{self, Base, Scenario};
 use crate::shard::{self, Shard};
-use crate::trial::{self, Backend, TrialReport, GUEST_BIN};
+use crate::trial::{self, Backend, LoadedModules, TrialReport, GUEST_BIN};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +25,8 @@ struct Shared {
     reports: Vec<TrialReport>,
     start_error: Option<String>,
     uploaded: Vec<String>,
+    /// The scenario policy modules the trials left loaded.
+    modules: LoadedModules,
 }
 
 /// How the suite was asked to run (from the environment `cargo xtask vm-test` sets).
@@ -134,9 +136,18 @@ fn run_trial(
         }
     }
     let marker = g.marker;
-    let lab = g.lab.as_mut().ok_or("no lab")?;
+    let state = &mut *g;
+    let lab = state.lab.as_mut().ok_or("no lab")?;
     let modules = set.root.join("scenarios/policy/modules");
-    let (rep, next) = trial::run(lab, s, backend, set.base, marker, &modules);
+    let (rep, next) = trial::run(
+        lab,
+        s,
+        backend,
+        set.base,
+        marker,
+        &modules,
+        &mut state.modules,
+    );
     g.marker = next;
     let text = failure_text(&rep);
     let passed = rep.passed;
@@ -316,6 +327,7 @@ pub fn main(root: &Path) -> ExitCode {
         reports: Vec::new(),
         start_error: None,
         uploaded: Vec::new(),
+        modules: LoadedModules::default(),
     }));
     if set.in_vm && !args.list {
         if let Err(e) = std::fs::create_dir_all(&set.run_dir) {

@@ -25,11 +25,11 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::image::schema::ThreadCore;
+use crate::image::schema::{FileTable, Task, ThreadCore};
 use crate::image::{self, FileKind, ImageDirReader, ImageError, Trust};
 use crate::selinux::{
-    self, context_type, AccessOracle, Decision, DenialCause, KernelOracle, NoWrite,
-    ProcessPermission, SelinuxError,
+    self, context_type, AccessOracle, Decision, DenialCause, Descriptor, DescriptorRefusal,
+    KernelOracle, NoWrite, ProcessPermission, SelinuxError,
 };
 
 /// Why `crlab check --images-dir` could not answer.
@@ -53,6 +53,8 @@ pub struct DumpedProcess {
     /// Some other thread was dumped in another context than the leader's; the restore gives
     /// every thread the leader's (threads inherit it).
     pub threads_differ: bool,
+    /// Its descriptors, as the restore recreates them (in the engine's context).
+    pub descriptors: Vec<Descriptor>,
 }
 
 /// Reads the process tree and every thread core of the dump in `dir`, after
@@ -61,6 +63,7 @@ pub struct DumpedProcess {
 pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, RestoreCheckError> {
     let reader = ImageDirReader::open_with(dir, trust)?;
     let pstree = reader.process_tree()?;
+    let table: FileTable = reader.read_message(image::FILES, FileKind::Files)?;
     let mut out: Vec<DumpedProcess> = Vec::with_capacity(pstree.processes.len());
     for entry in &pstree.processes {
         let mut contexts = Vec::with_capacity(entry.threads.len());
@@ -69,11 +72,13 @@ pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, Restore
             contexts.push(core.selinux_context);
         }
         let context = contexts.first().cloned().unwrap_or_default();
+        let task: Task = reader.read_message(&image::task_name(entry.pid), FileKind::Task)?;
         out.push(DumpedProcess {
             pid: entry.pid,
             threads: contexts.len(),
             threads_differ: contexts.iter().any(|c| *c != context),
             context,
+            descriptors: selinux::recreated_descriptors(&task.fds, &table),
         });
     }
     Ok(out)
@@ -120,11 +125,16 @@ pub struct ProcessCheck {
     pub write: ContextWrite,
     /// What refuses each denied permission ([`ProcessCheck::denied`]), in the same order.
     pub causes: Vec<DenialCause>,
+    /// A descriptor the restored process could not use (the restore refuses it first).
+    pub descriptor: Option<DescriptorRefusal>,
 }
 
 impl ProcessCheck {
     /// How the process would fare.
     pub fn verdict(&self) -> Verdict {
+        if self.descriptor.is_some() {
+            return Verdict::Refused;
+        }
         let (setcurrent, target) = match self.write {
             ContextWrite::None(_) => return Verdict::Allowed,
             ContextWrite::Checked { setcurrent, target } => (setcurrent, target),
@@ -303,7 +313,12 @@ pub fn evaluate(
             target,
             write,
             causes: Vec::new(),
+            descriptor: None,
         };
+        if matches!(check.write, ContextWrite::Checked { .. }) {
+            check.descriptor =
+                selinux::descriptor_refusal(oracle, engine_context, &check.target, &p.descriptors)?;
+        }
         check.causes = check
             .denied()
             .into_iter()
@@ -527,6 +542,11 @@ fn reasons(engine: &str, p: &ProcessCheck) -> Vec<String> {
             ));
         }
     }
+    if let Some(refusal) = &p.descriptor {
+        out.push(format!(
+            "SELinux would not let process {pid}, restored into {to:?}, use its {refusal}"
+        ));
+    }
     if target == TargetAccess::Invalid {
         out.push(format!(
             "SELinux does not know the context {to:?} (EINVAL) for process {pid}: is the policy \
@@ -594,6 +614,19 @@ mod tests {
                 permissive: self.permissive,
             })
         }
+
+        fn decide_on(
+            &self,
+            _: &str,
+            _: &str,
+            _: &'static str,
+            _: &[&'static str],
+        ) -> Result<Decision, SelinuxError> {
+            Ok(Decision {
+                allowed: true,
+                permissive: false,
+            })
+        }
     }
 
     fn dumped(pid: u32, threads: usize, context: &str) -> DumpedProcess {
@@ -602,6 +635,7 @@ mod tests {
             threads,
             context: context.to_owned(),
             threads_differ: false,
+            descriptors: Vec::new(),
         }
     }
 
@@ -678,6 +712,7 @@ mod tests {
             target: SERVICE.into(),
             write,
             causes: Vec::new(),
+            descriptor: None,
         };
         let checked = |s, d, t| ContextWrite::Checked {
             setcurrent: s,

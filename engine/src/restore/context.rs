@@ -52,6 +52,18 @@ pub enum SelinuxRefusal {
         from_type: String,
         to_type: String,
     },
+    #[error(
+        "SELinux would not let process {pid}, restored into {to:?}, use its {refusal}; the \
+         engine runs in {engine:?}; nothing was restored"
+    )]
+    Descriptor {
+        pid: i32,
+        to: String,
+        engine: String,
+        refusal: Box<selinux::DescriptorRefusal>,
+    },
+    #[error("asking the kernel whether the restored processes may use their descriptors")]
+    Oracle(#[source] selinux::SelinuxError),
     #[error("SELinux does not know the context {to:?} (EINVAL) for process {pid}: is the policy module that declares it loaded?")]
     Invalid { pid: i32, to: String },
     #[error("writing the SELinux context {to:?} of process {pid}")]
@@ -61,6 +73,40 @@ pub enum SelinuxRefusal {
         #[source]
         source: SysError,
     },
+}
+
+/// Refuses, before anything is created, a restore that would hand a process a descriptor it
+/// could not use in its restored context (see [`selinux::descriptor_refusal`]): each of
+/// `processes` is (pid, the context the restore gives it, its descriptors). Nothing to check
+/// when SELinux is off, or for a process the restore leaves in the engine's context.
+pub fn check_descriptors(
+    processes: &[(i32, &str, Vec<selinux::Descriptor>)],
+) -> Result<(), SelinuxRefusal> {
+    if !selinux::enabled() {
+        return Ok(());
+    }
+    let engine = selinux::own_context().map_err(SelinuxRefusal::Oracle)?;
+    let mut oracle = None;
+    for (pid, to, descriptors) in processes {
+        if selinux::no_write(&engine, to).is_some() || descriptors.is_empty() {
+            continue;
+        }
+        let oracle = match &oracle {
+            Some(o) => o,
+            None => oracle.insert(KernelOracle::new().map_err(SelinuxRefusal::Oracle)?),
+        };
+        if let Some(refusal) = selinux::descriptor_refusal(oracle, &engine, to, descriptors)
+            .map_err(SelinuxRefusal::Oracle)?
+        {
+            return Err(SelinuxRefusal::Descriptor {
+                pid: *pid,
+                to: (*to).to_owned(),
+                engine,
+                refusal: Box::new(refusal),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Writes `value` to the calling thread's `/proc/thread-self/attr/NAME`.

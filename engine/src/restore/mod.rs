@@ -28,6 +28,7 @@ use crate::image::schema::{
 };
 use crate::image::{self, FileKind, ImageDirReader, Trust};
 use crate::procfs::{self, MapEntry};
+use crate::selinux;
 use crate::sys::{find_syscall_gadget, rlimit, set_rlimit, Remote, Scratch};
 use error::{task_id, StepContext};
 use nix::sys::ptrace::Options;
@@ -202,6 +203,20 @@ fn checked_path(
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let reader = ImageDirReader::open_with(&opts.images_dir, opts.trust)?;
     let (procs, table) = read_images(&reader)?;
+    // Before anything exists: every process must be able to use what it will be given.
+    let targets: Vec<(i32, String)> = procs
+        .iter()
+        .map(|p| (p.pid, target_context(opts, p)))
+        .collect();
+    let uses: Vec<(i32, &str, Vec<selinux::Descriptor>)> = procs
+        .iter()
+        .zip(&targets)
+        .map(|(p, (pid, to))| {
+            let fds = selinux::recreated_descriptors(&p.task.fds, &table);
+            (*pid, to.as_str(), fds)
+        })
+        .collect();
+    context::check_descriptors(&uses)?;
     let ids: Vec<i32> = procs.iter().flat_map(|p| p.tids.iter().copied()).collect();
     pids::wait_free(&ids, opts.pid_wait)?;
     check_interrupt()?;
@@ -283,10 +298,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let engine_ctx = procfs::selinux_attr(root_pid, root_pid, "current");
     for live in &mut lives {
         check_interrupt()?;
-        let target = opts
-            .lsm_profile
-            .clone()
-            .unwrap_or_else(|| live.img.cores[0].selinux_context.clone());
+        let target = target_context(opts, live.img);
         let order = opts.context_order;
         context_and_threads(live, order, &engine_ctx, &target, &tramp, &mut cleanup.pids)?;
     }
@@ -326,6 +338,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     cleanup.armed = false;
     info!(pid = root_pid, processes = lives.len(), "restored");
     Ok(Restored { root_pid })
+}
+
+/// The context the restore gives process `p`: `--lsm-profile`, else its leader's as dumped.
+fn target_context(opts: &RestoreOptions, p: &ProcessImages) -> String {
+    opts.lsm_profile
+        .clone()
+        .or_else(|| p.cores.first().map(|c| c.selinux_context.clone()))
+        .unwrap_or_default()
 }
 
 /// What the root, a copy of the engine, must not keep of it: every signal is blocked while

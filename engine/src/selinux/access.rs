@@ -70,6 +70,14 @@ pub trait AccessOracle {
         target: &str,
         permission: ProcessPermission,
     ) -> Result<Decision, SelinuxError>;
+    /// The kernel's decision on `class { permissions }` (all of them) from `source` to `target`.
+    fn decide_on(
+        &self,
+        source: &str,
+        target: &str,
+        class: &'static str,
+        permissions: &[&'static str],
+    ) -> Result<Decision, SelinuxError>;
 }
 
 /// [`AccessOracle`] through libselinux: `security_compute_av_flags` (no audit record) and
@@ -130,17 +138,50 @@ impl AccessOracle for KernelOracle {
         target: &str,
         permission: ProcessPermission,
     ) -> Result<Decision, SelinuxError> {
-        let bit = self
-            .class
-            .access_vector_bit(permission.name())
-            .map_err(|source| SelinuxError::Mapping {
-                what: format!("permission `process {{ {} }}`", permission.name()),
+        self.query(self.class, "process", source, target, &[permission.name()])
+    }
+
+    fn decide_on(
+        &self,
+        source: &str,
+        target: &str,
+        class: &'static str,
+        permissions: &[&'static str],
+    ) -> Result<Decision, SelinuxError> {
+        let handle =
+            ::selinux::SecurityClass::from_name(class).map_err(|source| SelinuxError::Mapping {
+                what: format!("class `{class}`"),
                 source,
             })?;
+        self.query(handle, class, source, target, permissions)
+    }
+}
+
+impl KernelOracle {
+    /// `security_compute_av_flags` for `class { permissions }`, all of them.
+    fn query(
+        &self,
+        handle: ::selinux::SecurityClass,
+        class: &'static str,
+        source: &str,
+        target: &str,
+        permissions: &[&'static str],
+    ) -> Result<Decision, SelinuxError> {
+        let mut bits = 0;
+        for &permission in permissions {
+            bits |=
+                handle
+                    .access_vector_bit(permission)
+                    .map_err(|source| SelinuxError::Mapping {
+                        what: format!("permission `{class} {{ {permission} }}`"),
+                        source,
+                    })?;
+        }
         let failed = |e| SelinuxError::ComputeAv {
-            source_context: source.to_owned(),
-            target_context: target.to_owned(),
-            permission: permission.name(),
+            question: format!(
+                "whether {source:?} may `{class} {{ {} }}` {target:?}",
+                permissions.join(" ")
+            ),
             source: e,
         };
         let c_string = |context: &str| {
@@ -152,12 +193,12 @@ impl AccessOracle for KernelOracle {
         let avd = ::selinux::SecurityContext::from_c_str(&s, true)
             .query_access_decision(
                 &::selinux::SecurityContext::from_c_str(&t, true),
-                self.class,
-                bit,
+                handle,
+                bits,
             )
             .map_err(failed)?;
         Ok(Decision {
-            allowed: avd.allowed & bit == bit,
+            allowed: avd.allowed & bits == bits,
             permissive: !self.enforcing || avd.flags & AVD_FLAGS_PERMISSIVE != 0,
         })
     }
@@ -209,7 +250,7 @@ pub enum DenialCause {
 }
 
 /// A context's four fields (user, role, type, level or range), if it has them.
-fn fields(context: &str) -> Option<[&str; 4]> {
+pub(super) fn fields(context: &str) -> Option<[&str; 4]> {
     let mut it = context.splitn(4, ':');
     Some([it.next()?, it.next()?, it.next()?, it.next()?])
 }
@@ -398,6 +439,19 @@ mod tests {
                 permissive: false,
             })
         }
+
+        fn decide_on(
+            &self,
+            _: &str,
+            _: &str,
+            _: &'static str,
+            _: &[&'static str],
+        ) -> Result<Decision, SelinuxError> {
+            Ok(Decision {
+                allowed: true,
+                permissive: false,
+            })
+        }
     }
 
     #[test]
@@ -442,6 +496,19 @@ mod tests {
                 || matches!((fields(source), fields(target)), (Some(s), Some(t)) if (self.0)(&s, &t));
             Ok(Decision {
                 allowed,
+                permissive: false,
+            })
+        }
+
+        fn decide_on(
+            &self,
+            _: &str,
+            _: &str,
+            _: &'static str,
+            _: &[&'static str],
+        ) -> Result<Decision, SelinuxError> {
+            Ok(Decision {
+                allowed: true,
                 permissive: false,
             })
         }

@@ -1,16 +1,23 @@
 //! SELinux, the engine's one vocabulary of it: is it on, the engine's own context, the type
 //! field of a context, the rule that says when the restore writes a context, labelling the
 //! sockets the engine creates, and (in [`access`]) the `process` permissions a context write
-//! needs, the kernel's access decisions on them and the `allow` rules that would grant them.
+//! needs, the kernel's access decisions on them and the `allow` rules that would grant them,
+//! and (in [`descriptors`]) whether a restored process may use the descriptors the restore
+//! recreates for it.
 //!
 //! `dump`, `restore` and `check` all speak SELinux through this module, so the diagnostic
 //! (`check --images-dir`) and the restore can never disagree on a rule.
 
 mod access;
+mod descriptors;
 
 pub use access::{
     allow_rules, denial_cause, explain_denial, remedy, AccessOracle, Decision, DenialCause,
     KernelOracle, ProcessPermission,
+};
+pub use descriptors::{
+    recreated as recreated_descriptors, refusal as descriptor_refusal, Descriptor,
+    DescriptorRefusal, Recreated,
 };
 
 use std::io::{self, Write};
@@ -36,13 +43,12 @@ pub enum SelinuxError {
         source: ::selinux::errors::Error,
     },
     #[error(
-        "asking the kernel whether {source_context:?} may `process {{ {permission} }}` \
-         {target_context:?} (security_compute_av; the calling domain needs `security {{ compute_av }}`)"
+        "asking the kernel {question} (security_compute_av; the calling domain needs \
+         `security {{ compute_av }}`)"
     )]
     ComputeAv {
-        source_context: String,
-        target_context: String,
-        permission: &'static str,
+        /// `whether "SOURCE" may `class { permissions }` "TARGET"`.
+        question: String,
         #[source]
         source: ::selinux::errors::Error,
     },

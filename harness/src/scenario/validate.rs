@@ -54,7 +54,12 @@ pub fn problems(s: &Scenario, tree: &Tree) -> Vec<String> {
     if s.description.trim().is_empty() {
         p.push("the description is empty".into());
     }
-    for m in &s.policy_modules {
+    let per_base = [&w.refpolicy, &w.fedora]
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.policy_modules.as_ref())
+        .flatten();
+    for m in s.policy_modules.iter().chain(per_base) {
         if !tree.modules.contains(m) {
             p.push(format!(
                 "policy module {m:?} is not in scenarios/policy/modules/ (there: {})",

@@ -67,6 +67,8 @@ struct Setup {
     log: String,
     /// The context the workload starts in on this base.
     context: String,
+    /// The policy modules loaded for it on this base.
+    modules: Vec<String>,
 }
 
 impl Setup {
@@ -80,6 +82,7 @@ impl Setup {
                 Start::Unit => format!("/run/crlab/{}.log", s.name),
             },
             context: s.workload.context_on(base).to_string(),
+            modules: s.policy_modules_on(base).to_vec(),
             dir,
         }
     }
@@ -88,6 +91,7 @@ impl Setup {
 /// Runs `s` with `backend` and returns what it observed, with the audit position after it
 /// (`marker` is the position before). A successful dump is restored when `restore` says so.
 /// `policy_dir` holds the scenario-specific policy modules (`scenarios/policy/modules`).
+#[allow(clippy::too_many_arguments)]
 pub fn drive(
     lab: &mut Lab,
     s: &Scenario,
@@ -96,6 +100,7 @@ pub fn drive(
     restore: bool,
     marker: u64,
     policy_dir: &Path,
+    modules: &mut LoadedModules,
 ) -> (Observation, u64) {
     let mut d = Driver {
         lab,
@@ -104,7 +109,7 @@ pub fn drive(
     let paths = Setup::of(s, base);
     let unit = format!("crlab-{}.service", s.name);
     let loaded = d.step("load policy modules", |lab| {
-        load_modules(lab, s, policy_dir)
+        modules.sync(lab, &paths.modules, policy_dir)
     });
     let prepared = loaded.and_then(|_| d.step("prepare", |lab| prepare(lab, s, backend, &paths)));
     let started = prepared.and_then(|_| {
@@ -116,24 +121,8 @@ pub fn drive(
         dump_and_restore(&mut d, s, backend, restore, pid, &ready, &paths);
     }
     let next = collect_audit(&mut d, s, backend, marker);
-    clean_up(&mut d, s, backend, &unit, &paths, loaded.is_some());
+    clean_up(&mut d, s, backend, &unit, &paths);
     (d.obs, next)
-}
-
-fn load_modules(lab: &mut Lab, s: &Scenario, policy_dir: &Path) -> Result<((), String), String> {
-    for m in &s.policy_modules {
-        let data = std::fs::read(policy_dir.join(m))
-            .map_err(|e| format!("reading policy module {m}: {e}"))?;
-        // semodule runs in semanage_t, which may read /tmp but not /var/lib.
-        let path = format!("/tmp/{m}");
-        lab.write_file(&path, &data, 0o644)
-            .map_err(|e| e.to_string())?;
-        let (code, _, e) = sh(lab, &format!("semodule -i {path}"), "", 180)?;
-        if code != 0 {
-            return Err(format!("semodule -i {m}: {e}"));
-        }
-    }
-    Ok(((), s.policy_modules.join(" ")))
 }
 
 fn prepare(
@@ -417,14 +406,7 @@ fn collect_audit(d: &mut Driver<'_>, s: &Scenario, backend: Backend, marker: u64
     })
 }
 
-fn clean_up(
-    d: &mut Driver<'_>,
-    s: &Scenario,
-    backend: Backend,
-    unit: &str,
-    p: &Setup,
-    loaded: bool,
-) {
+fn clean_up(d: &mut Driver<'_>, s: &Scenario, backend: Backend, unit: &str, p: &Setup) {
     let lab = &mut *d.lab;
     let _ = sh(lab, &format!("pkill -KILL -f {}/ ; true", p.dir), "", 30);
     if backend == Backend::Criu {
@@ -438,19 +420,101 @@ fn clean_up(
             60,
         );
     }
-    if !loaded {
-        return;
+}
+
+/// The scenario policy modules loaded in the lab. A trial loads what it needs and removes
+/// what it does not in one `semodule` transaction (a policy rebuild, over a minute under
+/// TCG), and leaves its modules loaded for the next trial, which often needs the same ones
+/// (the crlab and criu trials of a scenario, scenarios that share a module). The last
+/// trial's stay loaded until the lab shuts down, which discards its disk (an overlay of the
+/// image), so they never reach another run.
+#[derive(Debug, Default)]
+pub struct LoadedModules {
+    /// File names (`NAME.cil`) of the modules loaded now.
+    loaded: Vec<String>,
+}
+
+impl LoadedModules {
+    /// Makes the loaded modules exactly `wanted`; says what it did.
+    fn sync(
+        &mut self,
+        lab: &mut Lab,
+        wanted: &[String],
+        policy_dir: &Path,
+    ) -> Result<((), String), String> {
+        let remove: Vec<String> = self
+            .loaded
+            .iter()
+            .filter(|m| !wanted.contains(m))
+            .cloned()
+            .collect();
+        let add: Vec<String> = wanted
+            .iter()
+            .filter(|m| !self.loaded.contains(m))
+            .cloned()
+            .collect();
+        if remove.is_empty() && add.is_empty() {
+            return Ok(((), kept(wanted)));
+        }
+        let mut args = Vec::new();
+        for m in &remove {
+            args.push(format!("-r {}", module_name(m)));
+        }
+        for m in &add {
+            let data = std::fs::read(policy_dir.join(m))
+                .map_err(|e| format!("reading policy module {m}: {e}"))?;
+            // semodule runs in semanage_t, which may read /tmp but not /var/lib.
+            let path = format!("/tmp/{m}");
+            lab.write_file(&path, &data, 0o644)
+                .map_err(|e| e.to_string())?;
+            args.push(format!("-i {path}"));
+        }
+        let command = format!("semodule {}", args.join(" "));
+        let ran = sh(lab, &command, "", 240);
+        // Whatever happened, ask the store what is loaded now.
+        self.refresh(lab, wanted.iter().chain(&remove));
+        let (code, _, e) = ran?;
+        if code != 0 {
+            return Err(format!("{command}: {e}"));
+        }
+        let mut said = Vec::new();
+        if !add.is_empty() {
+            said.push(format!("loaded {}", add.join(" ")));
+        }
+        if !remove.is_empty() {
+            said.push(format!("removed {}", remove.join(" ")));
+        }
+        Ok(((), said.join("; ")))
     }
-    for m in &s.policy_modules {
-        let name = m.trim_end_matches(".cil").to_string();
-        d.step(&format!("remove policy module {name}"), |lab| {
-            let (code, _, e) = sh(lab, &format!("semodule -r {name}"), "", 180)?;
-            if code != 0 {
-                return Err(format!("semodule -r {name}: {e}"));
-            }
-            Ok(((), String::new()))
-        });
+
+    /// Re-reads which of `names` the policy store holds (`semodule -l`).
+    fn refresh<'a>(&mut self, lab: &mut Lab, names: impl Iterator<Item = &'a String>) {
+        let listed = match sh(lab, "semodule -l", "", 60) {
+            Ok((0, out, _)) => out,
+            _ => return,
+        };
+        let present: Vec<&str> = listed.split_whitespace().collect();
+        let mut now: Vec<String> = names
+            .filter(|m| present.contains(&module_name(m)))
+            .cloned()
+            .collect();
+        now.dedup();
+        self.loaded = now;
     }
+}
+
+/// What a trial whose modules are already loaded says of them.
+fn kept(wanted: &[String]) -> String {
+    if wanted.is_empty() {
+        String::new()
+    } else {
+        format!("{} (already loaded)", wanted.join(" "))
+    }
+}
+
+/// A module's name in the store: its file name without `.cil`.
+fn module_name(file: &str) -> &str {
+    file.trim_end_matches(".cil")
 }
 
 /// Runs a shell script in the guest: (exit code, -2 on its deadline; stdout; stderr).

@@ -8,6 +8,7 @@ pub mod observation;
 pub mod verdict;
 
 pub use backend::{Backend, GUEST_BIN};
+pub use drive::LoadedModules;
 pub use observation::Observation;
 pub use verdict::Expectation;
 
@@ -91,10 +92,12 @@ pub fn run(
     base: Base,
     marker: u64,
     policy_dir: &Path,
+    modules: &mut LoadedModules,
 ) -> (TrialReport, u64) {
     let start = Instant::now();
     let restore = s.expect.on(base).restore != Outcome::Skip;
-    let (observed, next) = drive::drive(lab, s, backend, base, restore, marker, policy_dir);
+    let (observed, next) =
+        drive::drive(lab, s, backend, base, restore, marker, policy_dir, modules);
     let millis = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut report = TrialReport::judge(s, backend, base, observed, millis);
     if !report.passed {
