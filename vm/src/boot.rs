@@ -98,12 +98,16 @@ pub fn boot<R, E: From<BootError>>(
     let img = image::ensure(recipe, progress).map_err(BootError::from)?;
     let image_time = t0.elapsed();
 
+    let probe_cache = crate::cache::cache_dir()
+        .ok()
+        .and_then(|dir| accel::ProbeCache::new(&dir, &spec.qemu, &img.kernel));
     let choice = accel::choose(
         &spec.qemu,
         &img.kernel,
         &img.initrd,
         &spec.run_dir,
         KVM_PROBE,
+        probe_cache.as_ref(),
     );
     if choice.accel == Accel::Tcg {
         progress(&format!("notice: {}", choice.reason));
