@@ -11,12 +11,14 @@
 //!   runs the catalog (the `scenarios` test target is its `main`), or one [`shard`] of it;
 //!   [`merge`] combines the shards' reports into one;
 //! - [`lab`] is the host side of a lab VM: the image recipe, and the agent's steps (its
-//!   readiness, its client) around `crlab_vm::boot`.
+//!   readiness, its client) around `crlab_vm::boot`;
+//! - [`bench`] times crlab against the image's criu on the same workloads in one lab VM.
 //!
 //! The guest agent is its own crate (`crlab-agent`), which the lab talks to in the messages
 //! of `crlab-protocol`.
 
 pub mod audit;
+pub mod bench;
 pub mod context;
 pub mod diff;
 pub mod lab;

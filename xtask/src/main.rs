@@ -38,6 +38,7 @@ Every command:
   cargo xtask fuzz [--time S] [TARGET...]
                                        every fuzz target for S seconds (default 60; nightly, cargo-fuzz)
   cargo xtask bench engine [--reps N]  crlab dump/restore of 10 MiB and 1 GiB against memcpy (root)
+  cargo xtask bench compare [--runs N] crlab against the image's criu in the lab VM: table, bench.json, bench.svg (root)
   cargo xtask image build|list|clean   the lab image cache (build needs root)
   cargo xtask image key                the image recipe's key (CI's cache key), nothing built
   cargo xtask lab-run -- COMMAND...    one command in the lab VM, its output printed (--context CTX)
@@ -155,6 +156,14 @@ enum BenchCommand {
     /// Prints the best and median times, GiB/s, and the ratios to memcpy against the aims
     /// (dump >= 40%, restore >= 30%).
     Engine(bench::EngineArgs),
+    /// Time crlab against the lab image's criu, side by side in one lab VM run (needs root)
+    ///
+    /// A small process, 16 threads, a 10-process tree and 512 MiB of touched memory, each
+    /// dumped to a tmpfs and restored RUNS times by both tools, SELinux permissive (criu cannot
+    /// dump under the lab's policy), every restore checked by the workload itself. Prints the
+    /// median and spread, image sizes, the guest's memcpy time for the images, and crlab's
+    /// time as a multiple of criu's; writes target/crlab/bench.json and bench.svg.
+    Compare(bench::CompareArgs),
 }
 
 fn main() -> ExitCode {
@@ -181,6 +190,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fuzz(args) => fuzz::command(&sh, &args),
         Command::Bench(BenchCommand::Engine(args)) => {
             bench::engine(&sh, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Compare(args)) => {
+            bench::compare(&sh, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::LabRun(args) => {

@@ -7,6 +7,8 @@
 //! `crlab-lab report merge OUT_DIR PATH...`: the shards' reports as one, for `cargo xtask
 //! report merge` (exit 1 when a shard failed or is missing, 2 on an error).
 //! `crlab-lab image key --policy DIR [POLICIES]`: the image recipe's key (CI's cache key).
+//! `crlab-lab bench --agent PATH --policy DIR --run-dir DIR --payload DIR --runs N --out DIR
+//! [POLICIES]`: crlab against the image's criu in one lab VM, for `cargo xtask bench compare`.
 
 use crlab_harness::lab::recipe::{self, LabPolicy};
 use crlab_harness::lab::{session::UNIT, Lab, LabOptions};
@@ -20,6 +22,7 @@ const USAGE: &str = "usage: crlab-lab image build --agent PATH --policy DIR [POL
      crlab-lab diff OLD_REPORT NEW_REPORT OUT_DIR\n       \
      crlab-lab report merge OUT_DIR REPORT_OR_DIR...\n       \
      crlab-lab image key --policy DIR [POLICIES]\n       \
+     crlab-lab bench --agent PATH --policy DIR --run-dir DIR --payload DIR --runs N --out DIR [POLICIES]\n       \
      POLICIES: [--distro-policy refpolicy|fedora=PATH] [--container-policy lab|container-selinux=PATH]\n       \
      (PATH: a source tree, a tarball, or a git checkout as PATH@REV)";
 
@@ -32,6 +35,10 @@ struct Options {
     context: Option<String>,
     distro_policy: Option<String>,
     container_policy: Option<String>,
+    /// `bench`: where crlab and bench_memory are, how many runs, where the results go.
+    payload: Option<String>,
+    runs: Option<String>,
+    out: Option<String>,
     /// After `--`: the command to run.
     command: Vec<String>,
 }
@@ -56,6 +63,9 @@ fn parse_options(args: &[&str]) -> Result<Options, String> {
             "--context" => &mut o.context,
             "--distro-policy" => &mut o.distro_policy,
             "--container-policy" => &mut o.container_policy,
+            "--payload" => &mut o.payload,
+            "--runs" => &mut o.runs,
+            "--out" => &mut o.out,
             _ => return Err(format!("unknown argument {name:?}\n{USAGE}")),
         };
         *slot = Some(value);
@@ -82,6 +92,7 @@ fn main() -> ExitCode {
         ["diff", old, new, out] => return diff(old, new, out),
         ["report", "merge", out, paths @ ..] if !paths.is_empty() => return merge(out, paths),
         ["image", "key", rest @ ..] => parse_options(rest).and_then(|o| key(&o)),
+        ["bench", rest @ ..] => parse_options(rest).and_then(|o| bench(&o)),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -148,6 +159,80 @@ fn run(o: &Options) -> Result<(), String> {
     }
     if r.exit_code != 0 {
         return Err(format!("the command exited with {}", r.exit_code));
+    }
+    Ok(())
+}
+
+/// The memory of a bench lab: the 512 MiB workload, its images on a tmpfs, and the tools.
+const BENCH_MEMORY_MIB: u32 = 3072;
+
+/// Starts a lab with room for the benchmark's workloads, uploads crlab and bench_memory, runs
+/// `crlab_harness::bench`, prints the table and writes `bench.json` and `bench.svg` to `--out`.
+fn bench(o: &Options) -> Result<(), String> {
+    let agent = required(&o.agent, "--agent")?;
+    let dir = required(&o.run_dir, "--run-dir")?;
+    let payload = PathBuf::from(required(&o.payload, "--payload")?);
+    let out = PathBuf::from(required(&o.out, "--out")?);
+    let runs: usize = required(&o.runs, "--runs")?
+        .parse()
+        .ok()
+        .filter(|n| (1..=50).contains(n))
+        .ok_or_else(|| format!("--runs takes a number from 1 to 50\n{USAGE}"))?;
+    let binaries: Vec<(&str, Vec<u8>)> = ["crlab", "bench_memory"]
+        .into_iter()
+        .map(|name| {
+            let path = payload.join(name);
+            std::fs::read(&path)
+                .map(|data| (name, data))
+                .map_err(|e| format!("reading {}: {e} (is the payload built?)", path.display()))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut progress = |m: &str| eprintln!("[bench] {m}");
+    let policy = lab_policy(o, &mut progress)?;
+    let policies = policy.info().summary();
+    let opts = LabOptions {
+        qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
+        memory_mib: BENCH_MEMORY_MIB,
+        cpus: 2,
+        run_dir: PathBuf::from(dir),
+        agent: PathBuf::from(agent),
+        policy_modules: recipe::policy_modules(&PathBuf::from(required(&o.policy, "--policy")?))?,
+        policy,
+        cold_boot_timeout: std::time::Duration::from_secs(600),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
+    let mut lab = match Lab::start(&opts, &mut progress) {
+        Ok(lab) => lab,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(format!("{e:#}"));
+        }
+    };
+    let ready = lab.ready_line();
+    progress(&ready);
+    let measured = (|| {
+        for (name, data) in &binaries {
+            let path = format!("{}/{name}", crlab_harness::trial::GUEST_BIN);
+            lab.write_file(&path, data, 0o755)
+                .map_err(|e| format!("uploading {name}: {e}"))?;
+        }
+        crlab_harness::bench::run(&mut lab, runs, &mut progress)
+    })();
+    lab.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+    let mut report = measured?;
+    report.lab = ready;
+    report.policies = policies;
+    print!("{}", crlab_harness::bench::render(&report));
+    std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let json = out.join("bench.json");
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&json, text).map_err(|e| format!("writing {}: {e}", json.display()))?;
+    let svg = out.join("bench.svg");
+    crlab_harness::bench::chart(&report, &svg)?;
+    println!("results: {} and {}", json.display(), svg.display());
+    if report.rows.iter().any(|r| r.failure.is_some()) {
+        return Err("some runs failed (see above): their rows are incomplete".into());
     }
     Ok(())
 }

@@ -682,17 +682,17 @@ fn self_check(
 
 /// The workloads' driver for the workload whose state dir is `state` in the guest. It cannot
 /// tell whether the workload still runs, so its waits end on their file or their deadline.
-fn driver<'a>(lab: &'a mut Lab, state: &str) -> WorkloadDriver<Guest<'a>> {
+pub(crate) fn driver<'a>(lab: &'a mut Lab, state: &str) -> WorkloadDriver<Guest<'a>> {
     WorkloadDriver::new(Guest(lab), state).polling_every(GUEST_POLL)
 }
 
 /// The guest as the workloads' driver sees it: files read through the agent; writes, the
 /// trigger and signals made by a shell as root in the agent's domain.
-struct Guest<'a>(&'a mut Lab);
+pub(crate) struct Guest<'a>(&'a mut Lab);
 
 /// What the guest could not do for the driver.
 #[derive(Debug, thiserror::Error)]
-enum GuestError {
+pub(crate) enum GuestError {
     #[error(transparent)]
     Lab(#[from] LabError),
     #[error("`{script}` failed ({code}): {stderr}")]

@@ -1,5 +1,7 @@
-//! `cargo xtask bench engine`: dump and restore times of the engine against memcpy.
+//! `cargo xtask bench engine`: dump and restore times of the engine against memcpy, on this
+//! host; `cargo xtask bench compare` ([`compare`]): crlab against criu in the lab VM.
 
+mod compare;
 mod memcpy;
 mod report;
 mod workload;
@@ -18,6 +20,8 @@ use crate::tmpfs::Scratch;
 use crate::{cargo, is_root};
 use report::SizeResult;
 use workload::Workload;
+
+pub use compare::{compare, CompareArgs};
 
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;

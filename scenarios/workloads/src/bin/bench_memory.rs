@@ -9,6 +9,10 @@
 //! `fail: ...`) and exits, 0 when ok.
 //! With no check after ten minutes it writes a failure and exits, so it never lingers.
 //!
+//! `bench_memory memcpy BYTES` instead measures this machine's limit for copying memory: the
+//! fastest of five copies of BYTES between two buffers whose pages are all present, printed
+//! as `memcpy BYTES NANOSECONDS` (what `cargo xtask bench compare` sets the tools against).
+//!
 //! Self-contained on purpose (std and libc, and the std-only protocol text): what the engine
 //! must carry over is just the mapping, the stack, the descriptors std opens and closes, and a
 //! sleeping thread. Its arguments are its own (no wait mode: it always sleeps), its files are
@@ -25,6 +29,21 @@ const GIVE_UP: Duration = Duration::from_secs(600);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, bytes] = args.as_slice() {
+        if mode == "memcpy" {
+            return match bytes.parse::<usize>() {
+                Ok(bytes) if bytes > 0 => {
+                    let best = memcpy_best_of(bytes, 5);
+                    println!("memcpy {bytes} {}", best.as_nanos());
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    eprintln!("bench_memory: memcpy BYTES: {bytes:?} is not a positive number");
+                    ExitCode::from(2)
+                }
+            };
+        }
+    }
     let (state, bytes, shape) = match parse_args(&args) {
         Ok(parsed) => parsed,
         Err(msg) => {
@@ -89,6 +108,24 @@ fn parse_args(args: &[String]) -> Result<(PathBuf, usize, Shape), String> {
         return Err(format!("BYTES must be at least 8, got {bytes}"));
     }
     Ok((PathBuf::from(state), bytes, shape))
+}
+
+/// The fastest of `tries` copies of `bytes` between two buffers whose pages are all present.
+fn memcpy_best_of(bytes: usize, tries: usize) -> Duration {
+    let mut src = vec![0x5au8; bytes];
+    let mut dst = vec![0xa5u8; bytes];
+    // Make the source differ from page to page, like a workload's memory.
+    for (i, chunk) in src.chunks_mut(4096).enumerate() {
+        chunk[0] = i.to_le_bytes()[0];
+    }
+    let mut best = Duration::MAX;
+    for _ in 0..tries {
+        let start = Instant::now();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        best = best.min(start.elapsed());
+    }
+    best
 }
 
 /// A small buffer with a pattern of its own (`salt` tells the owners apart).
