@@ -298,12 +298,17 @@ impl PagesReader {
     }
 }
 
-/// The rules [`ImageDirReader::process_tree`] checks; `Err` says which one `pstree` breaks.
+/// The rules [`ImageDirReader::process_tree`] checks, and that no pid or tid is listed twice;
+/// `Err` says which one `pstree` breaks.
 ///
 /// Linear in the number of processes: a hostile tree of millions of entries is checked in
 /// the time it takes to read.
 fn check_process_tree(pstree: &PsTree, root_pid: u32) -> Result<(), String> {
     let mut before = std::collections::HashSet::with_capacity(pstree.processes.len());
+    // Every thread of the tree, leaders included: a task listed twice would have its files
+    // read (and its pid taken) twice, so a small tree could make a reader hash one large
+    // file once per listing.
+    let mut tids = std::collections::HashSet::with_capacity(pstree.processes.len());
     for (i, entry) in pstree.processes.iter().enumerate() {
         let pid = entry.pid;
         let first = i == 0;
@@ -320,6 +325,14 @@ fn check_process_tree(pstree: &PsTree, root_pid: u32) -> Result<(), String> {
             return Err(format!(
                 "the first thread of process {pid} is not its leader"
             ));
+        }
+        for &tid in &entry.threads {
+            if !tids.insert(tid) {
+                return Err(format!(
+                    "it lists thread {tid} twice (the second time in process {pid}): a pid or \
+                     tid names one task"
+                ));
+            }
         }
     }
     if pstree.processes.is_empty() {
@@ -582,5 +595,20 @@ mod tests {
             err(tree(&[(10, 0, &[11, 10])])),
             "the first thread of process 10 is not its leader"
         );
+        for (twice, tree_with) in [
+            (
+                12,
+                tree(&[(10, 0, &[10]), (12, 10, &[12]), (12, 10, &[12])]),
+            ),
+            (11, tree(&[(10, 0, &[10, 11, 11])])),
+            (11, tree(&[(10, 0, &[10, 11]), (12, 10, &[12, 11])])),
+            (12, tree(&[(10, 0, &[10, 12]), (12, 10, &[12])])),
+        ] {
+            let e = err(tree_with);
+            assert!(
+                e.starts_with(&format!("it lists thread {twice} twice")),
+                "{e}"
+            );
+        }
     }
 }
