@@ -11,6 +11,7 @@
 //! empty directory, or, told to replace one, into a fresh sibling swapped in whole
 //! once complete ([`ImageDirWriter::new_dump`]); a failed dump leaves the old one intact.
 
+mod audit;
 mod error;
 mod files;
 mod memory;
@@ -60,7 +61,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let images = ImageDirWriter::new_dump(&opts.images_dir, opts.existing)?;
     check_interrupt()?;
     let mut tree = SeizedTree::seize(&pids)?;
-    match dump_seized(opts, &mut tree, images) {
+    // Held still, so what /proc shows is what would be dumped; refused before any change.
+    let dumped = audit::tree(&pids).and_then(|()| dump_seized(opts, &mut tree, images));
+    match dumped {
         Ok(summary) => {
             if opts.leave_running {
                 tree.release()?;
@@ -102,10 +105,13 @@ fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
     let mut out = vec![root];
     let mut i = 0;
     while i < out.len() {
-        // A zombie cannot be seized: refuse before anything is touched.
-        if Stat::read(out[i])?.state == 'Z' {
+        // A zombie cannot be seized, a stopped process not resumed: refuse before anything
+        // is touched.
+        let stat = Stat::read(out[i])?;
+        if stat.state == 'Z' {
             return Err(DumpError::Zombie { pid: out[i] });
         }
+        audit::not_stopped(out[i], &stat)?;
         let kids = procfs::children(out[i])?;
         out.extend(kids);
         i += 1;

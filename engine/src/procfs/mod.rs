@@ -5,12 +5,14 @@
 mod fdinfo;
 mod maps;
 mod pagemap;
+mod smaps;
 mod stat;
 mod status;
 
 pub use fdinfo::FdInfo;
 pub use maps::MapEntry;
 pub use pagemap::PagemapReader;
+pub use smaps::VmFlags;
 pub use stat::Stat;
 pub use status::Status;
 

@@ -1,4 +1,4 @@
-//! `/proc/PID/status`: credentials and umask.
+//! `/proc/PID/status`: credentials, umask and the seccomp mode.
 
 use super::{read_string, ProcError};
 
@@ -8,6 +8,8 @@ pub struct Status {
     pub gids: [u32; 4],
     pub groups: Vec<u32>,
     pub umask: u32,
+    /// `Seccomp:`: 0 none, 1 strict, 2 filter.
+    pub seccomp: u32,
 }
 
 impl Status {
@@ -34,6 +36,7 @@ impl Status {
                         .collect()
                 }
                 "Umask" => st.umask = u32::from_str_radix(val.trim(), 8).ok()?,
+                "Seccomp" => st.seccomp = val.trim().parse().ok()?,
                 _ => {}
             }
         }
@@ -57,12 +60,16 @@ mod tests {
     #[test]
     fn parses_ids_groups_and_umask() {
         let s = Status::parse(
-            "Name:\tx\nUmask:\t0027\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t10 20 \n",
+            "Name:\tx\nUmask:\t0027\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t10 20 \n\
+             CapInh:\t0000000000000001\nCapPrm:\t000001ffffffffff\nCapEff:\t0000000000000400\n\
+             CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n\
+             Seccomp:\t2\n",
         )
         .unwrap();
         assert_eq!(s.uids, [1, 2, 3, 4]);
         assert_eq!(s.gids, [5, 6, 7, 8]);
         assert_eq!(s.groups, vec![10, 20]);
         assert_eq!(s.umask, 0o27);
+        assert_eq!(s.seccomp, 2);
     }
 }

@@ -309,22 +309,23 @@ pub fn map_vmas(
 /// Shared anonymous mappings that appear in more than one process: created
 /// once, before the tree is forked, so every process shares the same memory.
 pub fn shared_anon_groups(all: &[&Mm]) -> Result<Vec<Vma>, RestoreError> {
+    let vmas: Vec<&[Vma]> = all.iter().map(|mm| mm.vmas.as_slice()).collect();
+    if let Some(m) = crate::image::shmem_mismatch(&vmas) {
+        return Err(RestoreError::Inconsistent(format!(
+            "shared memory object {} is mapped at {:#x} in one process and {:#x} in another; \
+             restoring it at different addresses is not supported (a dump refuses this)",
+            m.shmem_id, m.first.1.start, m.second.1.start
+        )));
+    }
     let mut seen: Vec<(Vma, usize)> = Vec::new();
-    for mm in all {
-        for v in mm.vmas.iter().filter(|v| kind(v) == VmaKind::AnonShared) {
-            match seen.iter_mut().find(|(s, _)| s.shmem_id == v.shmem_id) {
-                Some((s, n)) => {
-                    if (s.start, s.end) != (v.start, v.end) {
-                        return Err(RestoreError::Inconsistent(format!(
-                            "shared memory object {} is mapped at {:#x} in one process and {:#x} in another; \
-                             restoring it at different addresses is not supported",
-                            v.shmem_id, s.start, v.start
-                        )));
-                    }
-                    *n += 1;
-                }
-                None => seen.push((v.clone(), 1)),
-            }
+    for v in vmas
+        .iter()
+        .flat_map(|v| v.iter())
+        .filter(|v| kind(v) == VmaKind::AnonShared)
+    {
+        match seen.iter_mut().find(|(s, _)| s.shmem_id == v.shmem_id) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((v.clone(), 1)),
         }
     }
     Ok(seen
