@@ -5,7 +5,9 @@
 //!
 //! Refused elsewhere, where the state is read: descriptors the engine cannot reopen and file
 //! locks (`files::classify`), I/O signalling of open files (`files`), mappings it cannot
-//! recreate (`memory::classify`), zombies and stopped processes (before the seize).
+//! recreate (`memory::classify`), zombies and stopped processes (before the seize), and the
+//! parent-death signal of the root, SCHED_DEADLINE and securebits (`thread`, read by remote
+//! calls).
 
 use super::DumpError;
 use crate::image::schema::Vma;
@@ -14,7 +16,7 @@ use crate::procfs::{self, MapEntry, Stat, Status, VmFlags};
 use crate::sys::{share, Shared};
 
 /// `VmFlags` codes of `/proc/PID/smaps` that a restore does not give back, with what they
-/// mean.
+/// mean (the advice and locks it does give back are read by `memory::vmas`).
 const REFUSED_VM_FLAGS: &[(&str, &str)] = &[
     ("ui", "registered with userfaultfd"),
     ("uw", "registered with userfaultfd"),
@@ -62,8 +64,9 @@ pub fn tree(pids: &[i32]) -> Result<(), DumpError> {
             sid: stat.sid,
         });
         let maps = MapEntry::read(pid)?;
-        mapping_flags(pid, &maps, &VmFlags::read(pid)?)?;
-        vmas.push(super::memory::vmas(pid, &maps)?);
+        let flags = VmFlags::read(pid)?;
+        mapping_flags(pid, &maps, &flags)?;
+        vmas.push(super::memory::vmas(pid, &maps, &flags)?);
     }
     shared_objects(pids)?;
     session_layout(&members)?;

@@ -132,6 +132,20 @@ pub enum DumpError {
          seccomp filters: dump processes without them"
     )]
     Seccomp { pid: i32, tid: i32, mode: u32 },
+    #[error(
+        "thread {tid} of process {pid}, the root of the dump, has parent-death signal {signal} \
+         (PR_SET_PDEATHSIG), tied to a parent that is not part of the dump; crlab cannot \
+         restore it: dump its parent's tree, or clear it"
+    )]
+    RootParentDeathSignal { pid: i32, tid: i32, signal: i32 },
+    #[error("thread {tid} of process {pid} {what}; crlab does not restore it: {hint}")]
+    ThreadState {
+        pid: i32,
+        tid: i32,
+        /// The state, in words ("runs under SCHED_DEADLINE").
+        what: String,
+        hint: &'static str,
+    },
     #[error("transport socket to process {pid}: the process could not connect to the engine's socket; \
              with SELinux enforcing this is the `unix_stream_socket {{ connectto }}` check from the process's \
              context {context:?} to the socket's label {socket:?}{rule}")]

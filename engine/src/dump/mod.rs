@@ -15,6 +15,7 @@ mod audit;
 mod error;
 mod files;
 mod memory;
+mod process;
 mod seize;
 mod thread;
 mod transport;
@@ -207,7 +208,7 @@ fn dump_process(
         .map(|&fd| files::classify(pid, fd))
         .collect::<Result<Vec<_>, _>>()?;
     let maps = MapEntry::read(pid)?;
-    let vmas = memory::vmas(pid, &maps)?;
+    let vmas = memory::vmas(pid, &maps, &procfs::VmFlags::read(pid)?)?;
     let status = Status::read(pid)?;
     let gadget = find_syscall_gadget(pid, &maps)?;
     let context = procfs::selinux_attr(pid, pid, "current");
@@ -225,6 +226,7 @@ fn dump_process(
         &[libc::PR_GET_DUMPABLE as u64],
     )?;
     let sigactions = thread::sigactions(leader, scratch)?;
+    let state = process::read(pid, leader, scratch)?;
 
     // Descriptors, through the transport socket.
     let mut transport =
@@ -237,6 +239,15 @@ fn dump_process(
     let mut cores = Vec::new();
     for remote in proc.remotes.iter_mut() {
         cores.push(thread::dump_thread(pid, remote, scratch)?);
+    }
+    if pid == opts.root {
+        if let Some(core) = cores.iter().find(|c| c.pdeathsig != 0) {
+            return Err(DumpError::RootParentDeathSignal {
+                pid,
+                tid: i32::try_from(core.tid).unwrap_or(-1),
+                signal: i32::try_from(core.pdeathsig).unwrap_or(-1),
+            });
+        }
     }
     let shared_pending = proc.remotes[0]
         .tracee
@@ -292,6 +303,11 @@ fn dump_process(
             "the dumpable flag",
             i64::try_from(dumpable).unwrap_or(i64::MAX),
         )?),
+        oom_score_adj: Some(state.oom_score_adj),
+        child_subreaper: state.child_subreaper,
+        thp_disable: state.thp_disable,
+        itimers: state.itimers,
+        membarrier: state.membarrier,
     };
     let mm = Mm {
         vmas,

@@ -14,7 +14,7 @@ pub use maps::MapEntry;
 pub use pagemap::PagemapReader;
 pub use smaps::VmFlags;
 pub use stat::Stat;
-pub use status::Status;
+pub use status::{Caps, Status};
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! `/proc/PID/status`: credentials, umask and the seccomp mode.
+//! `/proc/PID/status`: credentials, capabilities, umask and the seccomp mode.
 
 use super::{read_string, ProcError};
 
@@ -8,8 +8,22 @@ pub struct Status {
     pub gids: [u32; 4],
     pub groups: Vec<u32>,
     pub umask: u32,
+    /// Capability sets: inheritable, permitted, effective, bounding, ambient.
+    pub caps: Caps,
     /// `Seccomp:`: 0 none, 1 strict, 2 filter.
     pub seccomp: u32,
+    /// `NoNewPrivs:`.
+    pub no_new_privs: bool,
+}
+
+/// A thread's capability sets, as `/proc/PID/task/TID/status` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub inheritable: u64,
+    pub permitted: u64,
+    pub effective: u64,
+    pub bounding: u64,
+    pub ambient: u64,
 }
 
 impl Status {
@@ -36,7 +50,13 @@ impl Status {
                         .collect()
                 }
                 "Umask" => st.umask = u32::from_str_radix(val.trim(), 8).ok()?,
+                "CapInh" => st.caps.inheritable = u64::from_str_radix(val.trim(), 16).ok()?,
+                "CapPrm" => st.caps.permitted = u64::from_str_radix(val.trim(), 16).ok()?,
+                "CapEff" => st.caps.effective = u64::from_str_radix(val.trim(), 16).ok()?,
+                "CapBnd" => st.caps.bounding = u64::from_str_radix(val.trim(), 16).ok()?,
+                "CapAmb" => st.caps.ambient = u64::from_str_radix(val.trim(), 16).ok()?,
                 "Seccomp" => st.seccomp = val.trim().parse().ok()?,
+                "NoNewPrivs" => st.no_new_privs = val.trim() == "1",
                 _ => {}
             }
         }
@@ -70,6 +90,16 @@ mod tests {
         assert_eq!(s.gids, [5, 6, 7, 8]);
         assert_eq!(s.groups, vec![10, 20]);
         assert_eq!(s.umask, 0o27);
-        assert_eq!(s.seccomp, 2);
+        assert_eq!(
+            s.caps,
+            Caps {
+                inheritable: 1,
+                permitted: 0x1ff_ffff_ffff,
+                effective: 0x400,
+                bounding: 0x1ff_ffff_ffff,
+                ambient: 0
+            }
+        );
+        assert_eq!((s.seccomp, s.no_new_privs), (2, true));
     }
 }

@@ -1,15 +1,20 @@
 //! Process-wide and per-thread state applied to a restored task: signal
-//! dispositions, cwd, umask, session, rlimits, registers, FPU state, signal
-//! mask and stack, tid address, robust list, rseq, pending signals.
+//! dispositions, cwd, umask, personality, child subreaper, THP disabling, membarrier
+//! registrations, OOM score adjustment, interval timers, rlimits; registers, FPU state,
+//! signal mask and stack, tid address, robust list, rseq, scheduling, timer slack,
+//! parent-death signal, no-new-privs, pending signals.
 
 use super::context::write_attr;
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{SigInfo, Task, ThreadCore};
+use crate::procfs::Stat;
 use crate::selinux;
+use crate::sys::unsigned;
 use crate::sys::{int_arg, resume_regs, set_rlimit, Regs, Remote, Scratch, Tracee};
 
-/// Dispositions, cwd, umask and personality.
+/// Dispositions, cwd, umask, personality, child subreaper, THP disabling and membarrier
+/// registrations.
 pub fn restore_process_state(
     remote: &mut Remote,
     pid: i32,
@@ -60,6 +65,114 @@ pub fn restore_process_state(
             &[task.personality as u64],
         )
         .step(pid, "the personality")?;
+    if task.child_subreaper {
+        remote
+            .syscall(
+                "prctl(PR_SET_CHILD_SUBREAPER)",
+                libc::SYS_prctl,
+                &[libc::PR_SET_CHILD_SUBREAPER as u64, 1],
+            )
+            .step(pid, "the child-subreaper flag")?;
+    }
+    if task.thp_disable & 1 != 0 {
+        // Bit 0 is the flag, the bits above are PR_SET_THP_DISABLE's flags (6.18 and later).
+        remote
+            .syscall(
+                "prctl(PR_SET_THP_DISABLE)",
+                libc::SYS_prctl,
+                &[
+                    libc::PR_SET_THP_DISABLE as u64,
+                    1,
+                    u64::from(task.thp_disable & !1),
+                ],
+            )
+            .step(pid, "the THP-disable flag")?;
+    }
+    for &registration in &task.membarrier {
+        remote
+            .syscall(
+                "membarrier",
+                libc::SYS_membarrier,
+                &[u64::from(registration), 0, 0],
+            )
+            .step(pid, "the membarrier registrations")?;
+    }
+    Ok(())
+}
+
+/// The OOM score adjustment, written from outside. The engine writes it with `CAP_SYS_RESOURCE`,
+/// which also makes it the process's floor (`oom_score_adj_min`).
+pub fn set_oom_score_adj(pid: i32, task: &Task) -> Result<(), RestoreError> {
+    let Some(adj) = task.oom_score_adj else {
+        return Ok(());
+    };
+    let path = format!("/proc/{pid}/oom_score_adj");
+    // Written only when it differs from what the process has from the engine.
+    if std::fs::read_to_string(&path).is_ok_and(|now| now.trim() == adj.to_string()) {
+        return Ok(());
+    }
+    std::fs::write(&path, adj.to_string()).map_err(|e| RestoreError::File {
+        pid,
+        what: "writing the OOM score adjustment".into(),
+        path,
+        source: crate::sys::SysError::Io {
+            what: format!("writing {adj}"),
+            source: e,
+        },
+    })
+}
+
+/// The interval timers, armed last so that they lose as little time as possible.
+pub fn set_itimers(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    task: &Task,
+) -> Result<(), RestoreError> {
+    for t in &task.itimers {
+        let mut b = Vec::with_capacity(32);
+        for w in [t.interval_sec, t.interval_usec, t.value_sec, t.value_usec] {
+            b.extend_from_slice(&w.to_ne_bytes());
+        }
+        remote
+            .write_mem(scratch.addr, &b)
+            .step(pid, "the interval timers")?;
+        remote
+            .syscall(
+                "setitimer",
+                libc::SYS_setitimer,
+                &[u64::from(t.which), scratch.addr, 0],
+            )
+            .step(pid, "the interval timers")?;
+    }
+    Ok(())
+}
+
+/// What a thread keeps once its credentials are set (a change of ids clears the parent-death
+/// signal): its parent-death signal and no-new-privs.
+pub fn after_credentials(
+    remote: &mut Remote,
+    pid: i32,
+    core: &ThreadCore,
+) -> Result<(), RestoreError> {
+    if core.pdeathsig != 0 {
+        remote
+            .syscall(
+                "prctl(PR_SET_PDEATHSIG)",
+                libc::SYS_prctl,
+                &[libc::PR_SET_PDEATHSIG as u64, u64::from(core.pdeathsig)],
+            )
+            .step(pid, "the parent-death signal")?;
+    }
+    if core.no_new_privs {
+        remote
+            .syscall(
+                "prctl(PR_SET_NO_NEW_PRIVS)",
+                libc::SYS_prctl,
+                &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
+            )
+            .step(pid, "no-new-privs")?;
+    }
     Ok(())
 }
 
@@ -120,12 +233,76 @@ pub fn restore_thread(
             )
             .step(pid, "the rseq registration")?;
     }
+    set_sched(remote, pid, scratch, core)?;
+    // After the policy: a change of policy resets the slack. Set only when it differs, like
+    // everything a thread may already have from the engine.
+    if let Some(slack) = core.timerslack_ns {
+        let now = remote
+            .syscall(
+                "prctl(PR_GET_TIMERSLACK)",
+                libc::SYS_prctl,
+                &[libc::PR_GET_TIMERSLACK as u64],
+            )
+            .step(pid, "the timer slack")?;
+        if now != slack {
+            remote
+                .syscall(
+                    "prctl(PR_SET_TIMERSLACK)",
+                    libc::SYS_prctl,
+                    &[libc::PR_SET_TIMERSLACK as u64, slack],
+                )
+                .step(pid, "the timer slack")?;
+        }
+    }
     if !core.sockcreate_context.is_empty() && selinux::enabled() {
         write_attr(remote, scratch, "sockcreate", &core.sockcreate_context)
             .step(pid, "the socket creation context")?;
     }
     let tid = remote.tid();
     queue_signals(remote, pid, scratch, &core.pending, Some(tid))?;
+    Ok(())
+}
+
+/// The thread's scheduling policy, real-time priority and nice value, each set only when the
+/// thread (a copy of the engine's) does not have it already: setting them needs the
+/// `setsched` permission on itself, in its restored context.
+fn set_sched(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    core: &ThreadCore,
+) -> Result<(), RestoreError> {
+    let Some(sched) = &core.sched else {
+        return Ok(());
+    };
+    let now = Stat::read_task(pid, remote.tid())
+        .map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
+    if (now.policy, now.rt_priority) != (sched.policy, sched.priority) {
+        // sched_setscheduler takes a struct sched_param: one int.
+        remote
+            .write_mem(scratch.addr, &sched.priority.to_ne_bytes())
+            .step(pid, "the scheduling policy")?;
+        remote
+            .syscall(
+                "sched_setscheduler",
+                libc::SYS_sched_setscheduler,
+                &[0, u64::from(sched.policy), scratch.addr],
+            )
+            .step(pid, "the scheduling policy")?;
+    }
+    if now.nice != sched.nice {
+        remote
+            .syscall(
+                "setpriority",
+                libc::SYS_setpriority,
+                &[
+                    libc::PRIO_PROCESS as u64,
+                    0,
+                    unsigned(i64::from(sched.nice)),
+                ],
+            )
+            .step(pid, "the nice value")?;
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //! - `deleted-cwd`: a working directory that was deleted;
 //! - `seccomp`: an allow-all seccomp filter;
 //! - `namespace`: a UTS namespace of its own (`unshare`);
+//! - `pdeathsig-root`: a parent-death signal on the root, whose parent is not dumped;
 //! - `clone-files`, `clone-fs`: a child made by `clone` sharing the descriptor table or the
 //!   filesystem information;
 //! - `chroot`: a child that changed its root to the state directory;
@@ -182,6 +183,12 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
         "namespace" => {
             // SAFETY: unshare takes an integer only; the UTS namespace is this process's.
             sys::check(unsafe { libc::unshare(libc::CLONE_NEWUTS) }.into())?;
+        }
+        "pdeathsig-root" => {
+            // SAFETY: PR_SET_PDEATHSIG takes an integer only.
+            let ret =
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR2 as libc::c_ulong) };
+            sys::check(ret.into())?;
         }
         "seccomp" => {
             // One instruction: return SECCOMP_RET_ALLOW.

@@ -1,0 +1,563 @@
+//! Sets one piece of per-process or per-thread kernel state that a restore must give back
+//! exactly, then checks after the trigger that it is what it was. The kind is the first
+//! argument:
+//!
+//! - `sched-batch`: SCHED_BATCH, nice 7;
+//! - `sched-rr`: SCHED_RR at real-time priority 3, nice -3;
+//! - `oom-score-adj`: `/proc/self/oom_score_adj` 345;
+//! - `thp-disable`: `PR_SET_THP_DISABLE`;
+//! - `timerslack`: `PR_SET_TIMERSLACK` 123456 ns;
+//! - `subreaper`: `PR_SET_CHILD_SUBREAPER`;
+//! - `no-new-privs`: `PR_SET_NO_NEW_PRIVS`;
+//! - `pdeathsig-child`: a child with parent-death signal SIGUSR2, which checks it still has it
+//!   once the go file appears and exits 0 if so (the root reaps it and checks);
+//! - `itimer`: `ITIMER_REAL` (an hour, repeating every half hour) and `ITIMER_VIRTUAL` armed;
+//!   after the trigger the intervals are exact and the values counted down, not reset or gone;
+//! - `membarrier`: registered for private expedited membarriers (the command then succeeds
+//!   instead of failing with `EPERM`);
+//! - `mlock`: one page locked; `madvise`: pages advised `MADV_DONTFORK`, `MADV_DONTDUMP`,
+//!   `MADV_WIPEONFORK`, `MADV_HUGEPAGE`, as their `VmFlags` show;
+//! - `file-maywrite`: a shared mapping of a file opened for writing, mapped read-only: after
+//!   the trigger it can be made writable and a write through it reaches the file;
+//! - `caps`: as root, capability sets changed in each: CAP_NET_RAW out of the effective set,
+//!   CAP_NET_BIND_SERVICE into the inheritable and ambient sets, CAP_SYS_BOOT out of the
+//!   bounding set, and the keep-capabilities bit;
+//! - `caps-user`: the same, then the ids changed to 65534 with the permitted set kept, as a
+//!   container's non-root process holding a capability.
+//!
+//! Each kind's state is read (from `/proc/self` or the system call that tells it) before the
+//! wait, where setup also checks it took effect, and again after: the two must be equal.
+
+use std::io;
+
+use crlab_workloads::runtime::{Checks, Workload};
+use crlab_workloads::sys;
+
+const PAGE: usize = 4096;
+const CHILD_GO: &str = "child-go";
+const NOBODY: u32 = 65534;
+const CAP_NET_BIND_SERVICE: u32 = 10;
+const CAP_NET_RAW: u32 = 13;
+const CAP_SYS_BOOT: u32 = 22;
+/// `<linux/membarrier.h>`.
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: i32 = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: i32 = 1 << 4;
+
+/// What the kind set up that the checks need.
+#[derive(Default)]
+struct Set {
+    child: Option<i32>,
+    /// Addresses of the advised or locked pages, or of the shared file mapping.
+    pages: Vec<usize>,
+}
+
+fn main() {
+    let mut w = Workload::from_args("process_state");
+    let kind = w.args().first().cloned().unwrap_or_default();
+    let set = match set_up(&w, &kind) {
+        Ok(s) => s,
+        Err(e) => w.setup_failed(&format!("{kind}: {e}")),
+    };
+    let before = match observe(&kind, &set) {
+        Ok(v) => v,
+        Err(e) => w.setup_failed(&format!("reading {kind}: {e}")),
+    };
+    w.announce("state", before.replace(' ', "_"));
+    if let Some(child) = set.child {
+        w.announce("child-pid", child);
+    }
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    if let Some(after) = checks.io(&format!("reading {kind} again"), observe(&kind, &set)) {
+        checks.eq(&kind, before, after);
+    }
+    after_checks(&mut checks, &w, &kind, &set);
+    w.finish(checks)
+}
+
+fn prctl(op: i32, arg: libc::c_ulong) -> io::Result<libc::c_long> {
+    // SAFETY: the prctl options used here take integers only, or (the getters) a pointer the
+    // callers pass through `prctl_get`.
+    let ret = unsafe {
+        libc::prctl(
+            op,
+            arg,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    sys::check(ret.into())
+}
+
+/// A prctl getter that stores an int at its second argument.
+fn prctl_get(op: i32) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the getter writes one int at the pointer, which is `v`.
+    let ret = unsafe { libc::prctl(op, &mut v as *mut libc::c_int) };
+    sys::check(ret.into()).map(|_| v)
+}
+
+fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
+    let mut set = Set::default();
+    match kind {
+        "sched-batch" | "sched-rr" => {
+            let (policy, prio, nice) = if kind == "sched-batch" {
+                (libc::SCHED_BATCH, 0, 7)
+            } else {
+                (libc::SCHED_RR, 3, -3)
+            };
+            let param = libc::sched_param {
+                sched_priority: prio,
+            };
+            // SAFETY: `param` is a valid sched_param, read during the call.
+            sys::check(unsafe { libc::sched_setscheduler(0, policy, &param) }.into())?;
+            // SAFETY: setpriority takes integers only.
+            sys::check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }.into())?;
+        }
+        "oom-score-adj" => std::fs::write("/proc/self/oom_score_adj", "345")?,
+        "thp-disable" => drop(prctl(libc::PR_SET_THP_DISABLE, 1)?),
+        "timerslack" => drop(prctl(libc::PR_SET_TIMERSLACK, 123_456)?),
+        "subreaper" => drop(prctl(libc::PR_SET_CHILD_SUBREAPER, 1)?),
+        "no-new-privs" => drop(prctl(libc::PR_SET_NO_NEW_PRIVS, 1)?),
+        "pdeathsig-child" => set.child = Some(pdeathsig_child(w)?),
+        "itimer" => {
+            let real = itimerval(1800, 3600);
+            let virt = itimerval(0, 1000);
+            // SAFETY: the itimervals are valid and read during the calls; no old value asked.
+            unsafe {
+                sys::check(libc::setitimer(libc::ITIMER_REAL, &real, std::ptr::null_mut()).into())?;
+                sys::check(
+                    libc::setitimer(libc::ITIMER_VIRTUAL, &virt, std::ptr::null_mut()).into(),
+                )?;
+            }
+        }
+        "membarrier" => {
+            // SAFETY: membarrier takes integers only.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_membarrier,
+                    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                    0,
+                    0,
+                )
+            };
+            sys::check(ret)?;
+        }
+        "mlock" | "madvise" => {
+            let advice: &[i32] = if kind == "mlock" {
+                &[-1]
+            } else {
+                &[
+                    libc::MADV_DONTFORK,
+                    libc::MADV_DONTDUMP,
+                    libc::MADV_WIPEONFORK,
+                    libc::MADV_HUGEPAGE,
+                ]
+            };
+            for &a in advice {
+                // Its own mapping each, so the kernel cannot merge them.
+                let addr = map(-1, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE)?;
+                // SAFETY: `addr` is a fresh page of ours.
+                unsafe { std::ptr::write_volatile(addr as *mut u8, 0x5a) };
+                // SAFETY: locks or advises one page of our own mapping; none of these advices
+                // drops its contents.
+                let ret = unsafe {
+                    if a < 0 {
+                        libc::mlock(addr as *const libc::c_void, PAGE)
+                    } else {
+                        libc::madvise(addr as *mut libc::c_void, PAGE, a)
+                    }
+                };
+                sys::check(ret.into())?;
+                set.pages.push(addr);
+            }
+        }
+        "file-maywrite" => {
+            let path = w.path("mapped.bin");
+            std::fs::write(&path, vec![b'r'; PAGE])?;
+            let c = sys::cstring(&path);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let fd = sys::check(unsafe { libc::open(c.as_ptr(), libc::O_RDWR) }.into())? as i32;
+            let addr = map(fd, libc::PROT_READ, libc::MAP_SHARED)?;
+            // The mapping stays; the descriptor goes, so only the mapping remembers the mode.
+            // SAFETY: closes our own descriptor.
+            unsafe { libc::close(fd) };
+            set.pages.push(addr);
+        }
+        "caps" | "caps-user" => {
+            let (mut eff, prm, mut inh) = capget()?;
+            eff &= !(1 << CAP_NET_RAW);
+            inh |= 1 << CAP_NET_BIND_SERVICE;
+            capset(eff, prm, inh)?;
+            prctl(libc::PR_CAPBSET_DROP, CAP_SYS_BOOT.into())?;
+            // SAFETY: PR_CAP_AMBIENT_RAISE takes integers only.
+            let ret = unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    libc::c_ulong::from(CAP_NET_BIND_SERVICE),
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                )
+            };
+            sys::check(ret.into())?;
+            prctl(libc::PR_SET_KEEPCAPS, 1)?;
+            if kind == "caps-user" {
+                std::os::unix::fs::chown(w.state_dir(), Some(NOBODY), Some(NOBODY))?;
+                // SAFETY: setresgid and setresuid take integers only.
+                unsafe {
+                    sys::check(libc::setgroups(0, std::ptr::null()).into())?;
+                    sys::check(libc::setresgid(NOBODY, NOBODY, NOBODY).into())?;
+                    sys::check(libc::setresuid(NOBODY, NOBODY, NOBODY).into())?;
+                }
+                // A change of ids made it non-dumpable: its /proc files would be root's.
+                prctl(libc::PR_SET_DUMPABLE, 1)?;
+                // The ids changed: effective was cleared, ambient too; give them back.
+                let (_, prm, inh) = capget()?;
+                capset(prm & !(1 << CAP_NET_RAW), prm, inh)?;
+                // SAFETY: as above.
+                let ret = unsafe {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        libc::c_ulong::from(CAP_NET_BIND_SERVICE),
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                    )
+                };
+                sys::check(ret.into())?;
+            }
+        }
+        other => {
+            return Err(io::Error::other(format!(
+                "unknown kind {other:?}: see the module documentation"
+            )))
+        }
+    }
+    Ok(set)
+}
+
+/// Forks the child that checks its parent-death signal once the go file appears.
+fn pdeathsig_child(w: &Workload) -> io::Result<i32> {
+    let go = sys::cstring(&w.path(CHILD_GO));
+    // SAFETY: the workload is single-threaded; the child makes only async-signal-safe calls
+    // (prctl, access, nanosleep, _exit).
+    let pid = unsafe { libc::fork() };
+    let pid = sys::check(pid.into())? as i32;
+    if pid == 0 {
+        // SAFETY: as above; `go` is a valid NUL-terminated path, the timespec and int valid.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR2 as libc::c_ulong) != 0 {
+                libc::_exit(3);
+            }
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 10_000_000,
+            };
+            while libc::access(go.as_ptr(), libc::F_OK) != 0 {
+                libc::nanosleep(&ts, std::ptr::null_mut());
+            }
+            let mut sig: libc::c_int = 0;
+            if libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) != 0 {
+                libc::_exit(4);
+            }
+            libc::_exit(if sig == libc::SIGUSR2 { 0 } else { 5 });
+        }
+    }
+    Ok(pid)
+}
+
+fn itimerval(interval: i64, value: i64) -> libc::itimerval {
+    libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: interval,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: value,
+            tv_usec: 0,
+        },
+    }
+}
+
+fn map(fd: i32, prot: i32, share: i32) -> io::Result<usize> {
+    let flags = if fd < 0 {
+        share | libc::MAP_ANONYMOUS
+    } else {
+        share
+    };
+    // SAFETY: a fresh page placed by the kernel.
+    let addr = unsafe { libc::mmap(std::ptr::null_mut(), PAGE, prot, flags, fd, 0) };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(addr as usize)
+}
+
+/// `struct __user_cap_header_struct` and `struct __user_cap_data_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// The calling thread's effective, permitted and inheritable sets.
+fn capget() -> io::Result<(u64, u64, u64)> {
+    let mut h = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut d = [CapData::default(); 2];
+    // SAFETY: capget reads the header and writes two data structs, both ours and live.
+    let ret = unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut CapHeader, d.as_mut_ptr()) };
+    sys::check(ret)?;
+    let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+    Ok((
+        join(d[0].effective, d[1].effective),
+        join(d[0].permitted, d[1].permitted),
+        join(d[0].inheritable, d[1].inheritable),
+    ))
+}
+
+fn capset(eff: u64, prm: u64, inh: u64) -> io::Result<()> {
+    let mut h = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let split = |v: u64, hi: bool| if hi { (v >> 32) as u32 } else { v as u32 };
+    let d = [false, true].map(|hi| CapData {
+        effective: split(eff, hi),
+        permitted: split(prm, hi),
+        inheritable: split(inh, hi),
+    });
+    // SAFETY: capset reads the header and two data structs, both ours and live.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut CapHeader, d.as_ptr()) };
+    sys::check(ret).map(drop)
+}
+
+/// The `VmFlags` of the mapping at `addr`.
+fn vm_flags(addr: usize) -> io::Result<String> {
+    let text = std::fs::read_to_string("/proc/self/smaps")?;
+    let mut inside = false;
+    for line in text.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((s, e)) = range.split_once('-') {
+                if let (Ok(s), Ok(e)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16))
+                {
+                    inside = s <= addr && addr < e;
+                    continue;
+                }
+            }
+        }
+        if inside {
+            if let Some(v) = line.strip_prefix("VmFlags:") {
+                return Ok(v.trim().to_string());
+            }
+        }
+    }
+    Err(io::Error::other(format!(
+        "no mapping at {addr:#x} in smaps"
+    )))
+}
+
+fn status_lines(keys: &[&str]) -> io::Result<String> {
+    let mut out = Vec::new();
+    for k in keys {
+        out.push(format!("{k}={}", sys::status_field(k)?));
+    }
+    Ok(out.join(" "))
+}
+
+/// The state of `kind` as text, compared before and after the checkpoint. Setup is checked
+/// here too: a state that did not take is an error, not a vacuous pass.
+fn observe(kind: &str, set: &Set) -> io::Result<String> {
+    let expect = |ok: bool, what: &str, seen: String| {
+        if ok {
+            Ok(seen)
+        } else {
+            Err(io::Error::other(format!("{what}: {seen}")))
+        }
+    };
+    match kind {
+        "sched-batch" | "sched-rr" => {
+            // SAFETY: sched_getscheduler takes an integer only.
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            let mut param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: writes one sched_param into `param`.
+            sys::check(unsafe { libc::sched_getparam(0, &mut param) }.into())?;
+            // SAFETY: getpriority takes integers only (-1 is a valid nice value: errno unused).
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            let seen = format!(
+                "policy {policy:#x} priority {} nice {nice}",
+                param.sched_priority
+            );
+            let want = if kind == "sched-batch" {
+                policy == libc::SCHED_BATCH && nice == 7
+            } else {
+                policy == libc::SCHED_RR && param.sched_priority == 3 && nice == -3
+            };
+            expect(want, "scheduling", seen)
+        }
+        "oom-score-adj" => {
+            let v = std::fs::read_to_string("/proc/self/oom_score_adj")?;
+            expect(v.trim() == "345", "oom_score_adj", v.trim().to_string())
+        }
+        "thp-disable" => {
+            let v = prctl(libc::PR_GET_THP_DISABLE, 0)?;
+            expect(v & 1 == 1, "PR_GET_THP_DISABLE", v.to_string())
+        }
+        "timerslack" => {
+            let v = prctl(libc::PR_GET_TIMERSLACK, 0)?;
+            expect(v == 123_456, "PR_GET_TIMERSLACK", v.to_string())
+        }
+        "subreaper" => {
+            let v = prctl_get(libc::PR_GET_CHILD_SUBREAPER)?;
+            expect(v == 1, "PR_GET_CHILD_SUBREAPER", v.to_string())
+        }
+        "no-new-privs" => {
+            let v = prctl(libc::PR_GET_NO_NEW_PRIVS, 0)?;
+            expect(v == 1, "PR_GET_NO_NEW_PRIVS", v.to_string())
+        }
+        // The child checks its own; the root sees nothing to compare.
+        "pdeathsig-child" => Ok(format!("child {}", set.child.unwrap_or(0))),
+        "itimer" => {
+            let mut out = Vec::new();
+            for (which, interval, max) in [
+                (libc::ITIMER_REAL, 1800, 3600),
+                (libc::ITIMER_VIRTUAL, 0, 1000),
+            ] {
+                let mut v = itimerval(0, 0);
+                // SAFETY: writes one itimerval into `v`.
+                sys::check(unsafe { libc::getitimer(which, &mut v) }.into())?;
+                let left = v.it_value.tv_sec;
+                // Counted down, but not by much: nothing here waits for minutes.
+                let ok = v.it_interval.tv_sec == interval
+                    && v.it_interval.tv_usec == 0
+                    && left <= max
+                    && left > max - 300
+                    && (left, v.it_value.tv_usec) != (0, 0);
+                let seen = format!(
+                    "timer {which} interval {}.{:06} value {}.{:06}",
+                    v.it_interval.tv_sec, v.it_interval.tv_usec, left, v.it_value.tv_usec
+                );
+                out.push(expect(ok, "getitimer", seen)?);
+                // The values are compared in range here; before and after they differ.
+            }
+            Ok(format!("{} timers armed as set", out.len()))
+        }
+        "membarrier" => {
+            // SAFETY: membarrier takes integers only.
+            let ret = unsafe {
+                libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)
+            };
+            let seen = if ret == 0 {
+                "registered".to_string()
+            } else {
+                format!("not registered: {}", io::Error::last_os_error())
+            };
+            expect(ret == 0, "MEMBARRIER_CMD_PRIVATE_EXPEDITED", seen)
+        }
+        "mlock" | "madvise" => {
+            let codes: &[&str] = if kind == "mlock" {
+                &["lo"]
+            } else {
+                &["dc", "dd", "wf", "hg"]
+            };
+            let mut out = Vec::new();
+            for (&addr, code) in set.pages.iter().zip(codes) {
+                let flags = vm_flags(addr)?;
+                let has = flags.split_whitespace().any(|f| f == *code);
+                out.push(expect(has, &format!("VmFlags lack {code}"), flags)?);
+            }
+            Ok(out.join(" | "))
+        }
+        "file-maywrite" => {
+            let addr = set.pages.first().copied().unwrap_or(0);
+            let flags = vm_flags(addr)?;
+            let has = flags.split_whitespace().any(|f| f == "mw");
+            expect(has, "VmFlags lack mw", flags)
+        }
+        "caps" | "caps-user" => {
+            status_lines(&["Uid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"])
+        }
+        _ => Err(io::Error::other("unknown kind")),
+    }
+}
+
+/// What can only be checked by acting on the state, after the comparison.
+fn after_checks(checks: &mut Checks, w: &Workload, kind: &str, set: &Set) {
+    match kind {
+        "pdeathsig-child" => {
+            let Some(child) = set.child else { return };
+            if checks
+                .io(
+                    "creating the child's go file",
+                    std::fs::write(w.path(CHILD_GO), b"go"),
+                )
+                .is_none()
+            {
+                return;
+            }
+            let mut status = 0;
+            // SAFETY: waits for our own child; `status` is writable.
+            let got = unsafe { libc::waitpid(child, &mut status, 0) };
+            checks.eq("waitpid of the child", child, got);
+            checks.that(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                &format!(
+                    "the child still has parent-death signal SIGUSR2 (wait status {status:#x})"
+                ),
+            );
+        }
+        "file-maywrite" => {
+            let addr = set.pages.first().copied().unwrap_or(0);
+            // SAFETY: changes the protection of our own shared file mapping.
+            let ret = unsafe {
+                libc::mprotect(
+                    addr as *mut libc::c_void,
+                    PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            };
+            if checks
+                .io(
+                    "making the shared file mapping writable",
+                    sys::check(ret.into()),
+                )
+                .is_none()
+            {
+                return;
+            }
+            // SAFETY: the page is mapped and now writable.
+            unsafe { std::ptr::write_volatile(addr as *mut u8, b'w') };
+            // SAFETY: syncs our own mapping to its file.
+            let ret = unsafe { libc::msync(addr as *mut libc::c_void, PAGE, libc::MS_SYNC) };
+            checks.io("msync", sys::check(ret.into()));
+            if let Some(data) = checks.io(
+                "reading the mapped file",
+                std::fs::read(w.path("mapped.bin")),
+            ) {
+                checks.eq("first byte of the mapped file", Some(&b'w'), data.first());
+            }
+        }
+        "madvise" | "mlock" => {
+            for &addr in &set.pages {
+                // SAFETY: the page is ours, mapped and readable.
+                let b = unsafe { std::ptr::read_volatile(addr as *const u8) };
+                checks.eq("contents of an advised page", 0x5a, b);
+            }
+        }
+        _ => {}
+    }
+}
