@@ -27,6 +27,7 @@ use support::workload::{Workload, EXIT_TIMEOUT};
 #[case::membarrier("membarrier")]
 #[case::mlock("mlock")]
 #[case::madvise("madvise")]
+#[case::affinity("affinity")]
 #[case::file_maywrite("file-maywrite")]
 #[case::caps("caps")]
 #[case::caps_user("caps-user")]

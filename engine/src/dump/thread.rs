@@ -86,13 +86,7 @@ pub fn dump_thread(
             hint: "only the keep-capabilities bit is restored; dump it without the others",
         });
     }
-    let status_path = format!("/proc/{pid}/task/{tid}/status");
-    let status = Status::parse(&procfs::read_string(&status_path)?).ok_or_else(|| {
-        procfs::ProcError::Parse {
-            path: status_path,
-            what: "unexpected Uid/Gid/Cap lines".into(),
-        }
-    })?;
+    let status = Status::read_task(pid, tid)?;
     let c = status.caps;
     Ok(ThreadCore {
         sched: Some(sched),
@@ -107,6 +101,7 @@ pub fn dump_thread(
         }),
         no_new_privs,
         keep_caps: securebits & SECBIT_KEEP_CAPS != 0,
+        cpus_allowed: status.cpus_allowed,
         tid: image_u32(pid, "a thread id", tid)?,
         regs: Some(GpRegs::from(&regs)),
         xstate,

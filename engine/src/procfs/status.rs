@@ -1,4 +1,4 @@
-//! `/proc/PID/status`: credentials, capabilities, umask and the seccomp mode.
+//! `/proc/PID/status`: credentials, capabilities, umask, the seccomp mode and CPU affinity.
 
 use super::{read_string, ProcError};
 
@@ -14,6 +14,8 @@ pub struct Status {
     pub seccomp: u32,
     /// `NoNewPrivs:`.
     pub no_new_privs: bool,
+    /// `Cpus_allowed:` as a bitmap, CPU n in bit n % 8 of byte n / 8.
+    pub cpus_allowed: Vec<u8>,
 }
 
 /// A thread's capability sets, as `/proc/PID/task/TID/status` shows them.
@@ -57,10 +59,22 @@ impl Status {
                 "CapAmb" => st.caps.ambient = u64::from_str_radix(val.trim(), 16).ok()?,
                 "Seccomp" => st.seccomp = val.trim().parse().ok()?,
                 "NoNewPrivs" => st.no_new_privs = val.trim() == "1",
+                "Cpus_allowed" => st.cpus_allowed = cpu_bitmap(val)?,
                 _ => {}
             }
         }
         Some(st)
+    }
+
+    /// The status of thread `tid` of process `pid` (credentials, capabilities and affinity are
+    /// per thread).
+    pub fn read_task(pid: i32, tid: i32) -> Result<Status, ProcError> {
+        let path = format!("/proc/{pid}/task/{tid}/status");
+        let text = read_string(&path)?;
+        Status::parse(&text).ok_or_else(|| ProcError::Parse {
+            path,
+            what: "unexpected Uid/Gid/Cap/Cpus_allowed lines".into(),
+        })
     }
 
     pub fn read(pid: i32) -> Result<Status, ProcError> {
@@ -71,6 +85,16 @@ impl Status {
             what: "unexpected Uid/Gid/Umask lines".into(),
         })
     }
+}
+
+/// A cpumask as /proc prints it (`ff,ffffffff`: 32-bit groups in hex, highest first) as bytes,
+/// lowest CPUs first.
+fn cpu_bitmap(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for group in text.trim().rsplit(',') {
+        out.extend_from_slice(&u32::from_str_radix(group, 16).ok()?.to_le_bytes());
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -101,5 +125,11 @@ mod tests {
             }
         );
         assert_eq!((s.seccomp, s.no_new_privs), (2, true));
+        assert_eq!(cpu_bitmap("3\n"), Some(vec![3, 0, 0, 0]));
+        assert_eq!(
+            cpu_bitmap("1,80000000"),
+            Some(vec![0, 0, 0, 0x80, 1, 0, 0, 0])
+        );
+        assert_eq!(cpu_bitmap("zz"), None);
     }
 }

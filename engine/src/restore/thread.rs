@@ -8,7 +8,7 @@ use super::context::write_attr;
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{SigInfo, Task, ThreadCore};
-use crate::procfs::Stat;
+use crate::procfs::{Stat, Status};
 use crate::selinux;
 use crate::sys::unsigned;
 use crate::sys::{int_arg, resume_regs, set_rlimit, Regs, Remote, Scratch, Tracee};
@@ -234,6 +234,7 @@ pub fn restore_thread(
             .step(pid, "the rseq registration")?;
     }
     set_sched(remote, pid, scratch, core)?;
+    set_affinity(remote, pid, scratch, core)?;
     // After the policy: a change of policy resets the slack. Set only when it differs, like
     // everything a thread may already have from the engine.
     if let Some(slack) = core.timerslack_ns {
@@ -303,6 +304,44 @@ fn set_sched(
             )
             .step(pid, "the nice value")?;
     }
+    Ok(())
+}
+
+/// The thread's CPU affinity, set only when it differs from the engine's (it needs the
+/// `setsched` permission).
+fn set_affinity(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    core: &ThreadCore,
+) -> Result<(), RestoreError> {
+    if core.cpus_allowed.is_empty() {
+        return Ok(());
+    }
+    let now = Status::read_task(pid, remote.tid())
+        .map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
+    if now.cpus_allowed == core.cpus_allowed {
+        return Ok(());
+    }
+    // The kernel takes whole unsigned longs.
+    let mut mask = core.cpus_allowed.clone();
+    mask.resize(mask.len().div_ceil(8) * 8, 0);
+    if mask.len() as u64 > scratch.len {
+        return Err(RestoreError::Inconsistent(format!(
+            "the CPU affinity of process {pid} has {} bytes, more than the engine can pass",
+            mask.len()
+        )));
+    }
+    remote
+        .write_mem(scratch.addr, &mask)
+        .step(pid, "the CPU affinity")?;
+    remote
+        .syscall(
+            "sched_setaffinity",
+            libc::SYS_sched_setaffinity,
+            &[0, mask.len() as u64, scratch.addr],
+        )
+        .step(pid, "the CPU affinity")?;
     Ok(())
 }
 

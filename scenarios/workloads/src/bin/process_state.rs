@@ -17,6 +17,7 @@
 //!   instead of failing with `EPERM`);
 //! - `mlock`: one page locked; `madvise`: pages advised `MADV_DONTFORK`, `MADV_DONTDUMP`,
 //!   `MADV_WIPEONFORK`, `MADV_HUGEPAGE`, as their `VmFlags` show;
+//! - `affinity`: the CPU affinity narrowed to the first allowed CPU (needs two);
 //! - `file-maywrite`: a shared mapping of a file opened for writing, mapped read-only: after
 //!   the trigger it can be made writable and a write through it reaches the file;
 //! - `caps`: as root, capability sets changed in each: CAP_NET_RAW out of the effective set,
@@ -172,6 +173,30 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
                 sys::check(ret.into())?;
                 set.pages.push(addr);
             }
+        }
+        "affinity" => {
+            // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: writes the affinity into `set`, whose size is passed.
+            let ret = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+            sys::check(ret.into())?;
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                // SAFETY: reads bit `c` of the set, within CPU_SETSIZE.
+                .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+                .collect();
+            if cpus.len() < 2 {
+                return Err(io::Error::other(format!(
+                    "the affinity test needs two CPUs, this process may use {cpus:?}"
+                )));
+            }
+            // SAFETY: clears the set and sets one bit below CPU_SETSIZE.
+            unsafe {
+                libc::CPU_ZERO(&mut set);
+                libc::CPU_SET(cpus[0], &mut set);
+            }
+            // SAFETY: reads the set, whose size is passed.
+            let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+            sys::check(ret.into())?;
         }
         "file-maywrite" => {
             let path = w.path("mapped.bin");
@@ -481,6 +506,10 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
                 out.push(expect(has, &format!("VmFlags lack {code}"), flags)?);
             }
             Ok(out.join(" | "))
+        }
+        "affinity" => {
+            let v = sys::status_field("Cpus_allowed_list")?;
+            expect(!v.contains(['-', ',']), "Cpus_allowed_list", v)
         }
         "file-maywrite" => {
             let addr = set.pages.first().copied().unwrap_or(0);
