@@ -304,6 +304,8 @@ fn dump_process(
             i64::try_from(dumpable).unwrap_or(i64::MAX),
         )?),
         oom_score_adj: Some(state.oom_score_adj),
+        coredump_filter: Some(state.coredump_filter),
+        mdwe: state.mdwe,
         child_subreaper: state.child_subreaper,
         thp_disable: state.thp_disable,
         itimers: state.itimers,

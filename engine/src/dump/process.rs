@@ -1,6 +1,7 @@
 //! Process-wide state that only the process can tell, read by remote calls in its leader:
-//! the child-subreaper flag, THP disabling, interval timers, membarrier registrations; and its
-//! OOM score adjustment, read from `/proc`.
+//! the child-subreaper flag, THP disabling, memory-deny-write-execute, interval timers,
+//! membarrier registrations; and its OOM score adjustment and core dump filter, read from
+//! `/proc`.
 
 use super::DumpError;
 use crate::image::schema::ITimer;
@@ -21,6 +22,8 @@ const MEMBARRIER: [(u64, u32); 3] = [
 /// What [`read`] found.
 pub struct ProcessState {
     pub oom_score_adj: i32,
+    pub coredump_filter: u32,
+    pub mdwe: u32,
     pub child_subreaper: bool,
     pub thp_disable: u32,
     pub itimers: Vec<ITimer>,
@@ -38,6 +41,21 @@ pub fn read(pid: i32, leader: &mut Remote, scratch: Scratch) -> Result<ProcessSt
             path: oom_path,
             what: format!("{oom_text:?} is not a number"),
         })?;
+    let filter_path = format!("/proc/{pid}/coredump_filter");
+    let filter_text = procfs::read_string(&filter_path)?;
+    let coredump_filter =
+        u32::from_str_radix(filter_text.trim(), 16).map_err(|_| procfs::ProcError::Parse {
+            path: filter_path,
+            what: format!("{filter_text:?} is not a hexadecimal number"),
+        })?;
+    // A kernel without memory-deny-write-execute (before 6.3) refuses the question.
+    let mdwe = leader
+        .syscall(
+            "prctl(PR_GET_MDWE)",
+            libc::SYS_prctl,
+            &[libc::PR_GET_MDWE as u64, 0, 0, 0, 0],
+        )
+        .map_or(0, |v| u32::try_from(v).unwrap_or(0));
     leader.syscall(
         "prctl(PR_GET_CHILD_SUBREAPER)",
         libc::SYS_prctl,
@@ -90,6 +108,8 @@ pub fn read(pid: i32, leader: &mut Remote, scratch: Scratch) -> Result<ProcessSt
     }
     Ok(ProcessState {
         oom_score_adj,
+        coredump_filter,
+        mdwe,
         child_subreaper,
         thp_disable,
         itimers,

@@ -68,6 +68,11 @@ pub fn dump_thread(
         libc::SYS_prctl,
         &[libc::PR_GET_TIMERSLACK as u64],
     )?;
+    let mce_kill = remote.syscall(
+        "prctl(PR_MCE_KILL_GET)",
+        libc::SYS_prctl,
+        &[PR_MCE_KILL_GET],
+    )?;
     let no_new_privs = remote.syscall(
         "prctl(PR_GET_NO_NEW_PRIVS)",
         libc::SYS_prctl,
@@ -102,6 +107,11 @@ pub fn dump_thread(
         no_new_privs,
         keep_caps: securebits & SECBIT_KEEP_CAPS != 0,
         cpus_allowed: status.cpus_allowed,
+        mce_kill: Some(image_u32(
+            pid,
+            "the machine-check kill policy",
+            i64::try_from(mce_kill).unwrap_or(-1),
+        )?),
         tid: image_u32(pid, "a thread id", tid)?,
         regs: Some(GpRegs::from(&regs)),
         xstate,
@@ -120,6 +130,8 @@ pub fn dump_thread(
     })
 }
 
+/// `PR_MCE_KILL_GET` of `<linux/prctl.h>`, which the libc crate lacks for Linux.
+const PR_MCE_KILL_GET: u64 = 34;
 /// `SECBIT_KEEP_CAPS` of `<linux/securebits.h>`: what `PR_SET_KEEPCAPS` sets.
 const SECBIT_KEEP_CAPS: u64 = 1 << 4;
 /// `SCHED_DEADLINE`, which needs `sched_setattr` and is refused.

@@ -309,6 +309,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         }
         creds::set_dumpable(&mut live.leader, pid, live.img.task.dumpable)?;
         thread::set_itimers(&mut live.leader, pid, scratch, &live.img.task)?;
+        thread::set_mdwe(&mut live.leader, pid, &live.img.task)?;
         memory::unmap_trampoline(&mut live.leader, pid, &tramp)?;
         thread::finish_thread(&live.leader.tracee, pid, &live.img.cores[0])?;
         for (remote, core) in live.threads.iter().zip(&live.img.cores[1..]) {
@@ -384,7 +385,7 @@ fn rebuild_process(
     memory::set_mm_fields(&mut live.leader, pid, mm, scratch)?;
     files::install(&mut live.leader, pid, &live.img.task.fds, parked)?;
     thread::restore_process_state(&mut live.leader, pid, scratch, &live.img.task)?;
-    thread::set_oom_score_adj(pid, &live.img.task)?;
+    thread::set_proc_files(pid, &live.img.task)?;
     debug!(pid, "process rebuilt");
     Ok(())
 }

@@ -100,26 +100,65 @@ pub fn restore_process_state(
     Ok(())
 }
 
-/// The OOM score adjustment, written from outside. The engine writes it with `CAP_SYS_RESOURCE`,
-/// which also makes it the process's floor (`oom_score_adj_min`).
-pub fn set_oom_score_adj(pid: i32, task: &Task) -> Result<(), RestoreError> {
-    let Some(adj) = task.oom_score_adj else {
-        return Ok(());
-    };
-    let path = format!("/proc/{pid}/oom_score_adj");
-    // Written only when it differs from what the process has from the engine.
-    if std::fs::read_to_string(&path).is_ok_and(|now| now.trim() == adj.to_string()) {
+/// The OOM score adjustment and the core dump filter, written from outside, each only when
+/// it differs from what the process has from the engine. The engine writes the adjustment
+/// with `CAP_SYS_RESOURCE`, which also makes it the process's floor (`oom_score_adj_min`).
+pub fn set_proc_files(pid: i32, task: &Task) -> Result<(), RestoreError> {
+    if let Some(adj) = task.oom_score_adj {
+        let text = adj.to_string();
+        write_proc(
+            pid,
+            "oom_score_adj",
+            "the OOM score adjustment",
+            &text,
+            &text,
+        )?;
+    }
+    if let Some(filter) = task.coredump_filter {
+        // Shown as eight hex digits; read back with base 0, so written with its 0x.
+        let (now, value) = (format!("{filter:08x}"), format!("{filter:#x}"));
+        write_proc(pid, "coredump_filter", "the core dump filter", &now, &value)?;
+    }
+    Ok(())
+}
+
+/// Writes `value` to `/proc/PID/NAME` unless it reads `now` already.
+fn write_proc(
+    pid: i32,
+    name: &str,
+    what: &str,
+    now: &str,
+    value: &str,
+) -> Result<(), RestoreError> {
+    let path = format!("/proc/{pid}/{name}");
+    if std::fs::read_to_string(&path).is_ok_and(|text| text.trim() == now) {
         return Ok(());
     }
-    std::fs::write(&path, adj.to_string()).map_err(|e| RestoreError::File {
+    std::fs::write(&path, value).map_err(|e| RestoreError::File {
         pid,
-        what: "writing the OOM score adjustment".into(),
+        what: format!("writing {what}"),
         path,
         source: crate::sys::SysError::Io {
-            what: format!("writing {adj}"),
+            what: format!("writing {value}"),
             source: e,
         },
     })
+}
+
+/// Memory-deny-write-execute, last of the process's mappings' rules: once set, no mapping may
+/// gain execute permission.
+pub fn set_mdwe(remote: &mut Remote, pid: i32, task: &Task) -> Result<(), RestoreError> {
+    if task.mdwe == 0 {
+        return Ok(());
+    }
+    remote
+        .syscall(
+            "prctl(PR_SET_MDWE)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_MDWE as u64, u64::from(task.mdwe), 0, 0, 0],
+        )
+        .step(pid, "memory-deny-write-execute")
+        .map(drop)
 }
 
 /// The interval timers, armed last so that they lose as little time as possible.
@@ -235,6 +274,15 @@ pub fn restore_thread(
     }
     set_sched(remote, pid, scratch, core)?;
     set_affinity(remote, pid, scratch, core)?;
+    if let Some(policy) = core.mce_kill.filter(|&p| p != PR_MCE_KILL_DEFAULT) {
+        remote
+            .syscall(
+                "prctl(PR_MCE_KILL)",
+                libc::SYS_prctl,
+                &[PR_MCE_KILL, PR_MCE_KILL_SET, u64::from(policy), 0, 0],
+            )
+            .step(pid, "the machine-check kill policy")?;
+    }
     // After the policy: a change of policy resets the slack. Set only when it differs, like
     // everything a thread may already have from the engine.
     if let Some(slack) = core.timerslack_ns {
@@ -344,6 +392,12 @@ fn set_affinity(
         .step(pid, "the CPU affinity")?;
     Ok(())
 }
+
+/// `<linux/prctl.h>`'s machine-check kill policy, which the libc crate lacks for Linux.
+const PR_MCE_KILL: u64 = 33;
+const PR_MCE_KILL_SET: u64 = 1;
+/// What `PR_MCE_KILL_GET` says of a thread that never set a policy.
+const PR_MCE_KILL_DEFAULT: u32 = 2;
 
 /// Queues signals again with their original siginfo: to the thread `tid`, or
 /// to the whole process when `tid` is `None`. The task sends them to itself,

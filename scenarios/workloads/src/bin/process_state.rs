@@ -18,6 +18,11 @@
 //! - `mlock`: one page locked; `madvise`: pages advised `MADV_DONTFORK`, `MADV_DONTDUMP`,
 //!   `MADV_WIPEONFORK`, `MADV_HUGEPAGE`, as their `VmFlags` show;
 //! - `affinity`: the CPU affinity narrowed to the first allowed CPU (needs two);
+//! - `coredump-filter`: `/proc/self/coredump_filter` 0x7f;
+//! - `mce-kill`: `PR_MCE_KILL` early;
+//! - `mdwe`: memory-deny-write-execute (`PR_SET_MDWE`);
+//! - `mlock-user`: a page locked, then the ids changed to 65534 (the lock stays, counted
+//!   against the user's limit);
 //! - `file-maywrite`: a shared mapping of a file opened for writing, mapped read-only: after
 //!   the trigger it can be made writable and a write through it reaches the file;
 //! - `caps`: as root, capability sets changed in each: CAP_NET_RAW out of the effective set,
@@ -42,6 +47,11 @@ const CAP_NET_RAW: u32 = 13;
 const CAP_SYS_BOOT: u32 = 22;
 /// `<linux/membarrier.h>`.
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: i32 = 1 << 3;
+/// `<linux/prctl.h>`'s machine-check kill policy, which the libc crate lacks for Linux.
+const PR_MCE_KILL: i32 = 33;
+const PR_MCE_KILL_GET: i32 = 34;
+const PR_MCE_KILL_SET: libc::c_ulong = 1;
+const PR_MCE_KILL_EARLY: libc::c_ulong = 1;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: i32 = 1 << 4;
 
 /// What the kind set up that the checks need.
@@ -117,6 +127,24 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             sys::check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }.into())?;
         }
         "oom-score-adj" => std::fs::write("/proc/self/oom_score_adj", "345")?,
+        "coredump-filter" => std::fs::write("/proc/self/coredump_filter", "0x7f")?,
+        "mce-kill" => {
+            // SAFETY: PR_MCE_KILL takes integers only.
+            let ret = unsafe {
+                libc::prctl(
+                    PR_MCE_KILL,
+                    PR_MCE_KILL_SET,
+                    PR_MCE_KILL_EARLY,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                )
+            };
+            sys::check(ret.into())?;
+        }
+        "mdwe" => drop(prctl(
+            libc::PR_SET_MDWE,
+            libc::PR_MDWE_REFUSE_EXEC_GAIN.into(),
+        )?),
         "thp-disable" => drop(prctl(libc::PR_SET_THP_DISABLE, 1)?),
         "timerslack" => drop(prctl(libc::PR_SET_TIMERSLACK, 123_456)?),
         "subreaper" => drop(prctl(libc::PR_SET_CHILD_SUBREAPER, 1)?),
@@ -145,8 +173,8 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             };
             sys::check(ret)?;
         }
-        "mlock" | "madvise" => {
-            let advice: &[i32] = if kind == "mlock" {
+        "mlock" | "madvise" | "mlock-user" => {
+            let advice: &[i32] = if kind != "madvise" {
                 &[-1]
             } else {
                 &[
@@ -172,6 +200,9 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
                 };
                 sys::check(ret.into())?;
                 set.pages.push(addr);
+            }
+            if kind == "mlock-user" {
+                become_nobody(w)?;
             }
         }
         "affinity" => {
@@ -229,15 +260,7 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             sys::check(ret.into())?;
             prctl(libc::PR_SET_KEEPCAPS, 1)?;
             if kind == "caps-user" {
-                std::os::unix::fs::chown(w.state_dir(), Some(NOBODY), Some(NOBODY))?;
-                // SAFETY: setresgid and setresuid take integers only.
-                unsafe {
-                    sys::check(libc::setgroups(0, std::ptr::null()).into())?;
-                    sys::check(libc::setresgid(NOBODY, NOBODY, NOBODY).into())?;
-                    sys::check(libc::setresuid(NOBODY, NOBODY, NOBODY).into())?;
-                }
-                // A change of ids made it non-dumpable: its /proc files would be root's.
-                prctl(libc::PR_SET_DUMPABLE, 1)?;
+                become_nobody(w)?;
                 // The ids changed: effective was cleared, ambient too; give them back.
                 let (_, prm, inh) = capget()?;
                 capset(prm & !(1 << CAP_NET_RAW), prm, inh)?;
@@ -261,6 +284,19 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
         }
     }
     Ok(set)
+}
+
+/// Changes every id to 65534 (its state directory given to it first, so it can still write
+/// there) and makes itself dumpable again, which the change of ids undid.
+fn become_nobody(w: &Workload) -> io::Result<()> {
+    std::os::unix::fs::chown(w.state_dir(), Some(NOBODY), Some(NOBODY))?;
+    // SAFETY: setgroups with an empty list, setresgid and setresuid take no memory of ours.
+    unsafe {
+        sys::check(libc::setgroups(0, std::ptr::null()).into())?;
+        sys::check(libc::setresgid(NOBODY, NOBODY, NOBODY).into())?;
+        sys::check(libc::setresuid(NOBODY, NOBODY, NOBODY).into())?;
+    }
+    prctl(libc::PR_SET_DUMPABLE, 1).map(drop)
 }
 
 /// Forks the child that checks its parent-death signal once the go file appears.
@@ -438,6 +474,26 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
             let v = std::fs::read_to_string("/proc/self/oom_score_adj")?;
             expect(v.trim() == "345", "oom_score_adj", v.trim().to_string())
         }
+        "coredump-filter" => {
+            let v = std::fs::read_to_string("/proc/self/coredump_filter")?;
+            expect(
+                v.trim() == "0000007f",
+                "coredump_filter",
+                v.trim().to_string(),
+            )
+        }
+        "mce-kill" => {
+            let v = prctl(PR_MCE_KILL_GET, 0)?;
+            expect(
+                v == PR_MCE_KILL_EARLY as libc::c_long,
+                "PR_MCE_KILL_GET",
+                v.to_string(),
+            )
+        }
+        "mdwe" => {
+            let v = prctl(libc::PR_GET_MDWE, 0)?;
+            expect(v & 1 == 1, "PR_GET_MDWE", v.to_string())
+        }
         "thp-disable" => {
             let v = prctl(libc::PR_GET_THP_DISABLE, 0)?;
             expect(v & 1 == 1, "PR_GET_THP_DISABLE", v.to_string())
@@ -493,8 +549,8 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
             };
             expect(ret == 0, "MEMBARRIER_CMD_PRIVATE_EXPEDITED", seen)
         }
-        "mlock" | "madvise" => {
-            let codes: &[&str] = if kind == "mlock" {
+        "mlock" | "madvise" | "mlock-user" => {
+            let codes: &[&str] = if kind != "madvise" {
                 &["lo"]
             } else {
                 &["dc", "dd", "wf", "hg"]
@@ -580,7 +636,7 @@ fn after_checks(checks: &mut Checks, w: &Workload, kind: &str, set: &Set) {
                 checks.eq("first byte of the mapped file", Some(&b'w'), data.first());
             }
         }
-        "madvise" | "mlock" => {
+        "madvise" | "mlock" | "mlock-user" => {
             for &addr in &set.pages {
                 // SAFETY: the page is ours, mapped and readable.
                 let b = unsafe { std::ptr::read_volatile(addr as *const u8) };
