@@ -24,6 +24,7 @@ use support::workload::{Workload, EXIT_TIMEOUT};
 #[case::no_new_privs("no-new-privs")]
 #[case::pdeathsig_child("pdeathsig-child")]
 #[case::itimer("itimer")]
+#[case::posix_timer("posix-timer")]
 #[case::membarrier("membarrier")]
 #[case::coredump_filter("coredump-filter")]
 #[case::mce_kill("mce-kill")]

@@ -5,9 +5,9 @@
 //!
 //! Refused elsewhere, where the state is read: descriptors the engine cannot reopen and file
 //! locks (`files::classify`), I/O signalling of open files (`files`), mappings it cannot
-//! recreate (`memory::classify`), zombies and stopped processes (before the seize), and the
+//! recreate (`memory::classify`), zombies and stopped processes (before the seize), the
 //! parent-death signal of the root, SCHED_DEADLINE and securebits (`thread`, read by remote
-//! calls).
+//! calls), and POSIX timers the restore could not recreate with their ids (`process`).
 
 use super::DumpError;
 use crate::image::schema::Vma;
@@ -83,7 +83,7 @@ pub fn tree(pids: &[i32]) -> Result<(), DumpError> {
     Ok(())
 }
 
-/// One process's threads, namespaces, root directory, working directory and POSIX timers.
+/// One process's threads, namespaces, root directory and working directory.
 fn process(pid: i32) -> Result<(), DumpError> {
     for tid in procfs::threads(pid)? {
         let path = format!("/proc/{pid}/task/{tid}/status");
@@ -122,13 +122,6 @@ fn process(pid: i32) -> Result<(), DumpError> {
     let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
     if cwd.ends_with(" (deleted)") {
         return Err(DumpError::DeletedCwd { pid, path: cwd });
-    }
-    // Absent on kernels without CONFIG_CHECKPOINT_RESTORE, which the restore needs anyway.
-    if let Ok(text) = procfs::read_string(format!("/proc/{pid}/timers")) {
-        let count = text.lines().filter(|l| l.starts_with("ID:")).count();
-        if count > 0 {
-            return Err(DumpError::PosixTimers { pid, count });
-        }
     }
     Ok(())
 }

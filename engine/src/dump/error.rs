@@ -57,10 +57,10 @@ pub enum DumpError {
         what: String,
     },
     #[error(
-        "process {pid} has {count} POSIX timer(s) (timer_create, /proc/{pid}/timers); crlab does \
-         not restore POSIX timers: delete them before the dump"
+        "process {pid} has POSIX timers (timer_create, /proc/{pid}/timers) that crlab cannot \
+         recreate: {why}; delete them before the dump"
     )]
-    PosixTimers { pid: i32, count: usize },
+    PosixTimers { pid: i32, why: String },
     #[error(
         "processes {pid} and {other} share one {what}; crlab restores every process with its \
          own: dump a tree whose processes share none"

@@ -306,6 +306,7 @@ fn dump_process(
         oom_score_adj: Some(state.oom_score_adj),
         coredump_filter: Some(state.coredump_filter),
         mdwe: state.mdwe,
+        posix_timers: state.posix_timers,
         child_subreaper: state.child_subreaper,
         thp_disable: state.thp_disable,
         itimers: state.itimers,

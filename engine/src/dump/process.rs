@@ -1,10 +1,10 @@
 //! Process-wide state that only the process can tell, read by remote calls in its leader:
-//! the child-subreaper flag, THP disabling, memory-deny-write-execute, interval timers,
-//! membarrier registrations; and its OOM score adjustment and core dump filter, read from
-//! `/proc`.
+//! the child-subreaper flag, THP disabling, memory-deny-write-execute, interval timers, POSIX
+//! timers' time, membarrier registrations; and its OOM score adjustment and core dump
+//! filter, read from `/proc`.
 
 use super::DumpError;
-use crate::image::schema::ITimer;
+use crate::image::schema::{ITimer, PosixTimer};
 use crate::procfs;
 use crate::sys::{int_arg, Remote, Scratch};
 
@@ -27,6 +27,7 @@ pub struct ProcessState {
     pub child_subreaper: bool,
     pub thp_disable: u32,
     pub itimers: Vec<ITimer>,
+    pub posix_timers: Vec<PosixTimer>,
     pub membarrier: Vec<u32>,
 }
 
@@ -96,6 +97,7 @@ pub fn read(pid: i32, leader: &mut Remote, scratch: Scratch) -> Result<ProcessSt
             itimers.push(timer);
         }
     }
+    let posix_timers = posix_timers(pid, leader, scratch)?;
     let mut membarrier = Vec::new();
     for (command, registration) in MEMBARRIER {
         // Succeeds only when registered; EPERM when not, EINVAL when this kernel lacks it.
@@ -113,6 +115,93 @@ pub fn read(pid: i32, leader: &mut Remote, scratch: Scratch) -> Result<ProcessSt
         child_subreaper,
         thp_disable,
         itimers,
+        posix_timers,
         membarrier,
     })
+}
+
+/// `PR_TIMER_CREATE_RESTORE_IDS` of `<linux/prctl.h>` (Linux 6.16), and its query.
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+const PR_TIMER_CREATE_RESTORE_IDS_GET: u64 = 2;
+
+/// The POSIX timers of `pid` with their time, or a refusal of those the restore could not
+/// recreate exactly.
+fn posix_timers(
+    pid: i32,
+    leader: &mut Remote,
+    scratch: Scratch,
+) -> Result<Vec<PosixTimer>, DumpError> {
+    let refuse = |why: String| DumpError::PosixTimers { pid, why };
+    let listed = match procfs::PosixTimer::read(pid) {
+        Ok(t) => t,
+        Err(procfs::ProcError::Parse { what, .. }) => return Err(refuse(what)),
+        Err(e) => return Err(e.into()),
+    };
+    if listed.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Asked of the process itself, whose kernel the restore will most likely run on.
+    if leader
+        .syscall(
+            "prctl(PR_TIMER_CREATE_RESTORE_IDS)",
+            libc::SYS_prctl,
+            &[
+                PR_TIMER_CREATE_RESTORE_IDS,
+                PR_TIMER_CREATE_RESTORE_IDS_GET,
+                0,
+                0,
+                0,
+            ],
+        )
+        .is_err()
+    {
+        return Err(refuse(
+            "this kernel cannot create a timer with a given id (PR_TIMER_CREATE_RESTORE_IDS, \
+             Linux 6.16 and later)"
+                .to_string(),
+        ));
+    }
+    let threads = procfs::threads(pid)?;
+    let mut out = Vec::with_capacity(listed.len());
+    for t in listed {
+        let to_thread = t.notify & procfs::SIGEV_THREAD_ID != 0;
+        if (to_thread && !threads.contains(&t.target)) || (!to_thread && t.target != pid) {
+            return Err(refuse(format!(
+                "timer {} signals task {}, which is not {}",
+                t.id,
+                t.target,
+                if to_thread {
+                    "one of its threads"
+                } else {
+                    "the process itself"
+                }
+            )));
+        }
+        leader.syscall(
+            "timer_gettime",
+            libc::SYS_timer_gettime,
+            &[int_arg(t.id), scratch.addr],
+        )?;
+        // struct itimerspec: it_interval, then it_value, each (sec, nsec).
+        let mut b = [0u8; 32];
+        leader.read_mem(scratch.addr, &mut b)?;
+        let w = |i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        out.push(PosixTimer {
+            id: t.id,
+            clock: t.clock,
+            notify: t.notify,
+            signo: t.signo,
+            value: t.value,
+            tid: if to_thread {
+                super::image_u32(pid, "the thread a timer signals", t.target)?
+            } else {
+                0
+            },
+            interval_sec: w(0),
+            interval_nsec: w(1),
+            value_sec: w(2),
+            value_nsec: w(3),
+        });
+    }
+    Ok(out)
 }

@@ -8,6 +8,7 @@ mod pagemap;
 mod smaps;
 mod stat;
 mod status;
+mod timers;
 
 pub use fdinfo::FdInfo;
 pub use maps::MapEntry;
@@ -15,6 +16,7 @@ pub use pagemap::PagemapReader;
 pub use smaps::VmFlags;
 pub use stat::Stat;
 pub use status::{Caps, Status};
+pub use timers::{PosixTimer, SIGEV_THREAD_ID};
 
 use std::path::Path;
 

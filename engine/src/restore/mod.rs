@@ -308,6 +308,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             thread::after_credentials(remote, pid, core)?;
         }
         creds::set_dumpable(&mut live.leader, pid, live.img.task.dumpable)?;
+        thread::set_posix_timers(&mut live.leader, pid, scratch, &live.img.task)?;
         thread::set_itimers(&mut live.leader, pid, scratch, &live.img.task)?;
         thread::set_mdwe(&mut live.leader, pid, &live.img.task)?;
         memory::unmap_trampoline(&mut live.leader, pid, &tramp)?;

@@ -145,6 +145,88 @@ fn write_proc(
     })
 }
 
+/// `PR_TIMER_CREATE_RESTORE_IDS` of `<linux/prctl.h>` (Linux 6.16): while on, `timer_create`
+/// takes the id to give the new timer from where it would store it.
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+/// Where a timer's `struct sigevent` (64 bytes), then its id, then its time go.
+const TIMER_ID_OFF: u64 = 64;
+const TIMER_SPEC_OFF: u64 = 128;
+
+/// The POSIX timers, recreated with their ids, notification and signal value, then armed
+/// with the time they had left (after the threads exist: a timer may signal one).
+pub fn set_posix_timers(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    task: &Task,
+) -> Result<(), RestoreError> {
+    if task.posix_timers.is_empty() {
+        return Ok(());
+    }
+    let restore_ids = |remote: &mut Remote, on: u64| {
+        remote
+            .syscall(
+                "prctl(PR_TIMER_CREATE_RESTORE_IDS)",
+                libc::SYS_prctl,
+                &[PR_TIMER_CREATE_RESTORE_IDS, on, 0, 0, 0],
+            )
+            .step(pid, "the POSIX timers")
+    };
+    restore_ids(remote, 1)?;
+    // The kernel lists the newest first: created in reverse, they are listed as they were.
+    for t in task.posix_timers.iter().rev() {
+        // struct sigevent: sigev_value, sigev_signo, sigev_notify, then the thread id.
+        let mut ev = vec![0u8; 64];
+        ev[0..8].copy_from_slice(&t.value.to_ne_bytes());
+        ev[8..12].copy_from_slice(&t.signo.to_ne_bytes());
+        ev[12..16].copy_from_slice(&t.notify.to_ne_bytes());
+        ev[16..20].copy_from_slice(&t.tid.to_ne_bytes());
+        ev.extend_from_slice(&t.id.to_ne_bytes());
+        remote
+            .write_mem(scratch.addr, &ev)
+            .step(pid, "the POSIX timers")?;
+        remote
+            .syscall(
+                "timer_create",
+                libc::SYS_timer_create,
+                &[int_arg(t.clock), scratch.addr, scratch.addr + TIMER_ID_OFF],
+            )
+            .step(pid, "the POSIX timers")?;
+        let mut got = [0u8; 4];
+        remote
+            .read_mem(scratch.addr + TIMER_ID_OFF, &mut got)
+            .step(pid, "the POSIX timers")?;
+        if i32::from_ne_bytes(got) != t.id {
+            return Err(RestoreError::Inconsistent(format!(
+                "POSIX timer {} of process {pid} was recreated as timer {}",
+                t.id,
+                i32::from_ne_bytes(got)
+            )));
+        }
+    }
+    restore_ids(remote, 0)?;
+    for t in &task.posix_timers {
+        if t.value_sec == 0 && t.value_nsec == 0 {
+            continue;
+        }
+        let mut spec = Vec::with_capacity(32);
+        for w in [t.interval_sec, t.interval_nsec, t.value_sec, t.value_nsec] {
+            spec.extend_from_slice(&w.to_ne_bytes());
+        }
+        remote
+            .write_mem(scratch.addr + TIMER_SPEC_OFF, &spec)
+            .step(pid, "the POSIX timers")?;
+        remote
+            .syscall(
+                "timer_settime",
+                libc::SYS_timer_settime,
+                &[int_arg(t.id), 0, scratch.addr + TIMER_SPEC_OFF, 0],
+            )
+            .step(pid, "the POSIX timers")?;
+    }
+    Ok(())
+}
+
 /// Memory-deny-write-execute, last of the process's mappings' rules: once set, no mapping may
 /// gain execute permission.
 pub fn set_mdwe(remote: &mut Remote, pid: i32, task: &Task) -> Result<(), RestoreError> {

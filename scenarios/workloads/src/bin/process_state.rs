@@ -13,6 +13,10 @@
 //!   once the go file appears and exits 0 if so (the root reaps it and checks);
 //! - `itimer`: `ITIMER_REAL` (an hour, repeating every half hour) and `ITIMER_VIRTUAL` armed;
 //!   after the trigger the intervals are exact and the values counted down, not reset or gone;
+//! - `posix-timer`: two `timer_create` timers, one signalling SIGUSR1 with a value on
+//!   CLOCK_MONOTONIC (an hour, then every minute), one without notification on CLOCK_REALTIME
+//!   (two hours): the same ids, notification and value after the restore, the time counted
+//!   down, not reset;
 //! - `membarrier`: registered for private expedited membarriers (the command then succeeds
 //!   instead of failing with `EPERM`);
 //! - `mlock`: one page locked; `madvise`: pages advised `MADV_DONTFORK`, `MADV_DONTDUMP`,
@@ -60,6 +64,8 @@ struct Set {
     child: Option<i32>,
     /// Addresses of the advised or locked pages, or of the shared file mapping.
     pages: Vec<usize>,
+    /// Ids of the POSIX timers.
+    timers: Vec<i32>,
 }
 
 fn main() {
@@ -159,6 +165,48 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
                 sys::check(
                     libc::setitimer(libc::ITIMER_VIRTUAL, &virt, std::ptr::null_mut()).into(),
                 )?;
+            }
+        }
+        "posix-timer" => {
+            for (clock, notify, signo, value, interval, left) in TIMERS {
+                // struct sigevent: sigev_value, sigev_signo, sigev_notify, then padding.
+                let mut ev = [0u8; 64];
+                ev[0..8].copy_from_slice(&value.to_ne_bytes());
+                ev[8..12].copy_from_slice(&signo.to_ne_bytes());
+                ev[12..16].copy_from_slice(&notify.to_ne_bytes());
+                let mut id: i32 = -1;
+                // SAFETY: reads the sigevent and writes the timer's id into `id`.
+                let ret = unsafe {
+                    libc::syscall(
+                        libc::SYS_timer_create,
+                        clock,
+                        ev.as_ptr(),
+                        &mut id as *mut i32,
+                    )
+                };
+                sys::check(ret)?;
+                let spec = libc::itimerspec {
+                    it_interval: libc::timespec {
+                        tv_sec: interval,
+                        tv_nsec: 0,
+                    },
+                    it_value: libc::timespec {
+                        tv_sec: left,
+                        tv_nsec: 0,
+                    },
+                };
+                // SAFETY: reads `spec`; no old value asked.
+                let ret = unsafe {
+                    libc::syscall(
+                        libc::SYS_timer_settime,
+                        id,
+                        0,
+                        &spec,
+                        std::ptr::null_mut::<u8>(),
+                    )
+                };
+                sys::check(ret)?;
+                set.timers.push(id);
             }
         }
         "membarrier" => {
@@ -302,16 +350,23 @@ fn become_nobody(w: &Workload) -> io::Result<()> {
 /// Forks the child that checks its parent-death signal once the go file appears.
 fn pdeathsig_child(w: &Workload) -> io::Result<i32> {
     let go = sys::cstring(&w.path(CHILD_GO));
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`, a live [i32; 2].
+    sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
     // SAFETY: the workload is single-threaded; the child makes only async-signal-safe calls
-    // (prctl, access, nanosleep, _exit).
+    // (prctl, write, close, access, nanosleep, _exit).
     let pid = unsafe { libc::fork() };
     let pid = sys::check(pid.into())? as i32;
     if pid == 0 {
-        // SAFETY: as above; `go` is a valid NUL-terminated path, the timespec and int valid.
+        // SAFETY: as above; `go` is a valid NUL-terminated path, the buffers, timespec and int
+        // valid. The byte tells the parent the signal is set (the ready file must not come
+        // before).
         unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR2 as libc::c_ulong) != 0 {
-                libc::_exit(3);
-            }
+            let set = [u8::from(
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR2 as libc::c_ulong) == 0,
+            )];
+            libc::write(fds[1], set.as_ptr().cast(), 1);
+            libc::close(fds[1]);
             let ts = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 10_000_000,
@@ -325,6 +380,17 @@ fn pdeathsig_child(w: &Workload) -> io::Result<i32> {
             }
             libc::_exit(if sig == libc::SIGUSR2 { 0 } else { 5 });
         }
+    }
+    // SAFETY: closes our copy of the write end.
+    unsafe { libc::close(fds[1]) };
+    let mut set = [0u8; 1];
+    let n = sys::read(fds[0], &mut set);
+    // SAFETY: closes the read end, used up.
+    unsafe { libc::close(fds[0]) };
+    if (n?, set[0]) != (1, 1) {
+        return Err(io::Error::other(
+            "the child could not set its parent-death signal",
+        ));
     }
     Ok(pid)
 }
@@ -372,6 +438,19 @@ struct CapData {
 }
 
 const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// The `posix-timer` kind's timers: clock, notification, signal, value, interval and time.
+const TIMERS: [(libc::clockid_t, i32, i32, u64, i64, i64); 2] = [
+    (
+        libc::CLOCK_MONOTONIC,
+        libc::SIGEV_SIGNAL,
+        libc::SIGUSR1,
+        0xabc,
+        60,
+        3600,
+    ),
+    (libc::CLOCK_REALTIME, libc::SIGEV_NONE, 0, 0, 0, 7200),
+];
 
 /// The calling thread's effective, permitted and inheritable sets.
 fn capget() -> io::Result<(u64, u64, u64)> {
@@ -536,6 +615,23 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
                 // The values are compared in range here; before and after they differ.
             }
             Ok(format!("{} timers armed as set", out.len()))
+        }
+        "posix-timer" => {
+            let listed = std::fs::read_to_string("/proc/self/timers")?;
+            let mut out = vec![listed.replace('\n', "; ")];
+            for (&id, (_, _, _, _, interval, left)) in set.timers.iter().zip(TIMERS) {
+                // SAFETY: itimerspec is plain data; all-zero is a valid value.
+                let mut spec: libc::itimerspec = unsafe { std::mem::zeroed() };
+                // SAFETY: writes one itimerspec into `spec`.
+                sys::check(unsafe { libc::syscall(libc::SYS_timer_gettime, id, &mut spec) })?;
+                let got = spec.it_value.tv_sec;
+                // Counted down, but not by much: nothing here waits for minutes.
+                let ok = spec.it_interval.tv_sec == interval && got <= left && got > left - 300;
+                let seen = format!("timer {id} interval {} left {got}", spec.it_interval.tv_sec);
+                expect(ok, "timer_gettime", seen)?;
+                out.push(format!("timer {id} interval {interval} armed"));
+            }
+            Ok(out.join(" | "))
         }
         "membarrier" => {
             // SAFETY: membarrier takes integers only.

@@ -5,7 +5,6 @@
 //! - `flock`, `posix-lock`, `ofd-lock`, `lease`: a lock or lease on `locked.bin`;
 //! - `owner`, `setsig`, `async`: a pipe end with an I/O owner (`F_SETOWN`), an I/O signal
 //!   (`F_SETSIG`) or in `O_ASYNC` mode;
-//! - `posix-timer`: an armed `timer_create` timer;
 //! - `memfd`: a memfd descriptor; `deleted-dir`: a descriptor of a deleted directory;
 //! - `deleted-cwd`: a working directory that was deleted;
 //! - `seccomp`: an allow-all seccomp filter;
@@ -52,7 +51,6 @@ struct Held {
     holder: i32,
     fd: Option<i32>,
     child: Child,
-    timer: Option<libc::timer_t>,
 }
 
 fn main() {
@@ -80,7 +78,6 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
         holder: me,
         fd: None,
         child: Child::None,
-        timer: None,
     };
     match kind {
         "flock" | "posix-lock" | "ofd-lock" | "lease" => {
@@ -136,29 +133,6 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
                 }
             };
             held.fd = Some(fd);
-        }
-        "posix-timer" => {
-            // SAFETY: sigevent is plain data; all-zero is a valid value.
-            let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
-            ev.sigev_notify = libc::SIGEV_NONE;
-            let mut timer: libc::timer_t = std::ptr::null_mut();
-            // SAFETY: `ev` is a valid sigevent and `timer` a writable timer_t.
-            let ret = unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) };
-            sys::check(ret.into())?;
-            let spec = libc::itimerspec {
-                it_interval: libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                },
-                it_value: libc::timespec {
-                    tv_sec: 3600,
-                    tv_nsec: 0,
-                },
-            };
-            // SAFETY: `timer` was just created; `spec` is a valid itimerspec.
-            let ret = unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) };
-            sys::check(ret.into())?;
-            held.timer = Some(timer);
         }
         "memfd" => {
             // SAFETY: the name is a valid NUL-terminated string.
@@ -239,19 +213,31 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
         }
         "chroot" => {
             let dir = sys::cstring(w.state_dir());
+            let mut fds = [0i32; 2];
+            // SAFETY: pipe2 writes two descriptors into `fds`, a live [i32; 2].
+            sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
             let pid = fork()?;
             if pid == 0 {
-                // SAFETY: `dir` is a valid NUL-terminated path; chroot and pause are
-                // async-signal-safe.
+                // SAFETY: `dir` is a valid NUL-terminated path; chroot, write and pause are
+                // async-signal-safe. The byte says the root has changed (the ready file must
+                // not come before).
                 unsafe {
-                    if libc::chroot(dir.as_ptr()) != 0 {
-                        libc::_exit(3);
-                    }
+                    let done = [u8::from(libc::chroot(dir.as_ptr()) == 0)];
+                    libc::write(fds[1], done.as_ptr().cast(), 1);
                 }
                 pause_forever();
             }
+            // SAFETY: closes our copy of the write end.
+            unsafe { libc::close(fds[1]) };
+            let mut done = [0u8; 1];
+            let n = sys::read(fds[0], &mut done)?;
+            // SAFETY: closes the read end, used up.
+            unsafe { libc::close(fds[0]) };
             held.holder = pid;
             held.child = Child::Kill(pid);
+            if (n, done[0]) != (1, 1) {
+                return Err(io::Error::other("the child could not change its root"));
+            }
         }
         "session" | "group" => {
             // C (or A) forks G (or A1) and reports its pid through a pipe, then moves itself.
@@ -399,16 +385,6 @@ fn map_anon(share: i32) -> io::Result<*mut libc::c_void> {
 /// The state that can be seen from here is still there.
 fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
     let Some(fd) = held.fd else {
-        if let Some(timer) = held.timer {
-            // SAFETY: itimerspec is plain data; all-zero is a valid value.
-            let mut spec: libc::itimerspec = unsafe { std::mem::zeroed() };
-            // SAFETY: `timer` is ours; `spec` is writable.
-            let ret = unsafe { libc::timer_gettime(timer, &mut spec) };
-            checks.that(
-                ret == 0 && spec.it_value.tv_sec > 0,
-                "the POSIX timer is still armed",
-            );
-        }
         return;
     };
     match kind {
