@@ -4,7 +4,8 @@
 //! would give the workload the engine's own (default scheduling, no timers, full
 //! capabilities, ...) and fail its check.
 //!
-//! Needs root (the tests fail, not skip, without it).
+//! Needs root (the tests fail, not skip, without it); a case that needs more says so in its
+//! name.
 
 mod support;
 
@@ -24,15 +25,15 @@ use support::workload::{Workload, EXIT_TIMEOUT};
 #[case::no_new_privs("no-new-privs")]
 #[case::pdeathsig_child("pdeathsig-child")]
 #[case::itimer("itimer")]
-#[case::posix_timer("posix-timer")]
+#[case::posix_timer_needs_linux_6_16("posix-timer")]
 #[case::membarrier("membarrier")]
 #[case::coredump_filter("coredump-filter")]
 #[case::mce_kill("mce-kill")]
-#[case::mdwe("mdwe")]
+#[case::mdwe_needs_linux_6_3("mdwe")]
 #[case::mlock("mlock")]
 #[case::mlock_user("mlock-user")]
 #[case::madvise("madvise")]
-#[case::affinity("affinity")]
+#[case::affinity_needs_two_cpus("affinity")]
 #[case::file_maywrite("file-maywrite")]
 #[case::caps("caps")]
 #[case::caps_user("caps-user")]
