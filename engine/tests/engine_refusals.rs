@@ -64,6 +64,7 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::deleted_cwd("deleted-cwd", &["working directory", "deleted"])]
 #[case::seccomp("seccomp", &["seccomp"])]
 #[case::namespace("namespace", &["uts namespace"])]
+#[case::loginuid("loginuid", &["audit login uid 1000"])]
 #[case::pdeathsig_root("pdeathsig-root", &["parent-death signal", "PR_SET_PDEATHSIG"])]
 #[case::clone_files("clone-files", &["descriptor table", "CLONE_FILES"])]
 #[case::clone_fs("clone-fs", &["CLONE_FS"])]

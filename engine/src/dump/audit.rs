@@ -83,7 +83,7 @@ pub fn tree(pids: &[i32]) -> Result<(), DumpError> {
     Ok(())
 }
 
-/// One process's threads, namespaces, root directory and working directory.
+/// One process's threads, namespaces, audit login, root directory and working directory.
 fn process(pid: i32) -> Result<(), DumpError> {
     for tid in procfs::threads(pid)? {
         let path = format!("/proc/{pid}/task/{tid}/status");
@@ -112,6 +112,21 @@ fn process(pid: i32) -> Result<(), DumpError> {
                 ns,
                 theirs,
                 ours,
+            });
+        }
+    }
+    for (file, what) in [("loginuid", "login uid"), ("sessionid", "session id")] {
+        // Absent without CONFIG_AUDIT: then nobody has one.
+        let Ok(ours) = procfs::read_string(format!("/proc/self/{file}")) else {
+            continue;
+        };
+        let theirs = procfs::read_string(format!("/proc/{pid}/{file}"))?;
+        if theirs.trim() != ours.trim() {
+            return Err(DumpError::AuditSession {
+                pid,
+                what,
+                theirs: theirs.trim().to_string(),
+                ours: ours.trim().to_string(),
             });
         }
     }

@@ -88,6 +88,18 @@ pub enum DumpError {
         ours: String,
     },
     #[error(
+        "process {pid} has audit {what} {theirs} and crlab {ours}: a restored process takes \
+         crlab's, which the kernel lets no one set back; run crlab in the process's audit login \
+         session (for a service: from a service, e.g. with systemd-run)"
+    )]
+    AuditSession {
+        pid: i32,
+        /// "login uid" or "session id".
+        what: &'static str,
+        theirs: String,
+        ours: String,
+    },
+    #[error(
         "the working directory of process {pid} ({path}) was deleted; crlab cannot restore a \
          deleted working directory: change to a directory that exists before the dump"
     )]

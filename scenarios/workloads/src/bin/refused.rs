@@ -8,6 +8,7 @@
 //! - `memfd`: a memfd descriptor; `deleted-dir`: a descriptor of a deleted directory;
 //! - `deleted-cwd`: a working directory that was deleted;
 //! - `seccomp`: an allow-all seccomp filter;
+//! - `loginuid`: an audit login uid (1000) that crlab, started by the tests, does not have;
 //! - `namespace`: a UTS namespace of its own (`unshare`);
 //! - `pdeathsig-root`: a parent-death signal on the root, whose parent is not dumped;
 //! - `clone-files`, `clone-fs`: a child made by `clone` sharing the descriptor table or the
@@ -154,6 +155,7 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             std::env::set_current_dir(&dir)?;
             std::fs::remove_dir(&dir)?;
         }
+        "loginuid" => std::fs::write("/proc/self/loginuid", "1000")?,
         "namespace" => {
             // SAFETY: unshare takes an integer only; the UTS namespace is this process's.
             sys::check(unsafe { libc::unshare(libc::CLONE_NEWUTS) }.into())?;
