@@ -7,7 +7,9 @@
 //! - `oom-score-adj`: `/proc/self/oom_score_adj` 345;
 //! - `thp-disable`: `PR_SET_THP_DISABLE`;
 //! - `timerslack`: `PR_SET_TIMERSLACK` 123456 ns;
-//! - `subreaper`: `PR_SET_CHILD_SUBREAPER`;
+//! - `subreaper`: `PR_SET_CHILD_SUBREAPER`, and an orphan reparented to it: a child that
+//!   forked a grandchild and exited; the grandchild checks once the go file appears that its
+//!   parent is still the root, and exits 0 if so (the root reaps it and checks);
 //! - `no-new-privs`: `PR_SET_NO_NEW_PRIVS`;
 //! - `pdeathsig-child`: a child with parent-death signal SIGUSR2, which checks it still has it
 //!   once the go file appears and exits 0 if so (the root reaps it and checks);
@@ -153,7 +155,10 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
         )?),
         "thp-disable" => drop(prctl(libc::PR_SET_THP_DISABLE, 1)?),
         "timerslack" => drop(prctl(libc::PR_SET_TIMERSLACK, 123_456)?),
-        "subreaper" => drop(prctl(libc::PR_SET_CHILD_SUBREAPER, 1)?),
+        "subreaper" => {
+            prctl(libc::PR_SET_CHILD_SUBREAPER, 1)?;
+            set.child = Some(orphan(w)?);
+        }
         "no-new-privs" => drop(prctl(libc::PR_SET_NO_NEW_PRIVS, 1)?),
         "pdeathsig-child" => set.child = Some(pdeathsig_child(w)?),
         "itimer" => {
@@ -393,6 +398,60 @@ fn pdeathsig_child(w: &Workload) -> io::Result<i32> {
         ));
     }
     Ok(pid)
+}
+
+/// Forks a child that forks the orphan and exits; once the child is reaped, the orphan is
+/// ours (we are its subreaper). The orphan checks its parent once the go file appears.
+fn orphan(w: &Workload) -> io::Result<i32> {
+    let go = sys::cstring(&w.path(CHILD_GO));
+    let root = sys::getpid();
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`, a live [i32; 2].
+    sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
+    // SAFETY: the workload is single-threaded; the children make only async-signal-safe calls
+    // (fork, write, _exit, getppid, access, nanosleep).
+    let child = sys::check(unsafe { libc::fork() }.into())? as i32;
+    if child == 0 {
+        // SAFETY: as above; the buffers and timespec are valid.
+        unsafe {
+            let orphan = libc::fork();
+            if orphan == 0 {
+                let ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 10_000_000,
+                };
+                while libc::access(go.as_ptr(), libc::F_OK) != 0 {
+                    libc::nanosleep(&ts, std::ptr::null_mut());
+                }
+                libc::_exit(if libc::getppid() == root { 0 } else { 6 });
+            }
+            libc::write(fds[1], orphan.to_ne_bytes().as_ptr().cast(), 4);
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closes our copy of the write end.
+    unsafe { libc::close(fds[1]) };
+    let mut buf = [0u8; 4];
+    let n = sys::read(fds[0], &mut buf);
+    // SAFETY: closes the read end, used up.
+    unsafe { libc::close(fds[0]) };
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is writable.
+    let got = unsafe { libc::waitpid(child, &mut status, 0) };
+    let orphan = i32::from_ne_bytes(buf);
+    if n? != 4 || orphan <= 0 || got != child {
+        return Err(io::Error::other("the child did not leave an orphan"));
+    }
+    // Reparented when its parent exited, before we could reap the parent.
+    let ppid = std::fs::read_to_string(format!("/proc/{orphan}/stat"))?
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+    if ppid != Some(root) {
+        return Err(io::Error::other(format!(
+            "the orphan {orphan} has parent {ppid:?}, not us"
+        )));
+    }
+    Ok(orphan)
 }
 
 fn itimerval(interval: i64, value: i64) -> libc::itimerval {
@@ -679,7 +738,7 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
 /// What can only be checked by acting on the state, after the comparison.
 fn after_checks(checks: &mut Checks, w: &Workload, kind: &str, set: &Set) {
     match kind {
-        "pdeathsig-child" => {
+        "pdeathsig-child" | "subreaper" => {
             let Some(child) = set.child else { return };
             if checks
                 .io(
@@ -697,7 +756,8 @@ fn after_checks(checks: &mut Checks, w: &Workload, kind: &str, set: &Set) {
             checks.that(
                 libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
                 &format!(
-                    "the child still has parent-death signal SIGUSR2 (wait status {status:#x})"
+                    "the child still has its parent-death signal SIGUSR2, or the orphan its \
+                     parent (wait status {status:#x})"
                 ),
             );
         }
