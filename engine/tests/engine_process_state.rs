@@ -29,6 +29,7 @@ use support::workload::{Workload, EXIT_TIMEOUT};
 #[case::membarrier("membarrier")]
 #[case::coredump_filter("coredump-filter")]
 #[case::mce_kill("mce-kill")]
+#[case::tsc_sigsegv("tsc-sigsegv")]
 #[case::mdwe_needs_linux_6_3("mdwe")]
 #[case::mlock("mlock")]
 #[case::mlock_user("mlock-user")]

@@ -1,6 +1,7 @@
 //! Per-thread state and signal dispositions, read through ptrace and remote calls: registers,
-//! signal state, tid address, robust list, rseq, scheduling, parent-death signal, timer
-//! slack, capabilities, no-new-privs.
+//! signal state, tid address, robust list, rseq, scheduling, CPU affinity, parent-death
+//! signal, timer slack, machine-check kill policy, time stamp counter mode, capabilities,
+//! no-new-privs.
 
 use super::error::image_u32;
 use super::DumpError;
@@ -73,6 +74,14 @@ pub fn dump_thread(
         libc::SYS_prctl,
         &[PR_MCE_KILL_GET],
     )?;
+    remote.syscall(
+        "prctl(PR_GET_TSC)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_TSC as u64, scratch.addr],
+    )?;
+    let mut b = [0u8; 4];
+    remote.read_mem(scratch.addr, &mut b)?;
+    let tsc = image_u32(pid, "the time stamp counter mode", i32::from_ne_bytes(b))?;
     let no_new_privs = remote.syscall(
         "prctl(PR_GET_NO_NEW_PRIVS)",
         libc::SYS_prctl,
@@ -107,6 +116,7 @@ pub fn dump_thread(
         no_new_privs,
         keep_caps: securebits & SECBIT_KEEP_CAPS != 0,
         cpus_allowed: status.cpus_allowed,
+        tsc,
         mce_kill: Some(image_u32(
             pid,
             "the machine-check kill policy",

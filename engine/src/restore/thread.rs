@@ -356,6 +356,15 @@ pub fn restore_thread(
     }
     set_sched(remote, pid, scratch, core)?;
     set_affinity(remote, pid, scratch, core)?;
+    if core.tsc == PR_TSC_SIGSEGV {
+        remote
+            .syscall(
+                "prctl(PR_SET_TSC)",
+                libc::SYS_prctl,
+                &[libc::PR_SET_TSC as u64, u64::from(PR_TSC_SIGSEGV)],
+            )
+            .step(pid, "the time stamp counter mode")?;
+    }
     if let Some(policy) = core.mce_kill.filter(|&p| p != PR_MCE_KILL_DEFAULT) {
         remote
             .syscall(
@@ -478,6 +487,8 @@ fn set_affinity(
 /// `<linux/prctl.h>`'s machine-check kill policy, which the libc crate lacks for Linux.
 const PR_MCE_KILL: u64 = 33;
 const PR_MCE_KILL_SET: u64 = 1;
+/// `PR_TSC_SIGSEGV`: `rdtsc` faults.
+const PR_TSC_SIGSEGV: u32 = 2;
 /// What `PR_MCE_KILL_GET` says of a thread that never set a policy.
 const PR_MCE_KILL_DEFAULT: u32 = 2;
 

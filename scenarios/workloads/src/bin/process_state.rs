@@ -26,6 +26,8 @@
 //! - `affinity`: the CPU affinity narrowed to the first allowed CPU (needs two);
 //! - `coredump-filter`: `/proc/self/coredump_filter` 0x7f;
 //! - `mce-kill`: `PR_MCE_KILL` early;
+//! - `tsc-sigsegv`: `PR_SET_TSC` to `PR_TSC_SIGSEGV` (nothing here reads a clock through the
+//!   vDSO afterwards, which would fault);
 //! - `mdwe`: memory-deny-write-execute (`PR_SET_MDWE`);
 //! - `mlock-user`: a page locked, then the ids changed to 65534 (the lock stays, counted
 //!   against the user's limit);
@@ -149,6 +151,10 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             };
             sys::check(ret.into())?;
         }
+        "tsc-sigsegv" => drop(prctl(
+            libc::PR_SET_TSC,
+            libc::PR_TSC_SIGSEGV as libc::c_ulong,
+        )?),
         "mdwe" => drop(prctl(
             libc::PR_SET_MDWE,
             libc::PR_MDWE_REFUSE_EXEC_GAIN.into(),
@@ -627,6 +633,10 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
                 "PR_MCE_KILL_GET",
                 v.to_string(),
             )
+        }
+        "tsc-sigsegv" => {
+            let v = prctl_get(libc::PR_GET_TSC)?;
+            expect(v == libc::PR_TSC_SIGSEGV, "PR_GET_TSC", v.to_string())
         }
         "mdwe" => {
             let v = prctl(libc::PR_GET_MDWE, 0)?;
