@@ -64,7 +64,7 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
     } else if target.starts_with("/memfd:") {
         return Err(unsupported(
             "a memfd",
-            "crlab does not dump memfds yet; close it before the dump",
+            "its contents and seals are not saved yet; close it before the dump",
         ));
     } else if target.ends_with(" (deleted)") {
         return Err(if std::fs::metadata(&link).is_ok_and(|m| m.is_dir()) {
