@@ -36,6 +36,7 @@ use support::workload::{Workload, EXIT_TIMEOUT};
 #[case::madvise("madvise")]
 #[case::affinity_needs_two_cpus("affinity")]
 #[case::file_maywrite("file-maywrite")]
+#[case::thread_state("thread-state")]
 #[case::caps("caps")]
 #[case::caps_user("caps-user")]
 fn process_state_is_restored_exactly(#[case] kind: &str) {

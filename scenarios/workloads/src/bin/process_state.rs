@@ -33,6 +33,9 @@
 //!   against the user's limit);
 //! - `file-maywrite`: a shared mapping of a file opened for writing, mapped read-only: after
 //!   the trigger it can be made writable and a write through it reaches the file;
+//! - `thread-state`: a second thread with its own SCHED_BATCH, nice 5, timer slack 77777 ns
+//!   and CAP_NET_RAW out of its effective set, which it reads before and after (blocked in a
+//!   read of a pipe meanwhile); the main thread's own, untouched, must not change either;
 //! - `caps`: as root, capability sets changed in each: CAP_NET_RAW out of the effective set,
 //!   CAP_NET_BIND_SERVICE into the inheritable and ambient sets, CAP_SYS_BOOT out of the
 //!   bounding set, and the keep-capabilities bit;
@@ -43,6 +46,8 @@
 //! wait, where setup also checks it took effect, and again after: the two must be equal.
 
 use std::io;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use crlab_workloads::runtime::{Checks, Workload};
 use crlab_workloads::sys;
@@ -70,6 +75,9 @@ struct Set {
     pages: Vec<usize>,
     /// Ids of the POSIX timers.
     timers: Vec<i32>,
+    /// The second thread of `thread-state`: its handle (it returns its state after the wake),
+    /// the pipe end that wakes it, and its state before.
+    thread: Option<(JoinHandle<io::Result<String>>, i32, String)>,
 }
 
 fn main() {
@@ -92,7 +100,8 @@ fn main() {
     if let Some(after) = checks.io(&format!("reading {kind} again"), observe(&kind, &set)) {
         checks.eq(&kind, before, after);
     }
-    after_checks(&mut checks, &w, &kind, &set);
+    let mut set = set;
+    after_checks(&mut checks, &w, &kind, &mut set);
     w.finish(checks)
 }
 
@@ -300,6 +309,7 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             unsafe { libc::close(fd) };
             set.pages.push(addr);
         }
+        "thread-state" => set.thread = Some(second_thread()?),
         "caps" | "caps-user" => {
             let (mut eff, prm, mut inh) = capget()?;
             eff &= !(1 << CAP_NET_RAW);
@@ -343,6 +353,63 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
         }
     }
     Ok(set)
+}
+
+/// Starts the second thread of `thread-state`: it sets its own state, sends it, then waits for
+/// a byte on a pipe and returns its state again.
+fn second_thread() -> io::Result<(JoinHandle<io::Result<String>>, i32, String)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`, a live [i32; 2].
+    sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), 0) }.into())?;
+    let (wait, wake) = (fds[0], fds[1]);
+    let (tx, rx) = mpsc::channel::<io::Result<String>>();
+    let handle = std::thread::spawn(move || {
+        let set_up = || -> io::Result<String> {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: `param` is a valid sched_param; pid 0 is the calling thread.
+            sys::check(unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) }.into())?;
+            let me = sys::gettid() as libc::id_t;
+            // SAFETY: setpriority takes integers only; the id is this thread's.
+            let ret = unsafe { libc::setpriority(libc::PRIO_PROCESS, me, 5) };
+            sys::check(ret.into())?;
+            prctl(libc::PR_SET_TIMERSLACK, 77_777)?;
+            let (eff, prm, inh) = capget()?;
+            capset(eff & !(1 << CAP_NET_RAW), prm, inh)?;
+            thread_self_state()
+        };
+        let before = set_up();
+        let failed = before.is_err();
+        if tx.send(before).is_err() || failed {
+            return Err(io::Error::other("setting up the second thread"));
+        }
+        let mut byte = [0u8; 1];
+        sys::read(wait, &mut byte)?;
+        thread_self_state()
+    });
+    let before = rx
+        .recv()
+        .map_err(|_| io::Error::other("the second thread ended before it set up"))??;
+    Ok((handle, wake, before))
+}
+
+/// The calling thread's scheduling, nice value, timer slack and capabilities.
+fn thread_self_state() -> io::Result<String> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // Fields 19 (nice) and 41 (policy), counted from the state (field 3).
+    let field = |n: usize| fields.get(n - 3).copied().unwrap_or("?");
+    let status = std::fs::read_to_string("/proc/thread-self/status")?;
+    let caps: Vec<&str> = status.lines().filter(|l| l.starts_with("Cap")).collect();
+    Ok(format!(
+        "nice {} policy {} slack {} {}",
+        field(19),
+        field(41),
+        prctl(libc::PR_GET_TIMERSLACK, 0)?,
+        caps.join(" ")
+    ))
 }
 
 /// Changes every id to 65534 (its state directory given to it first, so it can still write
@@ -741,12 +808,26 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
         "caps" | "caps-user" => {
             status_lines(&["Uid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"])
         }
+        // The main thread's own: untouched, and so it must stay.
+        "thread-state" => thread_self_state(),
         _ => Err(io::Error::other("unknown kind")),
     }
 }
 
 /// What can only be checked by acting on the state, after the comparison.
-fn after_checks(checks: &mut Checks, w: &Workload, kind: &str, set: &Set) {
+fn after_checks(checks: &mut Checks, w: &Workload, kind: &str, set: &mut Set) {
+    if let Some((handle, wake, before)) = set.thread.take() {
+        if checks
+            .io("waking the second thread", sys::write(wake, b"w"))
+            .is_some()
+        {
+            match handle.join() {
+                Ok(Ok(after)) => checks.eq("the second thread's own state", before, after),
+                Ok(Err(e)) => checks.fail(format!("the second thread reading its state: {e}")),
+                Err(_) => checks.fail("the second thread panicked"),
+            }
+        }
+    }
     match kind {
         "pdeathsig-child" | "subreaper" => {
             let Some(child) = set.child else { return };
