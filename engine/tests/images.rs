@@ -149,6 +149,7 @@ fn sample_task() -> Task {
         shared_pending: vec![SigInfo { signo: 10, raw }],
         personality: 0,
         dumpable: Some(1),
+        ..Task::default()
     }
 }
 
@@ -162,6 +163,7 @@ fn sample_mm() -> Mm {
         pgoff: 0,
         growsdown: false,
         shmem_id: 0,
+        ..Vma::default()
     };
     let (r, w, x) = (libc::PROT_READ, libc::PROT_WRITE, libc::PROT_EXEC);
     Mm {
@@ -262,6 +264,7 @@ fn sample_core(tid: u32) -> ThreadCore {
         sockcreate_context: String::new(),
         pending: Vec::new(),
         comm: format!("worker-{tid}"),
+        ..ThreadCore::default()
     }
 }
 

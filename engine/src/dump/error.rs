@@ -29,6 +29,135 @@ pub enum DumpError {
     },
     #[error("process {pid} is a zombie; crlab cannot dump zombies yet")]
     Zombie { pid: i32 },
+    #[error(
+        "process {pid} is stopped (state {state}: by SIGSTOP, job control or a tracer); crlab \
+         cannot restore a stopped process yet: continue it (kill -CONT {pid}) before the dump"
+    )]
+    Stopped { pid: i32, state: char },
+    #[error(
+        "process {pid} holds {lock} on fd {fd} ({path}); crlab does not restore file locks or \
+         leases: release it before the dump"
+    )]
+    FileLock {
+        pid: i32,
+        fd: i32,
+        path: String,
+        /// What kind of lock, in words ("a POSIX record lock", "an OFD lock", ...).
+        lock: &'static str,
+    },
+    #[error(
+        "fd {fd} ({path}) of process {pid} {what}; crlab does not restore I/O signalling \
+         (F_SETOWN, F_SETSIG, O_ASYNC): clear it before the dump"
+    )]
+    FileSignalling {
+        pid: i32,
+        fd: i32,
+        path: String,
+        /// What is set, in words ("sends SIGIO to process 12 (F_SETOWN)").
+        what: String,
+    },
+    #[error(
+        "process {pid} has POSIX timers (timer_create, /proc/{pid}/timers) that crlab cannot \
+         recreate: {why}; delete them before the dump"
+    )]
+    PosixTimers { pid: i32, why: String },
+    #[error(
+        "processes {pid} and {other} share one {what}; crlab restores every process with its \
+         own: dump a tree whose processes share none"
+    )]
+    SharedWithProcess {
+        pid: i32,
+        other: i32,
+        /// What is shared ("descriptor table (CLONE_FILES)", ...).
+        what: &'static str,
+    },
+    #[error(
+        "process {pid} runs with its root directory at {root} (chroot); crlab does not restore \
+         a changed root: dump processes whose root is the engine's"
+    )]
+    Chroot { pid: i32, root: String },
+    #[error(
+        "process {pid} is in another {ns} namespace ({theirs}) than crlab ({ours}); crlab \
+         restores processes into its own namespaces: run crlab in the process's namespaces \
+         (nsenter), or dump a process that shares crlab's"
+    )]
+    Namespace {
+        pid: i32,
+        ns: &'static str,
+        theirs: String,
+        ours: String,
+    },
+    #[error(
+        "process {pid} has audit {what} {theirs} and crlab {ours}: a restored process takes \
+         crlab's, which the kernel lets no one set back; run crlab in the process's audit login \
+         session (for a service: from a service, e.g. with systemd-run)"
+    )]
+    AuditSession {
+        pid: i32,
+        /// "login uid" or "session id".
+        what: &'static str,
+        theirs: String,
+        ours: String,
+    },
+    #[error(
+        "the working directory of process {pid} ({path}) was deleted; crlab cannot restore a \
+         deleted working directory: change to a directory that exists before the dump"
+    )]
+    DeletedCwd { pid: i32, path: String },
+    #[error(
+        "process {pid} is in session {sid} and process group {pgid}, which a restore cannot \
+         recreate: {why}; dump a tree whose sessions and groups are led by its own members in \
+         the order they were created"
+    )]
+    SessionLayout {
+        pid: i32,
+        sid: i32,
+        pgid: i32,
+        why: String,
+    },
+    #[error(
+        "shared memory object {shmem_id} is mapped at {first_start:#x} in process {first_pid} and \
+         at {second_start:#x} in process {second_pid}; crlab restores shared memory at one \
+         address only: map it at the same address in every process"
+    )]
+    SharedMemoryAddresses {
+        shmem_id: u64,
+        first_pid: i32,
+        first_start: u64,
+        second_pid: i32,
+        second_start: u64,
+    },
+    #[error(
+        "mapping {start:#x}-{end:#x} ({path}) of process {pid} is {what} (VmFlags {flag}); crlab \
+         does not restore this: dump the process without it"
+    )]
+    MappingFlags {
+        pid: i32,
+        start: u64,
+        end: u64,
+        path: String,
+        flag: String,
+        what: &'static str,
+    },
+    #[error(
+        "thread {tid} of process {pid} runs under seccomp (mode {mode}); crlab does not restore \
+         seccomp filters: dump processes without them"
+    )]
+    Seccomp { pid: i32, tid: i32, mode: u32 },
+    #[error(
+        "thread {tid} of process {pid}, the root of the dump, has parent-death signal {signal} \
+         (PR_SET_PDEATHSIG), tied to a parent that is not part of the dump; crlab cannot \
+         restore it: dump its parent's tree, or clear it"
+    )]
+    RootParentDeathSignal { pid: i32, tid: i32, signal: i32 },
+    #[error("thread {tid} of process {pid} {what}; crlab does not restore it: {hint}")]
+    ThreadState {
+        pid: i32,
+        tid: i32,
+        /// The state, in words ("runs under SCHED_DEADLINE").
+        what: String,
+        hint: &'static str,
+    },
     #[error("transport socket to process {pid}: the process could not connect to the engine's socket; \
              with SELinux enforcing this is the `unix_stream_socket {{ connectto }}` check from the process's \
              context {context:?} to the socket's label {socket:?}{rule}")]

@@ -5,7 +5,9 @@ use super::error::image_u32;
 use super::DumpError;
 use crate::image::schema::{file_entry, Fd, FileEntry, PathFile, PathFileType, Pipe, PipeEnd};
 use crate::procfs::{read_link, FdInfo};
-use crate::sys::{peek_pipe, pipe_capacity, same_file};
+use crate::sys::{
+    file_owner, file_signal, peek_pipe, pipe_capacity, same_file, OWNER_PGRP, OWNER_TID,
+};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -59,11 +61,23 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
             "an anonymous-inode descriptor (eventfd, epoll, signalfd, timerfd, ...)",
             "only regular files, directories, pipes and /dev/null-like devices are supported",
         ));
-    } else if target.ends_with(" (deleted)") {
+    } else if target.starts_with("/memfd:") {
         return Err(unsupported(
-            "a deleted file",
-            "keep the file on disk until the dump is done",
+            "a memfd",
+            "its contents and seals are not saved yet; close it before the dump",
         ));
+    } else if target.ends_with(" (deleted)") {
+        return Err(if std::fs::metadata(&link).is_ok_and(|m| m.is_dir()) {
+            unsupported(
+                "a deleted directory",
+                "keep the directory until the dump is done, or close it",
+            )
+        } else {
+            unsupported(
+                "a deleted file",
+                "keep the file on disk until the dump is done",
+            )
+        });
     } else if target.starts_with('/') {
         let meta = std::fs::metadata(&link).map_err(|source| crate::procfs::ProcError::Io {
             path: link.clone(),
@@ -102,7 +116,30 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
         ));
     };
     let info = FdInfo::read(pid, fd)?;
+    if let Some(lock) = info.locks.iter().find_map(|l| lock_kind(l)) {
+        return Err(DumpError::FileLock {
+            pid,
+            fd,
+            path: target,
+            lock,
+        });
+    }
     Ok(FdDesc { fd, kind, info })
+}
+
+/// What a `lock:` line of fdinfo is (`1: POSIX  ADVISORY  WRITE 77 00:2d:56 0 EOF`), in words;
+/// `None` for a line that is not a lock held.
+fn lock_kind(line: &str) -> Option<&'static str> {
+    Some(match line.split_whitespace().nth(1)? {
+        "FLOCK" => "a flock lock",
+        "POSIX" => "a POSIX record lock",
+        "OFDLCK" => "an OFD lock",
+        "LEASE" => "a lease",
+        "DELEG" => "a delegation",
+        // A waiter ("->"), or a kind this engine does not know: still a lock.
+        "->" => return None,
+        _ => "a file lock",
+    })
 }
 
 /// Open file descriptions gathered across every process of the tree.
@@ -151,6 +188,7 @@ impl FileTableBuilder {
             let id = match id {
                 Some(id) => id,
                 None => {
+                    signalling(pid, desc, &fd)?;
                     let id =
                         u32::try_from(self.files.len() + 1).map_err(|_| DumpError::OutOfRange {
                             pid,
@@ -201,6 +239,37 @@ impl FileTableBuilder {
             pipes,
         }
     }
+}
+
+/// Refuses an open file description that signals a process on I/O (`F_SETOWN`, `F_SETSIG`,
+/// `O_ASYNC`): the restore opens files afresh, without any of it.
+fn signalling(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<(), DumpError> {
+    let refuse = |what: String| DumpError::FileSignalling {
+        pid,
+        fd: desc.fd,
+        path: match &desc.kind {
+            FdKind::Path { path, .. } => path.clone(),
+            FdKind::Pipe { ino } => format!("pipe:[{ino}]"),
+        },
+        what,
+    };
+    let (kind, owner) = file_owner(file.as_fd())?;
+    if owner != 0 {
+        let whom = match kind {
+            OWNER_TID => "thread",
+            OWNER_PGRP => "process group",
+            _ => "process",
+        };
+        return Err(refuse(format!("signals {whom} {owner} on I/O (F_SETOWN)")));
+    }
+    let sig = file_signal(file.as_fd())?;
+    if sig != 0 {
+        return Err(refuse(format!("sends signal {sig} on I/O (F_SETSIG)")));
+    }
+    if desc.info.flags & libc::O_ASYNC as u32 != 0 {
+        return Err(refuse("is in O_ASYNC mode".to_string()));
+    }
+    Ok(())
 }
 
 /// The contents and capacity of a pipe, left in place.

@@ -3,7 +3,7 @@
 use super::DumpError;
 use crate::image::schema::{PagemapEntry, Vma, VmaKind};
 use crate::image::PagesWriter;
-use crate::procfs::{MapEntry, PagemapReader};
+use crate::procfs::{MapEntry, PagemapReader, VmFlags};
 use crate::sys::{usize_of, Remote, PAGE_SIZE};
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
@@ -54,14 +54,55 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
     Ok(Some(kind))
 }
 
-/// The mappings of a process as image entries.
-pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
+/// `VmFlags` codes of `/proc/PID/smaps` that `madvise` sets, with the advice that sets them.
+const ADVICE: &[(&str, i32)] = &[
+    ("hg", libc::MADV_HUGEPAGE),
+    ("nh", libc::MADV_NOHUGEPAGE),
+    ("dc", libc::MADV_DONTFORK),
+    ("wf", libc::MADV_WIPEONFORK),
+    ("dd", libc::MADV_DONTDUMP),
+    ("mg", libc::MADV_MERGEABLE),
+    ("sr", libc::MADV_SEQUENTIAL),
+    ("rr", libc::MADV_RANDOM),
+];
+
+/// The advice, lock and may-write bit of one mapping's `VmFlags`.
+fn advice_and_lock(flags: &[String]) -> (Vec<u32>, u32, bool) {
+    let has = |code: &str| flags.iter().any(|f| f == code);
+    let advice = ADVICE
+        .iter()
+        .filter(|(code, _)| has(code))
+        // MADV_* values are small and positive.
+        .map(|&(_, advice)| u32::try_from(advice).unwrap_or(0))
+        .collect();
+    let lock = if has("lf") {
+        2
+    } else if has("lo") {
+        1
+    } else {
+        0
+    };
+    (advice, lock, has("mw"))
+}
+
+/// The mappings of a process as image entries, with the advice and locks of `flags`
+/// (`/proc/PID/smaps`).
+pub fn vmas(pid: i32, maps: &[MapEntry], flags: &[VmFlags]) -> Result<Vec<Vma>, DumpError> {
     let mut out = Vec::with_capacity(maps.len());
     for m in maps {
         let Some(kind) = classify(pid, m)? else {
             continue;
         };
         let file = matches!(kind, VmaKind::FilePrivate | VmaKind::FileShared);
+        let special = matches!(
+            kind,
+            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
+        );
+        let (advice, lock, may_write) = match flags.iter().find(|f| f.start == m.start) {
+            // The kernel's own mappings carry flags by nature; it recreates them with them.
+            Some(f) if !special => advice_and_lock(&f.flags),
+            _ => (Vec::new(), 0, false),
+        };
         out.push(Vma {
             start: m.start,
             end: m.end,
@@ -75,6 +116,9 @@ pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
             } else {
                 0
             },
+            advice,
+            lock,
+            may_write,
         });
     }
     Ok(out)
@@ -167,4 +211,22 @@ fn flush(
     }
     batch.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advice_and_locks_from_vmflags() {
+        let f = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(advice_and_lock(&f("rd wr mr mw me ac")), (vec![], 0, true));
+        let (advice, lock, mw) = advice_and_lock(&f("rd mr me nh dc lo"));
+        assert_eq!(
+            advice,
+            [libc::MADV_NOHUGEPAGE as u32, libc::MADV_DONTFORK as u32]
+        );
+        assert_eq!((lock, mw), (1, false));
+        assert_eq!(advice_and_lock(&f("rd lo lf")).1, 2);
+    }
 }

@@ -11,9 +11,11 @@
 //! empty directory, or, told to replace one, into a fresh sibling swapped in whole
 //! once complete ([`ImageDirWriter::new_dump`]); a failed dump leaves the old one intact.
 
+mod audit;
 mod error;
 mod files;
 mod memory;
+mod process;
 mod seize;
 mod thread;
 mod transport;
@@ -60,7 +62,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let images = ImageDirWriter::new_dump(&opts.images_dir, opts.existing)?;
     check_interrupt()?;
     let mut tree = SeizedTree::seize(&pids)?;
-    match dump_seized(opts, &mut tree, images) {
+    // Held still, so what /proc shows is what would be dumped; refused before any change.
+    let dumped = audit::tree(&pids).and_then(|()| dump_seized(opts, &mut tree, images));
+    match dumped {
         Ok(summary) => {
             if opts.leave_running {
                 tree.release()?;
@@ -102,10 +106,13 @@ fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
     let mut out = vec![root];
     let mut i = 0;
     while i < out.len() {
-        // A zombie cannot be seized: refuse before anything is touched.
-        if Stat::read(out[i])?.state == 'Z' {
+        // A zombie cannot be seized, a stopped process not resumed: refuse before anything
+        // is touched.
+        let stat = Stat::read(out[i])?;
+        if stat.state == 'Z' {
             return Err(DumpError::Zombie { pid: out[i] });
         }
+        audit::not_stopped(out[i], &stat)?;
         let kids = procfs::children(out[i])?;
         out.extend(kids);
         i += 1;
@@ -201,7 +208,7 @@ fn dump_process(
         .map(|&fd| files::classify(pid, fd))
         .collect::<Result<Vec<_>, _>>()?;
     let maps = MapEntry::read(pid)?;
-    let vmas = memory::vmas(pid, &maps)?;
+    let vmas = memory::vmas(pid, &maps, &procfs::VmFlags::read(pid)?)?;
     let status = Status::read(pid)?;
     let gadget = find_syscall_gadget(pid, &maps)?;
     let context = procfs::selinux_attr(pid, pid, "current");
@@ -219,6 +226,7 @@ fn dump_process(
         &[libc::PR_GET_DUMPABLE as u64],
     )?;
     let sigactions = thread::sigactions(leader, scratch)?;
+    let state = process::read(pid, leader, scratch)?;
 
     // Descriptors, through the transport socket.
     let mut transport =
@@ -231,6 +239,15 @@ fn dump_process(
     let mut cores = Vec::new();
     for remote in proc.remotes.iter_mut() {
         cores.push(thread::dump_thread(pid, remote, scratch)?);
+    }
+    if pid == opts.root {
+        if let Some(core) = cores.iter().find(|c| c.pdeathsig != 0) {
+            return Err(DumpError::RootParentDeathSignal {
+                pid,
+                tid: i32::try_from(core.tid).unwrap_or(-1),
+                signal: i32::try_from(core.pdeathsig).unwrap_or(-1),
+            });
+        }
     }
     let shared_pending = proc.remotes[0]
         .tracee
@@ -286,6 +303,14 @@ fn dump_process(
             "the dumpable flag",
             i64::try_from(dumpable).unwrap_or(i64::MAX),
         )?),
+        oom_score_adj: Some(state.oom_score_adj),
+        coredump_filter: Some(state.coredump_filter),
+        mdwe: state.mdwe,
+        posix_timers: state.posix_timers,
+        child_subreaper: state.child_subreaper,
+        thp_disable: state.thp_disable,
+        itimers: state.itimers,
+        membarrier: state.membarrier,
     };
     let mm = Mm {
         vmas,

@@ -1,9 +1,14 @@
-//! Per-thread state and signal dispositions, read through ptrace and remote calls.
+//! Per-thread state and signal dispositions, read through ptrace and remote calls: registers,
+//! signal state, tid address, robust list, rseq, scheduling, CPU affinity, parent-death
+//! signal, timer slack, machine-check kill policy, time stamp counter mode, capabilities,
+//! no-new-privs.
 
 use super::error::image_u32;
 use super::DumpError;
-use crate::image::schema::{GpRegs, Rseq, SigAction, SigAltStack, SigInfo, ThreadCore};
-use crate::procfs;
+use crate::image::schema::{
+    Caps, GpRegs, Rseq, Sched, SigAction, SigAltStack, SigInfo, ThreadCore,
+};
+use crate::procfs::{self, Stat, Status};
 use crate::sys::{Remote, Scratch};
 
 /// The state of one stopped thread.
@@ -48,7 +53,75 @@ pub fn dump_thread(
             raw: raw.to_vec(),
         })
         .collect();
+    let sched = sched(pid, tid)?;
+    let pdeathsig = {
+        remote.syscall(
+            "prctl(PR_GET_PDEATHSIG)",
+            libc::SYS_prctl,
+            &[libc::PR_GET_PDEATHSIG as u64, scratch.addr],
+        )?;
+        let mut b = [0u8; 4];
+        remote.read_mem(scratch.addr, &mut b)?;
+        image_u32(pid, "the parent-death signal", i32::from_ne_bytes(b))?
+    };
+    let timerslack_ns = remote.syscall(
+        "prctl(PR_GET_TIMERSLACK)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_TIMERSLACK as u64],
+    )?;
+    let mce_kill = remote.syscall(
+        "prctl(PR_MCE_KILL_GET)",
+        libc::SYS_prctl,
+        &[PR_MCE_KILL_GET],
+    )?;
+    remote.syscall(
+        "prctl(PR_GET_TSC)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_TSC as u64, scratch.addr],
+    )?;
+    let mut b = [0u8; 4];
+    remote.read_mem(scratch.addr, &mut b)?;
+    let tsc = image_u32(pid, "the time stamp counter mode", i32::from_ne_bytes(b))?;
+    let no_new_privs = remote.syscall(
+        "prctl(PR_GET_NO_NEW_PRIVS)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_NO_NEW_PRIVS as u64],
+    )? != 0;
+    let securebits = remote.syscall(
+        "prctl(PR_GET_SECUREBITS)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_SECUREBITS as u64],
+    )?;
+    if securebits & !SECBIT_KEEP_CAPS != 0 {
+        return Err(DumpError::ThreadState {
+            pid,
+            tid,
+            what: format!("has securebits {securebits:#x} (PR_SET_SECUREBITS)"),
+            hint: "only the keep-capabilities bit is restored; dump it without the others",
+        });
+    }
+    let status = Status::read_task(pid, tid)?;
+    let c = status.caps;
     Ok(ThreadCore {
+        sched: Some(sched),
+        pdeathsig,
+        timerslack_ns: Some(timerslack_ns),
+        caps: Some(Caps {
+            inheritable: c.inheritable,
+            permitted: c.permitted,
+            effective: c.effective,
+            bounding: c.bounding,
+            ambient: c.ambient,
+        }),
+        no_new_privs,
+        keep_caps: securebits & SECBIT_KEEP_CAPS != 0,
+        cpus_allowed: status.cpus_allowed,
+        tsc,
+        mce_kill: Some(image_u32(
+            pid,
+            "the machine-check kill policy",
+            i64::try_from(mce_kill).unwrap_or(-1),
+        )?),
         tid: image_u32(pid, "a thread id", tid)?,
         regs: Some(GpRegs::from(&regs)),
         xstate,
@@ -64,6 +137,33 @@ pub fn dump_thread(
         comm: procfs::read_string(format!("/proc/{pid}/task/{tid}/comm"))
             .map(|s| s.trim_end().to_string())
             .unwrap_or_default(),
+    })
+}
+
+/// `PR_MCE_KILL_GET` of `<linux/prctl.h>`, which the libc crate lacks for Linux.
+const PR_MCE_KILL_GET: u64 = 34;
+/// `SECBIT_KEEP_CAPS` of `<linux/securebits.h>`: what `PR_SET_KEEPCAPS` sets.
+const SECBIT_KEEP_CAPS: u64 = 1 << 4;
+/// `SCHED_DEADLINE`, which needs `sched_setattr` and is refused.
+const SCHED_DEADLINE: u32 = 6;
+
+/// The thread's scheduling policy, real-time priority and nice value, from its `stat` (read
+/// from outside: asking the thread would need the `getsched` permission on itself).
+/// `SCHED_RESET_ON_FORK` is not shown there and not recorded: a restored thread does not have it.
+fn sched(pid: i32, tid: i32) -> Result<Sched, DumpError> {
+    let stat = Stat::read_task(pid, tid)?;
+    if stat.policy == SCHED_DEADLINE {
+        return Err(DumpError::ThreadState {
+            pid,
+            tid,
+            what: "runs under SCHED_DEADLINE".to_string(),
+            hint: "dump it under another scheduling policy",
+        });
+    }
+    Ok(Sched {
+        policy: stat.policy,
+        priority: stat.rt_priority,
+        nice: stat.nice,
     })
 }
 

@@ -13,11 +13,13 @@ mod error;
 mod header;
 mod reader;
 mod regs;
+mod shmem;
 mod show;
 mod writer;
 
 pub use error::{ImageError, Refusal};
 pub use reader::{ImageDirReader, PagesReader, Trust};
+pub use shmem::{shmem_mismatch, ShmemMismatch};
 pub use show::{show, show_with};
 pub use writer::{Existing, ImageDirWriter, PagesWriter};
 

@@ -5,14 +5,18 @@
 mod fdinfo;
 mod maps;
 mod pagemap;
+mod smaps;
 mod stat;
 mod status;
+mod timers;
 
 pub use fdinfo::FdInfo;
 pub use maps::MapEntry;
 pub use pagemap::PagemapReader;
+pub use smaps::VmFlags;
 pub use stat::Stat;
-pub use status::Status;
+pub use status::{Caps, Status};
+pub use timers::{PosixTimer, SIGEV_THREAD_ID};
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! `/proc/PID/stat`: process relations and the mm fields.
+//! `/proc/PID/stat`: process relations, scheduling and the mm fields.
 
 use super::{read_string, ProcError};
 
@@ -20,6 +20,12 @@ pub struct Stat {
     pub env_start: u64,
     pub env_end: u64,
     pub exit_code: i32,
+    /// The nice value, -20 to 19.
+    pub nice: i32,
+    /// The real-time priority, 0 for the other policies.
+    pub rt_priority: u32,
+    /// The scheduling policy (`SCHED_*`, without `SCHED_RESET_ON_FORK`).
+    pub policy: u32,
 }
 
 impl Stat {
@@ -47,11 +53,22 @@ impl Stat {
             env_start: n(50)?,
             env_end: n(51)?,
             exit_code: s(52)?,
+            nice: s(19)?,
+            rt_priority: f.get(40 - 3)?.parse().ok()?,
+            policy: f.get(41 - 3)?.parse().ok()?,
         })
     }
 
     pub fn read(pid: i32) -> Result<Stat, ProcError> {
-        let path = format!("/proc/{pid}/stat");
+        Stat::read_path(format!("/proc/{pid}/stat"))
+    }
+
+    /// The `stat` of thread `tid` of process `pid` (its own scheduling and nice value).
+    pub fn read_task(pid: i32, tid: i32) -> Result<Stat, ProcError> {
+        Stat::read_path(format!("/proc/{pid}/task/{tid}/stat"))
+    }
+
+    fn read_path(path: String) -> Result<Stat, ProcError> {
         let text = read_string(&path)?;
         Stat::parse(&text).ok_or_else(|| ProcError::Parse {
             path,
@@ -74,5 +91,11 @@ mod tests {
         assert_eq!(s.start_brk, 93824994000000);
         assert_eq!(s.env_end, 140737488351000);
         assert_eq!(s.exit_code, 0);
+        assert_eq!((s.nice, s.rt_priority, s.policy), (0, 0, 0));
+        let rr = line
+            .replace(" 20 0 1 0 100 ", " -4 -3 1 0 100 ")
+            .replace(" 17 1 0 0 0 0 0 ", " 17 1 3 2 0 0 0 ");
+        let s = Stat::parse(&rr).unwrap();
+        assert_eq!((s.nice, s.rt_priority, s.policy), (-3, 3, 2));
     }
 }

@@ -309,22 +309,23 @@ pub fn map_vmas(
 /// Shared anonymous mappings that appear in more than one process: created
 /// once, before the tree is forked, so every process shares the same memory.
 pub fn shared_anon_groups(all: &[&Mm]) -> Result<Vec<Vma>, RestoreError> {
+    let vmas: Vec<&[Vma]> = all.iter().map(|mm| mm.vmas.as_slice()).collect();
+    if let Some(m) = crate::image::shmem_mismatch(&vmas) {
+        return Err(RestoreError::Inconsistent(format!(
+            "shared memory object {} is mapped at {:#x} in one process and {:#x} in another; \
+             restoring it at different addresses is not supported (a dump refuses this)",
+            m.shmem_id, m.first.1.start, m.second.1.start
+        )));
+    }
     let mut seen: Vec<(Vma, usize)> = Vec::new();
-    for mm in all {
-        for v in mm.vmas.iter().filter(|v| kind(v) == VmaKind::AnonShared) {
-            match seen.iter_mut().find(|(s, _)| s.shmem_id == v.shmem_id) {
-                Some((s, n)) => {
-                    if (s.start, s.end) != (v.start, v.end) {
-                        return Err(RestoreError::Inconsistent(format!(
-                            "shared memory object {} is mapped at {:#x} in one process and {:#x} in another; \
-                             restoring it at different addresses is not supported",
-                            v.shmem_id, s.start, v.start
-                        )));
-                    }
-                    *n += 1;
-                }
-                None => seen.push((v.clone(), 1)),
-            }
+    for v in vmas
+        .iter()
+        .flat_map(|v| v.iter())
+        .filter(|v| kind(v) == VmaKind::AnonShared)
+    {
+        match seen.iter_mut().find(|(s, _)| s.shmem_id == v.shmem_id) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((v.clone(), 1)),
         }
     }
     Ok(seen
@@ -364,9 +365,10 @@ pub fn map_one(
                 } else {
                     libc::MAP_PRIVATE
                 };
-                // Only a writable shared mapping needs the file open for writing; a
-                // private one must not hold it so (that would make the binary "busy").
-                let mode = if shared && v.prot & libc::PROT_WRITE as u32 != 0 {
+                // Only a shared mapping that is or may be made writable needs the file open
+                // for writing; a private one must not hold it so (that would make the binary
+                // "busy").
+                let mode = if shared && (v.prot & libc::PROT_WRITE as u32 != 0 || v.may_write) {
                     libc::O_RDWR
                 } else {
                     libc::O_RDONLY
@@ -410,6 +412,44 @@ pub fn map_one(
                 v.start, v.end
             )));
         }
+    }
+    Ok(())
+}
+
+/// Gives every mapping of the image its `madvise` advice and memory lock again, once its
+/// pages are filled (the kernel's special mappings have theirs by nature).
+pub fn advise(remote: &mut Remote, pid: i32, mm: &Mm) -> Result<(), RestoreError> {
+    for v in &mm.vmas {
+        if special_name(kind(v)).is_some() || kind(v) == VmaKind::Vsyscall {
+            continue;
+        }
+        let len = v.end - v.start;
+        for &advice in &v.advice {
+            remote
+                .syscall(
+                    "madvise",
+                    libc::SYS_madvise,
+                    &[v.start, len, u64::from(advice)],
+                )
+                .map_err(|source| RestoreError::File {
+                    pid,
+                    what: format!("advising mapping {:#x}-{:#x} ({advice})", v.start, v.end),
+                    path: v.path.clone(),
+                    source,
+                })?;
+        }
+        let locked = match v.lock {
+            0 => continue,
+            // MLOCK_ONFAULT.
+            2 => remote.syscall("mlock2", libc::SYS_mlock2, &[v.start, len, 1]),
+            _ => remote.syscall("mlock", libc::SYS_mlock, &[v.start, len]),
+        };
+        locked.map_err(|source| RestoreError::File {
+            pid,
+            what: format!("locking mapping {:#x}-{:#x} in memory", v.start, v.end),
+            path: v.path.clone(),
+            source,
+        })?;
     }
     Ok(())
 }

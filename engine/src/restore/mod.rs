@@ -309,12 +309,20 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     for live in &mut lives {
         let pid = live.pid();
         if let Some(c) = &live.img.task.creds {
-            creds::set_credentials(&mut live.leader, scratch, pid, c)?;
-            for remote in &mut live.threads {
-                creds::set_credentials(remote, scratch, pid, c)?;
+            let core = &live.img.cores[0];
+            creds::set_credentials(&mut live.leader, scratch, pid, c, core)?;
+            for (remote, core) in live.threads.iter_mut().zip(&live.img.cores[1..]) {
+                creds::set_credentials(remote, scratch, pid, c, core)?;
             }
         }
+        thread::after_credentials(&mut live.leader, pid, &live.img.cores[0])?;
+        for (remote, core) in live.threads.iter_mut().zip(&live.img.cores[1..]) {
+            thread::after_credentials(remote, pid, core)?;
+        }
         creds::set_dumpable(&mut live.leader, pid, live.img.task.dumpable)?;
+        thread::set_posix_timers(&mut live.leader, pid, scratch, &live.img.task)?;
+        thread::set_itimers(&mut live.leader, pid, scratch, &live.img.task)?;
+        thread::set_mdwe(&mut live.leader, pid, &live.img.task)?;
         memory::unmap_trampoline(&mut live.leader, pid, &tramp)?;
         thread::finish_thread(&live.leader.tracee, pid, &live.img.cores[0])?;
         for (remote, core) in live.threads.iter().zip(&live.img.cores[1..]) {
@@ -394,9 +402,11 @@ fn rebuild_process(
     }
     memory::map_vmas(&mut live.leader, pid, mm, scratch, keep)?;
     memory::fill_pages(&live.leader, pid, mm, reader.pages(live.img.entry.pid)?)?;
+    memory::advise(&mut live.leader, pid, mm)?;
     memory::set_mm_fields(&mut live.leader, pid, mm, scratch)?;
     files::install(&mut live.leader, pid, &live.img.task.fds, parked)?;
     thread::restore_process_state(&mut live.leader, pid, scratch, &live.img.task)?;
+    thread::set_proc_files(pid, &live.img.task)?;
     debug!(pid, "process rebuilt");
     Ok(())
 }

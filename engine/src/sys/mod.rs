@@ -1,4 +1,4 @@
-//! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`, pipes, resource
+//! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`, file owners, pipes, resource
 //! limits, `prctl`, the transport socket's receiving end, the probes' throwaway child, the
 //! engine's own stop signals.
 //!
@@ -9,6 +9,7 @@ mod clone3;
 mod error;
 mod fork;
 mod kcmp;
+mod owner;
 mod pipe;
 mod prctl;
 mod ptrace;
@@ -20,7 +21,8 @@ mod unix;
 pub use clone3::{clone3_probe, spawn_stopped_with_pid, Clone3Probe};
 pub use error::SysError;
 pub use fork::fork_paused;
-pub use kcmp::same_file;
+pub use kcmp::{same_file, share, Shared};
+pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};
 pub use pipe::{peek_pipe, pipe_capacity, set_pipe_capacity};
 pub use prctl::mm_map_size;
 pub use ptrace::{Regs, Tracee};

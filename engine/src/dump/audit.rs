@@ -1,0 +1,349 @@
+//! What a dump refuses before it changes anything in the tree: state a restore could not give
+//! back exactly, each refusal naming the state and the process that holds it. Everything here
+//! reads `/proc` or compares kernel objects with `kcmp`; nothing touches a task, so a refusal
+//! leaves the tree as it was once the seized threads are detached.
+//!
+//! Refused elsewhere, where the state is read: descriptors the engine cannot reopen and file
+//! locks (`files::classify`), I/O signalling of open files (`files`), mappings it cannot
+//! recreate (`memory::classify`), zombies and stopped processes (before the seize), the
+//! parent-death signal of the root, SCHED_DEADLINE and securebits (`thread`, read by remote
+//! calls), and POSIX timers the restore could not recreate with their ids (`process`).
+
+use super::DumpError;
+use crate::image::schema::Vma;
+use crate::image::{schema::VmaKind, shmem_mismatch};
+use crate::procfs::{self, MapEntry, Stat, Status, VmFlags};
+use crate::sys::{share, Shared};
+
+/// `VmFlags` codes of `/proc/PID/smaps` that a restore does not give back, with what they
+/// mean (the advice and locks it does give back are read by `memory::vmas`).
+const REFUSED_VM_FLAGS: &[(&str, &str)] = &[
+    ("ui", "registered with userfaultfd"),
+    ("uw", "registered with userfaultfd"),
+    ("sl", "sealed (mseal)"),
+];
+
+/// The namespaces of `/proc/PID/ns`, the `*_for_children` ones included: a process that
+/// unshared a pid or time namespace has its children made in it.
+const NAMESPACES: &[&str] = &[
+    "mnt",
+    "net",
+    "uts",
+    "ipc",
+    "pid",
+    "pid_for_children",
+    "user",
+    "cgroup",
+    "time",
+    "time_for_children",
+];
+
+/// A stopped process (group stop or a tracer's stop) cannot be held and resumed by the dump
+/// the way it expects; it is refused before it is seized.
+pub fn not_stopped(pid: i32, stat: &Stat) -> Result<(), DumpError> {
+    match stat.state {
+        'T' | 't' => Err(DumpError::Stopped {
+            pid,
+            state: stat.state,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Everything about the seized tree `pids` (root first) that is refused from `/proc` alone.
+pub fn tree(pids: &[i32]) -> Result<(), DumpError> {
+    let mut members = Vec::with_capacity(pids.len());
+    let mut vmas: Vec<Vec<Vma>> = Vec::with_capacity(pids.len());
+    for &pid in pids {
+        process(pid)?;
+        let stat = Stat::read(pid)?;
+        members.push(Member {
+            pid,
+            ppid: stat.ppid,
+            pgid: stat.pgid,
+            sid: stat.sid,
+        });
+        let maps = MapEntry::read(pid)?;
+        let flags = VmFlags::read(pid)?;
+        mapping_flags(pid, &maps, &flags)?;
+        vmas.push(super::memory::vmas(pid, &maps, &flags)?);
+    }
+    shared_objects(pids)?;
+    session_layout(&members)?;
+    let all: Vec<&[Vma]> = vmas.iter().map(Vec::as_slice).collect();
+    if let Some(m) = shmem_mismatch(&all) {
+        return Err(DumpError::SharedMemoryAddresses {
+            shmem_id: m.shmem_id,
+            first_pid: pids[m.first.0],
+            first_start: m.first.1.start,
+            second_pid: pids[m.second.0],
+            second_start: m.second.1.start,
+        });
+    }
+    Ok(())
+}
+
+/// One process's threads, namespaces, audit login, root directory and working directory.
+fn process(pid: i32) -> Result<(), DumpError> {
+    for tid in procfs::threads(pid)? {
+        let path = format!("/proc/{pid}/task/{tid}/status");
+        let text = procfs::read_string(&path)?;
+        let status = Status::parse(&text).ok_or_else(|| crate::procfs::ProcError::Parse {
+            path,
+            what: "unexpected Uid/Gid/Cap lines".into(),
+        })?;
+        if status.seccomp != 0 {
+            return Err(DumpError::Seccomp {
+                pid,
+                tid,
+                mode: status.seccomp,
+            });
+        }
+    }
+    for &ns in NAMESPACES {
+        // A namespace this kernel lacks is nobody's.
+        let Ok(ours) = procfs::read_link(format!("/proc/self/ns/{ns}")) else {
+            continue;
+        };
+        let theirs = procfs::read_link(format!("/proc/{pid}/ns/{ns}"))?;
+        if theirs != ours {
+            return Err(DumpError::Namespace {
+                pid,
+                ns,
+                theirs,
+                ours,
+            });
+        }
+    }
+    for (file, what) in [("loginuid", "login uid"), ("sessionid", "session id")] {
+        // Absent without CONFIG_AUDIT: then nobody has one.
+        let Ok(ours) = procfs::read_string(format!("/proc/self/{file}")) else {
+            continue;
+        };
+        let theirs = procfs::read_string(format!("/proc/{pid}/{file}"))?;
+        if theirs.trim() != ours.trim() {
+            return Err(DumpError::AuditSession {
+                pid,
+                what,
+                theirs: theirs.trim().to_string(),
+                ours: ours.trim().to_string(),
+            });
+        }
+    }
+    let root = procfs::read_link(format!("/proc/{pid}/root"))?;
+    if root != "/" {
+        return Err(DumpError::Chroot { pid, root });
+    }
+    let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
+    if cwd.ends_with(" (deleted)") {
+        return Err(DumpError::DeletedCwd { pid, path: cwd });
+    }
+    Ok(())
+}
+
+/// The first refused `VmFlags` code among `flags`, with its meaning.
+fn refused_flag(flags: &[String]) -> Option<(&'static str, &'static str)> {
+    REFUSED_VM_FLAGS
+        .iter()
+        .find(|(code, _)| flags.iter().any(|f| f == code))
+        .copied()
+}
+
+/// Mappings registered or sealed in ways the restore does not repeat. The kernel's own special
+/// mappings (vDSO, vvar) carry such flags by nature and are recreated by the kernel.
+fn mapping_flags(pid: i32, maps: &[MapEntry], flags: &[VmFlags]) -> Result<(), DumpError> {
+    for m in maps {
+        let kind = match super::memory::classify(pid, m) {
+            Ok(Some(kind)) => kind,
+            // Not dumped at all, or refused by the memory step with its own message.
+            Ok(None) | Err(_) => continue,
+        };
+        if matches!(
+            kind,
+            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
+        ) {
+            continue;
+        }
+        let Some(f) = flags.iter().find(|f| f.start == m.start) else {
+            continue;
+        };
+        if let Some((flag, what)) = refused_flag(&f.flags) {
+            return Err(DumpError::MappingFlags {
+                pid,
+                start: m.start,
+                end: m.end,
+                path: if m.path.is_empty() {
+                    "anonymous".to_string()
+                } else {
+                    m.path.clone()
+                },
+                flag: flag.to_string(),
+                what,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Processes of the tree that share what `clone` can share without `CLONE_THREAD`.
+fn shared_objects(pids: &[i32]) -> Result<(), DumpError> {
+    for (i, &a) in pids.iter().enumerate() {
+        for &b in &pids[i + 1..] {
+            for what in Shared::ALL {
+                if share(a, b, what)? {
+                    return Err(DumpError::SharedWithProcess {
+                        pid: a,
+                        other: b,
+                        what: match what {
+                            Shared::Files => "descriptor table (CLONE_FILES)",
+                            Shared::Fs => "root, working directory and umask (CLONE_FS)",
+                            Shared::Sighand => "table of signal handlers (CLONE_SIGHAND)",
+                            Shared::Vm => "address space (CLONE_VM or vfork)",
+                        },
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A process of the tree as its session layout needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+}
+
+/// The sessions and process groups the restore makes, compared with the dumped ones.
+///
+/// The restore creates each process in its parent (root: in the engine's caller); a process
+/// that led its session calls `setsid`, one that led its group `setpgid(0, 0)`, right after it
+/// is created and before it creates its children; once all exist, a process in another
+/// member's group joins it (`setpgid`). Everything else is inherited from the parent as it was
+/// when it created the child. `members` is the tree, root first, parents before children.
+pub fn session_layout(members: &[Member]) -> Result<(), DumpError> {
+    let Some(root) = members.first() else {
+        return Ok(());
+    };
+    // Per member: its session after the restore and the group its children inherit.
+    let mut made: Vec<(i32, i32, i32)> = Vec::with_capacity(members.len());
+    // The root's session and group are its own or, otherwise, its caller's: not a question
+    // the tree can answer, so taken as they are.
+    let root_group = if root.sid == root.pid || root.pgid == root.pid {
+        root.pid
+    } else {
+        root.pgid
+    };
+    made.push((root.pid, root.sid, root_group));
+    for m in &members[1..] {
+        let refuse = |why: String| DumpError::SessionLayout {
+            pid: m.pid,
+            sid: m.sid,
+            pgid: m.pgid,
+            why,
+        };
+        let Some(&(_, parent_sid, parent_group)) = made.iter().find(|(p, _, _)| *p == m.ppid)
+        else {
+            return Err(refuse(format!(
+                "its parent {} is not before it in the tree",
+                m.ppid
+            )));
+        };
+        let sid = if m.sid == m.pid { m.pid } else { parent_sid };
+        if sid != m.sid {
+            return Err(refuse(format!(
+                "it would inherit session {sid} from its parent {}, and only a session's \
+                 leader can create one",
+                m.ppid
+            )));
+        }
+        let leads = m.pgid == m.pid;
+        let inherited = if m.sid == m.pid { m.pid } else { parent_group };
+        if !leads && m.pgid != inherited {
+            // It must join another member's group, which must exist in its session.
+            match members.iter().find(|o| o.pid == m.pgid) {
+                Some(leader) if leader.pgid == leader.pid && leader.sid == m.sid => {}
+                Some(_) => {
+                    return Err(refuse(format!(
+                        "process {} of the tree no longer leads group {}",
+                        m.pgid, m.pgid
+                    )))
+                }
+                None => {
+                    return Err(refuse(format!(
+                        "the leader of group {} is not part of the dump, and the group it \
+                         would inherit from its parent {} is {inherited}",
+                        m.pgid, m.ppid
+                    )))
+                }
+            }
+        }
+        let group_for_children = if leads || m.sid == m.pid {
+            m.pid
+        } else {
+            inherited
+        };
+        made.push((m.pid, sid, group_for_children));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pid: i32, ppid: i32, pgid: i32, sid: i32) -> Member {
+        Member {
+            pid,
+            ppid,
+            pgid,
+            sid,
+        }
+    }
+
+    #[test]
+    fn layouts_the_restore_can_make() {
+        // The tree workload: root leads its session, B its group, B1 in B's.
+        let ok = [
+            m(10, 1, 10, 10),
+            m(11, 10, 10, 10),
+            m(12, 10, 12, 10),
+            m(13, 11, 10, 10),
+            m(14, 12, 12, 10),
+        ];
+        session_layout(&ok).unwrap();
+        // A child that made its own session, with its own child in it.
+        session_layout(&[m(10, 1, 10, 10), m(11, 10, 11, 11), m(12, 11, 11, 11)]).unwrap();
+        // A root that is in its caller's session and group, like its child.
+        session_layout(&[m(10, 1, 5, 5), m(11, 10, 5, 5)]).unwrap();
+        // A child that joined a sibling's group made before it.
+        session_layout(&[m(10, 1, 10, 10), m(11, 10, 11, 10), m(12, 10, 11, 10)]).unwrap();
+    }
+
+    #[test]
+    fn layouts_it_cannot() {
+        // A grandchild left in the root's session by a parent that then made its own.
+        let e = session_layout(&[m(10, 1, 10, 10), m(11, 10, 11, 11), m(12, 11, 10, 10)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("process 12") && e.contains("session 10"), "{e}");
+        // A group whose leader is gone.
+        let e = session_layout(&[m(10, 1, 10, 10), m(12, 10, 99, 10)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("group 99"), "{e}");
+        // A group whose leader moved to another.
+        session_layout(&[m(10, 1, 10, 10), m(11, 10, 10, 10), m(12, 10, 11, 10)]).unwrap_err();
+    }
+
+    #[test]
+    fn refused_flags_are_named() {
+        let f = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(refused_flag(&f(&["rd", "wr", "mr"])), None);
+        assert_eq!(refused_flag(&f(&["rd", "lo", "nh"])), None);
+        assert_eq!(refused_flag(&f(&["rd", "sl"])).map(|(c, _)| c), Some("sl"));
+    }
+}

@@ -1,0 +1,154 @@
+//! State that crlab does not restore is refused at dump time, by name and with the process
+//! that holds it, before anything is killed: the workload (`refused`) and every process of its
+//! tree go on running, untraced, and pass their own checks afterwards, the refused state still
+//! in place.
+//!
+//! Needs root (the tests fail, not skip, without it).
+
+mod support;
+
+use rstest::rstest;
+
+use support::process::{self, Exit};
+use support::protocol::WaitMode;
+use support::workload::Workload;
+
+/// Dumps `w`, asserts the dump was refused, left no complete-looking dump and named every one
+/// of `words` and the pid `holder`; returns crlab's stderr.
+fn assert_refused(w: &mut Workload, holder: i32, words: &[&str]) -> String {
+    let run = w.dump(&[]);
+    let (ok, exit, stderr) = (run.succeeded(), run.exit, run.stderr());
+    assert!(!ok, "crlab dump must refuse {words:?}");
+    assert!(
+        matches!(exit, Some(Exit::Code(c)) if c != 0),
+        "crlab dump must exit non-zero, not {exit:?}"
+    );
+    assert!(
+        !w.images_dir().join("inventory.img").exists(),
+        "a refused dump must not leave a complete-looking dump (inventory.img)"
+    );
+    w.assert_running("a refused dump");
+    if holder != w.pid() {
+        if let Some(why) = process::not_running_freely(holder) {
+            panic!("after a refused dump, the member holding the state: {why}");
+        }
+    }
+    stderr
+}
+
+fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
+    for word in words {
+        assert!(
+            stderr.contains(word),
+            "the refusal must name {word:?}: {stderr}"
+        );
+    }
+    assert!(
+        mentions_number(stderr, &holder.to_string()),
+        "the refusal must name the process holding the state, {holder}: {stderr}"
+    );
+}
+
+/// Each kind of state `refused` can hold is refused, named with the pid holding it (and the
+/// descriptor, for descriptors); the workload still holds it after the refusal and passes.
+#[rstest]
+#[case::flock("flock", &["flock lock", "file locks"])]
+#[case::posix_lock("posix-lock", &["POSIX record lock"])]
+#[case::ofd_lock("ofd-lock", &["OFD lock"])]
+#[case::lease("lease", &["lease"])]
+#[case::owner("owner", &["F_SETOWN"])]
+#[case::setsig("setsig", &["F_SETSIG"])]
+#[case::async_io("async", &["O_ASYNC"])]
+#[case::memfd("memfd", &["a memfd"])]
+#[case::deleted_dir("deleted-dir", &["a deleted directory"])]
+#[case::deleted_cwd("deleted-cwd", &["working directory", "deleted"])]
+#[case::seccomp("seccomp", &["seccomp"])]
+#[case::namespace("namespace", &["uts namespace"])]
+#[case::loginuid("loginuid", &["audit login uid 1000"])]
+#[case::pdeathsig_root("pdeathsig-root", &["parent-death signal", "PR_SET_PDEATHSIG"])]
+#[case::clone_files("clone-files", &["descriptor table", "CLONE_FILES"])]
+#[case::clone_fs("clone-fs", &["CLONE_FS"])]
+#[case::chroot("chroot", &["chroot"])]
+#[case::session("session", &["session"])]
+#[case::group("group", &["group"])]
+#[case::shared_moved("shared-moved", &["shared memory", "address"])]
+fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
+    let mut w = Workload::start("refused", WaitMode::Nanosleep, &[kind]);
+    let ready = w.wait_ready();
+    let holder: i32 = ready
+        .get("refused-pid")
+        .and_then(|p| p.parse().ok())
+        .expect("refused announces the pid holding the state");
+    let fd = ready.get("refused-fd").map(str::to_owned);
+    w.wait_in_wait_syscall();
+    let stderr = assert_refused(&mut w, holder, words);
+    w.trigger();
+    w.expect_ok();
+    // The wording last, so a wrong message does not hide whether the workload came through.
+    assert_names(&stderr, holder, words);
+    if let Some(fd) = fd {
+        assert!(
+            mentions_number(&stderr, &fd),
+            "the refusal must name fd {fd}: {stderr}"
+        );
+    }
+}
+
+/// A stopped process (SIGSTOP) is refused with what it is and what to do, not with an
+/// internal error, and is left stopped as it was; continued, it passes its checks.
+#[test]
+fn dump_refuses_a_stopped_process() {
+    let mut w = Workload::start("idle", WaitMode::Nanosleep, &[]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    let pid = w.pid();
+    send(pid, libc::SIGSTOP);
+    process::wait_until(
+        support::workload::READY_TIMEOUT,
+        format!("pid {pid} to stop"),
+        || process::status_field(pid, "State").is_some_and(|s| s.starts_with('T')),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = w.dump(&[]);
+    let (ok, stderr) = (run.succeeded(), run.stderr());
+    assert!(!ok, "crlab dump must refuse a stopped process");
+    assert!(
+        process::status_field(pid, "State").is_some_and(|s| s.starts_with('T')),
+        "a refused dump leaves a stopped process stopped"
+    );
+    assert_eq!(
+        process::status_field(pid, "TracerPid").as_deref(),
+        Some("0"),
+        "a refused dump leaves the process untraced"
+    );
+    send(pid, libc::SIGCONT);
+    process::wait_until(
+        support::workload::READY_TIMEOUT,
+        format!("pid {pid} to run again"),
+        || process::not_running_freely(pid).is_none(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    w.assert_running("a refused dump and SIGCONT");
+    w.trigger();
+    w.expect_ok();
+    assert!(stderr.contains("is stopped"), "{stderr}");
+    assert!(stderr.contains("kill -CONT"), "{stderr}");
+    assert!(mentions_number(&stderr, &pid.to_string()), "{stderr}");
+}
+
+fn send(pid: i32, sig: i32) {
+    // SAFETY: kill takes only integers; `pid` is the test's own workload.
+    let ret = unsafe { libc::kill(pid, sig) };
+    assert_eq!(
+        ret,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Whether `text` holds `number` as a whole number (not as part of a longer one).
+fn mentions_number(text: &str, number: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|token| token == number)
+}

@@ -1,0 +1,447 @@
+//! Holds one piece of state that crlab does not restore, for the refusal tests: the dump must
+//! refuse it by name, before anything is killed, and leave this workload running as it was.
+//! The kind is the first argument:
+//!
+//! - `flock`, `posix-lock`, `ofd-lock`, `lease`: a lock or lease on `locked.bin`;
+//! - `owner`, `setsig`, `async`: a pipe end with an I/O owner (`F_SETOWN`), an I/O signal
+//!   (`F_SETSIG`) or in `O_ASYNC` mode;
+//! - `memfd`: a memfd descriptor; `deleted-dir`: a descriptor of a deleted directory;
+//! - `deleted-cwd`: a working directory that was deleted;
+//! - `seccomp`: an allow-all seccomp filter;
+//! - `loginuid`: an audit login uid (1000) that crlab, started by the tests, does not have;
+//! - `namespace`: a UTS namespace of its own (`unshare`);
+//! - `pdeathsig-root`: a parent-death signal on the root, whose parent is not dumped;
+//! - `clone-files`, `clone-fs`: a child made by `clone` sharing the descriptor table or the
+//!   filesystem information;
+//! - `chroot`: a child that changed its root to the state directory;
+//! - `session`: a child C that forked G and then made its own session, so G (in the root's
+//!   session) has a parent in another one;
+//! - `group`: a child A that led its own group, forked A1 into it, then went back to the
+//!   root's group, so A1's group has no leader;
+//! - `shared-moved`: a child that moved a shared anonymous mapping made by the root to another
+//!   address.
+//!
+//! Announces `refused-pid` (the process holding the state) and, for the descriptor kinds,
+//! `refused-fd`. Once triggered it checks the state is still there where that can be seen (the
+//! lock, the owner, the timer), ends its children and makes the common checks.
+
+use std::io;
+
+use crlab_workloads::runtime::{Checks, Workload};
+use crlab_workloads::sys;
+
+const PAGE: usize = 4096;
+/// `fcntl` commands of `<linux/fcntl.h>` that the libc crate lacks.
+const F_SETSIG: i32 = 10;
+const F_GETSIG: i32 = 11;
+
+/// What the root must end once triggered: a child, and how it ends.
+enum Child {
+    None,
+    /// Killed with SIGKILL and reaped.
+    Kill(i32),
+    /// `waiter` reaps `victim` and exits 0 once `victim` is killed.
+    KillThenReap {
+        victim: i32,
+        waiter: i32,
+    },
+}
+
+/// The state set up, for the checks after the trigger.
+struct Held {
+    holder: i32,
+    fd: Option<i32>,
+    child: Child,
+}
+
+fn main() {
+    let mut w = Workload::from_args("refused");
+    let kind = w.args().first().cloned().unwrap_or_default();
+    let held = match set_up(&w, &kind) {
+        Ok(h) => h,
+        Err(e) => w.setup_failed(&format!("{kind}: {e}")),
+    };
+    w.announce("refused-kind", &kind);
+    w.announce("refused-pid", held.holder);
+    if let Some(fd) = held.fd {
+        w.announce("refused-fd", fd);
+    }
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    still_held(&mut checks, &kind, &held);
+    end_child(&mut checks, &held.child);
+    w.finish(checks)
+}
+
+fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
+    let me = sys::getpid();
+    let mut held = Held {
+        holder: me,
+        fd: None,
+        child: Child::None,
+    };
+    match kind {
+        "flock" | "posix-lock" | "ofd-lock" | "lease" => {
+            let path = w.path("locked.bin");
+            std::fs::write(&path, b"locked")?;
+            let c = sys::cstring(&path);
+            let mode = if kind == "lease" {
+                libc::O_RDONLY
+            } else {
+                libc::O_RDWR
+            };
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let fd = sys::check(unsafe { libc::open(c.as_ptr(), mode) }.into())? as i32;
+            match kind {
+                // SAFETY: flock takes only integers.
+                "flock" => sys::check(unsafe { libc::flock(fd, libc::LOCK_EX) }.into())?,
+                "lease" => {
+                    // SAFETY: F_SETLEASE takes an integer argument.
+                    sys::check(unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) }.into())?
+                }
+                _ => {
+                    // SAFETY: flock is plain data; all-zero is a valid value.
+                    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+                    fl.l_type = libc::F_WRLCK as i16;
+                    fl.l_whence = libc::SEEK_SET as i16;
+                    fl.l_len = 3;
+                    let cmd = if kind == "ofd-lock" {
+                        libc::F_OFD_SETLK
+                    } else {
+                        libc::F_SETLK
+                    };
+                    // SAFETY: `fl` is a valid struct flock the kernel reads.
+                    sys::check(unsafe { libc::fcntl(fd, cmd, &fl) }.into())?
+                }
+            };
+            held.fd = Some(fd);
+        }
+        "owner" | "setsig" | "async" => {
+            let mut fds = [0i32; 2];
+            // SAFETY: pipe2 writes two descriptors into `fds`, a live [i32; 2].
+            sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), 0) }.into())?;
+            let fd = fds[0];
+            match kind {
+                // SAFETY: F_SETOWN takes an integer argument.
+                "owner" => sys::check(unsafe { libc::fcntl(fd, libc::F_SETOWN, me) }.into())?,
+                // SAFETY: F_SETSIG takes an integer argument.
+                "setsig" => sys::check(unsafe { libc::fcntl(fd, F_SETSIG, libc::SIGUSR1) }.into())?,
+                _ => {
+                    let flags = sys::fcntl(fd, libc::F_GETFL)?;
+                    // SAFETY: F_SETFL takes an integer argument.
+                    let ret = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC) };
+                    sys::check(ret.into())?
+                }
+            };
+            held.fd = Some(fd);
+        }
+        "memfd" => {
+            // SAFETY: the name is a valid NUL-terminated string.
+            let fd = unsafe { libc::memfd_create(c"crlab-refused".as_ptr(), 0) };
+            held.fd = Some(sys::check(fd.into())? as i32);
+        }
+        "deleted-dir" => {
+            let dir = w.path("gone-dir");
+            std::fs::create_dir(&dir)?;
+            let c = sys::cstring(&dir);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+            held.fd = Some(sys::check(fd.into())? as i32);
+            std::fs::remove_dir(&dir)?;
+        }
+        "deleted-cwd" => {
+            let dir = w.path("gone-cwd");
+            std::fs::create_dir(&dir)?;
+            std::env::set_current_dir(&dir)?;
+            std::fs::remove_dir(&dir)?;
+        }
+        "loginuid" => std::fs::write("/proc/self/loginuid", "1000")?,
+        "namespace" => {
+            // SAFETY: unshare takes an integer only; the UTS namespace is this process's.
+            sys::check(unsafe { libc::unshare(libc::CLONE_NEWUTS) }.into())?;
+        }
+        "pdeathsig-root" => {
+            // SAFETY: PR_SET_PDEATHSIG takes an integer only.
+            let ret =
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR2 as libc::c_ulong) };
+            sys::check(ret.into())?;
+        }
+        "seccomp" => {
+            // One instruction: return SECCOMP_RET_ALLOW.
+            let allow = [libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            }];
+            let prog = libc::sock_fprog {
+                len: 1,
+                filter: allow.as_ptr().cast_mut(),
+            };
+            // SAFETY: `prog` points at a valid one-instruction filter, read during the call.
+            let ret = unsafe {
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                )
+            };
+            sys::check(ret.into())?;
+        }
+        "clone-files" | "clone-fs" => {
+            let flag = if kind == "clone-files" {
+                libc::CLONE_FILES
+            } else {
+                libc::CLONE_FS
+            };
+            // SAFETY: a clone without CLONE_VM and without a new stack is a fork that also
+            // shares `flag`; the child only pauses (async-signal-safe) until it is killed.
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    (flag | libc::SIGCHLD) as libc::c_ulong,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                )
+            };
+            let pid = sys::check(pid)? as i32;
+            if pid == 0 {
+                pause_forever();
+            }
+            held.holder = pid;
+            held.child = Child::Kill(pid);
+        }
+        "chroot" => {
+            let dir = sys::cstring(w.state_dir());
+            let mut fds = [0i32; 2];
+            // SAFETY: pipe2 writes two descriptors into `fds`, a live [i32; 2].
+            sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
+            let pid = fork()?;
+            if pid == 0 {
+                // SAFETY: `dir` is a valid NUL-terminated path; chroot, write and pause are
+                // async-signal-safe. The byte says the root has changed (the ready file must
+                // not come before).
+                unsafe {
+                    let done = [u8::from(libc::chroot(dir.as_ptr()) == 0)];
+                    libc::write(fds[1], done.as_ptr().cast(), 1);
+                }
+                pause_forever();
+            }
+            // SAFETY: closes our copy of the write end.
+            unsafe { libc::close(fds[1]) };
+            let mut done = [0u8; 1];
+            let n = sys::read(fds[0], &mut done)?;
+            // SAFETY: closes the read end, used up.
+            unsafe { libc::close(fds[0]) };
+            held.holder = pid;
+            held.child = Child::Kill(pid);
+            if (n, done[0]) != (1, 1) {
+                return Err(io::Error::other("the child could not change its root"));
+            }
+        }
+        "session" | "group" => {
+            // C (or A) forks G (or A1) and reports its pid through a pipe, then moves itself.
+            let mut fds = [0i32; 2];
+            // SAFETY: pipe2 writes two descriptors into `fds`, a live [i32; 2].
+            sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
+            let group = kind == "group";
+            let root_pgid = me;
+            let mid = fork()?;
+            if mid == 0 {
+                middle(fds[1], group, root_pgid);
+            }
+            // SAFETY: closes our copy of the write end.
+            unsafe { libc::close(fds[1]) };
+            let mut buf = [0u8; 4];
+            let n = sys::read(fds[0], &mut buf)?;
+            // SAFETY: closes the read end, used up.
+            unsafe { libc::close(fds[0]) };
+            if n != 4 {
+                return Err(io::Error::other(format!(
+                    "the middle child reported {n} bytes, not a pid"
+                )));
+            }
+            let low = i32::from_ne_bytes(buf);
+            if low <= 0 {
+                return Err(io::Error::other(format!(
+                    "the middle child failed to set up: {low}"
+                )));
+            }
+            held.holder = low;
+            held.child = Child::KillThenReap {
+                victim: low,
+                waiter: mid,
+            };
+        }
+        "shared-moved" => {
+            let addr = map_anon(libc::MAP_SHARED)?;
+            // SAFETY: `addr` is a fresh page of ours.
+            unsafe { std::ptr::write_volatile(addr.cast::<u8>(), 7) };
+            let (mut fds, ready) = ([0i32; 2], [1u8]);
+            // SAFETY: pipe2 writes two descriptors into `fds`, a live [i32; 2].
+            sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
+            // Where the child moves it: a hole reserved now, so the address is free there.
+            let to = map_anon(libc::MAP_PRIVATE)?;
+            let pid = fork()?;
+            if pid == 0 {
+                // SAFETY: moves our own copy of the shared page onto our own reservation;
+                // write and pause are async-signal-safe.
+                unsafe {
+                    let moved = libc::mremap(
+                        addr,
+                        PAGE,
+                        PAGE,
+                        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                        to,
+                    );
+                    if moved != to {
+                        libc::_exit(3);
+                    }
+                    libc::write(fds[1], ready.as_ptr().cast(), 1);
+                }
+                pause_forever();
+            }
+            // SAFETY: closes our copy of the write end.
+            unsafe { libc::close(fds[1]) };
+            let mut buf = [0u8; 1];
+            let n = sys::read(fds[0], &mut buf)?;
+            // SAFETY: closes the read end, used up.
+            unsafe { libc::close(fds[0]) };
+            if n != 1 {
+                return Err(io::Error::other("the child did not move the shared page"));
+            }
+            held.holder = pid;
+            held.child = Child::Kill(pid);
+        }
+        other => {
+            return Err(io::Error::other(format!(
+                "unknown kind {other:?}: see the module documentation"
+            )))
+        }
+    }
+    Ok(held)
+}
+
+/// The middle child of `session` and `group`: forks the low one, reports its pid on `report`,
+/// moves itself (a new session, or back to the root's group after leading its own), then reaps
+/// the low one and exits 0 once it is killed.
+fn middle(report: i32, group: bool, root_pgid: i32) -> ! {
+    // SAFETY: only async-signal-safe calls (setpgid, fork, setsid, write, waitpid, pause,
+    // _exit) on this process's own state, as a forked child must.
+    unsafe {
+        if group && libc::setpgid(0, 0) != 0 {
+            libc::_exit(3);
+        }
+        let low = libc::fork();
+        if low == 0 {
+            pause_forever();
+        }
+        let moved = if group {
+            libc::setpgid(0, root_pgid)
+        } else {
+            libc::setsid()
+        };
+        let said = if low < 0 || moved < 0 { -1 } else { low };
+        libc::write(report, said.to_ne_bytes().as_ptr().cast(), 4);
+        let mut status = 0;
+        if libc::waitpid(low, &mut status, 0) != low {
+            libc::_exit(4);
+        }
+        libc::_exit(0)
+    }
+}
+
+fn fork() -> io::Result<i32> {
+    // SAFETY: the workload is single-threaded; the child only makes async-signal-safe calls.
+    let pid = unsafe { libc::fork() };
+    sys::check(pid.into()).map(|p| p as i32)
+}
+
+fn pause_forever() -> ! {
+    loop {
+        // SAFETY: pause takes no argument.
+        unsafe { libc::pause() };
+    }
+}
+
+fn map_anon(share: i32) -> io::Result<*mut libc::c_void> {
+    // SAFETY: a fresh anonymous page, placed by the kernel.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            share | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(addr)
+}
+
+/// The state that can be seen from here is still there.
+fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
+    let Some(fd) = held.fd else {
+        return;
+    };
+    match kind {
+        "flock" | "posix-lock" | "ofd-lock" | "lease" => {
+            let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"));
+            if let Some(text) = checks.io("reading the locked file's fdinfo", text) {
+                checks.that(
+                    text.lines().any(|l| l.starts_with("lock:")),
+                    "the lock is still held",
+                );
+            }
+        }
+        // SAFETY: F_GETOWN takes no argument.
+        "owner" => checks.eq("F_GETOWN", sys::getpid(), unsafe {
+            libc::fcntl(fd, libc::F_GETOWN)
+        }),
+        // SAFETY: F_GETSIG takes no argument.
+        "setsig" => checks.eq("F_GETSIG", libc::SIGUSR1, unsafe {
+            libc::fcntl(fd, F_GETSIG)
+        }),
+        "async" => {
+            if let Some(flags) = checks.io("F_GETFL", sys::fcntl(fd, libc::F_GETFL)) {
+                checks.that(flags & libc::O_ASYNC != 0, "O_ASYNC is still set");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Ends the children the state needed and checks how they ended.
+fn end_child(checks: &mut Checks, child: &Child) {
+    let reap = |checks: &mut Checks, pid: i32, want_zero: bool| {
+        let mut status = 0;
+        // SAFETY: waits for one child of ours; `status` is writable.
+        let got = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if got != pid {
+            checks.fail(format!("waitpid({pid}): {}", io::Error::last_os_error()));
+        } else if want_zero {
+            checks.that(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "the middle child reaped its child and exited 0",
+            );
+        }
+    };
+    match *child {
+        Child::None => {}
+        Child::Kill(pid) => {
+            // SAFETY: kill takes only integers; `pid` is our unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            reap(checks, pid, false);
+        }
+        Child::KillThenReap { victim, waiter } => {
+            // SAFETY: kill takes only integers; `victim` is our unreaped grandchild.
+            unsafe { libc::kill(victim, libc::SIGKILL) };
+            reap(checks, waiter, true);
+        }
+    }
+}
