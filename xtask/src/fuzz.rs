@@ -116,12 +116,13 @@ pub fn select(names: &[String]) -> Result<Vec<Target>> {
 /// Builds the targets' crates, runs each target for `secs`, prints the table; `Ok(false)`
 /// when a target crashed, hung, went over a bound or did not run.
 pub fn run(sh: &Shell, targets: &[Target], secs: u64) -> Result<bool> {
+    let started = Instant::now();
     prereq::ensure_fuzz(sh)?;
     let root = workspace_root();
     let mut crates: Vec<&str> = targets.iter().map(|t| t.crate_dir).collect();
     crates.dedup();
     for krate in crates {
-        let started = Instant::now();
+        let building = Instant::now();
         let dir = root.join(krate);
         eprintln!("building the fuzz targets of {krate} (nightly, sanitizer: address)");
         nightly(sh)
@@ -129,8 +130,9 @@ pub fn run(sh: &Shell, targets: &[Target], secs: u64) -> Result<bool> {
             .arg(&dir)
             .run()
             .with_context(|| format!("building the fuzz targets of {krate}"))?;
-        eprintln!("built {krate} in {:.0?}", started.elapsed());
+        eprintln!("built {krate} in {:.0?}", building.elapsed());
     }
+    let built = started.elapsed();
     let mut rows = Vec::new();
     for target in targets {
         eprintln!("fuzzing {} for {secs} s", target.name);
@@ -138,6 +140,12 @@ pub fn run(sh: &Shell, targets: &[Target], secs: u64) -> Result<bool> {
         rows.push((*target, report));
     }
     eprintln!("\n{}", table(&rows));
+    eprintln!(
+        "{} target(s), {secs} s each: {:.0?} in all, {:.0?} of it building",
+        rows.len(),
+        started.elapsed(),
+        built
+    );
     let mut ok = true;
     for (target, report) in &rows {
         if report.verdict == Verdict::Ok {
