@@ -57,20 +57,35 @@ pub struct DumpSummary {
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let pids = collect_tree(opts.root)?;
     // Refused before any task is touched; dropped uncommitted, it removes what it wrote.
-    let images = ImageDirWriter::new_dump(&opts.images_dir, opts.existing)?;
+    let mut images = ImageDirWriter::new_dump(&opts.images_dir, opts.existing)?;
     check_interrupt()?;
     let mut tree = SeizedTree::seize(&pids)?;
-    match dump_seized(opts, &mut tree, images) {
+    let written = dump_seized(opts, &mut tree, &mut images);
+    let committed = written.and_then(|(summary, inventory)| {
+        if opts.leave_running {
+            // The tasks are let go first: a dump whose changes to them could not all be
+            // undone fails, and is not left complete behind it.
+            tree.release()?;
+        }
+        images.commit(inventory)?;
+        Ok(summary)
+    });
+    match committed {
         Ok(summary) => {
-            if opts.leave_running {
-                tree.release()?;
-            } else {
+            if !opts.leave_running {
                 tree.kill();
             }
+            info!(
+                processes = summary.processes,
+                threads = summary.threads,
+                page_bytes = summary.page_bytes,
+                "dump written"
+            );
             Ok(summary)
         }
         Err(e) => {
-            // Undo what was done; the original error is the one to report.
+            // Undo what was done (nothing left to undo once released); the original error is
+            // the one to report.
             if let Err(undo) = tree.release() {
                 tracing::error!(error = %undo, "undoing the failed dump");
             }
@@ -113,11 +128,12 @@ fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
     Ok(out)
 }
 
+/// Reads the seized tree and writes every image but the inventory, which the caller commits.
 fn dump_seized(
     opts: &DumpOptions,
     tree: &mut SeizedTree,
-    mut images: ImageDirWriter,
-) -> Result<DumpSummary, DumpError> {
+    images: &mut ImageDirWriter,
+) -> Result<(DumpSummary, Inventory), DumpError> {
     let mut files = FileTableBuilder::default();
     let mut pstree = PsTree::default();
     let mut page_bytes = 0;
@@ -131,7 +147,7 @@ fn dump_seized(
             return Err(DumpError::Zombie { pid });
         }
         let (task, mm, cores, bytes) =
-            dump_process(opts, tree, proc_idx, &stat, &mut files, &mut images)?;
+            dump_process(opts, tree, proc_idx, &stat, &mut files, images)?;
         page_bytes += bytes;
         threads += cores.len();
         let image_pid = image_u32(pid, "the pid", pid)?;
@@ -172,16 +188,12 @@ fn dump_seized(
         files: Vec::new(),
     };
     check_interrupt()?;
-    images.commit(inventory)?;
-    info!(
-        processes = pstree.processes.len(),
-        threads, page_bytes, "dump written"
-    );
-    Ok(DumpSummary {
+    let summary = DumpSummary {
         processes: pstree.processes.len(),
         threads,
         page_bytes,
-    })
+    };
+    Ok((summary, inventory))
 }
 
 #[instrument(skip_all, fields(pid = tree.processes[idx].pid))]
@@ -221,10 +233,11 @@ fn dump_process(
     let sigactions = thread::sigactions(leader, scratch)?;
 
     // Descriptors, through the transport socket.
+    let opened = &mut proc.opened_fds;
     let mut transport =
-        transport::Transport::open(leader, scratch, pid, &context, opts.socket_label)?;
+        transport::Transport::open(leader, scratch, pid, &context, opts.socket_label, opened)?;
     let drained = transport.drain(leader, scratch, &fd_list);
-    transport.close(leader)?;
+    transport.close(leader, opened)?;
     let fds = files.add_process(pid, &descs, drained?)?;
 
     // Per-thread state.
@@ -261,6 +274,9 @@ fn dump_process(
         .ok()
         .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
         .unwrap_or(0);
+    let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
+    let auxv = procfs::auxv(pid)?;
+    let exe_path = procfs::read_link(format!("/proc/{pid}/exe"))?;
     let task = Task {
         pid: image_pid,
         creds: Some(Credentials {
@@ -274,7 +290,7 @@ fn dump_process(
             fsgid: status.gids[3],
             groups: status.groups.clone(),
         }),
-        cwd: procfs::read_link(format!("/proc/{pid}/cwd"))?,
+        cwd,
         umask: status.umask,
         rlimits,
         sigactions,
@@ -302,8 +318,8 @@ fn dump_process(
             env_start: stat.env_start,
             env_end: stat.env_end,
         }),
-        auxv: procfs::auxv(pid)?,
-        exe_path: procfs::read_link(format!("/proc/{pid}/exe"))?,
+        auxv,
+        exe_path,
         pagemap,
     };
     Ok((task, mm, cores, page_bytes))

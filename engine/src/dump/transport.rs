@@ -57,6 +57,7 @@ impl Transport {
         pid: i32,
         context: &str,
         label: SocketLabel,
+        opened: &mut Vec<u64>,
     ) -> Result<Transport, DumpError> {
         let terr = |what: String| DumpError::Transport { pid, what };
         let name = format!(
@@ -107,6 +108,7 @@ impl Transport {
                 0,
             ],
         )?;
+        opened.push(fd);
         let mut t = Transport {
             pid,
             conn: listener,
@@ -126,7 +128,7 @@ impl Transport {
                         .to_string()
                 })
                 .unwrap_or_default();
-            t.close(remote)?;
+            t.close(remote, opened)?;
             let ty = context_type;
             let rule = if !socket.is_empty() && ty(context) != ty(&socket) {
                 format!(
@@ -147,6 +149,7 @@ impl Transport {
                 source,
             });
         }
+        // On an error, the task's end stays in `opened`, which the undo closes.
         t.conn = accept(t.conn.as_fd()).map_err(|e| terr(format!("accept: {e}")))?;
         Ok(t)
     }
@@ -213,9 +216,12 @@ impl Transport {
         Ok(out)
     }
 
-    /// Closes the process's end of the transport.
-    pub fn close(self, remote: &mut Remote) -> Result<(), DumpError> {
+    /// Closes the process's end of the transport. `opened` lists the descriptors the dump
+    /// opened in the process and has yet to close (the undo closes them): the transport's end
+    /// is there from [`Transport::open`] until it is closed here.
+    pub fn close(self, remote: &mut Remote, opened: &mut Vec<u64>) -> Result<(), DumpError> {
         remote.syscall("close", libc::SYS_close, &[self.remote_fd])?;
+        opened.retain(|&fd| fd != self.remote_fd);
         Ok(())
     }
 }
