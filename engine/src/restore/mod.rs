@@ -270,8 +270,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
                     p.entry.pid
                 ))
             })?;
-        let t = tree::clone_in(&mut parent.leader, scratch, p.pid, false)?;
-        cleanup.pids.push(t.tid);
+        let t = tree::clone_in(&mut parent.leader, scratch, p.pid, false, &mut cleanup.pids)?;
         let mut leader = Remote::new(t, tramp.gadget, t.regs()?)?;
         tramp.adopt(&mut leader);
         join_session(&mut leader, p.pid, &p.entry)?;
@@ -441,8 +440,7 @@ fn create_threads(
     created: &mut Vec<i32>,
 ) -> Result<(), RestoreError> {
     for &tid in &live.img.tids[1..] {
-        let t = tree::clone_in(&mut live.leader, scratch, tid, true)?;
-        created.push(t.tid);
+        let t = tree::clone_in(&mut live.leader, scratch, tid, true, created)?;
         let mut r = Remote::new(t, tramp.gadget, t.regs()?)?;
         tramp.adopt(&mut r);
         live.threads.push(r);
