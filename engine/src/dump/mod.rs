@@ -142,6 +142,10 @@ fn dump_seized(
     for proc_idx in 0..tree.processes.len() {
         check_interrupt()?;
         let pid = tree.processes[proc_idx].pid;
+        failpoint!("dump.proc.stat", |source| procfs::ProcError::Io {
+            path: format!("/proc/{pid}/stat"),
+            source,
+        });
         let stat = Stat::read(pid)?;
         if stat.state == 'Z' {
             return Err(DumpError::Zombie { pid });
@@ -207,14 +211,30 @@ fn dump_process(
 ) -> Result<(Task, Mm, Vec<crate::image::schema::ThreadCore>, u64), DumpError> {
     let pid = tree.processes[idx].pid;
     // Everything that can refuse the dump is looked at before the process is touched.
+    failpoint!("dump.proc.fds", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/fd"),
+        source,
+    });
     let fd_list = procfs::fds(pid)?;
     let descs = fd_list
         .iter()
         .map(|&fd| files::classify(pid, fd))
         .collect::<Result<Vec<_>, _>>()?;
+    failpoint!("dump.proc.maps", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/maps"),
+        source,
+    });
     let maps = MapEntry::read(pid)?;
     let vmas = memory::vmas(pid, &maps)?;
+    failpoint!("dump.proc.status", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/status"),
+        source,
+    });
     let status = Status::read(pid)?;
+    failpoint!("dump.proc.mem", |source| crate::sys::SysError::Io {
+        what: format!("reading /proc/{pid}/mem"),
+        source,
+    });
     let gadget = find_syscall_gadget(pid, &maps)?;
     let context = procfs::selinux_attr(pid, pid, "current");
 
@@ -274,8 +294,20 @@ fn dump_process(
         .ok()
         .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
         .unwrap_or(0);
+    failpoint!("dump.proc.cwd", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/cwd"),
+        source,
+    });
     let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
+    failpoint!("dump.proc.auxv", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/auxv"),
+        source,
+    });
     let auxv = procfs::auxv(pid)?;
+    failpoint!("dump.proc.exe", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/exe"),
+        source,
+    });
     let exe_path = procfs::read_link(format!("/proc/{pid}/exe"))?;
     let task = Task {
         pid: image_pid,

@@ -75,7 +75,15 @@ impl SeizedTree {
                 for tid in new {
                     let t = Tracee::seize_and_interrupt(tid)?;
                     proc.tracees.push(t);
+                    failpoint!("dump.seize.stop", |source| SysError::Io {
+                        what: format!("waiting for task {tid} to stop"),
+                        source,
+                    });
                     t.wait_interrupt_stop()?;
+                    failpoint!("dump.seize", |source| SysError::Io {
+                        what: format!("seizing the thread after task {tid}"),
+                        source,
+                    });
                 }
             }
             // Leader first.

@@ -69,6 +69,7 @@ impl Transport {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0)
         );
+        failpoint!("dump.transport.listen", |e| terr(format!("socket: {e}")));
         let label_ctx = match label {
             SocketLabel::ProcessContext => context,
             SocketLabel::EngineContext => "",
@@ -150,7 +151,7 @@ impl Transport {
             });
         }
         // On an error, the task's end stays in `opened`, which the undo closes.
-        t.conn = accept(t.conn.as_fd()).map_err(|e| terr(format!("accept: {e}")))?;
+        t.conn = accept_from(pid, &t.conn)?;
         Ok(t)
     }
 
@@ -201,6 +202,10 @@ impl Transport {
                 &[self.remote_fd, scratch.addr + ScratchLayout::MSGHDR, 0],
             )?;
 
+            failpoint!("dump.transport.recv", |e| DumpError::Transport {
+                pid: self.pid,
+                what: format!("recvmsg: {e}"),
+            });
             let got = recv_fds(self.conn.as_fd()).map_err(|e| DumpError::Transport {
                 pid: self.pid,
                 what: format!("recvmsg: {e}"),
@@ -224,4 +229,11 @@ impl Transport {
         opened.retain(|&fd| fd != self.remote_fd);
         Ok(())
     }
+}
+
+/// The engine's end of the connection the process made to `listener`.
+fn accept_from(pid: i32, listener: &OwnedFd) -> Result<OwnedFd, DumpError> {
+    let terr = |what: String| DumpError::Transport { pid, what };
+    failpoint!("dump.transport.accept", |e| terr(format!("accept: {e}")));
+    accept(listener.as_fd()).map_err(|e| terr(format!("accept: {e}")))
 }

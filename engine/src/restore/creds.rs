@@ -30,6 +30,7 @@ pub fn set_credentials(
     pid: i32,
     creds: &Credentials,
 ) -> Result<(), RestoreError> {
+    failpoint!("restore.creds", super::error::injected(pid, "credentials"));
     let tid = remote.tid();
     let uids = [creds.uid, creds.euid, creds.suid, creds.fsuid];
     let gids = [creds.gid, creds.egid, creds.sgid, creds.fsgid];
@@ -93,6 +94,10 @@ pub fn set_dumpable(
     pid: i32,
     dumpable: Option<u32>,
 ) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.dumpable",
+        super::error::injected(pid, "the dumpable flag")
+    );
     let Some(d) = dumpable else {
         return Ok(());
     };

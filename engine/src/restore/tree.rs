@@ -61,6 +61,10 @@ pub fn spawn_root(pid: i32) -> Result<Tracee, RestoreError> {
 }
 
 fn start_root(t: Tracee) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.task.root",
+        super::error::injected(t.tid, "the root task")
+    );
     wait_started(t)?;
     t.set_options(
         Options::PTRACE_O_TRACESYSGOOD
@@ -105,6 +109,17 @@ pub fn clone_in(
         .map_err(taken(id))?;
     if let Ok(got) = i32::try_from(got) {
         created.push(got);
+    }
+    if thread {
+        failpoint!(
+            "restore.task.thread",
+            super::error::injected(id, "a new thread")
+        );
+    } else {
+        failpoint!(
+            "restore.task.process",
+            super::error::injected(id, "a new process")
+        );
     }
     if i32::try_from(got) != Ok(id) {
         return Err(RestoreError::Inconsistent(format!(
