@@ -12,10 +12,9 @@
 //!   runs freely and is killed before the next failpoint; the last restore passes the
 //!   workload's own check.
 //!
-//! Every failpoint runs on the `tree` workload (five processes sharing a pipe, a file and
-//! memory), except those only a multithreaded process reaches ([`ON_THREADS`]), which run on
-//! `threads`. A failpoint that is not reached fails the test. Needs root, as every engine
-//! end-to-end test.
+//! Every failpoint runs on each workload of [`WORKLOADS`] that reaches it: `tree` (five
+//! processes sharing a pipe, a file and memory) and `threads` (one process of 17 threads). A
+//! failpoint that is not reached fails the test. Needs root, as every engine end-to-end test.
 
 mod support;
 
@@ -24,7 +23,7 @@ use std::ffi::OsString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crlab::failpoint::{self, Failpoint};
+use crlab::failpoint;
 use support::crlab::Run;
 use support::process::{self, Exit};
 use support::protocol::WaitMode;
@@ -37,8 +36,13 @@ const _: () = assert!(
     "the tests build crlab with its failpoints"
 );
 
-/// Failpoints only a multithreaded process reaches: they run on the `threads` workload.
-const ON_THREADS: &[&str] = &["restore.task.thread"];
+/// The workloads every failpoint runs on, each with the failpoints it cannot reach.
+const WORKLOADS: &[(&str, &[&str])] = &[
+    // Five single-threaded processes: no thread to create.
+    ("tree", &["restore.task.thread"]),
+    // One process: no child process to create.
+    ("threads", &["restore.task.process"]),
+];
 
 /// How a dump failpoint's dump is run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,66 +67,65 @@ fn dump_mode(name: &str) -> DumpMode {
     }
 }
 
-fn workload_for(name: &str) -> &'static str {
-    if ON_THREADS.contains(&name) {
-        "threads"
-    } else {
-        "tree"
-    }
-}
-
-fn failpoints(prefix: &str) -> Vec<&'static Failpoint> {
+/// The failpoints of `prefix` (`dump.`, `restore.`) that `unreached` does not list.
+fn failpoints(prefix: &str, unreached: &[&str]) -> Vec<&'static str> {
     failpoint::ALL
         .iter()
-        .filter(|f| f.name.starts_with(prefix))
+        .map(|f| f.name)
+        .filter(|n| n.starts_with(prefix) && !unreached.contains(n))
         .collect()
 }
 
 #[test]
 fn the_tests_name_only_real_failpoints() {
-    for name in ON_THREADS
-        .iter()
-        .chain(&["dump.remote.munmap", "dump.commit.swap"])
-    {
+    let unreached = WORKLOADS.iter().flat_map(|(_, u)| u.iter());
+    for name in unreached.chain(&["dump.remote.munmap", "dump.commit.swap"]) {
         assert!(failpoint::is_known(name), "{name} is not in failpoint::ALL");
     }
     assert_eq!(
-        failpoints("dump.").len() + failpoints("restore.").len(),
+        failpoints("dump.", &[]).len() + failpoints("restore.", &[]).len(),
         failpoint::ALL.len(),
         "every failpoint is a dump's or a restore's"
     );
+    for f in failpoint::ALL {
+        assert!(
+            WORKLOADS.iter().any(|(_, u)| !u.contains(&f.name)),
+            "{} runs on no workload",
+            f.name
+        );
+    }
 }
 
-/// Every dump failpoint, each on a fresh workload.
+/// Every dump failpoint, each on a fresh workload, on each workload.
 #[test]
 fn every_dump_failpoint_leaves_the_workload_unharmed() {
-    let fps = failpoints("dump.");
-    let results: Vec<(&str, Result<(), String>)> = fps
-        .iter()
-        .map(|f| (f.name, guarded(|| dump_round(f.name))))
-        .collect();
+    let mut results = Vec::new();
+    for &(workload, unreached) in WORKLOADS {
+        for name in failpoints("dump.", unreached) {
+            let result = guarded(|| dump_round(workload, name));
+            results.push((format!("{name} on {workload}"), result));
+        }
+    }
     conclude("dump", &results);
 }
 
 /// Every restore failpoint, on one dump of each workload.
 #[test]
 fn every_restore_failpoint_leaves_nothing_behind() {
-    let mut by_workload: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for f in failpoints("restore.") {
-        by_workload
-            .entry(workload_for(f.name))
-            .or_default()
-            .push(f.name);
-    }
     let mut results = Vec::new();
-    for (workload, names) in by_workload {
+    for &(workload, unreached) in WORKLOADS {
+        let names = failpoints("restore.", unreached);
         match guarded(|| restore_rounds(workload, &names)) {
-            Ok(rounds) => results.extend(rounds),
+            Ok(rounds) => results.extend(
+                rounds
+                    .into_iter()
+                    .map(|(n, r)| (format!("{n} on {workload}"), r)),
+            ),
             // The setup (start, dump) or the final restore failed: so did every failpoint.
             Err(e) => results.extend(
                 names
                     .iter()
-                    .map(|n| (*n, Err(format!("on {workload}: {e}")))),
+                    .map(|n| (format!("{n} on {workload}"), Err(e.clone()))),
             ),
         }
     }
@@ -141,7 +144,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// Prints one line per failpoint and fails unless every one passed.
-fn conclude(what: &str, results: &[(&str, Result<(), String>)]) {
+fn conclude(what: &str, results: &[(String, Result<(), String>)]) {
     let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
     for (name, result) in results {
         match result {
@@ -149,10 +152,15 @@ fn conclude(what: &str, results: &[(&str, Result<(), String>)]) {
             Err(e) => println!("{what} failpoint {name}: FAILED: {e}"),
         }
     }
+    let names: std::collections::BTreeSet<&str> = results
+        .iter()
+        .filter_map(|(n, _)| n.split(' ').next())
+        .collect();
     println!(
-        "{what} failpoints: {} of {} held",
+        "{what} failpoints: {} runs of {} failpoints, {} held",
+        results.len(),
+        names.len(),
         results.len() - failed.len(),
-        results.len()
     );
     assert!(!results.is_empty(), "no {what} failpoint was run");
     assert!(
@@ -186,9 +194,9 @@ fn assert_failed_at(run: &Run, name: &str) {
     );
 }
 
-/// One dump failpoint on a fresh workload.
-fn dump_round(name: &str) {
-    let mut t = Tree::start(workload_for(name));
+/// One dump failpoint on a fresh `workload`.
+fn dump_round(workload: &str, name: &str) {
+    let mut t = Tree::start(workload);
     let before = t.seen();
     let mode = dump_mode(name);
     let old = (mode == DumpMode::ReplaceOld).then(|| {
