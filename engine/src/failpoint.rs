@@ -5,9 +5,11 @@
 //! cargo feature, which is off by default and which the engine's tests turn on (the crate is
 //! its own dev-dependency), so a normal or release `crlab` has none: there the macro expands
 //! to nothing. In a test build, `CRLAB_FAILPOINT=NAME` in the environment of `crlab` arms
-//! failpoint NAME: the first time the engine reaches it, the step fails through its real error
-//! path, as if its system call or read had failed, with an I/O error that says
-//! `injected failure at NAME`, so a test can tell the failpoint was reached.
+//! failpoint NAME: the first time the engine reaches it (`NAME@N`: the N-th time), the step
+//! fails through its real error path, as if its system call or read had failed, with an I/O
+//! error that says `injected failure at NAME`, so a test can tell the failpoint was reached.
+//! Each reach is logged at trace level (`CRLAB_LOG=crlab::failpoint=trace`: `failpoint NAME
+//! reached`), which is how a test learns how often a run reaches each one.
 //!
 //! Both directions are checked: a name given to `failpoint!` that is not in [`ALL`] does not
 //! compile (feature on), and the failpoint test arms every name of [`ALL`] and fails when the
@@ -186,14 +188,23 @@ const fn str_eq(a: &str, b: &str) -> bool {
     true
 }
 
-/// The failure failpoint `name` injects, if it is the armed one (first reach only).
+/// The failure failpoint `name` injects, if it is the armed one and this is the reach it is
+/// armed for.
 #[cfg(feature = "failpoints")]
 pub fn injected(name: &str) -> Option<std::io::Error> {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
-    static ARMED: OnceLock<Option<String>> = OnceLock::new();
-    static FIRED: AtomicBool = AtomicBool::new(false);
-    let armed = ARMED.get_or_init(|| std::env::var(ENV).ok());
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static REACHED: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let spec = std::env::var(ENV).ok()?;
+        Some(match spec.split_once('@') {
+            // A count that is not a number arms nothing the engine reaches.
+            Some((name, at)) => (name.to_owned(), at.parse().unwrap_or(0)),
+            None => (spec, 1),
+        })
+    });
+    tracing::trace!("failpoint {name} reached");
     if !is_known(name) {
         // A failpoint named at run time (a remote call's) that the list lacks: every test
         // build fails on it, so the list cannot fall behind the code.
@@ -201,10 +212,11 @@ pub fn injected(name: &str) -> Option<std::io::Error> {
             "failpoint {name} is missing from crlab::failpoint::ALL"
         )));
     }
-    if armed.as_deref() != Some(name) || FIRED.swap(true, Ordering::SeqCst) {
+    let (_, at) = armed.as_ref().filter(|(armed, _)| armed == name)?;
+    if REACHED.fetch_add(1, Ordering::SeqCst) + 1 != *at {
         return None;
     }
-    tracing::warn!(failpoint = name, "injecting a failure");
+    tracing::warn!(failpoint = name, reach = *at, "injecting a failure");
     Some(std::io::Error::other(format!("injected failure at {name}")))
 }
 

@@ -13,8 +13,11 @@
 //!   workload's own check.
 //!
 //! Every failpoint runs on each workload of [`WORKLOADS`] that reaches it: `tree` (five
-//! processes sharing a pipe, a file and memory) and `threads` (one process of 17 threads). A
-//! failpoint that is not reached fails the test. Needs root, as every engine end-to-end test.
+//! processes sharing a pipe, a file and memory) and `threads` (one process of 17 threads), and
+//! is armed at its first reach and, where a successful run reaches it more than once, at its
+//! last (the last process, thread, descriptor or chunk: everything before it is then to be
+//! undone). A failpoint that is not reached fails the test. Needs root, as every engine
+//! end-to-end test.
 
 mod support;
 
@@ -101,12 +104,58 @@ fn the_tests_name_only_real_failpoints() {
 fn every_dump_failpoint_leaves_the_workload_unharmed() {
     let mut results = Vec::new();
     for &(workload, unreached) in WORKLOADS {
+        let reaches = match guarded(|| dump_reaches(workload)) {
+            Ok(reaches) => reaches,
+            Err(e) => {
+                results.push((format!("counting the reaches on {workload}"), Err(e)));
+                continue;
+            }
+        };
         for name in failpoints("dump.", unreached) {
-            let result = guarded(|| dump_round(workload, name));
-            results.push((format!("{name} on {workload}"), result));
+            for at in arm_at(&reaches, name) {
+                let result = guarded(|| dump_round(workload, name, at));
+                results.push((format!("{name}@{at} on {workload}"), result));
+            }
         }
     }
     conclude("dump", &results);
+}
+
+/// How often a successful `crlab dump --leave-running` of `workload` reaches each failpoint.
+fn dump_reaches(workload: &str) -> BTreeMap<String, u64> {
+    let mut t = Tree::start(workload);
+    let run = t.w.dump_with_env(&["--leave-running"], &[COUNT_REACHES]);
+    assert!(run.succeeded(), "counting the failpoints' reaches\n{run}");
+    let reaches = reaches(run);
+    t.w.trigger();
+    t.w.expect_ok();
+    t.assert_nothing_left();
+    reaches
+}
+
+/// The environment that logs each reach of a failpoint.
+const COUNT_REACHES: (&str, &str) = ("CRLAB_LOG", "crlab::failpoint=trace");
+
+/// The reaches of each failpoint in a run made with [`COUNT_REACHES`].
+fn reaches(run: &Run) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in run.stderr().lines() {
+        let Some(rest) = line.split("failpoint ").nth(1) else {
+            continue;
+        };
+        if let Some(name) = rest.strip_suffix(" reached") {
+            *out.entry(name.to_owned()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// The reaches to arm `name` at: its first, and its last when that is another.
+fn arm_at(reaches: &BTreeMap<String, u64>, name: &str) -> Vec<u64> {
+    match reaches.get(name).copied() {
+        Some(n) if n > 1 => vec![1, n],
+        _ => vec![1],
+    }
 }
 
 /// Every restore failpoint, on one dump of each workload.
@@ -121,12 +170,9 @@ fn every_restore_failpoint_leaves_nothing_behind() {
                     .into_iter()
                     .map(|(n, r)| (format!("{n} on {workload}"), r)),
             ),
-            // The setup (start, dump) or the final restore failed: so did every failpoint.
-            Err(e) => results.extend(
-                names
-                    .iter()
-                    .map(|n| (format!("{n} on {workload}"), Err(e.clone()))),
-            ),
+            // The setup (start, dump, counting) or the final restore failed: so did every
+            // failpoint.
+            Err(e) => results.push((format!("every restore failpoint on {workload}"), Err(e))),
         }
     }
     conclude("restore", &results);
@@ -154,7 +200,7 @@ fn conclude(what: &str, results: &[(String, Result<(), String>)]) {
     }
     let names: std::collections::BTreeSet<&str> = results
         .iter()
-        .filter_map(|(n, _)| n.split(' ').next())
+        .filter_map(|(n, _)| n.split(['@', ' ']).next())
         .collect();
     println!(
         "{what} failpoints: {} runs of {} failpoints, {} held",
@@ -175,9 +221,9 @@ fn conclude(what: &str, results: &[(String, Result<(), String>)]) {
     );
 }
 
-/// The environment that arms failpoint `name`.
-fn armed(name: &str) -> [(&str, &str); 1] {
-    [(failpoint::ENV, name)]
+/// The `CRLAB_FAILPOINT` value that arms failpoint `name` at its reach `at`.
+fn spec(name: &str, at: u64) -> String {
+    format!("{name}@{at}")
 }
 
 /// A failed run of crlab that names failpoint `name`: it exited 1 and reported the failure.
@@ -194,8 +240,8 @@ fn assert_failed_at(run: &Run, name: &str) {
     );
 }
 
-/// One dump failpoint on a fresh `workload`.
-fn dump_round(workload: &str, name: &str) {
+/// One dump failpoint, armed at its reach `at`, on a fresh `workload`.
+fn dump_round(workload: &str, name: &str, at: u64) {
     let mut t = Tree::start(workload);
     let before = t.seen();
     let mode = dump_mode(name);
@@ -209,7 +255,8 @@ fn dump_round(workload: &str, name: &str) {
         DumpMode::LeaveRunning => &["--leave-running"],
         DumpMode::ReplaceOld => &["--replace"],
     };
-    let run = t.w.dump_with_env(extra, &armed(name));
+    let spec = spec(name, at);
+    let run = t.w.dump_with_env(extra, &[(failpoint::ENV, spec.as_str())]);
     let run_text = run.to_string();
     assert_failed_at(run, name);
     t.assert_same(&before, &format!("a dump failed at {name}"));
@@ -245,23 +292,29 @@ fn dump_round(workload: &str, name: &str) {
     t.assert_nothing_left();
 }
 
-/// Every restore failpoint of `names` on one dump of `workload`, then a last restore that must
-/// pass the workload's own check: each failpoint's result (panics if the setup or the last
-/// restore fails).
-fn restore_rounds<'a>(workload: &str, names: &[&'a str]) -> Vec<(&'a str, Result<(), String>)> {
+/// Every restore failpoint of `names`, at its first and last reach, on one dump of `workload`,
+/// then a last restore that must pass the workload's own check: each round's result (panics if
+/// the setup or the last restore fails).
+fn restore_rounds(workload: &str, names: &[&str]) -> Vec<(String, Result<(), String>)> {
     let mut t = Tree::start(workload);
     let before = t.seen();
     t.w.dump_ok(&[]);
     t.wait_all_gone("the dump");
+    let reaches = reaches(t.w.restore_detached_ok_with_env(&[COUNT_REACHES]));
+    t.assert_same(&before, "the restore that counts the failpoints' reaches");
+    t.kill_all();
+    t.wait_all_gone("the restore that counts the failpoints' reaches");
     let mut results = Vec::new();
     for &name in names {
-        let result = guarded(|| restore_round(&mut t, &before, name));
-        if result.is_err() {
-            // Whatever the round left, the next one starts from no process of the image.
-            t.kill_all();
-            t.wait_all_gone("what a failed round left");
+        for at in arm_at(&reaches, name) {
+            let result = guarded(|| restore_round(&mut t, &before, name, at));
+            if result.is_err() {
+                // Whatever the round left, the next one starts from no process of the image.
+                t.kill_all();
+                t.wait_all_gone("what a failed round left");
+            }
+            results.push((format!("{name}@{at}"), result));
         }
-        results.push((name, result));
     }
     t.w.restore_detached_ok();
     t.assert_same(&before, "the last restore");
@@ -271,7 +324,7 @@ fn restore_rounds<'a>(workload: &str, names: &[&'a str]) -> Vec<(&'a str, Result
     results
 }
 
-fn restore_round(t: &mut Tree, before: &[Seen], name: &str) {
+fn restore_round(t: &mut Tree, before: &[Seen], name: &str, at: u64) {
     let pidfile = t.w.pidfile();
     let _ = std::fs::remove_file(&pidfile);
     let args = [
@@ -279,7 +332,9 @@ fn restore_round(t: &mut Tree, before: &[Seen], name: &str) {
         "--pidfile",
         pidfile.to_str().expect("utf-8 path"),
     ];
-    let run = t.w.restore_with_env(&args, &armed(name));
+    let spec = spec(name, at);
+    let run =
+        t.w.restore_with_env(&args, &[(failpoint::ENV, spec.as_str())]);
     assert_failed_at(run, name);
     t.wait_all_gone(&format!("a restore failed at {name}"));
     assert!(

@@ -325,13 +325,19 @@ impl Workload {
     /// `crlab restore --detach --pidfile`, asserting it succeeded, that the restored process
     /// has the original pid, is now our child (we are its subreaper) and runs freely.
     pub fn restore_detached_ok(&mut self) {
+        self.restore_detached_ok_with_env(&[]);
+    }
+
+    /// [`Workload::restore_detached_ok`] with `env` added to crlab's environment; returns the
+    /// run.
+    pub fn restore_detached_ok_with_env(&mut self, env: &[(&str, &str)]) -> &Run {
         let pidfile = self.pidfile();
         let args = [
             "--detach",
             "--pidfile",
             pidfile.to_str().expect("utf-8 path"),
         ];
-        let run = self.restore(&args);
+        let run = self.restore_with_env(&args, env);
         let (ok, exit) = (run.succeeded(), run.exit_text());
         assert!(ok, "crlab restore --detach of {} failed: {exit}", self.name);
         let text = std::fs::read_to_string(&pidfile)
@@ -355,6 +361,7 @@ impl Workload {
                 self.result_file()
             );
         }
+        self.runs.last().expect("the restore's run")
     }
 
     /// Makes the writes the ready file asks for, then wakes the workload the way it waits.
