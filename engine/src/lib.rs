@@ -9,10 +9,15 @@
 //!   (ptrace, remote system calls), the only place with raw `libc` calls.
 //! - [`interrupt`] records the signals that ask the engine to stop, which dump and restore
 //!   look at between their steps.
+//! - [`failpoint`] injects a fault at a chosen step, in test builds only (the `failpoints`
+//!   feature); a normal build has none.
 //! - The library never prints; the `crlab` binary does.
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!("crlab supports x86_64 Linux only");
+
+#[macro_use]
+pub mod failpoint;
 
 pub mod check;
 pub mod dump;

@@ -40,6 +40,10 @@ pub struct FdDesc {
 /// Runs before anything is done to the process, so a refusal changes nothing.
 pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
     let link = format!("/proc/{pid}/fd/{fd}");
+    failpoint!("dump.proc.fd", |source| crate::procfs::ProcError::Io {
+        path: link.clone(),
+        source,
+    });
     let target = read_link(&link)?;
     let unsupported = |kind: &'static str, hint: &'static str| DumpError::UnsupportedFd {
         pid,

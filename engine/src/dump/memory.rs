@@ -131,6 +131,10 @@ pub fn dump_pages(
     vmas: &[Vma],
     pages: &mut PagesWriter<'_>,
 ) -> Result<Vec<PagemapEntry>, DumpError> {
+    failpoint!("dump.proc.pagemap", |source| crate::procfs::ProcError::Io {
+        path: format!("/proc/{pid}/pagemap"),
+        source,
+    });
     let pagemap = PagemapReader::open(pid)?;
     let mut entries = Vec::new();
     let mut buf = vec![0u8; COPY_CHUNK];
@@ -191,6 +195,10 @@ fn flush(
     if batch.is_empty() {
         return Ok(());
     }
+    failpoint!("dump.pages", |source| crate::sys::SysError::Io {
+        what: format!("process_vm_readv of task {pid}"),
+        source,
+    });
     // A buffer holds the runs of one VMA only (it is flushed at the end of
     // each), so a readable VMA's batch fills `buf` exactly, back to back.
     let mut local = [IoSliceMut::new(&mut *buf)];

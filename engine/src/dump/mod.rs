@@ -59,22 +59,36 @@ pub struct DumpSummary {
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let pids = collect_tree(opts.root)?;
     // Refused before any task is touched; dropped uncommitted, it removes what it wrote.
-    let images = ImageDirWriter::new_dump(&opts.images_dir, opts.existing)?;
+    let mut images = ImageDirWriter::new_dump(&opts.images_dir, opts.existing)?;
     check_interrupt()?;
     let mut tree = SeizedTree::seize(&pids)?;
     // Held still, so what /proc shows is what would be dumped; refused before any change.
-    let dumped = audit::tree(&pids).and_then(|()| dump_seized(opts, &mut tree, images));
-    match dumped {
+    let written = audit::tree(&pids).and_then(|()| dump_seized(opts, &mut tree, &mut images));
+    let committed = written.and_then(|(summary, inventory)| {
+        if opts.leave_running {
+            // The tasks are let go first: a dump whose changes to them could not all be
+            // undone fails, and is not left complete behind it.
+            tree.release()?;
+        }
+        images.commit(inventory)?;
+        Ok(summary)
+    });
+    match committed {
         Ok(summary) => {
-            if opts.leave_running {
-                tree.release()?;
-            } else {
+            if !opts.leave_running {
                 tree.kill();
             }
+            info!(
+                processes = summary.processes,
+                threads = summary.threads,
+                page_bytes = summary.page_bytes,
+                "dump written"
+            );
             Ok(summary)
         }
         Err(e) => {
-            // Undo what was done; the original error is the one to report.
+            // Undo what was done (nothing left to undo once released); the original error is
+            // the one to report.
             if let Err(undo) = tree.release() {
                 tracing::error!(error = %undo, "undoing the failed dump");
             }
@@ -120,11 +134,12 @@ fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
     Ok(out)
 }
 
+/// Reads the seized tree and writes every image but the inventory, which the caller commits.
 fn dump_seized(
     opts: &DumpOptions,
     tree: &mut SeizedTree,
-    mut images: ImageDirWriter,
-) -> Result<DumpSummary, DumpError> {
+    images: &mut ImageDirWriter,
+) -> Result<(DumpSummary, Inventory), DumpError> {
     let mut files = FileTableBuilder::default();
     let mut pstree = PsTree::default();
     let mut page_bytes = 0;
@@ -133,12 +148,16 @@ fn dump_seized(
     for proc_idx in 0..tree.processes.len() {
         check_interrupt()?;
         let pid = tree.processes[proc_idx].pid;
+        failpoint!("dump.proc.stat", |source| procfs::ProcError::Io {
+            path: format!("/proc/{pid}/stat"),
+            source,
+        });
         let stat = Stat::read(pid)?;
         if stat.state == 'Z' {
             return Err(DumpError::Zombie { pid });
         }
         let (task, mm, cores, bytes) =
-            dump_process(opts, tree, proc_idx, &stat, &mut files, &mut images)?;
+            dump_process(opts, tree, proc_idx, &stat, &mut files, images)?;
         page_bytes += bytes;
         threads += cores.len();
         let image_pid = image_u32(pid, "the pid", pid)?;
@@ -179,16 +198,12 @@ fn dump_seized(
         files: Vec::new(),
     };
     check_interrupt()?;
-    images.commit(inventory)?;
-    info!(
-        processes = pstree.processes.len(),
-        threads, page_bytes, "dump written"
-    );
-    Ok(DumpSummary {
+    let summary = DumpSummary {
         processes: pstree.processes.len(),
         threads,
         page_bytes,
-    })
+    };
+    Ok((summary, inventory))
 }
 
 #[instrument(skip_all, fields(pid = tree.processes[idx].pid))]
@@ -202,14 +217,30 @@ fn dump_process(
 ) -> Result<(Task, Mm, Vec<crate::image::schema::ThreadCore>, u64), DumpError> {
     let pid = tree.processes[idx].pid;
     // Everything that can refuse the dump is looked at before the process is touched.
+    failpoint!("dump.proc.fds", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/fd"),
+        source,
+    });
     let fd_list = procfs::fds(pid)?;
     let descs = fd_list
         .iter()
         .map(|&fd| files::classify(pid, fd))
         .collect::<Result<Vec<_>, _>>()?;
+    failpoint!("dump.proc.maps", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/maps"),
+        source,
+    });
     let maps = MapEntry::read(pid)?;
     let vmas = memory::vmas(pid, &maps, &procfs::VmFlags::read(pid)?)?;
+    failpoint!("dump.proc.status", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/status"),
+        source,
+    });
     let status = Status::read(pid)?;
+    failpoint!("dump.proc.mem", |source| crate::sys::SysError::Io {
+        what: format!("reading /proc/{pid}/mem"),
+        source,
+    });
     let gadget = find_syscall_gadget(pid, &maps)?;
     let context = procfs::selinux_attr(pid, pid, "current");
 
@@ -229,10 +260,11 @@ fn dump_process(
     let state = process::read(pid, leader, scratch)?;
 
     // Descriptors, through the transport socket.
+    let opened = &mut proc.opened_fds;
     let mut transport =
-        transport::Transport::open(leader, scratch, pid, &context, opts.socket_label)?;
+        transport::Transport::open(leader, scratch, pid, &context, opts.socket_label, opened)?;
     let drained = transport.drain(leader, scratch, &fd_list);
-    transport.close(leader)?;
+    transport.close(leader, opened)?;
     let fds = files.add_process(pid, &descs, drained?)?;
 
     // Per-thread state.
@@ -278,6 +310,21 @@ fn dump_process(
         .ok()
         .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
         .unwrap_or(0);
+    failpoint!("dump.proc.cwd", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/cwd"),
+        source,
+    });
+    let cwd = procfs::read_link(format!("/proc/{pid}/cwd"))?;
+    failpoint!("dump.proc.auxv", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/auxv"),
+        source,
+    });
+    let auxv = procfs::auxv(pid)?;
+    failpoint!("dump.proc.exe", |source| procfs::ProcError::Io {
+        path: format!("/proc/{pid}/exe"),
+        source,
+    });
+    let exe_path = procfs::read_link(format!("/proc/{pid}/exe"))?;
     let task = Task {
         pid: image_pid,
         creds: Some(Credentials {
@@ -291,7 +338,7 @@ fn dump_process(
             fsgid: status.gids[3],
             groups: status.groups.clone(),
         }),
-        cwd: procfs::read_link(format!("/proc/{pid}/cwd"))?,
+        cwd,
         umask: status.umask,
         rlimits,
         sigactions,
@@ -327,8 +374,8 @@ fn dump_process(
             env_start: stat.env_start,
             env_end: stat.env_end,
         }),
-        auxv: procfs::auxv(pid)?,
-        exe_path: procfs::read_link(format!("/proc/{pid}/exe"))?,
+        auxv,
+        exe_path,
         pagemap,
     };
     Ok((task, mm, cores, page_bytes))

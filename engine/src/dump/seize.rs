@@ -4,6 +4,7 @@
 use super::DumpError;
 use crate::procfs;
 use crate::sys::{Remote, Scratch, SysError, Tracee, PAGE_SIZE};
+use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::warn;
@@ -15,6 +16,9 @@ pub struct SeizedProcess {
     /// One per thread, leader first, once remote calls are needed.
     pub remotes: Vec<Remote>,
     pub scratch: Option<Scratch>,
+    /// Descriptors the dump opened in the process (the transport's end) and has not closed:
+    /// the undo closes them.
+    pub opened_fds: Vec<u64>,
 }
 
 impl SeizedProcess {
@@ -56,6 +60,7 @@ impl SeizedTree {
                 tracees: Vec::new(),
                 remotes: Vec::new(),
                 scratch: None,
+                opened_fds: Vec::new(),
             });
             let proc = tree.processes.last_mut().expect("just pushed");
             loop {
@@ -70,7 +75,15 @@ impl SeizedTree {
                 for tid in new {
                     let t = Tracee::seize_and_interrupt(tid)?;
                     proc.tracees.push(t);
+                    failpoint!("dump.seize.stop", |source| SysError::Io {
+                        what: format!("waiting for task {tid} to stop"),
+                        source,
+                    });
                     t.wait_interrupt_stop()?;
+                    failpoint!("dump.seize", |source| SysError::Io {
+                        what: format!("seizing the thread after task {tid}"),
+                        source,
+                    });
                 }
             }
             // Leader first.
@@ -79,11 +92,22 @@ impl SeizedTree {
         Ok(tree)
     }
 
-    /// Undoes every change and detaches: the processes go on as before.
+    /// Undoes every change and detaches: the processes go on as before. Once released (or
+    /// killed), the tree is no longer the engine's: a second call does nothing.
     pub fn release(&mut self) -> Result<(), DumpError> {
+        if self.done {
+            return Ok(());
+        }
         self.done = true;
         let mut first: Option<DumpError> = None;
         for proc in &mut self.processes {
+            if let Some(leader) = proc.remotes.first_mut() {
+                for fd in proc.opened_fds.drain(..) {
+                    if let Err(e) = leader.syscall("close", libc::SYS_close, &[fd]) {
+                        first.get_or_insert(e.into());
+                    }
+                }
+            }
             if let (Some(s), Some(leader)) = (proc.scratch.take(), proc.remotes.first_mut()) {
                 if let Err(e) = leader.unmap(s.addr, s.len) {
                     first.get_or_insert(e.into());
@@ -98,7 +122,7 @@ impl SeizedTree {
                 deferred.extend(r.deferred_signals.drain(..).map(|s| (tracee, s)));
             }
             for t in &proc.tracees {
-                if let Err(e) = t.detach() {
+                if let Err(e) = detach(t) {
                     first.get_or_insert(e.into());
                 }
             }
@@ -144,9 +168,23 @@ impl Drop for SeizedTree {
         if !self.done {
             for proc in &self.processes {
                 for t in &proc.tracees {
-                    let _ = t.detach();
+                    let _ = detach(t);
                 }
             }
         }
+    }
+}
+
+/// Lets a seized thread go. The kernel detaches a thread only in a ptrace-stop: one that a
+/// failure left between its seize and the stop it was asked for (still running, the interrupt
+/// pending) is waited for into that stop first, or it would stay traced, and stop, until the
+/// engine exits.
+fn detach(t: &Tracee) -> Result<(), SysError> {
+    match t.detach() {
+        Err(e) if e.errno() == Some(Errno::ESRCH) => {
+            t.wait_interrupt_stop()?;
+            t.detach()
+        }
+        done => done,
     }
 }

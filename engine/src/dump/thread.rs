@@ -20,6 +20,10 @@ pub fn dump_thread(
     let tid = remote.tid();
     let t = remote.tracee;
     let regs = *remote.base_regs();
+    failpoint!("dump.thread.ptrace", |source| crate::sys::SysError::Io {
+        what: format!("PTRACE_GETREGSET(NT_X86_XSTATE) of task {tid}"),
+        source,
+    });
     let xstate = t.xstate()?;
     let sigmask = t.sigmask()?;
     remote.syscall("sigaltstack", libc::SYS_sigaltstack, &[0, scratch.addr])?;

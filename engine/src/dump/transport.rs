@@ -57,6 +57,7 @@ impl Transport {
         pid: i32,
         context: &str,
         label: SocketLabel,
+        opened: &mut Vec<u64>,
     ) -> Result<Transport, DumpError> {
         let terr = |what: String| DumpError::Transport { pid, what };
         let name = format!(
@@ -68,6 +69,7 @@ impl Transport {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0)
         );
+        failpoint!("dump.transport.listen", |e| terr(format!("socket: {e}")));
         let label_ctx = match label {
             SocketLabel::ProcessContext => context,
             SocketLabel::EngineContext => "",
@@ -107,6 +109,7 @@ impl Transport {
                 0,
             ],
         )?;
+        opened.push(fd);
         let mut t = Transport {
             pid,
             conn: listener,
@@ -126,7 +129,7 @@ impl Transport {
                         .to_string()
                 })
                 .unwrap_or_default();
-            t.close(remote)?;
+            t.close(remote, opened)?;
             let ty = context_type;
             let rule = if !socket.is_empty() && ty(context) != ty(&socket) {
                 format!(
@@ -147,7 +150,8 @@ impl Transport {
                 source,
             });
         }
-        t.conn = accept(t.conn.as_fd()).map_err(|e| terr(format!("accept: {e}")))?;
+        // On an error, the task's end stays in `opened`, which the undo closes.
+        t.conn = accept_from(pid, &t.conn)?;
         Ok(t)
     }
 
@@ -198,6 +202,10 @@ impl Transport {
                 &[self.remote_fd, scratch.addr + ScratchLayout::MSGHDR, 0],
             )?;
 
+            failpoint!("dump.transport.recv", |e| DumpError::Transport {
+                pid: self.pid,
+                what: format!("recvmsg: {e}"),
+            });
             let got = recv_fds(self.conn.as_fd()).map_err(|e| DumpError::Transport {
                 pid: self.pid,
                 what: format!("recvmsg: {e}"),
@@ -213,9 +221,19 @@ impl Transport {
         Ok(out)
     }
 
-    /// Closes the process's end of the transport.
-    pub fn close(self, remote: &mut Remote) -> Result<(), DumpError> {
+    /// Closes the process's end of the transport. `opened` lists the descriptors the dump
+    /// opened in the process and has yet to close (the undo closes them): the transport's end
+    /// is there from [`Transport::open`] until it is closed here.
+    pub fn close(self, remote: &mut Remote, opened: &mut Vec<u64>) -> Result<(), DumpError> {
         remote.syscall("close", libc::SYS_close, &[self.remote_fd])?;
+        opened.retain(|&fd| fd != self.remote_fd);
         Ok(())
     }
+}
+
+/// The engine's end of the connection the process made to `listener`.
+fn accept_from(pid: i32, listener: &OwnedFd) -> Result<OwnedFd, DumpError> {
+    let terr = |what: String| DumpError::Transport { pid, what };
+    failpoint!("dump.transport.accept", |e| terr(format!("accept: {e}")));
+    accept(listener.as_fd()).map_err(|e| terr(format!("accept: {e}")))
 }

@@ -232,13 +232,14 @@ impl ImageDirWriter {
         }
         let path = self.dir.join(name);
         let bytes = frame_message(&path, kind, msg)?;
-        self.create_file(&path)?
-            .write_all(&bytes)
-            .map_err(|source| ImageError::Io {
-                path: path.clone(),
-                op: "write",
-                source,
-            })?;
+        let mut file = self.create_file(&path)?;
+        #[cfg(feature = "failpoints")]
+        inject_write(&path, kind)?;
+        file.write_all(&bytes).map_err(|source| ImageError::Io {
+            path: path.clone(),
+            op: "write",
+            source,
+        })?;
         self.record(name, bytes.len() as u64, xxh3_64(&bytes));
         Ok(())
     }
@@ -249,6 +250,11 @@ impl ImageDirWriter {
         self.check_new_name(&name, FileKind::Pages)?;
         let path = self.dir.join(&name);
         let mut file = self.create_file(&path)?;
+        failpoint!("dump.image.pages", |source| ImageError::Io {
+            path: path.clone(),
+            op: "write",
+            source,
+        });
         let head = header::encode(FileKind::Pages);
         file.write_all(&head).map_err(|source| ImageError::Io {
             path: path.clone(),
@@ -271,6 +277,11 @@ impl ImageDirWriter {
     /// inventory.img via a temp file + fsync + rename + dir fsync. Until this returns, the
     /// dump is not complete.
     pub fn commit(mut self, mut inventory: Inventory) -> Result<(), ImageError> {
+        failpoint!("dump.commit.fsync", |source| ImageError::Io {
+            path: self.dir.clone(),
+            op: "fsync",
+            source,
+        });
         for entry in &self.files {
             let path = self.dir.join(&entry.name);
             let file = File::open(&path).map_err(|source| ImageError::Io {
@@ -290,6 +301,11 @@ impl ImageDirWriter {
         let tmp = self.dir.join(INVENTORY_TMP);
         let bytes = frame_message(&tmp, FileKind::Inventory, &inventory)?;
         let mut file = self.create_file(&tmp)?;
+        failpoint!("dump.commit.inventory", |source| ImageError::Io {
+            path: tmp.clone(),
+            op: "write",
+            source,
+        });
         file.write_all(&bytes).map_err(|source| ImageError::Io {
             path: tmp.clone(),
             op: "write",
@@ -302,6 +318,11 @@ impl ImageDirWriter {
         })?;
         drop(file);
         let inventory_path = self.dir.join(INVENTORY);
+        failpoint!("dump.commit.rename", |source| ImageError::Io {
+            path: tmp.clone(),
+            op: "rename to inventory.img",
+            source,
+        });
         fs::rename(&tmp, &inventory_path).map_err(|source| ImageError::Io {
             path: tmp,
             op: "rename to inventory.img",
@@ -383,6 +404,11 @@ impl PagesWriter<'_> {
     /// Appends page data. Meant for large buffers (MiBs): each call is one `write` loop on the
     /// file, with no buffering in between.
     pub fn write_all(&mut self, buf: &[u8]) -> Result<(), ImageError> {
+        failpoint!("dump.image.pages.write", |source| ImageError::Io {
+            path: self.path.clone(),
+            op: "write",
+            source,
+        });
         self.file.write_all(buf).map_err(|source| ImageError::Io {
             path: self.path.clone(),
             op: "write",
@@ -407,6 +433,35 @@ impl PagesWriter<'_> {
         self.writer.record(&self.name, size, self.hasher.digest());
         Ok(self.data_len)
     }
+}
+
+/// Failpoint `dump.image.<kind>` of a message file (test builds only, see `crate::failpoint`).
+#[cfg(feature = "failpoints")]
+fn inject_write(path: &Path, kind: FileKind) -> Result<(), ImageError> {
+    let err = |source| ImageError::Io {
+        path: path.to_owned(),
+        op: "write",
+        source,
+    };
+    match kind {
+        FileKind::Task => {
+            failpoint!("dump.image.task", err);
+        }
+        FileKind::Mm => {
+            failpoint!("dump.image.mm", err);
+        }
+        FileKind::Core => {
+            failpoint!("dump.image.core", err);
+        }
+        FileKind::PsTree => {
+            failpoint!("dump.image.pstree", err);
+        }
+        FileKind::Files => {
+            failpoint!("dump.image.files", err);
+        }
+        FileKind::Inventory | FileKind::Pages => {}
+    }
+    Ok(())
 }
 
 /// Header + varint length + message, refusing messages larger than the readers accept.
@@ -460,6 +515,7 @@ fn swap_in(staging: &Path, target: &Path, swap: bool) -> Result<(), ImageError> 
         op: "rename the new dump into place",
         source,
     };
+    failpoint!("dump.commit.swap", rename_err);
     if !swap {
         fs::rename(staging, target).map_err(rename_err)?;
     } else {

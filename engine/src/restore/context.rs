@@ -140,6 +140,10 @@ pub fn set_context(
     from: &str,
     to: &str,
 ) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.context",
+        super::error::injected(pid, "the SELinux context")
+    );
     if selinux::enabled() && selinux::no_write(from, to).is_none() {
         set_process_context(remote, scratch, pid, from, to)?;
     }

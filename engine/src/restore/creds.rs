@@ -174,6 +174,7 @@ fn set_ids(
     pid: i32,
     creds: &Credentials,
 ) -> Result<(), RestoreError> {
+    failpoint!("restore.creds", super::error::injected(pid, "credentials"));
     let tid = remote.tid();
     let uids = [creds.uid, creds.euid, creds.suid, creds.fsuid];
     let gids = [creds.gid, creds.egid, creds.sgid, creds.fsgid];
@@ -237,6 +238,10 @@ pub fn set_dumpable(
     pid: i32,
     dumpable: Option<u32>,
 ) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.dumpable",
+        super::error::injected(pid, "the dumpable flag")
+    );
     let Some(d) = dumpable else {
         return Ok(());
     };

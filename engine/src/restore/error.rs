@@ -74,3 +74,17 @@ impl<T> StepContext<T> for Result<T, SysError> {
         self.map_err(|source| RestoreError::Step { pid, what, source })
     }
 }
+
+/// The failure a failpoint injects into restore step `what` of process `pid`, as the step's
+/// own error (test builds only, see `crate::failpoint`).
+#[cfg(feature = "failpoints")]
+pub fn injected(pid: i32, what: &'static str) -> impl FnOnce(std::io::Error) -> RestoreError {
+    move |source| RestoreError::Step {
+        pid,
+        what,
+        source: SysError::Io {
+            what: format!("the system call restoring {what}"),
+            source,
+        },
+    }
+}

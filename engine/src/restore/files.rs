@@ -29,6 +29,10 @@ pub fn open_all(
     table: &FileTable,
     above: u64,
 ) -> Result<Parked, RestoreError> {
+    failpoint!(
+        "restore.files.open",
+        super::error::injected(pid, "descriptors")
+    );
     let pipes: HashMap<u64, &Pipe> = table.pipes.iter().map(|p| (p.id, p)).collect();
     let mut pipe_ends: HashMap<u64, (u64, u64)> = HashMap::new();
     let mut parked = Parked::default();
@@ -205,6 +209,10 @@ pub fn install(
     fds: &[Fd],
     parked: &Parked,
 ) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.files.install",
+        super::error::injected(pid, "descriptors")
+    );
     for fd in fds {
         let h = *parked.fds.get(&fd.file_id).ok_or_else(|| {
             RestoreError::Inconsistent(format!(

@@ -73,6 +73,10 @@ pub fn map_trampoline(
     pid: i32,
     all: &[&Mm],
 ) -> Result<Trampoline, RestoreError> {
+    failpoint!(
+        "restore.map.trampoline",
+        super::error::injected(pid, "the trampoline")
+    );
     let current = MapEntry::read(pid).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
     let busy: Vec<(u64, u64)> = current
         .iter()
@@ -179,6 +183,10 @@ fn own_syscall_instruction() -> Result<(String, u64), RestoreError> {
 }
 
 pub fn unmap_trampoline(remote: &mut Remote, pid: i32, t: &Trampoline) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.map.unmap_trampoline",
+        super::error::injected(pid, "the trampoline")
+    );
     remote
         .unmap(t.addr, TRAMPOLINE_LEN)
         .step(pid, "the trampoline")
@@ -206,6 +214,10 @@ pub fn clear_address_space(
     t: &Trampoline,
     inherited: &[(u64, u64)],
 ) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.map.clear",
+        super::error::injected(pid, "the engine's mappings")
+    );
     let current = MapEntry::read(pid).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
     let mut moves = Vec::new();
     for v in &mm.vmas {
@@ -342,6 +354,7 @@ pub fn map_one(
     v: &Vma,
     scratch: Scratch,
 ) -> Result<(), RestoreError> {
+    failpoint!("restore.map.vmas", super::error::injected(pid, "a mapping"));
     let k = kind(v);
     {
         let len = v.end - v.start;
@@ -495,6 +508,7 @@ pub fn fill_pages(
         while off < len {
             super::check_interrupt()?;
             let take = usize_of(len - off).min(COPY_CHUNK);
+            failpoint!("restore.fill", super::error::injected(pid, "memory pages"));
             pages.read_exact(&mut buf[..take])?;
             let addr = e.vaddr + off;
             if writable {
@@ -538,6 +552,10 @@ pub fn set_mm_fields(
     mm: &Mm,
     scratch: Scratch,
 ) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.map.mm_fields",
+        super::error::injected(pid, "the mm fields")
+    );
     let f = mm
         .fields
         .ok_or_else(|| RestoreError::Inconsistent(format!("mm-{pid}.img has no mm fields")))?;

@@ -270,8 +270,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
                     p.entry.pid
                 ))
             })?;
-        let t = tree::clone_in(&mut parent.leader, scratch, p.pid, false)?;
-        cleanup.pids.push(t.tid);
+        let t = tree::clone_in(&mut parent.leader, scratch, p.pid, false, &mut cleanup.pids)?;
         let mut leader = Remote::new(t, tramp.gadget, t.regs()?)?;
         tramp.adopt(&mut leader);
         join_session(&mut leader, p.pid, &p.entry)?;
@@ -335,13 +334,17 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     for live in &lives {
         for r in live.threads.iter().chain([&live.leader]) {
             r.tracee.set_options(Options::PTRACE_O_TRACESYSGOOD)?;
+            failpoint!(
+                "restore.options",
+                error::injected(live.pid(), "the ptrace options")
+            );
         }
     }
     for live in &lives {
-        for r in &live.threads {
+        for r in live.threads.iter().chain([&live.leader]) {
             r.tracee.detach()?;
+            failpoint!("restore.detach", error::injected(live.pid(), "the detach"));
         }
-        live.leader.tracee.detach()?;
     }
     cleanup.armed = false;
     info!(pid = root_pid, processes = lives.len(), "restored");
@@ -361,6 +364,7 @@ fn target_context(opts: &RestoreOptions, p: &ProcessImages) -> String {
 /// closed, its rseq registration dropped (the area is about to be unmapped, and the kernel
 /// would fault the task when it next updates it), and its descriptor limit raised.
 fn shed_engine_state(root: &mut Remote, pid: i32) -> Result<(), RestoreError> {
+    failpoint!("restore.shed", error::injected(pid, "the signal mask"));
     let tracee = root.tracee;
     tracee.set_sigmask(u64::MAX).step(pid, "the signal mask")?;
     root.syscall(
@@ -451,8 +455,7 @@ fn create_threads(
     created: &mut Vec<i32>,
 ) -> Result<(), RestoreError> {
     for &tid in &live.img.tids[1..] {
-        let t = tree::clone_in(&mut live.leader, scratch, tid, true)?;
-        created.push(t.tid);
+        let t = tree::clone_in(&mut live.leader, scratch, tid, true, created)?;
         let mut r = Remote::new(t, tramp.gadget, t.regs()?)?;
         tramp.adopt(&mut r);
         live.threads.push(r);
@@ -463,6 +466,7 @@ fn create_threads(
 /// A session or group leader makes its session or group right after it is
 /// created, before it forks the children that belong to it.
 fn join_session(remote: &mut Remote, pid: i32, e: &ProcessEntry) -> Result<(), RestoreError> {
+    failpoint!("restore.session", error::injected(pid, "the session"));
     if e.sid == e.pid {
         remote
             .syscall("setsid", libc::SYS_setsid, &[])

@@ -21,6 +21,10 @@ pub fn restore_process_state(
     scratch: Scratch,
     task: &Task,
 ) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.state",
+        super::error::injected(pid, "signal handlers")
+    );
     for a in &task.sigactions {
         if a.signo == libc::SIGKILL as u32
             || a.signo == libc::SIGSTOP as u32
@@ -304,6 +308,10 @@ pub fn restore_thread(
     scratch: Scratch,
     core: &ThreadCore,
 ) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.thread",
+        super::error::injected(pid, "the thread name")
+    );
     let name = remote
         .put_cstr(scratch, &core.comm)
         .step(pid, "the thread name")?;
@@ -502,6 +510,10 @@ pub fn queue_signals(
     sigs: &[SigInfo],
     tid: Option<i32>,
 ) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.signals",
+        super::error::injected(pid, "pending signals")
+    );
     for s in sigs {
         if s.raw.len() != 128 || s.signo == 0 || s.signo > 64 {
             return Err(RestoreError::Inconsistent(format!(
@@ -530,6 +542,10 @@ pub fn queue_signals(
 
 /// Resource limits, set from outside.
 pub fn set_rlimits(pid: i32, task: &Task) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.rlimits",
+        super::error::injected(pid, "resource limits")
+    );
     for r in &task.rlimits {
         set_rlimit(pid, r.resource, r.cur, r.max).step(pid, "resource limits")?;
     }
@@ -548,6 +564,7 @@ pub fn finish_thread(tracee: &Tracee, pid: i32, core: &ThreadCore) -> Result<(),
         .set_sigmask(core.sigmask)
         .step(pid, "the signal mask")?;
     let regs = resume_regs(&Regs::from(g), false);
+    failpoint!("restore.regs", super::error::injected(pid, "the registers"));
     tracee.set_regs(&regs).step(pid, "the registers")?;
     Ok(())
 }

@@ -8,8 +8,9 @@ use super::RestoreError;
 use crate::sys::{spawn_stopped_with_pid, Remote, Scratch, SysError, Tracee};
 use nix::errno::Errno;
 use nix::sys::ptrace::Options;
-use nix::sys::signal::Signal;
-use nix::sys::wait::WaitStatus;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 /// Where `struct clone_args` and the set_tid array go in the scratch area.
 const ARGS_OFF: u64 = 8192;
@@ -46,10 +47,24 @@ fn wait_started(t: Tracee) -> Result<(), RestoreError> {
     }
 }
 
-/// The root: a copy of the engine with pid `pid`, traced, stopped.
+/// The root: a copy of the engine with pid `pid`, traced, stopped. On an error after the child
+/// exists, it is killed and reaped here: nobody else knows of it yet.
 pub fn spawn_root(pid: i32) -> Result<Tracee, RestoreError> {
     let got = spawn_stopped_with_pid(pid).map_err(taken(pid))?;
     let t = Tracee::from_traceme(got);
+    if let Err(e) = start_root(t) {
+        let _ = kill(Pid::from_raw(got), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(got), Some(WaitPidFlag::__WALL));
+        return Err(e);
+    }
+    Ok(t)
+}
+
+fn start_root(t: Tracee) -> Result<(), RestoreError> {
+    failpoint!(
+        "restore.task.root",
+        super::error::injected(t.tid, "the root task")
+    );
     wait_started(t)?;
     t.set_options(
         Options::PTRACE_O_TRACESYSGOOD
@@ -57,16 +72,18 @@ pub fn spawn_root(pid: i32) -> Result<Tracee, RestoreError> {
             | Options::PTRACE_O_TRACEFORK
             | Options::PTRACE_O_EXITKILL,
     )?;
-    Ok(t)
+    Ok(())
 }
 
 /// Runs `clone3` in `parent` for a new process (`thread == false`) or thread
-/// with id `id`; returns it stopped and traced.
+/// with id `id`; returns it stopped and traced. The new task is added to `created` as soon as
+/// it exists, so a failure after that still kills it.
 pub fn clone_in(
     parent: &mut Remote,
     scratch: Scratch,
     id: i32,
     thread: bool,
+    created: &mut Vec<i32>,
 ) -> Result<Tracee, RestoreError> {
     let owner = parent.tid();
     let set_tid = scratch.addr + ARGS_OFF + 128;
@@ -90,6 +107,20 @@ pub fn clone_in(
             &[scratch.addr + ARGS_OFF, CLONE_ARGS_SIZE],
         )
         .map_err(taken(id))?;
+    if let Ok(got) = i32::try_from(got) {
+        created.push(got);
+    }
+    if thread {
+        failpoint!(
+            "restore.task.thread",
+            super::error::injected(id, "a new thread")
+        );
+    } else {
+        failpoint!(
+            "restore.task.process",
+            super::error::injected(id, "a new process")
+        );
+    }
     if i32::try_from(got) != Ok(id) {
         return Err(RestoreError::Inconsistent(format!(
             "clone3 asked for id {id} and made {got}"

@@ -121,6 +121,15 @@ impl Remote {
         nr: i64,
         args: &[u64],
     ) -> Result<i64, SysError> {
+        #[cfg(feature = "failpoints")]
+        if self.live {
+            if let Some(source) = injected_remote(name) {
+                return Err(SysError::Io {
+                    what: format!("remote {name}() in task {}", self.tid()),
+                    source,
+                });
+            }
+        }
         let mut regs = self.base;
         regs.rax = unsigned(nr);
         // No syscall is being restarted: keep the kernel's restart logic out.
@@ -217,6 +226,15 @@ impl Remote {
 
     /// Reads task memory (through /proc/PID/mem, so protections do not matter).
     pub fn read_mem(&self, addr: u64, buf: &mut [u8]) -> Result<(), SysError> {
+        #[cfg(feature = "failpoints")]
+        if self.live {
+            if let Some(source) = crate::failpoint::injected("dump.remote.read_mem") {
+                return Err(SysError::Io {
+                    what: format!("reading memory of task {}", self.tid()),
+                    source,
+                });
+            }
+        }
         self.mem
             .read_exact_at(buf, addr)
             .map_err(|source| SysError::Io {
@@ -231,6 +249,15 @@ impl Remote {
 
     /// Writes task memory (through /proc/PID/mem, so protections do not matter).
     pub fn write_mem(&self, addr: u64, buf: &[u8]) -> Result<(), SysError> {
+        #[cfg(feature = "failpoints")]
+        if self.live {
+            if let Some(source) = crate::failpoint::injected("dump.remote.write_mem") {
+                return Err(SysError::Io {
+                    what: format!("writing memory of task {}", self.tid()),
+                    source,
+                });
+            }
+        }
         self.mem
             .write_all_at(buf, addr)
             .map_err(|source| SysError::Io {
@@ -313,6 +340,24 @@ impl Remote {
         };
         self.tracee.set_regs(&regs)
     }
+}
+
+/// The failure of failpoint `dump.remote.<call>` for remote call `name` of a dump, if armed:
+/// `prctl(PR_GET_DUMPABLE)` is `dump.remote.prctl.pr_get_dumpable`. A call whose failpoint is
+/// not in [`crate::failpoint::ALL`] always fails, so the list keeps up with the code.
+#[cfg(feature = "failpoints")]
+fn injected_remote(name: &str) -> Option<std::io::Error> {
+    let call: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            '(' => Some('.'),
+            ')' => None,
+            c if c.is_ascii_alphanumeric() || c == '_' => Some(c),
+            _ => Some('_'),
+        })
+        .collect();
+    crate::failpoint::injected(&format!("dump.remote.{call}"))
 }
 
 const ERESTARTSYS: i64 = -512;

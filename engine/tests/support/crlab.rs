@@ -70,6 +70,16 @@ impl fmt::Display for Run {
 /// Starts `crlab <args>` with stdin on /dev/null and stdout/stderr in `<log_dir>/<tag>.out`
 /// and `.err`.
 pub fn spawn(args: &[OsString], log_dir: &Path, tag: &str) -> (Run, Proc) {
+    spawn_with_env(args, &[], log_dir, tag)
+}
+
+/// As [`spawn`], with `env` added to crlab's environment (a failpoint to arm).
+pub fn spawn_with_env(
+    args: &[OsString],
+    env: &[(&str, &str)],
+    log_dir: &Path,
+    tag: &str,
+) -> (Run, Proc) {
     let out_path = log_dir.join(format!("{tag}.out"));
     let err_path = log_dir.join(format!("{tag}.err"));
     let out = File::create(&out_path).expect("creating crlab's stdout file");
@@ -78,6 +88,7 @@ pub fn spawn(args: &[OsString], log_dir: &Path, tag: &str) -> (Run, Proc) {
     #[allow(clippy::zombie_processes)]
     let child = Command::new(binaries::crlab())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -97,7 +108,12 @@ pub fn spawn(args: &[OsString], log_dir: &Path, tag: &str) -> (Run, Proc) {
 
 /// Runs `crlab <args>` to its end, killing it after [`CRLAB_TIMEOUT`].
 pub fn run(args: &[OsString], log_dir: &Path, tag: &str) -> Run {
-    let (mut run, mut proc) = spawn(args, log_dir, tag);
+    run_with_env(args, &[], log_dir, tag)
+}
+
+/// As [`run`], with `env` added to crlab's environment.
+pub fn run_with_env(args: &[OsString], env: &[(&str, &str)], log_dir: &Path, tag: &str) -> Run {
+    let (mut run, mut proc) = spawn_with_env(args, env, log_dir, tag);
     run.exit = proc.reap_within(CRLAB_TIMEOUT, "crlab").ok();
     // On a timeout, dropping the guard kills and reaps it.
     drop(proc);

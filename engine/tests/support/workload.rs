@@ -242,8 +242,13 @@ impl Workload {
 
     /// Runs `crlab <args>`, recording the run for the failure report.
     pub fn crlab(&mut self, args: &[OsString]) -> &Run {
+        self.crlab_with_env(args, &[])
+    }
+
+    /// Runs `crlab <args>` with `env` added to its environment, recording the run.
+    pub fn crlab_with_env(&mut self, args: &[OsString], env: &[(&str, &str)]) -> &Run {
         let tag = format!("crlab-{}", self.runs.len());
-        let run = crlab::run(args, self.scratch.path(), &tag);
+        let run = crlab::run_with_env(args, env, self.scratch.path(), &tag);
         self.runs.push(run);
         self.runs.last().expect("just pushed")
     }
@@ -255,6 +260,11 @@ impl Workload {
 
     /// `crlab dump --tree <pid> --images-dir <images> [extra]`.
     pub fn dump(&mut self, extra: &[&str]) -> &Run {
+        self.dump_with_env(extra, &[])
+    }
+
+    /// [`Workload::dump`] with `env` added to crlab's environment.
+    pub fn dump_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> &Run {
         let mut args: Vec<OsString> = vec![
             "dump".into(),
             "--tree".into(),
@@ -263,7 +273,7 @@ impl Workload {
             self.images_dir().into(),
         ];
         args.extend(extra.iter().map(OsString::from));
-        self.crlab(&args)
+        self.crlab_with_env(&args, env)
     }
 
     /// Dumps and asserts crlab succeeded and wrote a complete dump.
@@ -293,13 +303,18 @@ impl Workload {
 
     /// `crlab restore --images-dir <images> [extra]`.
     pub fn restore(&mut self, extra: &[&str]) -> &Run {
+        self.restore_with_env(extra, &[])
+    }
+
+    /// [`Workload::restore`] with `env` added to crlab's environment.
+    pub fn restore_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> &Run {
         let mut args: Vec<OsString> = vec![
             "restore".into(),
             "--images-dir".into(),
             self.images_dir().into(),
         ];
         args.extend(extra.iter().map(OsString::from));
-        self.crlab(&args)
+        self.crlab_with_env(&args, env)
     }
 
     /// The pidfile restores write.
@@ -310,13 +325,19 @@ impl Workload {
     /// `crlab restore --detach --pidfile`, asserting it succeeded, that the restored process
     /// has the original pid, is now our child (we are its subreaper) and runs freely.
     pub fn restore_detached_ok(&mut self) {
+        self.restore_detached_ok_with_env(&[]);
+    }
+
+    /// [`Workload::restore_detached_ok`] with `env` added to crlab's environment; returns the
+    /// run.
+    pub fn restore_detached_ok_with_env(&mut self, env: &[(&str, &str)]) -> &Run {
         let pidfile = self.pidfile();
         let args = [
             "--detach",
             "--pidfile",
             pidfile.to_str().expect("utf-8 path"),
         ];
-        let run = self.restore(&args);
+        let run = self.restore_with_env(&args, env);
         let (ok, exit) = (run.succeeded(), run.exit_text());
         assert!(ok, "crlab restore --detach of {} failed: {exit}", self.name);
         let text = std::fs::read_to_string(&pidfile)
@@ -340,6 +361,7 @@ impl Workload {
                 self.result_file()
             );
         }
+        self.runs.last().expect("the restore's run")
     }
 
     /// Makes the writes the ready file asks for, then wakes the workload the way it waits.
@@ -387,6 +409,19 @@ impl Workload {
         );
         assert_eq!(exit, Exit::Code(0), "{} exit", self.name);
         self.assert_gone();
+    }
+
+    /// Reaps whatever holds the workload's pid if it is a child of ours that has ended (the
+    /// original, a restored process, or one a failed restore left to us, the subreaper);
+    /// returns whether the pid is free.
+    pub fn reap_if_ended(&mut self) -> bool {
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() };
+        if self.proc.exit().is_some() && process::parent_of(self.pid()) == Some(me) {
+            self.proc.readopt();
+        }
+        self.proc.try_reap();
+        !process::pid_exists(self.pid())
     }
 
     /// The original is still running freely (not killed, stopped or traced).
