@@ -94,6 +94,52 @@ pub const ALL: &[Failpoint] = &[
         "dump.remote.prctl.pr_get_tid_address",
         "a remote prctl(PR_GET_TID_ADDRESS)",
     ),
+    fp(
+        "dump.remote.prctl.pr_get_pdeathsig",
+        "a remote prctl(PR_GET_PDEATHSIG)",
+    ),
+    fp(
+        "dump.remote.prctl.pr_get_timerslack",
+        "a remote prctl(PR_GET_TIMERSLACK)",
+    ),
+    fp(
+        "dump.remote.prctl.pr_mce_kill_get",
+        "a remote prctl(PR_MCE_KILL_GET)",
+    ),
+    fp("dump.remote.prctl.pr_get_tsc", "a remote prctl(PR_GET_TSC)"),
+    fp(
+        "dump.remote.prctl.pr_get_no_new_privs",
+        "a remote prctl(PR_GET_NO_NEW_PRIVS)",
+    ),
+    fp(
+        "dump.remote.prctl.pr_get_securebits",
+        "a remote prctl(PR_GET_SECUREBITS)",
+    ),
+    fp(
+        "dump.remote.prctl.pr_get_mdwe",
+        "the remote prctl(PR_GET_MDWE) (a refusal means: not set, or no MDWE here)",
+    ),
+    fp(
+        "dump.remote.prctl.pr_get_child_subreaper",
+        "the remote prctl(PR_GET_CHILD_SUBREAPER)",
+    ),
+    fp(
+        "dump.remote.prctl.pr_get_thp_disable",
+        "the remote prctl(PR_GET_THP_DISABLE)",
+    ),
+    fp("dump.remote.getitimer", "a remote getitimer"),
+    fp(
+        "dump.remote.prctl.pr_timer_create_restore_ids",
+        "the remote prctl(PR_TIMER_CREATE_RESTORE_IDS) of a process with POSIX timers",
+    ),
+    fp(
+        "dump.remote.timer_gettime",
+        "a remote timer_gettime of a POSIX timer",
+    ),
+    fp(
+        "dump.remote.membarrier",
+        "a remote membarrier query (a refusal means: not registered)",
+    ),
     fp("dump.image.pages", "creating a pages image"),
     fp("dump.proc.pagemap", "reading /proc/PID/pagemap"),
     fp(
