@@ -259,8 +259,7 @@ c, _ = s.accept(); time.sleep(60)' "$p"
     }
 
     #[test]
-    fn a_saved_state_that_does_not_come_up_is_removed_and_the_machine_boots_cold_needs_qemu_img(
-    ) {
+    fn a_saved_state_that_does_not_come_up_is_removed_and_the_machine_boots_cold_needs_qemu_img() {
         if !has("qemu-img") || !has("python3") {
             eprintln!("qemu-img or python3 is missing: not run");
             return;
@@ -319,9 +318,15 @@ c, _ = s.accept(); time.sleep(60)' "$p"
             &mut |m| said.push(m.to_string()),
             &mut ready,
         );
-        let err = result.err().expect("the test's readiness fails the cold boot");
+        let err = result
+            .err()
+            .expect("the test's readiness fails the cold boot");
         assert!(err.to_string().contains("the test stops here"), "{err}");
-        assert_eq!(starts, [Start::Cold], "QEMU refused the state before readiness");
+        assert_eq!(
+            starts,
+            [Start::Cold],
+            "QEMU refused the state before readiness"
+        );
         assert!(!saved.exists(), "the damaged state is still there");
         let text = said.join("\n");
         assert!(
