@@ -400,7 +400,7 @@ impl Tree {
         }
         let mut ids = pids.clone();
         for &pid in &pids {
-            ids.extend(task_tids(pid));
+            ids.extend(process::task_tids(pid));
         }
         ids.sort();
         ids.dedup();
@@ -416,7 +416,7 @@ impl Tree {
     fn assert_same(&self, before: &[Seen], after: &str) {
         for b in before {
             for &tid in &b.tids {
-                if let Some(why) = thread_not_running_freely(b.pid, tid) {
+                if let Some(why) = process::thread_not_running_freely(b.pid, tid) {
                     panic!("after {after}: {why}");
                 }
             }
@@ -445,7 +445,7 @@ impl Tree {
     /// the subreaper): never a sleep, since orphans are reaped slowly by pid 1.
     fn wait_all_gone(&mut self, after: &str) {
         let (ids, root, w) = (&self.ids, self.pids[0], &mut self.w);
-        let me = getpid();
+        let me = process::getpid();
         let mut left = Vec::new();
         let what = format!("the tree gone after {after}");
         let waited = process::wait_until(EXIT_TIMEOUT, what, || {
@@ -483,7 +483,7 @@ impl Drop for Tree {
         // Everything of the test, then the workload's guard reaps what is ours.
         let deadline = Instant::now() + EXIT_TIMEOUT;
         let scratch = self.w.scratch_dir().to_string_lossy().into_owned();
-        let me = getpid();
+        let me = process::getpid();
         loop {
             let left: Vec<i32> = process::pids_mentioning(&scratch)
                 .into_iter()
@@ -542,10 +542,10 @@ impl Seen {
             .take(3)
             .map(|s| s.parse().unwrap_or(-1))
             .collect();
-        let tids = task_tids(pid);
+        let tids = process::task_tids(pid);
         let blocked = tids
             .iter()
-            .map(|&tid| task_status(pid, tid, "SigBlk").unwrap_or_else(|| "gone".into()))
+            .map(|&tid| process::task_status(pid, tid, "SigBlk").unwrap_or_else(|| "gone".into()))
             .collect();
         Seen {
             pid,
@@ -554,44 +554,6 @@ impl Seen {
             blocked,
         }
     }
-}
-
-fn task_tids(pid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let mut tids: Vec<i32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    tids.sort();
-    tids
-}
-
-fn task_status(pid: i32, tid: i32, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .map(|v| v.trim().to_owned())
-}
-
-/// Why thread `tid` of `pid` is not running freely (stopped, traced, dead), if it is not.
-fn thread_not_running_freely(pid: i32, tid: i32) -> Option<String> {
-    let Some(state) = task_status(pid, tid, "State") else {
-        return Some(format!("thread {tid} of {pid} does not exist"));
-    };
-    if !state.starts_with(['R', 'S', 'D']) {
-        return Some(format!("thread {tid} of {pid} is {state}"));
-    }
-    match task_status(pid, tid, "TracerPid").as_deref() {
-        Some("0") => None,
-        Some(t) => Some(format!("thread {tid} of {pid} is still traced by {t}")),
-        None => Some(format!("thread {tid} of {pid} vanished")),
-    }
-}
-
-fn getpid() -> i32 {
-    // SAFETY: getpid cannot fail.
-    unsafe { libc::getpid() }
 }
 
 /// Pids with their state and command line, for a failure message.

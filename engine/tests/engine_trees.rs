@@ -42,14 +42,14 @@ fn a_non_root_process_keeps_its_credentials_in_every_thread() {
     ));
     let pid = o.root;
     let ids = |pid: i32| -> Vec<ThreadIds> {
-        task_tids(pid)
+        process::task_tids(pid)
             .into_iter()
             .map(|tid| {
                 (
                     tid,
-                    task_status(pid, tid, "Uid"),
-                    task_status(pid, tid, "Gid"),
-                    task_status(pid, tid, "Groups"),
+                    process::task_status(pid, tid, "Uid"),
+                    process::task_status(pid, tid, "Gid"),
+                    process::task_status(pid, tid, "Groups"),
                 )
             })
             .collect()
@@ -298,11 +298,12 @@ struct Seen {
 impl Seen {
     fn of(pid: i32) -> Seen {
         let st = stat(pid).unwrap_or_else(|| panic!("pid {pid} does not exist"));
-        let tids = task_tids(pid);
+        let tids = process::task_tids(pid);
         let blocked = tids
             .iter()
             .map(|&tid| {
-                let blk = task_status(pid, tid, "SigBlk").unwrap_or_else(|| "gone".to_owned());
+                let blk =
+                    process::task_status(pid, tid, "SigBlk").unwrap_or_else(|| "gone".to_owned());
                 (tid, blk)
             })
             .collect();
@@ -340,48 +341,10 @@ fn stat(pid: i32) -> Option<Stat> {
     })
 }
 
-fn task_tids(pid: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let mut tids: Vec<i32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    tids.sort();
-    tids
-}
-
-fn task_status(pid: i32, tid: i32, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .map(|v| v.trim().to_owned())
-}
-
-/// Why thread `tid` of `pid` is not running freely (stopped, traced, dead), if it is not.
-fn thread_not_running_freely(pid: i32, tid: i32) -> Option<String> {
-    let Some(state) = task_status(pid, tid, "State") else {
-        return Some(format!("thread {tid} of {pid} does not exist"));
-    };
-    if !state.starts_with(['R', 'S', 'D']) {
-        return Some(format!("thread {tid} of {pid} is {state}"));
-    }
-    match task_status(pid, tid, "TracerPid").as_deref() {
-        Some("0") => None,
-        Some(t) => Some(format!("thread {tid} of {pid} is still traced by {t}")),
-        None => Some(format!("thread {tid} of {pid} vanished")),
-    }
-}
-
 fn sorted(v: &[i32]) -> Vec<i32> {
     let mut v = v.to_vec();
     v.sort();
     v
-}
-
-fn getpid() -> i32 {
-    // SAFETY: getpid cannot fail.
-    unsafe { libc::getpid() }
 }
 
 /// Whether `text` holds `number` as a whole number (not as part of a longer one).
@@ -472,7 +435,7 @@ impl Owned {
                 "after {after}, the SigBlk of each thread of {name} (pid {pid})"
             );
             for &tid in &now.tids {
-                if let Some(why) = thread_not_running_freely(pid, tid) {
+                if let Some(why) = process::thread_not_running_freely(pid, tid) {
                     panic!("after {after}, {name}: {why}");
                 }
             }
@@ -483,7 +446,7 @@ impl Owned {
     /// reaping those that were reparented to us (we are the subreaper), so their pids are
     /// free for the restore.
     fn reap_dumped_members(&mut self) {
-        let me = getpid();
+        let me = process::getpid();
         let mut left = Vec::new();
         let waited =
             process::wait_until(EXIT_TIMEOUT, "the dumped tree's processes to end", || {
@@ -507,14 +470,14 @@ impl Owned {
     /// Whether the root pid still belongs to this test: our child (the original, alive or a
     /// zombie, or the restored process).
     fn root_held(&self) -> bool {
-        process::parent_of(self.root) == Some(getpid())
+        process::parent_of(self.root) == Some(process::getpid())
     }
 
     /// Every process of this test: anything naming the scratch dir on its command line, and
     /// while the root pid is ours, everything in its session or below it; zombies of the
     /// session reparented to us also after the root is gone.
     fn find(&self) -> Vec<i32> {
-        let me = getpid();
+        let me = process::getpid();
         let procs: HashMap<i32, Stat> = all_pids()
             .into_iter()
             .filter_map(|p| Some((p, stat(p)?)))
@@ -557,7 +520,7 @@ impl Owned {
 
 impl Drop for Owned {
     fn drop(&mut self) {
-        let me = getpid();
+        let me = process::getpid();
         // Kill the root first, so nothing waits for it to reap a child, then everything
         // else until nothing is left; reap what is ours, except the root: its guard does.
         let deadline = Instant::now() + EXIT_TIMEOUT;

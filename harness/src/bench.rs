@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::lab::Lab;
 use crate::scenario::Engine;
-use crate::trial::drive::driver;
+use crate::trial::drive::{self, driver};
 use crate::trial::{Backend, GUEST_BIN};
 use crlab_workloads::protocol;
 
@@ -270,12 +270,8 @@ fn dump_restore_check(
     let engine = Engine::default();
     let dump = timed(lab, &tool.dump_argv(&engine, pid, images), images, "dump")?;
     // The dump killed the tree; its pids must be free before the restore takes them again.
-    let gone = format!(
-        "for i in $(seq 600); do alive=; for p in {tree}; do [ -e /proc/$p ] && alive=1; done; \
-         [ -z \"$alive\" ] && exit 0; sleep 0.05; done; exit 1",
-        tree = tree.split_whitespace().collect::<Vec<_>>().join(" ")
-    );
-    sh(lab, &gone).map_err(|e| format!("the dumped tree did not end: {e}"))?;
+    let pids: Vec<String> = tree.split_whitespace().map(str::to_owned).collect();
+    drive::wait_gone(lab, &pids).map_err(|e| format!("the dumped tree did not end: {e}"))?;
     let size = sh(lab, &format!("du -sb {images} | cut -f1"))?;
     let image_bytes = size.trim().parse().unwrap_or(0);
     let restore = timed(
@@ -338,17 +334,11 @@ fn timed(lab: &mut Lab, argv: &[String], images: &str, verb: &str) -> Result<f64
 
 /// Runs `script` as root in the agent's context; its stdout, or why it failed.
 fn sh(lab: &mut Lab, script: &str) -> Result<String, String> {
-    let r = lab
-        .run(&["/bin/sh", "-c", script], "", STEP)
-        .map_err(|e| e.to_string())?;
-    if r.timed_out || r.exit_code != 0 {
-        return Err(format!(
-            "`{script}` exited {}: {}",
-            r.exit_code,
-            String::from_utf8_lossy(&r.stderr).trim()
-        ));
+    let (code, out, err) = drive::sh(lab, script, "", STEP.as_secs())?;
+    if code != 0 {
+        return Err(format!("`{script}` exited {code}: {}", err.trim()));
     }
-    Ok(String::from_utf8_lossy(&r.stdout).into_owned())
+    Ok(out)
 }
 
 /// `median (min-max)` in seconds, or `-`.

@@ -240,3 +240,44 @@ pub fn pids_mentioning(needle: &str) -> Vec<i32> {
     out.sort();
     out
 }
+
+/// The tids of `pid`, sorted (none when it is gone).
+pub fn task_tids(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut tids: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort();
+    tids
+}
+
+/// A `Key:` field of `/proc/<pid>/task/<tid>/status`, if the thread exists.
+pub fn task_status(pid: i32, tid: i32, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// Why thread `tid` of `pid` is not running freely (stopped, traced, dead), if it is not.
+pub fn thread_not_running_freely(pid: i32, tid: i32) -> Option<String> {
+    let Some(state) = task_status(pid, tid, "State") else {
+        return Some(format!("thread {tid} of {pid} does not exist"));
+    };
+    if !state.starts_with(['R', 'S', 'D']) {
+        return Some(format!("thread {tid} of {pid} is {state}"));
+    }
+    match task_status(pid, tid, "TracerPid").as_deref() {
+        Some("0") => None,
+        Some(t) => Some(format!("thread {tid} of {pid} is still traced by {t}")),
+        None => Some(format!("thread {tid} of {pid} vanished")),
+    }
+}
+
+/// This process's pid.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}

@@ -518,7 +518,7 @@ fn module_name(file: &str) -> &str {
 }
 
 /// Runs a shell script in the guest: (exit code, -2 on its deadline; stdout; stderr).
-fn sh(
+pub(crate) fn sh(
     lab: &mut Lab,
     script: &str,
     context: &str,
@@ -539,7 +539,7 @@ fn sh(
 }
 
 /// Waits (in the guest, up to 10 s each) until none of `pids` exists.
-fn wait_gone(lab: &mut Lab, pids: &[String]) -> Result<(), String> {
+pub(crate) fn wait_gone(lab: &mut Lab, pids: &[String]) -> Result<(), String> {
     let script = format!(
         "for p in {}; do for i in $(seq 100); do [ -e /proc/$p ] || break; sleep 0.1; done; \
          [ -e /proc/$p ] && {{ echo \"pid $p still exists\"; exit 1; }}; done; true",
