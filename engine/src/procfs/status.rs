@@ -16,6 +16,8 @@ pub struct Status {
     pub no_new_privs: bool,
     /// `Cpus_allowed:` as a bitmap, CPU n in bit n % 8 of byte n / 8.
     pub cpus_allowed: Vec<u8>,
+    /// `SigIgn:`: the ignored signals, signal n in bit n - 1.
+    pub sig_ign: u64,
 }
 
 /// A thread's capability sets, as `/proc/PID/task/TID/status` shows them.
@@ -60,6 +62,7 @@ impl Status {
                 "Seccomp" => st.seccomp = val.trim().parse().ok()?,
                 "NoNewPrivs" => st.no_new_privs = val.trim() == "1",
                 "Cpus_allowed" => st.cpus_allowed = cpu_bitmap(val)?,
+                "SigIgn" => st.sig_ign = u64::from_str_radix(val.trim(), 16).ok()?,
                 _ => {}
             }
         }
@@ -107,9 +110,10 @@ mod tests {
             "Name:\tx\nUmask:\t0027\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t10 20 \n\
              CapInh:\t0000000000000001\nCapPrm:\t000001ffffffffff\nCapEff:\t0000000000000400\n\
              CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n\
-             Seccomp:\t2\n",
+             Seccomp:\t2\nSigIgn:\t0000000000001001\n",
         )
         .unwrap();
+        assert_eq!(s.sig_ign, 1 << 12 | 1);
         assert_eq!(s.uids, [1, 2, 3, 4]);
         assert_eq!(s.gids, [5, 6, 7, 8]);
         assert_eq!(s.groups, vec![10, 20]);

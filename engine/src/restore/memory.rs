@@ -268,15 +268,38 @@ pub fn clear_address_space(
         .chain(inherited.iter().copied())
         .collect();
     let current = MapEntry::read(pid).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
-    for m in current.iter().filter(|m| m.start < USER_END) {
-        if keep.iter().any(|k| overlaps(*k, (m.start, m.end))) {
-            continue;
-        }
+    let ranges: Vec<(u64, u64)> = current
+        .iter()
+        .filter(|m| m.start < USER_END)
+        .map(|m| (m.start, m.end))
+        .collect();
+    for (start, end) in unmap_runs(&ranges, &keep) {
         remote
-            .unmap(m.start, m.len())
+            .unmap(start, end - start)
             .step(pid, "the engine's mappings")?;
     }
     Ok(())
+}
+
+/// The address ranges that unmap every mapping of `current` (sorted, as `/proc/PID/maps`
+/// lists them) that overlaps nothing in `keep`, and no other: one range for each run of such
+/// mappings, from the first one's start to the last one's end, since `munmap` skips the holes
+/// between them. Fewer remote calls than one per mapping.
+fn unmap_runs(current: &[(u64, u64)], keep: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut extend = false;
+    for &m in current {
+        if keep.iter().any(|k| overlaps(*k, m)) {
+            extend = false;
+            continue;
+        }
+        match runs.last_mut() {
+            Some(run) if extend => run.1 = m.1,
+            _ => runs.push(m),
+        }
+        extend = true;
+    }
+    runs
 }
 
 fn mremap(remote: &mut Remote, pid: i32, from: u64, to: u64, len: u64) -> Result<(), RestoreError> {
@@ -305,6 +328,7 @@ pub fn map_vmas(
     scratch: Scratch,
     inherited: &[(u64, u64)],
 ) -> Result<(), RestoreError> {
+    let mut open: Option<OpenFile> = None;
     for v in &mm.vmas {
         let k = kind(v);
         if special_name(k).is_some()
@@ -313,9 +337,29 @@ pub fn map_vmas(
         {
             continue;
         }
-        map_one(remote, pid, v, scratch)?;
+        map_cached(remote, pid, v, scratch, &mut open)?;
+    }
+    if let Some(file) = open {
+        file.close(remote, pid)?;
     }
     Ok(())
+}
+
+/// The file a run of mappings of the same file shares: opened once, closed when the next
+/// mapping is of another file or in another mode.
+struct OpenFile {
+    path: String,
+    mode: i32,
+    fd: u64,
+}
+
+impl OpenFile {
+    fn close(self, remote: &mut Remote, pid: i32) -> Result<(), RestoreError> {
+        remote
+            .syscall("close", libc::SYS_close, &[self.fd])
+            .step(pid, "a file mapping")
+            .map(drop)
+    }
 }
 
 /// Shared anonymous mappings that appear in more than one process: created
@@ -354,38 +398,61 @@ pub fn map_one(
     v: &Vma,
     scratch: Scratch,
 ) -> Result<(), RestoreError> {
+    let mut open = None;
+    map_cached(remote, pid, v, scratch, &mut open)?;
+    match open {
+        Some(file) => file.close(remote, pid),
+        None => Ok(()),
+    }
+}
+
+/// Maps one image mapping at its address; a file mapping reuses `open` when it is the same
+/// file in the same mode, and leaves its file there for the next one.
+fn map_cached(
+    remote: &mut Remote,
+    pid: i32,
+    v: &Vma,
+    scratch: Scratch,
+    open: &mut Option<OpenFile>,
+) -> Result<(), RestoreError> {
     failpoint!("restore.map.vmas", super::error::injected(pid, "a mapping"));
     let k = kind(v);
-    {
-        let len = v.end - v.start;
-        let mut flags = libc::MAP_FIXED;
-        if v.growsdown {
-            flags |= libc::MAP_GROWSDOWN;
+    let len = v.end - v.start;
+    let mut flags = libc::MAP_FIXED;
+    if v.growsdown {
+        flags |= libc::MAP_GROWSDOWN;
+    }
+    let (fd, offset) = match k {
+        VmaKind::AnonPrivate => {
+            flags |= libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+            (u64::MAX, 0)
         }
-        let (fd, offset) = match k {
-            VmaKind::AnonPrivate => {
-                flags |= libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-                (u64::MAX, 0)
-            }
-            VmaKind::AnonShared => {
-                flags |= libc::MAP_SHARED | libc::MAP_ANONYMOUS;
-                (u64::MAX, 0)
-            }
-            VmaKind::FilePrivate | VmaKind::FileShared => {
-                let shared = k == VmaKind::FileShared;
-                flags |= if shared {
-                    libc::MAP_SHARED
-                } else {
-                    libc::MAP_PRIVATE
-                };
-                // Only a shared mapping that is or may be made writable needs the file open
-                // for writing; a private one must not hold it so (that would make the binary
-                // "busy").
-                let mode = if shared && (v.prot & libc::PROT_WRITE as u32 != 0 || v.may_write) {
-                    libc::O_RDWR
-                } else {
-                    libc::O_RDONLY
-                };
+        VmaKind::AnonShared => {
+            flags |= libc::MAP_SHARED | libc::MAP_ANONYMOUS;
+            (u64::MAX, 0)
+        }
+        VmaKind::FilePrivate | VmaKind::FileShared => {
+            let shared = k == VmaKind::FileShared;
+            flags |= if shared {
+                libc::MAP_SHARED
+            } else {
+                libc::MAP_PRIVATE
+            };
+            // Only a shared mapping that is or may be made writable needs the file open
+            // for writing; a private one must not hold it so (that would make the binary
+            // "busy").
+            let mode = if shared && (v.prot & libc::PROT_WRITE as u32 != 0 || v.may_write) {
+                libc::O_RDWR
+            } else {
+                libc::O_RDONLY
+            };
+            let reuse = open
+                .as_ref()
+                .is_some_and(|f| f.path == v.path && f.mode == mode);
+            if !reuse {
+                if let Some(file) = open.take() {
+                    file.close(remote, pid)?;
+                }
                 let fd = remote
                     .open("open", scratch, &v.path, mode | libc::O_CLOEXEC)
                     .map_err(|source| RestoreError::File {
@@ -394,37 +461,38 @@ pub fn map_one(
                         path: v.path.clone(),
                         source,
                     })?;
-                (fd, v.pgoff)
+                *open = Some(OpenFile {
+                    path: v.path.clone(),
+                    mode,
+                    fd,
+                });
             }
-            _ => {
-                return Err(RestoreError::Inconsistent(format!(
-                    "mapping {:#x}-{:#x} has an unknown kind {}",
-                    v.start, v.end, v.kind
-                )))
-            }
-        };
-        let r = remote.syscall(
+            (open.as_ref().map_or(u64::MAX, |f| f.fd), v.pgoff)
+        }
+        _ => {
+            return Err(RestoreError::Inconsistent(format!(
+                "mapping {:#x}-{:#x} has an unknown kind {}",
+                v.start, v.end, v.kind
+            )))
+        }
+    };
+    let got = remote
+        .syscall(
             "mmap",
             libc::SYS_mmap,
             &[v.start, len, u64::from(v.prot), int_arg(flags), fd, offset],
-        );
-        if fd != u64::MAX {
-            remote
-                .syscall("close", libc::SYS_close, &[fd])
-                .step(pid, "a file mapping")?;
-        }
-        let got = r.map_err(|source| RestoreError::File {
+        )
+        .map_err(|source| RestoreError::File {
             pid,
             what: format!("mapping {:#x}-{:#x}", v.start, v.end),
             path: v.path.clone(),
             source,
         })?;
-        if got != v.start {
-            return Err(RestoreError::Inconsistent(format!(
-                "mapping {:#x}-{:#x} landed at {got:#x}",
-                v.start, v.end
-            )));
-        }
+    if got != v.start {
+        return Err(RestoreError::Inconsistent(format!(
+            "mapping {:#x}-{:#x} landed at {got:#x}",
+            v.start, v.end
+        )));
     }
     Ok(())
 }
@@ -639,6 +707,25 @@ pub fn set_mm_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unmap_runs_join_neighbours_and_spare_what_is_kept() {
+        let current = [
+            (0x1000, 0x2000),
+            (0x3000, 0x5000),
+            (0x5000, 0x6000),
+            (0x8000, 0x9000),
+        ];
+        // Nothing kept: one run over everything, holes included.
+        assert_eq!(unmap_runs(&current, &[]), [(0x1000, 0x9000)]);
+        // A kept mapping splits the runs; a mapping overlapping a kept range stays whole.
+        assert_eq!(
+            unmap_runs(&current, &[(0x5800, 0x5900)]),
+            [(0x1000, 0x5000), (0x8000, 0x9000)]
+        );
+        assert_eq!(unmap_runs(&current, &[(0x1000, 0x9000)]), []);
+        assert_eq!(unmap_runs(&[], &[(0x1000, 0x2000)]), []);
+    }
 
     #[test]
     fn hole_avoids_busy_ranges() {

@@ -25,12 +25,23 @@ pub fn restore_process_state(
         "restore.state",
         super::error::injected(pid, "signal handlers")
     );
+    // The task's dispositions now: the root was cloned with every handler cleared (see
+    // `sys::spawn_stopped_with_pid`) and every other task was forked from it before any
+    // disposition was set, so each signal is ignored (as `SigIgn` says) or default, with no
+    // flags, mask or restorer. Only the signals whose image disposition differs are set.
+    let ignored = Status::read(pid)
+        .map_err(|e| RestoreError::Inconsistent(e.to_string()))?
+        .sig_ign;
     for a in &task.sigactions {
         if a.signo == libc::SIGKILL as u32
             || a.signo == libc::SIGSTOP as u32
             || a.signo == 0
             || a.signo > 64
         {
+            continue;
+        }
+        let now = u64::from(ignored >> (a.signo - 1) & 1 == 1); // SIG_IGN is 1, SIG_DFL 0
+        if [a.handler, a.flags, a.restorer, a.mask] == [now, 0, 0, 0] {
             continue;
         }
         let mut b = Vec::with_capacity(32);

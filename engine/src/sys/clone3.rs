@@ -4,6 +4,10 @@
 use super::SysError;
 use nix::errno::Errno;
 
+/// `CLONE_CLEAR_SIGHAND` (Linux 5.5, like `set_tid`): a clone3-only flag above 32 bits, which
+/// `libc` declares with a type too narrow for it.
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+
 /// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, 88 bytes).
 #[repr(C)]
 #[derive(Default)]
@@ -24,9 +28,15 @@ struct CloneArgs {
 /// Forks a child whose pid is `pid` (in our pid namespace). The child asks to
 /// be traced by us and stops with `SIGSTOP` before doing anything else; the
 /// caller waits for that stop. Fails with `EEXIST` if the pid is taken.
+///
+/// The child starts with `CLONE_CLEAR_SIGHAND`: every signal the engine handles is back to
+/// its default, with no flags, mask or restorer; an ignored one stays ignored (its flags,
+/// mask and restorer cleared too). So its dispositions, and those of every task later forked
+/// from it, are known from `SigIgn` alone (see [`crate::restore`]'s dispositions).
 pub fn spawn_stopped_with_pid(pid: i32) -> Result<i32, SysError> {
     let set_tid: [libc::pid_t; 1] = [pid];
     let args = CloneArgs {
+        flags: CLONE_CLEAR_SIGHAND,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: set_tid.as_ptr() as u64,
         set_tid_size: 1,
