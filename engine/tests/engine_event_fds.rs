@@ -36,6 +36,7 @@ fn event_descriptors_are_restored_exactly(#[case] kind: &str) {
 #[rstest]
 #[case::inotify("refuse-inotify", &["an inotify descriptor"])]
 #[case::userfaultfd("refuse-userfaultfd", &["a userfaultfd"])]
+#[case::timerfd_cancel_on_set("refuse-timerfd-cancel-on-set", &["TFD_TIMER_CANCEL_ON_SET"])]
 #[case::epoll_closed("refuse-epoll-closed", &["epoll", "no longer open"])]
 #[case::epoll_et_ready("refuse-epoll-et-ready", &["epoll", "EPOLLET"])]
 #[case::epoll_oneshot_fired("refuse-epoll-oneshot-fired", &["epoll", "EPOLLONESHOT"])]

@@ -116,8 +116,19 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
                 )),
                 None => return Err(unreadable("an eventfd")),
             },
-            "[timerfd]" if info.timerfd.is_some() => FdKind::TimerFd,
-            "[timerfd]" => return Err(unreadable("a timerfd")),
+            "[timerfd]" => match info.timerfd {
+                // A change of the clock cancels such a timer (its reads fail with ECANCELED
+                // until it is set again), which neither fdinfo nor timerfd_gettime shows.
+                Some(t) if t.settime_flags & TFD_TIMER_CANCEL_ON_SET != 0 => {
+                    return Err(unsupported(
+                        "a timerfd set with TFD_TIMER_CANCEL_ON_SET",
+                        "whether a change of the clock cancelled it cannot be read; set it \
+                         without the flag, or close it before the dump",
+                    ))
+                }
+                Some(_) => FdKind::TimerFd,
+                None => return Err(unreadable("a timerfd")),
+            },
             "[signalfd]" => match info.sigmask {
                 Some(sigmask) => FdKind::SignalFd { sigmask },
                 None => return Err(unreadable("a signalfd")),
@@ -535,8 +546,9 @@ fn read_timer(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<TimerFd, DumpEr
     })
 }
 
-/// `TFD_TIMER_ABSTIME`.
+/// `TFD_TIMER_ABSTIME`, `TFD_TIMER_CANCEL_ON_SET`.
 const TFD_TIMER_ABSTIME: u32 = 1;
+const TFD_TIMER_CANCEL_ON_SET: u32 = 2;
 
 /// The contents and capacity of a pipe, left in place.
 fn read_pipe(pid: i32, fd: i32, end: &OwnedFd, ino: u64) -> Result<Pipe, DumpError> {

@@ -24,6 +24,8 @@
 //!
 //! - `refuse-inotify`: an inotify descriptor watching the state directory;
 //! - `refuse-userfaultfd`: a userfaultfd;
+//! - `refuse-timerfd-cancel-on-set`: a CLOCK_REALTIME timerfd set at an absolute time with
+//!   `TFD_TIMER_CANCEL_ON_SET`;
 //! - `refuse-epoll-closed`: an epoll instance watching an eventfd added at a number that was
 //!   closed since (the eventfd still open at another);
 //! - `refuse-epoll-et-ready`: an edge-triggered registration of a readable eventfd whose edge
@@ -43,6 +45,7 @@ const SEC: u64 = 1_000_000_000;
 const SLACK_NS: u64 = 120 * SEC;
 const EFD_SEMAPHORE: i32 = 1;
 const TFD_TIMER_ABSTIME: i32 = 1;
+const TFD_TIMER_CANCEL_ON_SET: i32 = 2;
 const BIG_COUNT: u64 = (1 << 32) + 5;
 const TIMER_VALUE: u64 = 1000;
 const TIMER_INTERVAL: u64 = 500;
@@ -306,6 +309,11 @@ fn set_up(kind: &str) -> io::Result<Set> {
             let fd = sys::check(unsafe { libc::syscall(libc::SYS_userfaultfd, 0) })?;
             s.refused = Some(fd as i32);
         }
+        "refuse-timerfd-cancel-on-set" => {
+            let deadline = realtime_ns()? + TIMER_ABS_IN * SEC;
+            let flags = TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET;
+            s.refused = Some(timerfd(libc::CLOCK_REALTIME, 0, flags, deadline, 0)?);
+        }
         "refuse-epoll-closed" | "refuse-epoll-et-ready" | "refuse-epoll-oneshot-fired" => {
             // SAFETY: epoll_create1 takes an integer only.
             s.epoll = ret(unsafe { libc::epoll_create1(0) })?;
@@ -503,7 +511,7 @@ fn check_kind(c: &mut Checks, kind: &str, s: &Set) -> io::Result<()> {
             );
             check_signalfd(c, s)?;
         }
-        "refuse-inotify" | "refuse-userfaultfd" => {
+        "refuse-inotify" | "refuse-userfaultfd" | "refuse-timerfd-cancel-on-set" => {
             let fd = s.refused.unwrap_or(-1);
             c.that(
                 sys::fcntl(fd, libc::F_GETFD).is_ok(),
