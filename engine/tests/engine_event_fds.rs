@@ -20,6 +20,7 @@ use support::workload::Workload;
 #[case::timerfd("timerfd")]
 #[case::signalfd("signalfd")]
 #[case::epoll("epoll")]
+#[case::memfd("memfd")]
 fn event_descriptors_are_restored_exactly(#[case] kind: &str) {
     let mut w = Workload::start("event_fds", WaitMode::Nanosleep, &[kind]);
     w.wait_ready();

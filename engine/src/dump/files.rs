@@ -1,22 +1,23 @@
 //! Descriptors of a dumped process: what each one is, and the open file
 //! descriptions behind them (shared ones recognised with `kcmp`): files reopened by path,
-//! pipes with their contents (read with `tee`), eventfds, timerfds, signalfds and epoll
-//! instances with every registration (its watched file found with `kcmp(KCMP_EPOLL_TFD)`).
+//! pipes with their contents (read with `tee`), memfds with their contents and seals,
+//! eventfds, timerfds, signalfds and epoll instances with every registration (its watched file
+//! found with `kcmp(KCMP_EPOLL_TFD)`).
 
 use super::error::image_u32;
 use super::DumpError;
 use crate::image::schema::{
-    file_entry, EpollRegistration, EventFd, EventPoll, Fd, FileEntry, PathFile, PathFileType, Pipe,
-    PipeEnd, SignalFd, TimerFd,
+    file_entry, EpollRegistration, EventFd, EventPoll, Fd, FileEntry, MemfdChunk, MemfdFile,
+    PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd,
 };
 use crate::procfs::{read_link, EpollTfd, FdInfo};
 use crate::sys::{
-    clock_now, epoll_target_is, file_owner, file_signal, peek_pipe, pipe_capacity, ready_for,
-    same_file, timerfd_gettime, OWNER_PGRP, OWNER_TID,
+    clock_now, epoll_target_is, file_owner, file_signal, memfd_seals, on_hugetlbfs, peek_pipe,
+    pipe_capacity, ready_for, same_file, timerfd_gettime, OWNER_PGRP, OWNER_TID,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 
 /// Character devices reopened by path: they carry no state of their own.
 const STATELESS_DEVICES: &[&str] = &[
@@ -50,7 +51,14 @@ pub enum FdKind {
     Epoll {
         registrations: Vec<EpollTfd>,
     },
+    /// Its contents and seals are read once the engine holds it.
+    Memfd {
+        name: String,
+    },
 }
+
+/// The largest memfd whose contents a dump keeps (in `files.img`, whose messages are bounded).
+const MEMFD_MAX: u64 = 64 << 20;
 
 /// `<sys/epoll.h>`'s flags as the `u32` of an event mask.
 const EPOLLEXCLUSIVE: u32 = 1 << 28;
@@ -143,11 +151,11 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
         };
         anon_info = Some(info);
         kind
-    } else if target.starts_with("/memfd:") {
-        return Err(unsupported(
-            "a memfd",
-            "its contents and seals are not saved yet; close it before the dump",
-        ));
+    } else if let Some(rest) = target.strip_prefix("/memfd:") {
+        let name = rest.strip_suffix(" (deleted)").unwrap_or(rest);
+        FdKind::Memfd {
+            name: name.to_owned(),
+        }
     } else if target.ends_with(" (deleted)") {
         return Err(if std::fs::metadata(&link).is_ok_and(|m| m.is_dir()) {
             unsupported(
@@ -261,6 +269,8 @@ pub struct FileTableBuilder {
     /// Each entry with the received descriptor kept open for `kcmp`.
     files: Vec<(FileEntry, OwnedFd, (u64, u64))>,
     pipes: HashMap<u64, Pipe>,
+    /// The memfds (device, inode) whose contents an entry holds already.
+    memfds: HashSet<(u64, u64)>,
 }
 
 impl FileTableBuilder {
@@ -334,6 +344,21 @@ impl FileTableBuilder {
                         FdKind::TimerFd => file_entry::Kind::Timerfd(read_timer(pid, desc, &fd)?),
                         FdKind::SignalFd { sigmask } => {
                             file_entry::Kind::Signalfd(SignalFd { sigmask: *sigmask })
+                        }
+                        FdKind::Memfd { name } => {
+                            let first = self.memfds.insert(key);
+                            let mut m = if first {
+                                read_memfd(pid, desc, &fd, &meta)?
+                            } else {
+                                MemfdFile::default()
+                            };
+                            m.memfd_id = meta.st_ino;
+                            m.pos = desc.info.pos;
+                            m.first = first;
+                            if first {
+                                m.name = name.clone();
+                            }
+                            file_entry::Kind::Memfd(m)
                         }
                         FdKind::Epoll { registrations } => {
                             epolls.push((self.files.len(), desc.fd, registrations.clone()));
@@ -480,6 +505,7 @@ fn signalling(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<(), DumpError> 
             FdKind::TimerFd => "anon_inode:[timerfd]".into(),
             FdKind::SignalFd { .. } => "anon_inode:[signalfd]".into(),
             FdKind::Epoll { .. } => "anon_inode:[eventpoll]".into(),
+            FdKind::Memfd { name } => format!("/memfd:{name} (deleted)"),
         },
         what,
     };
@@ -543,6 +569,78 @@ fn read_timer(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<TimerFd, DumpEr
         kind: "a timerfd whose time could not be read",
         target: "anon_inode:[timerfd]".into(),
         hint: "its interval is shorter than crlab can read it in; lengthen it before the dump",
+    })
+}
+
+/// A memfd's contents (the pages that are not all zeros, as runs), size, seals, mode and
+/// owner; one on hugetlbfs, or larger than [`MEMFD_MAX`], is refused.
+fn read_memfd(
+    pid: i32,
+    desc: &FdDesc,
+    file: &OwnedFd,
+    meta: &libc::stat,
+) -> Result<MemfdFile, DumpError> {
+    let refuse = |kind, hint| DumpError::UnsupportedFd {
+        pid,
+        fd: desc.fd,
+        kind,
+        target: match &desc.kind {
+            FdKind::Memfd { name } => format!("/memfd:{name} (deleted)"),
+            _ => String::new(),
+        },
+        hint,
+    };
+    if on_hugetlbfs(file.as_fd())? {
+        return Err(refuse(
+            "a hugetlb memfd (MFD_HUGETLB)",
+            "crlab restores memfds on shmem only; close it before the dump",
+        ));
+    }
+    let size = u64::try_from(meta.st_size).unwrap_or(0);
+    if size > MEMFD_MAX {
+        return Err(refuse(
+            "a memfd larger than 64 MiB",
+            "crlab keeps memfd contents in files.img, up to 64 MiB; shrink or close it",
+        ));
+    }
+    let seals = memfd_seals(file.as_fd())?;
+    // Read through a copy of the descriptor with pread: the description's offset stays.
+    let copy = std::fs::File::from(file.try_clone().map_err(|e| DumpError::Transport {
+        pid,
+        what: format!("duplicating the memfd of fd {}: {e}", desc.fd),
+    })?);
+    let mut chunks: Vec<MemfdChunk> = Vec::new();
+    let mut page = vec![0u8; crate::sys::usize_of(crate::sys::PAGE_SIZE)];
+    let mut offset = 0;
+    while offset < size {
+        let want = crate::sys::usize_of((size - offset).min(crate::sys::PAGE_SIZE));
+        let buf = &mut page[..want];
+        copy.read_exact_at(buf, offset)
+            .map_err(|e| DumpError::Transport {
+                pid,
+                what: format!("reading the memfd of fd {} at {offset}: {e}", desc.fd),
+            })?;
+        if buf.iter().any(|&b| b != 0) {
+            match chunks.last_mut() {
+                Some(c) if c.offset + c.data.len() as u64 == offset => {
+                    c.data.extend_from_slice(buf);
+                }
+                _ => chunks.push(MemfdChunk {
+                    offset,
+                    data: buf.to_vec(),
+                }),
+            }
+        }
+        offset += want as u64;
+    }
+    Ok(MemfdFile {
+        size,
+        chunks,
+        seals,
+        mode: meta.st_mode & 0o7777,
+        uid: meta.st_uid,
+        gid: meta.st_gid,
+        ..MemfdFile::default()
     })
 }
 

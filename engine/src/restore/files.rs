@@ -13,18 +13,26 @@
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{
-    file_entry, EventFd, Fd, FileEntry, FileTable, PathFileType, Pipe, SignalFd, TimerFd,
+    file_entry, EventFd, Fd, FileEntry, FileTable, MemfdFile, PathFileType, Pipe, SignalFd, TimerFd,
 };
 use crate::sys::{set_pipe_capacity, Remote, Scratch};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 /// The parked descriptors: file id -> descriptor number in every process.
 #[derive(Debug, Default, Clone)]
 pub struct Parked {
     pub fds: BTreeMap<u32, u64>,
+}
+
+/// What the root holds while it opens the descriptions of pipes and memfds: each pipe's ends
+/// (by pipe id) and each memfd (by memfd id), closed once every description is open.
+#[derive(Default)]
+struct Made {
+    pipe_ends: HashMap<u64, (u64, u64)>,
+    memfds: HashMap<u64, u64>,
 }
 
 /// Opens every file description in `table` inside the (root) task, parking
@@ -41,19 +49,11 @@ pub fn open_all(
         super::error::injected(pid, "descriptors")
     );
     let pipes: HashMap<u64, &Pipe> = table.pipes.iter().map(|p| (p.id, p)).collect();
-    let mut pipe_ends: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut made = Made::default();
     let mut parked = Parked::default();
     let scratch_fds = above + table.files.len() as u64 + 16;
     for (next, entry) in (above..).zip(table.files.iter()) {
-        let opened = open_one(
-            remote,
-            pid,
-            scratch,
-            entry,
-            &pipes,
-            &mut pipe_ends,
-            scratch_fds,
-        )?;
+        let opened = open_one(remote, pid, scratch, entry, &pipes, &mut made, scratch_fds)?;
         let h = remote
             .syscall(
                 "dup3",
@@ -66,7 +66,12 @@ pub fn open_all(
             .step(pid, "descriptors")?;
         parked.fds.insert(entry.id, h);
     }
-    for (r, w) in pipe_ends.values() {
+    for fd in made.memfds.values() {
+        remote
+            .syscall("close", libc::SYS_close, &[*fd])
+            .step(pid, "a memfd")?;
+    }
+    for (r, w) in made.pipe_ends.values() {
         remote
             .syscall("close", libc::SYS_close, &[*r])
             .step(pid, "a pipe")?;
@@ -83,7 +88,7 @@ fn open_one(
     scratch: Scratch,
     entry: &FileEntry,
     pipes: &HashMap<u64, &Pipe>,
-    pipe_ends: &mut HashMap<u64, (u64, u64)>,
+    made: &mut Made,
     above: u64,
 ) -> Result<u64, RestoreError> {
     match &entry.kind {
@@ -121,11 +126,11 @@ fn open_one(
                     entry.id, end.pipe_id
                 ))
             })?;
-            let (r, w) = match pipe_ends.get(&pipe.id) {
+            let (r, w) = match made.pipe_ends.get(&pipe.id) {
                 Some(e) => *e,
                 None => {
                     let e = create_pipe(remote, pid, scratch, pipe, above)?;
-                    pipe_ends.insert(pipe.id, e);
+                    made.pipe_ends.insert(pipe.id, e);
                     e
                 }
             };
@@ -144,6 +149,37 @@ fn open_one(
                     flags,
                 )
                 .step(pid, "a pipe end")
+        }
+        Some(file_entry::Kind::Memfd(m)) => {
+            let t = match made.memfds.get(&m.memfd_id) {
+                Some(t) => *t,
+                None if m.first => {
+                    let t = create_memfd(remote, pid, scratch, m, above)?;
+                    made.memfds.insert(m.memfd_id, t);
+                    t
+                }
+                None => {
+                    return Err(RestoreError::Inconsistent(format!(
+                        "file {} is a description of memfd {} which no earlier file makes",
+                        entry.id, m.memfd_id
+                    )))
+                }
+            };
+            // Each description is its own, with its flags and offset.
+            let flags = open_flags(entry.flags) | libc::O_CLOEXEC;
+            let fd = remote
+                .open("open(memfd)", scratch, &format!("/proc/self/fd/{t}"), flags)
+                .step(pid, "a memfd")?;
+            if m.pos != 0 {
+                remote
+                    .syscall(
+                        "lseek",
+                        libc::SYS_lseek,
+                        &[fd, m.pos, libc::SEEK_SET as u64],
+                    )
+                    .step(pid, "the offset of a memfd")?;
+            }
+            Ok(fd)
         }
         Some(file_entry::Kind::Eventfd(e)) => create_eventfd(remote, pid, scratch, entry, e),
         Some(file_entry::Kind::Timerfd(t)) => create_timerfd(remote, pid, scratch, entry, t),
@@ -164,6 +200,81 @@ fn open_one(
             entry.id
         ))),
     }
+}
+
+/// A memfd with its name, mode, size, contents (written by the engine through /proc), owner
+/// and seals, at a number above `above`; its descriptions are opened from it.
+fn create_memfd(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    m: &MemfdFile,
+    above: u64,
+) -> Result<u64, RestoreError> {
+    let name = remote.put_cstr(scratch, &m.name).step(pid, "a memfd")?;
+    let flags = (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64;
+    let made = remote
+        .syscall("memfd_create", libc::SYS_memfd_create, &[name, flags])
+        .step(pid, "a memfd")?;
+    let fd = remote
+        .syscall(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            &[made, libc::F_DUPFD_CLOEXEC as u64, above],
+        )
+        .step(pid, "a memfd")?;
+    remote
+        .syscall("close", libc::SYS_close, &[made])
+        .step(pid, "a memfd")?;
+    remote
+        .syscall(
+            "fchmod",
+            libc::SYS_fchmod,
+            &[fd, u64::from(m.mode & 0o7777)],
+        )
+        .step(pid, "the mode of a memfd")?;
+    remote
+        .syscall("ftruncate", libc::SYS_ftruncate, &[fd, m.size])
+        .step(pid, "the size of a memfd")?;
+    if !m.chunks.is_empty() {
+        let path = format!("/proc/{pid}/fd/{fd}");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| RestoreError::Inconsistent(format!("opening {path}: {e}")))?;
+        for c in &m.chunks {
+            let end = c.offset.saturating_add(c.data.len() as u64);
+            if end > m.size {
+                return Err(RestoreError::Inconsistent(format!(
+                    "memfd {} has contents up to {end}, beyond its size {}",
+                    m.memfd_id, m.size
+                )));
+            }
+            f.write_all_at(&c.data, c.offset).map_err(|e| {
+                RestoreError::Inconsistent(format!(
+                    "refilling memfd {} at {}: {e}",
+                    m.memfd_id, c.offset
+                ))
+            })?;
+        }
+    }
+    remote
+        .syscall(
+            "fchown",
+            libc::SYS_fchown,
+            &[fd, u64::from(m.uid), u64::from(m.gid)],
+        )
+        .step(pid, "the owner of a memfd")?;
+    if m.seals != 0 {
+        remote
+            .syscall(
+                "fcntl(F_ADD_SEALS)",
+                libc::SYS_fcntl,
+                &[fd, libc::F_ADD_SEALS as u64, u64::from(m.seals)],
+            )
+            .step(pid, "the seals of a memfd")?;
+    }
+    Ok(fd)
 }
 
 /// `O_NONBLOCK` of an open file's flags, as the `*_NONBLOCK` flag of the calls that create

@@ -83,7 +83,8 @@ pub fn recreated(fds: &[Fd], table: &FileTable) -> Vec<Descriptor> {
                     | file_entry::Kind::Eventfd(_)
                     | file_entry::Kind::Timerfd(_)
                     | file_entry::Kind::Signalfd(_)
-                    | file_entry::Kind::Epoll(_),
+                    | file_entry::Kind::Epoll(_)
+                    | file_entry::Kind::Memfd(_),
                 )
                 | None => Recreated::Other,
             };

@@ -1,5 +1,5 @@
 //! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`, file owners, pipes,
-//! timerfds, resource limits, `prctl`, the transport socket's receiving end, the probes'
+//! timerfds, memfds, resource limits, `prctl`, the transport socket's receiving end, the probes'
 //! throwaway child, the engine's own stop signals.
 //!
 //! Everything above this module works in terms of [`Tracee`] and [`Remote`]; raw `libc`
@@ -10,6 +10,7 @@ mod error;
 mod event;
 mod fork;
 mod kcmp;
+mod memfd;
 mod owner;
 mod pipe;
 mod prctl;
@@ -24,6 +25,7 @@ pub use error::SysError;
 pub use event::{clock_now, ready_for, timerfd_gettime};
 pub use fork::fork_paused;
 pub use kcmp::{epoll_target_is, same_file, share, Shared};
+pub use memfd::{memfd_seals, on_hugetlbfs};
 pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};
 pub use pipe::{peek_pipe, pipe_capacity, set_pipe_capacity};
 pub use prctl::mm_map_size;

@@ -20,6 +20,12 @@
 //!   one-shot one again; `EPOLL_CTL_MOD` on every original number succeeds but on the
 //!   exclusive one (`EINVAL`, as the kernel refuses it there).
 //!
+//! - `memfd`: a memfd made for sealing (pattern bytes at its start and 512 KiB in, a hole
+//!   between, 1 MiB long, mode 0640, sealed against shrinking and growing, at offset 4097), a
+//!   second description of it opened read-only through /proc at offset 10, and a memfd made
+//!   without sealing: names, seals, size, mode, contents and offsets as they were, the two
+//!   descriptions one memfd (a write through one is read through the other).
+//!
 //! What a restore must refuse, with the descriptor holding it announced as `refused-fd`:
 //!
 //! - `refuse-inotify`: an inotify descriptor watching the state directory;
@@ -51,6 +57,11 @@ const TIMER_VALUE: u64 = 1000;
 const TIMER_INTERVAL: u64 = 500;
 const TIMER_ABS_IN: u64 = 2000;
 
+const MEMFD_SIZE: u64 = 1 << 20;
+const MEMFD_SECOND: u64 = 512 << 10;
+const MEMFD_SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+const MEMFD_NAME: &str = "/memfd:crlab-memfd (deleted)";
+
 /// The descriptors a kind set up.
 #[derive(Default)]
 struct Set {
@@ -72,6 +83,10 @@ struct Set {
     registrations: Vec<(i32, u32, u64)>,
     /// The time left of `timer` before the wait (ns).
     timer_left: u64,
+    /// The memfd, its read-only description, the memfd made without sealing.
+    memfd: i32,
+    memfd_ro: i32,
+    memfd_plain: i32,
     /// The refused descriptor.
     refused: Option<i32>,
 }
@@ -297,6 +312,7 @@ fn set_up(kind: &str) -> io::Result<Set> {
             epoll_ctl(s.epoll, add, s.idle, IN | EXCLUSIVE, D_IDLE)?;
             s.registrations = registrations(s.epoll)?;
         }
+        "memfd" => set_up_memfd(&mut s)?,
         "refuse-inotify" => {
             // SAFETY: inotify_init1 takes an integer only.
             let fd = ret(unsafe { libc::inotify_init1(0) })?;
@@ -511,6 +527,7 @@ fn check_kind(c: &mut Checks, kind: &str, s: &Set) -> io::Result<()> {
             );
             check_signalfd(c, s)?;
         }
+        "memfd" => check_memfd(c, s)?,
         "refuse-inotify" | "refuse-userfaultfd" | "refuse-timerfd-cancel-on-set" => {
             let fd = s.refused.unwrap_or(-1);
             c.that(
@@ -554,6 +571,111 @@ fn check_signalfd(c: &mut Checks, s: &Set) -> io::Result<()> {
     c.that(
         sys::read(s.signalfd, &mut info).is_err(),
         "the signalfd reads a second signal",
+    );
+    Ok(())
+}
+
+fn pwrite(fd: i32, data: &[u8], at: u64) -> io::Result<()> {
+    // SAFETY: the kernel reads `data.len()` bytes from `data`, live for the call.
+    let n =
+        sys::check(
+            unsafe { libc::pwrite(fd, data.as_ptr().cast(), data.len(), at as libc::off_t) }
+                as libc::c_long,
+        )?;
+    if n as usize != data.len() {
+        return Err(io::Error::other("short pwrite"));
+    }
+    Ok(())
+}
+
+fn pread(fd: i32, len: usize, at: u64) -> io::Result<Vec<u8>> {
+    let mut b = vec![0u8; len];
+    // SAFETY: the kernel writes at most `len` bytes into `b`, live for the call.
+    let n = sys::check(
+        unsafe { libc::pread(fd, b.as_mut_ptr().cast(), len, at as libc::off_t) } as libc::c_long,
+    )?;
+    b.truncate(n as usize);
+    Ok(b)
+}
+
+fn set_up_memfd(s: &mut Set) -> io::Result<()> {
+    // SAFETY: the name is a valid NUL-terminated string.
+    s.memfd = ret(unsafe { libc::memfd_create(c"crlab-memfd".as_ptr(), libc::MFD_ALLOW_SEALING) })?;
+    pwrite(s.memfd, &sys::pattern(1, 0, 5000), 0)?;
+    pwrite(s.memfd, &sys::pattern(2, 0, 100), MEMFD_SECOND)?;
+    // SAFETY: ftruncate and fchmod take integers only; `s.memfd` is the memfd just made.
+    ret(unsafe { libc::ftruncate(s.memfd, MEMFD_SIZE as libc::off_t) })?;
+    // SAFETY: as above.
+    ret(unsafe { libc::fchmod(s.memfd, 0o640) })?;
+    // SAFETY: F_ADD_SEALS takes an integer.
+    ret(unsafe { libc::fcntl(s.memfd, libc::F_ADD_SEALS, MEMFD_SEALS) })?;
+    sys::lseek(s.memfd, 4097, libc::SEEK_SET)?;
+    let path = sys::cstring(std::path::Path::new(&format!("/proc/self/fd/{}", s.memfd)));
+    // SAFETY: `path` is a valid NUL-terminated path.
+    s.memfd_ro = ret(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) })?;
+    sys::lseek(s.memfd_ro, 10, libc::SEEK_SET)?;
+    // SAFETY: the name is a valid NUL-terminated string.
+    s.memfd_plain = ret(unsafe { libc::memfd_create(c"crlab-plain".as_ptr(), 0) })?;
+    Ok(())
+}
+
+fn check_memfd(c: &mut Checks, s: &Set) -> io::Result<()> {
+    for fd in [s.memfd, s.memfd_ro] {
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}"))?;
+        c.eq(
+            &format!("fd {fd}'s memfd"),
+            MEMFD_NAME,
+            &*link.to_string_lossy(),
+        );
+    }
+    let plain = std::fs::read_link(format!("/proc/self/fd/{}", s.memfd_plain))?;
+    c.eq(
+        "the plain memfd",
+        "/memfd:crlab-plain (deleted)",
+        &*plain.to_string_lossy(),
+    );
+    c.eq(
+        "seals",
+        MEMFD_SEALS,
+        sys::fcntl(s.memfd, libc::F_GET_SEALS)?,
+    );
+    c.eq(
+        "seals of the memfd made without sealing",
+        libc::F_SEAL_SEAL,
+        sys::fcntl(s.memfd_plain, libc::F_GET_SEALS)?,
+    );
+    let (st, ro) = (sys::fstat(s.memfd)?, sys::fstat(s.memfd_ro)?);
+    c.eq("size", MEMFD_SIZE as i64, st.st_size);
+    c.eq("mode", 0o640, st.st_mode & 0o7777);
+    c.eq("one memfd behind both descriptions", st.st_ino, ro.st_ino);
+    c.eq("offset", 4097, sys::lseek(s.memfd, 0, libc::SEEK_CUR)?);
+    c.eq(
+        "read-only offset",
+        10,
+        sys::lseek(s.memfd_ro, 0, libc::SEEK_CUR)?,
+    );
+    c.eq(
+        "read-only access mode",
+        libc::O_RDONLY,
+        sys::fcntl(s.memfd_ro, libc::F_GETFL)? & libc::O_ACCMODE,
+    );
+    c.that(
+        pread(s.memfd_ro, 5000, 0)? == sys::pattern(1, 0, 5000),
+        "the memfd's first bytes",
+    );
+    c.that(
+        pread(s.memfd_ro, 100, MEMFD_SECOND)? == sys::pattern(2, 0, 100),
+        "the memfd's bytes at 512 KiB",
+    );
+    c.that(
+        pread(s.memfd_ro, 4096, 8192)?.iter().all(|&b| b == 0),
+        "the memfd's hole reads zeros",
+    );
+    pwrite(s.memfd, b"shared", 100)?;
+    c.eq(
+        "a write through one description, read through the other",
+        b"shared".to_vec(),
+        pread(s.memfd_ro, 6, 100)?,
     );
     Ok(())
 }
