@@ -539,8 +539,9 @@ fn read_timer(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<TimerFd, DumpEr
         let Some(t) = info.timerfd else {
             break;
         };
-        // Expired again between the two: not rearmed yet, so the time left reads zero.
-        if t.value == (0, 0) && t.interval != (0, 0) {
+        // Expired again between the two: not rearmed yet, so the time left reads zero (a
+        // disarmed timer keeps an interval too, but no ticks: setting the time clears them).
+        if t.value == (0, 0) && t.interval != (0, 0) && t.ticks > 0 {
             continue;
         }
         let (deadline_sec, deadline_nsec) =

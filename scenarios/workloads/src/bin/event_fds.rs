@@ -6,9 +6,9 @@
 //!   the second 1 three times, then neither is readable;
 //! - `timerfd`: a non-blocking CLOCK_MONOTONIC timer due in 1000 s, then every 500 s; a
 //!   CLOCK_REALTIME timer at an absolute time 2000 s away (`TFD_TIMER_ABSTIME`); a 1 ms
-//!   one-shot timer that fired and was not read: the intervals exact, the time left counted
-//!   down and not reset, the absolute one still due at its time, the unread expiration still
-//!   there;
+//!   one-shot timer that fired and was not read; a disarmed timer keeping a 7 s interval: the
+//!   intervals exact, the time left counted down and not reset, the absolute one still due at
+//!   its time, the unread expiration still there, the disarmed one still disarmed;
 //! - `signalfd`: a non-blocking signalfd of SIGUSR1 and SIGRTMIN+2 (both blocked), SIGUSR1
 //!   pending: the mask as it was, the signal read through it, then nothing;
 //! - `epoll`: an epoll instance watching, each with its own data, an eventfd counting 2
@@ -72,6 +72,7 @@ struct Set {
     /// The absolute expiry of `timer_abs` (CLOCK_REALTIME, ns).
     abs_deadline: u64,
     timer_fired: i32,
+    timer_disarmed: i32,
     signalfd: i32,
     sigmask: u64,
     epoll: i32,
@@ -288,6 +289,7 @@ fn set_up(kind: &str) -> io::Result<Set> {
                 0,
             )?;
             s.timer_fired = fired_timer()?;
+            s.timer_disarmed = timerfd(libc::CLOCK_MONOTONIC, 0, 0, 0, 7 * SEC)?;
             s.timer_left = timer_get(s.timer)?.0;
         }
         "signalfd" => set_up_signalfd(&mut s)?,
@@ -465,6 +467,11 @@ fn check_kind(c: &mut Checks, kind: &str, s: &Set) -> io::Result<()> {
                 eventfd_read(s.timer_fired)?,
             );
             c.eq("fired timerfd time", (0, 0), timer_get(s.timer_fired)?);
+            c.eq(
+                "disarmed timerfd time",
+                (0, 7 * SEC),
+                timer_get(s.timer_disarmed)?,
+            );
         }
         "signalfd" => check_signalfd(c, s)?,
         "epoll" => {
