@@ -89,9 +89,9 @@ fn assert_pages_small(w: &Workload) {
 
 /// A descriptor the engine does not support makes the dump fail, say what and which fd, and
 /// leave the workload unharmed: still running, not traced, with no descriptor added (its own
-/// check compares its descriptor table) and its eventfd or socket intact.
+/// check compares its descriptor table) and its inotify watch or socket intact.
 #[rstest]
-#[case::eventfd("eventfd")]
+#[case::inotify("inotify")]
 #[case::socket("socket")]
 fn dump_refuses_an_unsupported_descriptor(#[case] kind: &str) {
     let mut w = Workload::start("unsupported", WaitMode::Nanosleep, &[kind]);

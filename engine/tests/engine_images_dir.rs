@@ -115,7 +115,7 @@ fn a_dump_never_mixes_with_an_older_one() {
 enum Failure {
     /// The target process is gone before the dump starts.
     TargetGone,
-    /// The target holds an eventfd, which the dump refuses after seizing it.
+    /// The target holds an inotify descriptor, which the dump refuses after seizing it.
     Unsupported,
 }
 
@@ -134,7 +134,7 @@ fn a_failed_replacement_leaves_the_old_dump_intact(#[case] failure: Failure) {
     let (tree, mut target) = match failure {
         Failure::TargetGone => (old.pid(), None),
         Failure::Unsupported => {
-            let mut w = Workload::start("unsupported", WaitMode::Nanosleep, &["eventfd"]);
+            let mut w = Workload::start("unsupported", WaitMode::Nanosleep, &["inotify"]);
             w.wait_ready();
             (w.pid(), Some(w))
         }

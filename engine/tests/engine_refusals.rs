@@ -59,7 +59,7 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::owner("owner", &["F_SETOWN"])]
 #[case::setsig("setsig", &["F_SETSIG"])]
 #[case::async_io("async", &["O_ASYNC"])]
-#[case::memfd("memfd", &["a memfd"])]
+#[case::memfd_mapping("memfd", &["a memfd mapping"])]
 #[case::deleted_dir("deleted-dir", &["a deleted directory"])]
 #[case::deleted_cwd("deleted-cwd", &["working directory", "deleted"])]
 #[case::seccomp("seccomp", &["seccomp"])]

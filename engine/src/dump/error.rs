@@ -46,6 +46,18 @@ pub enum DumpError {
         lock: &'static str,
     },
     #[error(
+        "fd {fd} of process {pid} is an epoll instance whose registration of descriptor {tfd} \
+         {why}; crlab cannot restore it: {hint}"
+    )]
+    EpollRegistration {
+        pid: i32,
+        fd: i32,
+        tfd: i32,
+        /// What is wrong with it, in words.
+        why: &'static str,
+        hint: &'static str,
+    },
+    #[error(
         "fd {fd} ({path}) of process {pid} {what}; crlab does not restore I/O signalling \
          (F_SETOWN, F_SETSIG, O_ASYNC): clear it before the dump"
     )]

@@ -1,16 +1,23 @@
 //! Descriptors of a dumped process: what each one is, and the open file
-//! descriptions behind them (shared ones recognised with `kcmp`).
+//! descriptions behind them (shared ones recognised with `kcmp`): files reopened by path,
+//! pipes with their contents (read with `tee`), memfds with their contents and seals,
+//! eventfds, timerfds, signalfds and epoll instances with every registration (its watched file
+//! found with `kcmp(KCMP_EPOLL_TFD)`).
 
 use super::error::image_u32;
 use super::DumpError;
-use crate::image::schema::{file_entry, Fd, FileEntry, PathFile, PathFileType, Pipe, PipeEnd};
-use crate::procfs::{read_link, FdInfo};
-use crate::sys::{
-    file_owner, file_signal, peek_pipe, pipe_capacity, same_file, OWNER_PGRP, OWNER_TID,
+use crate::image::schema::{
+    file_entry, EpollRegistration, EventFd, EventPoll, Fd, FileEntry, MemfdChunk, MemfdFile,
+    PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd,
 };
-use std::collections::HashMap;
+use crate::procfs::{read_link, EpollTfd, FdInfo};
+use crate::sys::{
+    clock_now, epoll_target_is, file_owner, file_signal, memfd_seals, on_hugetlbfs, peek_pipe,
+    pipe_capacity, ready_for, same_file, timerfd_gettime, OWNER_PGRP, OWNER_TID,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 
 /// Character devices reopened by path: they carry no state of their own.
 const STATELESS_DEVICES: &[&str] = &[
@@ -24,9 +31,43 @@ const STATELESS_DEVICES: &[&str] = &[
 /// What a descriptor is, as far as the dump cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FdKind {
-    Path { path: String, ftype: PathFileType },
-    Pipe { ino: u64 },
+    Path {
+        path: String,
+        ftype: PathFileType,
+    },
+    Pipe {
+        ino: u64,
+    },
+    EventFd {
+        count: u64,
+        semaphore: bool,
+    },
+    /// Its time is read once the engine holds it (`timerfd_gettime`).
+    TimerFd,
+    SignalFd {
+        sigmask: u64,
+    },
+    /// Its registrations, as fdinfo lists them; checked once the engine holds the files.
+    Epoll {
+        registrations: Vec<EpollTfd>,
+    },
+    /// Its contents and seals are read once the engine holds it.
+    Memfd {
+        name: String,
+    },
 }
+
+/// The largest memfd whose contents a dump keeps (in `files.img`, whose messages are bounded).
+const MEMFD_MAX: u64 = 64 << 20;
+
+/// `<sys/epoll.h>`'s flags as the `u32` of an event mask.
+const EPOLLEXCLUSIVE: u32 = 1 << 28;
+const EPOLLWAKEUP: u32 = 1 << 29;
+const EPOLLONESHOT: u32 = 1 << 30;
+const EPOLLET: u32 = 1 << 31;
+/// epoll's flags that are not events (`EP_PRIVATE_BITS`): what a fired `EPOLLONESHOT`
+/// registration keeps.
+const EPOLL_PRIVATE: u32 = EPOLLWAKEUP | EPOLLONESHOT | EPOLLET | EPOLLEXCLUSIVE;
 
 /// One descriptor of a process: its number, kind and fdinfo.
 #[derive(Debug, Clone)]
@@ -52,6 +93,7 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
         target: target.clone(),
         hint,
     };
+    let mut anon_info = None;
     let kind = if let Some(rest) = target.strip_prefix("pipe:[") {
         let ino = rest.trim_end_matches(']').parse().unwrap_or(0);
         FdKind::Pipe { ino }
@@ -60,16 +102,60 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
             "a socket",
             "close it before the dump or run the process without it",
         ));
-    } else if target.starts_with("anon_inode:") {
-        return Err(unsupported(
-            "an anonymous-inode descriptor (eventfd, epoll, signalfd, timerfd, ...)",
-            "only regular files, directories, pipes and /dev/null-like devices are supported",
-        ));
-    } else if target.starts_with("/memfd:") {
-        return Err(unsupported(
-            "a memfd",
-            "its contents and seals are not saved yet; close it before the dump",
-        ));
+    } else if let Some(name) = target.strip_prefix("anon_inode:") {
+        let info = FdInfo::read(pid, fd)?;
+        let unreadable = |kind| {
+            unsupported(
+                kind,
+                "this kernel's fdinfo does not show all of its state; dump on a kernel that does",
+            )
+        };
+        let kind = match name {
+            "[eventfd]" => match info.eventfd {
+                Some(crate::procfs::EventFdInfo {
+                    count,
+                    semaphore: Some(semaphore),
+                }) => FdKind::EventFd { count, semaphore },
+                // Before Linux 6.6 fdinfo has no `eventfd-semaphore:` line, and nothing else
+                // tells the mode without reading the counter.
+                Some(_) => return Err(unsupported(
+                    "an eventfd whose mode (EFD_SEMAPHORE or not) this kernel does not show",
+                    "fdinfo shows `eventfd-semaphore:` from Linux 6.6 on; dump on such a kernel",
+                )),
+                None => return Err(unreadable("an eventfd")),
+            },
+            "[timerfd]" => match info.timerfd {
+                // A change of the clock cancels such a timer (its reads fail with ECANCELED
+                // until it is set again), which neither fdinfo nor timerfd_gettime shows.
+                Some(t) if t.settime_flags & TFD_TIMER_CANCEL_ON_SET != 0 => {
+                    return Err(unsupported(
+                        "a timerfd set with TFD_TIMER_CANCEL_ON_SET",
+                        "whether a change of the clock cancelled it cannot be read; set it \
+                         without the flag, or close it before the dump",
+                    ))
+                }
+                Some(_) => FdKind::TimerFd,
+                None => return Err(unreadable("a timerfd")),
+            },
+            "[signalfd]" => match info.sigmask {
+                Some(sigmask) => FdKind::SignalFd { sigmask },
+                None => return Err(unreadable("a signalfd")),
+            },
+            "[eventpoll]" => FdKind::Epoll {
+                registrations: info.epoll.clone(),
+            },
+            _ => {
+                let (kind, hint) = anon_kind(name);
+                return Err(unsupported(kind, hint));
+            }
+        };
+        anon_info = Some(info);
+        kind
+    } else if let Some(rest) = target.strip_prefix("/memfd:") {
+        let name = rest.strip_suffix(" (deleted)").unwrap_or(rest);
+        FdKind::Memfd {
+            name: name.to_owned(),
+        }
     } else if target.ends_with(" (deleted)") {
         return Err(if std::fs::metadata(&link).is_ok_and(|m| m.is_dir()) {
             unsupported(
@@ -119,7 +205,10 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
             "see `crlab check`",
         ));
     };
-    let info = FdInfo::read(pid, fd)?;
+    let info = match anon_info {
+        Some(info) => info,
+        None => FdInfo::read(pid, fd)?,
+    };
     if let Some(lock) = info.locks.iter().find_map(|l| lock_kind(l)) {
         return Err(DumpError::FileLock {
             pid,
@@ -129,6 +218,34 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
         });
     }
     Ok(FdDesc { fd, kind, info })
+}
+
+/// What an anonymous-inode descriptor this engine does not restore is, named after its link
+/// (`anon_inode:inotify`), with what to do.
+fn anon_kind(name: &str) -> (&'static str, &'static str) {
+    const CLOSE: &str = "close it before the dump or run the process without it";
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let kind = match name {
+        "inotify" => "an inotify descriptor",
+        "fanotify" => "a fanotify descriptor",
+        "userfaultfd" => "a userfaultfd",
+        "pidfd" => "a pidfd",
+        "io_uring" => "an io_uring instance",
+        "perf_event" => "a perf event descriptor",
+        "fscontext" | "mount" => "a mount API descriptor",
+        "landlock-ruleset" => "a Landlock ruleset",
+        "memfd_secret" | "secretmem" => "a memfd_secret descriptor",
+        n if n.starts_with("bpf") => "a BPF object",
+        n if n.starts_with("kvm") => "a KVM descriptor",
+        _ => {
+            return (
+                "an anonymous-inode descriptor of a kind crlab does not know",
+                "crlab restores eventfds, timerfds, signalfds and epoll instances; close it \
+                 before the dump",
+            )
+        }
+    };
+    (kind, CLOSE)
 }
 
 /// What a `lock:` line of fdinfo is (`1: POSIX  ADVISORY  WRITE 77 00:2d:56 0 EOF`), in words;
@@ -152,6 +269,8 @@ pub struct FileTableBuilder {
     /// Each entry with the received descriptor kept open for `kcmp`.
     files: Vec<(FileEntry, OwnedFd, (u64, u64))>,
     pipes: HashMap<u64, Pipe>,
+    /// The memfds (device, inode) whose contents an entry holds already.
+    memfds: HashSet<(u64, u64)>,
 }
 
 impl FileTableBuilder {
@@ -175,6 +294,9 @@ impl FileTableBuilder {
         }
         let mut table = Vec::with_capacity(descs.len());
         let me = nix::unistd::getpid().as_raw();
+        // New epoll instances: (index in `files`, descriptor, registrations), completed once
+        // every file of the process has its id.
+        let mut epolls = Vec::new();
         for (desc, fd) in descs.iter().zip(received) {
             let meta = nix::sys::stat::fstat(&fd).map_err(|source| crate::sys::SysError::Call {
                 op: "fstat",
@@ -213,6 +335,38 @@ impl FileTableBuilder {
                             }
                             file_entry::Kind::Pipe(PipeEnd { pipe_id: *ino })
                         }
+                        FdKind::EventFd { count, semaphore } => {
+                            file_entry::Kind::Eventfd(EventFd {
+                                count: *count,
+                                semaphore: *semaphore,
+                            })
+                        }
+                        FdKind::TimerFd => file_entry::Kind::Timerfd(read_timer(pid, desc, &fd)?),
+                        FdKind::SignalFd { sigmask } => {
+                            file_entry::Kind::Signalfd(SignalFd { sigmask: *sigmask })
+                        }
+                        FdKind::Memfd { name } => {
+                            let first = self.memfds.insert(key);
+                            let mut m = if first {
+                                read_memfd(pid, desc, &fd, &meta)?
+                            } else {
+                                MemfdFile::default()
+                            };
+                            m.memfd_id = meta.st_ino;
+                            m.pos = desc.info.pos;
+                            m.first = first;
+                            if first {
+                                m.name = name.clone();
+                            }
+                            file_entry::Kind::Memfd(m)
+                        }
+                        FdKind::Epoll { registrations } => {
+                            epolls.push((self.files.len(), desc.fd, registrations.clone()));
+                            file_entry::Kind::Epoll(EventPoll {
+                                pid: image_u32(pid, "the pid", pid)?,
+                                registrations: Vec::new(),
+                            })
+                        }
                     };
                     self.files.push((
                         FileEntry {
@@ -232,7 +386,100 @@ impl FileTableBuilder {
                 cloexec: desc.info.flags & libc::O_CLOEXEC as u32 != 0,
             });
         }
+        for (index, efd, registrations) in epolls {
+            let made = self.registrations(pid, efd, &registrations, &table)?;
+            if let Some(file_entry::Kind::Epoll(e)) = &mut self.files[index].0.kind {
+                e.registrations = made;
+            }
+        }
         Ok(table)
+    }
+
+    /// The registrations of the epoll instance at `efd` of `pid`, each on the file `pid` has
+    /// at the descriptor number it was added with (`table`), or the refusal of one that the
+    /// restore could not add again as it is.
+    fn registrations(
+        &self,
+        pid: i32,
+        efd: i32,
+        tfds: &[EpollTfd],
+        table: &[Fd],
+    ) -> Result<Vec<EpollRegistration>, DumpError> {
+        let refuse =
+            |tfd: i32, why: &'static str, hint: &'static str| DumpError::EpollRegistration {
+                pid,
+                fd: efd,
+                tfd,
+                why,
+                hint,
+            };
+        let mut seen: BTreeMap<i32, u32> = BTreeMap::new();
+        let mut out = Vec::with_capacity(tfds.len());
+        for t in tfds {
+            // The kernel finds the n-th registration with this number in the order fdinfo
+            // lists them (`ep_find_tfd`).
+            let toff = seen.entry(t.tfd).or_insert(0);
+            let same = epoll_target_is(pid, t.tfd, efd, t.tfd, *toff)?;
+            *toff += 1;
+            let not_open = "watches a file that is no longer open at that number in the process \
+                 (closed, or replaced by another file)";
+            let file_id = match same {
+                Some(true) => table
+                    .iter()
+                    .find(|f| i32::try_from(f.fd) == Ok(t.tfd))
+                    .map(|f| f.file_id)
+                    .ok_or_else(|| refuse(t.tfd, not_open, "keep the file open at that number"))?,
+                _ => {
+                    return Err(refuse(
+                        t.tfd,
+                        not_open,
+                        "keep the watched file open at the number it was added with, or remove \
+                         the registration (EPOLL_CTL_DEL) before closing it",
+                    ))
+                }
+            };
+            if t.events & EPOLLONESHOT != 0 && t.events & !EPOLL_PRIVATE == 0 {
+                return Err(refuse(
+                    t.tfd,
+                    "is an EPOLLONESHOT registration that fired and was not rearmed, which adding \
+                     it again would arm",
+                    "rearm it (EPOLL_CTL_MOD) or remove it before the dump",
+                ));
+            }
+            if t.events & EPOLLET != 0 {
+                self.edge_not_ready(file_id, t.events).map_err(|()| {
+                    refuse(
+                        t.tfd,
+                        "is edge-triggered (EPOLLET) on a file that is ready, and whether \
+                             that edge was already reported cannot be read",
+                        "dump while the file is drained, as an edge-triggered loop leaves it",
+                    )
+                })?;
+            }
+            out.push(EpollRegistration {
+                tfd: image_u32(pid, "a registered descriptor number", t.tfd)?,
+                file_id,
+                events: t.events,
+                data: t.data,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `Err(())` when the file `id` is ready for any of `events` (`poll`, which changes
+    /// nothing).
+    fn edge_not_ready(&self, id: u32, events: u32) -> Result<(), ()> {
+        let Some((_, file, _)) = usize::try_from(id)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| self.files.get(i))
+        else {
+            return Err(());
+        };
+        match ready_for(file.as_fd(), events) {
+            Ok(false) => Ok(()),
+            _ => Err(()),
+        }
     }
 
     pub fn finish(self) -> crate::image::schema::FileTable {
@@ -254,6 +501,11 @@ fn signalling(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<(), DumpError> 
         path: match &desc.kind {
             FdKind::Path { path, .. } => path.clone(),
             FdKind::Pipe { ino } => format!("pipe:[{ino}]"),
+            FdKind::EventFd { .. } => "anon_inode:[eventfd]".into(),
+            FdKind::TimerFd => "anon_inode:[timerfd]".into(),
+            FdKind::SignalFd { .. } => "anon_inode:[signalfd]".into(),
+            FdKind::Epoll { .. } => "anon_inode:[eventpoll]".into(),
+            FdKind::Memfd { name } => format!("/memfd:{name} (deleted)"),
         },
         what,
     };
@@ -275,6 +527,127 @@ fn signalling(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<(), DumpError> 
     }
     Ok(())
 }
+
+/// A timerfd's clock, flags, time and unread expirations. `timerfd_gettime` first: it folds
+/// a periodic timer's unread expirations into its ticks and rearms it (as a read or poll
+/// would), so fdinfo then shows the time left and the ticks together, under one lock.
+fn read_timer(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<TimerFd, DumpError> {
+    let me = nix::unistd::getpid().as_raw();
+    for _ in 0..8 {
+        timerfd_gettime(file.as_fd())?;
+        let info = FdInfo::read(me, file.as_raw_fd())?;
+        let Some(t) = info.timerfd else {
+            break;
+        };
+        // Expired again between the two: not rearmed yet, so the time left reads zero (a
+        // disarmed timer keeps an interval too, but no ticks: setting the time clears them).
+        if t.value == (0, 0) && t.interval != (0, 0) && t.ticks > 0 {
+            continue;
+        }
+        let (deadline_sec, deadline_nsec) =
+            if t.settime_flags & TFD_TIMER_ABSTIME != 0 && t.value != (0, 0) {
+                let (sec, nsec) = clock_now(t.clockid)?;
+                let nsec = nsec + t.value.1;
+                (sec + t.value.0 + nsec / 1_000_000_000, nsec % 1_000_000_000)
+            } else {
+                (0, 0)
+            };
+        return Ok(TimerFd {
+            clockid: t.clockid,
+            settime_flags: t.settime_flags,
+            ticks: t.ticks,
+            interval_sec: t.interval.0,
+            interval_nsec: t.interval.1,
+            value_sec: t.value.0,
+            value_nsec: t.value.1,
+            deadline_sec,
+            deadline_nsec,
+        });
+    }
+    Err(DumpError::UnsupportedFd {
+        pid,
+        fd: desc.fd,
+        kind: "a timerfd whose time could not be read",
+        target: "anon_inode:[timerfd]".into(),
+        hint: "its interval is shorter than crlab can read it in; lengthen it before the dump",
+    })
+}
+
+/// A memfd's contents (the pages that are not all zeros, as runs), size, seals, mode and
+/// owner; one on hugetlbfs, or larger than [`MEMFD_MAX`], is refused.
+fn read_memfd(
+    pid: i32,
+    desc: &FdDesc,
+    file: &OwnedFd,
+    meta: &libc::stat,
+) -> Result<MemfdFile, DumpError> {
+    let refuse = |kind, hint| DumpError::UnsupportedFd {
+        pid,
+        fd: desc.fd,
+        kind,
+        target: match &desc.kind {
+            FdKind::Memfd { name } => format!("/memfd:{name} (deleted)"),
+            _ => String::new(),
+        },
+        hint,
+    };
+    if on_hugetlbfs(file.as_fd())? {
+        return Err(refuse(
+            "a hugetlb memfd (MFD_HUGETLB)",
+            "crlab restores memfds on shmem only; close it before the dump",
+        ));
+    }
+    let size = u64::try_from(meta.st_size).unwrap_or(0);
+    if size > MEMFD_MAX {
+        return Err(refuse(
+            "a memfd larger than 64 MiB",
+            "crlab keeps memfd contents in files.img, up to 64 MiB; shrink or close it",
+        ));
+    }
+    let seals = memfd_seals(file.as_fd())?;
+    // Read through a copy of the descriptor with pread: the description's offset stays.
+    let copy = std::fs::File::from(file.try_clone().map_err(|e| DumpError::Transport {
+        pid,
+        what: format!("duplicating the memfd of fd {}: {e}", desc.fd),
+    })?);
+    let mut chunks: Vec<MemfdChunk> = Vec::new();
+    let mut page = vec![0u8; crate::sys::usize_of(crate::sys::PAGE_SIZE)];
+    let mut offset = 0;
+    while offset < size {
+        let want = crate::sys::usize_of((size - offset).min(crate::sys::PAGE_SIZE));
+        let buf = &mut page[..want];
+        copy.read_exact_at(buf, offset)
+            .map_err(|e| DumpError::Transport {
+                pid,
+                what: format!("reading the memfd of fd {} at {offset}: {e}", desc.fd),
+            })?;
+        if buf.iter().any(|&b| b != 0) {
+            match chunks.last_mut() {
+                Some(c) if c.offset + c.data.len() as u64 == offset => {
+                    c.data.extend_from_slice(buf);
+                }
+                _ => chunks.push(MemfdChunk {
+                    offset,
+                    data: buf.to_vec(),
+                }),
+            }
+        }
+        offset += want as u64;
+    }
+    Ok(MemfdFile {
+        size,
+        chunks,
+        seals,
+        mode: meta.st_mode & 0o7777,
+        uid: meta.st_uid,
+        gid: meta.st_gid,
+        ..MemfdFile::default()
+    })
+}
+
+/// `TFD_TIMER_ABSTIME`, `TFD_TIMER_CANCEL_ON_SET`.
+const TFD_TIMER_ABSTIME: u32 = 1;
+const TFD_TIMER_CANCEL_ON_SET: u32 = 2;
 
 /// The contents and capacity of a pipe, left in place.
 fn read_pipe(pid: i32, fd: i32, end: &OwnedFd, ino: u64) -> Result<Pipe, DumpError> {

@@ -10,7 +10,7 @@ mod stat;
 mod status;
 mod timers;
 
-pub use fdinfo::FdInfo;
+pub use fdinfo::{EpollTfd, EventFdInfo, FdInfo};
 pub use maps::MapEntry;
 pub use pagemap::PagemapReader;
 pub use smaps::VmFlags;

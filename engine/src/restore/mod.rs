@@ -290,7 +290,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             .copied()
             .filter(|r| live.img.mm.vmas.iter().any(|v| (v.start, v.end) == *r))
             .collect();
-        rebuild_process(live, &reader, &tramp, &keep, i == 0, &parked)?;
+        rebuild_process(live, &reader, &tramp, &keep, i == 0, &parked, &table)?;
     }
 
     // Contexts, then threads: a multi-threaded process may only move to a bounded context.
@@ -399,6 +399,7 @@ fn rebuild_process(
     keep: &[(u64, u64)],
     root: bool,
     parked: &files::Parked,
+    table: &FileTable,
 ) -> Result<(), RestoreError> {
     let (pid, mm, scratch) = (live.pid(), &live.img.mm, tramp.scratch);
     if !root {
@@ -408,7 +409,10 @@ fn rebuild_process(
     memory::fill_pages(&live.leader, pid, mm, reader.pages(live.img.entry.pid)?)?;
     memory::advise(&mut live.leader, pid, mm)?;
     memory::set_mm_fields(&mut live.leader, pid, mm, scratch)?;
-    files::install(&mut live.leader, pid, &live.img.task.fds, parked)?;
+    let fds = &live.img.task.fds;
+    files::install(&mut live.leader, pid, fds, parked)?;
+    let image_pid = live.img.entry.pid;
+    files::register_epolls(&mut live.leader, pid, image_pid, scratch, fds, table)?;
     thread::restore_process_state(&mut live.leader, pid, scratch, &live.img.task)?;
     thread::set_proc_files(pid, &live.img.task)?;
     debug!(pid, "process rebuilt");

@@ -23,7 +23,12 @@ use crate::image::schema::{file_entry, Fd, FileTable};
 pub enum Recreated {
     /// An end of a pipe the restore creates, read (`O_RDONLY`), written (`O_WRONLY`) or both.
     Pipe { read: bool, write: bool },
-    /// Any other descriptor: a file the restore reopens.
+    /// Any other descriptor: a file the restore reopens, or an eventfd, timerfd, signalfd or
+    /// epoll instance it creates. Those are anonymous inodes, which carry no label of their
+    /// own (the kernel's shared anonymous inode is not checked per use): `fd { use }` is what
+    /// applies. A memfd the restore creates is asked `fd { use }` only too: its inode takes
+    /// the label a file created by the engine on the kernel's internal tmpfs gets, which this
+    /// check does not compute yet.
     Other,
 }
 
@@ -75,7 +80,15 @@ pub fn recreated(fds: &[Fd], table: &FileTable) -> Vec<Descriptor> {
                         write: mode != libc::O_RDONLY as u32,
                     }
                 }
-                _ => Recreated::Other,
+                Some(
+                    file_entry::Kind::Path(_)
+                    | file_entry::Kind::Eventfd(_)
+                    | file_entry::Kind::Timerfd(_)
+                    | file_entry::Kind::Signalfd(_)
+                    | file_entry::Kind::Epoll(_)
+                    | file_entry::Kind::Memfd(_),
+                )
+                | None => Recreated::Other,
             };
             Some(Descriptor {
                 fd: i32::try_from(fd.fd).unwrap_or(i32::MAX),
@@ -267,6 +280,73 @@ mod tests {
             r.remedy,
             "a policy allowing it says `allow container_t unconfined_t:fifo_file read;`"
         );
+    }
+
+    /// Refuses `fd { use }` of every descriptor.
+    struct NoFdUse;
+
+    impl AccessOracle for NoFdUse {
+        fn context_is_valid(&self, _: &str) -> Result<bool, SelinuxError> {
+            Ok(true)
+        }
+
+        fn decide(&self, _: &str, _: &str, _: ProcessPermission) -> Result<Decision, SelinuxError> {
+            Ok(Decision {
+                allowed: true,
+                permissive: false,
+            })
+        }
+
+        fn decide_on(
+            &self,
+            _: &str,
+            _: &str,
+            class: &'static str,
+            _: &[&'static str],
+        ) -> Result<Decision, SelinuxError> {
+            Ok(Decision {
+                allowed: class != "fd",
+                permissive: false,
+            })
+        }
+    }
+
+    #[test]
+    fn event_descriptors_are_asked_fd_use() {
+        use crate::image::schema::{EventFd, EventPoll, FileEntry, FileTable, SignalFd, TimerFd};
+        let kinds = [
+            file_entry::Kind::Eventfd(EventFd::default()),
+            file_entry::Kind::Timerfd(TimerFd::default()),
+            file_entry::Kind::Signalfd(SignalFd::default()),
+            file_entry::Kind::Epoll(EventPoll::default()),
+        ];
+        let table = FileTable {
+            files: (1..)
+                .zip(kinds)
+                .map(|(id, kind)| FileEntry {
+                    id,
+                    flags: 2,
+                    kind: Some(kind),
+                })
+                .collect(),
+            pipes: Vec::new(),
+        };
+        let fds: Vec<Fd> = (1..=4)
+            .map(|id| Fd {
+                fd: id + 2,
+                file_id: id,
+                cloexec: false,
+            })
+            .collect();
+        let recreated = recreated(&fds, &table);
+        assert_eq!(recreated.len(), 4);
+        for d in &recreated {
+            assert_eq!(d.kind, Recreated::Other);
+            let r = refusal(&NoFdUse, UNCONFINED, CONTAINER, &[*d])
+                .expect("answered")
+                .expect("refused");
+            assert_eq!((r.fd, r.class), (d.fd, "fd"));
+        }
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`, file owners, pipes, resource
-//! limits, `prctl`, the transport socket's receiving end, the probes' throwaway child, the
-//! engine's own stop signals.
+//! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`, file owners, pipes,
+//! timerfds, memfds, resource limits, `prctl`, the transport socket's receiving end, the probes'
+//! throwaway child, the engine's own stop signals.
 //!
 //! Everything above this module works in terms of [`Tracee`] and [`Remote`]; raw `libc`
 //! calls live here and nowhere else in the engine (the tidy test of xtask checks it).
 
 mod clone3;
 mod error;
+mod event;
 mod fork;
 mod kcmp;
+mod memfd;
 mod owner;
 mod pipe;
 mod prctl;
@@ -20,8 +22,10 @@ mod unix;
 
 pub use clone3::{clone3_probe, spawn_stopped_with_pid, Clone3Probe};
 pub use error::SysError;
+pub use event::{clock_now, ready_for, timerfd_gettime};
 pub use fork::fork_paused;
-pub use kcmp::{same_file, share, Shared};
+pub use kcmp::{epoll_target_is, same_file, share, Shared};
+pub use memfd::{memfd_seals, on_hugetlbfs};
 pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};
 pub use pipe::{peek_pipe, pipe_capacity, set_pipe_capacity};
 pub use prctl::mm_map_size;

@@ -61,6 +61,7 @@ fn bin(name: &str) -> &'static str {
         "signals" => env!("CARGO_BIN_EXE_signals"),
         "files" => env!("CARGO_BIN_EXE_files"),
         "unsupported" => env!("CARGO_BIN_EXE_unsupported"),
+        "event_fds" => env!("CARGO_BIN_EXE_event_fds"),
         other => panic!("no workload {other}"),
     }
 }
@@ -161,8 +162,15 @@ fn files_passes_its_check_in_every_wait_mode() {
 
 #[test]
 fn unsupported_passes_its_check_with_each_descriptor_kind() {
-    self_check("unsupported", &["eventfd"]);
+    self_check("unsupported", &["inotify"]);
     self_check("unsupported", &["socket"]);
+}
+
+#[test]
+fn event_fds_passes_its_check_with_each_kind() {
+    for kind in ["eventfd", "timerfd", "signalfd", "epoll", "memfd"] {
+        self_check("event_fds", &[kind]);
+    }
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! - `flock`, `posix-lock`, `ofd-lock`, `lease`: a lock or lease on `locked.bin`;
 //! - `owner`, `setsig`, `async`: a pipe end with an I/O owner (`F_SETOWN`), an I/O signal
 //!   (`F_SETSIG`) or in `O_ASYNC` mode;
-//! - `memfd`: a memfd descriptor; `deleted-dir`: a descriptor of a deleted directory;
+//! - `memfd`: a shared mapping of a memfd (the memfd's descriptor alone is restored);
+//!   `deleted-dir`: a descriptor of a deleted directory;
 //! - `deleted-cwd`: a working directory that was deleted;
 //! - `seccomp`: an allow-all seccomp filter;
 //! - `loginuid`: an audit login uid (1000) that crlab, started by the tests, does not have;
@@ -138,7 +139,23 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
         "memfd" => {
             // SAFETY: the name is a valid NUL-terminated string.
             let fd = unsafe { libc::memfd_create(c"crlab-refused".as_ptr(), 0) };
-            held.fd = Some(sys::check(fd.into())? as i32);
+            let fd = sys::check(fd.into())? as i32;
+            // SAFETY: ftruncate takes integers only; `fd` is the memfd just made.
+            sys::check(unsafe { libc::ftruncate(fd, PAGE as libc::off_t) }.into())?;
+            // SAFETY: a fresh shared mapping of the memfd's one page, placed by the kernel.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            if addr == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
         }
         "deleted-dir" => {
             let dir = w.path("gone-dir");

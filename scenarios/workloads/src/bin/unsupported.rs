@@ -1,24 +1,30 @@
-//! Holds a descriptor the engine does not support, for the refusal test: `eventfd` or
-//! `socket` (an AF_UNIX stream socketpair with bytes buffered), chosen by the first argument.
+//! Holds a descriptor the engine does not support, for the refusal test: `inotify` (watching
+//! the state directory for created files) or `socket` (an AF_UNIX stream socketpair with bytes
+//! buffered), chosen by the first argument.
 //!
 //! Announces `unsupported-kind <kind>` and `unsupported-fd <n>` in the ready file. Checks that
-//! the descriptor still works as set up (the eventfd counter, the buffered bytes), plus the
-//! common checks, which also catch a descriptor a failed dump left behind.
+//! the descriptor still works as set up (the watch reports the files the protocol created in
+//! the state directory, the buffered bytes), plus the common checks, which also catch a
+//! descriptor a failed dump left behind.
 
 use crlab_workloads::runtime::{Checks, Workload};
 use crlab_workloads::sys;
 
-const EVENTFD_COUNT: u64 = 7;
 const SOCKET_BYTES: &[u8] = b"still-buffered";
 
 fn main() {
     let mut w = Workload::from_args("unsupported");
     let kind = w.args().first().cloned().unwrap_or_default();
     let (fd, peer) = match kind.as_str() {
-        "eventfd" => {
-            // SAFETY: eventfd takes no pointer; the result is checked.
-            let fd = unsafe { libc::eventfd(EVENTFD_COUNT as u32, 0) };
-            (w.setup("eventfd", sys::check(fd.into())) as i32, -1)
+        "inotify" => {
+            // SAFETY: inotify_init1 takes no pointer; the result is checked.
+            let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK) };
+            let fd = w.setup("inotify_init1", sys::check(fd.into())) as i32;
+            let dir = sys::cstring(w.state_dir());
+            // SAFETY: `dir` is a valid NUL-terminated path.
+            let watch = unsafe { libc::inotify_add_watch(fd, dir.as_ptr(), libc::IN_CREATE) };
+            w.setup("inotify_add_watch", sys::check(watch.into()));
+            (fd, -1)
         }
         "socket" => {
             let mut fds = [0i32; 2];
@@ -30,7 +36,7 @@ fn main() {
             (fds[0], fds[1])
         }
         other => w.setup_failed(&format!(
-            "unknown descriptor kind {other:?}: expected eventfd or socket"
+            "unknown descriptor kind {other:?}: expected inotify or socket"
         )),
     };
     w.announce("unsupported-kind", &kind);
@@ -38,11 +44,11 @@ fn main() {
 
     let mut checks = w.wait();
     w.common_checks(&mut checks);
-    if kind == "eventfd" {
-        let mut buf = [0u8; 8];
-        if let Some(n) = checks.io("reading the eventfd", sys::read(fd, &mut buf)) {
-            checks.eq("eventfd read size", 8, n);
-            checks.eq("eventfd counter", EVENTFD_COUNT, u64::from_ne_bytes(buf));
+    if kind == "inotify" {
+        // The ready file and the trigger's check file were created since the watch was added.
+        let mut buf = [0u8; 4096];
+        if let Some(n) = checks.io("reading the inotify events", sys::read(fd, &mut buf)) {
+            checks.that(n > 0, "the inotify watch reports the files created since");
         }
     } else {
         read_socket(&mut checks, fd, peer);

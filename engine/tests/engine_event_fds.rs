@@ -1,0 +1,92 @@
+//! The event descriptors a service loop holds, restored exactly or refused: the `event_fds`
+//! workload sets up eventfds, timerfds, a signalfd or an epoll instance watching them, is
+//! dumped (and killed), restored under its pid, and checks each piece itself (counters, modes,
+//! times, unread expirations, masks, registrations and what `epoll_wait` reports). A restore
+//! that dropped any of it fails that check. What stays refused is refused at dump, naming the
+//! descriptor and the process, the workload still running and passing afterwards.
+//!
+//! Needs root (the tests fail, not skip, without it).
+
+mod support;
+
+use rstest::rstest;
+
+use support::process::Exit;
+use support::protocol::WaitMode;
+use support::workload::Workload;
+
+#[rstest]
+#[case::eventfd("eventfd")]
+#[case::timerfd("timerfd")]
+#[case::signalfd("signalfd")]
+#[case::epoll("epoll")]
+#[case::memfd("memfd")]
+fn event_descriptors_are_restored_exactly(#[case] kind: &str) {
+    let mut w = Workload::start("event_fds", WaitMode::Nanosleep, &[kind]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// What the engine does not restore is refused by name, with the descriptor and the process;
+/// the workload still holds it after the refusal and passes its checks.
+#[rstest]
+#[case::inotify("refuse-inotify", &["an inotify descriptor"])]
+#[case::userfaultfd("refuse-userfaultfd", &["a userfaultfd"])]
+#[case::timerfd_cancel_on_set("refuse-timerfd-cancel-on-set", &["TFD_TIMER_CANCEL_ON_SET"])]
+#[case::epoll_closed("refuse-epoll-closed", &["epoll", "no longer open"])]
+#[case::epoll_et_ready("refuse-epoll-et-ready", &["epoll", "EPOLLET"])]
+#[case::epoll_oneshot_fired("refuse-epoll-oneshot-fired", &["epoll", "EPOLLONESHOT"])]
+fn dump_refuses_event_descriptors_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
+    let mut w = Workload::start("event_fds", WaitMode::Nanosleep, &[kind]);
+    let ready = w.wait_ready();
+    let holder = ready
+        .get("refused-pid")
+        .expect("event_fds announces the pid holding the state")
+        .to_owned();
+    let fd = ready
+        .get("refused-fd")
+        .expect("event_fds announces the refused descriptor")
+        .to_owned();
+    w.wait_in_wait_syscall();
+    let run = w.dump(&[]);
+    let (ok, exit, stderr) = (run.succeeded(), run.exit, run.stderr());
+    assert!(!ok, "crlab dump must refuse {kind}");
+    assert!(
+        matches!(exit, Some(Exit::Code(c)) if c != 0),
+        "crlab dump must exit non-zero, not {exit:?}"
+    );
+    assert!(
+        !w.images_dir().join("inventory.img").exists(),
+        "a refused dump must not leave a complete-looking dump (inventory.img)"
+    );
+    w.assert_running("a refused dump");
+    w.trigger();
+    w.expect_ok();
+    // The wording last, so a wrong message does not hide whether the workload came through.
+    for word in words {
+        assert!(
+            stderr.contains(word),
+            "the refusal must name {word:?}: {stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("anonymous-inode"),
+        "the refusal must name the kind, not the generic anonymous-inode text: {stderr}"
+    );
+    for number in [&holder, &fd] {
+        assert!(
+            mentions_number(&stderr, number),
+            "the refusal must name {number} (the process and the descriptor): {stderr}"
+        );
+    }
+}
+
+fn mentions_number(text: &str, number: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|token| token == number)
+}
