@@ -62,6 +62,7 @@ fn bin(name: &str) -> &'static str {
         "files" => env!("CARGO_BIN_EXE_files"),
         "unsupported" => env!("CARGO_BIN_EXE_unsupported"),
         "event_fds" => env!("CARGO_BIN_EXE_event_fds"),
+        "service" => env!("CARGO_BIN_EXE_service"),
         other => panic!("no workload {other}"),
     }
 }
@@ -171,6 +172,11 @@ fn event_fds_passes_its_check_with_each_kind() {
     for kind in ["eventfd", "timerfd", "signalfd", "epoll", "memfd"] {
         self_check("event_fds", &[kind]);
     }
+}
+
+#[test]
+fn service_answers_its_clients_in_every_wait_mode() {
+    self_check("service", &[]);
 }
 
 #[test]
