@@ -2,8 +2,11 @@
 //! descriptions behind them (shared ones recognised with `kcmp`).
 
 use super::error::image_u32;
+use super::sockets::{read_unix, socket_ino, TreeSockets};
 use super::DumpError;
-use crate::image::schema::{file_entry, Fd, FileEntry, PathFile, PathFileType, Pipe, PipeEnd};
+use crate::image::schema::{
+    file_entry, Fd, FileEntry, PathFile, PathFileType, Pipe, PipeEnd, UnixSocket,
+};
 use crate::procfs::{read_link, FdInfo};
 use crate::sys::{
     file_owner, file_signal, peek_pipe, pipe_capacity, same_file, OWNER_PGRP, OWNER_TID,
@@ -24,8 +27,17 @@ const STATELESS_DEVICES: &[&str] = &[
 /// What a descriptor is, as far as the dump cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FdKind {
-    Path { path: String, ftype: PathFileType },
-    Pipe { ino: u64 },
+    Path {
+        path: String,
+        ftype: PathFileType,
+    },
+    Pipe {
+        ino: u64,
+    },
+    /// An `AF_UNIX` socket that [`super::sockets::survey`] found restorable.
+    UnixSocket {
+        ino: u64,
+    },
 }
 
 /// One descriptor of a process: its number, kind and fdinfo.
@@ -37,8 +49,9 @@ pub struct FdDesc {
 }
 
 /// Says what descriptor `fd` of `pid` is, or why it cannot be dumped.
-/// Runs before anything is done to the process, so a refusal changes nothing.
-pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
+/// Runs before anything is done to the process, so a refusal changes nothing. `sockets` are
+/// the tree's sockets that [`super::sockets::survey`] accepted.
+pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, DumpError> {
     let link = format!("/proc/{pid}/fd/{fd}");
     failpoint!("dump.proc.fd", |source| crate::procfs::ProcError::Io {
         path: link.clone(),
@@ -55,6 +68,8 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
     let kind = if let Some(rest) = target.strip_prefix("pipe:[") {
         let ino = rest.trim_end_matches(']').parse().unwrap_or(0);
         FdKind::Pipe { ino }
+    } else if let Some(ino) = socket_ino(&target).filter(|ino| sockets.contains(*ino)) {
+        FdKind::UnixSocket { ino }
     } else if target.starts_with("socket:") {
         return Err(unsupported(
             "a socket",
@@ -162,6 +177,7 @@ impl FileTableBuilder {
         pid: i32,
         descs: &[FdDesc],
         received: Vec<OwnedFd>,
+        sockets: &TreeSockets,
     ) -> Result<Vec<Fd>, DumpError> {
         if descs.len() != received.len() {
             return Err(DumpError::Transport {
@@ -213,6 +229,10 @@ impl FileTableBuilder {
                             }
                             file_entry::Kind::Pipe(PipeEnd { pipe_id: *ino })
                         }
+                        FdKind::UnixSocket { ino } => {
+                            let s: UnixSocket = read_unix(pid, desc.fd, *ino, sockets, &fd)?;
+                            file_entry::Kind::UnixSocket(s)
+                        }
                     };
                     self.files.push((
                         FileEntry {
@@ -254,6 +274,7 @@ fn signalling(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<(), DumpError> 
         path: match &desc.kind {
             FdKind::Path { path, .. } => path.clone(),
             FdKind::Pipe { ino } => format!("pipe:[{ino}]"),
+            FdKind::UnixSocket { ino } => format!("socket:[{ino}]"),
         },
         what,
     };
@@ -318,7 +339,8 @@ mod tests {
     fn classifies_our_own_descriptors() {
         let me = nix::unistd::getpid().as_raw();
         let devnull = std::fs::File::open("/dev/null").unwrap();
-        let d = classify(me, devnull.as_raw_fd()).unwrap();
+        let none = TreeSockets::default();
+        let d = classify(me, devnull.as_raw_fd(), &none).unwrap();
         assert_eq!(
             d.kind,
             FdKind::Path {
@@ -328,11 +350,13 @@ mod tests {
         );
         let (r, _w) = nix::unistd::pipe().unwrap();
         assert!(matches!(
-            classify(me, r.as_raw_fd()).unwrap().kind,
+            classify(me, r.as_raw_fd(), &none).unwrap().kind,
             FdKind::Pipe { .. }
         ));
         let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
-        let e = classify(me, sock.as_raw_fd()).unwrap_err().to_string();
+        let e = classify(me, sock.as_raw_fd(), &none)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("socket"), "{e}");
     }
 }

@@ -217,6 +217,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         })
         .collect();
     context::check_descriptors(&uses)?;
+    context::check_sockets(&table)?;
     let ids: Vec<i32> = procs.iter().flat_map(|p| p.tids.iter().copied()).collect();
     pids::wait_free(&ids, opts.pid_wait)?;
     check_interrupt()?;

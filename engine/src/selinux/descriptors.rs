@@ -16,7 +16,7 @@ use std::fmt;
 
 use super::access::fields;
 use super::{context_type, AccessOracle, SelinuxError};
-use crate::image::schema::{file_entry, Fd, FileTable};
+use crate::image::schema::{file_entry, Fd, FileTable, UnixSocketType};
 
 /// How the restored process uses one recreated descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +171,132 @@ fn remedy(
     )
 }
 
+/// One Unix socket the restore creates in the root, still in the engine's context, under the
+/// label the dump recorded (`attr/sockcreate`), then fills and configures from the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketCreation {
+    /// Its inode at dump, which names it.
+    pub ino: u64,
+    /// `unix_stream_socket` (stream and seqpacket) or `unix_dgram_socket`.
+    pub class: &'static str,
+    /// The label recorded at dump.
+    pub label: String,
+    /// Whether the restore shuts it down (`shutdown`).
+    pub shutdown: bool,
+}
+
+/// The sockets of `table` that carry a label, as the restore creates them.
+pub fn socket_creations(table: &FileTable) -> Vec<SocketCreation> {
+    table
+        .files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            Some(file_entry::Kind::UnixSocket(s)) if !s.label.is_empty() => Some(SocketCreation {
+                ino: s.ino,
+                class: match UnixSocketType::try_from(s.r#type) {
+                    Ok(UnixSocketType::Dgram) => "unix_dgram_socket",
+                    _ => "unix_stream_socket",
+                },
+                label: s.label.clone(),
+                shutdown: s.shutdown != 0,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One question to the kernel: may `source` do `class { permissions }` on `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    pub source: String,
+    pub target: String,
+    pub class: &'static str,
+    pub permissions: Vec<&'static str>,
+}
+
+/// What the engine (in context `engine`) must be allowed to create socket `s` under its label
+/// in the root, fill it and configure it from the engine: `process { setsockcreate }` on
+/// itself; `create`, `getopt`, `setopt`, `read`, `write` (taking a copy with `pidfd_getfd`
+/// and sending on it), and `shutdown` when the restore shuts it down, on the label; a
+/// datagram's `sendto` from its label to the peer's (the same: a pair shares its creator's).
+pub fn socket_questions(engine: &str, s: &SocketCreation) -> Vec<Question> {
+    let q = |source: &str, target: &str, class, permissions: Vec<&'static str>| Question {
+        source: source.to_owned(),
+        target: target.to_owned(),
+        class,
+        permissions,
+    };
+    let mut perms = vec!["create", "getopt", "setopt", "read", "write"];
+    if s.shutdown {
+        perms.push("shutdown");
+    }
+    let mut out = vec![
+        q(engine, engine, "process", vec!["setsockcreate"]),
+        q(engine, &s.label, s.class, perms),
+    ];
+    if s.class == "unix_dgram_socket" {
+        out.push(q(&s.label, &s.label, s.class, vec!["sendto"]));
+    }
+    out
+}
+
+/// A socket the engine could not recreate under its label, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketRefusal {
+    pub ino: u64,
+    pub question: Question,
+}
+
+impl fmt::Display for SocketRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let q = &self.question;
+        let perms = match q.permissions.as_slice() {
+            [one] => (*one).to_owned(),
+            many => format!("{{ {} }}", many.join(" ")),
+        };
+        write!(
+            f,
+            "the Unix socket of inode {} (labelled {:?}): SELinux would deny {:?} `{} {}` on              {:?}; a policy allowing it says `allow {} {}:{} {};`",
+            self.ino,
+            q.target,
+            q.source,
+            q.class,
+            perms,
+            q.target,
+            context_type(&q.source),
+            context_type(&q.target),
+            q.class,
+            perms
+        )
+    }
+}
+
+/// The first socket of `sockets` the engine (in `engine`) could not recreate under its label,
+/// or `None`. Asks the kernel through `oracle`; nothing is audited.
+pub fn socket_refusal(
+    oracle: &dyn AccessOracle,
+    engine: &str,
+    sockets: &[SocketCreation],
+) -> Result<Option<SocketRefusal>, SelinuxError> {
+    for s in sockets {
+        for question in socket_questions(engine, s) {
+            let d = oracle.decide_on(
+                &question.source,
+                &question.target,
+                question.class,
+                &question.permissions,
+            )?;
+            if !d.passes() {
+                return Ok(Some(SocketRefusal {
+                    ino: s.ino,
+                    question,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +411,139 @@ mod tests {
         assert_eq!(
             refusal(&policy, CONTAINER, CONTAINER, &[PIPE_READ]).ok(),
             Some(None)
+        );
+    }
+
+    fn socket(class: &'static str, shutdown: bool) -> SocketCreation {
+        SocketCreation {
+            ino: 42,
+            class,
+            label: CONTAINER.to_owned(),
+            shutdown,
+        }
+    }
+
+    #[test]
+    fn a_stream_socket_asks_setsockcreate_and_its_class_on_the_label() {
+        let qs = socket_questions(UNCONFINED, &socket("unix_stream_socket", false));
+        let asked: Vec<_> = qs
+            .iter()
+            .map(|q| {
+                (
+                    q.source.as_str(),
+                    q.target.as_str(),
+                    q.class,
+                    q.permissions.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            asked,
+            vec![
+                (UNCONFINED, UNCONFINED, "process", vec!["setsockcreate"]),
+                (
+                    UNCONFINED,
+                    CONTAINER,
+                    "unix_stream_socket",
+                    vec!["create", "getopt", "setopt", "read", "write"]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shut_datagram_socket_also_asks_shutdown_and_sendto() {
+        let qs = socket_questions(UNCONFINED, &socket("unix_dgram_socket", true));
+        assert!(qs[1].permissions.contains(&"shutdown"));
+        assert_eq!(
+            (
+                qs[2].source.as_str(),
+                qs[2].target.as_str(),
+                qs[2].permissions.clone()
+            ),
+            (CONTAINER, CONTAINER, vec!["sendto"])
+        );
+    }
+
+    /// Grants everything but `class`.
+    struct Denies(&'static str);
+
+    impl AccessOracle for Denies {
+        fn context_is_valid(&self, _: &str) -> Result<bool, SelinuxError> {
+            Ok(true)
+        }
+
+        fn decide(&self, _: &str, _: &str, _: ProcessPermission) -> Result<Decision, SelinuxError> {
+            Ok(Decision {
+                allowed: true,
+                permissive: false,
+            })
+        }
+
+        fn decide_on(
+            &self,
+            _: &str,
+            _: &str,
+            class: &'static str,
+            _: &[&'static str],
+        ) -> Result<Decision, SelinuxError> {
+            Ok(Decision {
+                allowed: class != self.0,
+                permissive: false,
+            })
+        }
+    }
+
+    #[test]
+    fn a_denied_socket_is_named_with_the_permission_and_the_rule() {
+        let sockets = [socket("unix_stream_socket", false)];
+        assert_eq!(
+            socket_refusal(&Denies("process"), UNCONFINED, &sockets)
+                .expect("answered")
+                .map(|r| r.question.permissions),
+            Some(vec!["setsockcreate"])
+        );
+        let r = socket_refusal(&Denies("unix_stream_socket"), UNCONFINED, &sockets)
+            .expect("answered")
+            .expect("refused");
+        let text = r.to_string();
+        assert!(
+            text.starts_with("the Unix socket of inode 42")
+                && text.contains("`unix_stream_socket { create getopt setopt read write }`")
+                && text.contains("allow unconfined_t container_t:unix_stream_socket"),
+            "{text}"
+        );
+        assert_eq!(
+            socket_refusal(&Denies("none"), UNCONFINED, &sockets).ok(),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn only_labelled_sockets_are_checked() {
+        use crate::image::schema::{FileEntry, UnixSocket};
+        let entry = |ino, label: &str| FileEntry {
+            id: 1,
+            flags: 2,
+            kind: Some(file_entry::Kind::UnixSocket(UnixSocket {
+                ino,
+                r#type: UnixSocketType::Seqpacket as i32,
+                label: label.to_owned(),
+                ..UnixSocket::default()
+            })),
+        };
+        let table = FileTable {
+            files: vec![entry(1, ""), entry(2, CONTAINER)],
+            pipes: Vec::new(),
+        };
+        assert_eq!(
+            socket_creations(&table),
+            vec![SocketCreation {
+                ino: 2,
+                class: "unix_stream_socket",
+                label: CONTAINER.to_owned(),
+                shutdown: false
+            }]
         );
     }
 }

@@ -16,8 +16,9 @@ pub use access::{
     KernelOracle, ProcessPermission,
 };
 pub use descriptors::{
-    recreated as recreated_descriptors, refusal as descriptor_refusal, Descriptor,
-    DescriptorRefusal, Recreated,
+    recreated as recreated_descriptors, refusal as descriptor_refusal, socket_creations,
+    socket_questions, socket_refusal, Descriptor, DescriptorRefusal, Question, Recreated,
+    SocketCreation, SocketRefusal,
 };
 
 use std::io::{self, Write};
@@ -144,6 +145,26 @@ pub fn with_sockcreate<T>(context: &str, f: impl FnOnce() -> T) -> Result<T, Sel
         source,
     })?;
     Ok(out)
+}
+
+/// The SELinux label of an open file (its `security.selinux` attribute), as the kernel gives
+/// it; empty when SELinux is off or the file has none.
+pub fn label_of(file: std::os::fd::BorrowedFd<'_>) -> String {
+    ::selinux::SecurityContext::of_file(&file, false)
+        .ok()
+        .flatten()
+        .map(|c| context_from_attr(c.as_bytes()))
+        .unwrap_or_default()
+}
+
+/// The SELinux label of the file at `path`, not following a final symbolic link; empty when
+/// SELinux is off or the file has none.
+pub fn label_of_path(path: &std::path::Path) -> String {
+    ::selinux::SecurityContext::of_path(path, false, false)
+        .ok()
+        .flatten()
+        .map(|c| context_from_attr(c.as_bytes()))
+        .unwrap_or_default()
 }
 
 /// Contexts the engine's unit tests speak of.

@@ -1,0 +1,133 @@
+//! Unix sockets: the pairs the engine restores exactly (the `sockets` workload checks its
+//! queues, boundaries, shutdown state, options and labels itself after the restore), and the
+//! sockets it refuses at dump, by name, with the workload running on afterwards with the
+//! refused state still in place.
+//!
+//! Needs root (the tests fail, not skip, without it). SELinux labels are compared by the
+//! workload only where SELinux is on (the lab's VM); here the label path is not exercised.
+
+mod support;
+
+use rstest::rstest;
+
+use crlab::failpoint;
+use support::process::{self, Exit};
+use support::protocol::WaitMode;
+use support::workload::Workload;
+
+/// Pairs of each type with queued data both ways, a shut-down pair, options and flags.
+#[rstest]
+#[case::pairs("pairs")]
+fn unix_sockets_are_restored_exactly(#[case] kind: &str) {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Each socket the restore would not give back is refused at dump, named with the process
+/// and the descriptor; the workload runs on and finds the state still in place.
+#[rstest]
+#[case::peer_outside(
+    "outside",
+    &["a Unix socket connected to a process outside the dump (peer inode"]
+)]
+#[case::scm_rights("scm-rights", &["SCM_RIGHTS", "in flight"])]
+#[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]
+#[case::tcp("tcp", &["a TCP socket"])]
+fn dump_refuses_sockets_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
+    let ready = w.wait_ready();
+    let holder = ready
+        .get("refused-pid")
+        .expect("the holder's pid")
+        .to_owned();
+    let fd = ready.get("refused-fd").expect("the descriptor").to_owned();
+    w.wait_in_wait_syscall();
+    let run = w.dump(&[]);
+    let (ok, exit, stderr) = (run.succeeded(), run.exit, run.stderr());
+    assert!(!ok, "crlab dump must refuse {kind}");
+    assert!(
+        matches!(exit, Some(Exit::Code(c)) if c != 0),
+        "crlab dump must exit non-zero, not {exit:?}"
+    );
+    assert!(
+        !w.images_dir().join("inventory.img").exists(),
+        "a refused dump must not leave a complete-looking dump (inventory.img)"
+    );
+    w.assert_running("a refused dump");
+    w.trigger();
+    w.expect_ok();
+    for word in words {
+        assert!(
+            stderr.contains(word),
+            "the refusal must name {word:?}: {stderr}"
+        );
+    }
+    for (what, number) in [("process", &holder), ("fd", &fd)] {
+        assert!(
+            mentions_number(&stderr, number),
+            "the refusal must name the {what} {number}: {stderr}"
+        );
+    }
+}
+
+/// The two failpoints only sockets reach (`engine_failpoints` runs on workloads without
+/// any): a dump failing at `dump.sock_diag` leaves the workload running, a restore failing at
+/// `restore.files.socket` leaves nothing behind and the same images then restore.
+#[test]
+fn socket_failpoints_fail_their_step_cleanly() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["pairs"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    let pid = w.pid();
+    let run = w.dump_with_env(&[], &[(failpoint::ENV, "dump.sock_diag")]);
+    assert!(!run.succeeded(), "the dump must fail at dump.sock_diag");
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("injected failure at dump.sock_diag"),
+        "{stderr}"
+    );
+    w.assert_running("a dump failed at dump.sock_diag");
+
+    // Back in its own sleep (not in the kernel's restart of it) before the next dump.
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let pidfile = w.pidfile();
+    let args = [
+        "--detach",
+        "--pidfile",
+        pidfile.to_str().expect("utf-8 path"),
+    ];
+    let run = w.restore_with_env(&args, &[(failpoint::ENV, "restore.files.socket")]);
+    assert!(
+        !run.succeeded(),
+        "the restore must fail at restore.files.socket"
+    );
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("injected failure at restore.files.socket"),
+        "{stderr}"
+    );
+    process::wait_until(
+        support::workload::READY_TIMEOUT,
+        format!("pid {pid} to be gone after the failed restore"),
+        || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!pidfile.exists(), "a failed restore writes no pid file");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Whether `text` holds `number` as a whole number (not as part of a longer one).
+fn mentions_number(text: &str, number: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|token| token == number)
+}
