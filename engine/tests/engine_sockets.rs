@@ -24,9 +24,41 @@ fn unix_sockets_are_restored_exactly(#[case] kind: &str) {
     w.wait_in_wait_syscall();
     w.dump_ok(&[]);
     w.reap_dumped_original();
+    // `crlab show` renders every socket: ten ends (three typed pairs, the shut pair, the
+    // options pair), with their queues.
+    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
+    let run = w.crlab(&args);
+    assert!(run.succeeded(), "crlab show failed");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let mut sockets = Vec::new();
+    collect(&json, "unixSocket", &mut sockets);
+    assert_eq!(sockets.len(), 10, "{sockets:?}");
+    assert!(
+        sockets
+            .iter()
+            .any(|s| s["queue"].as_array().is_some_and(|q| q.len() == 4)),
+        "a datagram end with its four messages: {sockets:?}"
+    );
     w.restore_detached_ok();
     w.trigger();
     w.expect_ok();
+}
+
+/// Every value under key `key`, anywhere in `v`.
+fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == key {
+                    out.push(x);
+                }
+                collect(x, key, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect(x, key, out)),
+        _ => {}
+    }
 }
 
 /// Each socket the restore would not give back is refused at dump, named with the process
