@@ -15,17 +15,20 @@ use support::process::{self, Exit};
 use support::protocol::WaitMode;
 use support::workload::Workload;
 
-/// Pairs of each type with queued data both ways, a shut-down pair, options and flags.
+/// Pairs of each type with queued data both ways, a shut-down pair, options and flags
+/// (`pairs`); listeners at a path and an abstract name with a connection accepted on each
+/// (`listeners`).
 #[rstest]
-#[case::pairs("pairs")]
-fn unix_sockets_are_restored_exactly(#[case] kind: &str) {
+#[case::pairs("pairs", 10)]
+#[case::listeners("listeners", 6)]
+fn unix_sockets_are_restored_exactly(#[case] kind: &str, #[case] ends: usize) {
     let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
     w.wait_ready();
     w.wait_in_wait_syscall();
     w.dump_ok(&[]);
     w.reap_dumped_original();
-    // `crlab show` renders every socket: ten ends (three typed pairs, the shut pair, the
-    // options pair), with their queues.
+    // `crlab show` renders every socket (`pairs`: three typed pairs, the shut pair, the
+    // options pair; `listeners`: two listeners, two connections), with their queues.
     let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
     let run = w.crlab(&args);
     assert!(run.succeeded(), "crlab show failed");
@@ -33,7 +36,7 @@ fn unix_sockets_are_restored_exactly(#[case] kind: &str) {
         .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
     let mut sockets = Vec::new();
     collect(&json, "unixSocket", &mut sockets);
-    assert_eq!(sockets.len(), 10, "{sockets:?}");
+    assert_eq!(sockets.len(), ends, "{sockets:?}");
     assert!(
         sockets
             .iter()
@@ -71,6 +74,7 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 #[case::scm_rights("scm-rights", &["SCM_RIGHTS", "in flight"])]
 #[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]
 #[case::tcp("tcp", &["a TCP socket"])]
+#[case::pending("pending", &["not accepted yet", "pending"])]
 fn dump_refuses_sockets_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
     let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
     let ready = w.wait_ready();

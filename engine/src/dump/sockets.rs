@@ -8,10 +8,12 @@
 
 use super::DumpError;
 use crate::image::schema::{UnixSocket, UnixSocketType};
+use crate::image::unix_socket_path;
 use crate::procfs::read_link;
 use crate::sys::{peek_queue, sockopt_int, unix_diag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 
 /// Where one socket of the tree is held.
 #[derive(Debug, Clone)]
@@ -21,16 +23,30 @@ struct Held {
     diag: UnixDiag,
 }
 
+/// What a Unix socket of the tree is, as the restore rebuilds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An end of an unnamed pair (`socketpair`).
+    Pair,
+    /// A listener (`socket`, `bind`, `listen`).
+    Listener,
+    /// The server end of a connection accepted from the listener of inode `listener`.
+    Accepted { listener: u64 },
+    /// The client end of such a connection (`connect`), bound or not.
+    Client,
+}
+
 /// The `AF_UNIX` sockets of the whole tree, by inode, every one of them restorable.
 #[derive(Debug, Default)]
 pub struct TreeSockets {
     unix: HashMap<u64, Held>,
+    roles: HashMap<u64, Role>,
 }
 
 impl TreeSockets {
     /// Whether the socket of inode `ino` passed [`survey`].
     pub fn contains(&self, ino: u64) -> bool {
-        self.unix.contains_key(&ino)
+        self.roles.contains_key(&ino)
     }
 }
 
@@ -77,76 +93,162 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
             }
         }
     }
-    for (ino, held) in &tree.unix {
-        if let Some((what, hint)) = refusal(*ino, &held.diag, &tree) {
-            return Err(DumpError::Socket {
-                pid: held.pid,
-                fd: held.fd,
-                what,
-                target: format!("socket:[{ino}]"),
-                hint,
-            });
+    // Listeners first: a connection not accepted yet is named on its listener.
+    let mut order: Vec<(&u64, &Held)> = tree.unix.iter().collect();
+    order.sort_by_key(|(ino, h)| (h.diag.state != UNIX_LISTEN, **ino));
+    let mut roles = HashMap::new();
+    for (ino, held) in order {
+        match role(*ino, &held.diag, &tree.unix) {
+            Ok(r) => {
+                roles.insert(*ino, r);
+            }
+            Err((what, hint)) => {
+                return Err(DumpError::Socket {
+                    pid: held.pid,
+                    fd: held.fd,
+                    what,
+                    target: format!("socket:[{ino}]"),
+                    hint,
+                })
+            }
         }
     }
+    tree.roles = roles;
     Ok(tree)
 }
 
-/// Why the restore could not give back the Unix socket `ino`, or `None`.
-fn refusal(ino: u64, d: &UnixDiag, tree: &TreeSockets) -> Option<(String, &'static str)> {
-    let kind = match i32::from(d.sock_type) {
+type Refusal = (String, &'static str);
+
+/// What the Unix socket `ino` is to the restore, or why the restore could not give it back.
+fn role(ino: u64, d: &UnixDiag, unix: &HashMap<u64, Held>) -> Result<Role, Refusal> {
+    let ty = i32::from(d.sock_type);
+    let kind = match ty {
         libc::SOCK_STREAM => "a Unix stream socket",
         libc::SOCK_DGRAM => "a Unix datagram socket",
         libc::SOCK_SEQPACKET => "a Unix seqpacket socket",
         _ => "a Unix socket of an unknown type",
     };
     let close = "close it before the dump";
-    if d.state == UNIX_LISTEN {
-        return Some((
-            format!("{kind} listening on {}", name_text(&d.name)),
-            "listening sockets are not restored yet; close it before the dump",
-        ));
-    }
     if !matches!(
-        i32::from(d.sock_type),
+        ty,
         libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
     ) {
-        return Some((kind.to_owned(), close));
+        return Err((kind.to_owned(), close));
     }
-    if !d.name.is_empty() {
-        return Some((
-            format!("{kind} bound to {}", name_text(&d.name)),
-            "bound sockets are not restored yet; only unnamed pairs (socketpair) are",
-        ));
-    }
-    if d.peer == 0 || d.state != UNIX_ESTABLISHED && i32::from(d.sock_type) != libc::SOCK_DGRAM {
-        return Some((
-            format!("{kind} that is not connected"),
-            "only connected pairs are restored; close it before the dump",
-        ));
+    if d.state == UNIX_LISTEN {
+        let pending = d.icons.len().max(d.rqlen.map_or(0, |r| r.0 as usize));
+        if pending > 0 {
+            return Err((
+                format!(
+                    "{kind} listening on {} with {pending} connection(s) not accepted yet \
+                     (pending)",
+                    name_text(&d.name)
+                ),
+                "let the process accept its pending connections before the dump",
+            ));
+        }
+        check_name(kind, d)?;
+        return Ok(Role::Listener);
     }
     let peer = u64::from(d.peer);
-    let Some(other) = tree.unix.get(&peer) else {
-        return Some((
+    if d.peer == 0 || d.state != UNIX_ESTABLISHED && ty != libc::SOCK_DGRAM {
+        let what = if d.name.is_empty() {
+            format!("{kind} that is not connected")
+        } else {
+            format!("{kind} bound to {} and not connected", name_text(&d.name))
+        };
+        return Err((
+            what,
+            "only connected pairs and listeners are restored; close it before the dump",
+        ));
+    }
+    let Some(other) = unix.get(&peer) else {
+        if let Some(l) = unix.values().find(|l| l.diag.icons.contains(&d.peer)) {
+            return Err((
+                format!(
+                    "{kind} whose connection to {} is not accepted yet (pending)",
+                    name_text(&l.diag.name)
+                ),
+                "let the listening process accept it before the dump",
+            ));
+        }
+        return Err((
             format!("a Unix socket connected to a process outside the dump (peer inode {peer})"),
             "dump the process holding the other end with it (one tree), or close the socket",
         ));
     };
     if u64::from(other.diag.peer) != ino {
-        return Some((
+        return Err((
             format!("{kind} connected one way to socket inode {peer}, which is not connected back"),
             close,
         ));
     }
-    if !other.diag.name.is_empty() {
-        return Some((
-            format!(
-                "{kind} connected to a bound socket ({}), an accepted connection",
-                name_text(&other.diag.name)
-            ),
-            "accepted connections are not restored yet; close it before the dump",
-        ));
+    if let Some(listener) = listener_of(d, unix) {
+        return Ok(Role::Accepted { listener });
     }
-    None
+    if listener_of(&other.diag, unix).is_some() {
+        if !d.name.is_empty() {
+            check_name(kind, d)?;
+        }
+        return Ok(Role::Client);
+    }
+    if d.name.is_empty() && other.diag.name.is_empty() {
+        return Ok(Role::Pair);
+    }
+    let named = if d.name.is_empty() { &other.diag } else { d };
+    Err((
+        format!(
+            "{kind} connected through the name {}, whose listener is not in the dump",
+            name_text(&named.name)
+        ),
+        "only pairs and connections accepted from a listener of the dumped tree are restored",
+    ))
+}
+
+/// The listener of the tree the socket `d` was accepted from: one listening on its name (for
+/// a name in the filesystem, on the same socket file), of its type.
+fn listener_of(d: &UnixDiag, unix: &HashMap<u64, Held>) -> Option<u64> {
+    if d.name.is_empty() {
+        return None;
+    }
+    unix.iter()
+        .find(|(_, l)| {
+            l.diag.state == UNIX_LISTEN
+                && l.diag.name == d.name
+                && l.diag.sock_type == d.sock_type
+                && (d.name.first() == Some(&0) || l.diag.vfs.map(|v| v.0) == d.vfs.map(|v| v.0))
+        })
+        .map(|(ino, _)| *ino)
+}
+
+/// Refuses a bound name the restore could not bind again: a relative path, or a path whose
+/// socket file is no longer this socket's.
+fn check_name(kind: &str, d: &UnixDiag) -> Result<(), Refusal> {
+    match d.name.first() {
+        None | Some(0) => Ok(()),
+        Some(b'/') => {
+            use std::os::unix::fs::MetadataExt;
+            let path = unix_socket_path(&d.name).unwrap_or_default();
+            let same = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+                m.file_type().is_socket() && d.vfs.is_some_and(|v| u64::from(v.0) == m.ino())
+            });
+            if same {
+                Ok(())
+            } else {
+                Err((
+                    format!(
+                        "{kind} bound to {}, whose socket file was removed or replaced",
+                        name_text(&d.name)
+                    ),
+                    "keep the socket file in place until the dump is done",
+                ))
+            }
+        }
+        Some(_) => Err((
+            format!("{kind} bound to the relative path {}", name_text(&d.name)),
+            "bind it to an absolute path",
+        )),
+    }
 }
 
 /// A socket name as `sun_path` holds it, in words: `@name` for an abstract one.
@@ -154,7 +256,9 @@ pub fn name_text(name: &[u8]) -> String {
     match name.split_first() {
         None => "no name".to_owned(),
         Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
-        Some(_) => String::from_utf8_lossy(name).into_owned(),
+        Some(_) => String::from_utf8_lossy(name)
+            .trim_end_matches('\0')
+            .to_owned(),
     }
 }
 
@@ -199,13 +303,15 @@ pub fn read_unix(
     tree: &TreeSockets,
     sock: &OwnedFd,
 ) -> Result<UnixSocket, DumpError> {
-    let held = tree.unix.get(&ino).ok_or_else(|| DumpError::Socket {
-        pid,
-        fd,
-        what: "a socket that appeared after the dump began".to_owned(),
-        target: format!("socket:[{ino}]"),
-        hint: "try again",
-    })?;
+    let (Some(held), Some(role)) = (tree.unix.get(&ino), tree.roles.get(&ino)) else {
+        return Err(DumpError::Socket {
+            pid,
+            fd,
+            what: "a socket that appeared after the dump began".to_owned(),
+            target: format!("socket:[{ino}]"),
+            hint: "try again",
+        });
+    };
     let d = &held.diag;
     let refuse = |what: String, hint: &'static str| DumpError::Socket {
         pid,
@@ -226,7 +332,12 @@ pub fn read_unix(
     let rcvbuf = opt(libc::SO_RCVBUF)?;
     let sndbuf = opt(libc::SO_SNDBUF)?;
     let shutdown = d.shutdown.unwrap_or(0);
-    let peeked = peek_queue(sock.as_fd(), sock_type, shutdown & 1 != 0)?;
+    // A listener queues connections, not data: its pending ones were refused by `survey`.
+    let peeked = if *role == Role::Listener {
+        crate::sys::Peeked::default()
+    } else {
+        peek_queue(sock.as_fd(), sock_type, shutdown & 1 != 0)?
+    };
     if let Some(c) = peeked.control.first() {
         return Err(refuse(
             format!("a Unix socket with {c} in flight in its queue"),
@@ -249,7 +360,7 @@ pub fn read_unix(
     }
     let label = crate::selinux::label_of(sock.as_fd());
     let as_u32 = |v: i32| u32::try_from(v).unwrap_or(0);
-    Ok(UnixSocket {
+    let mut out = UnixSocket {
         ino,
         r#type: ty as i32,
         peer: u64::from(d.peer),
@@ -260,7 +371,49 @@ pub fn read_unix(
         passsec,
         rcvbuf: as_u32(rcvbuf),
         sndbuf: as_u32(sndbuf),
-    })
+        name: d.name.clone(),
+        ..UnixSocket::default()
+    };
+    match *role {
+        Role::Listener => {
+            out.listening = true;
+            out.backlog = d.rqlen.map_or(0, |r| r.1);
+        }
+        Role::Accepted { listener } => {
+            out.accepted_from = listener;
+            // The restore's accept gives the listener's label: refuse one that differs.
+            if let Some(l) = tree.unix.get(&listener) {
+                let path = format!("/proc/{}/fd/{}", l.pid, l.fd);
+                let theirs = crate::selinux::label_of_path(std::path::Path::new(&path), true);
+                if theirs != out.label {
+                    return Err(refuse(
+                        format!(
+                            "an accepted Unix connection labelled {:?}, not as its listener \
+                             ({theirs:?})",
+                            out.label
+                        ),
+                        "the restore's accept would label it as the listener",
+                    ));
+                }
+            }
+        }
+        Role::Pair | Role::Client => {}
+    }
+    // The socket file this socket bound (a listener's, or a bound client's).
+    let path = unix_socket_path(&d.name).filter(|_| !matches!(role, Role::Accepted { .. }));
+    if let Some(path) = path {
+        use std::os::unix::fs::MetadataExt;
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|source| crate::procfs::ProcError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        out.file_mode = meta.mode() & 0o7777;
+        out.file_uid = meta.uid();
+        out.file_gid = meta.gid();
+        out.file_label = crate::selinux::label_of_path(&path, false);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -285,42 +438,103 @@ mod tests {
         )
     }
 
+    fn listener(ino: u32, name: &[u8], icons: &[u32]) -> (u64, Held) {
+        let (i, mut h) = held(ino, 0, name);
+        h.diag.state = UNIX_LISTEN;
+        h.diag.icons = icons.to_vec();
+        (i, h)
+    }
+
+    fn roles(unix: &HashMap<u64, Held>) -> HashMap<u64, Result<Role, String>> {
+        unix.iter()
+            .map(|(i, h)| (*i, role(*i, &h.diag, unix).map_err(|e| e.0)))
+            .collect()
+    }
+
     #[test]
     fn link_targets_and_names() {
         assert_eq!(socket_ino("socket:[1234]"), Some(1234));
         assert_eq!(socket_ino("pipe:[1234]"), None);
         assert_eq!(name_text(b"\0abs"), "@abs");
-        assert_eq!(name_text(b"/run/s"), "/run/s");
+        assert_eq!(name_text(b"/run/s\0"), "/run/s");
         assert_eq!(name_text(b""), "no name");
     }
 
     #[test]
     fn a_pair_inside_the_tree_passes_and_a_peer_outside_is_named() {
-        let tree = TreeSockets {
-            unix: [held(10, 11, b""), held(11, 10, b""), held(12, 99, b"")]
-                .into_iter()
-                .collect(),
-        };
-        assert_eq!(refusal(10, &tree.unix[&10].diag, &tree), None);
-        let (what, _) = refusal(12, &tree.unix[&12].diag, &tree).expect("refused");
+        let unix = [held(10, 11, b""), held(11, 10, b""), held(12, 99, b"")]
+            .into_iter()
+            .collect();
+        let r = roles(&unix);
+        assert_eq!(r[&10], Ok(Role::Pair));
         assert_eq!(
-            what,
-            "a Unix socket connected to a process outside the dump (peer inode 99)"
+            r[&12],
+            Err("a Unix socket connected to a process outside the dump (peer inode 99)".into())
         );
     }
 
     #[test]
-    fn listeners_bound_and_accepted_sockets_are_refused_by_name() {
-        let mut listener = held(20, 0, b"/run/l").1;
-        listener.diag.state = UNIX_LISTEN;
-        let tree = TreeSockets {
-            unix: [(20, listener), held(21, 22, b"/run/l"), held(22, 21, b"")]
-                .into_iter()
-                .collect(),
-        };
-        let r = |i: u64| refusal(i, &tree.unix[&i].diag, &tree).expect("refused").0;
-        assert_eq!(r(20), "a Unix stream socket listening on /run/l");
-        assert_eq!(r(21), "a Unix stream socket bound to /run/l");
-        assert!(r(22).contains("an accepted connection"), "{}", r(22));
+    fn an_accepted_connection_and_its_bound_client_are_told_apart() {
+        let unix = [
+            listener(20, b"\0srv", &[]),
+            held(21, 22, b"\0srv"),
+            held(22, 21, b"\0cli"),
+        ]
+        .into_iter()
+        .collect();
+        let r = roles(&unix);
+        assert_eq!(r[&20], Ok(Role::Listener));
+        assert_eq!(r[&21], Ok(Role::Accepted { listener: 20 }));
+        assert_eq!(r[&22], Ok(Role::Client));
+    }
+
+    #[test]
+    fn pending_connections_and_lost_listeners_are_refused_by_name() {
+        let unix = [
+            listener(30, b"\0srv", &[33]),
+            held(31, 33, b""),
+            held(34, 35, b"\0gone"),
+            held(35, 34, b""),
+        ]
+        .into_iter()
+        .collect();
+        let r = roles(&unix);
+        assert_eq!(
+            r[&30],
+            Err(
+                "a Unix stream socket listening on @srv with 1 connection(s) not accepted yet \
+                 (pending)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            r[&31],
+            Err(
+                "a Unix stream socket whose connection to @srv is not accepted yet (pending)"
+                    .into()
+            )
+        );
+        assert!(
+            r[&34]
+                .as_ref()
+                .is_err_and(|e| e.contains("@gone, whose listener is not in the dump")),
+            "{:?}",
+            r[&34]
+        );
+    }
+
+    #[test]
+    fn a_relative_or_replaced_socket_file_is_refused() {
+        let unix: HashMap<u64, Held> = [
+            listener(40, b"rel.sock", &[]),
+            listener(41, b"/nonexistent/crlab.sock", &[]),
+        ]
+        .into_iter()
+        .collect();
+        let r = roles(&unix);
+        assert!(r[&40].as_ref().is_err_and(|e| e.contains("relative path")));
+        assert!(r[&41]
+            .as_ref()
+            .is_err_and(|e| e.contains("removed or replaced")));
     }
 }

@@ -157,10 +157,11 @@ pub fn label_of(file: std::os::fd::BorrowedFd<'_>) -> String {
         .unwrap_or_default()
 }
 
-/// The SELinux label of the file at `path`, not following a final symbolic link; empty when
-/// SELinux is off or the file has none.
-pub fn label_of_path(path: &std::path::Path) -> String {
-    ::selinux::SecurityContext::of_path(path, false, false)
+/// The SELinux label of the file at `path` (following a final symbolic link, such as a
+/// `/proc/PID/fd/N` link to a socket, when `follow`); empty when SELinux is off or the file
+/// has none.
+pub fn label_of_path(path: &std::path::Path, follow: bool) -> String {
+    ::selinux::SecurityContext::of_path(path, follow, false)
         .ok()
         .flatten()
         .map(|c| context_from_attr(c.as_bytes()))

@@ -10,7 +10,16 @@
 //!   the shutdown (the reader sees the end, the writer `EPIPE`), the options and flags, and,
 //!   when SELinux is on, each socket's label as it was before the dump.
 //!
+//! - `listeners`: a stream listener at a path of the state directory (mode 0640, backlog 7)
+//!   and a seqpacket listener at an abstract name (backlog 3); on each, a connection accepted
+//!   from a client of this process (the seqpacket client bound to an abstract name of its
+//!   own), with messages queued both ways. After the wait: the names (`getsockname`,
+//!   `getpeername`) of every socket, the queues, the connections still carrying messages, a
+//!   new client connecting to each listener and accepted, the socket file's mode, and when
+//!   SELinux is on, the labels of the sockets and of the socket file.
+//!
 //! Refused at dump (the state still in place after the refused dump, checked after the wait):
+//! - `pending`: a listener with a connection not accepted yet;
 //! - `outside`: a stream pair whose other end is held by a process outside the tree (a
 //!   grandchild reparented away, which exits when its end sees the end of the stream);
 //! - `scm-rights`: a stream pair with a descriptor in flight (`SCM_RIGHTS`);
@@ -362,6 +371,15 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             b
         }
         "tcp" => w.setup("a TCP listener", tcp_listener()),
+        "pending" => {
+            let name = format!("\0crlab-sockets-pending-{me}").into_bytes();
+            let l = w.setup("socket", socket(libc::SOCK_STREAM));
+            w.setup("bind", bind(l, &name));
+            w.setup("listen", listen(l, 4));
+            let c = w.setup("socket", socket(libc::SOCK_STREAM));
+            w.setup("connect", connect(c, &name));
+            l
+        }
         other => w.setup_failed(&format!("unknown kind {other:?}")),
     };
     w.announce("refused-pid", me);
@@ -377,6 +395,12 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             Ok(true) => {}
             other => checks.fail(format!("the descriptor in flight is gone: {other:?}")),
         },
+        "pending" => {
+            if let Some(conn) = checks.io("accepting the pending connection", accept(fd)) {
+                // SAFETY: ours, done with.
+                unsafe { libc::close(conn) };
+            }
+        }
         "passcred" => {
             if let Some(n) = checks.io("recv", recv(fd, &mut buf)) {
                 checks.eq("the queued message", &b"with credentials"[..], &buf[..n]);
@@ -471,11 +495,267 @@ fn recv_fd(sock: i32) -> io::Result<bool> {
     Ok(true)
 }
 
+/// `sockaddr_un` for `name` (a path, or an abstract name starting with a NUL) and its length.
+fn sockaddr(name: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: a zeroed sockaddr_un is valid.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in sa.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let extra = usize::from(name.first() != Some(&0));
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len() + extra;
+    (sa, len as libc::socklen_t)
+}
+
+fn socket(ty: i32) -> io::Result<i32> {
+    // SAFETY: socket takes only integers.
+    sys::check(unsafe { libc::socket(libc::AF_UNIX, ty, 0) }.into()).map(|fd| fd as i32)
+}
+
+fn bind(fd: i32, name: &[u8]) -> io::Result<()> {
+    let (sa, len) = sockaddr(name);
+    // SAFETY: `sa` is a live sockaddr_un of at least `len` bytes.
+    sys::check(unsafe { libc::bind(fd, std::ptr::addr_of!(sa).cast(), len) }.into()).map(drop)
+}
+
+fn listen(fd: i32, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen takes only integers.
+    sys::check(unsafe { libc::listen(fd, backlog) }.into()).map(drop)
+}
+
+fn connect(fd: i32, name: &[u8]) -> io::Result<()> {
+    let (sa, len) = sockaddr(name);
+    // SAFETY: `sa` is a live sockaddr_un of at least `len` bytes.
+    sys::check(unsafe { libc::connect(fd, std::ptr::addr_of!(sa).cast(), len) }.into()).map(drop)
+}
+
+fn accept(fd: i32) -> io::Result<i32> {
+    // SAFETY: no address is asked for.
+    let r = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), 0) };
+    sys::check(r.into()).map(|fd| fd as i32)
+}
+
+/// A socket's own (`peer: false`) or its peer's name: the bytes of `sun_path` the kernel
+/// gives, a path without its terminating NUL.
+fn name_of(fd: i32, peer: bool) -> io::Result<Vec<u8>> {
+    // SAFETY: a zeroed sockaddr_un is valid.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let p = std::ptr::addr_of_mut!(sa).cast();
+    // SAFETY: `sa` and `len` are live; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    sys::check(r.into())?;
+    let n = (len as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
+    let mut name: Vec<u8> = sa.sun_path[..n].iter().map(|&c| c as u8).collect();
+    if name.first() != Some(&0) {
+        while name.last() == Some(&0) {
+            name.pop();
+        }
+    }
+    Ok(name)
+}
+
+fn path_label(path: &std::path::Path) -> io::Result<Option<Vec<u8>>> {
+    if !std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        return Ok(None);
+    }
+    let c = sys::cstring(path);
+    let mut buf = [0u8; 512];
+    // SAFETY: both names are NUL-terminated and `buf` is a live buffer of its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"security.selinux".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = sys::check(n as libc::c_long)? as usize;
+    Ok(Some(buf[..n].to_vec()))
+}
+
+/// One listener with the connection accepted on it.
+struct Served {
+    what: &'static str,
+    name: Vec<u8>,
+    ty: i32,
+    listener: i32,
+    listener_label: Option<Vec<u8>>,
+    client: End,
+    accepted: End,
+    client_name: Vec<u8>,
+}
+
+fn serve(
+    w: &Workload,
+    what: &'static str,
+    ty: i32,
+    name: Vec<u8>,
+    backlog: i32,
+    client_name: &[u8],
+) -> Served {
+    let listener = w.setup(&format!("{what}: socket"), socket(ty));
+    w.setup(&format!("{what}: bind"), bind(listener, &name));
+    w.setup(&format!("{what}: listen"), listen(listener, backlog));
+    let client = w.setup(&format!("{what}: client socket"), socket(ty));
+    if !client_name.is_empty() {
+        w.setup(&format!("{what}: client bind"), bind(client, client_name));
+    }
+    w.setup(&format!("{what}: connect"), connect(client, &name));
+    let accepted = w.setup(&format!("{what}: accept"), accept(listener));
+    let to_accepted = messages(ty, "the client");
+    let to_client = messages(ty, "the server");
+    for m in &to_accepted {
+        w.setup(&format!("{what}: queueing to the server"), send(client, m));
+    }
+    for m in &to_client {
+        w.setup(
+            &format!("{what}: queueing to the client"),
+            send(accepted, m),
+        );
+    }
+    let end = |name: &str, fd, queued| End {
+        name: format!("{what} {name}"),
+        fd,
+        ty,
+        queued,
+        label: w.setup("fgetxattr(security.selinux)", label(fd)),
+    };
+    Served {
+        what,
+        name,
+        ty,
+        listener,
+        listener_label: w.setup("fgetxattr(security.selinux)", label(listener)),
+        client: end("client", client, to_client),
+        accepted: end("accepted", accepted, to_accepted),
+        client_name: client_name.to_vec(),
+    }
+}
+
+fn check_served(checks: &mut Checks, s: &Served) {
+    let what = s.what;
+    let names = [
+        ("listener's name", s.listener, false, &s.name),
+        ("accepted end's name", s.accepted.fd, false, &s.name),
+        ("accepted end's peer", s.accepted.fd, true, &s.client_name),
+        ("client's name", s.client.fd, false, &s.client_name),
+        ("client's peer", s.client.fd, true, &s.name),
+    ];
+    for (which, fd, peer, want) in names {
+        if let Some(got) = checks.io(&format!("{what}: {which}"), name_of(fd, peer)) {
+            checks.eq(&format!("{what}: {which}"), want, &got);
+        }
+    }
+    if let Some(v) = checks.io("SO_ACCEPTCONN", getsockopt(s.listener, libc::SO_ACCEPTCONN)) {
+        checks.eq(&format!("{what}: listening"), 1, v);
+    }
+    if let Some(ty) = checks.io("SO_TYPE", getsockopt(s.listener, libc::SO_TYPE)) {
+        checks.eq(&format!("{what}: listener type"), s.ty, ty);
+    }
+    if let Some(l) = checks.io("fgetxattr(security.selinux)", label(s.listener)) {
+        checks.eq(
+            &format!("{what}: listener's SELinux label"),
+            &s.listener_label,
+            &l,
+        );
+    }
+    check_end(checks, &s.client);
+    check_end(checks, &s.accepted);
+    check_alive(checks, &s.client, &s.accepted);
+    // A new client is accepted.
+    let Some(fresh) = checks.io(&format!("{what}: a new client"), socket(s.ty)) else {
+        return;
+    };
+    if checks
+        .io(
+            &format!("{what}: a new client connects"),
+            connect(fresh, &s.name),
+        )
+        .is_some()
+    {
+        if let Some(conn) = checks.io(
+            &format!("{what}: accepting the new client"),
+            accept(s.listener),
+        ) {
+            let mut buf = [0u8; 32];
+            if checks
+                .io(&format!("{what}: new client send"), send(fresh, b"hello"))
+                .is_some()
+            {
+                if let Some(n) = checks.io(
+                    &format!("{what}: new connection recv"),
+                    recv(conn, &mut buf),
+                ) {
+                    checks.eq(
+                        &format!("{what}: the new client's message"),
+                        &b"hello"[..],
+                        &buf[..n],
+                    );
+                }
+            }
+            // SAFETY: ours, done with.
+            unsafe { libc::close(conn) };
+        }
+    }
+    // SAFETY: ours, done with.
+    unsafe { libc::close(fresh) };
+}
+
+fn listeners(mut w: Workload) -> ! {
+    let me = sys::getpid();
+    let path = w.path("listen.sock");
+    use std::os::unix::ffi::OsStrExt;
+    let path_name = path.as_os_str().as_bytes().to_vec();
+    let stream = serve(&w, "path listener", libc::SOCK_STREAM, path_name, 7, b"");
+    w.setup(
+        "chmod of the socket file",
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640)),
+    );
+    let abstract_name = format!("\0crlab-sockets-{me}").into_bytes();
+    let client_name = format!("\0crlab-sockets-client-{me}").into_bytes();
+    let seq = serve(
+        &w,
+        "abstract listener",
+        libc::SOCK_SEQPACKET,
+        abstract_name,
+        3,
+        &client_name,
+    );
+    let file_label = w.setup("lgetxattr of the socket file", path_label(&path));
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    check_served(&mut checks, &stream);
+    check_served(&mut checks, &seq);
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Some(m) = checks.io("lstat of the socket file", std::fs::symlink_metadata(&path)) {
+        checks.that(m.file_type().is_socket(), "the socket file is a socket");
+        checks.eq(
+            "the socket file's mode",
+            0o640,
+            m.permissions().mode() & 0o7777,
+        );
+    }
+    if let Some(l) = checks.io("lgetxattr of the socket file", path_label(&path)) {
+        checks.eq("the socket file's SELinux label", &file_label, &l);
+    }
+    w.finish(checks)
+}
+
 fn main() {
     let w = Workload::from_args("sockets");
     let kind = w.args().first().cloned().unwrap_or_default();
     match kind.as_str() {
         "pairs" => pairs(w),
+        "listeners" => listeners(w),
         other => refused(w, other),
     }
 }
