@@ -10,7 +10,10 @@ use super::DumpError;
 use crate::image::schema::{UnixSocket, UnixSocketType};
 use crate::image::unix_socket_path;
 use crate::procfs::read_link;
-use crate::sys::{peek_queue, sockopt_int, unix_diag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
+use crate::sys::{
+    peek_queue, sockopt_int, sockopt_timeval_set, unix_diag, UnixDiag, UNIX_ESTABLISHED,
+    UNIX_LISTEN,
+};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
@@ -331,6 +334,30 @@ pub fn read_unix(
     let passsec = opt(libc::SO_PASSSEC)? != 0;
     let rcvbuf = opt(libc::SO_RCVBUF)?;
     let sndbuf = opt(libc::SO_SNDBUF)?;
+    let peek_off = opt(libc::SO_PEEK_OFF)?;
+    // Options the restore does not set: refused when not at their default.
+    for (name, set) in [
+        (
+            "SO_RCVTIMEO",
+            sockopt_timeval_set(sock.as_fd(), libc::SO_RCVTIMEO)?,
+        ),
+        (
+            "SO_SNDTIMEO",
+            sockopt_timeval_set(sock.as_fd(), libc::SO_SNDTIMEO)?,
+        ),
+        // Not known to every kernel: an error means it is not set.
+        (
+            "SO_PASSPIDFD",
+            opt(libc::SO_PASSPIDFD).is_ok_and(|v| v != 0),
+        ),
+    ] {
+        if set {
+            return Err(refuse(
+                format!("a Unix socket with {name} set"),
+                "crlab does not restore that option yet; unset it before the dump",
+            ));
+        }
+    }
     let shutdown = d.shutdown.unwrap_or(0);
     // A listener queues connections, not data: its pending ones were refused by `survey`.
     let peeked = if *role == Role::Listener {
@@ -372,6 +399,7 @@ pub fn read_unix(
         rcvbuf: as_u32(rcvbuf),
         sndbuf: as_u32(sndbuf),
         name: d.name.clone(),
+        peek_off: (peek_off >= 0).then_some(peek_off),
         ..UnixSocket::default()
     };
     match *role {

@@ -675,6 +675,10 @@ fn set_options(s: &UnixSocket, flags: u32, c: &OwnedFd) -> Result<(), RestoreErr
         set_sockopt_int(c.as_fd(), libc::SOL_SOCKET, libc::SO_PASSSEC, 1)
             .map_err(sock_err(s, "setting SO_PASSSEC".into()))?;
     }
+    if let Some(off) = s.peek_off {
+        set_sockopt_int(c.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
+            .map_err(sock_err(s, "setting SO_PEEK_OFF".into()))?;
+    }
     let how = match s.shutdown & 3 {
         1 => Some(nix::sys::socket::Shutdown::Read),
         2 => Some(nix::sys::socket::Shutdown::Write),

@@ -60,6 +60,31 @@ pub fn set_sockopt_int(
     Ok(())
 }
 
+/// Whether a `struct timeval` socket option (`SO_RCVTIMEO`, `SO_SNDTIMEO`) is set (not zero).
+pub fn sockopt_timeval_set(fd: BorrowedFd<'_>, name: i32) -> Result<bool, SysError> {
+    let mut v = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>())
+        .map_err(|_| err("getsockopt")(Errno::EINVAL))?;
+    // SAFETY: `v` and `len` are live and `len` says how big `v` is; the kernel writes at most
+    // that many bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::addr_of_mut!(v).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(err("getsockopt")(Errno::last()));
+    }
+    Ok(v.tv_sec != 0 || v.tv_usec != 0)
+}
+
 /// The messages queued for reading on a socket, left in place.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peeked {
@@ -82,9 +107,28 @@ pub fn peek_queue(fd: BorrowedFd<'_>, sock_type: i32, read_shut: bool) -> Result
     set_sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
     let out = peek_all(fd, sock_type, read_shut);
     let put_back = set_sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old);
-    let out = out?;
+    let mut out = out?;
     put_back?;
+    if sock_type == libc::SOCK_STREAM && has_oob(fd)? {
+        out.control.push("out-of-band data (MSG_OOB)");
+    }
     Ok(out)
+}
+
+/// Whether a stream socket holds an out-of-band byte not read yet, left in place.
+fn has_oob(fd: BorrowedFd<'_>) -> Result<bool, SysError> {
+    let mut b = [0u8; 1];
+    let flags = libc::MSG_OOB | libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    // SAFETY: `b` is a live one-byte buffer.
+    let r = unsafe { libc::recv(fd.as_raw_fd(), b.as_mut_ptr().cast(), 1, flags) };
+    if r >= 0 {
+        return Ok(r > 0);
+    }
+    match Errno::last() {
+        // None (EINVAL), or a kernel without out-of-band data on Unix sockets (EOPNOTSUPP).
+        Errno::EINVAL | Errno::EOPNOTSUPP | Errno::EAGAIN => Ok(false),
+        e => Err(err("recv(MSG_OOB|MSG_PEEK)")(e)),
+    }
 }
 
 fn peek_all(fd: BorrowedFd<'_>, sock_type: i32, read_shut: bool) -> Result<Peeked, SysError> {
@@ -270,5 +314,27 @@ mod tests {
         let p = peek_queue(b.as_fd(), libc::SOCK_STREAM, false).unwrap();
         assert_eq!(p.control, vec!["SCM_RIGHTS (descriptors)"]);
         assert_eq!(p.messages.concat(), b"hello world!".to_vec());
+    }
+
+    #[test]
+    fn out_of_band_data_is_named() {
+        let (a, b) = UnixStream::pair().unwrap();
+        nix::sys::socket::send(a.as_raw_fd(), b"ab", MsgFlags::empty()).unwrap();
+        assert!(peek_queue(b.as_fd(), libc::SOCK_STREAM, false)
+            .unwrap()
+            .control
+            .is_empty());
+        nix::sys::socket::send(a.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
+        let p = peek_queue(b.as_fd(), libc::SOCK_STREAM, false).unwrap();
+        assert_eq!(p.control, vec!["out-of-band data (MSG_OOB)"]);
+    }
+
+    #[test]
+    fn timeouts_are_seen() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(!sockopt_timeval_set(a.as_fd(), libc::SO_RCVTIMEO).unwrap());
+        a.set_read_timeout(Some(std::time::Duration::from_millis(1500)))
+            .unwrap();
+        assert!(sockopt_timeval_set(a.as_fd(), libc::SO_RCVTIMEO).unwrap());
     }
 }

@@ -5,7 +5,7 @@
 //!   both directions (a zero-length datagram and record among them, one message of 5000
 //!   bytes); a stream pair shut down for writing by one end after its last words; a
 //!   seqpacket pair with options and flags set (`SO_PASSCRED`, `SO_RCVBUF`, `SO_SNDBUF`,
-//!   `O_NONBLOCK` on one end). After the wait: each end's type, the messages read back in
+//!   `SO_PEEK_OFF`, `O_NONBLOCK` on one end). After the wait: each end's type, the messages read back in
 //!   order with their boundaries and nothing more, the pairs still carrying new messages,
 //!   the shutdown (the reader sees the end, the writer `EPIPE`), the options and flags, and,
 //!   when SELinux is on, each socket's label as it was before the dump.
@@ -24,7 +24,9 @@
 //!   grandchild reparented away, which exits when its end sees the end of the stream);
 //! - `scm-rights`: a stream pair with a descriptor in flight (`SCM_RIGHTS`);
 //! - `passcred`: a datagram pair with a message queued to an end that has `SO_PASSCRED`;
-//! - `tcp`: a TCP socket listening on 127.0.0.1.
+//! - `tcp`: a TCP socket listening on 127.0.0.1;
+//! - `rcvtimeo`: a stream pair with `SO_RCVTIMEO` set on one end (not restored);
+//! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`).
 
 use std::io;
 
@@ -260,6 +262,7 @@ fn pairs(mut w: Workload) -> ! {
     w.setup("SO_PASSCRED", setsockopt(oa, libc::SO_PASSCRED, 1));
     w.setup("SO_RCVBUF", setsockopt(ob, libc::SO_RCVBUF, RCVBUF));
     w.setup("SO_SNDBUF", setsockopt(oa, libc::SO_SNDBUF, SNDBUF));
+    w.setup("SO_PEEK_OFF", setsockopt(ob, libc::SO_PEEK_OFF, 0));
     let rcvbuf = w.setup("SO_RCVBUF", getsockopt(ob, libc::SO_RCVBUF));
     let sndbuf = w.setup("SO_SNDBUF", getsockopt(oa, libc::SO_SNDBUF));
     let default_rcv = w.setup("SO_RCVBUF", getsockopt(oa, libc::SO_RCVBUF));
@@ -290,6 +293,12 @@ fn pairs(mut w: Workload) -> ! {
     }
     if let Some(v) = checks.io("SO_PASSCRED", getsockopt(ob, libc::SO_PASSCRED)) {
         checks.eq("options b: SO_PASSCRED", 0, v);
+    }
+    if let Some(v) = checks.io("SO_PEEK_OFF", getsockopt(ob, libc::SO_PEEK_OFF)) {
+        checks.eq("options b: SO_PEEK_OFF", 0, v);
+    }
+    if let Some(v) = checks.io("SO_PEEK_OFF", getsockopt(oa, libc::SO_PEEK_OFF)) {
+        checks.eq("options a: SO_PEEK_OFF (off)", -1, v);
     }
     if let Some(v) = checks.io("SO_RCVBUF", getsockopt(ob, libc::SO_RCVBUF)) {
         checks.eq("options b: SO_RCVBUF", rcvbuf, v);
@@ -371,6 +380,33 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             b
         }
         "tcp" => w.setup("a TCP listener", tcp_listener()),
+        "rcvtimeo" => {
+            let (_, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
+            let tv = libc::timeval {
+                tv_sec: 3,
+                tv_usec: 0,
+            };
+            // SAFETY: the kernel reads one timeval from `tv`.
+            let r = unsafe {
+                libc::setsockopt(
+                    b,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    std::ptr::addr_of!(tv).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                )
+            };
+            w.setup("SO_RCVTIMEO", sys::check(r.into()));
+            b
+        }
+        "oob" => {
+            let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
+            w.setup("queueing", send(a, b"in band"));
+            // SAFETY: a one-byte live buffer.
+            let r = unsafe { libc::send(a, b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+            w.setup("MSG_OOB", sys::check(r as libc::c_long));
+            b
+        }
         "pending" => {
             let name = format!("\0crlab-sockets-pending-{me}").into_bytes();
             let l = w.setup("socket", socket(libc::SOCK_STREAM));
@@ -395,6 +431,37 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             Ok(true) => {}
             other => checks.fail(format!("the descriptor in flight is gone: {other:?}")),
         },
+        "rcvtimeo" => {
+            let mut tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            };
+            let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+            // SAFETY: the kernel writes at most `len` bytes into `tv`.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    std::ptr::addr_of_mut!(tv).cast(),
+                    &mut len,
+                )
+            };
+            if checks.io("SO_RCVTIMEO", sys::check(r.into())).is_some() {
+                checks.eq("SO_RCVTIMEO seconds", 3, tv.tv_sec);
+            }
+        }
+        "oob" => {
+            let mut b = [0u8; 1];
+            // SAFETY: a one-byte live buffer.
+            let r = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_OOB) };
+            if checks
+                .io("recv(MSG_OOB)", sys::check(r as libc::c_long))
+                .is_some()
+            {
+                checks.eq("the out-of-band byte", b'!', b[0]);
+            }
+        }
         "pending" => {
             if let Some(conn) = checks.io("accepting the pending connection", accept(fd)) {
                 // SAFETY: ours, done with.
