@@ -11,22 +11,38 @@ mod support;
 use rstest::rstest;
 
 use crlab::failpoint;
-use support::process::{self, Exit};
+use support::process::{self, Exit, Proc};
 use support::protocol::WaitMode;
-use support::workload::Workload;
+use support::workload::{Workload, EXIT_TIMEOUT};
 
 /// Pairs of each type with queued data both ways, a shut-down pair, options and flags
 /// (`pairs`); listeners at a path and an abstract name with a connection accepted on each
-/// (`listeners`).
+/// (`listeners`); a pair and an accepted connection between a process and its child
+/// (`children`).
 #[rstest]
 #[case::pairs("pairs", 10)]
 #[case::listeners("listeners", 6)]
+#[case::children("children", 5)]
 fn unix_sockets_are_restored_exactly(#[case] kind: &str, #[case] ends: usize) {
     let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
-    w.wait_ready();
+    let child: Option<i32> = w
+        .wait_ready()
+        .get("child-pid")
+        .map(|p| p.parse().expect("child-pid is a pid"));
     w.wait_in_wait_syscall();
     w.dump_ok(&[]);
     w.reap_dumped_original();
+    if let Some(child) = child {
+        // Killed with the tree and orphaned, it is ours (the tests are a subreaper): its pid
+        // must be free before the restore.
+        let exit = Proc::adopt(child)
+            .reap_within(EXIT_TIMEOUT, "the dumped child")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(exit, Exit::Signal(_)),
+            "the dumped child ended with {exit}"
+        );
+    }
     // `crlab show` renders every socket (`pairs`: three typed pairs, the shut pair, the
     // options pair; `listeners`: two listeners, two connections), with their queues.
     let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];

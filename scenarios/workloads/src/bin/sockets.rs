@@ -18,6 +18,11 @@
 //!   new client connecting to each listener and accepted, the socket file's mode, and when
 //!   SELinux is on, the labels of the sockets and of the socket file.
 //!
+//! - `children`: a stream pair between this process and a child, and a connection accepted
+//!   by this process from a client in the child, with messages queued both ways on each.
+//!   After the wait this process checks its ends, then lets the child (blocked on a pipe)
+//!   check its own and report on the pair; the child is restored as this process's child.
+//!
 //! Refused at dump (the state still in place after the refused dump, checked after the wait):
 //! - `pending`: a listener with a connection not accepted yet;
 //! - `outside`: a stream pair whose other end is held by a process outside the tree (a
@@ -817,12 +822,128 @@ fn listeners(mut w: Workload) -> ! {
     w.finish(checks)
 }
 
+/// Reads every message `e` expects, in order, and says what differed (the child's check).
+fn child_check(e: &End) -> Result<(), String> {
+    let mut checks = Checks::new();
+    check_end(&mut checks, e);
+    let failures = checks.into_failures();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+fn children(mut w: Workload) -> ! {
+    let (pa, pc) = w.setup("socketpair", socketpair(libc::SOCK_SEQPACKET));
+    let to_child = messages(libc::SOCK_SEQPACKET, "the parent");
+    let to_parent = messages(libc::SOCK_SEQPACKET, "the child");
+    for m in &to_child {
+        w.setup("queueing to the child", send(pa, m));
+    }
+    for m in &to_parent {
+        w.setup("queueing to the parent", send(pc, m));
+    }
+    let path = w.path("children.sock");
+    use std::os::unix::ffi::OsStrExt;
+    let served = serve(
+        &w,
+        "listener",
+        libc::SOCK_STREAM,
+        path.as_os_str().as_bytes().to_vec(),
+        5,
+        b"",
+    );
+    let mut go = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into `go`.
+    w.setup(
+        "pipe",
+        sys::check(unsafe { libc::pipe(go.as_mut_ptr()) }.into()),
+    );
+    let label = |fd| w.setup("fgetxattr(security.selinux)", label(fd));
+    let parent_end = End {
+        name: "the parent's pair end".into(),
+        fd: pa,
+        ty: libc::SOCK_SEQPACKET,
+        queued: to_parent,
+        label: label(pa),
+    };
+    let child_end = End {
+        name: "the child's pair end".into(),
+        fd: pc,
+        ty: libc::SOCK_SEQPACKET,
+        queued: to_child,
+        label: label(pc),
+    };
+    // SAFETY: fork in a single-threaded program.
+    let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into())) as i32;
+    if child == 0 {
+        // SAFETY: the parent's ends, and the pipe's write end, are not the child's.
+        unsafe {
+            libc::close(pa);
+            libc::close(served.listener);
+            libc::close(served.accepted.fd);
+            libc::close(go[1]);
+        }
+        let mut b = [0u8; 1];
+        // Blocks until the parent has checked its own ends.
+        let report = match sys::read(go[0], &mut b) {
+            Ok(1) => child_check(&child_end)
+                .and_then(|()| child_check(&served.client))
+                .map(|()| "ok".to_owned())
+                .unwrap_or_else(|e| format!("fail: {e}")),
+            other => format!("fail: the go pipe gave {other:?}"),
+        };
+        // SAFETY: a live buffer; a blocking send on the pair.
+        unsafe { libc::send(pc, report.as_ptr().cast(), report.len(), 0) };
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: the child's ends and the pipe's read end are not ours.
+    unsafe {
+        libc::close(pc);
+        libc::close(served.client.fd);
+        libc::close(go[0]);
+    }
+    w.announce("child-pid", child);
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    check_end(&mut checks, &parent_end);
+    check_end(&mut checks, &served.accepted);
+    if let Some(got) = checks.io(
+        "the accepted end's name",
+        name_of(served.accepted.fd, false),
+    ) {
+        checks.eq("the accepted end's name", &served.name, &got);
+    }
+    checks.io("the go byte", sys::write(go[1], b"g"));
+    let mut buf = [0u8; 4096];
+    // SAFETY: a live buffer; a blocking receive of the child's report.
+    let n = unsafe { libc::recv(pa, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if let Some(n) = checks.io("the child's report", sys::check(n as libc::c_long)) {
+        let report = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+        checks.eq("the child's report", "ok", report.as_str());
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(child, &mut status, 0) };
+    if checks.io("waitpid", sys::check(r.into())).is_some() {
+        checks.that(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child exits 0",
+        );
+    }
+    w.finish(checks)
+}
+
 fn main() {
     let w = Workload::from_args("sockets");
     let kind = w.args().first().cloned().unwrap_or_default();
     match kind.as_str() {
         "pairs" => pairs(w),
         "listeners" => listeners(w),
+        "children" => children(w),
         other => refused(w, other),
     }
 }
