@@ -277,7 +277,7 @@ fn other_family(pid: i32, ino: u64) -> &'static str {
         ("udplite6", "a UDP-Lite socket", 9),
         ("raw", "a raw IP socket", 9),
         ("raw6", "a raw IP socket", 9),
-        ("netlink", "a netlink socket", 8),
+        ("netlink", "a netlink socket", 9),
         ("packet", "a packet socket", 8),
     ];
     let wanted = ino.to_string();
@@ -549,6 +549,33 @@ mod tests {
             "{:?}",
             r[&34]
         );
+    }
+
+    #[test]
+    fn other_families_are_named_from_proc_net() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let me = nix::unistd::getpid().as_raw();
+        let ino = |fd: i32| {
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .expect("a descriptor of ours")
+                .ino()
+        };
+        let nl = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Netlink,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            nix::sys::socket::SockProtocol::NetlinkRoute,
+        )
+        .expect("a netlink socket");
+        // Listed once bound.
+        nix::sys::socket::bind(nl.as_raw_fd(), &nix::sys::socket::NetlinkAddr::new(0, 0))
+            .expect("binding the netlink socket");
+        assert_eq!(other_family(me, ino(nl.as_raw_fd())), "a netlink socket");
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("a TCP listener");
+        assert_eq!(other_family(me, ino(tcp.as_raw_fd())), "a TCP socket");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        assert_eq!(other_family(me, ino(udp.as_raw_fd())), "a UDP socket");
     }
 
     #[test]
