@@ -232,6 +232,19 @@ fn check_name(kind: &str, d: &UnixDiag) -> Result<(), Refusal> {
         Some(b'/') => {
             use std::os::unix::fs::MetadataExt;
             let path = unix_socket_path(&d.name).unwrap_or_default();
+            let canonical = path
+                .to_str()
+                .ok_or("not UTF-8")
+                .and_then(crate::image::check_path);
+            if let Err(why) = canonical {
+                return Err((
+                    format!(
+                        "{kind} bound to {}, a path the image cannot hold ({why})",
+                        name_text(&d.name)
+                    ),
+                    "bind it to an absolute, canonical, UTF-8 path",
+                ));
+            }
             let same = std::fs::symlink_metadata(&path).is_ok_and(|m| {
                 m.file_type().is_socket() && d.vfs.is_some_and(|v| u64::from(v.0) == m.ino())
             });
@@ -582,7 +595,8 @@ mod tests {
     fn a_relative_or_replaced_socket_file_is_refused() {
         let unix: HashMap<u64, Held> = [
             listener(40, b"rel.sock", &[]),
-            listener(41, b"/nonexistent/crlab.sock", &[]),
+            listener(41, b"/nonexistent/crlab.sock\0", &[]),
+            listener(42, b"/tmp//crlab.sock\0", &[]),
         ]
         .into_iter()
         .collect();
@@ -591,5 +605,8 @@ mod tests {
         assert!(r[&41]
             .as_ref()
             .is_err_and(|e| e.contains("removed or replaced")));
+        assert!(r[&42]
+            .as_ref()
+            .is_err_and(|e| e.contains("a path the image cannot hold (an empty component")));
     }
 }

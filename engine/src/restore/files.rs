@@ -489,7 +489,7 @@ fn bind_name(
     })?;
     if let Some(path) = &path {
         if s.file_mode != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(s.file_mode))
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(s.file_mode & 0o7777))
                 .map_err(|e| bad(s, &format!("setting the mode of {}: {e}", path.display())))?;
         }
         std::os::unix::fs::lchown(path, Some(s.file_uid), Some(s.file_gid))
