@@ -77,6 +77,7 @@ pub fn run_checks() -> Vec<Check> {
     checks.push(prctl_mm_map());
     checks.push(map_files());
     checks.push(kcmp_file());
+    checks.push(unix_sockets());
     checks.push(pagemap());
     checks.push(selinux_state());
     checks
@@ -369,6 +370,44 @@ fn kcmp_file() -> Check {
     Check::required("kcmp KCMP_FILE", result)
 }
 
+/// What Unix sockets need: `sock_diag` to tell a socket's peer and state (dump), and
+/// `pidfd_getfd` to fill and configure the sockets made in the restore's root. Only a tree
+/// holding sockets needs them.
+fn unix_sockets() -> Check {
+    let result = (|| {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| format!("socketpair failed: {e}"))?;
+        let ino = |fd: i32| {
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .map(|m| m.ino())
+                .map_err(|e| format!("stat of a socket failed: {e}"))
+        };
+        let (ia, ib) = (ino(a.as_raw_fd())?, ino(b.as_raw_fd())?);
+        let diag = sys::unix_diag(ia)
+            .map_err(|e| {
+                format!(
+                    "sock_diag failed: {} (the kernel lacks CONFIG_UNIX_DIAG: modprobe unix_diag)",
+                    os_error(&e)
+                )
+            })?
+            .ok_or("sock_diag does not know a Unix socket of ours (CONFIG_UNIX_DIAG)")?;
+        if u64::from(diag.peer) != ib {
+            return Err(format!(
+                "sock_diag gives peer inode {}, not {ib}",
+                diag.peer
+            ));
+        }
+        let copy = sys::fd_of(getpid().as_raw(), u64::try_from(a.as_raw_fd()).unwrap_or(0))
+            .map_err(|e| format!("pidfd_getfd failed: {} (Linux 5.6 or later)", os_error(&e)))?;
+        if ino(copy.as_raw_fd())? != ia {
+            return Err("pidfd_getfd gave another file".to_owned());
+        }
+        Ok("sock_diag tells a socket's peer; pidfd_getfd copies a descriptor".to_owned())
+    })();
+    Check::optional("unix sockets (sock_diag, pidfd_getfd)", result)
+}
+
 /// Whether two of our descriptors share one open file description, as the dump asks it.
 fn kcmp(fd1: i32, fd2: i32) -> Result<bool, String> {
     let pid = getpid().as_raw();
@@ -540,6 +579,7 @@ mod tests {
                 "prctl PR_SET_MM_MAP",
                 "/proc/self/map_files",
                 "kcmp KCMP_FILE",
+                "unix sockets (sock_diag, pidfd_getfd)",
                 "/proc/self/pagemap",
                 "selinux",
             ]

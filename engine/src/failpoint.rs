@@ -48,6 +48,10 @@ pub const ALL: &[Failpoint] = &[
     ),
     fp("dump.proc.fds", "listing /proc/PID/fd"),
     fp("dump.proc.fd", "reading a descriptor's link and fdinfo"),
+    fp(
+        "dump.sock_diag",
+        "asking sock_diag about a socket of the tree",
+    ),
     fp("dump.proc.maps", "reading /proc/PID/maps"),
     fp("dump.proc.status", "reading /proc/PID/status"),
     fp(
@@ -172,6 +176,10 @@ pub const ALL: &[Failpoint] = &[
     fp("restore.map.trampoline", "mapping the trampoline"),
     fp("restore.map.clear", "clearing the inherited address space"),
     fp("restore.files.open", "opening the tree's files in the root"),
+    fp(
+        "restore.files.socket",
+        "creating a Unix socket pair in the root",
+    ),
     fp("restore.session", "making a session or process group"),
     fp("restore.task.process", "creating a child process"),
     fp("restore.map.vmas", "mapping an image mapping"),

@@ -67,6 +67,14 @@ const NOT_ARMED: &[(&str, &str)] = &[
         "dump.remote.timer_gettime",
         "reached only with POSIX timers",
     ),
+    (
+        "dump.sock_diag",
+        "reached only with sockets (the failpoint workloads hold none; `engine_sockets` arms it)",
+    ),
+    (
+        "restore.files.socket",
+        "reached only with Unix socket pairs (`engine_sockets` arms it)",
+    ),
 ];
 
 /// How a dump failpoint's dump is run.

@@ -25,11 +25,12 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::image::schema::file_entry;
 use crate::image::schema::{FileTable, Task, ThreadCore};
 use crate::image::{self, FileKind, ImageDirReader, ImageError, Trust};
 use crate::selinux::{
     self, context_type, AccessOracle, Decision, DenialCause, Descriptor, DescriptorRefusal,
-    KernelOracle, NoWrite, ProcessPermission, SelinuxError,
+    KernelOracle, NoWrite, ProcessPermission, SelinuxError, SocketCreation, SocketRefusal,
 };
 
 /// Why `crlab check --images-dir` could not answer.
@@ -55,6 +56,8 @@ pub struct DumpedProcess {
     pub threads_differ: bool,
     /// Its descriptors, as the restore recreates them (in the engine's context).
     pub descriptors: Vec<Descriptor>,
+    /// Its labelled Unix sockets, as the restore recreates them under their labels.
+    pub sockets: Vec<SocketCreation>,
 }
 
 /// Reads the process tree and every thread core of the dump in `dir`, after
@@ -64,6 +67,7 @@ pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, Restore
     let reader = ImageDirReader::open_with(dir, trust)?;
     let pstree = reader.process_tree()?;
     let table: FileTable = reader.read_message(image::FILES, FileKind::Files)?;
+    let sockets = selinux::socket_creations(&table);
     let mut out: Vec<DumpedProcess> = Vec::with_capacity(pstree.processes.len());
     for entry in &pstree.processes {
         let mut contexts = Vec::with_capacity(entry.threads.len());
@@ -73,12 +77,27 @@ pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, Restore
         }
         let context = contexts.first().cloned().unwrap_or_default();
         let task: Task = reader.read_message(&image::task_name(entry.pid), FileKind::Task)?;
+        // The sockets its descriptors are on.
+        let held: Vec<u64> = table
+            .files
+            .iter()
+            .filter(|f| task.fds.iter().any(|fd| fd.file_id == f.id))
+            .filter_map(|f| match &f.kind {
+                Some(file_entry::Kind::UnixSocket(s)) => Some(s.ino),
+                _ => None,
+            })
+            .collect();
         out.push(DumpedProcess {
             pid: entry.pid,
             threads: contexts.len(),
             threads_differ: contexts.iter().any(|c| *c != context),
             context,
             descriptors: selinux::recreated_descriptors(&task.fds, &table),
+            sockets: sockets
+                .iter()
+                .filter(|s| held.contains(&s.ino))
+                .cloned()
+                .collect(),
         });
     }
     Ok(out)
@@ -127,12 +146,15 @@ pub struct ProcessCheck {
     pub causes: Vec<DenialCause>,
     /// A descriptor the restored process could not use (the restore refuses it first).
     pub descriptor: Option<DescriptorRefusal>,
+    /// A Unix socket of the process the engine could not recreate under its label (the
+    /// restore refuses it first).
+    pub socket: Option<SocketRefusal>,
 }
 
 impl ProcessCheck {
     /// How the process would fare.
     pub fn verdict(&self) -> Verdict {
-        if self.descriptor.is_some() {
+        if self.descriptor.is_some() || self.socket.is_some() {
             return Verdict::Refused;
         }
         let (setcurrent, target) = match self.write {
@@ -314,6 +336,7 @@ pub fn evaluate(
             write,
             causes: Vec::new(),
             descriptor: None,
+            socket: selinux::socket_refusal(oracle, engine_context, &p.sockets)?,
         };
         if matches!(check.write, ContextWrite::Checked { .. }) {
             check.descriptor =
@@ -497,11 +520,17 @@ pub fn render(check: &RestoreCheck) -> String {
 /// Why a process would be refused (or only let through by permissive mode), in the words of
 /// the restore's own errors (`SelinuxRefusal`).
 fn reasons(engine: &str, p: &ProcessCheck) -> Vec<String> {
-    let ContextWrite::Checked { setcurrent, target } = p.write else {
-        return Vec::new();
-    };
     let (pid, to) = (p.pid, p.target.as_str());
     let mut out = Vec::new();
+    // Whether or not its context is written: the engine makes its sockets either way.
+    if let Some(refusal) = &p.socket {
+        out.push(format!(
+            "SELinux would not let the engine recreate, for process {pid}, {refusal}"
+        ));
+    }
+    let ContextWrite::Checked { setcurrent, target } = p.write else {
+        return out;
+    };
     let denied = p.denied();
     if !denied.is_empty() {
         let (from_type, to_type) = (context_type(engine), context_type(to));
@@ -579,6 +608,8 @@ mod tests {
         known: Vec<&'static str>,
         permissive: bool,
         asked: RefCell<Vec<String>>,
+        /// The one object class `decide_on` denies, if any.
+        denied_class: Option<&'static str>,
     }
 
     impl FakePolicy {
@@ -588,6 +619,7 @@ mod tests {
                 known: vec![UNCONFINED, SERVICE, RUNTIME, CONTAINER, CONTAINER2],
                 permissive: false,
                 asked: RefCell::new(Vec::new()),
+                denied_class: None,
             }
         }
     }
@@ -619,14 +651,40 @@ mod tests {
             &self,
             _: &str,
             _: &str,
-            _: &'static str,
+            class: &'static str,
             _: &[&'static str],
         ) -> Result<Decision, SelinuxError> {
             Ok(Decision {
-                allowed: true,
+                allowed: self.denied_class != Some(class),
                 permissive: false,
             })
         }
+    }
+
+    #[test]
+    fn a_socket_the_engine_could_not_recreate_refuses_its_process() {
+        let mut policy = FakePolicy::new(&[]);
+        policy.denied_class = Some("unix_stream_socket");
+        let mut p = dumped(10, 1, UNCONFINED);
+        p.sockets = vec![SocketCreation {
+            ino: 42,
+            class: "unix_stream_socket",
+            label: CONTAINER.into(),
+            created: true,
+            permissions: vec!["create"],
+            file_label: String::new(),
+            connects_to: None,
+        }];
+        let c = checked(UNCONFINED, &[p, dumped(11, 1, UNCONFINED)], None, &policy);
+        assert_eq!(c.processes[0].verdict(), Verdict::Refused);
+        assert_eq!(c.processes[1].verdict(), Verdict::Allowed);
+        assert_eq!(c.refused(), 1);
+        let text = reasons(UNCONFINED, &c.processes[0]).join("\n");
+        assert!(
+            text.contains("recreate, for process 10, the Unix socket of inode 42")
+                && text.contains("allow unconfined_t container_t:unix_stream_socket"),
+            "{text}"
+        );
     }
 
     fn dumped(pid: u32, threads: usize, context: &str) -> DumpedProcess {
@@ -636,6 +694,7 @@ mod tests {
             context: context.to_owned(),
             threads_differ: false,
             descriptors: Vec::new(),
+            sockets: Vec::new(),
         }
     }
 
@@ -713,6 +772,7 @@ mod tests {
             write,
             causes: Vec::new(),
             descriptor: None,
+            socket: None,
         };
         let checked = |s, d, t| ContextWrite::Checked {
             setcurrent: s,

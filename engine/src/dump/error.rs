@@ -19,6 +19,14 @@ pub enum DumpError {
         target: String,
         hint: &'static str,
     },
+    #[error("fd {fd} of process {pid} is {what} ({target}), which crlab cannot dump; {hint}")]
+    Socket {
+        pid: i32,
+        fd: i32,
+        what: String,
+        target: String,
+        hint: &'static str,
+    },
     #[error("mapping {start:#x}-{end:#x} ({path}) of process {pid} is {kind}, which crlab cannot dump yet")]
     UnsupportedMapping {
         pid: i32,

@@ -5,10 +5,11 @@
 //! found with `kcmp(KCMP_EPOLL_TFD)`).
 
 use super::error::image_u32;
+use super::sockets::{read_unix, socket_ino, TreeSockets};
 use super::DumpError;
 use crate::image::schema::{
     file_entry, EpollRegistration, EventFd, EventPoll, Fd, FileEntry, MemfdChunk, MemfdFile,
-    PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd,
+    PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd, UnixSocket,
 };
 use crate::procfs::{read_link, EpollTfd, FdInfo};
 use crate::sys::{
@@ -55,6 +56,10 @@ pub enum FdKind {
     Memfd {
         name: String,
     },
+    /// An `AF_UNIX` socket that [`super::sockets::survey`] found restorable.
+    UnixSocket {
+        ino: u64,
+    },
 }
 
 /// The largest memfd whose contents a dump keeps (in `files.img`, whose messages are bounded).
@@ -78,8 +83,9 @@ pub struct FdDesc {
 }
 
 /// Says what descriptor `fd` of `pid` is, or why it cannot be dumped.
-/// Runs before anything is done to the process, so a refusal changes nothing.
-pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
+/// Runs before anything is done to the process, so a refusal changes nothing. `sockets` are
+/// the tree's sockets that [`super::sockets::survey`] accepted.
+pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, DumpError> {
     let link = format!("/proc/{pid}/fd/{fd}");
     failpoint!("dump.proc.fd", |source| crate::procfs::ProcError::Io {
         path: link.clone(),
@@ -97,6 +103,8 @@ pub fn classify(pid: i32, fd: i32) -> Result<FdDesc, DumpError> {
     let kind = if let Some(rest) = target.strip_prefix("pipe:[") {
         let ino = rest.trim_end_matches(']').parse().unwrap_or(0);
         FdKind::Pipe { ino }
+    } else if let Some(ino) = socket_ino(&target).filter(|ino| sockets.contains(*ino)) {
+        FdKind::UnixSocket { ino }
     } else if target.starts_with("socket:") {
         return Err(unsupported(
             "a socket",
@@ -281,6 +289,7 @@ impl FileTableBuilder {
         pid: i32,
         descs: &[FdDesc],
         received: Vec<OwnedFd>,
+        sockets: &TreeSockets,
     ) -> Result<Vec<Fd>, DumpError> {
         if descs.len() != received.len() {
             return Err(DumpError::Transport {
@@ -366,6 +375,10 @@ impl FileTableBuilder {
                                 pid: image_u32(pid, "the pid", pid)?,
                                 registrations: Vec::new(),
                             })
+                        }
+                        FdKind::UnixSocket { ino } => {
+                            let s: UnixSocket = read_unix(pid, desc.fd, *ino, sockets, &fd)?;
+                            file_entry::Kind::UnixSocket(s)
                         }
                     };
                     self.files.push((
@@ -506,6 +519,7 @@ fn signalling(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<(), DumpError> 
             FdKind::SignalFd { .. } => "anon_inode:[signalfd]".into(),
             FdKind::Epoll { .. } => "anon_inode:[eventpoll]".into(),
             FdKind::Memfd { name } => format!("/memfd:{name} (deleted)"),
+            FdKind::UnixSocket { ino } => format!("socket:[{ino}]"),
         },
         what,
     };
@@ -691,7 +705,8 @@ mod tests {
     fn classifies_our_own_descriptors() {
         let me = nix::unistd::getpid().as_raw();
         let devnull = std::fs::File::open("/dev/null").unwrap();
-        let d = classify(me, devnull.as_raw_fd()).unwrap();
+        let none = TreeSockets::default();
+        let d = classify(me, devnull.as_raw_fd(), &none).unwrap();
         assert_eq!(
             d.kind,
             FdKind::Path {
@@ -701,11 +716,13 @@ mod tests {
         );
         let (r, _w) = nix::unistd::pipe().unwrap();
         assert!(matches!(
-            classify(me, r.as_raw_fd()).unwrap().kind,
+            classify(me, r.as_raw_fd(), &none).unwrap().kind,
             FdKind::Pipe { .. }
         ));
         let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
-        let e = classify(me, sock.as_raw_fd()).unwrap_err().to_string();
+        let e = classify(me, sock.as_raw_fd(), &none)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("socket"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ mod files;
 mod memory;
 mod process;
 mod seize;
+mod sockets;
 mod thread;
 mod transport;
 
@@ -145,6 +146,10 @@ fn dump_seized(
     let mut page_bytes = 0;
     let mut threads = 0;
     let root = opts.root;
+    // Sockets join processes: every one is looked at, for the whole tree, before any process
+    // is touched.
+    let pids: Vec<i32> = tree.processes.iter().map(|p| p.pid).collect();
+    let sockets = sockets::survey(&pids)?;
     for proc_idx in 0..tree.processes.len() {
         check_interrupt()?;
         let pid = tree.processes[proc_idx].pid;
@@ -157,7 +162,7 @@ fn dump_seized(
             return Err(DumpError::Zombie { pid });
         }
         let (task, mm, cores, bytes) =
-            dump_process(opts, tree, proc_idx, &stat, &mut files, images)?;
+            dump_process(opts, tree, proc_idx, &stat, &mut files, &sockets, images)?;
         page_bytes += bytes;
         threads += cores.len();
         let image_pid = image_u32(pid, "the pid", pid)?;
@@ -213,6 +218,7 @@ fn dump_process(
     idx: usize,
     stat: &Stat,
     files: &mut FileTableBuilder,
+    sockets: &sockets::TreeSockets,
     images: &mut ImageDirWriter,
 ) -> Result<(Task, Mm, Vec<crate::image::schema::ThreadCore>, u64), DumpError> {
     let pid = tree.processes[idx].pid;
@@ -224,7 +230,7 @@ fn dump_process(
     let fd_list = procfs::fds(pid)?;
     let descs = fd_list
         .iter()
-        .map(|&fd| files::classify(pid, fd))
+        .map(|&fd| files::classify(pid, fd, sockets))
         .collect::<Result<Vec<_>, _>>()?;
     failpoint!("dump.proc.maps", |source| procfs::ProcError::Io {
         path: format!("/proc/{pid}/maps"),
@@ -265,7 +271,7 @@ fn dump_process(
         transport::Transport::open(leader, scratch, pid, &context, opts.socket_label, opened)?;
     let drained = transport.drain(leader, scratch, &fd_list);
     transport.close(leader, opened)?;
-    let fds = files.add_process(pid, &descs, drained?)?;
+    let fds = files.add_process(pid, &descs, drained?, sockets)?;
 
     // Per-thread state.
     let mut cores = Vec::new();

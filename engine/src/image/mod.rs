@@ -221,8 +221,32 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The path of a Unix socket name as the image holds it (`sun_path` as the kernel reports it,
+/// with its terminating NUL for a path), or `None` for an abstract name or none.
+pub fn unix_socket_path(name: &[u8]) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if name.first() == Some(&0) || name.is_empty() {
+        return None;
+    }
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(
+        &name[..end],
+    )))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unix_socket_paths_drop_the_terminating_nul() {
+        use super::unix_socket_path;
+        assert_eq!(
+            unix_socket_path(b"/run/a.sock\0"),
+            Some(std::path::PathBuf::from("/run/a.sock"))
+        );
+        assert_eq!(unix_socket_path(b"\0abstract"), None);
+        assert_eq!(unix_socket_path(b""), None);
+    }
+
     use super::*;
 
     #[test]

@@ -9,6 +9,7 @@
 //! a negative control for the lab.
 
 use super::RestoreError;
+use crate::image::schema::FileTable;
 use crate::selinux::{self, context_type, explain_denial, AccessOracle, KernelOracle};
 use crate::sys::{Remote, Scratch, SysError};
 use nix::errno::Errno;
@@ -62,6 +63,19 @@ pub enum SelinuxRefusal {
         engine: String,
         refusal: Box<selinux::DescriptorRefusal>,
     },
+    #[error(
+        "SELinux would not let the engine recreate {refusal}; the engine runs in {engine:?}; \
+         nothing was restored"
+    )]
+    Socket {
+        engine: String,
+        refusal: Box<selinux::SocketRefusal>,
+    },
+    #[error(
+        "the dump recorded the SELinux label {label:?} on the Unix socket of inode {ino}, but \
+         SELinux is off here: restore where SELinux is on; nothing was restored"
+    )]
+    SocketLabelWithoutSelinux { ino: u64, label: String },
     #[error("asking the kernel whether the restored processes may use their descriptors")]
     Oracle(#[source] selinux::SelinuxError),
     #[error("SELinux does not know the context {to:?} (EINVAL) for process {pid}: is the policy module that declares it loaded?")]
@@ -105,6 +119,33 @@ pub fn check_descriptors(
                 refusal: Box::new(refusal),
             });
         }
+    }
+    Ok(())
+}
+
+/// Refuses, before anything is created, a restore whose Unix sockets the engine could not
+/// create under the labels the dump recorded (see [`selinux::socket_refusal`]), or whose
+/// labels SELinux, off here, cannot give back.
+pub fn check_sockets(table: &FileTable) -> Result<(), SelinuxRefusal> {
+    let sockets = selinux::socket_creations(table);
+    let Some(first) = sockets.first() else {
+        return Ok(());
+    };
+    if !selinux::enabled() {
+        return Err(SelinuxRefusal::SocketLabelWithoutSelinux {
+            ino: first.ino,
+            label: first.label.clone(),
+        });
+    }
+    let engine = selinux::own_context().map_err(SelinuxRefusal::Oracle)?;
+    let oracle = KernelOracle::new().map_err(SelinuxRefusal::Oracle)?;
+    if let Some(refusal) =
+        selinux::socket_refusal(&oracle, &engine, &sockets).map_err(SelinuxRefusal::Oracle)?
+    {
+        return Err(SelinuxRefusal::Socket {
+            engine,
+            refusal: Box::new(refusal),
+        });
     }
     Ok(())
 }

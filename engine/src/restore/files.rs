@@ -13,12 +13,16 @@
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{
-    file_entry, EventFd, Fd, FileEntry, FileTable, MemfdFile, PathFileType, Pipe, SignalFd, TimerFd,
+    file_entry, EventFd, Fd, FileEntry, FileTable, MemfdFile, PathFileType, Pipe, SignalFd,
+    TimerFd, UnixSocket, UnixSocketType,
 };
-use crate::sys::{set_pipe_capacity, Remote, Scratch};
+use crate::sys::{
+    fd_of, send_all, set_pipe_capacity, set_sockopt_int, sockopt_int, Remote, Scratch,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 /// The parked descriptors: file id -> descriptor number in every process.
@@ -52,8 +56,14 @@ pub fn open_all(
     let mut made = Made::default();
     let mut parked = Parked::default();
     let scratch_fds = above + table.files.len() as u64 + 16;
+    let mut sockets = Sockets::new(table)?;
+    sockets.create_all(remote, pid, scratch, scratch_fds)?;
     for (next, entry) in (above..).zip(table.files.iter()) {
-        let opened = open_one(remote, pid, scratch, entry, &pipes, &mut made, scratch_fds)?;
+        let opened = if let Some(file_entry::Kind::UnixSocket(s)) = &entry.kind {
+            sockets.take(s)?
+        } else {
+            open_one(remote, pid, scratch, entry, &pipes, &mut made, scratch_fds)?
+        };
         let h = remote
             .syscall(
                 "dup3",
@@ -65,6 +75,11 @@ pub fn open_all(
             .syscall("close", libc::SYS_close, &[opened])
             .step(pid, "descriptors")?;
         parked.fds.insert(entry.id, h);
+    }
+    if let Some(ino) = sockets.pending.keys().next() {
+        return Err(RestoreError::Inconsistent(format!(
+            "the Unix socket of inode {ino} was created, but no open file of files.img is it"
+        )));
     }
     for fd in made.memfds.values() {
         remote
@@ -195,6 +210,10 @@ fn open_one(
             status_flags(remote, pid, fd, entry, 0)?;
             Ok(fd)
         }
+        Some(file_entry::Kind::UnixSocket(_)) => Err(RestoreError::Inconsistent(format!(
+            "file {} is a Unix socket, which is created with its peer",
+            entry.id
+        ))),
         None => Err(RestoreError::Inconsistent(format!(
             "file {} has no kind",
             entry.id
@@ -555,6 +574,513 @@ fn create_pipe(
         ))
     })?;
     Ok((ends[0], ends[1]))
+}
+
+/// The Unix sockets of the tree, all created in the root before any file is parked: the
+/// listeners, then the pairs, then the accepted connections (a client connected to its
+/// rebuilt listener, then accepted), each waiting in `pending` until its open file comes.
+struct Sockets<'a> {
+    /// Every socket of the table with its open file's flags, by inode.
+    all: HashMap<u64, (&'a UnixSocket, u32)>,
+    /// Created and not yet handed out: inode -> descriptor in the root.
+    pending: HashMap<u64, u64>,
+}
+
+/// Where the restore writes a socket address in the scratch area (past what `open` and the
+/// `attr` writes use).
+const SOCKADDR_AT: u64 = 8192;
+
+impl<'a> Sockets<'a> {
+    /// The sockets of `table`, each checked against its peer and listener: pairs whole, of
+    /// one type, a pair's ends of one label, an accepted end's listener a listener.
+    fn new(table: &'a FileTable) -> Result<Sockets<'a>, RestoreError> {
+        let mut all = HashMap::new();
+        for f in &table.files {
+            if let Some(file_entry::Kind::UnixSocket(s)) = &f.kind {
+                if all.insert(s.ino, (s, f.flags)).is_some() {
+                    return Err(bad(s, "is two open files"));
+                }
+            }
+        }
+        for (s, _) in all.values() {
+            if UnixSocketType::try_from(s.r#type).unwrap_or(UnixSocketType::Unspecified)
+                == UnixSocketType::Unspecified
+            {
+                return Err(bad(s, "has no type"));
+            }
+            if s.listening {
+                if s.name.is_empty() || s.peer != 0 || s.accepted_from != 0 {
+                    return Err(bad(s, "listens without a name, or has a peer"));
+                }
+                continue;
+            }
+            let Some((peer, _)) = all.get(&s.peer) else {
+                return Err(bad(s, "names a peer that files.img lacks"));
+            };
+            if peer.peer != s.ino || peer.r#type != s.r#type {
+                return Err(bad(
+                    s,
+                    "and its peer are not the two ends of one connection",
+                ));
+            }
+            if s.accepted_from != 0 {
+                let listening = all
+                    .get(&s.accepted_from)
+                    .is_some_and(|(l, _)| l.listening && l.name == s.name);
+                if !listening || peer.accepted_from != 0 {
+                    return Err(bad(
+                        s,
+                        "was accepted from a socket that is not its listener",
+                    ));
+                }
+            } else if peer.accepted_from == 0 && (!s.name.is_empty() || s.label != peer.label) {
+                return Err(bad(s, "and its peer are not an unnamed pair of one label"));
+            }
+        }
+        Ok(Sockets {
+            all,
+            pending: HashMap::new(),
+        })
+    }
+
+    /// Creates every socket in the root (`pid`), above `above`.
+    fn create_all(
+        &mut self,
+        remote: &mut Remote,
+        pid: i32,
+        scratch: Scratch,
+        above: u64,
+    ) -> Result<(), RestoreError> {
+        let mut sockets: Vec<(&UnixSocket, u32)> = self.all.values().copied().collect();
+        sockets.sort_by_key(|(s, _)| s.ino);
+        let peer_of = |s: &UnixSocket| self.all.get(&s.peer).copied();
+        for &(s, flags) in sockets.iter().filter(|(s, _)| s.listening) {
+            let fd = create_listener(remote, pid, scratch, s, above)?;
+            configure(pid, s, flags, fd)?;
+            self.pending.insert(s.ino, fd);
+        }
+        for &(s, flags) in &sockets {
+            let Some((peer, peer_flags)) = peer_of(s) else {
+                continue;
+            };
+            if s.listening || s.accepted_from != 0 || peer.accepted_from != 0 || s.ino > peer.ino {
+                continue;
+            }
+            let (a, b) = create_pair(remote, pid, scratch, s, above)?;
+            fill_pair(pid, (s, flags, a), (peer, peer_flags, b))?;
+            self.pending.insert(s.ino, a);
+            self.pending.insert(peer.ino, b);
+        }
+        for &(s, flags) in sockets.iter().filter(|(s, _)| s.accepted_from != 0) {
+            let (client, client_flags) = peer_of(s).ok_or_else(|| bad(s, "has no peer"))?;
+            let listener = *self
+                .pending
+                .get(&s.accepted_from)
+                .ok_or_else(|| bad(s, "was accepted from a listener that was not created"))?;
+            let (c, a) = connect_and_accept(remote, pid, scratch, client, listener, above)?;
+            fill_pair(pid, (client, client_flags, c), (s, flags, a))?;
+            self.pending.insert(client.ino, c);
+            self.pending.insert(s.ino, a);
+        }
+        Ok(())
+    }
+
+    /// The root's descriptor of socket `s`, handed out once.
+    fn take(&mut self, s: &UnixSocket) -> Result<u64, RestoreError> {
+        self.pending
+            .remove(&s.ino)
+            .ok_or_else(|| bad(s, "is two open files, or was not created"))
+    }
+}
+
+fn bad(s: &UnixSocket, what: &str) -> RestoreError {
+    RestoreError::Inconsistent(format!("the Unix socket of inode {} {what}", s.ino))
+}
+
+fn sock_type(s: &UnixSocket) -> i32 {
+    match UnixSocketType::try_from(s.r#type) {
+        Ok(UnixSocketType::Stream) => libc::SOCK_STREAM,
+        Ok(UnixSocketType::Dgram) => libc::SOCK_DGRAM,
+        _ => libc::SOCK_SEQPACKET,
+    }
+}
+
+/// Runs `call` in the root with its `attr/NAME` (`sockcreate`, `fscreate`) set to `label`,
+/// cleared right after; an empty label runs it as it is.
+fn under_label<T>(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    attr: &'static str,
+    label: &str,
+    call: impl FnOnce(&mut Remote) -> Result<T, RestoreError>,
+) -> Result<T, RestoreError> {
+    let what = if attr == "sockcreate" {
+        "the socket creation context (attr/sockcreate)"
+    } else {
+        "the file creation context (attr/fscreate)"
+    };
+    if label.is_empty() {
+        return call(remote);
+    }
+    super::context::write_attr(remote, scratch, attr, label).step(pid, what)?;
+    let out = call(remote);
+    super::context::write_attr(remote, scratch, attr, "").step(pid, what)?;
+    out
+}
+
+/// Moves the root's descriptor `fd` above `above`.
+fn move_above(remote: &mut Remote, pid: i32, fd: u64, above: u64) -> Result<u64, RestoreError> {
+    let moved = remote
+        .syscall(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            &[fd, libc::F_DUPFD_CLOEXEC as u64, above],
+        )
+        .step(pid, "a Unix socket")?;
+    remote
+        .syscall("close", libc::SYS_close, &[fd])
+        .step(pid, "a Unix socket")?;
+    Ok(moved)
+}
+
+/// A new socket of `s`'s type in the root, under its label, with extra `flags`.
+fn new_socket(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    s: &UnixSocket,
+    flags: i32,
+) -> Result<u64, RestoreError> {
+    failpoint!(
+        "restore.files.socket",
+        super::error::injected(pid, "a Unix socket")
+    );
+    under_label(remote, pid, scratch, "sockcreate", &s.label, |r| {
+        r.syscall(
+            "socket",
+            libc::SYS_socket,
+            &[
+                libc::AF_UNIX as u64,
+                crate::sys::int_arg(sock_type(s) | libc::SOCK_CLOEXEC | flags),
+                0,
+            ],
+        )
+        .step(pid, "a Unix socket")
+    })
+}
+
+/// Writes `name` as a `sockaddr_un` in the scratch area; returns its address and length.
+fn put_sockaddr(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    name: &[u8],
+) -> Result<(u64, u64), RestoreError> {
+    let family = libc::sa_family_t::try_from(libc::AF_UNIX)
+        .map_err(|_| RestoreError::Inconsistent("the AF_UNIX address family".into()))?;
+    if name.len() > 108 {
+        return Err(RestoreError::Inconsistent(format!(
+            "a Unix socket name of {} bytes (at most 108)",
+            name.len()
+        )));
+    }
+    let mut sa = family.to_ne_bytes().to_vec();
+    sa.extend_from_slice(name);
+    remote
+        .write_mem(scratch.addr + SOCKADDR_AT, &sa)
+        .step(pid, "a Unix socket address")?;
+    Ok((scratch.addr + SOCKADDR_AT, sa.len() as u64))
+}
+
+/// Binds the root's socket `fd` to `s.name`. For a name in the filesystem, the stale socket
+/// file the dumped process left is removed first (only if it is a socket file), the file is
+/// created under its recorded label (`attr/fscreate`), then given its mode and owner.
+fn bind_name(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    s: &UnixSocket,
+    fd: u64,
+) -> Result<(), RestoreError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let path = crate::image::unix_socket_path(&s.name);
+    if let Some(path) = &path {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => {
+                std::fs::remove_file(path).map_err(|e| {
+                    bad(
+                        s,
+                        &format!(
+                            "cannot remove the stale socket file {}: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+            }
+            Ok(_) => {
+                return Err(bad(
+                    s,
+                    &format!(
+                        "is bound to {}, which is now something other than a socket file: move \
+                         it away and restore again",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(_) => {}
+        }
+    }
+    let file_label = if path.is_some() {
+        s.file_label.as_str()
+    } else {
+        ""
+    };
+    under_label(remote, pid, scratch, "fscreate", file_label, |r| {
+        let (addr, len) = put_sockaddr(r, pid, scratch, &s.name)?;
+        r.syscall("bind", libc::SYS_bind, &[fd, addr, len])
+            .step(pid, "binding a Unix socket")
+    })?;
+    if let Some(path) = &path {
+        if s.file_mode != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(s.file_mode & 0o7777))
+                .map_err(|e| bad(s, &format!("setting the mode of {}: {e}", path.display())))?;
+        }
+        std::os::unix::fs::lchown(path, Some(s.file_uid), Some(s.file_gid))
+            .map_err(|e| bad(s, &format!("setting the owner of {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// A listener in the root: socket, bind, listen with its backlog.
+fn create_listener(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    s: &UnixSocket,
+    above: u64,
+) -> Result<u64, RestoreError> {
+    let fd = new_socket(remote, pid, scratch, s, 0)?;
+    let fd = move_above(remote, pid, fd, above)?;
+    bind_name(remote, pid, scratch, s, fd)?;
+    remote
+        .syscall("listen", libc::SYS_listen, &[fd, u64::from(s.backlog)])
+        .step(pid, "a listening Unix socket")?;
+    Ok(fd)
+}
+
+/// The client `c` connected to `listener` (bound first if it was), and the connection
+/// accepted there; returns (client, accepted). Non-blocking while they are made: the file
+/// flags are set afterwards.
+fn connect_and_accept(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    c: &UnixSocket,
+    listener: u64,
+    above: u64,
+) -> Result<(u64, u64), RestoreError> {
+    let fd = new_socket(remote, pid, scratch, c, libc::SOCK_NONBLOCK)?;
+    let fd = move_above(remote, pid, fd, above)?;
+    if !c.name.is_empty() {
+        bind_name(remote, pid, scratch, c, fd)?;
+    }
+    let mut name = [0u8; 110];
+    // The listener's own name, as the kernel gives it back.
+    let (addr, _) = put_sockaddr(remote, pid, scratch, &name[..0])?;
+    let len_at = addr + 112;
+    remote
+        .write_mem(len_at, &110u32.to_ne_bytes())
+        .step(pid, "a Unix socket address")?;
+    remote
+        .syscall(
+            "getsockname",
+            libc::SYS_getsockname,
+            &[listener, addr, len_at],
+        )
+        .step(pid, "the name of a listening Unix socket")?;
+    let mut len = [0u8; 4];
+    remote
+        .read_mem(len_at, &mut len)
+        .step(pid, "a Unix socket address")?;
+    let len = u64::from(u32::from_ne_bytes(len).min(110));
+    remote
+        .read_mem(addr, &mut name[..crate::sys::usize_of(len)])
+        .step(pid, "a Unix socket address")?;
+    remote
+        .syscall("connect", libc::SYS_connect, &[fd, addr, len])
+        .step(pid, "connecting a Unix socket to its listener")?;
+    let accepted = remote
+        .syscall(
+            "accept4",
+            libc::SYS_accept4,
+            &[
+                listener,
+                0,
+                0,
+                crate::sys::int_arg(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK),
+            ],
+        )
+        .step(pid, "accepting a Unix connection")?;
+    let accepted = move_above(remote, pid, accepted, above)?;
+    Ok((fd, accepted))
+}
+
+/// Creates the pair `s` is an end of in the root, under its label (`attr/sockcreate`, reset
+/// right after), and moves both ends above `above`; returns (`s`'s end, its peer's end).
+fn create_pair(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    s: &UnixSocket,
+    above: u64,
+) -> Result<(u64, u64), RestoreError> {
+    failpoint!(
+        "restore.files.socket",
+        super::error::injected(pid, "a Unix socket pair")
+    );
+    under_label(remote, pid, scratch, "sockcreate", &s.label, |r| {
+        r.syscall(
+            "socketpair",
+            libc::SYS_socketpair,
+            &[
+                libc::AF_UNIX as u64,
+                crate::sys::int_arg(sock_type(s) | libc::SOCK_CLOEXEC),
+                0,
+                scratch.addr + SOCKADDR_AT,
+            ],
+        )
+        .step(pid, "a Unix socket pair")
+    })?;
+    let mut buf = [0u8; 8];
+    remote
+        .read_mem(scratch.addr + SOCKADDR_AT, &mut buf)
+        .step(pid, "a Unix socket pair")?;
+    let a = u64::from(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]));
+    let b = u64::from(u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]));
+    Ok((
+        move_above(remote, pid, a, above)?,
+        move_above(remote, pid, b, above)?,
+    ))
+}
+
+/// Gives the new pair (`a`, `b`: the root's descriptors, with each end's image and file
+/// flags) its state, from the engine through copies of the root's descriptors: buffer sizes,
+/// the queued messages (each end's queue sent from the other end), then the options, the
+/// shutdown state and the file flags.
+fn fill_pair(
+    pid: i32,
+    (sa, fa, a): (&UnixSocket, u32, u64),
+    (sb, fb, b): (&UnixSocket, u32, u64),
+) -> Result<(), RestoreError> {
+    let ca = fd_of(pid, a).map_err(sock_err(sa, "taking a copy".into()))?;
+    let cb = fd_of(pid, b).map_err(sock_err(sb, "taking a copy".into()))?;
+    let ends: [(&UnixSocket, u32, &OwnedFd); 2] = [(sa, fa, &ca), (sb, fb, &cb)];
+    for (s, _, c) in ends {
+        set_buffers(s, c)?;
+    }
+    let stream = UnixSocketType::try_from(sa.r#type) == Ok(UnixSocketType::Stream);
+    for ((to, _, _), (_, _, from)) in [(ends[0], ends[1]), (ends[1], ends[0])] {
+        for (i, m) in to.queue.iter().enumerate() {
+            send_all(from.as_fd(), m, stream).map_err(sock_err(
+                to,
+                format!(
+                    "queueing message {i} of {} ({} bytes)",
+                    to.queue.len(),
+                    m.len()
+                ),
+            ))?;
+        }
+    }
+    for (s, flags, c) in ends {
+        set_options(s, flags, c)?;
+    }
+    Ok(())
+}
+
+/// Gives a socket with no peer (a listener) its buffer sizes, options and file flags.
+fn configure(pid: i32, s: &UnixSocket, flags: u32, fd: u64) -> Result<(), RestoreError> {
+    let c = fd_of(pid, fd).map_err(sock_err(s, "taking a copy".into()))?;
+    set_buffers(s, &c)?;
+    set_options(s, flags, &c)
+}
+
+fn sock_err(s: &UnixSocket, what: String) -> impl FnOnce(crate::sys::SysError) -> RestoreError {
+    let ino = s.ino;
+    move |e| RestoreError::Inconsistent(format!("the Unix socket of inode {ino}: {what}: {e}"))
+}
+
+fn set_buffers(s: &UnixSocket, c: &OwnedFd) -> Result<(), RestoreError> {
+    set_buffer(s, c, libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, s.rcvbuf)?;
+    set_buffer(s, c, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, s.sndbuf)
+}
+
+/// `SO_PASSCRED`, `SO_PASSSEC`, the shutdown state and the file flags, last.
+fn set_options(s: &UnixSocket, flags: u32, c: &OwnedFd) -> Result<(), RestoreError> {
+    let call = |op: &'static str, what: &str| {
+        let what = what.to_owned();
+        move |source| sock_err(s, what)(crate::sys::SysError::Call { op, tid: 0, source })
+    };
+    if s.passcred {
+        set_sockopt_int(c.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
+            .map_err(sock_err(s, "setting SO_PASSCRED".into()))?;
+    }
+    if s.passsec {
+        set_sockopt_int(c.as_fd(), libc::SOL_SOCKET, libc::SO_PASSSEC, 1)
+            .map_err(sock_err(s, "setting SO_PASSSEC".into()))?;
+    }
+    if let Some(off) = s.peek_off {
+        set_sockopt_int(c.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
+            .map_err(sock_err(s, "setting SO_PEEK_OFF".into()))?;
+    }
+    let how = match s.shutdown & 3 {
+        1 => Some(nix::sys::socket::Shutdown::Read),
+        2 => Some(nix::sys::socket::Shutdown::Write),
+        3 => Some(nix::sys::socket::Shutdown::Both),
+        _ => None,
+    };
+    if let Some(how) = how {
+        nix::sys::socket::shutdown(c.as_raw_fd(), how)
+            .map_err(call("shutdown", "shutting it down"))?;
+    }
+    let fl = nix::fcntl::OFlag::from_bits_retain(open_flags(flags));
+    nix::fcntl::fcntl(c, nix::fcntl::FcntlArg::F_SETFL(fl))
+        .map_err(call("fcntl(F_SETFL)", "setting its file flags"))?;
+    Ok(())
+}
+
+/// Gives socket `c` the buffer size `want` (as `getsockopt` gave it at dump) when a new
+/// socket's differs: the kernel doubles what it is given, and the `FORCE` option passes the
+/// system's maximum, as the dumped process may have been allowed to.
+fn set_buffer(
+    s: &UnixSocket,
+    c: &OwnedFd,
+    get: i32,
+    force: i32,
+    want: u32,
+) -> Result<(), RestoreError> {
+    let name = if get == libc::SO_RCVBUF {
+        "SO_RCVBUF"
+    } else {
+        "SO_SNDBUF"
+    };
+    let fail = |what: String| {
+        RestoreError::Inconsistent(format!("the Unix socket of inode {}: {what}", s.ino))
+    };
+    let want_i = i32::try_from(want).map_err(|_| fail(format!("{name} {want} is out of range")))?;
+    let now = sockopt_int(c.as_fd(), libc::SOL_SOCKET, get)
+        .map_err(|e| fail(format!("reading {name}: {e}")))?;
+    if want == 0 || now == want_i {
+        return Ok(());
+    }
+    set_sockopt_int(c.as_fd(), libc::SOL_SOCKET, force, want_i / 2)
+        .map_err(|e| fail(format!("setting {name} to {want}: {e}")))?;
+    let now = sockopt_int(c.as_fd(), libc::SOL_SOCKET, get)
+        .map_err(|e| fail(format!("reading {name}: {e}")))?;
+    if now != want_i {
+        return Err(fail(format!("{name} is {now} after setting it to {want}")));
+    }
+    Ok(())
 }
 
 /// Installs a process's descriptors from the parked ones, then closes every parked one.

@@ -158,8 +158,17 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
         });
     }
     for entry in &table.files {
-        if let Some(file_entry::Kind::Path(p)) = &entry.kind {
-            checked_path(reader, image::FILES, "path of open file", &p.path)?;
+        match &entry.kind {
+            Some(file_entry::Kind::Path(p)) => {
+                checked_path(reader, image::FILES, "path of open file", &p.path)?;
+            }
+            Some(file_entry::Kind::UnixSocket(s)) => {
+                if let Some(path) = image::unix_socket_path(&s.name) {
+                    let path = path.to_string_lossy();
+                    checked_path(reader, image::FILES, "path of a Unix socket", &path)?;
+                }
+            }
+            _ => {}
         }
     }
     Ok((procs, table))
@@ -217,6 +226,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         })
         .collect();
     context::check_descriptors(&uses)?;
+    context::check_sockets(&table)?;
     let ids: Vec<i32> = procs.iter().flat_map(|p| p.tids.iter().copied()).collect();
     pids::wait_free(&ids, opts.pid_wait)?;
     check_interrupt()?;

@@ -16,7 +16,7 @@ use std::fmt;
 
 use super::access::fields;
 use super::{context_type, AccessOracle, SelinuxError};
-use crate::image::schema::{file_entry, Fd, FileTable};
+use crate::image::schema::{file_entry, Fd, FileTable, UnixSocket, UnixSocketType};
 
 /// How the restored process uses one recreated descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,8 @@ pub fn recreated(fds: &[Fd], table: &FileTable) -> Vec<Descriptor> {
                     | file_entry::Kind::Timerfd(_)
                     | file_entry::Kind::Signalfd(_)
                     | file_entry::Kind::Epoll(_)
-                    | file_entry::Kind::Memfd(_),
+                    | file_entry::Kind::Memfd(_)
+                    | file_entry::Kind::UnixSocket(_),
                 )
                 | None => Recreated::Other,
             };
@@ -182,6 +183,197 @@ fn remedy(
         context_type(target),
         context_type(engine)
     )
+}
+
+/// One Unix socket the restore creates in the root, still in the engine's context, under the
+/// label the dump recorded (`attr/sockcreate`), then fills and configures from the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketCreation {
+    /// Its inode at dump, which names it.
+    pub ino: u64,
+    /// `unix_stream_socket` (stream and seqpacket) or `unix_dgram_socket`.
+    pub class: &'static str,
+    /// The label recorded at dump.
+    pub label: String,
+    /// Whether the restore creates it under its label (`attr/sockcreate`); an accepted end
+    /// takes its listener's from `accept`.
+    pub created: bool,
+    /// What the restore does with it beyond `getopt setopt read write`: `create`, `bind`,
+    /// `listen`, `accept`, `connect`, `shutdown`.
+    pub permissions: Vec<&'static str>,
+    /// The label of the socket file it binds (`attr/fscreate`), empty for none.
+    pub file_label: String,
+    /// A client's: the label of the listener it connects to.
+    pub connects_to: Option<String>,
+}
+
+/// The sockets of `table` that carry a label, as the restore creates them.
+pub fn socket_creations(table: &FileTable) -> Vec<SocketCreation> {
+    let sockets: std::collections::HashMap<u64, &UnixSocket> = table
+        .files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            Some(file_entry::Kind::UnixSocket(s)) => Some((s.ino, s)),
+            _ => None,
+        })
+        .collect();
+    let mut out: Vec<SocketCreation> = sockets
+        .values()
+        .filter(|s| !s.label.is_empty())
+        .map(|s| {
+            let peer = sockets.get(&s.peer);
+            let client_of = peer
+                .filter(|p| p.accepted_from != 0)
+                .and_then(|p| sockets.get(&p.accepted_from));
+            let bound = !s.name.is_empty() && s.accepted_from == 0;
+            let mut permissions = Vec::new();
+            if s.accepted_from == 0 {
+                permissions.push("create");
+            }
+            if bound {
+                permissions.push("bind");
+            }
+            if s.listening {
+                permissions.extend(["listen", "accept"]);
+            }
+            if client_of.is_some() {
+                permissions.push("connect");
+            }
+            if s.shutdown != 0 {
+                permissions.push("shutdown");
+            }
+            SocketCreation {
+                ino: s.ino,
+                class: match UnixSocketType::try_from(s.r#type) {
+                    Ok(UnixSocketType::Dgram) => "unix_dgram_socket",
+                    _ => "unix_stream_socket",
+                },
+                label: s.label.clone(),
+                created: s.accepted_from == 0,
+                permissions,
+                file_label: if bound && s.name.first() != Some(&0) {
+                    s.file_label.clone()
+                } else {
+                    String::new()
+                },
+                connects_to: client_of.map(|l| l.label.clone()),
+            }
+        })
+        .collect();
+    out.sort_by_key(|s| s.ino);
+    out
+}
+
+/// One question to the kernel: may `source` do `class { permissions }` on `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    pub source: String,
+    pub target: String,
+    pub class: &'static str,
+    pub permissions: Vec<&'static str>,
+}
+
+/// What the engine (in context `engine`) must be allowed to recreate socket `s` in the root
+/// and fill and configure it from the engine: `process { setsockcreate }` on itself for a
+/// socket it creates under a label; on the label, the socket class's `getopt setopt read
+/// write` (a `pidfd_getfd` copy, options, sending the queues) and what it does with it
+/// (`create`, `bind`, `listen`, `accept`, `connect`, `shutdown`); a datagram's `sendto` from
+/// its label to its peer's (the same: a pair shares its creator's); for a socket file,
+/// `process { setfscreate }` and `sock_file { create unlink setattr getattr }` on the file's
+/// label (the stale one removed, the new one created and given its mode and owner); for a
+/// client, `connectto` from its label to its listener's.
+pub fn socket_questions(engine: &str, s: &SocketCreation) -> Vec<Question> {
+    let q = |source: &str, target: &str, class, permissions: Vec<&'static str>| Question {
+        source: source.to_owned(),
+        target: target.to_owned(),
+        class,
+        permissions,
+    };
+    let mut out = Vec::new();
+    if s.created {
+        out.push(q(engine, engine, "process", vec!["setsockcreate"]));
+    }
+    let mut perms = vec!["getopt", "setopt", "read", "write"];
+    perms.extend(s.permissions.iter().copied());
+    out.push(q(engine, &s.label, s.class, perms));
+    if s.class == "unix_dgram_socket" {
+        out.push(q(&s.label, &s.label, s.class, vec!["sendto"]));
+    }
+    if !s.file_label.is_empty() {
+        out.push(q(engine, engine, "process", vec!["setfscreate"]));
+        out.push(q(
+            engine,
+            &s.file_label,
+            "sock_file",
+            vec!["create", "unlink", "setattr", "getattr"],
+        ));
+    }
+    if let Some(listener) = &s.connects_to {
+        out.push(q(
+            &s.label,
+            listener,
+            "unix_stream_socket",
+            vec!["connectto"],
+        ));
+    }
+    out
+}
+
+/// A socket the engine could not recreate under its label, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketRefusal {
+    pub ino: u64,
+    pub question: Question,
+}
+
+impl fmt::Display for SocketRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let q = &self.question;
+        let perms = match q.permissions.as_slice() {
+            [one] => (*one).to_owned(),
+            many => format!("{{ {} }}", many.join(" ")),
+        };
+        write!(
+            f,
+            "the Unix socket of inode {} (labelled {:?}): SELinux would deny {:?} `{} {}` on {:?}; a policy allowing it says `allow {} {}:{} {};`",
+            self.ino,
+            q.target,
+            q.source,
+            q.class,
+            perms,
+            q.target,
+            context_type(&q.source),
+            context_type(&q.target),
+            q.class,
+            perms
+        )
+    }
+}
+
+/// The first socket of `sockets` the engine (in `engine`) could not recreate under its label,
+/// or `None`. Asks the kernel through `oracle`; nothing is audited.
+pub fn socket_refusal(
+    oracle: &dyn AccessOracle,
+    engine: &str,
+    sockets: &[SocketCreation],
+) -> Result<Option<SocketRefusal>, SelinuxError> {
+    for s in sockets {
+        for question in socket_questions(engine, s) {
+            let d = oracle.decide_on(
+                &question.source,
+                &question.target,
+                question.class,
+                &question.permissions,
+            )?;
+            if !d.passes() {
+                return Ok(Some(SocketRefusal {
+                    ino: s.ino,
+                    question,
+                }));
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -365,6 +557,210 @@ mod tests {
         assert_eq!(
             refusal(&policy, CONTAINER, CONTAINER, &[PIPE_READ]).ok(),
             Some(None)
+        );
+    }
+
+    fn socket(class: &'static str, shutdown: bool) -> SocketCreation {
+        let mut permissions = vec!["create"];
+        if shutdown {
+            permissions.push("shutdown");
+        }
+        SocketCreation {
+            ino: 42,
+            class,
+            label: CONTAINER.to_owned(),
+            created: true,
+            permissions,
+            file_label: String::new(),
+            connects_to: None,
+        }
+    }
+
+    #[test]
+    fn a_stream_socket_asks_setsockcreate_and_its_class_on_the_label() {
+        let qs = socket_questions(UNCONFINED, &socket("unix_stream_socket", false));
+        let asked: Vec<_> = qs
+            .iter()
+            .map(|q| {
+                (
+                    q.source.as_str(),
+                    q.target.as_str(),
+                    q.class,
+                    q.permissions.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            asked,
+            vec![
+                (UNCONFINED, UNCONFINED, "process", vec!["setsockcreate"]),
+                (
+                    UNCONFINED,
+                    CONTAINER,
+                    "unix_stream_socket",
+                    vec!["getopt", "setopt", "read", "write", "create"]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shut_datagram_socket_also_asks_shutdown_and_sendto() {
+        let qs = socket_questions(UNCONFINED, &socket("unix_dgram_socket", true));
+        assert!(qs[1].permissions.contains(&"shutdown"));
+        assert_eq!(
+            (
+                qs[2].source.as_str(),
+                qs[2].target.as_str(),
+                qs[2].permissions.clone()
+            ),
+            (CONTAINER, CONTAINER, vec!["sendto"])
+        );
+    }
+
+    /// Grants everything but `class`.
+    struct Denies(&'static str);
+
+    impl AccessOracle for Denies {
+        fn context_is_valid(&self, _: &str) -> Result<bool, SelinuxError> {
+            Ok(true)
+        }
+
+        fn decide(&self, _: &str, _: &str, _: ProcessPermission) -> Result<Decision, SelinuxError> {
+            Ok(Decision {
+                allowed: true,
+                permissive: false,
+            })
+        }
+
+        fn decide_on(
+            &self,
+            _: &str,
+            _: &str,
+            class: &'static str,
+            _: &[&'static str],
+        ) -> Result<Decision, SelinuxError> {
+            Ok(Decision {
+                allowed: class != self.0,
+                permissive: false,
+            })
+        }
+    }
+
+    #[test]
+    fn a_denied_socket_is_named_with_the_permission_and_the_rule() {
+        let sockets = [socket("unix_stream_socket", false)];
+        assert_eq!(
+            socket_refusal(&Denies("process"), UNCONFINED, &sockets)
+                .expect("answered")
+                .map(|r| r.question.permissions),
+            Some(vec!["setsockcreate"])
+        );
+        let r = socket_refusal(&Denies("unix_stream_socket"), UNCONFINED, &sockets)
+            .expect("answered")
+            .expect("refused");
+        let text = r.to_string();
+        assert!(
+            text.starts_with("the Unix socket of inode 42")
+                && text.contains("`unix_stream_socket { getopt setopt read write create }`")
+                && text.contains("allow unconfined_t container_t:unix_stream_socket"),
+            "{text}"
+        );
+        assert_eq!(
+            socket_refusal(&Denies("none"), UNCONFINED, &sockets).ok(),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn a_listener_its_accepted_end_and_its_client_ask_what_the_restore_does() {
+        use crate::image::schema::{FileEntry, UnixSocket};
+        let entry = |s: UnixSocket| FileEntry {
+            id: 1,
+            flags: 2,
+            kind: Some(file_entry::Kind::UnixSocket(UnixSocket {
+                r#type: UnixSocketType::Stream as i32,
+                ..s
+            })),
+        };
+        const FILE: &str = "system_u:object_r:container_file_t:s0:c1,c2";
+        let table = FileTable {
+            files: vec![
+                entry(UnixSocket {
+                    ino: 1,
+                    label: CONTAINER.into(),
+                    name: b"/run/l\0".to_vec(),
+                    listening: true,
+                    file_label: FILE.into(),
+                    ..UnixSocket::default()
+                }),
+                entry(UnixSocket {
+                    ino: 2,
+                    peer: 3,
+                    label: CONTAINER.into(),
+                    name: b"/run/l\0".to_vec(),
+                    accepted_from: 1,
+                    ..UnixSocket::default()
+                }),
+                entry(UnixSocket {
+                    ino: 3,
+                    peer: 2,
+                    label: UNCONFINED.into(),
+                    ..UnixSocket::default()
+                }),
+                // SELinux off at dump: nothing to ask.
+                entry(UnixSocket {
+                    ino: 4,
+                    ..UnixSocket::default()
+                }),
+            ],
+            pipes: Vec::new(),
+        };
+        let c = socket_creations(&table);
+        assert_eq!(c.iter().map(|s| s.ino).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            (c[0].permissions.clone(), c[0].file_label.as_str()),
+            (vec!["create", "bind", "listen", "accept"], FILE)
+        );
+        assert_eq!((c[1].created, c[1].permissions.clone()), (false, vec![]));
+        assert_eq!(
+            (c[2].permissions.clone(), c[2].connects_to.as_deref()),
+            (vec!["create", "connect"], Some(CONTAINER))
+        );
+        let asked = |s: &SocketCreation| {
+            socket_questions(UNCONFINED, s)
+                .into_iter()
+                .map(|q| (q.class, q.permissions))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            asked(&c[0]),
+            vec![
+                ("process", vec!["setsockcreate"]),
+                (
+                    "unix_stream_socket",
+                    vec!["getopt", "setopt", "read", "write", "create", "bind", "listen", "accept"]
+                ),
+                ("process", vec!["setfscreate"]),
+                ("sock_file", vec!["create", "unlink", "setattr", "getattr"]),
+            ]
+        );
+        assert_eq!(
+            asked(&c[1]),
+            vec![(
+                "unix_stream_socket",
+                vec!["getopt", "setopt", "read", "write"]
+            )]
+        );
+        let client = socket_questions(UNCONFINED, &c[2]);
+        let last = client.last().expect("connectto");
+        assert_eq!(
+            (
+                last.source.as_str(),
+                last.target.as_str(),
+                last.permissions.clone()
+            ),
+            (UNCONFINED, CONTAINER, vec!["connectto"])
         );
     }
 }

@@ -16,8 +16,9 @@ pub use access::{
     KernelOracle, ProcessPermission,
 };
 pub use descriptors::{
-    recreated as recreated_descriptors, refusal as descriptor_refusal, Descriptor,
-    DescriptorRefusal, Recreated,
+    recreated as recreated_descriptors, refusal as descriptor_refusal, socket_creations,
+    socket_questions, socket_refusal, Descriptor, DescriptorRefusal, Question, Recreated,
+    SocketCreation, SocketRefusal,
 };
 
 use std::io::{self, Write};
@@ -144,6 +145,28 @@ pub fn with_sockcreate<T>(context: &str, f: impl FnOnce() -> T) -> Result<T, Sel
         source,
     })?;
     Ok(out)
+}
+
+/// The SELinux label of an open file (its `security.selinux` attribute), raw, as the kernel
+/// gives it and takes it back in `attr/sockcreate` (no translation of levels); empty when
+/// SELinux is off or the file has none.
+pub fn label_of(file: std::os::fd::BorrowedFd<'_>) -> String {
+    ::selinux::SecurityContext::of_file(&file, true)
+        .ok()
+        .flatten()
+        .map(|c| context_from_attr(c.as_bytes()))
+        .unwrap_or_default()
+}
+
+/// The raw SELinux label of the file at `path` (following a final symbolic link, such as a
+/// `/proc/PID/fd/N` link to a socket, when `follow`); empty when SELinux is off or the file
+/// has none.
+pub fn label_of_path(path: &std::path::Path, follow: bool) -> String {
+    ::selinux::SecurityContext::of_path(path, follow, true)
+        .ok()
+        .flatten()
+        .map(|c| context_from_attr(c.as_bytes()))
+        .unwrap_or_default()
 }
 
 /// Contexts the engine's unit tests speak of.

@@ -1,6 +1,7 @@
 //! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`, file owners, pipes,
-//! timerfds, memfds, resource limits, `prctl`, the transport socket's receiving end, the probes'
-//! throwaway child, the engine's own stop signals.
+//! timerfds, memfds, `AF_UNIX` sockets (`sock_diag`, peeking their queues), resource limits,
+//! `prctl`, the transport socket's receiving end, the probes' throwaway child, the engine's own
+//! stop signals.
 //!
 //! Everything above this module works in terms of [`Tracee`] and [`Remote`]; raw `libc`
 //! calls live here and nowhere else in the engine (the tidy test of xtask checks it).
@@ -17,6 +18,8 @@ mod prctl;
 mod ptrace;
 mod remote;
 mod rlimit;
+mod sock_diag;
+mod socket;
 mod stop;
 mod unix;
 
@@ -32,6 +35,10 @@ pub use prctl::mm_map_size;
 pub use ptrace::{Regs, Tracee};
 pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
 pub use rlimit::{rlimit, set_rlimit, RLIMITS};
+pub use sock_diag::{unix_diag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
+pub use socket::{
+    fd_of, peek_queue, send_all, set_sockopt_int, sockopt_int, sockopt_timeval_set, Peeked,
+};
 pub use stop::{catch_stop_signals, default_stop_signals, stop_requested};
 pub use unix::{accept, recv_fds, FDS_PER_MESSAGE};
 

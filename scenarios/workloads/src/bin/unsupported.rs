@@ -1,6 +1,6 @@
 //! Holds a descriptor the engine does not support, for the refusal test: `inotify` (watching
-//! the state directory for created files) or `socket` (an AF_UNIX stream socketpair with bytes
-//! buffered), chosen by the first argument.
+//! the state directory for created files) or `socket` (an established TCP connection on
+//! 127.0.0.1 with bytes buffered; Unix socket pairs are restored), chosen by the first argument.
 //!
 //! Announces `unsupported-kind <kind>` and `unsupported-fd <n>` in the ready file. Checks that
 //! the descriptor still works as set up (the watch reports the files the protocol created in
@@ -26,15 +26,14 @@ fn main() {
             w.setup("inotify_add_watch", sys::check(watch.into()));
             (fd, -1)
         }
-        "socket" => {
-            let mut fds = [0i32; 2];
-            // SAFETY: socketpair writes two descriptors into `fds`, a live [i32; 2].
-            let ret =
-                unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
-            w.setup("socketpair", sys::check(ret.into()));
-            w.setup("writing into the socket", sys::write(fds[1], SOCKET_BYTES));
-            (fds[0], fds[1])
-        }
+        // The client end, the lower number, is the one the dump names first.
+        "socket" => match tcp_pair() {
+            Ok((server, client)) => {
+                w.setup("writing into the socket", sys::write(server, SOCKET_BYTES));
+                (client, server)
+            }
+            Err(e) => w.setup_failed(&format!("a TCP connection on 127.0.0.1: {e}")),
+        },
         other => w.setup_failed(&format!(
             "unknown descriptor kind {other:?}: expected inotify or socket"
         )),
@@ -70,4 +69,14 @@ fn read_socket(checks: &mut Checks, fd: i32, peer: i32) {
             checks.eq("bytes through the socket", &b"pong"[..], &buf[..n]);
         }
     }
+}
+
+/// An established TCP connection on 127.0.0.1: (the accepted end, the client end); the
+/// listener is closed.
+fn tcp_pair() -> std::io::Result<(i32, i32)> {
+    use std::os::fd::IntoRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    Ok((server.into_raw_fd(), client.into_raw_fd()))
 }

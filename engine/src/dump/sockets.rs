@@ -1,0 +1,612 @@
+//! Sockets of the dumped tree: which ones the restore gives back exactly, and the refusal, by
+//! name, of every other one, decided for the whole tree before any process is touched.
+//!
+//! Restored: `AF_UNIX` pairs (stream, datagram, seqpacket) whose both ends are in the tree,
+//! unnamed, with what is queued in each direction, the shutdown state, the SELinux label and
+//! the options that matter. Refused: a peer outside the tree, a socket of another family,
+//! a listener, a bound or unconnected socket, control messages in flight.
+
+use super::DumpError;
+use crate::image::schema::{UnixSocket, UnixSocketType};
+use crate::image::unix_socket_path;
+use crate::procfs::read_link;
+use crate::sys::{
+    peek_queue, sockopt_int, sockopt_timeval_set, unix_diag, UnixDiag, UNIX_ESTABLISHED,
+    UNIX_LISTEN,
+};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+
+/// Where one socket of the tree is held.
+#[derive(Debug, Clone)]
+struct Held {
+    pid: i32,
+    fd: i32,
+    diag: UnixDiag,
+}
+
+/// What a Unix socket of the tree is, as the restore rebuilds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An end of an unnamed pair (`socketpair`).
+    Pair,
+    /// A listener (`socket`, `bind`, `listen`).
+    Listener,
+    /// The server end of a connection accepted from the listener of inode `listener`.
+    Accepted { listener: u64 },
+    /// The client end of such a connection (`connect`), bound or not.
+    Client,
+}
+
+/// The `AF_UNIX` sockets of the whole tree, by inode, every one of them restorable.
+#[derive(Debug, Default)]
+pub struct TreeSockets {
+    unix: HashMap<u64, Held>,
+    roles: HashMap<u64, Role>,
+}
+
+impl TreeSockets {
+    /// Whether the socket of inode `ino` passed [`survey`].
+    pub fn contains(&self, ino: u64) -> bool {
+        self.roles.contains_key(&ino)
+    }
+}
+
+/// The inode of a `socket:[N]` link target.
+pub fn socket_ino(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Looks at every socket of the processes `pids` and refuses, by name, the first the restore
+/// could not give back; runs before any process is touched.
+pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
+    let mut tree = TreeSockets::default();
+    for &pid in pids {
+        for fd in crate::procfs::fds(pid)? {
+            // A descriptor closed meanwhile is not a socket; classify reads it again.
+            let Ok(target) = read_link(format!("/proc/{pid}/fd/{fd}")) else {
+                continue;
+            };
+            let Some(ino) = socket_ino(&target) else {
+                continue;
+            };
+            failpoint!("dump.sock_diag", |source| crate::sys::SysError::Io {
+                what: format!("asking sock_diag about {target}"),
+                source,
+            });
+            match unix_diag(ino)? {
+                Some(diag) => {
+                    tree.unix.insert(ino, Held { pid, fd, diag });
+                }
+                None => {
+                    return Err(DumpError::Socket {
+                        pid,
+                        fd,
+                        what: other_family(pid, ino).to_owned(),
+                        target,
+                        hint: "only Unix sockets whose peers are in the dumped tree are \
+                               supported; close it before the dump",
+                    })
+                }
+            }
+        }
+    }
+    // Listeners first: a connection not accepted yet is named on its listener.
+    let mut order: Vec<(&u64, &Held)> = tree.unix.iter().collect();
+    order.sort_by_key(|(ino, h)| (h.diag.state != UNIX_LISTEN, **ino));
+    let mut roles = HashMap::new();
+    for (ino, held) in order {
+        match role(*ino, &held.diag, &tree.unix) {
+            Ok(r) => {
+                roles.insert(*ino, r);
+            }
+            Err((what, hint)) => {
+                return Err(DumpError::Socket {
+                    pid: held.pid,
+                    fd: held.fd,
+                    what,
+                    target: format!("socket:[{ino}]"),
+                    hint,
+                })
+            }
+        }
+    }
+    tree.roles = roles;
+    Ok(tree)
+}
+
+type Refusal = (String, &'static str);
+
+/// What the Unix socket `ino` is to the restore, or why the restore could not give it back.
+fn role(ino: u64, d: &UnixDiag, unix: &HashMap<u64, Held>) -> Result<Role, Refusal> {
+    let ty = i32::from(d.sock_type);
+    let kind = match ty {
+        libc::SOCK_STREAM => "a Unix stream socket",
+        libc::SOCK_DGRAM => "a Unix datagram socket",
+        libc::SOCK_SEQPACKET => "a Unix seqpacket socket",
+        _ => "a Unix socket of an unknown type",
+    };
+    let close = "close it before the dump";
+    if !matches!(
+        ty,
+        libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
+    ) {
+        return Err((kind.to_owned(), close));
+    }
+    if d.state == UNIX_LISTEN {
+        let pending = d.icons.len().max(d.rqlen.map_or(0, |r| r.0 as usize));
+        if pending > 0 {
+            return Err((
+                format!(
+                    "{kind} listening on {} with {pending} connection(s) not accepted yet \
+                     (pending)",
+                    name_text(&d.name)
+                ),
+                "let the process accept its pending connections before the dump",
+            ));
+        }
+        check_name(kind, d)?;
+        return Ok(Role::Listener);
+    }
+    let peer = u64::from(d.peer);
+    if d.peer == 0 || d.state != UNIX_ESTABLISHED && ty != libc::SOCK_DGRAM {
+        let what = if d.name.is_empty() {
+            format!("{kind} that is not connected")
+        } else {
+            format!("{kind} bound to {} and not connected", name_text(&d.name))
+        };
+        return Err((
+            what,
+            "only connected pairs and listeners are restored; close it before the dump",
+        ));
+    }
+    let Some(other) = unix.get(&peer) else {
+        if let Some(l) = unix.values().find(|l| l.diag.icons.contains(&d.peer)) {
+            return Err((
+                format!(
+                    "{kind} whose connection to {} is not accepted yet (pending)",
+                    name_text(&l.diag.name)
+                ),
+                "let the listening process accept it before the dump",
+            ));
+        }
+        return Err((
+            format!("a Unix socket connected to a process outside the dump (peer inode {peer})"),
+            "dump the process holding the other end with it (one tree), or close the socket",
+        ));
+    };
+    if u64::from(other.diag.peer) != ino {
+        return Err((
+            format!("{kind} connected one way to socket inode {peer}, which is not connected back"),
+            close,
+        ));
+    }
+    if let Some(listener) = listener_of(d, unix) {
+        return Ok(Role::Accepted { listener });
+    }
+    if listener_of(&other.diag, unix).is_some() {
+        if !d.name.is_empty() {
+            check_name(kind, d)?;
+        }
+        return Ok(Role::Client);
+    }
+    if d.name.is_empty() && other.diag.name.is_empty() {
+        return Ok(Role::Pair);
+    }
+    let named = if d.name.is_empty() { &other.diag } else { d };
+    Err((
+        format!(
+            "{kind} connected through the name {}, whose listener is not in the dump",
+            name_text(&named.name)
+        ),
+        "only pairs and connections accepted from a listener of the dumped tree are restored",
+    ))
+}
+
+/// The listener of the tree the socket `d` was accepted from: one listening on its name (for
+/// a name in the filesystem, on the same socket file), of its type.
+fn listener_of(d: &UnixDiag, unix: &HashMap<u64, Held>) -> Option<u64> {
+    if d.name.is_empty() {
+        return None;
+    }
+    unix.iter()
+        .find(|(_, l)| {
+            l.diag.state == UNIX_LISTEN
+                && l.diag.name == d.name
+                && l.diag.sock_type == d.sock_type
+                && (d.name.first() == Some(&0) || l.diag.vfs.map(|v| v.0) == d.vfs.map(|v| v.0))
+        })
+        .map(|(ino, _)| *ino)
+}
+
+/// Refuses a bound name the restore could not bind again: a relative path, or a path whose
+/// socket file is no longer this socket's.
+fn check_name(kind: &str, d: &UnixDiag) -> Result<(), Refusal> {
+    match d.name.first() {
+        None | Some(0) => Ok(()),
+        Some(b'/') => {
+            use std::os::unix::fs::MetadataExt;
+            let path = unix_socket_path(&d.name).unwrap_or_default();
+            let canonical = path
+                .to_str()
+                .ok_or("not UTF-8")
+                .and_then(crate::image::check_path);
+            if let Err(why) = canonical {
+                return Err((
+                    format!(
+                        "{kind} bound to {}, a path the image cannot hold ({why})",
+                        name_text(&d.name)
+                    ),
+                    "bind it to an absolute, canonical, UTF-8 path",
+                ));
+            }
+            let same = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+                m.file_type().is_socket() && d.vfs.is_some_and(|v| u64::from(v.0) == m.ino())
+            });
+            if same {
+                Ok(())
+            } else {
+                Err((
+                    format!(
+                        "{kind} bound to {}, whose socket file was removed or replaced",
+                        name_text(&d.name)
+                    ),
+                    "keep the socket file in place until the dump is done",
+                ))
+            }
+        }
+        Some(_) => Err((
+            format!("{kind} bound to the relative path {}", name_text(&d.name)),
+            "bind it to an absolute path",
+        )),
+    }
+}
+
+/// A socket name as `sun_path` holds it, in words: `@name` for an abstract one.
+pub fn name_text(name: &[u8]) -> String {
+    match name.split_first() {
+        None => "no name".to_owned(),
+        Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+        Some(_) => String::from_utf8_lossy(name)
+            .trim_end_matches('\0')
+            .to_owned(),
+    }
+}
+
+/// What the socket of inode `ino` (not an `AF_UNIX` one) is, from the tables of
+/// `/proc/PID/net`.
+fn other_family(pid: i32, ino: u64) -> &'static str {
+    const TABLES: &[(&str, &str, usize)] = &[
+        ("tcp", "a TCP socket", 9),
+        ("tcp6", "a TCP socket", 9),
+        ("udp", "a UDP socket", 9),
+        ("udp6", "a UDP socket", 9),
+        ("udplite", "a UDP-Lite socket", 9),
+        ("udplite6", "a UDP-Lite socket", 9),
+        ("raw", "a raw IP socket", 9),
+        ("raw6", "a raw IP socket", 9),
+        ("netlink", "a netlink socket", 9),
+        ("packet", "a packet socket", 8),
+    ];
+    let wanted = ino.to_string();
+    for (table, what, column) in TABLES {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        if text
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(*column) == Some(wanted.as_str()))
+        {
+            return what;
+        }
+    }
+    "a socket of a family other than Unix"
+}
+
+/// Reads the socket of inode `ino` of `pid` (its descriptor `fd`), received as `sock`: its
+/// label, options and queue, left in place. Refuses control messages in flight and queued
+/// messages that would carry the engine's credentials after the restore.
+pub fn read_unix(
+    pid: i32,
+    fd: i32,
+    ino: u64,
+    tree: &TreeSockets,
+    sock: &OwnedFd,
+) -> Result<UnixSocket, DumpError> {
+    let (Some(held), Some(role)) = (tree.unix.get(&ino), tree.roles.get(&ino)) else {
+        return Err(DumpError::Socket {
+            pid,
+            fd,
+            what: "a socket that appeared after the dump began".to_owned(),
+            target: format!("socket:[{ino}]"),
+            hint: "try again",
+        });
+    };
+    let d = &held.diag;
+    let refuse = |what: String, hint: &'static str| DumpError::Socket {
+        pid,
+        fd,
+        what,
+        target: format!("socket:[{ino}]"),
+        hint,
+    };
+    let sock_type = i32::from(d.sock_type);
+    let ty = match sock_type {
+        libc::SOCK_STREAM => UnixSocketType::Stream,
+        libc::SOCK_DGRAM => UnixSocketType::Dgram,
+        _ => UnixSocketType::Seqpacket,
+    };
+    let opt = |name| sockopt_int(sock.as_fd(), libc::SOL_SOCKET, name);
+    let passcred = opt(libc::SO_PASSCRED)? != 0;
+    let passsec = opt(libc::SO_PASSSEC)? != 0;
+    let rcvbuf = opt(libc::SO_RCVBUF)?;
+    let sndbuf = opt(libc::SO_SNDBUF)?;
+    let peek_off = opt(libc::SO_PEEK_OFF)?;
+    // Options the restore does not set: refused when not at their default.
+    for (name, set) in [
+        (
+            "SO_RCVTIMEO",
+            sockopt_timeval_set(sock.as_fd(), libc::SO_RCVTIMEO)?,
+        ),
+        (
+            "SO_SNDTIMEO",
+            sockopt_timeval_set(sock.as_fd(), libc::SO_SNDTIMEO)?,
+        ),
+        // Not known to every kernel: an error means it is not set.
+        (
+            "SO_PASSPIDFD",
+            opt(libc::SO_PASSPIDFD).is_ok_and(|v| v != 0),
+        ),
+    ] {
+        if set {
+            return Err(refuse(
+                format!("a Unix socket with {name} set"),
+                "crlab does not restore that option yet; unset it before the dump",
+            ));
+        }
+    }
+    let shutdown = d.shutdown.unwrap_or(0);
+    // A listener queues connections, not data: its pending ones were refused by `survey`.
+    let peeked = if *role == Role::Listener {
+        crate::sys::Peeked::default()
+    } else {
+        peek_queue(sock.as_fd(), sock_type, shutdown & 1 != 0)?
+    };
+    if let Some(c) = peeked.control.first() {
+        return Err(refuse(
+            format!("a Unix socket with {c} in flight in its queue"),
+            "let the process read its queue before the dump",
+        ));
+    }
+    if !peeked.messages.is_empty() && (passcred || passsec) {
+        return Err(refuse(
+            format!(
+                "a Unix socket with queued data that carries its sender's {} (SCM_CREDENTIALS \
+                 or SCM_SECURITY in flight)",
+                if passcred {
+                    "credentials (SO_PASSCRED)"
+                } else {
+                    "security context (SO_PASSSEC)"
+                }
+            ),
+            "let the process read its queue before the dump",
+        ));
+    }
+    let label = crate::selinux::label_of(sock.as_fd());
+    let as_u32 = |v: i32| u32::try_from(v).unwrap_or(0);
+    let mut out = UnixSocket {
+        ino,
+        r#type: ty as i32,
+        peer: u64::from(d.peer),
+        queue: peeked.messages,
+        shutdown: u32::from(shutdown),
+        label,
+        passcred,
+        passsec,
+        rcvbuf: as_u32(rcvbuf),
+        sndbuf: as_u32(sndbuf),
+        name: d.name.clone(),
+        peek_off: (peek_off >= 0).then_some(peek_off),
+        ..UnixSocket::default()
+    };
+    match *role {
+        Role::Listener => {
+            out.listening = true;
+            out.backlog = d.rqlen.map_or(0, |r| r.1);
+        }
+        Role::Accepted { listener } => {
+            out.accepted_from = listener;
+            // The restore's accept gives the listener's label: refuse one that differs.
+            if let Some(l) = tree.unix.get(&listener) {
+                let path = format!("/proc/{}/fd/{}", l.pid, l.fd);
+                let theirs = crate::selinux::label_of_path(std::path::Path::new(&path), true);
+                if theirs != out.label {
+                    return Err(refuse(
+                        format!(
+                            "an accepted Unix connection labelled {:?}, not as its listener \
+                             ({theirs:?})",
+                            out.label
+                        ),
+                        "the restore's accept would label it as the listener",
+                    ));
+                }
+            }
+        }
+        Role::Pair | Role::Client => {}
+    }
+    // The socket file this socket bound (a listener's, or a bound client's).
+    let path = unix_socket_path(&d.name).filter(|_| !matches!(role, Role::Accepted { .. }));
+    if let Some(path) = path {
+        use std::os::unix::fs::MetadataExt;
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|source| crate::procfs::ProcError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        out.file_mode = meta.mode() & 0o7777;
+        out.file_uid = meta.uid();
+        out.file_gid = meta.gid();
+        out.file_label = crate::selinux::label_of_path(&path, false);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(ino: u32, peer: u32, name: &[u8]) -> (u64, Held) {
+        (
+            u64::from(ino),
+            Held {
+                pid: 1,
+                fd: 3,
+                diag: UnixDiag {
+                    sock_type: 1,
+                    state: UNIX_ESTABLISHED,
+                    ino,
+                    name: name.to_vec(),
+                    peer,
+                    ..UnixDiag::default()
+                },
+            },
+        )
+    }
+
+    fn listener(ino: u32, name: &[u8], icons: &[u32]) -> (u64, Held) {
+        let (i, mut h) = held(ino, 0, name);
+        h.diag.state = UNIX_LISTEN;
+        h.diag.icons = icons.to_vec();
+        (i, h)
+    }
+
+    fn roles(unix: &HashMap<u64, Held>) -> HashMap<u64, Result<Role, String>> {
+        unix.iter()
+            .map(|(i, h)| (*i, role(*i, &h.diag, unix).map_err(|e| e.0)))
+            .collect()
+    }
+
+    #[test]
+    fn link_targets_and_names() {
+        assert_eq!(socket_ino("socket:[1234]"), Some(1234));
+        assert_eq!(socket_ino("pipe:[1234]"), None);
+        assert_eq!(name_text(b"\0abs"), "@abs");
+        assert_eq!(name_text(b"/run/s\0"), "/run/s");
+        assert_eq!(name_text(b""), "no name");
+    }
+
+    #[test]
+    fn a_pair_inside_the_tree_passes_and_a_peer_outside_is_named() {
+        let unix = [held(10, 11, b""), held(11, 10, b""), held(12, 99, b"")]
+            .into_iter()
+            .collect();
+        let r = roles(&unix);
+        assert_eq!(r[&10], Ok(Role::Pair));
+        assert_eq!(
+            r[&12],
+            Err("a Unix socket connected to a process outside the dump (peer inode 99)".into())
+        );
+    }
+
+    #[test]
+    fn an_accepted_connection_and_its_bound_client_are_told_apart() {
+        let unix = [
+            listener(20, b"\0srv", &[]),
+            held(21, 22, b"\0srv"),
+            held(22, 21, b"\0cli"),
+        ]
+        .into_iter()
+        .collect();
+        let r = roles(&unix);
+        assert_eq!(r[&20], Ok(Role::Listener));
+        assert_eq!(r[&21], Ok(Role::Accepted { listener: 20 }));
+        assert_eq!(r[&22], Ok(Role::Client));
+    }
+
+    #[test]
+    fn pending_connections_and_lost_listeners_are_refused_by_name() {
+        let unix = [
+            listener(30, b"\0srv", &[33]),
+            held(31, 33, b""),
+            held(34, 35, b"\0gone"),
+            held(35, 34, b""),
+        ]
+        .into_iter()
+        .collect();
+        let r = roles(&unix);
+        assert_eq!(
+            r[&30],
+            Err(
+                "a Unix stream socket listening on @srv with 1 connection(s) not accepted yet \
+                 (pending)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            r[&31],
+            Err(
+                "a Unix stream socket whose connection to @srv is not accepted yet (pending)"
+                    .into()
+            )
+        );
+        assert!(
+            r[&34]
+                .as_ref()
+                .is_err_and(|e| e.contains("@gone, whose listener is not in the dump")),
+            "{:?}",
+            r[&34]
+        );
+    }
+
+    #[test]
+    fn other_families_are_named_from_proc_net() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let me = nix::unistd::getpid().as_raw();
+        let ino = |fd: i32| {
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .expect("a descriptor of ours")
+                .ino()
+        };
+        let nl = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Netlink,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            nix::sys::socket::SockProtocol::NetlinkRoute,
+        )
+        .expect("a netlink socket");
+        // Listed once bound.
+        nix::sys::socket::bind(nl.as_raw_fd(), &nix::sys::socket::NetlinkAddr::new(0, 0))
+            .expect("binding the netlink socket");
+        assert_eq!(other_family(me, ino(nl.as_raw_fd())), "a netlink socket");
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("a TCP listener");
+        assert_eq!(other_family(me, ino(tcp.as_raw_fd())), "a TCP socket");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        assert_eq!(other_family(me, ino(udp.as_raw_fd())), "a UDP socket");
+    }
+
+    #[test]
+    fn a_relative_or_replaced_socket_file_is_refused() {
+        let unix: HashMap<u64, Held> = [
+            listener(40, b"rel.sock", &[]),
+            listener(41, b"/nonexistent/crlab.sock\0", &[]),
+            listener(42, b"/tmp//crlab.sock\0", &[]),
+        ]
+        .into_iter()
+        .collect();
+        let r = roles(&unix);
+        assert!(r[&40].as_ref().is_err_and(|e| e.contains("relative path")));
+        assert!(r[&41]
+            .as_ref()
+            .is_err_and(|e| e.contains("removed or replaced")));
+        assert!(r[&42]
+            .as_ref()
+            .is_err_and(|e| e.contains("a path the image cannot hold (an empty component")));
+    }
+}

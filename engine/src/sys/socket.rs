@@ -1,0 +1,340 @@
+//! An `AF_UNIX` socket seen from the engine: its queued messages read without taking them
+//! (`SO_PEEK_OFF` and `MSG_PEEK`), its integer options, and a copy of a descriptor of a
+//! traced task (`pidfd_getfd`), through which the restore fills and configures the sockets it
+//! creates in the root.
+
+use super::SysError;
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, send, ControlMessageOwned, MsgFlags};
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+fn err(op: &'static str) -> impl FnOnce(Errno) -> SysError {
+    move |source| SysError::Call { op, tid: 0, source }
+}
+
+/// An integer socket option (`getsockopt`).
+pub fn sockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> Result<i32, SysError> {
+    let mut v: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+        .map_err(|_| err("getsockopt")(Errno::EINVAL))?;
+    // SAFETY: `v` and `len` are live and `len` says how big `v` is; the kernel writes at most
+    // that many bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of_mut!(v).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(err("getsockopt")(Errno::last()));
+    }
+    Ok(v)
+}
+
+/// Sets an integer socket option (`setsockopt`).
+pub fn set_sockopt_int(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    value: i32,
+) -> Result<(), SysError> {
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+        .map_err(|_| err("setsockopt")(Errno::EINVAL))?;
+    // SAFETY: the kernel reads `len` bytes from `value`, a live int.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of!(value).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        return Err(err("setsockopt")(Errno::last()));
+    }
+    Ok(())
+}
+
+/// Whether a `struct timeval` socket option (`SO_RCVTIMEO`, `SO_SNDTIMEO`) is set (not zero).
+pub fn sockopt_timeval_set(fd: BorrowedFd<'_>, name: i32) -> Result<bool, SysError> {
+    let mut v = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>())
+        .map_err(|_| err("getsockopt")(Errno::EINVAL))?;
+    // SAFETY: `v` and `len` are live and `len` says how big `v` is; the kernel writes at most
+    // that many bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::addr_of_mut!(v).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(err("getsockopt")(Errno::last()));
+    }
+    Ok(v.tv_sec != 0 || v.tv_usec != 0)
+}
+
+/// The messages queued for reading on a socket, left in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peeked {
+    /// Oldest first; a datagram or a record per entry (for a stream, chunks of its bytes).
+    pub messages: Vec<Vec<u8>>,
+    /// Control messages found in flight, by name (`SCM_RIGHTS`, `SCM_CREDENTIALS`, ...).
+    pub control: Vec<&'static str>,
+}
+
+/// The first chunk size tried for one message.
+const PEEK_CHUNK: usize = 256 * 1024;
+
+/// Reads what is queued on `fd` (an `AF_UNIX` socket of type `sock_type`) without taking it:
+/// `SO_PEEK_OFF` is set to 0, the queue walked with `MSG_PEEK`, then the option put back.
+/// For datagrams and records each message is kept whole. `read_shut` says the socket cannot
+/// receive any more (`RCV_SHUTDOWN`): there a zero-length answer may be the end of the queue.
+/// Descriptors that come with a peeked message (`SCM_RIGHTS` copies them) are closed at once.
+pub fn peek_queue(fd: BorrowedFd<'_>, sock_type: i32, read_shut: bool) -> Result<Peeked, SysError> {
+    let old = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
+    set_sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)?;
+    let out = peek_all(fd, sock_type, read_shut);
+    let put_back = set_sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old);
+    let mut out = out?;
+    put_back?;
+    if sock_type == libc::SOCK_STREAM && has_oob(fd)? {
+        out.control.push("out-of-band data (MSG_OOB)");
+    }
+    Ok(out)
+}
+
+/// Whether a stream socket holds an out-of-band byte not read yet, left in place.
+fn has_oob(fd: BorrowedFd<'_>) -> Result<bool, SysError> {
+    let mut b = [0u8; 1];
+    let flags = libc::MSG_OOB | libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    // SAFETY: `b` is a live one-byte buffer.
+    let r = unsafe { libc::recv(fd.as_raw_fd(), b.as_mut_ptr().cast(), 1, flags) };
+    if r >= 0 {
+        return Ok(r > 0);
+    }
+    match Errno::last() {
+        // None (EINVAL), or a kernel without out-of-band data on Unix sockets (EOPNOTSUPP).
+        Errno::EINVAL | Errno::EOPNOTSUPP | Errno::EAGAIN => Ok(false),
+        e => Err(err("recv(MSG_OOB|MSG_PEEK)")(e)),
+    }
+}
+
+fn peek_all(fd: BorrowedFd<'_>, sock_type: i32, read_shut: bool) -> Result<Peeked, SysError> {
+    let stream = sock_type == libc::SOCK_STREAM;
+    let mut out = Peeked::default();
+    let mut offset: usize = 0;
+    let mut buf = vec![0u8; PEEK_CHUNK];
+    // A zero-length answer seen on a socket shut for reading: a message only if more follows.
+    let mut empty_pending = false;
+    loop {
+        let mut flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+        if !stream {
+            flags |= MsgFlags::MSG_TRUNC;
+        }
+        let mut space = nix::cmsg_space!([RawFd; super::FDS_PER_MESSAGE], libc::ucred, [u8; 256]);
+        let (n, control) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = match recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+                Ok(m) => m,
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(err("recvmsg(MSG_PEEK)")(e)),
+            };
+            let mut control = Vec::new();
+            for c in msg.cmsgs().map_err(err("recvmsg(MSG_PEEK)"))? {
+                control.push(match c {
+                    ControlMessageOwned::ScmRights(fds) => {
+                        for f in fds {
+                            // SAFETY: the peek just installed this descriptor in our table;
+                            // nobody else owns it, and it is closed here, unused.
+                            drop(unsafe { OwnedFd::from_raw_fd(f) });
+                        }
+                        "SCM_RIGHTS (descriptors)"
+                    }
+                    ControlMessageOwned::ScmCredentials(_) => "SCM_CREDENTIALS (credentials)",
+                    _ => "a control message (SCM_SECURITY or another)",
+                });
+            }
+            if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                control.push("a truncated control message");
+            }
+            (msg.bytes, control)
+        };
+        for c in control {
+            if !out.control.contains(&c) {
+                out.control.push(c);
+            }
+        }
+        if n > buf.len() {
+            // A datagram bigger than the buffer: look at it again, whole.
+            buf.resize(n, 0);
+            let at = i32::try_from(offset).map_err(|_| err("setsockopt")(Errno::E2BIG))?;
+            set_sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, at)?;
+            continue;
+        }
+        if n == 0 {
+            if stream {
+                break;
+            }
+            if read_shut {
+                if empty_pending {
+                    break;
+                }
+                empty_pending = true;
+                continue;
+            }
+        } else if empty_pending {
+            out.messages.push(Vec::new());
+            empty_pending = false;
+        }
+        out.messages.push(buf[..n].to_vec());
+        offset += n;
+    }
+    Ok(out)
+}
+
+/// Sends `data` as one message on `fd`, without blocking: a full queue is `EAGAIN`.
+pub fn send_all(fd: BorrowedFd<'_>, data: &[u8], stream: bool) -> Result<(), SysError> {
+    let mut at = 0;
+    loop {
+        match send(
+            fd.as_raw_fd(),
+            &data[at..],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => at += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(err("send")(e)),
+        }
+        if !stream || at >= data.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// A copy, in the engine, of descriptor `fd` of process `pid` (`pidfd_getfd`): the same open
+/// file description, close-on-exec. The engine must be allowed to ptrace `pid`.
+pub fn fd_of(pid: i32, fd: u64) -> Result<OwnedFd, SysError> {
+    let call = |op| {
+        move |source| SysError::Call {
+            op,
+            tid: pid,
+            source,
+        }
+    };
+    // SAFETY: pidfd_open takes a pid and flags, no pointer.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(call("pidfd_open")(Errno::last()));
+    }
+    let pidfd = RawFd::try_from(pidfd).map_err(|_| call("pidfd_open")(Errno::EBADF))?;
+    // SAFETY: pidfd_open just returned this descriptor; nobody else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let target = RawFd::try_from(fd).map_err(|_| call("pidfd_getfd")(Errno::EBADF))?;
+    // SAFETY: pidfd_getfd takes two descriptors and flags, no pointer.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
+    if got < 0 {
+        return Err(call("pidfd_getfd")(Errno::last()));
+    }
+    let got = RawFd::try_from(got).map_err(|_| call("pidfd_getfd")(Errno::EBADF))?;
+    // SAFETY: pidfd_getfd just installed this descriptor (close-on-exec); nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(got) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+
+    #[test]
+    fn datagrams_are_peeked_whole_and_left_in_place() {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        a.send(b"one").unwrap();
+        a.send(b"").unwrap();
+        a.send(b"three!").unwrap();
+        let p = peek_queue(b.as_fd(), libc::SOCK_DGRAM, false).unwrap();
+        assert_eq!(
+            p.messages,
+            vec![b"one".to_vec(), Vec::new(), b"three!".to_vec()]
+        );
+        assert!(p.control.is_empty());
+        assert_eq!(
+            sockopt_int(b.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap(),
+            -1
+        );
+        let mut r = [0u8; 16];
+        assert_eq!(b.recv(&mut r).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_big_datagram_is_peeked_whole() {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        set_sockopt_int(a.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 1 << 20).unwrap();
+        set_sockopt_int(b.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20).unwrap();
+        let big: Vec<u8> = (0..400u32 * 1024)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
+        a.send(b"x").unwrap();
+        a.send(&big).unwrap();
+        let p = peek_queue(b.as_fd(), libc::SOCK_DGRAM, false).unwrap();
+        assert_eq!(p.messages, vec![b"x".to_vec(), big]);
+    }
+
+    #[test]
+    fn a_stream_is_peeked_in_order_and_rights_in_flight_are_named() {
+        use std::io::Write;
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(b"hello ").unwrap();
+        a.write_all(b"world").unwrap();
+        let p = peek_queue(b.as_fd(), libc::SOCK_STREAM, false).unwrap();
+        assert_eq!(p.messages.concat(), b"hello world".to_vec());
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let fds = [devnull.as_raw_fd()];
+        nix::sys::socket::sendmsg::<()>(
+            a.as_raw_fd(),
+            &[std::io::IoSlice::new(b"!")],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let p = peek_queue(b.as_fd(), libc::SOCK_STREAM, false).unwrap();
+        assert_eq!(p.control, vec!["SCM_RIGHTS (descriptors)"]);
+        assert_eq!(p.messages.concat(), b"hello world!".to_vec());
+    }
+
+    #[test]
+    fn out_of_band_data_is_named() {
+        let (a, b) = UnixStream::pair().unwrap();
+        nix::sys::socket::send(a.as_raw_fd(), b"ab", MsgFlags::empty()).unwrap();
+        assert!(peek_queue(b.as_fd(), libc::SOCK_STREAM, false)
+            .unwrap()
+            .control
+            .is_empty());
+        nix::sys::socket::send(a.as_raw_fd(), b"!", MsgFlags::MSG_OOB).unwrap();
+        let p = peek_queue(b.as_fd(), libc::SOCK_STREAM, false).unwrap();
+        assert_eq!(p.control, vec!["out-of-band data (MSG_OOB)"]);
+    }
+
+    #[test]
+    fn timeouts_are_seen() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(!sockopt_timeval_set(a.as_fd(), libc::SO_RCVTIMEO).unwrap());
+        a.set_read_timeout(Some(std::time::Duration::from_millis(1500)))
+            .unwrap();
+        assert!(sockopt_timeval_set(a.as_fd(), libc::SO_RCVTIMEO).unwrap());
+    }
+}

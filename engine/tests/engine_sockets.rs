@@ -1,0 +1,187 @@
+//! Unix sockets: the pairs the engine restores exactly (the `sockets` workload checks its
+//! queues, boundaries, shutdown state, options and labels itself after the restore), and the
+//! sockets it refuses at dump, by name, with the workload running on afterwards with the
+//! refused state still in place.
+//!
+//! Needs root (the tests fail, not skip, without it). SELinux labels are compared by the
+//! workload only where SELinux is on (the lab's VM); here the label path is not exercised.
+
+mod support;
+
+use rstest::rstest;
+
+use crlab::failpoint;
+use support::process::{self, Exit, Proc};
+use support::protocol::WaitMode;
+use support::workload::{Workload, EXIT_TIMEOUT};
+
+/// Pairs of each type with queued data both ways, a shut-down pair, options and flags
+/// (`pairs`); listeners at a path and an abstract name with a connection accepted on each
+/// (`listeners`); a pair and an accepted connection between a process and its child
+/// (`children`).
+#[rstest]
+#[case::pairs("pairs", 10)]
+#[case::listeners("listeners", 6)]
+#[case::children("children", 5)]
+fn unix_sockets_are_restored_exactly(#[case] kind: &str, #[case] ends: usize) {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
+    let child: Option<i32> = w
+        .wait_ready()
+        .get("child-pid")
+        .map(|p| p.parse().expect("child-pid is a pid"));
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    if let Some(child) = child {
+        // Killed with the tree and orphaned, it is ours (the tests are a subreaper): its pid
+        // must be free before the restore.
+        let exit = Proc::adopt(child)
+            .reap_within(EXIT_TIMEOUT, "the dumped child")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(exit, Exit::Signal(_)),
+            "the dumped child ended with {exit}"
+        );
+    }
+    // `crlab show` renders every socket (`pairs`: three typed pairs, the shut pair, the
+    // options pair; `listeners`: two listeners, two connections), with their queues.
+    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
+    let run = w.crlab(&args);
+    assert!(run.succeeded(), "crlab show failed");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let mut sockets = Vec::new();
+    collect(&json, "unixSocket", &mut sockets);
+    assert_eq!(sockets.len(), ends, "{sockets:?}");
+    assert!(
+        sockets
+            .iter()
+            .any(|s| s["queue"].as_array().is_some_and(|q| q.len() == 4)),
+        "a datagram end with its four messages: {sockets:?}"
+    );
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Every value under key `key`, anywhere in `v`.
+fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == key {
+                    out.push(x);
+                }
+                collect(x, key, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect(x, key, out)),
+        _ => {}
+    }
+}
+
+/// Each socket the restore would not give back is refused at dump, named with the process
+/// and the descriptor; the workload runs on and finds the state still in place.
+#[rstest]
+#[case::peer_outside(
+    "outside",
+    &["a Unix socket connected to a process outside the dump (peer inode"]
+)]
+#[case::scm_rights("scm-rights", &["SCM_RIGHTS", "in flight"])]
+#[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]
+#[case::tcp("tcp", &["a TCP socket"])]
+#[case::pending("pending", &["not accepted yet", "pending"])]
+#[case::rcvtimeo("rcvtimeo", &["SO_RCVTIMEO"])]
+#[case::oob("oob", &["out-of-band data (MSG_OOB)"])]
+fn dump_refuses_sockets_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
+    let ready = w.wait_ready();
+    let holder = ready
+        .get("refused-pid")
+        .expect("the holder's pid")
+        .to_owned();
+    let fd = ready.get("refused-fd").expect("the descriptor").to_owned();
+    w.wait_in_wait_syscall();
+    let run = w.dump(&[]);
+    let (ok, exit, stderr) = (run.succeeded(), run.exit, run.stderr());
+    assert!(!ok, "crlab dump must refuse {kind}");
+    assert!(
+        matches!(exit, Some(Exit::Code(c)) if c != 0),
+        "crlab dump must exit non-zero, not {exit:?}"
+    );
+    assert!(
+        !w.images_dir().join("inventory.img").exists(),
+        "a refused dump must not leave a complete-looking dump (inventory.img)"
+    );
+    w.assert_running("a refused dump");
+    w.trigger();
+    w.expect_ok();
+    for word in words {
+        assert!(
+            stderr.contains(word),
+            "the refusal must name {word:?}: {stderr}"
+        );
+    }
+    for (what, number) in [("process", &holder), ("fd", &fd)] {
+        assert!(
+            mentions_number(&stderr, number),
+            "the refusal must name the {what} {number}: {stderr}"
+        );
+    }
+}
+
+/// The two failpoints only sockets reach (`engine_failpoints` runs on workloads without
+/// any): a dump failing at `dump.sock_diag` leaves the workload running, a restore failing at
+/// `restore.files.socket` leaves nothing behind and the same images then restore.
+#[test]
+fn socket_failpoints_fail_their_step_cleanly() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["pairs"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    let pid = w.pid();
+    let run = w.dump_with_env(&[], &[(failpoint::ENV, "dump.sock_diag")]);
+    assert!(!run.succeeded(), "the dump must fail at dump.sock_diag");
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("injected failure at dump.sock_diag"),
+        "{stderr}"
+    );
+    w.assert_running("a dump failed at dump.sock_diag");
+
+    // Back in its own sleep (not in the kernel's restart of it) before the next dump.
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let pidfile = w.pidfile();
+    let args = [
+        "--detach",
+        "--pidfile",
+        pidfile.to_str().expect("utf-8 path"),
+    ];
+    let run = w.restore_with_env(&args, &[(failpoint::ENV, "restore.files.socket")]);
+    assert!(
+        !run.succeeded(),
+        "the restore must fail at restore.files.socket"
+    );
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("injected failure at restore.files.socket"),
+        "{stderr}"
+    );
+    process::wait_until(
+        support::workload::READY_TIMEOUT,
+        format!("pid {pid} to be gone after the failed restore"),
+        || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!pidfile.exists(), "a failed restore writes no pid file");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Whether `text` holds `number` as a whole number (not as part of a longer one).
+fn mentions_number(text: &str, number: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|token| token == number)
+}

@@ -1,0 +1,949 @@
+//! Unix sockets, chosen by the first argument.
+//!
+//! Restored exactly:
+//! - `pairs`: a socketpair of each type (stream, datagram, seqpacket) with messages queued in
+//!   both directions (a zero-length datagram and record among them, one message of 5000
+//!   bytes); a stream pair shut down for writing by one end after its last words; a
+//!   seqpacket pair with options and flags set (`SO_PASSCRED`, `SO_RCVBUF`, `SO_SNDBUF`,
+//!   `SO_PEEK_OFF`, `O_NONBLOCK` on one end). After the wait: each end's type, the messages read back in
+//!   order with their boundaries and nothing more, the pairs still carrying new messages,
+//!   the shutdown (the reader sees the end, the writer `EPIPE`), the options and flags, and,
+//!   when SELinux is on, each socket's label as it was before the dump.
+//!
+//! - `listeners`: a stream listener at a path of the state directory (mode 0640, backlog 7)
+//!   and a seqpacket listener at an abstract name (backlog 3); on each, a connection accepted
+//!   from a client of this process (the seqpacket client bound to an abstract name of its
+//!   own), with messages queued both ways. After the wait: the names (`getsockname`,
+//!   `getpeername`) of every socket, the queues, the connections still carrying messages, a
+//!   new client connecting to each listener and accepted, the socket file's mode, and when
+//!   SELinux is on, the labels of the sockets and of the socket file.
+//!
+//! - `children`: a stream pair between this process and a child, and a connection accepted
+//!   by this process from a client in the child, with messages queued both ways on each.
+//!   After the wait this process checks its ends, then lets the child (blocked on a pipe)
+//!   check its own and report on the pair; the child is restored as this process's child.
+//!
+//! Refused at dump (the state still in place after the refused dump, checked after the wait):
+//! - `pending`: a listener with a connection not accepted yet;
+//! - `outside`: a stream pair whose other end is held by a process outside the tree (a
+//!   grandchild reparented away, which exits when its end sees the end of the stream);
+//! - `scm-rights`: a stream pair with a descriptor in flight (`SCM_RIGHTS`);
+//! - `passcred`: a datagram pair with a message queued to an end that has `SO_PASSCRED`;
+//! - `tcp`: a TCP socket listening on 127.0.0.1;
+//! - `rcvtimeo`: a stream pair with `SO_RCVTIMEO` set on one end (not restored);
+//! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`).
+
+use std::io;
+
+use crlab_workloads::runtime::{Checks, Workload};
+use crlab_workloads::sys::{self, pattern};
+
+const BIG_SEED: u64 = 0x50c4;
+const BIG_LEN: usize = 5000;
+const RCVBUF: i32 = 50_000;
+const SNDBUF: i32 = 70_000;
+const LAST_WORDS: &[u8] = b"last words before the shutdown";
+
+fn socketpair(ty: i32) -> io::Result<(i32, i32)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: socketpair writes two descriptors into `fds`, a live [i32; 2].
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) };
+    sys::check(r.into()).map(|_| (fds[0], fds[1]))
+}
+
+fn send(fd: i32, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is a live buffer of `data.len()` bytes.
+    let r = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    sys::check(r as libc::c_long).map(|n| n as usize)
+}
+
+fn recv(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live buffer of `buf.len()` bytes.
+    let r = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    sys::check(r as libc::c_long).map(|n| n as usize)
+}
+
+fn getsockopt(fd: i32, name: i32) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live; the kernel writes at most `len` bytes into `v`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::addr_of_mut!(v).cast(),
+            &mut len,
+        )
+    };
+    sys::check(r.into()).map(|_| v)
+}
+
+fn setsockopt(fd: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: the kernel reads one int from `value`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    sys::check(r.into()).map(drop)
+}
+
+/// The SELinux label of `fd`, `None` when SELinux is off.
+fn label(fd: i32) -> io::Result<Option<Vec<u8>>> {
+    if !std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        return Ok(None);
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: the name is NUL-terminated and `buf` is a live buffer of its length.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd,
+            c"security.selinux".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = sys::check(n as libc::c_long)? as usize;
+    Ok(Some(buf[..n].to_vec()))
+}
+
+/// One end of a pair with what the other end queued to it.
+struct End {
+    name: String,
+    fd: i32,
+    ty: i32,
+    /// The messages queued to be read on this end, in order.
+    queued: Vec<Vec<u8>>,
+    label: Option<Vec<u8>>,
+}
+
+fn messages(ty: i32, from: &str) -> Vec<Vec<u8>> {
+    let mut m = vec![
+        format!("first from {from}").into_bytes(),
+        format!("second, longer, from {from}").into_bytes(),
+        pattern(BIG_SEED, 0, BIG_LEN),
+    ];
+    if ty != libc::SOCK_STREAM {
+        m.insert(1, Vec::new());
+    }
+    m
+}
+
+fn set_up_pair(w: &Workload, ty: i32, tname: &str) -> (End, End) {
+    let (a, b) = w.setup(&format!("socketpair({tname})"), socketpair(ty));
+    let to_b = messages(ty, "a");
+    let to_a = messages(ty, "b");
+    for m in &to_b {
+        w.setup(&format!("{tname}: queueing to b"), send(a, m));
+    }
+    for m in &to_a {
+        w.setup(&format!("{tname}: queueing to a"), send(b, m));
+    }
+    let end = |name: &str, fd, queued| End {
+        name: format!("{tname} {name}"),
+        fd,
+        ty,
+        queued,
+        label: w.setup("fgetxattr(security.selinux)", label(fd)),
+    };
+    (end("a", a, to_a), end("b", b, to_b))
+}
+
+fn check_end(checks: &mut Checks, e: &End) {
+    if let Some(ty) = checks.io("SO_TYPE", getsockopt(e.fd, libc::SO_TYPE)) {
+        checks.eq(&format!("{}: type", e.name), e.ty, ty);
+    }
+    if let Some(l) = checks.io("fgetxattr(security.selinux)", label(e.fd)) {
+        checks.eq(&format!("{}: SELinux label", e.name), &e.label, &l);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    if e.ty == libc::SOCK_STREAM {
+        let want: Vec<u8> = e.queued.concat();
+        let mut got = Vec::new();
+        loop {
+            match recv(e.fd, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => break,
+                Err(err) => {
+                    checks.fail(format!("{}: recv: {err}", e.name));
+                    break;
+                }
+            }
+        }
+        checks.that(
+            got == want,
+            &format!(
+                "{}: the stream's bytes: {} read, {} expected, or in another order",
+                e.name,
+                got.len(),
+                want.len()
+            ),
+        );
+        return;
+    }
+    for (i, m) in e.queued.iter().enumerate() {
+        match checks.io(
+            &format!("{}: recv of message {i}", e.name),
+            recv(e.fd, &mut buf),
+        ) {
+            Some(n) => checks.that(
+                buf[..n] == m[..],
+                &format!(
+                    "{}: message {i} ({} bytes read, {} expected, or different bytes)",
+                    e.name,
+                    n,
+                    m.len()
+                ),
+            ),
+            None => return,
+        }
+    }
+    match recv(e.fd, &mut buf) {
+        Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => {}
+        other => checks.fail(format!("{}: more than was queued: {other:?}", e.name)),
+    }
+}
+
+/// The pair still carries messages both ways.
+fn check_alive(checks: &mut Checks, a: &End, b: &End) {
+    let mut buf = [0u8; 64];
+    for (from, to) in [(a, b), (b, a)] {
+        let text = format!("after the restore, to {}", to.name);
+        if checks
+            .io(
+                &format!("{}: send", from.name),
+                send(from.fd, text.as_bytes()),
+            )
+            .is_some()
+        {
+            if let Some(n) = checks.io(&format!("{}: recv", to.name), recv(to.fd, &mut buf)) {
+                checks.eq(
+                    &format!("{}: a new message", to.name),
+                    text.as_bytes(),
+                    &buf[..n],
+                );
+            }
+        }
+    }
+}
+
+fn pairs(mut w: Workload) -> ! {
+    let mut ends = Vec::new();
+    for (ty, tname) in [
+        (libc::SOCK_STREAM, "stream"),
+        (libc::SOCK_DGRAM, "dgram"),
+        (libc::SOCK_SEQPACKET, "seqpacket"),
+    ] {
+        ends.push(set_up_pair(&w, ty, tname));
+    }
+    // Last words, then no more from `a`.
+    let (sa, sb) = w.setup("socketpair(shut)", socketpair(libc::SOCK_STREAM));
+    w.setup("shut: last words", send(sa, LAST_WORDS));
+    // SAFETY: shutdown takes only integers.
+    let r = unsafe { libc::shutdown(sa, libc::SHUT_WR) };
+    w.setup("shutdown(SHUT_WR)", sys::check(r.into()));
+    // Options and flags.
+    let (oa, ob) = w.setup(
+        "socketpair(options)",
+        socketpair(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK),
+    );
+    w.setup(
+        "clearing O_NONBLOCK",
+        sys::check(unsafe_fcntl_setfl(ob, libc::O_RDWR).into()),
+    );
+    w.setup("SO_PASSCRED", setsockopt(oa, libc::SO_PASSCRED, 1));
+    w.setup("SO_RCVBUF", setsockopt(ob, libc::SO_RCVBUF, RCVBUF));
+    w.setup("SO_SNDBUF", setsockopt(oa, libc::SO_SNDBUF, SNDBUF));
+    w.setup("SO_PEEK_OFF", setsockopt(ob, libc::SO_PEEK_OFF, 0));
+    let rcvbuf = w.setup("SO_RCVBUF", getsockopt(ob, libc::SO_RCVBUF));
+    let sndbuf = w.setup("SO_SNDBUF", getsockopt(oa, libc::SO_SNDBUF));
+    let default_rcv = w.setup("SO_RCVBUF", getsockopt(oa, libc::SO_RCVBUF));
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    for (a, b) in &ends {
+        check_end(&mut checks, a);
+        check_end(&mut checks, b);
+        check_alive(&mut checks, a, b);
+    }
+    let mut buf = [0u8; 256];
+    if let Some(n) = checks.io("shut: recv", recv(sb, &mut buf)) {
+        checks.eq("shut: last words", LAST_WORDS, &buf[..n]);
+    }
+    match recv(sb, &mut buf) {
+        Ok(0) => {}
+        other => checks.fail(format!("shut: the end of the stream, not {other:?}")),
+    }
+    match send(sa, b"more") {
+        Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+        other => checks.fail(format!(
+            "shut: a send after SHUT_WR gives EPIPE, not {other:?}"
+        )),
+    }
+    if let Some(v) = checks.io("SO_PASSCRED", getsockopt(oa, libc::SO_PASSCRED)) {
+        checks.eq("options a: SO_PASSCRED", 1, v);
+    }
+    if let Some(v) = checks.io("SO_PASSCRED", getsockopt(ob, libc::SO_PASSCRED)) {
+        checks.eq("options b: SO_PASSCRED", 0, v);
+    }
+    if let Some(v) = checks.io("SO_PEEK_OFF", getsockopt(ob, libc::SO_PEEK_OFF)) {
+        checks.eq("options b: SO_PEEK_OFF", 0, v);
+    }
+    if let Some(v) = checks.io("SO_PEEK_OFF", getsockopt(oa, libc::SO_PEEK_OFF)) {
+        checks.eq("options a: SO_PEEK_OFF (off)", -1, v);
+    }
+    if let Some(v) = checks.io("SO_RCVBUF", getsockopt(ob, libc::SO_RCVBUF)) {
+        checks.eq("options b: SO_RCVBUF", rcvbuf, v);
+    }
+    if let Some(v) = checks.io("SO_SNDBUF", getsockopt(oa, libc::SO_SNDBUF)) {
+        checks.eq("options a: SO_SNDBUF", sndbuf, v);
+    }
+    if let Some(v) = checks.io("SO_RCVBUF", getsockopt(oa, libc::SO_RCVBUF)) {
+        checks.eq("options a: SO_RCVBUF (the default)", default_rcv, v);
+    }
+    if let Some(fl) = checks.io("F_GETFL", sys::fcntl(oa, libc::F_GETFL)) {
+        checks.eq(
+            "options a: O_NONBLOCK",
+            libc::O_NONBLOCK,
+            fl & libc::O_NONBLOCK,
+        );
+    }
+    if let Some(fl) = checks.io("F_GETFL", sys::fcntl(ob, libc::F_GETFL)) {
+        checks.eq("options b: O_NONBLOCK", 0, fl & libc::O_NONBLOCK);
+    }
+    w.finish(checks)
+}
+
+fn unsafe_fcntl_setfl(fd: i32, flags: i32) -> i32 {
+    // SAFETY: F_SETFL takes an integer argument.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }
+}
+
+/// A stream pair whose end `b` a grandchild holds, outside the tree once its parent exits.
+fn outside(w: &Workload) -> (i32, i32) {
+    let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
+    // SAFETY: fork in a single-threaded program; the children only make system calls.
+    let child = unsafe { libc::fork() };
+    let child = w.setup("fork", sys::check(child.into()));
+    if child == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fork() } == 0 {
+            // SAFETY: closing our copy of the workload's end, and the standard streams.
+            unsafe {
+                libc::close(a);
+                libc::setsid();
+            }
+            let mut buf = [0u8; 64];
+            // Until the workload's end closes (or the stream fails).
+            // SAFETY: `buf` is live; a blocking read.
+            while unsafe { libc::read(b, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+            // SAFETY: _exit ends this process at once.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: _exit ends this process at once.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child as i32, &mut status, 0) };
+    // SAFETY: our copy of the grandchild's end.
+    unsafe { libc::close(b) };
+    (a, b)
+}
+
+fn refused(mut w: Workload, kind: &str) -> ! {
+    let me = sys::getpid();
+    let fd = match kind {
+        "outside" => outside(&w).0,
+        "scm-rights" => {
+            let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
+            let null = w.setup("opening /dev/null", std::fs::File::open("/dev/null"));
+            use std::os::fd::IntoRawFd;
+            let passed = null.into_raw_fd();
+            w.setup("sending a descriptor", send_fd(a, passed));
+            // SAFETY: our copy; the one in flight stays.
+            unsafe { libc::close(passed) };
+            b
+        }
+        "passcred" => {
+            let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_DGRAM));
+            w.setup("SO_PASSCRED", setsockopt(b, libc::SO_PASSCRED, 1));
+            w.setup("queueing", send(a, b"with credentials"));
+            b
+        }
+        "tcp" => w.setup("a TCP listener", tcp_listener()),
+        "rcvtimeo" => {
+            let (_, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
+            let tv = libc::timeval {
+                tv_sec: 3,
+                tv_usec: 0,
+            };
+            // SAFETY: the kernel reads one timeval from `tv`.
+            let r = unsafe {
+                libc::setsockopt(
+                    b,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    std::ptr::addr_of!(tv).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                )
+            };
+            w.setup("SO_RCVTIMEO", sys::check(r.into()));
+            b
+        }
+        "oob" => {
+            let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
+            w.setup("queueing", send(a, b"in band"));
+            // SAFETY: a one-byte live buffer.
+            let r = unsafe { libc::send(a, b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+            w.setup("MSG_OOB", sys::check(r as libc::c_long));
+            b
+        }
+        "pending" => {
+            let name = format!("\0crlab-sockets-pending-{me}").into_bytes();
+            let l = w.setup("socket", socket(libc::SOCK_STREAM));
+            w.setup("bind", bind(l, &name));
+            w.setup("listen", listen(l, 4));
+            let c = w.setup("socket", socket(libc::SOCK_STREAM));
+            w.setup("connect", connect(c, &name));
+            l
+        }
+        other => w.setup_failed(&format!("unknown kind {other:?}")),
+    };
+    w.announce("refused-pid", me);
+    w.announce("refused-fd", fd);
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    let mut buf = [0u8; 64];
+    match kind {
+        "outside" => {
+            checks.io("sending to the process outside", send(fd, b"still there"));
+        }
+        "scm-rights" => match recv_fd(fd) {
+            Ok(true) => {}
+            other => checks.fail(format!("the descriptor in flight is gone: {other:?}")),
+        },
+        "rcvtimeo" => {
+            let mut tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            };
+            let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+            // SAFETY: the kernel writes at most `len` bytes into `tv`.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    std::ptr::addr_of_mut!(tv).cast(),
+                    &mut len,
+                )
+            };
+            if checks.io("SO_RCVTIMEO", sys::check(r.into())).is_some() {
+                checks.eq("SO_RCVTIMEO seconds", 3, tv.tv_sec);
+            }
+        }
+        "oob" => {
+            let mut b = [0u8; 1];
+            // SAFETY: a one-byte live buffer.
+            let r = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_OOB) };
+            if checks
+                .io("recv(MSG_OOB)", sys::check(r as libc::c_long))
+                .is_some()
+            {
+                checks.eq("the out-of-band byte", b'!', b[0]);
+            }
+        }
+        "pending" => {
+            if let Some(conn) = checks.io("accepting the pending connection", accept(fd)) {
+                // SAFETY: ours, done with.
+                unsafe { libc::close(conn) };
+            }
+        }
+        "passcred" => {
+            if let Some(n) = checks.io("recv", recv(fd, &mut buf)) {
+                checks.eq("the queued message", &b"with credentials"[..], &buf[..n]);
+            }
+        }
+        _ => {
+            if let Some(v) = checks.io("SO_ACCEPTCONN", getsockopt(fd, libc::SO_ACCEPTCONN)) {
+                checks.eq("the TCP socket still listens", 1, v);
+            }
+        }
+    }
+    w.finish(checks)
+}
+
+fn tcp_listener() -> io::Result<i32> {
+    // SAFETY: socket takes only integers.
+    let fd =
+        sys::check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) }.into())? as i32;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is a live sockaddr_in of the given size.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            std::ptr::addr_of!(addr).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    sys::check(r.into())?;
+    // SAFETY: listen takes only integers.
+    sys::check(unsafe { libc::listen(fd, 4) }.into())?;
+    Ok(fd)
+}
+
+fn send_fd(sock: i32, fd: i32) -> io::Result<()> {
+    let mut byte = [b'F'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut space = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; the pointers set below stay live for the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+    // SAFETY: the control buffer holds CMSG_SPACE(4) bytes, so the first header fits.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd);
+    }
+    // SAFETY: `msg` and everything it points to are live.
+    sys::check(unsafe { libc::sendmsg(sock, &msg, 0) } as libc::c_long).map(drop)
+}
+
+/// Receives one message and says whether it carried a descriptor (closed at once).
+fn recv_fd(sock: i32) -> io::Result<bool> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut space = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; the pointers set below stay live for the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&space);
+    // SAFETY: `msg` and everything it points to are live.
+    sys::check(unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT) } as libc::c_long)?;
+    // SAFETY: the kernel filled the control buffer `msg` describes.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+            return Ok(false);
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>());
+        libc::close(fd);
+    }
+    Ok(true)
+}
+
+/// `sockaddr_un` for `name` (a path, or an abstract name starting with a NUL) and its length.
+fn sockaddr(name: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: a zeroed sockaddr_un is valid.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in sa.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let extra = usize::from(name.first() != Some(&0));
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len() + extra;
+    (sa, len as libc::socklen_t)
+}
+
+fn socket(ty: i32) -> io::Result<i32> {
+    // SAFETY: socket takes only integers.
+    sys::check(unsafe { libc::socket(libc::AF_UNIX, ty, 0) }.into()).map(|fd| fd as i32)
+}
+
+fn bind(fd: i32, name: &[u8]) -> io::Result<()> {
+    let (sa, len) = sockaddr(name);
+    // SAFETY: `sa` is a live sockaddr_un of at least `len` bytes.
+    sys::check(unsafe { libc::bind(fd, std::ptr::addr_of!(sa).cast(), len) }.into()).map(drop)
+}
+
+fn listen(fd: i32, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen takes only integers.
+    sys::check(unsafe { libc::listen(fd, backlog) }.into()).map(drop)
+}
+
+fn connect(fd: i32, name: &[u8]) -> io::Result<()> {
+    let (sa, len) = sockaddr(name);
+    // SAFETY: `sa` is a live sockaddr_un of at least `len` bytes.
+    sys::check(unsafe { libc::connect(fd, std::ptr::addr_of!(sa).cast(), len) }.into()).map(drop)
+}
+
+fn accept(fd: i32) -> io::Result<i32> {
+    // SAFETY: no address is asked for.
+    let r = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), 0) };
+    sys::check(r.into()).map(|fd| fd as i32)
+}
+
+/// A socket's own (`peer: false`) or its peer's name: the bytes of `sun_path` the kernel
+/// gives, a path without its terminating NUL.
+fn name_of(fd: i32, peer: bool) -> io::Result<Vec<u8>> {
+    // SAFETY: a zeroed sockaddr_un is valid.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let p = std::ptr::addr_of_mut!(sa).cast();
+    // SAFETY: `sa` and `len` are live; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    sys::check(r.into())?;
+    let n = (len as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
+    let mut name: Vec<u8> = sa.sun_path[..n].iter().map(|&c| c as u8).collect();
+    if name.first() != Some(&0) {
+        while name.last() == Some(&0) {
+            name.pop();
+        }
+    }
+    Ok(name)
+}
+
+fn path_label(path: &std::path::Path) -> io::Result<Option<Vec<u8>>> {
+    if !std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        return Ok(None);
+    }
+    let c = sys::cstring(path);
+    let mut buf = [0u8; 512];
+    // SAFETY: both names are NUL-terminated and `buf` is a live buffer of its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"security.selinux".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = sys::check(n as libc::c_long)? as usize;
+    Ok(Some(buf[..n].to_vec()))
+}
+
+/// One listener with the connection accepted on it.
+struct Served {
+    what: &'static str,
+    name: Vec<u8>,
+    ty: i32,
+    listener: i32,
+    listener_label: Option<Vec<u8>>,
+    client: End,
+    accepted: End,
+    client_name: Vec<u8>,
+}
+
+fn serve(
+    w: &Workload,
+    what: &'static str,
+    ty: i32,
+    name: Vec<u8>,
+    backlog: i32,
+    client_name: &[u8],
+) -> Served {
+    let listener = w.setup(&format!("{what}: socket"), socket(ty));
+    w.setup(&format!("{what}: bind"), bind(listener, &name));
+    w.setup(&format!("{what}: listen"), listen(listener, backlog));
+    let client = w.setup(&format!("{what}: client socket"), socket(ty));
+    if !client_name.is_empty() {
+        w.setup(&format!("{what}: client bind"), bind(client, client_name));
+    }
+    w.setup(&format!("{what}: connect"), connect(client, &name));
+    let accepted = w.setup(&format!("{what}: accept"), accept(listener));
+    let to_accepted = messages(ty, "the client");
+    let to_client = messages(ty, "the server");
+    for m in &to_accepted {
+        w.setup(&format!("{what}: queueing to the server"), send(client, m));
+    }
+    for m in &to_client {
+        w.setup(
+            &format!("{what}: queueing to the client"),
+            send(accepted, m),
+        );
+    }
+    let end = |name: &str, fd, queued| End {
+        name: format!("{what} {name}"),
+        fd,
+        ty,
+        queued,
+        label: w.setup("fgetxattr(security.selinux)", label(fd)),
+    };
+    Served {
+        what,
+        name,
+        ty,
+        listener,
+        listener_label: w.setup("fgetxattr(security.selinux)", label(listener)),
+        client: end("client", client, to_client),
+        accepted: end("accepted", accepted, to_accepted),
+        client_name: client_name.to_vec(),
+    }
+}
+
+fn check_served(checks: &mut Checks, s: &Served) {
+    let what = s.what;
+    let names = [
+        ("listener's name", s.listener, false, &s.name),
+        ("accepted end's name", s.accepted.fd, false, &s.name),
+        ("accepted end's peer", s.accepted.fd, true, &s.client_name),
+        ("client's name", s.client.fd, false, &s.client_name),
+        ("client's peer", s.client.fd, true, &s.name),
+    ];
+    for (which, fd, peer, want) in names {
+        if let Some(got) = checks.io(&format!("{what}: {which}"), name_of(fd, peer)) {
+            checks.eq(&format!("{what}: {which}"), want, &got);
+        }
+    }
+    if let Some(v) = checks.io("SO_ACCEPTCONN", getsockopt(s.listener, libc::SO_ACCEPTCONN)) {
+        checks.eq(&format!("{what}: listening"), 1, v);
+    }
+    if let Some(ty) = checks.io("SO_TYPE", getsockopt(s.listener, libc::SO_TYPE)) {
+        checks.eq(&format!("{what}: listener type"), s.ty, ty);
+    }
+    if let Some(l) = checks.io("fgetxattr(security.selinux)", label(s.listener)) {
+        checks.eq(
+            &format!("{what}: listener's SELinux label"),
+            &s.listener_label,
+            &l,
+        );
+    }
+    check_end(checks, &s.client);
+    check_end(checks, &s.accepted);
+    check_alive(checks, &s.client, &s.accepted);
+    // A new client is accepted.
+    let Some(fresh) = checks.io(&format!("{what}: a new client"), socket(s.ty)) else {
+        return;
+    };
+    if checks
+        .io(
+            &format!("{what}: a new client connects"),
+            connect(fresh, &s.name),
+        )
+        .is_some()
+    {
+        if let Some(conn) = checks.io(
+            &format!("{what}: accepting the new client"),
+            accept(s.listener),
+        ) {
+            let mut buf = [0u8; 32];
+            if checks
+                .io(&format!("{what}: new client send"), send(fresh, b"hello"))
+                .is_some()
+            {
+                if let Some(n) = checks.io(
+                    &format!("{what}: new connection recv"),
+                    recv(conn, &mut buf),
+                ) {
+                    checks.eq(
+                        &format!("{what}: the new client's message"),
+                        &b"hello"[..],
+                        &buf[..n],
+                    );
+                }
+            }
+            // SAFETY: ours, done with.
+            unsafe { libc::close(conn) };
+        }
+    }
+    // SAFETY: ours, done with.
+    unsafe { libc::close(fresh) };
+}
+
+fn listeners(mut w: Workload) -> ! {
+    let me = sys::getpid();
+    let path = w.path("listen.sock");
+    use std::os::unix::ffi::OsStrExt;
+    let path_name = path.as_os_str().as_bytes().to_vec();
+    let stream = serve(&w, "path listener", libc::SOCK_STREAM, path_name, 7, b"");
+    w.setup(
+        "chmod of the socket file",
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640)),
+    );
+    let abstract_name = format!("\0crlab-sockets-{me}").into_bytes();
+    let client_name = format!("\0crlab-sockets-client-{me}").into_bytes();
+    let seq = serve(
+        &w,
+        "abstract listener",
+        libc::SOCK_SEQPACKET,
+        abstract_name,
+        3,
+        &client_name,
+    );
+    let file_label = w.setup("lgetxattr of the socket file", path_label(&path));
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    check_served(&mut checks, &stream);
+    check_served(&mut checks, &seq);
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Some(m) = checks.io("lstat of the socket file", std::fs::symlink_metadata(&path)) {
+        checks.that(m.file_type().is_socket(), "the socket file is a socket");
+        checks.eq(
+            "the socket file's mode",
+            0o640,
+            m.permissions().mode() & 0o7777,
+        );
+    }
+    if let Some(l) = checks.io("lgetxattr of the socket file", path_label(&path)) {
+        checks.eq("the socket file's SELinux label", &file_label, &l);
+    }
+    w.finish(checks)
+}
+
+/// Reads every message `e` expects, in order, and says what differed (the child's check).
+fn child_check(e: &End) -> Result<(), String> {
+    let mut checks = Checks::new();
+    check_end(&mut checks, e);
+    let failures = checks.into_failures();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+fn children(mut w: Workload) -> ! {
+    let (pa, pc) = w.setup("socketpair", socketpair(libc::SOCK_SEQPACKET));
+    let to_child = messages(libc::SOCK_SEQPACKET, "the parent");
+    let to_parent = messages(libc::SOCK_SEQPACKET, "the child");
+    for m in &to_child {
+        w.setup("queueing to the child", send(pa, m));
+    }
+    for m in &to_parent {
+        w.setup("queueing to the parent", send(pc, m));
+    }
+    let path = w.path("children.sock");
+    use std::os::unix::ffi::OsStrExt;
+    let served = serve(
+        &w,
+        "listener",
+        libc::SOCK_STREAM,
+        path.as_os_str().as_bytes().to_vec(),
+        5,
+        b"",
+    );
+    let mut go = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into `go`.
+    w.setup(
+        "pipe",
+        sys::check(unsafe { libc::pipe(go.as_mut_ptr()) }.into()),
+    );
+    let label = |fd| w.setup("fgetxattr(security.selinux)", label(fd));
+    let parent_end = End {
+        name: "the parent's pair end".into(),
+        fd: pa,
+        ty: libc::SOCK_SEQPACKET,
+        queued: to_parent,
+        label: label(pa),
+    };
+    let child_end = End {
+        name: "the child's pair end".into(),
+        fd: pc,
+        ty: libc::SOCK_SEQPACKET,
+        queued: to_child,
+        label: label(pc),
+    };
+    // SAFETY: fork in a single-threaded program.
+    let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into())) as i32;
+    if child == 0 {
+        // SAFETY: the parent's ends, and the pipe's write end, are not the child's.
+        unsafe {
+            libc::close(pa);
+            libc::close(served.listener);
+            libc::close(served.accepted.fd);
+            libc::close(go[1]);
+        }
+        let mut b = [0u8; 1];
+        // Blocks until the parent has checked its own ends.
+        let report = match sys::read(go[0], &mut b) {
+            Ok(1) => child_check(&child_end)
+                .and_then(|()| child_check(&served.client))
+                .map(|()| "ok".to_owned())
+                .unwrap_or_else(|e| format!("fail: {e}")),
+            other => format!("fail: the go pipe gave {other:?}"),
+        };
+        // SAFETY: a live buffer; a blocking send on the pair.
+        unsafe { libc::send(pc, report.as_ptr().cast(), report.len(), 0) };
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: the child's ends and the pipe's read end are not ours.
+    unsafe {
+        libc::close(pc);
+        libc::close(served.client.fd);
+        libc::close(go[0]);
+    }
+    w.announce("child-pid", child);
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    check_end(&mut checks, &parent_end);
+    check_end(&mut checks, &served.accepted);
+    if let Some(got) = checks.io(
+        "the accepted end's name",
+        name_of(served.accepted.fd, false),
+    ) {
+        checks.eq("the accepted end's name", &served.name, &got);
+    }
+    checks.io("the go byte", sys::write(go[1], b"g"));
+    let mut buf = [0u8; 4096];
+    // SAFETY: a live buffer; a blocking receive of the child's report.
+    let n = unsafe { libc::recv(pa, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if let Some(n) = checks.io("the child's report", sys::check(n as libc::c_long)) {
+        let report = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+        checks.eq("the child's report", "ok", report.as_str());
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(child, &mut status, 0) };
+    if checks.io("waitpid", sys::check(r.into())).is_some() {
+        checks.that(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child exits 0",
+        );
+    }
+    w.finish(checks)
+}
+
+fn main() {
+    let w = Workload::from_args("sockets");
+    let kind = w.args().first().cloned().unwrap_or_default();
+    match kind.as_str() {
+        "pairs" => pairs(w),
+        "listeners" => listeners(w),
+        "children" => children(w),
+        other => refused(w, other),
+    }
+}
