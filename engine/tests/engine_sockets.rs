@@ -91,7 +91,6 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 #[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]
 #[case::tcp("tcp", &["a TCP socket"])]
 #[case::pending("pending", &["not accepted yet", "pending"])]
-#[case::rcvtimeo("rcvtimeo", &["SO_RCVTIMEO"])]
 #[case::oob("oob", &["out-of-band data (MSG_OOB)"])]
 fn dump_refuses_sockets_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
     let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);

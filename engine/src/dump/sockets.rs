@@ -11,8 +11,7 @@ use crate::image::schema::{UnixSocket, UnixSocketType};
 use crate::image::unix_socket_path;
 use crate::procfs::read_link;
 use crate::sys::{
-    peek_queue, sockopt_int, sockopt_timeval_set, unix_diag, UnixDiag, UNIX_ESTABLISHED,
-    UNIX_LISTEN,
+    peek_queue, sockopt_int, sockopt_timeval, unix_diag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN,
 };
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -348,28 +347,15 @@ pub fn read_unix(
     let rcvbuf = opt(libc::SO_RCVBUF)?;
     let sndbuf = opt(libc::SO_SNDBUF)?;
     let peek_off = opt(libc::SO_PEEK_OFF)?;
-    // Options the restore does not set: refused when not at their default.
-    for (name, set) in [
-        (
-            "SO_RCVTIMEO",
-            sockopt_timeval_set(sock.as_fd(), libc::SO_RCVTIMEO)?,
-        ),
-        (
-            "SO_SNDTIMEO",
-            sockopt_timeval_set(sock.as_fd(), libc::SO_SNDTIMEO)?,
-        ),
-        // Not known to every kernel: an error means it is not set.
-        (
-            "SO_PASSPIDFD",
-            opt(libc::SO_PASSPIDFD).is_ok_and(|v| v != 0),
-        ),
-    ] {
-        if set {
-            return Err(refuse(
-                format!("a Unix socket with {name} set"),
-                "crlab does not restore that option yet; unset it before the dump",
-            ));
-        }
+    let rcvtimeo_us = sockopt_timeval(sock.as_fd(), libc::SO_RCVTIMEO)?;
+    let sndtimeo_us = sockopt_timeval(sock.as_fd(), libc::SO_SNDTIMEO)?;
+    // Options the restore does not set: refused when not at their default. Not known to every
+    // kernel: an error means it is not set.
+    if opt(libc::SO_PASSPIDFD).is_ok_and(|v| v != 0) {
+        return Err(refuse(
+            "a Unix socket with SO_PASSPIDFD set".to_owned(),
+            "crlab does not restore that option yet; unset it before the dump",
+        ));
     }
     let shutdown = d.shutdown.unwrap_or(0);
     // A listener queues connections, not data: its pending ones were refused by `survey`.
@@ -413,6 +399,8 @@ pub fn read_unix(
         sndbuf: as_u32(sndbuf),
         name: d.name.clone(),
         peek_off: (peek_off >= 0).then_some(peek_off),
+        rcvtimeo_us,
+        sndtimeo_us,
         ..UnixSocket::default()
     };
     match *role {

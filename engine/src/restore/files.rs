@@ -17,7 +17,8 @@ use crate::image::schema::{
     TimerFd, UnixSocket, UnixSocketType,
 };
 use crate::sys::{
-    fd_of, send_all, set_pipe_capacity, set_sockopt_int, sockopt_int, Remote, Scratch,
+    fd_of, send_all, set_pipe_capacity, set_sockopt_int, set_sockopt_timeval, sockopt_int, Remote,
+    Scratch,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -1015,7 +1016,8 @@ fn set_buffers(s: &UnixSocket, c: &OwnedFd) -> Result<(), RestoreError> {
     set_buffer(s, c, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, s.sndbuf)
 }
 
-/// `SO_PASSCRED`, `SO_PASSSEC`, the shutdown state and the file flags, last.
+/// `SO_PASSCRED`, `SO_PASSSEC`, `SO_PEEK_OFF`, the timeouts, the shutdown state and the file
+/// flags, last.
 fn set_options(s: &UnixSocket, flags: u32, c: &OwnedFd) -> Result<(), RestoreError> {
     let call = |op: &'static str, what: &str| {
         let what = what.to_owned();
@@ -1032,6 +1034,14 @@ fn set_options(s: &UnixSocket, flags: u32, c: &OwnedFd) -> Result<(), RestoreErr
     if let Some(off) = s.peek_off {
         set_sockopt_int(c.as_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
             .map_err(sock_err(s, "setting SO_PEEK_OFF".into()))?;
+    }
+    for (name, what, us) in [
+        (libc::SO_RCVTIMEO, "setting SO_RCVTIMEO", s.rcvtimeo_us),
+        (libc::SO_SNDTIMEO, "setting SO_SNDTIMEO", s.sndtimeo_us),
+    ] {
+        if us != 0 {
+            set_sockopt_timeval(c.as_fd(), name, us).map_err(sock_err(s, what.into()))?;
+        }
     }
     let how = match s.shutdown & 3 {
         1 => Some(nix::sys::socket::Shutdown::Read),

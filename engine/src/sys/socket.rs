@@ -60,8 +60,8 @@ pub fn set_sockopt_int(
     Ok(())
 }
 
-/// Whether a `struct timeval` socket option (`SO_RCVTIMEO`, `SO_SNDTIMEO`) is set (not zero).
-pub fn sockopt_timeval_set(fd: BorrowedFd<'_>, name: i32) -> Result<bool, SysError> {
+/// A `struct timeval` socket option (`SO_RCVTIMEO`, `SO_SNDTIMEO`) in microseconds; 0 is none.
+pub fn sockopt_timeval(fd: BorrowedFd<'_>, name: i32) -> Result<u64, SysError> {
     let mut v = libc::timeval {
         tv_sec: 0,
         tv_usec: 0,
@@ -82,7 +82,35 @@ pub fn sockopt_timeval_set(fd: BorrowedFd<'_>, name: i32) -> Result<bool, SysErr
     if r < 0 {
         return Err(err("getsockopt")(Errno::last()));
     }
-    Ok(v.tv_sec != 0 || v.tv_usec != 0)
+    // The kernel gives a non-negative time (an infinite one reads as zero).
+    let sec = u64::try_from(v.tv_sec).unwrap_or(0);
+    let usec = u64::try_from(v.tv_usec).unwrap_or(0);
+    Ok(sec.saturating_mul(1_000_000).saturating_add(usec))
+}
+
+/// Sets a `struct timeval` socket option to `us` microseconds.
+pub fn set_sockopt_timeval(fd: BorrowedFd<'_>, name: i32, us: u64) -> Result<(), SysError> {
+    let v = libc::timeval {
+        tv_sec: libc::time_t::try_from(us / 1_000_000).unwrap_or(libc::time_t::MAX),
+        // Below one million: fits.
+        tv_usec: (us % 1_000_000) as libc::suseconds_t,
+    };
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>())
+        .map_err(|_| err("setsockopt")(Errno::EINVAL))?;
+    // SAFETY: the kernel reads `len` bytes from `v`, a live timeval.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::addr_of!(v).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        return Err(err("setsockopt")(Errno::last()));
+    }
+    Ok(())
 }
 
 /// The messages queued for reading on a socket, left in place.
@@ -332,9 +360,18 @@ mod tests {
     #[test]
     fn timeouts_are_seen() {
         let (a, _b) = UnixStream::pair().unwrap();
-        assert!(!sockopt_timeval_set(a.as_fd(), libc::SO_RCVTIMEO).unwrap());
+        assert_eq!(sockopt_timeval(a.as_fd(), libc::SO_RCVTIMEO).unwrap(), 0);
         a.set_read_timeout(Some(std::time::Duration::from_millis(1500)))
             .unwrap();
-        assert!(sockopt_timeval_set(a.as_fd(), libc::SO_RCVTIMEO).unwrap());
+        assert_eq!(
+            sockopt_timeval(a.as_fd(), libc::SO_RCVTIMEO).unwrap(),
+            1_500_000
+        );
+        // A multiple of every HZ's tick: the kernel keeps jiffies.
+        set_sockopt_timeval(a.as_fd(), libc::SO_SNDTIMEO, 2_020_000).unwrap();
+        assert_eq!(
+            sockopt_timeval(a.as_fd(), libc::SO_SNDTIMEO).unwrap(),
+            2_020_000
+        );
     }
 }

@@ -390,6 +390,27 @@ fn expect_reply(client: i32, want: &str) -> io::Result<()> {
 /// the labels and names as they were.
 fn after_restore(c: &mut Checks, s: &Service, path: &Path) -> io::Result<()> {
     let path_text = path.display().to_string();
+    // The client's receive timeout, set before the checkpoint by its first reply's wait.
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `tv`.
+    ret(unsafe {
+        libc::getsockopt(
+            s.client,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    })?;
+    c.eq(
+        "the client's SO_RCVTIMEO (s)",
+        DEADLINE.as_secs() as i64,
+        tv.tv_sec as i64,
+    );
     let new_client = {
         let path = path.to_owned();
         std::thread::spawn(move || -> io::Result<()> {
@@ -406,7 +427,10 @@ fn after_restore(c: &mut Checks, s: &Service, path: &Path) -> io::Result<()> {
     let looped = run_loop(s, &mut st, |st| {
         st.answered >= 2 && st.ticks >= 1 && !st.accepted.is_empty()
     });
-    c.io("the queued request answered", expect_reply(s.client, "pong-ping-1"));
+    c.io(
+        "the queued request answered",
+        expect_reply(s.client, "pong-ping-1"),
+    );
     match new_client.join() {
         Ok(r) => {
             c.io("a new client served after the restore", r);
@@ -431,7 +455,11 @@ fn after_restore(c: &mut Checks, s: &Service, path: &Path) -> io::Result<()> {
             &label(new)?,
         );
     }
-    c.eq("the listener's name", path_text.clone(), name(s.listener, false)?);
+    c.eq(
+        "the listener's name",
+        path_text.clone(),
+        name(s.listener, false)?,
+    );
     c.eq("the client's peer name", path_text, name(s.client, true)?);
     Ok(())
 }

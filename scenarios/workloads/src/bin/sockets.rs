@@ -5,7 +5,7 @@
 //!   both directions (a zero-length datagram and record among them, one message of 5000
 //!   bytes); a stream pair shut down for writing by one end after its last words; a
 //!   seqpacket pair with options and flags set (`SO_PASSCRED`, `SO_RCVBUF`, `SO_SNDBUF`,
-//!   `SO_PEEK_OFF`, `O_NONBLOCK` on one end). After the wait: each end's type, the messages read back in
+//!   `SO_PEEK_OFF`, `SO_RCVTIMEO`, `SO_SNDTIMEO`, `O_NONBLOCK` on one end). After the wait: each end's type, the messages read back in
 //!   order with their boundaries and nothing more, the pairs still carrying new messages,
 //!   the shutdown (the reader sees the end, the writer `EPIPE`), the options and flags, and,
 //!   when SELinux is on, each socket's label as it was before the dump.
@@ -30,7 +30,6 @@
 //! - `scm-rights`: a stream pair with a descriptor in flight (`SCM_RIGHTS`);
 //! - `passcred`: a datagram pair with a message queued to an end that has `SO_PASSCRED`;
 //! - `tcp`: a TCP socket listening on 127.0.0.1;
-//! - `rcvtimeo`: a stream pair with `SO_RCVTIMEO` set on one end (not restored);
 //! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`).
 
 use std::io;
@@ -84,6 +83,50 @@ fn getsockopt(fd: i32, name: i32) -> io::Result<i32> {
         )
     };
     sys::check(r.into()).map(|_| v)
+}
+
+/// `SO_RCVTIMEO` and `SO_SNDTIMEO` of the options pair, in microseconds.
+const RCVTIMEO_US: u64 = 3_000_000;
+const SNDTIMEO_US: u64 = 1_250_000;
+
+/// Sets a `struct timeval` option to `us` microseconds.
+fn set_timeout(fd: i32, name: i32, us: u64) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: (us / 1_000_000) as libc::time_t,
+        tv_usec: (us % 1_000_000) as libc::suseconds_t,
+    };
+    // SAFETY: the kernel reads one timeval from `tv`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::addr_of!(tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    sys::check(r.into()).map(drop)
+}
+
+/// A `struct timeval` option in microseconds.
+fn timeout(fd: i32, name: i32) -> io::Result<u64> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `tv`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::addr_of_mut!(tv).cast(),
+            &mut len,
+        )
+    };
+    sys::check(r.into())?;
+    Ok(tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64)
 }
 
 fn setsockopt(fd: i32, name: i32, value: i32) -> io::Result<()> {
@@ -268,6 +311,17 @@ fn pairs(mut w: Workload) -> ! {
     w.setup("SO_RCVBUF", setsockopt(ob, libc::SO_RCVBUF, RCVBUF));
     w.setup("SO_SNDBUF", setsockopt(oa, libc::SO_SNDBUF, SNDBUF));
     w.setup("SO_PEEK_OFF", setsockopt(ob, libc::SO_PEEK_OFF, 0));
+    w.setup(
+        "SO_RCVTIMEO",
+        set_timeout(ob, libc::SO_RCVTIMEO, RCVTIMEO_US),
+    );
+    w.setup(
+        "SO_SNDTIMEO",
+        set_timeout(oa, libc::SO_SNDTIMEO, SNDTIMEO_US),
+    );
+    // As the kernel keeps them (in ticks).
+    let rcvtimeo = w.setup("SO_RCVTIMEO", timeout(ob, libc::SO_RCVTIMEO));
+    let sndtimeo = w.setup("SO_SNDTIMEO", timeout(oa, libc::SO_SNDTIMEO));
     let rcvbuf = w.setup("SO_RCVBUF", getsockopt(ob, libc::SO_RCVBUF));
     let sndbuf = w.setup("SO_SNDBUF", getsockopt(oa, libc::SO_SNDBUF));
     let default_rcv = w.setup("SO_RCVBUF", getsockopt(oa, libc::SO_RCVBUF));
@@ -313,6 +367,15 @@ fn pairs(mut w: Workload) -> ! {
     }
     if let Some(v) = checks.io("SO_RCVBUF", getsockopt(oa, libc::SO_RCVBUF)) {
         checks.eq("options a: SO_RCVBUF (the default)", default_rcv, v);
+    }
+    for (what, fd, name, want) in [
+        ("options b: SO_RCVTIMEO", ob, libc::SO_RCVTIMEO, rcvtimeo),
+        ("options a: SO_SNDTIMEO", oa, libc::SO_SNDTIMEO, sndtimeo),
+        ("options a: SO_RCVTIMEO (none)", oa, libc::SO_RCVTIMEO, 0),
+    ] {
+        if let Some(v) = checks.io(what, timeout(fd, name)) {
+            checks.eq(what, want, v);
+        }
     }
     if let Some(fl) = checks.io("F_GETFL", sys::fcntl(oa, libc::F_GETFL)) {
         checks.eq(
@@ -385,25 +448,6 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             b
         }
         "tcp" => w.setup("a TCP listener", tcp_listener()),
-        "rcvtimeo" => {
-            let (_, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
-            let tv = libc::timeval {
-                tv_sec: 3,
-                tv_usec: 0,
-            };
-            // SAFETY: the kernel reads one timeval from `tv`.
-            let r = unsafe {
-                libc::setsockopt(
-                    b,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    std::ptr::addr_of!(tv).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                )
-            };
-            w.setup("SO_RCVTIMEO", sys::check(r.into()));
-            b
-        }
         "oob" => {
             let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
             w.setup("queueing", send(a, b"in band"));
@@ -436,26 +480,6 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             Ok(true) => {}
             other => checks.fail(format!("the descriptor in flight is gone: {other:?}")),
         },
-        "rcvtimeo" => {
-            let mut tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 0,
-            };
-            let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
-            // SAFETY: the kernel writes at most `len` bytes into `tv`.
-            let r = unsafe {
-                libc::getsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    std::ptr::addr_of_mut!(tv).cast(),
-                    &mut len,
-                )
-            };
-            if checks.io("SO_RCVTIMEO", sys::check(r.into())).is_some() {
-                checks.eq("SO_RCVTIMEO seconds", 3, tv.tv_sec);
-            }
-        }
         "oob" => {
             let mut b = [0u8; 1];
             // SAFETY: a one-byte live buffer.
