@@ -93,7 +93,7 @@ pub fn set_sockopt_timeval(fd: BorrowedFd<'_>, name: i32, us: u64) -> Result<(),
     let v = libc::timeval {
         tv_sec: libc::time_t::try_from(us / 1_000_000).unwrap_or(libc::time_t::MAX),
         // Below one million: fits.
-        tv_usec: (us % 1_000_000) as libc::suseconds_t,
+        tv_usec: libc::suseconds_t::try_from(us % 1_000_000).unwrap_or(0),
     };
     let len = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>())
         .map_err(|_| err("setsockopt")(Errno::EINVAL))?;

@@ -408,8 +408,8 @@ fn after_restore(c: &mut Checks, s: &Service, path: &Path) -> io::Result<()> {
     })?;
     c.eq(
         "the client's SO_RCVTIMEO (s)",
-        DEADLINE.as_secs() as i64,
-        tv.tv_sec as i64,
+        DEADLINE.as_secs() as libc::time_t,
+        tv.tv_sec,
     );
     let new_client = {
         let path = path.to_owned();
