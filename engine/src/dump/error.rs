@@ -204,6 +204,14 @@ pub enum DumpError {
     Interrupted { signal: i32 },
     #[error("transport socket to process {pid}: {what}")]
     Transport { pid: i32, what: String },
+    #[error("fd {fd} of process {pid}: finding {what}")]
+    FileProbe {
+        pid: i32,
+        fd: i32,
+        what: &'static str,
+        #[source]
+        source: SysError,
+    },
     #[error(transparent)]
     Sys(#[from] SysError),
     #[error(transparent)]

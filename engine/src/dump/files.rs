@@ -13,8 +13,9 @@ use crate::image::schema::{
 };
 use crate::procfs::{read_link, EpollTfd, FdInfo};
 use crate::sys::{
-    clock_now, epoll_target_is, file_owner, file_signal, memfd_seals, on_hugetlbfs, peek_pipe,
-    pipe_capacity, ready_for, same_file, timerfd_gettime, OWNER_PGRP, OWNER_TID,
+    clock_now, epoll_target_is, eventfd_is_semaphore, file_owner, file_signal, memfd_seals,
+    on_hugetlbfs, peek_pipe, pipe_capacity, ready_for, same_file, timerfd_gettime, OWNER_PGRP,
+    OWNER_TID,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -41,7 +42,9 @@ pub enum FdKind {
     },
     EventFd {
         count: u64,
-        semaphore: bool,
+        /// `None` before Linux 6.6, whose fdinfo does not show it: found once the engine
+        /// holds the descriptor ([`crate::sys::eventfd_is_semaphore`]).
+        semaphore: Option<bool>,
     },
     /// Its time is read once the engine holds it (`timerfd_gettime`).
     TimerFd,
@@ -120,16 +123,9 @@ pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, Dump
         };
         let kind = match name {
             "[eventfd]" => match info.eventfd {
-                Some(crate::procfs::EventFdInfo {
-                    count,
-                    semaphore: Some(semaphore),
-                }) => FdKind::EventFd { count, semaphore },
-                // Before Linux 6.6 fdinfo has no `eventfd-semaphore:` line, and nothing else
-                // tells the mode without reading the counter.
-                Some(_) => return Err(unsupported(
-                    "an eventfd whose mode (EFD_SEMAPHORE or not) this kernel does not show",
-                    "fdinfo shows `eventfd-semaphore:` from Linux 6.6 on; dump on such a kernel",
-                )),
+                Some(crate::procfs::EventFdInfo { count, semaphore }) => {
+                    FdKind::EventFd { count, semaphore }
+                }
                 None => return Err(unreadable("an eventfd")),
             },
             "[timerfd]" => match info.timerfd {
@@ -345,9 +341,21 @@ impl FileTableBuilder {
                             file_entry::Kind::Pipe(PipeEnd { pipe_id: *ino })
                         }
                         FdKind::EventFd { count, semaphore } => {
+                            let semaphore =
+                                match semaphore {
+                                    Some(s) => *s,
+                                    None => eventfd_is_semaphore(fd.as_fd(), *count).map_err(
+                                        |source| DumpError::FileProbe {
+                                            pid,
+                                            fd: desc.fd,
+                                            what: "whether an eventfd counts as a semaphore",
+                                            source,
+                                        },
+                                    )?,
+                                };
                             file_entry::Kind::Eventfd(EventFd {
                                 count: *count,
-                                semaphore: *semaphore,
+                                semaphore,
                             })
                         }
                         FdKind::TimerFd => file_entry::Kind::Timerfd(read_timer(pid, desc, &fd)?),

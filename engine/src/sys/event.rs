@@ -87,3 +87,115 @@ pub fn ready_for(fd: BorrowedFd<'_>, events: u32) -> Result<bool, SysError> {
     }
     Ok(r > 0)
 }
+
+/// Whether an eventfd counts as a semaphore (`EFD_SEMAPHORE`), found by using it, for kernels
+/// whose fdinfo does not say (before Linux 6.6). `fd` is the engine's copy of the dumped
+/// description and `count` its counter as fdinfo shows it; the dumped tree is held, so nobody
+/// else reads or writes it meanwhile.
+///
+/// Adds 2, then reads once: a semaphore gives 1 (and is read once more), a plain eventfd its
+/// whole counter (which is written back less the 2). The counter ends as it was; the reads
+/// never block, as the counter is at least 1 when each is made. A readiness change on the way
+/// wakes nobody who stays awake: every waiter re-checks a counter that is back to what it was.
+pub fn eventfd_is_semaphore(fd: BorrowedFd<'_>, count: u64) -> Result<bool, SysError> {
+    if count > u64::MAX - 3 {
+        // A write of 2 would block (or fail): the counter's maximum is 2^64 - 2.
+        return Err(SysError::Call {
+            op: "eventfd write",
+            tid: 0,
+            source: Errno::EOVERFLOW,
+        });
+    }
+    let raw = fd.as_raw_fd();
+    let write = |n: u64| -> Result<(), SysError> {
+        let b = n.to_ne_bytes();
+        // SAFETY: the kernel reads 8 bytes from `b`, a live array of 8 bytes.
+        let r = unsafe { libc::write(raw, b.as_ptr().cast(), b.len()) };
+        if r != 8 {
+            return Err(SysError::Call {
+                op: "eventfd write",
+                tid: 0,
+                source: Errno::last(),
+            });
+        }
+        Ok(())
+    };
+    let read = || -> Result<u64, SysError> {
+        let mut b = [0u8; 8];
+        // SAFETY: the kernel writes at most 8 bytes into `b`, a live array of 8 bytes.
+        let r = unsafe { libc::read(raw, b.as_mut_ptr().cast(), b.len()) };
+        if r != 8 {
+            return Err(SysError::Call {
+                op: "eventfd read",
+                tid: 0,
+                source: Errno::last(),
+            });
+        }
+        Ok(u64::from_ne_bytes(b))
+    };
+    write(2)?;
+    // With a counter of at least 2 a read cannot wait, so cannot be interrupted: it does not
+    // fail (were it to, the counter would stay 2 higher, and the error says so).
+    let got = read()?;
+    if got == 1 {
+        read()?;
+        Ok(true)
+    } else {
+        if got > 2 {
+            write(got - 2)?;
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+    fn eventfd(count: u32, flags: i32) -> OwnedFd {
+        // SAFETY: eventfd takes integers only; the result is checked before it is owned.
+        let fd = unsafe { libc::eventfd(count, flags | libc::EFD_CLOEXEC) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    fn count(fd: &OwnedFd) -> u64 {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+            .expect("fdinfo");
+        info.lines()
+            .find_map(|l| l.strip_prefix("eventfd-count:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .expect("eventfd-count")
+    }
+
+    #[test]
+    fn the_mode_is_found_and_the_counter_kept() {
+        for semaphore in [false, true] {
+            for (start, blocking) in [(0, false), (1, true), (5, false), (7, true)] {
+                let mut flags = if semaphore { libc::EFD_SEMAPHORE } else { 0 };
+                if !blocking {
+                    flags |= libc::EFD_NONBLOCK;
+                }
+                let fd = eventfd(start, flags);
+                let got = eventfd_is_semaphore(fd.as_fd(), u64::from(start)).unwrap();
+                assert_eq!(got, semaphore, "count {start}");
+                assert_eq!(count(&fd), u64::from(start), "the counter after the probe");
+            }
+        }
+    }
+
+    #[test]
+    fn a_counter_near_its_maximum_is_not_probed() {
+        let fd = eventfd(0, libc::EFD_NONBLOCK);
+        let b = (u64::MAX - 2).to_ne_bytes();
+        // SAFETY: the kernel reads 8 bytes from `b`.
+        assert_eq!(
+            unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 8) },
+            8
+        );
+        assert!(eventfd_is_semaphore(fd.as_fd(), u64::MAX - 2).is_err());
+        assert_eq!(count(&fd), u64::MAX - 2);
+    }
+}

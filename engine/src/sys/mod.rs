@@ -25,7 +25,7 @@ mod unix;
 
 pub use clone3::{clone3_probe, spawn_stopped_with_pid, Clone3Probe};
 pub use error::SysError;
-pub use event::{clock_now, ready_for, timerfd_gettime};
+pub use event::{clock_now, eventfd_is_semaphore, ready_for, timerfd_gettime};
 pub use fork::fork_paused;
 pub use kcmp::{epoll_target_is, same_file, share, Shared};
 pub use memfd::{memfd_seals, on_hugetlbfs};
