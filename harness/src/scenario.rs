@@ -44,6 +44,9 @@ pub struct Workload {
     /// Its wait mode (`nanosleep`, `pipe-read`, ...).
     #[serde(default = "default_wait")]
     pub wait: String,
+    /// Its arguments after the wait mode (a program's kind, such as `sockets pairs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// The SELinux context it starts in; empty: the agent's own (`unconfined_t`).
     #[serde(default)]
     pub context: String,

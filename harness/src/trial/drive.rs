@@ -200,6 +200,7 @@ fn start_workload(
     });
     let mut argv: Vec<&str> = setpriv.iter().flatten().map(String::as_str).collect();
     argv.extend([prog.as_str(), p.state.as_str(), w.wait.as_str()]);
+    argv.extend(w.args.iter().map(String::as_str));
     let pid = match w.start {
         Start::Exec => lab
             .spawn(&argv, &env, &p.context, &log)

@@ -5,8 +5,9 @@
 //!   both directions (a zero-length datagram and record among them, one message of 5000
 //!   bytes); a stream pair shut down for writing by one end after its last words; a
 //!   seqpacket pair with options and flags set (`SO_PASSCRED`, `SO_RCVBUF`, `SO_SNDBUF`,
-//!   `SO_PEEK_OFF`, `SO_RCVTIMEO`, `SO_SNDTIMEO`, `O_NONBLOCK` on one end). After the wait: each end's type, the messages read back in
-//!   order with their boundaries and nothing more, the pairs still carrying new messages,
+//!   `SO_PEEK_OFF`, `SO_RCVTIMEO`, `SO_SNDTIMEO`, `O_NONBLOCK` on one end). After the wait:
+//!   each end's type, the messages read back in order with their boundaries and nothing
+//!   more, the pairs still carrying new messages,
 //!   the shutdown (the reader sees the end, the writer `EPIPE`), the options and flags, and,
 //!   when SELinux is on, each socket's label as it was before the dump.
 //!
