@@ -202,6 +202,10 @@ pub const ALL: &[Failpoint] = &[
         "dropping PTRACE_O_EXITKILL before the detach",
     ),
     fp(
+        "restore.stop",
+        "queueing the group stop of a process dumped stopped",
+    ),
+    fp(
         "restore.detach",
         "detaching a task after another was detached",
     ),

@@ -67,6 +67,10 @@ const NOT_ARMED: &[(&str, &str)] = &[
         "dump.remote.timer_gettime",
         "reached only with POSIX timers",
     ),
+    (
+        "restore.stop",
+        "reached only for a process dumped stopped (`engine_stopped` covers it)",
+    ),
 ];
 
 /// How a dump failpoint's dump is run.

@@ -94,33 +94,41 @@ fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&
     }
 }
 
-/// A stopped process (SIGSTOP) is refused with what it is and what to do, not with an
-/// internal error, and is left stopped as it was; continued, it passes its checks.
+/// A stopped process (SIGSTOP) is dumped now (`engine_stopped`); one whose dump is refused
+/// for another reason (a flock lock) is left as it was: every thread stopped, untraced, the
+/// lock held; continued, it passes its checks.
 #[test]
-fn dump_refuses_a_stopped_process() {
-    let mut w = Workload::start("idle", WaitMode::Nanosleep, &[]);
+fn a_refused_dump_leaves_a_stopped_process_stopped() {
+    let mut w = Workload::start("refused", WaitMode::Nanosleep, &["flock"]);
     w.wait_ready();
     w.wait_in_wait_syscall();
     let pid = w.pid();
     send(pid, libc::SIGSTOP);
+    let stopped = || {
+        process::status_field(pid, "State").as_deref() == Some("T (stopped)")
+            && process::status_field(pid, "TracerPid").as_deref() == Some("0")
+    };
     process::wait_until(
         support::workload::READY_TIMEOUT,
         format!("pid {pid} to stop"),
-        || process::status_field(pid, "State").is_some_and(|s| s.starts_with('T')),
+        stopped,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let run = w.dump(&[]);
     let (ok, stderr) = (run.succeeded(), run.stderr());
-    assert!(!ok, "crlab dump must refuse a stopped process");
-    assert!(
-        process::status_field(pid, "State").is_some_and(|s| s.starts_with('T')),
-        "a refused dump leaves a stopped process stopped"
-    );
-    assert_eq!(
-        process::status_field(pid, "TracerPid").as_deref(),
-        Some("0"),
-        "a refused dump leaves the process untraced"
-    );
+    assert!(!ok, "crlab dump must refuse the flock lock");
+    for tid in process::task_tids(pid) {
+        assert_eq!(
+            process::task_status(pid, tid, "State").as_deref(),
+            Some("T (stopped)"),
+            "a refused dump leaves every thread of a stopped process stopped (thread {tid})"
+        );
+        assert_eq!(
+            process::task_status(pid, tid, "TracerPid").as_deref(),
+            Some("0"),
+            "a refused dump leaves the process untraced (thread {tid})"
+        );
+    }
     send(pid, libc::SIGCONT);
     process::wait_until(
         support::workload::READY_TIMEOUT,
@@ -131,8 +139,7 @@ fn dump_refuses_a_stopped_process() {
     w.assert_running("a refused dump and SIGCONT");
     w.trigger();
     w.expect_ok();
-    assert!(stderr.contains("is stopped"), "{stderr}");
-    assert!(stderr.contains("kill -CONT"), "{stderr}");
+    assert!(stderr.contains("flock lock"), "{stderr}");
     assert!(mentions_number(&stderr, &pid.to_string()), "{stderr}");
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Refused elsewhere, where the state is read: descriptors the engine cannot reopen and file
 //! locks (`files::classify`), I/O signalling of open files (`files`), mappings it cannot
-//! recreate (`memory::classify`), zombies and stopped processes (before the seize), the
+//! recreate (`memory::classify`), zombies and processes another tracer holds (before the seize), the
 //! parent-death signal of the root, SCHED_DEADLINE and securebits (`thread`, read by remote
 //! calls), and POSIX timers the restore could not recreate with their ids (`process`).
 
@@ -38,14 +38,12 @@ const NAMESPACES: &[&str] = &[
     "time_for_children",
 ];
 
-/// A stopped process (group stop or a tracer's stop) cannot be held and resumed by the dump
-/// the way it expects; it is refused before it is seized.
-pub fn not_stopped(pid: i32, stat: &Stat) -> Result<(), DumpError> {
+/// A process in a tracing stop is held by another tracer, which the dump cannot share it
+/// with; it is refused before it is seized. One in group stop (`T`) is dumped, and restored
+/// stopped (`stop`).
+pub fn not_traced(pid: i32, stat: &Stat) -> Result<(), DumpError> {
     match stat.state {
-        'T' | 't' => Err(DumpError::Stopped {
-            pid,
-            state: stat.state,
-        }),
+        't' => Err(DumpError::Traced { pid }),
         _ => Ok(()),
     }
 }

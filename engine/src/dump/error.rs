@@ -30,10 +30,10 @@ pub enum DumpError {
     #[error("process {pid} is a zombie; crlab cannot dump zombies yet")]
     Zombie { pid: i32 },
     #[error(
-        "process {pid} is stopped (state {state}: by SIGSTOP, job control or a tracer); crlab \
-         cannot restore a stopped process yet: continue it (kill -CONT {pid}) before the dump"
+        "process {pid} is in a tracing stop (state t): another tracer (a debugger, strace) holds \
+         it, and crlab cannot seize it too: detach that tracer before the dump"
     )]
-    Stopped { pid: i32, state: char },
+    Traced { pid: i32 },
     #[error(
         "process {pid} holds {lock} on fd {fd} ({path}); crlab does not restore file locks or \
          leases: release it before the dump"

@@ -17,6 +17,7 @@ mod files;
 mod memory;
 mod process;
 mod seize;
+mod stop;
 mod thread;
 mod transport;
 
@@ -120,13 +121,13 @@ fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
     let mut out = vec![root];
     let mut i = 0;
     while i < out.len() {
-        // A zombie cannot be seized, a stopped process not resumed: refuse before anything
-        // is touched.
+        // A zombie cannot be seized, nor a process another tracer holds: refuse before
+        // anything is touched.
         let stat = Stat::read(out[i])?;
         if stat.state == 'Z' {
             return Err(DumpError::Zombie { pid: out[i] });
         }
-        audit::not_stopped(out[i], &stat)?;
+        audit::not_traced(out[i], &stat)?;
         let kids = procfs::children(out[i])?;
         out.extend(kids);
         i += 1;
@@ -156,8 +157,9 @@ fn dump_seized(
         if stat.state == 'Z' {
             return Err(DumpError::Zombie { pid });
         }
-        let (task, mm, cores, bytes) =
+        let (mut task, mm, mut cores, bytes) =
             dump_process(opts, tree, proc_idx, &stat, &mut files, images)?;
+        let stop_signal = stop::signal(&tree.processes[proc_idx], &mut task, &mut cores)?;
         page_bytes += bytes;
         threads += cores.len();
         let image_pid = image_u32(pid, "the pid", pid)?;
@@ -173,6 +175,7 @@ fn dump_seized(
             threads: cores.iter().map(|c| c.tid).collect(),
             state: ProcessState::Alive as i32,
             exit_status: 0,
+            stop_signal,
         });
         images.write_message(&image::task_name(image_pid), FileKind::Task, &task)?;
         images.write_message(&image::mm_name(image_pid), FileKind::Mm, &mm)?;

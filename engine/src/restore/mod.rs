@@ -17,6 +17,7 @@ mod error;
 mod files;
 mod memory;
 mod pids;
+mod stop;
 mod thread;
 mod tree;
 
@@ -340,6 +341,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             );
         }
     }
+    // A process dumped stopped is stopped again before any thread of it runs.
+    for live in &lives {
+        if live.img.entry.stop_signal != 0 {
+            stop::queue(live.pid(), live.img.entry.stop_signal)?;
+        }
+    }
     for live in &lives {
         for r in live.threads.iter().chain([&live.leader]) {
             r.tracee.detach()?;
@@ -347,6 +354,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         }
     }
     cleanup.armed = false;
+    for live in &lives {
+        if live.img.entry.stop_signal != 0 {
+            stop::wait_stopped(live.pid(), &live.img.tids)?;
+        }
+    }
     info!(pid = root_pid, processes = lives.len(), "restored");
     Ok(Restored { root_pid })
 }

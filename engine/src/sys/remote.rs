@@ -179,6 +179,12 @@ impl Remote {
                     self.new_children.push(child);
                     self.tracee.syscall_step()?;
                 }
+                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => {
+                    // A trap the seize of a process in group stop left pending (the seize's
+                    // own and the interrupt's: the kernel reports both), taken on the way
+                    // back to user mode: the call is yet to run.
+                    self.tracee.syscall_step()?;
+                }
                 WaitStatus::Stopped(_, sig)
                     if matches!(
                         sig,
