@@ -69,8 +69,6 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::clone_files("clone-files", &["descriptor table", "CLONE_FILES"])]
 #[case::clone_fs("clone-fs", &["CLONE_FS"])]
 #[case::chroot("chroot", &["chroot"])]
-#[case::session("session", &["session"])]
-#[case::group("group", &["group"])]
 #[case::shared_moved("shared-moved", &["shared memory", "address"])]
 fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
     let mut w = Workload::start("refused", WaitMode::Nanosleep, &[kind]);
@@ -92,6 +90,27 @@ fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&
             "the refusal must name fd {fd}: {stderr}"
         );
     }
+}
+
+/// Session and group layouts no restore can rebuild (`sessions`): a group whose leader ended
+/// (its member joined it, then the leader exited), a session whose leader ended (its member
+/// reparented to the subreaper root). Refused at dump, naming the member and the group or
+/// session; the tree goes on running and passes its checks.
+#[rstest]
+#[case::group_whose_leader_is_gone("group-gone", "leader of group")]
+#[case::session_whose_leader_is_gone("session-gone", "leader of session")]
+fn dump_refuses_a_layout_it_cannot_rebuild(#[case] layout: &str, #[case] words: &str) {
+    let mut w = Workload::start("sessions", WaitMode::Nanosleep, &[layout]);
+    let ready = w.wait_ready();
+    let holder: i32 = ready
+        .get("refused-pid")
+        .and_then(|p| p.parse().ok())
+        .expect("sessions announces the member holding the layout");
+    w.wait_in_wait_syscall();
+    let stderr = assert_refused(&mut w, holder, &[words]);
+    w.trigger();
+    w.expect_ok();
+    assert_names(&stderr, holder, &[words, "not part of the dump"]);
 }
 
 /// A stopped process (SIGSTOP) is dumped now (`engine_stopped`); one whose dump is refused

@@ -200,6 +200,54 @@ fn tree_keeps_its_state(
     o.assert_nothing_left();
 }
 
+/// Session and process-group layouts the restore rebuilds (`sessions`): a child that made its
+/// own session after or before forking its child, a group whose leader went back to the
+/// root's, a sibling's group. After the restore, every member has the parent, group, session,
+/// threads and blocked masks it had (from `/proc`), and checks its ids itself.
+#[rstest]
+#[case::child_session_after_fork("child-session")]
+#[case::own_session("own-session")]
+#[case::group_whose_leader_moved("group-moved")]
+#[case::sibling_group("sibling-group")]
+fn a_session_and_group_layout_is_rebuilt(#[case] layout: &str) {
+    let mut o = Owned::start("sessions", WaitMode::Nanosleep, &[layout]);
+    o.w().wait_in_wait_syscall();
+    let mut pids = vec![o.root];
+    pids.extend(o.announced_pids("members"));
+    let before: Vec<Seen> = pids.iter().map(|&p| Seen::of(p)).collect();
+    let distinct = |f: fn(&Seen) -> i32| {
+        let mut v: Vec<i32> = before.iter().map(f).collect();
+        v.sort();
+        v.dedup();
+        v.len()
+    };
+    assert!(
+        distinct(|s| s.sid) > 1 || distinct(|s| s.pgid) > 1,
+        "the layout {layout} holds more than the root's session and group: {before:?}"
+    );
+    o.w().dump_ok(&[]);
+    o.w().reap_dumped_original();
+    o.reap_dumped_members();
+    // Members of another session, reparented to us as zombies (whose command line no longer
+    // names the scratch dir), are reaped by pid.
+    let me = process::getpid();
+    for &p in &pids[1..] {
+        process::wait_until(EXIT_TIMEOUT, format!("member {p} to end"), || {
+            if process::parent_of(p) == Some(me) {
+                reap_if_ended(p);
+            }
+            !process::pid_exists(p)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    o.w().restore_detached_ok();
+    let seen: Vec<(&str, &Seen)> = before.iter().map(|s| ("member", s)).collect();
+    o.assert_same_as_before(&seen, "crlab restore");
+    o.w().trigger();
+    o.w().expect_ok();
+    o.assert_nothing_left();
+}
+
 /// A tree holding a zombie (A's child A2, exited and not reaped) makes the dump fail, name the
 /// zombie, and leave the tree unharmed: every member running freely with the same ids, the
 /// zombie still a zombie of A, no complete-looking dump, and the tree passing its own check.

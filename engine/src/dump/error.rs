@@ -118,8 +118,7 @@ pub enum DumpError {
     DeletedCwd { pid: i32, path: String },
     #[error(
         "process {pid} is in session {sid} and process group {pgid}, which a restore cannot \
-         recreate: {why}; dump a tree whose sessions and groups are led by its own members in \
-         the order they were created"
+         recreate: {why}; dump a tree whose sessions and groups are led by its own members"
     )]
     SessionLayout {
         pid: i32,
