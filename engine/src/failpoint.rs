@@ -174,6 +174,7 @@ pub const ALL: &[Failpoint] = &[
     fp("restore.files.open", "opening the tree's files in the root"),
     fp("restore.session", "making a session or process group"),
     fp("restore.task.process", "creating a child process"),
+    fp("restore.zombie", "ending a zombie as it ended"),
     fp("restore.map.vmas", "mapping an image mapping"),
     fp("restore.fill", "filling pages (process_vm_writev)"),
     fp(

@@ -68,6 +68,10 @@ const NOT_ARMED: &[(&str, &str)] = &[
         "reached only with POSIX timers",
     ),
     (
+        "restore.zombie",
+        "reached only for a tree holding a zombie (`engine_trees` covers it)",
+    ),
+    (
         "restore.stop",
         "reached only for a process dumped stopped (`engine_stopped` covers it)",
     ),

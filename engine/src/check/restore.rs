@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::image::schema::{FileTable, Task, ThreadCore};
+use crate::image::schema::{FileTable, ProcessState, Task, ThreadCore};
 use crate::image::{self, FileKind, ImageDirReader, ImageError, Trust};
 use crate::selinux::{
     self, context_type, AccessOracle, Decision, DenialCause, Descriptor, DescriptorRefusal,
@@ -66,6 +66,10 @@ pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, Restore
     let table: FileTable = reader.read_message(image::FILES, FileKind::Files)?;
     let mut out: Vec<DumpedProcess> = Vec::with_capacity(pstree.processes.len());
     for entry in &pstree.processes {
+        if entry.state == ProcessState::Zombie as i32 {
+            // A zombie is made again by its parent and ends at once: no context of its own.
+            continue;
+        }
         let mut contexts = Vec::with_capacity(entry.threads.len());
         for &tid in &entry.threads {
             let core: ThreadCore = reader.read_message(&image::core_name(tid), FileKind::Core)?;

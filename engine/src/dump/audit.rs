@@ -49,9 +49,44 @@ pub fn not_traced(pid: i32, stat: &Stat) -> Result<(), DumpError> {
     }
 }
 
-/// Everything about the seized tree `pids` (root first) that is refused from `/proc` alone.
-pub fn tree(pids: &[i32]) -> Result<(), DumpError> {
-    let mut members = Vec::with_capacity(pids.len());
+/// A zombie of the tree is restored as one: its parent creates it again and it ends as it
+/// ended, its status (`/proc/PID/stat`'s exit code, as `waitpid` reports it) kept. Refused:
+/// a zombie root (its parent is not part of the dump), a leader whose other threads still run
+/// (the process has not ended), and a death that dumped core (a status with the core-dump
+/// bit, which only dumping core again would give).
+pub fn zombie(pid: i32, root: bool, stat: &Stat) -> Result<(), DumpError> {
+    let refuse = |why: String| Err(DumpError::Zombie { pid, why });
+    if root {
+        return refuse("it is the root of the tree, whose parent is not dumped".into());
+    }
+    let threads = procfs::threads(pid)?;
+    if threads.len() > 1 {
+        return refuse(format!(
+            "its leader exited but its threads {:?} still run",
+            &threads[1..]
+        ));
+    }
+    let status = stat.exit_code;
+    if status & 0x80 != 0 {
+        return refuse(format!(
+            "it was killed by signal {} and dumped core, a status (core-dump bit) the restore \
+             could only give it by dumping core again",
+            status & 0x7f
+        ));
+    }
+    let signal = status & 0x7f;
+    if signal != 0 && (signal == 0x7f || !(1..=64).contains(&signal)) {
+        return refuse(format!(
+            "its status {status:#x} is neither an exit nor a death by a signal"
+        ));
+    }
+    Ok(())
+}
+
+/// Everything about the seized tree `pids` (root first) and its `zombies` (after them) that
+/// is refused from `/proc` alone.
+pub fn tree(pids: &[i32], zombies: &[Member]) -> Result<(), DumpError> {
+    let mut members = Vec::with_capacity(pids.len() + zombies.len());
     let mut vmas: Vec<Vec<Vma>> = Vec::with_capacity(pids.len());
     for &pid in pids {
         process(pid)?;
@@ -68,6 +103,7 @@ pub fn tree(pids: &[i32]) -> Result<(), DumpError> {
         vmas.push(super::memory::vmas(pid, &maps, &flags)?);
     }
     shared_objects(pids)?;
+    members.extend_from_slice(zombies);
     session_layout(&members)?;
     let all: Vec<&[Vma]> = vmas.iter().map(Vec::as_slice).collect();
     if let Some(m) = shmem_mismatch(&all) {

@@ -27,8 +27,11 @@ pub enum DumpError {
         path: String,
         kind: &'static str,
     },
-    #[error("process {pid} is a zombie; crlab cannot dump zombies yet")]
-    Zombie { pid: i32 },
+    #[error(
+        "process {pid} is a zombie (it exited and its parent has not reaped it) that crlab cannot \
+         restore as one: {why}; have its parent reap it (waitpid) before the dump"
+    )]
+    Zombie { pid: i32, why: String },
     #[error(
         "process {pid} is in a tracing stop (state t): another tracer (a debugger, strace) holds \
          it, and crlab cannot seize it too: detach that tracer before the dump"

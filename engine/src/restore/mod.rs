@@ -20,13 +20,14 @@ mod pids;
 mod stop;
 mod thread;
 mod tree;
+mod zombie;
 
 pub use context::{ContextOrder, SelinuxRefusal};
 pub use error::RestoreError;
 
 use crate::image::layout::{self, Group, Member, Step};
 use crate::image::schema::{
-    file_entry, Fd, FileTable, Mm, ProcessEntry, Task, ThreadCore, VmaKind,
+    file_entry, Fd, FileTable, Mm, ProcessEntry, ProcessState, Task, ThreadCore, VmaKind,
 };
 use crate::image::{self, FileKind, ImageDirReader, Trust};
 use crate::procfs::{self, MapEntry};
@@ -103,6 +104,12 @@ struct Live<'a> {
     threads: Vec<Remote>,
 }
 
+impl ProcessImages {
+    fn zombie(&self) -> bool {
+        self.entry.state == ProcessState::Zombie as i32
+    }
+}
+
 impl Live<'_> {
     fn pid(&self) -> i32 {
         self.img.pid
@@ -139,6 +146,18 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
     let mut procs: Vec<ProcessImages> = Vec::with_capacity(pstree.processes.len());
     for entry in &pstree.processes {
         let pid = entry.pid;
+        if entry.state == ProcessState::Zombie as i32 {
+            // Nothing but its status: it has no memory, descriptors or threads.
+            procs.push(ProcessImages {
+                entry: entry.clone(),
+                pid: task_id(pid)?,
+                tids: vec![task_id(pid)?],
+                task: Task::default(),
+                mm: Mm::default(),
+                cores: Vec::new(),
+            });
+            continue;
+        }
         let task: Task = reader.read_message(&image::task_name(pid), FileKind::Task)?;
         let mm: Mm = reader.read_message(&image::mm_name(pid), FileKind::Mm)?;
         check_paths(reader, pid, &task, &mm)?;
@@ -213,6 +232,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let uses: Vec<(i32, &str, Vec<selinux::Descriptor>)> = procs
         .iter()
         .zip(&targets)
+        .filter(|(p, _)| !p.zombie())
         .map(|(p, (pid, to))| {
             let fds = selinux::recreated_descriptors(&p.task.fds, &table);
             (*pid, to.as_str(), fds)
@@ -308,6 +328,19 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         live.leader
             .syscall("setpgid", libc::SYS_setpgid, &[0, pgid])
             .step(pid, "the process group")?;
+    }
+
+    // Zombies end as they ended, now that their sessions and groups are made; the rest is
+    // about living processes.
+    let mut i = 0;
+    while i < lives.len() {
+        if !lives[i].img.zombie() {
+            i += 1;
+            continue;
+        }
+        let mut z = lives.remove(i);
+        let parent = live_of(&mut lives, z.img.entry.ppid)?;
+        zombie::end(&mut z, parent, scratch)?;
     }
 
     // Each process's own address space, descriptors and process-wide state.

@@ -102,6 +102,22 @@ impl Tracee {
         }
     }
 
+    /// Waits for any state change of this thread, its end included.
+    pub fn wait_any(&self) -> Result<WaitStatus, SysError> {
+        loop {
+            match waitpid(self.pid(), Some(WaitPidFlag::__WALL)) {
+                Err(Errno::EINTR) => continue,
+                done => return done.map_err(call_err("waitpid", self.tid)),
+            }
+        }
+    }
+
+    /// Resumes the thread (`PTRACE_CONT`), delivering `sig` when it sits in a
+    /// signal-delivery-stop.
+    pub fn cont(&self, sig: Option<Signal>) -> Result<(), SysError> {
+        ptrace::cont(self.pid(), sig).map_err(call_err("PTRACE_CONT", self.tid))
+    }
+
     /// Waits until the thread sits in the stop `PTRACE_INTERRUPT` asked for.
     /// Signals that arrive first are delivered (the thread runs their handlers
     /// as it would have), so nothing the process was sent is lost.
