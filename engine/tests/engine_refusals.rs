@@ -162,6 +162,55 @@ fn a_refused_dump_leaves_a_stopped_process_stopped() {
     assert!(mentions_number(&stderr, &pid.to_string()), "{stderr}");
 }
 
+/// A process held in a tracing stop by another tracer (here the test, as a debugger would) is
+/// refused before the dump touches it, by name; let go, it runs and passes its checks.
+#[test]
+fn dump_refuses_a_process_another_tracer_holds() {
+    let mut w = Workload::start("idle", WaitMode::Nanosleep, &[]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    let pid = w.pid();
+    // SAFETY: ptrace requests with integer arguments on our own child, the workload.
+    let seized = unsafe {
+        libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) == 0
+            && libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0, 0) == 0
+    };
+    assert!(
+        seized,
+        "seizing the workload: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut status = 0;
+    // SAFETY: waits for our own child's stop; `status` is writable.
+    let got = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+    assert_eq!(got, pid, "the workload's interrupt stop");
+    assert_eq!(
+        process::status_field(pid, "State").as_deref(),
+        Some("t (tracing stop)")
+    );
+    let run = w.dump(&[]);
+    let (ok, stderr) = (run.succeeded(), run.stderr());
+    // SAFETY: detaches our own tracee, stopped.
+    let detached = unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+    assert_eq!(detached, 0, "{}", std::io::Error::last_os_error());
+    assert!(!ok, "crlab dump must refuse a process another tracer holds");
+    assert!(
+        !w.images_dir().join("inventory.img").exists(),
+        "a refused dump must not leave a complete-looking dump (inventory.img)"
+    );
+    process::wait_until(
+        support::workload::READY_TIMEOUT,
+        format!("pid {pid} to run again"),
+        || process::not_running_freely(pid).is_none(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    w.assert_running("a refused dump");
+    w.trigger();
+    w.expect_ok();
+    assert!(stderr.contains("tracing stop"), "{stderr}");
+    assert!(mentions_number(&stderr, &pid.to_string()), "{stderr}");
+}
+
 fn send(pid: i32, sig: i32) {
     // SAFETY: kill takes only integers; `pid` is the test's own workload.
     let ret = unsafe { libc::kill(pid, sig) };
