@@ -7,7 +7,13 @@
 //! SIGSTOP, not a job-control signal (SIGTSTP, SIGTTIN, SIGTTOU): the kernel discards those in
 //! an orphaned process group, and a process must not run on by accident. What is not exact:
 //! the stop is a new one, so the parent is told of it (SIGCHLD, a `WUNTRACED` wait reporting
-//! SIGSTOP) once more, even if it had collected the original stop before the dump.
+//! SIGSTOP) once more, even if it had collected the original stop before the dump; a stop
+//! signal that was still queued is given as the stop it would have made, before any
+//! lower-numbered signal queued with it (which then waits for SIGCONT); and the root's parent
+//! is the caller of the restore, so when that parent exits, the kernel's rule for stopped
+//! process groups left orphaned applies as for any stopped job: a root that leads its own
+//! group inside the caller's session is then sent SIGHUP and SIGCONT (restore it from
+//! another session, or keep its parent alive).
 
 use super::RestoreError;
 use crate::procfs::Stat;
