@@ -10,10 +10,10 @@
 //! SIGSTOP) once more, even if it had collected the original stop before the dump; a stop
 //! signal that was still queued is given as the stop it would have made, before any
 //! lower-numbered signal queued with it (which then waits for SIGCONT); and the root's parent
-//! is the caller of the restore, so when that parent exits, the kernel's rule for stopped
-//! process groups left orphaned applies as for any stopped job: a root that leads its own
-//! group inside the caller's session is then sent SIGHUP and SIGCONT (restore it from
-//! another session, or keep its parent alive).
+//! is crlab, so when crlab exits the kernel's rule for stopped jobs left orphaned applies: a
+//! root leading its own group inside crlab's session, whose new parent (init, or a subreaper
+//! elsewhere) does not keep that group from being orphaned, is sent SIGHUP and SIGCONT, as
+//! the original would have been had its parent exited.
 
 use super::RestoreError;
 use crate::procfs::Stat;
