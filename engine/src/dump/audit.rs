@@ -1,12 +1,13 @@
 //! What a dump refuses before it changes anything in the tree: state a restore could not give
 //! back exactly, each refusal naming the state and the process that holds it. Everything here
 //! reads `/proc` or compares kernel objects with `kcmp`; nothing touches a task, so a refusal
-//! leaves the tree as it was once the seized threads are detached.
+//! leaves the tree as it was once the seized threads are detached. Zombies a restore could not
+//! end the same way (`zombie`) and processes another tracer holds (`not_traced`) are looked at
+//! before the seize, as the tree is collected.
 //!
 //! Refused elsewhere, where the state is read: descriptors the engine cannot reopen and file
 //! locks (`files::classify`), I/O signalling of open files (`files`), mappings it cannot
-//! recreate (`memory::classify`), zombies and processes another tracer holds (before the seize), the
-//! parent-death signal of the root, SCHED_DEADLINE and securebits (`thread`, read by remote
+//! recreate (`memory::classify`), the parent-death signal of the root, SCHED_DEADLINE and securebits (`thread`, read by remote
 //! calls), and POSIX timers the restore could not recreate with their ids (`process`).
 
 use super::DumpError;
