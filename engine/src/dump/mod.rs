@@ -205,6 +205,12 @@ fn dump_seized(
     for z in zombies {
         let pid = z.pid;
         let stat = Stat::read(pid)?;
+        if stat.state != 'Z' || stat.ppid != z.ppid {
+            return Err(DumpError::Zombie {
+                pid,
+                why: format!("it was reaped before the dump held its parent {}", z.ppid),
+            });
+        }
         audit::zombie(pid, false, &stat)?;
         let image_pid = image_u32(pid, "the pid", pid)?;
         pstree.processes.push(ProcessEntry {
