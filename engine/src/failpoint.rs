@@ -182,6 +182,7 @@ pub const ALL: &[Failpoint] = &[
     ),
     fp("restore.session", "making a session or process group"),
     fp("restore.task.process", "creating a child process"),
+    fp("restore.zombie", "ending a zombie as it ended"),
     fp("restore.map.vmas", "mapping an image mapping"),
     fp("restore.fill", "filling pages (process_vm_writev)"),
     fp(
@@ -208,6 +209,10 @@ pub const ALL: &[Failpoint] = &[
     fp(
         "restore.options",
         "dropping PTRACE_O_EXITKILL before the detach",
+    ),
+    fp(
+        "restore.stop",
+        "queueing the group stop of a process dumped stopped",
     ),
     fp(
         "restore.detach",

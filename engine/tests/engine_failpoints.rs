@@ -75,6 +75,14 @@ const NOT_ARMED: &[(&str, &str)] = &[
         "restore.files.socket",
         "reached only with Unix socket pairs (`engine_sockets` arms it)",
     ),
+    (
+        "restore.zombie",
+        "reached only for a tree holding a zombie (`engine_trees` covers it)",
+    ),
+    (
+        "restore.stop",
+        "reached only for a process dumped stopped (`engine_stopped` covers it)",
+    ),
 ];
 
 /// How a dump failpoint's dump is run.

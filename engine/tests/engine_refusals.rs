@@ -69,8 +69,6 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::clone_files("clone-files", &["descriptor table", "CLONE_FILES"])]
 #[case::clone_fs("clone-fs", &["CLONE_FS"])]
 #[case::chroot("chroot", &["chroot"])]
-#[case::session("session", &["session"])]
-#[case::group("group", &["group"])]
 #[case::shared_moved("shared-moved", &["shared memory", "address"])]
 fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
     let mut w = Workload::start("refused", WaitMode::Nanosleep, &[kind]);
@@ -94,33 +92,62 @@ fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&
     }
 }
 
-/// A stopped process (SIGSTOP) is refused with what it is and what to do, not with an
-/// internal error, and is left stopped as it was; continued, it passes its checks.
+/// Session and group layouts no restore can rebuild (`sessions`): a group whose leader ended
+/// (its member joined it, then the leader exited), a session whose leader ended (its member
+/// reparented to the subreaper root). Refused at dump, naming the member and the group or
+/// session; the tree goes on running and passes its checks.
+#[rstest]
+#[case::group_whose_leader_is_gone("group-gone", "leader of group")]
+#[case::session_whose_leader_is_gone("session-gone", "leader of session")]
+fn dump_refuses_a_layout_it_cannot_rebuild(#[case] layout: &str, #[case] words: &str) {
+    let mut w = Workload::start("sessions", WaitMode::Nanosleep, &[layout]);
+    let ready = w.wait_ready();
+    let holder: i32 = ready
+        .get("refused-pid")
+        .and_then(|p| p.parse().ok())
+        .expect("sessions announces the member holding the layout");
+    w.wait_in_wait_syscall();
+    let stderr = assert_refused(&mut w, holder, &[words]);
+    w.trigger();
+    w.expect_ok();
+    assert_names(&stderr, holder, &[words, "not part of the dump"]);
+}
+
+/// A stopped process (SIGSTOP) is dumped now (`engine_stopped`); one whose dump is refused
+/// for another reason (a flock lock) is left as it was: every thread stopped, untraced, the
+/// lock held; continued, it passes its checks.
 #[test]
-fn dump_refuses_a_stopped_process() {
-    let mut w = Workload::start("idle", WaitMode::Nanosleep, &[]);
+fn a_refused_dump_leaves_a_stopped_process_stopped() {
+    let mut w = Workload::start("refused", WaitMode::Nanosleep, &["flock"]);
     w.wait_ready();
     w.wait_in_wait_syscall();
     let pid = w.pid();
     send(pid, libc::SIGSTOP);
+    let stopped = || {
+        process::status_field(pid, "State").as_deref() == Some("T (stopped)")
+            && process::status_field(pid, "TracerPid").as_deref() == Some("0")
+    };
     process::wait_until(
         support::workload::READY_TIMEOUT,
         format!("pid {pid} to stop"),
-        || process::status_field(pid, "State").is_some_and(|s| s.starts_with('T')),
+        stopped,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let run = w.dump(&[]);
     let (ok, stderr) = (run.succeeded(), run.stderr());
-    assert!(!ok, "crlab dump must refuse a stopped process");
-    assert!(
-        process::status_field(pid, "State").is_some_and(|s| s.starts_with('T')),
-        "a refused dump leaves a stopped process stopped"
-    );
-    assert_eq!(
-        process::status_field(pid, "TracerPid").as_deref(),
-        Some("0"),
-        "a refused dump leaves the process untraced"
-    );
+    assert!(!ok, "crlab dump must refuse the flock lock");
+    for tid in process::task_tids(pid) {
+        assert_eq!(
+            process::task_status(pid, tid, "State").as_deref(),
+            Some("T (stopped)"),
+            "a refused dump leaves every thread of a stopped process stopped (thread {tid})"
+        );
+        assert_eq!(
+            process::task_status(pid, tid, "TracerPid").as_deref(),
+            Some("0"),
+            "a refused dump leaves the process untraced (thread {tid})"
+        );
+    }
     send(pid, libc::SIGCONT);
     process::wait_until(
         support::workload::READY_TIMEOUT,
@@ -131,8 +158,56 @@ fn dump_refuses_a_stopped_process() {
     w.assert_running("a refused dump and SIGCONT");
     w.trigger();
     w.expect_ok();
-    assert!(stderr.contains("is stopped"), "{stderr}");
-    assert!(stderr.contains("kill -CONT"), "{stderr}");
+    assert!(stderr.contains("flock lock"), "{stderr}");
+    assert!(mentions_number(&stderr, &pid.to_string()), "{stderr}");
+}
+
+/// A process held in a tracing stop by another tracer (here the test, as a debugger would) is
+/// refused before the dump touches it, by name; let go, it runs and passes its checks.
+#[test]
+fn dump_refuses_a_process_another_tracer_holds() {
+    let mut w = Workload::start("idle", WaitMode::Nanosleep, &[]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    let pid = w.pid();
+    // SAFETY: ptrace requests with integer arguments on our own child, the workload.
+    let seized = unsafe {
+        libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) == 0
+            && libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0, 0) == 0
+    };
+    assert!(
+        seized,
+        "seizing the workload: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut status = 0;
+    // SAFETY: waits for our own child's stop; `status` is writable.
+    let got = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+    assert_eq!(got, pid, "the workload's interrupt stop");
+    assert_eq!(
+        process::status_field(pid, "State").as_deref(),
+        Some("t (tracing stop)")
+    );
+    let run = w.dump(&[]);
+    let (ok, stderr) = (run.succeeded(), run.stderr());
+    // SAFETY: detaches our own tracee, stopped.
+    let detached = unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+    assert_eq!(detached, 0, "{}", std::io::Error::last_os_error());
+    assert!(!ok, "crlab dump must refuse a process another tracer holds");
+    assert!(
+        !w.images_dir().join("inventory.img").exists(),
+        "a refused dump must not leave a complete-looking dump (inventory.img)"
+    );
+    process::wait_until(
+        support::workload::READY_TIMEOUT,
+        format!("pid {pid} to run again"),
+        || process::not_running_freely(pid).is_none(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    w.assert_running("a refused dump");
+    w.trigger();
+    w.expect_ok();
+    assert!(stderr.contains("tracing stop"), "{stderr}");
     assert!(mentions_number(&stderr, &pid.to_string()), "{stderr}");
 }
 

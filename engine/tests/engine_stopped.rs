@@ -1,3 +1,10 @@
+//! Stopped processes and the engine stopped midway.
+//!
+//! A process in group stop (SIGSTOP, or SIGTSTP from job control), or stopped while the dump
+//! runs, is dumped and restored stopped: every thread `T (stopped)` and untraced after the
+//! restore, the stop visible to its parent's `WUNTRACED` wait, and once continued it passes
+//! its check. A dump that leaves it running leaves it stopped.
+//!
 //! The engine stopped midway. SIGINT, SIGTERM or SIGHUP while a dump copies pages: crlab
 //! undoes what it did, detaches, and exits with 128 + the signal; the process goes on. SIGKILL
 //! of crlab while it seizes, copies pages, or writes its images: the kernel detaches the
@@ -195,6 +202,159 @@ impl Big {
             self.log()
         );
     }
+}
+
+/// Every thread of `pid` is in group stop (`State: T (stopped)`) and untraced.
+fn stopped_problem(pid: i32) -> Option<String> {
+    let all = tids(pid);
+    if all.is_empty() {
+        return Some(format!("process {pid} has no threads"));
+    }
+    for tid in all {
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let (tracer, state) = (field("TracerPid:"), field("State:"));
+        if state != "T (stopped)" || tracer != "0" {
+            return Some(format!("thread {tid}: State {state:?}, TracerPid {tracer}"));
+        }
+    }
+    None
+}
+
+/// Waits until every thread of `pid` is in group stop.
+fn wait_stopped(pid: i32, what: &str) {
+    let mut problem = None;
+    let waited = process::wait_until(Duration::from_secs(10), what, || {
+        problem = stopped_problem(pid);
+        problem.is_none()
+    });
+    if let Err(e) = waited {
+        panic!("{e}: {problem:?}");
+    }
+}
+
+/// The stop signal a `WUNTRACED` wait of the parent (this test: the subreaper) reports for
+/// `pid`, left to be collected again (`WNOWAIT`).
+fn reported_stop(pid: i32) -> Option<i32> {
+    // SAFETY: an all-zero siginfo_t is valid; waitid writes one into it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let id = libc::id_t::try_from(pid).ok()?;
+    // SAFETY: waitid for one child of ours writes into `info`, a live siginfo_t.
+    let ret = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            id,
+            &mut info,
+            libc::WSTOPPED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: waitid filled `info` for a child state change (CLD_STOPPED: si_status is the
+    // signal), or left it zero.
+    (ret == 0 && info.si_code == libc::CLD_STOPPED).then(|| unsafe { info.si_status() })
+}
+
+/// Dumps `big` (killing it), reaps the original and restores it detached.
+fn dump_and_restore(big: &mut Big) {
+    let (mut run, mut crlab) = big.spawn_dump(&[]);
+    run.exit = crlab.reap_within(crlab::CRLAB_TIMEOUT, "crlab dump").ok();
+    assert!(run.succeeded(), "{run}");
+    restore(big);
+}
+
+/// Reaps the dumped original and restores it detached.
+fn restore(big: &mut Big) {
+    let pid = big.pid();
+    big.proc
+        .reap_within(Duration::from_secs(20), "the dumped original")
+        .unwrap_or_else(|e| panic!("{e}"));
+    big.proc = Proc::adopt(pid);
+    let args: Vec<OsString> = vec![
+        "restore".into(),
+        "--detach".into(),
+        "--images-dir".into(),
+        big.images().into(),
+    ];
+    let (mut run, mut crlab) = crlab::spawn(&args, big.scratch.path(), "restore");
+    run.exit = crlab
+        .reap_within(crlab::CRLAB_TIMEOUT, "crlab restore")
+        .ok();
+    assert!(run.succeeded(), "{run}");
+}
+
+/// A process stopped by SIGSTOP or by job control's SIGTSTP, with threads, is dumped and
+/// restored stopped: every thread `T (stopped)` and untraced right after `crlab restore`, the
+/// stop reported to its parent; continued, it passes its check (every word of its memory).
+#[rstest]
+#[case::sigstop(libc::SIGSTOP)]
+#[case::sigtstp(libc::SIGTSTP)]
+fn a_stopped_process_is_restored_stopped(#[case] sig: i32) {
+    let mut big = Big::start_with(16 << 20, &["threads", "4"]);
+    let pid = big.pid();
+    assert_eq!(tids(pid).len(), 4, "bench_memory's threads");
+    send(pid, sig);
+    wait_stopped(pid, "the workload to stop");
+    dump_and_restore(&mut big);
+    if let Some(problem) = stopped_problem(pid) {
+        panic!("after the restore, a stopped process is stopped: {problem}");
+    }
+    assert_eq!(tids(pid).len(), 4, "every thread is there");
+    assert_eq!(
+        reported_stop(pid),
+        Some(libc::SIGSTOP),
+        "the parent's WUNTRACED wait reports the stop"
+    );
+    send(pid, libc::SIGCONT);
+    big.assert_running_freely("SIGCONT of the restored process");
+    big.expect_ok();
+}
+
+/// SIGSTOP while the dump copies the pages: the dump holds the process, the signal waits in
+/// its queue, and the image records the stop; restored, the process is stopped, and passes
+/// its check once continued.
+#[test]
+fn a_process_stopped_while_the_dump_runs_is_restored_stopped() {
+    let mut big = Big::start(&[]);
+    let pid = big.pid();
+    let (mut run, mut crlab) = big.spawn_dump(&[]);
+    big.wait_sign(&mut run, &mut crlab, "the page copy", |b| {
+        b.staged_pages().is_some_and(|n| n >= UNDER_WAY)
+    });
+    send(pid, libc::SIGSTOP);
+    run.exit = crlab.reap_within(crlab::CRLAB_TIMEOUT, "crlab dump").ok();
+    assert!(run.succeeded(), "{run}");
+    restore(&mut big);
+    if let Some(problem) = stopped_problem(pid) {
+        panic!("after the restore, the process stopped during the dump: {problem}");
+    }
+    send(pid, libc::SIGCONT);
+    big.assert_running_freely("SIGCONT of the restored process");
+    big.expect_ok();
+}
+
+/// `crlab dump --leave-running` of a stopped process leaves it stopped (every thread,
+/// untraced), not continued; continued, it passes its check.
+#[test]
+fn a_dump_that_leaves_a_stopped_process_running_leaves_it_stopped() {
+    let mut big = Big::start_with(16 << 20, &["threads", "4"]);
+    let pid = big.pid();
+    send(pid, libc::SIGSTOP);
+    wait_stopped(pid, "the workload to stop");
+    let (mut run, mut crlab) = big.spawn_dump(&["--leave-running"]);
+    run.exit = crlab.reap_within(crlab::CRLAB_TIMEOUT, "crlab dump").ok();
+    assert!(run.succeeded(), "{run}");
+    if let Some(problem) = stopped_problem(pid) {
+        panic!("after crlab dump --leave-running, the stopped process: {problem}");
+    }
+    send(pid, libc::SIGCONT);
+    big.assert_running_freely("SIGCONT after the dump");
+    big.expect_ok();
 }
 
 /// Why some thread of `pid` is not running freely (traced, stopped, dead), if one is not.

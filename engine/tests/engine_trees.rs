@@ -200,12 +200,101 @@ fn tree_keeps_its_state(
     o.assert_nothing_left();
 }
 
-/// A tree holding a zombie (A's child A2, exited and not reaped) makes the dump fail, name the
-/// zombie, and leave the tree unharmed: every member running freely with the same ids, the
+/// Session and process-group layouts the restore rebuilds (`sessions`): a child that made its
+/// own session after or before forking its child, a group whose leader went back to the
+/// root's, a sibling's group. After the restore, every member has the parent, group, session,
+/// threads and blocked masks it had (from `/proc`), and checks its ids itself.
+#[rstest]
+#[case::child_session_after_fork("child-session")]
+#[case::own_session("own-session")]
+#[case::group_whose_leader_moved("group-moved")]
+#[case::sibling_group("sibling-group")]
+fn a_session_and_group_layout_is_rebuilt(#[case] layout: &str) {
+    let mut o = Owned::start("sessions", WaitMode::Nanosleep, &[layout]);
+    o.w().wait_in_wait_syscall();
+    let mut pids = vec![o.root];
+    pids.extend(o.announced_pids("members"));
+    let before: Vec<Seen> = pids.iter().map(|&p| Seen::of(p)).collect();
+    let distinct = |f: fn(&Seen) -> i32| {
+        let mut v: Vec<i32> = before.iter().map(f).collect();
+        v.sort();
+        v.dedup();
+        v.len()
+    };
+    assert!(
+        distinct(|s| s.sid) > 1 || distinct(|s| s.pgid) > 1,
+        "the layout {layout} holds more than the root's session and group: {before:?}"
+    );
+    o.w().dump_ok(&[]);
+    o.w().reap_dumped_original();
+    o.reap_dumped_members();
+    // Members of another session, reparented to us as zombies (whose command line no longer
+    // names the scratch dir), are reaped by pid.
+    let me = process::getpid();
+    for &p in &pids[1..] {
+        process::wait_until(EXIT_TIMEOUT, format!("member {p} to end"), || {
+            if process::parent_of(p) == Some(me) {
+                reap_if_ended(p);
+            }
+            !process::pid_exists(p)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    o.w().restore_detached_ok();
+    let seen: Vec<(&str, &Seen)> = before.iter().map(|s| ("member", s)).collect();
+    o.assert_same_as_before(&seen, "crlab restore");
+    o.w().trigger();
+    o.w().expect_ok();
+    o.assert_nothing_left();
+}
+
+/// A tree holding a zombie (A's child A2, which exited with status 7 or was killed by SIGTERM,
+/// not reaped) is restored with it: the zombie has its pid, its parent A, its session and
+/// group again, every other member is as it was, A's SIGCHLD handler saw no second SIGCHLD,
+/// and A's reap after the restore finds the status A2 ended with.
+#[rstest]
+#[case::exit_status("zombie")]
+#[case::killed_by_a_signal("zombie-signal")]
+fn a_tree_with_a_zombie_is_restored_with_it(#[case] variant: &str) {
+    let mut o = Owned::start("tree", WaitMode::Nanosleep, &[variant]);
+    o.w().wait_in_wait_syscall();
+    let members = o.members();
+    let zombie = o.announced_pids("zombie")[0];
+    let a = members[1].1;
+    let before: Vec<Seen> = members.iter().map(|(_, pid)| Seen::of(*pid)).collect();
+    let zombie_before = stat(zombie).expect("the zombie exists");
+    assert_eq!(
+        (zombie_before.state, zombie_before.ppid),
+        ('Z', a),
+        "a2 is a zombie child of a"
+    );
+    o.w().dump_ok(&[]);
+    o.w().reap_dumped_original();
+    o.reap_dumped_members();
+    o.w().restore_detached_ok();
+    let seen_before: Vec<(&str, &Seen)> = members
+        .iter()
+        .map(|(name, _)| *name)
+        .zip(before.iter())
+        .collect();
+    o.assert_same_as_before(&seen_before, "crlab restore");
+    assert_eq!(
+        stat(zombie),
+        Some(zombie_before),
+        "after the restore, a2 is the zombie child of a it was (state, parent, group, session)"
+    );
+    o.w().trigger();
+    o.w().expect_ok();
+    o.assert_nothing_left();
+}
+
+/// A tree holding a zombie that dumped core (A's child A2, killed by SIGABRT with a core dump,
+/// not reaped) makes the dump fail, name the zombie and the core dump, and leave the tree
+/// unharmed: every member running freely with the same ids, the
 /// zombie still a zombie of A, no complete-looking dump, and the tree passing its own check.
 #[test]
-fn dump_refuses_a_tree_with_a_zombie() {
-    let mut o = Owned::start("tree", WaitMode::Nanosleep, &["zombie"]);
+fn dump_refuses_a_zombie_that_dumped_core() {
+    let mut o = Owned::start("tree", WaitMode::Nanosleep, &["zombie-core"]);
     let members = o.members();
     let zombie = o.announced_pids("zombie")[0];
     let a = members[1].1;
@@ -247,8 +336,8 @@ fn dump_refuses_a_tree_with_a_zombie() {
     o.assert_nothing_left();
     // The wording last, so a wrong message does not hide whether the tree came through.
     assert!(
-        stderr.contains("zombie"),
-        "the error must say the tree holds a zombie: {stderr}"
+        stderr.contains("zombie") && stderr.contains("dumped core"),
+        "the error must say the tree holds a zombie that dumped core: {stderr}"
     );
     assert!(
         mentions_number(&stderr, &zombie.to_string()),

@@ -50,6 +50,7 @@ fn sample_pstree() -> PsTree {
                 threads: vec![PID, THREAD],
                 state: ProcessState::Alive as i32,
                 exit_status: 0,
+                stop_signal: 0,
             },
             ProcessEntry {
                 pid: 102,
@@ -59,6 +60,7 @@ fn sample_pstree() -> PsTree {
                 threads: vec![102],
                 state: ProcessState::Zombie as i32,
                 exit_status: 256,
+                stop_signal: 0,
             },
         ],
     }

@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::image::schema::file_entry;
-use crate::image::schema::{FileTable, Task, ThreadCore};
+use crate::image::schema::{FileTable, ProcessState, Task, ThreadCore};
 use crate::image::{self, FileKind, ImageDirReader, ImageError, Trust};
 use crate::selinux::{
     self, context_type, AccessOracle, Decision, DenialCause, Descriptor, DescriptorRefusal,
@@ -70,6 +70,10 @@ pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, Restore
     let sockets = selinux::socket_creations(&table);
     let mut out: Vec<DumpedProcess> = Vec::with_capacity(pstree.processes.len());
     for entry in &pstree.processes {
+        if entry.state == ProcessState::Zombie as i32 {
+            // A zombie is made again by its parent and ends at once: no context of its own.
+            continue;
+        }
         let mut contexts = Vec::with_capacity(entry.threads.len());
         for &tid in &entry.threads {
             let core: ThreadCore = reader.read_message(&image::core_name(tid), FileKind::Core)?;

@@ -1,15 +1,17 @@
 //! What a dump refuses before it changes anything in the tree: state a restore could not give
 //! back exactly, each refusal naming the state and the process that holds it. Everything here
 //! reads `/proc` or compares kernel objects with `kcmp`; nothing touches a task, so a refusal
-//! leaves the tree as it was once the seized threads are detached.
+//! leaves the tree as it was once the seized threads are detached. Zombies a restore could not
+//! end the same way (`zombie`) and processes another tracer holds (`not_traced`) are looked at
+//! before the seize, as the tree is collected.
 //!
 //! Refused elsewhere, where the state is read: descriptors the engine cannot reopen and file
 //! locks (`files::classify`), I/O signalling of open files (`files`), mappings it cannot
-//! recreate (`memory::classify`), zombies and stopped processes (before the seize), the
-//! parent-death signal of the root, SCHED_DEADLINE and securebits (`thread`, read by remote
+//! recreate (`memory::classify`), the parent-death signal of the root, SCHED_DEADLINE and securebits (`thread`, read by remote
 //! calls), and POSIX timers the restore could not recreate with their ids (`process`).
 
 use super::DumpError;
+use crate::image::layout::{self, Member};
 use crate::image::schema::Vma;
 use crate::image::{schema::VmaKind, shmem_mismatch};
 use crate::procfs::{self, MapEntry, Stat, Status, VmFlags};
@@ -38,21 +40,54 @@ const NAMESPACES: &[&str] = &[
     "time_for_children",
 ];
 
-/// A stopped process (group stop or a tracer's stop) cannot be held and resumed by the dump
-/// the way it expects; it is refused before it is seized.
-pub fn not_stopped(pid: i32, stat: &Stat) -> Result<(), DumpError> {
+/// A process in a tracing stop is held by another tracer, which the dump cannot share it
+/// with; it is refused before it is seized. One in group stop (`T`) is dumped, and restored
+/// stopped (`stop`).
+pub fn not_traced(pid: i32, stat: &Stat) -> Result<(), DumpError> {
     match stat.state {
-        'T' | 't' => Err(DumpError::Stopped {
-            pid,
-            state: stat.state,
-        }),
+        't' => Err(DumpError::Traced { pid }),
         _ => Ok(()),
     }
 }
 
-/// Everything about the seized tree `pids` (root first) that is refused from `/proc` alone.
-pub fn tree(pids: &[i32]) -> Result<(), DumpError> {
-    let mut members = Vec::with_capacity(pids.len());
+/// A zombie of the tree is restored as one: its parent creates it again and it ends as it
+/// ended, its status (`/proc/PID/stat`'s exit code, as `waitpid` reports it) kept. Refused:
+/// a zombie root (its parent is not part of the dump), a leader whose other threads still run
+/// (the process has not ended), and a death that dumped core (a status with the core-dump
+/// bit, which only dumping core again would give).
+pub fn zombie(pid: i32, root: bool, stat: &Stat) -> Result<(), DumpError> {
+    let refuse = |why: String| Err(DumpError::Zombie { pid, why });
+    if root {
+        return refuse("it is the root of the tree, whose parent is not dumped".into());
+    }
+    let threads = procfs::threads(pid)?;
+    if threads.len() > 1 {
+        return refuse(format!(
+            "its leader exited but its threads {:?} still run",
+            &threads[1..]
+        ));
+    }
+    let status = stat.exit_code;
+    if status & 0x80 != 0 {
+        return refuse(format!(
+            "it was killed by signal {} and dumped core, a status (core-dump bit) the restore \
+             could only give it by dumping core again",
+            status & 0x7f
+        ));
+    }
+    let signal = status & 0x7f;
+    if signal != 0 && (signal == 0x7f || !(1..=64).contains(&signal)) {
+        return refuse(format!(
+            "its status {status:#x} is neither an exit nor a death by a signal"
+        ));
+    }
+    Ok(())
+}
+
+/// Everything about the seized tree `pids` (root first) and its `zombies` (after them) that
+/// is refused from `/proc` alone.
+pub fn tree(pids: &[i32], zombies: &[Member]) -> Result<(), DumpError> {
+    let mut members = Vec::with_capacity(pids.len() + zombies.len());
     let mut vmas: Vec<Vec<Vma>> = Vec::with_capacity(pids.len());
     for &pid in pids {
         process(pid)?;
@@ -69,6 +104,7 @@ pub fn tree(pids: &[i32]) -> Result<(), DumpError> {
         vmas.push(super::memory::vmas(pid, &maps, &flags)?);
     }
     shared_objects(pids)?;
+    members.extend_from_slice(zombies);
     session_layout(&members)?;
     let all: Vec<&[Vma]> = vmas.iter().map(Vec::as_slice).collect();
     if let Some(m) = shmem_mismatch(&all) {
@@ -208,136 +244,23 @@ fn shared_objects(pids: &[i32]) -> Result<(), DumpError> {
     Ok(())
 }
 
-/// A process of the tree as its session layout needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Member {
-    pub pid: i32,
-    pub ppid: i32,
-    pub pgid: i32,
-    pub sid: i32,
-}
-
-/// The sessions and process groups the restore makes, compared with the dumped ones.
-///
-/// The restore creates each process in its parent (root: in the engine's caller); a process
-/// that led its session calls `setsid`, one that led its group `setpgid(0, 0)`, right after it
-/// is created and before it creates its children; once all exist, a process in another
-/// member's group joins it (`setpgid`). Everything else is inherited from the parent as it was
-/// when it created the child. `members` is the tree, root first, parents before children.
+/// The sessions and process groups of the tree, refused when no order of `setsid` and
+/// `setpgid` calls rebuilds them ([`layout::plan`], which the restore follows).
+/// `members` is the tree, root first, parents before children.
 pub fn session_layout(members: &[Member]) -> Result<(), DumpError> {
-    let Some(root) = members.first() else {
-        return Ok(());
-    };
-    // Per member: its session after the restore and the group its children inherit.
-    let mut made: Vec<(i32, i32, i32)> = Vec::with_capacity(members.len());
-    // The root's session and group are its own or, otherwise, its caller's: not a question
-    // the tree can answer, so taken as they are.
-    let root_group = if root.sid == root.pid || root.pgid == root.pid {
-        root.pid
-    } else {
-        root.pgid
-    };
-    made.push((root.pid, root.sid, root_group));
-    for m in &members[1..] {
-        let refuse = |why: String| DumpError::SessionLayout {
-            pid: m.pid,
-            sid: m.sid,
-            pgid: m.pgid,
-            why,
-        };
-        let Some(&(_, parent_sid, parent_group)) = made.iter().find(|(p, _, _)| *p == m.ppid)
-        else {
-            return Err(refuse(format!(
-                "its parent {} is not before it in the tree",
-                m.ppid
-            )));
-        };
-        let sid = if m.sid == m.pid { m.pid } else { parent_sid };
-        if sid != m.sid {
-            return Err(refuse(format!(
-                "it would inherit session {sid} from its parent {}, and only a session's \
-                 leader can create one",
-                m.ppid
-            )));
-        }
-        let leads = m.pgid == m.pid;
-        let inherited = if m.sid == m.pid { m.pid } else { parent_group };
-        if !leads && m.pgid != inherited {
-            // It must join another member's group, which must exist in its session.
-            match members.iter().find(|o| o.pid == m.pgid) {
-                Some(leader) if leader.pgid == leader.pid && leader.sid == m.sid => {}
-                Some(_) => {
-                    return Err(refuse(format!(
-                        "process {} of the tree no longer leads group {}",
-                        m.pgid, m.pgid
-                    )))
-                }
-                None => {
-                    return Err(refuse(format!(
-                        "the leader of group {} is not part of the dump, and the group it \
-                         would inherit from its parent {} is {inherited}",
-                        m.pgid, m.ppid
-                    )))
-                }
-            }
-        }
-        let group_for_children = if leads || m.sid == m.pid {
-            m.pid
-        } else {
-            inherited
-        };
-        made.push((m.pid, sid, group_for_children));
-    }
-    Ok(())
+    layout::plan(members)
+        .map(drop)
+        .map_err(|r| DumpError::SessionLayout {
+            pid: r.pid,
+            sid: r.sid,
+            pgid: r.pgid,
+            why: r.why,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn m(pid: i32, ppid: i32, pgid: i32, sid: i32) -> Member {
-        Member {
-            pid,
-            ppid,
-            pgid,
-            sid,
-        }
-    }
-
-    #[test]
-    fn layouts_the_restore_can_make() {
-        // The tree workload: root leads its session, B its group, B1 in B's.
-        let ok = [
-            m(10, 1, 10, 10),
-            m(11, 10, 10, 10),
-            m(12, 10, 12, 10),
-            m(13, 11, 10, 10),
-            m(14, 12, 12, 10),
-        ];
-        session_layout(&ok).unwrap();
-        // A child that made its own session, with its own child in it.
-        session_layout(&[m(10, 1, 10, 10), m(11, 10, 11, 11), m(12, 11, 11, 11)]).unwrap();
-        // A root that is in its caller's session and group, like its child.
-        session_layout(&[m(10, 1, 5, 5), m(11, 10, 5, 5)]).unwrap();
-        // A child that joined a sibling's group made before it.
-        session_layout(&[m(10, 1, 10, 10), m(11, 10, 11, 10), m(12, 10, 11, 10)]).unwrap();
-    }
-
-    #[test]
-    fn layouts_it_cannot() {
-        // A grandchild left in the root's session by a parent that then made its own.
-        let e = session_layout(&[m(10, 1, 10, 10), m(11, 10, 11, 11), m(12, 11, 10, 10)])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("process 12") && e.contains("session 10"), "{e}");
-        // A group whose leader is gone.
-        let e = session_layout(&[m(10, 1, 10, 10), m(12, 10, 99, 10)])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("group 99"), "{e}");
-        // A group whose leader moved to another.
-        session_layout(&[m(10, 1, 10, 10), m(11, 10, 10, 10), m(12, 10, 11, 10)]).unwrap_err();
-    }
 
     #[test]
     fn refused_flags_are_named() {

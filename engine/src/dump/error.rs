@@ -35,13 +35,16 @@ pub enum DumpError {
         path: String,
         kind: &'static str,
     },
-    #[error("process {pid} is a zombie; crlab cannot dump zombies yet")]
-    Zombie { pid: i32 },
     #[error(
-        "process {pid} is stopped (state {state}: by SIGSTOP, job control or a tracer); crlab \
-         cannot restore a stopped process yet: continue it (kill -CONT {pid}) before the dump"
+        "process {pid} is a zombie (it exited and its parent has not reaped it) that crlab cannot \
+         restore as one: {why}; have its parent reap it (waitpid) before the dump"
     )]
-    Stopped { pid: i32, state: char },
+    Zombie { pid: i32, why: String },
+    #[error(
+        "process {pid} is in a tracing stop (state t): another tracer (a debugger, strace) holds \
+         it, and crlab cannot seize it too: detach that tracer before the dump"
+    )]
+    Traced { pid: i32 },
     #[error(
         "process {pid} holds {lock} on fd {fd} ({path}); crlab does not restore file locks or \
          leases: release it before the dump"
@@ -126,8 +129,7 @@ pub enum DumpError {
     DeletedCwd { pid: i32, path: String },
     #[error(
         "process {pid} is in session {sid} and process group {pgid}, which a restore cannot \
-         recreate: {why}; dump a tree whose sessions and groups are led by its own members in \
-         the order they were created"
+         recreate: {why}; dump a tree whose sessions and groups are led by its own members"
     )]
     SessionLayout {
         pid: i32,

@@ -18,6 +18,7 @@ mod memory;
 mod process;
 mod seize;
 mod sockets;
+mod stop;
 mod thread;
 mod transport;
 
@@ -25,6 +26,7 @@ use error::image_u32;
 pub use error::DumpError;
 pub use transport::SocketLabel;
 
+use crate::image::layout::Member;
 use crate::image::schema::{
     Credentials, Inventory, Mm, MmFields, ProcessEntry, ProcessState, PsTree, Rlimit, SigInfo, Task,
 };
@@ -58,13 +60,14 @@ pub struct DumpSummary {
 
 /// Dumps the tree rooted at `opts.root`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
-    let pids = collect_tree(opts.root)?;
+    let (pids, zombies) = collect_tree(opts.root)?;
     // Refused before any task is touched; dropped uncommitted, it removes what it wrote.
     let mut images = ImageDirWriter::new_dump(&opts.images_dir, opts.existing)?;
     check_interrupt()?;
     let mut tree = SeizedTree::seize(&pids)?;
     // Held still, so what /proc shows is what would be dumped; refused before any change.
-    let written = audit::tree(&pids).and_then(|()| dump_seized(opts, &mut tree, &mut images));
+    let written = audit::tree(&pids, &zombies)
+        .and_then(|()| dump_seized(opts, &mut tree, &zombies, &mut images));
     let committed = written.and_then(|(summary, inventory)| {
         if opts.leave_running {
             // The tasks are let go first: a dump whose changes to them could not all be
@@ -106,8 +109,9 @@ pub(crate) fn check_interrupt() -> Result<(), DumpError> {
     }
 }
 
-/// The root and all its descendants, parents before children.
-fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
+/// The root and all its living descendants, parents before children, and the zombies among
+/// its descendants (each refused unless the restore can make it again: `audit::zombie`).
+fn collect_tree(root: i32) -> Result<(Vec<i32>, Vec<Member>), DumpError> {
     if !std::path::Path::new(&format!("/proc/{root}")).exists() || root <= 0 {
         return Err(DumpError::NoSuchProcess { pid: root });
     }
@@ -119,26 +123,37 @@ fn collect_tree(root: i32) -> Result<Vec<i32>, DumpError> {
         me = Stat::read(me).map(|s| s.ppid).unwrap_or(0);
     }
     let mut out = vec![root];
+    let mut zombies = Vec::new();
     let mut i = 0;
     while i < out.len() {
-        // A zombie cannot be seized, a stopped process not resumed: refuse before anything
-        // is touched.
-        let stat = Stat::read(out[i])?;
+        // A zombie cannot be seized, nor a process another tracer holds: both are looked at
+        // before anything is touched.
+        let pid = out[i];
+        let stat = Stat::read(pid)?;
         if stat.state == 'Z' {
-            return Err(DumpError::Zombie { pid: out[i] });
+            audit::zombie(pid, pid == root, &stat)?;
+            zombies.push(Member {
+                pid,
+                ppid: stat.ppid,
+                pgid: stat.pgid,
+                sid: stat.sid,
+            });
+            out.remove(i);
+            continue;
         }
-        audit::not_stopped(out[i], &stat)?;
-        let kids = procfs::children(out[i])?;
+        audit::not_traced(pid, &stat)?;
+        let kids = procfs::children(pid)?;
         out.extend(kids);
         i += 1;
     }
-    Ok(out)
+    Ok((out, zombies))
 }
 
 /// Reads the seized tree and writes every image but the inventory, which the caller commits.
 fn dump_seized(
     opts: &DumpOptions,
     tree: &mut SeizedTree,
+    zombies: &[Member],
     images: &mut ImageDirWriter,
 ) -> Result<(DumpSummary, Inventory), DumpError> {
     let mut files = FileTableBuilder::default();
@@ -159,10 +174,14 @@ fn dump_seized(
         });
         let stat = Stat::read(pid)?;
         if stat.state == 'Z' {
-            return Err(DumpError::Zombie { pid });
+            return Err(DumpError::Zombie {
+                pid,
+                why: "it exited while the dump held it".into(),
+            });
         }
-        let (task, mm, cores, bytes) =
+        let (mut task, mm, mut cores, bytes) =
             dump_process(opts, tree, proc_idx, &stat, &mut files, &sockets, images)?;
+        let stop_signal = stop::signal(&tree.processes[proc_idx], &mut task, &mut cores)?;
         page_bytes += bytes;
         threads += cores.len();
         let image_pid = image_u32(pid, "the pid", pid)?;
@@ -178,12 +197,37 @@ fn dump_seized(
             threads: cores.iter().map(|c| c.tid).collect(),
             state: ProcessState::Alive as i32,
             exit_status: 0,
+            stop_signal,
         });
         images.write_message(&image::task_name(image_pid), FileKind::Task, &task)?;
         images.write_message(&image::mm_name(image_pid), FileKind::Mm, &mm)?;
         for core in &cores {
             images.write_message(&image::core_name(core.tid), FileKind::Core, core)?;
         }
+    }
+    // Zombies last (they have no children): their status, read again now that the tree is
+    // held (a zombie stays one until its parent, held, reaps it).
+    for z in zombies {
+        let pid = z.pid;
+        let stat = Stat::read(pid)?;
+        if stat.state != 'Z' || stat.ppid != z.ppid {
+            return Err(DumpError::Zombie {
+                pid,
+                why: format!("it was reaped before the dump held its parent {}", z.ppid),
+            });
+        }
+        audit::zombie(pid, false, &stat)?;
+        let image_pid = image_u32(pid, "the pid", pid)?;
+        pstree.processes.push(ProcessEntry {
+            pid: image_pid,
+            ppid: image_u32(pid, "the parent pid", stat.ppid)?,
+            pgid: image_u32(pid, "the process group", stat.pgid)?,
+            sid: image_u32(pid, "the session", stat.sid)?,
+            threads: vec![image_pid],
+            state: ProcessState::Zombie as i32,
+            exit_status: stat.exit_code,
+            stop_signal: 0,
+        });
     }
     images.write_message(image::PSTREE, FileKind::PsTree, &pstree)?;
     images.write_message(image::FILES, FileKind::Files, &files.finish())?;

@@ -19,6 +19,9 @@ pub struct SeizedProcess {
     /// Descriptors the dump opened in the process (the transport's end) and has not closed:
     /// the undo closes them.
     pub opened_fds: Vec<u64>,
+    /// The signal of the group stop the process was in when seized (SIGSTOP or a job-control
+    /// stop), as the kernel reported it with the interrupt stop of one of its threads.
+    pub group_stop: Option<Signal>,
 }
 
 impl SeizedProcess {
@@ -61,6 +64,7 @@ impl SeizedTree {
                 remotes: Vec::new(),
                 scratch: None,
                 opened_fds: Vec::new(),
+                group_stop: None,
             });
             let proc = tree.processes.last_mut().expect("just pushed");
             loop {
@@ -79,7 +83,9 @@ impl SeizedTree {
                         what: format!("waiting for task {tid} to stop"),
                         source,
                     });
-                    t.wait_interrupt_stop()?;
+                    if let Some(sig) = t.wait_interrupt_stop()? {
+                        proc.group_stop.get_or_insert(sig);
+                    }
                     failpoint!("dump.seize", |source| SysError::Io {
                         what: format!("seizing the thread after task {tid}"),
                         source,
@@ -183,6 +189,7 @@ fn detach(t: &Tracee) -> Result<(), SysError> {
     match t.detach() {
         Err(e) if e.errno() == Some(Errno::ESRCH) => {
             t.wait_interrupt_stop()?;
+            // A process in group stop goes back into it as it is let go (the kernel does so).
             t.detach()
         }
         done => done,

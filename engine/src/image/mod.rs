@@ -11,6 +11,7 @@
 
 mod error;
 mod header;
+pub mod layout;
 mod reader;
 mod regs;
 mod shmem;

@@ -27,6 +27,16 @@ pub enum RestoreError {
         value: String,
         reason: &'static str,
     },
+    #[error(
+        "process {pid} was dumped stopped and must be restored so: {what}; it is left to the \
+         kernel (continue it with kill -CONT {pid}, or end it)"
+    )]
+    Stop {
+        pid: i32,
+        what: String,
+        #[source]
+        source: Option<nix::errno::Errno>,
+    },
     #[error("the images are inconsistent: {0}")]
     Inconsistent(String),
     #[error("the image has a {name} mapping but this kernel provides none; restore on a kernel like the one that dumped it")]

@@ -17,14 +17,17 @@ mod error;
 mod files;
 mod memory;
 mod pids;
+mod stop;
 mod thread;
 mod tree;
+mod zombie;
 
 pub use context::{ContextOrder, SelinuxRefusal};
 pub use error::RestoreError;
 
+use crate::image::layout::{self, Group, Member, Step};
 use crate::image::schema::{
-    file_entry, Fd, FileTable, Mm, ProcessEntry, Task, ThreadCore, VmaKind,
+    file_entry, Fd, FileTable, Mm, ProcessEntry, ProcessState, Task, ThreadCore, VmaKind,
 };
 use crate::image::{self, FileKind, ImageDirReader, Trust};
 use crate::procfs::{self, MapEntry};
@@ -101,6 +104,12 @@ struct Live<'a> {
     threads: Vec<Remote>,
 }
 
+impl ProcessImages {
+    fn zombie(&self) -> bool {
+        self.entry.state == ProcessState::Zombie as i32
+    }
+}
+
 impl Live<'_> {
     fn pid(&self) -> i32 {
         self.img.pid
@@ -137,6 +146,18 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
     let mut procs: Vec<ProcessImages> = Vec::with_capacity(pstree.processes.len());
     for entry in &pstree.processes {
         let pid = entry.pid;
+        if entry.state == ProcessState::Zombie as i32 {
+            // Nothing but its status: it has no memory, descriptors or threads.
+            procs.push(ProcessImages {
+                entry: entry.clone(),
+                pid: task_id(pid)?,
+                tids: vec![task_id(pid)?],
+                task: Task::default(),
+                mm: Mm::default(),
+                cores: Vec::new(),
+            });
+            continue;
+        }
         let task: Task = reader.read_message(&image::task_name(pid), FileKind::Task)?;
         let mm: Mm = reader.read_message(&image::mm_name(pid), FileKind::Mm)?;
         check_paths(reader, pid, &task, &mm)?;
@@ -220,6 +241,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let uses: Vec<(i32, &str, Vec<selinux::Descriptor>)> = procs
         .iter()
         .zip(&targets)
+        .filter(|(p, _)| !p.zombie())
         .map(|(p, (pid, to))| {
             let fds = selinux::recreated_descriptors(&p.task.fds, &table);
             (*pid, to.as_str(), fds)
@@ -261,36 +283,75 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         &table,
         files::park_base(&all_fds),
     )?;
-    join_session(&mut root, root_pid, &root_img.entry)?;
 
-    // The tree, parents before children.
+    // The tree, each process created by its parent, with its session and group, in the order
+    // the layout's plan gives (checked by the dump against the same rule).
+    let plan = layout_plan(&procs)?;
     let mut lives: Vec<Live> = vec![Live {
         img: root_img,
         leader: root,
         threads: Vec::new(),
     }];
-    for p in &procs[1..] {
+    for step in &plan.steps {
         check_interrupt()?;
-        let parent = lives
-            .iter_mut()
-            .find(|l| l.img.entry.pid == p.entry.ppid)
-            .ok_or_else(|| {
-                RestoreError::Inconsistent(format!(
-                    "the parent of {} is not in the tree",
-                    p.entry.pid
-                ))
-            })?;
-        let t = tree::clone_in(&mut parent.leader, scratch, p.pid, false, &mut cleanup.pids)?;
-        let mut leader = Remote::new(t, tramp.gadget, t.regs()?)?;
-        tramp.adopt(&mut leader);
-        join_session(&mut leader, p.pid, &p.entry)?;
-        lives.push(Live {
-            img: p,
-            leader,
-            threads: Vec::new(),
-        });
+        match *step {
+            Step::Create(i) => {
+                let p = &procs[i];
+                let parent = live_of(&mut lives, p.entry.ppid)?;
+                let t =
+                    tree::clone_in(&mut parent.leader, scratch, p.pid, false, &mut cleanup.pids)?;
+                let mut leader = Remote::new(t, tramp.gadget, t.regs()?)?;
+                tramp.adopt(&mut leader);
+                lives.push(Live {
+                    img: p,
+                    leader,
+                    threads: Vec::new(),
+                });
+            }
+            Step::Session(i) => {
+                let live = live_of(&mut lives, procs[i].entry.pid)?;
+                let pid = live.pid();
+                failpoint!("restore.session", error::injected(pid, "the session"));
+                live.leader
+                    .syscall("setsid", libc::SYS_setsid, &[])
+                    .step(pid, "the session")?;
+            }
+            Step::Group(i) => {
+                let live = live_of(&mut lives, procs[i].entry.pid)?;
+                let pid = live.pid();
+                failpoint!("restore.session", error::injected(pid, "the process group"));
+                live.leader
+                    .syscall("setpgid", libc::SYS_setpgid, &[0, 0])
+                    .step(pid, "the process group")?;
+            }
+        }
     }
-    join_groups(&mut lives)?;
+    // The caller's group, which a root that does not lead its own stays in.
+    let callers = u64::try_from(nix::unistd::getpgrp().as_raw()).unwrap_or(0);
+    for &(i, group) in &plan.joins {
+        let live = live_of(&mut lives, procs[i].entry.pid)?;
+        let pgid = match group {
+            Group::Led(g) => u64::try_from(g).unwrap_or(0),
+            Group::Callers => callers,
+        };
+        let pid = live.pid();
+        live.leader
+            .syscall("setpgid", libc::SYS_setpgid, &[0, pgid])
+            .step(pid, "the process group")?;
+    }
+
+    // Zombies end as they ended, now that their sessions and groups are made; the rest is
+    // about living processes.
+    let mut i = 0;
+    while i < lives.len() {
+        if !lives[i].img.zombie() {
+            i += 1;
+            continue;
+        }
+        let mut z = lives.remove(i);
+        let parent = live_of(&mut lives, z.img.entry.ppid)?;
+        zombie::end(&mut z, parent, scratch)?;
+    }
 
     // Each process's own address space, descriptors and process-wide state.
     for (i, live) in lives.iter_mut().enumerate() {
@@ -350,6 +411,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             );
         }
     }
+    // A process dumped stopped is stopped again before any thread of it runs.
+    for live in &lives {
+        if live.img.entry.stop_signal != 0 {
+            stop::queue(live.pid(), live.img.entry.stop_signal)?;
+        }
+    }
     for live in &lives {
         for r in live.threads.iter().chain([&live.leader]) {
             r.tracee.detach()?;
@@ -357,6 +424,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         }
     }
     cleanup.armed = false;
+    for live in &lives {
+        if live.img.entry.stop_signal != 0 {
+            stop::wait_stopped(live.pid(), &live.img.tids)?;
+        }
+    }
     info!(pid = root_pid, processes = lives.len(), "restored");
     Ok(Restored { root_pid })
 }
@@ -477,38 +549,33 @@ fn create_threads(
     Ok(())
 }
 
-/// A session or group leader makes its session or group right after it is
-/// created, before it forks the children that belong to it.
-fn join_session(remote: &mut Remote, pid: i32, e: &ProcessEntry) -> Result<(), RestoreError> {
-    failpoint!("restore.session", error::injected(pid, "the session"));
-    if e.sid == e.pid {
-        remote
-            .syscall("setsid", libc::SYS_setsid, &[])
-            .step(pid, "the session")?;
-    } else if e.pgid == e.pid {
-        remote
-            .syscall("setpgid", libc::SYS_setpgid, &[0, 0])
-            .step(pid, "the process group")?;
-    }
-    Ok(())
+/// The layout's plan for the images' tree ([`layout::plan`]).
+fn layout_plan(procs: &[ProcessImages]) -> Result<layout::Plan, RestoreError> {
+    let members = procs
+        .iter()
+        .map(|p| {
+            Ok(Member {
+                pid: p.pid,
+                ppid: task_id(p.entry.ppid)?,
+                pgid: task_id(p.entry.pgid)?,
+                sid: task_id(p.entry.sid)?,
+            })
+        })
+        .collect::<Result<Vec<_>, RestoreError>>()?;
+    layout::plan(&members).map_err(|r| {
+        RestoreError::Inconsistent(format!(
+            "process {} (session {}, group {}): {}",
+            r.pid, r.sid, r.pgid, r.why
+        ))
+    })
 }
 
-/// Members join the process groups of other processes of the tree.
-fn join_groups(lives: &mut [Live<'_>]) -> Result<(), RestoreError> {
-    let pids: Vec<u32> = lives.iter().map(|l| l.img.entry.pid).collect();
-    for live in lives.iter_mut() {
-        let (e, pid) = (&live.img.entry, live.img.pid);
-        if e.pgid != e.pid && pids.contains(&e.pgid) {
-            let pgid = task_id(e.pgid)?;
-            let current = nix::unistd::getpgid(Some(Pid::from_raw(pid))).map(Pid::as_raw);
-            if current != Ok(pgid) {
-                live.leader
-                    .syscall("setpgid", libc::SYS_setpgid, &[0, u64::from(e.pgid)])
-                    .step(pid, "the process group")?;
-            }
-        }
-    }
-    Ok(())
+/// The process being restored whose image pid is `pid`.
+fn live_of<'l, 'a>(lives: &'l mut [Live<'a>], pid: u32) -> Result<&'l mut Live<'a>, RestoreError> {
+    lives
+        .iter_mut()
+        .find(|l| l.img.entry.pid == pid)
+        .ok_or_else(|| RestoreError::Inconsistent(format!("process {pid} is not created yet")))
 }
 
 /// Lets the task hold descriptors above every target number while they are

@@ -102,13 +102,35 @@ impl Tracee {
         }
     }
 
+    /// Waits for any state change of this thread, its end included.
+    pub fn wait_any(&self) -> Result<WaitStatus, SysError> {
+        loop {
+            match waitpid(self.pid(), Some(WaitPidFlag::__WALL)) {
+                Err(Errno::EINTR) => continue,
+                done => return done.map_err(call_err("waitpid", self.tid)),
+            }
+        }
+    }
+
+    /// Resumes the thread (`PTRACE_CONT`), delivering `sig` when it sits in a
+    /// signal-delivery-stop.
+    pub fn cont(&self, sig: Option<Signal>) -> Result<(), SysError> {
+        ptrace::cont(self.pid(), sig).map_err(call_err("PTRACE_CONT", self.tid))
+    }
+
     /// Waits until the thread sits in the stop `PTRACE_INTERRUPT` asked for.
     /// Signals that arrive first are delivered (the thread runs their handlers
     /// as it would have), so nothing the process was sent is lost.
-    pub fn wait_interrupt_stop(&self) -> Result<(), SysError> {
+    ///
+    /// Returns the stop signal when the thread's process is in group stop (stopped by
+    /// SIGSTOP or job control, before the seize or by a signal delivered here): the kernel
+    /// then reports the `PTRACE_EVENT_STOP` with that signal instead of SIGTRAP.
+    pub fn wait_interrupt_stop(&self) -> Result<Option<Signal>, SysError> {
         loop {
             match self.wait("stopping for the dump")? {
-                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => return Ok(()),
+                WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP) => {
+                    return Ok((sig != Signal::SIGTRAP).then_some(sig))
+                }
                 WaitStatus::Stopped(_, sig) => {
                     // Signal-delivery-stop: pass the signal on; the interrupt
                     // stays pending and is taken next.

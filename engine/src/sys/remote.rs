@@ -114,6 +114,47 @@ impl Remote {
         Ok(unsigned(raw))
     }
 
+    /// Ends the task with its last system call `nr` (`exit_group`, or `tgkill` of itself with a
+    /// fatal signal, whose delivery is let through) and waits for its end as its tracer, which
+    /// then hands it to its parent as a zombie. Returns the status the tracer saw.
+    pub fn end(
+        &mut self,
+        name: &'static str,
+        nr: i64,
+        args: &[u64],
+    ) -> Result<WaitStatus, SysError> {
+        let mut regs = self.base;
+        regs.rax = unsigned(nr);
+        regs.orig_rax = u64::MAX;
+        regs.rip = self.gadget;
+        let mut a = [0u64; 6];
+        a[..args.len().min(6)].copy_from_slice(&args[..args.len().min(6)]);
+        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) =
+            (a[0], a[1], a[2], a[3], a[4], a[5]);
+        if let Some(sp) = self.stack {
+            regs.rsp = sp;
+        }
+        self.tracee.set_regs(&regs)?;
+        self.touched = true;
+        self.tracee.cont(None)?;
+        loop {
+            match self.tracee.wait_any()? {
+                done @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return Ok(done),
+                WaitStatus::Stopped(_, sig) => self.tracee.cont(Some(sig))?,
+                WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_) => {
+                    self.tracee.cont(None)?
+                }
+                other => {
+                    return Err(SysError::UnexpectedStop {
+                        tid: self.tid(),
+                        what: name,
+                        status: format!("{other:?}"),
+                    })
+                }
+            }
+        }
+    }
+
     /// Runs system call `nr`; returns `rax` as the kernel left it.
     pub fn syscall_raw(
         &mut self,
@@ -177,6 +218,12 @@ impl Remote {
                         status: format!("a clone event for task id {child}"),
                     })?;
                     self.new_children.push(child);
+                    self.tracee.syscall_step()?;
+                }
+                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => {
+                    // A trap the seize of a process in group stop left pending (the seize's
+                    // own and the interrupt's: the kernel reports both), taken on the way
+                    // back to user mode: the call is yet to run.
                     self.tracee.syscall_step()?;
                 }
                 WaitStatus::Stopped(_, sig)

@@ -15,10 +15,6 @@
 //! - `clone-files`, `clone-fs`: a child made by `clone` sharing the descriptor table or the
 //!   filesystem information;
 //! - `chroot`: a child that changed its root to the state directory;
-//! - `session`: a child C that forked G and then made its own session, so G (in the root's
-//!   session) has a parent in another one;
-//! - `group`: a child A that led its own group, forked A1 into it, then went back to the
-//!   root's group, so A1's group has no leader;
 //! - `shared-moved`: a child that moved a shared anonymous mapping made by the root to another
 //!   address.
 //!
@@ -41,11 +37,6 @@ enum Child {
     None,
     /// Killed with SIGKILL and reaped.
     Kill(i32),
-    /// `waiter` reaps `victim` and exits 0 once `victim` is killed.
-    KillThenReap {
-        victim: i32,
-        waiter: i32,
-    },
 }
 
 /// The state set up, for the checks after the trigger.
@@ -258,40 +249,6 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
                 return Err(io::Error::other("the child could not change its root"));
             }
         }
-        "session" | "group" => {
-            // C (or A) forks G (or A1) and reports its pid through a pipe, then moves itself.
-            let mut fds = [0i32; 2];
-            // SAFETY: pipe2 writes two descriptors into `fds`, a live [i32; 2].
-            sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
-            let group = kind == "group";
-            let root_pgid = me;
-            let mid = fork()?;
-            if mid == 0 {
-                middle(fds[1], group, root_pgid);
-            }
-            // SAFETY: closes our copy of the write end.
-            unsafe { libc::close(fds[1]) };
-            let mut buf = [0u8; 4];
-            let n = sys::read(fds[0], &mut buf)?;
-            // SAFETY: closes the read end, used up.
-            unsafe { libc::close(fds[0]) };
-            if n != 4 {
-                return Err(io::Error::other(format!(
-                    "the middle child reported {n} bytes, not a pid"
-                )));
-            }
-            let low = i32::from_ne_bytes(buf);
-            if low <= 0 {
-                return Err(io::Error::other(format!(
-                    "the middle child failed to set up: {low}"
-                )));
-            }
-            held.holder = low;
-            held.child = Child::KillThenReap {
-                victim: low,
-                waiter: mid,
-            };
-        }
         "shared-moved" => {
             let addr = map_anon(libc::MAP_SHARED)?;
             // SAFETY: `addr` is a fresh page of ours.
@@ -339,35 +296,6 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
         }
     }
     Ok(held)
-}
-
-/// The middle child of `session` and `group`: forks the low one, reports its pid on `report`,
-/// moves itself (a new session, or back to the root's group after leading its own), then reaps
-/// the low one and exits 0 once it is killed.
-fn middle(report: i32, group: bool, root_pgid: i32) -> ! {
-    // SAFETY: only async-signal-safe calls (setpgid, fork, setsid, write, waitpid, pause,
-    // _exit) on this process's own state, as a forked child must.
-    unsafe {
-        if group && libc::setpgid(0, 0) != 0 {
-            libc::_exit(3);
-        }
-        let low = libc::fork();
-        if low == 0 {
-            pause_forever();
-        }
-        let moved = if group {
-            libc::setpgid(0, root_pgid)
-        } else {
-            libc::setsid()
-        };
-        let said = if low < 0 || moved < 0 { -1 } else { low };
-        libc::write(report, said.to_ne_bytes().as_ptr().cast(), 4);
-        let mut status = 0;
-        if libc::waitpid(low, &mut status, 0) != low {
-            libc::_exit(4);
-        }
-        libc::_exit(0)
-    }
 }
 
 fn fork() -> io::Result<i32> {
@@ -433,32 +361,16 @@ fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
     }
 }
 
-/// Ends the children the state needed and checks how they ended.
+/// Ends the child the state needed.
 fn end_child(checks: &mut Checks, child: &Child) {
-    let reap = |checks: &mut Checks, pid: i32, want_zero: bool| {
+    if let Child::Kill(pid) = *child {
+        // SAFETY: kill takes only integers; `pid` is our unreaped child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
         let mut status = 0;
         // SAFETY: waits for one child of ours; `status` is writable.
         let got = unsafe { libc::waitpid(pid, &mut status, 0) };
         if got != pid {
             checks.fail(format!("waitpid({pid}): {}", io::Error::last_os_error()));
-        } else if want_zero {
-            checks.that(
-                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                "the middle child reaped its child and exited 0",
-            );
-        }
-    };
-    match *child {
-        Child::None => {}
-        Child::Kill(pid) => {
-            // SAFETY: kill takes only integers; `pid` is our unreaped child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            reap(checks, pid, false);
-        }
-        Child::KillThenReap { victim, waiter } => {
-            // SAFETY: kill takes only integers; `victim` is our unreaped grandchild.
-            unsafe { libc::kill(victim, libc::SIGKILL) };
-            reap(checks, waiter, true);
         }
     }
 }

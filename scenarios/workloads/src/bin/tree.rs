@@ -14,9 +14,11 @@
 //!   of atomics (ready flags, a token, one slot per member written before the wait and one
 //!   after), two pages of a pattern the root wrote and one page B wrote before the wait.
 //!
-//! With `zombie` as its argument, A also forks A2, which exits at once and which A does not
-//! reap before the trigger: the tree holds a zombie (announced as `zombie <pid>`) for the
-//! engine to refuse.
+//! With `zombie` as its argument, A also forks A2, which exits at once with status 7 and which
+//! A does not reap before the trigger: the tree holds a zombie (announced as `zombie <pid>`),
+//! which A reaps once triggered, checking its status. `zombie-signal`: A2 is killed by SIGTERM
+//! instead; `zombie-core`: A2 dumps core (SIGABRT, in the state dir), which the engine
+//! refuses.
 //!
 //! The root waits in its wait mode, the others in loops of `nanosleep` (A, A1), `poll` with a
 //! timeout (B) or a blocking `read` on the pipe (B1). Once triggered, the root creates the go
@@ -394,6 +396,8 @@ fn reap_within(pid: i32, timeout: Duration) -> Result<String, String> {
     }
     Ok(if libc::WIFEXITED(status) {
         format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WCOREDUMP(status) {
+        format!("killed by signal {} (core dumped)", libc::WTERMSIG(status))
     } else {
         format!("killed by signal {}", libc::WTERMSIG(status))
     })
@@ -493,7 +497,12 @@ fn shared_checks(t: &Tree, m: Member, f: &mut Vec<String>) {
 
 fn main() {
     let mut w = Workload::from_args("tree");
-    let zombie = w.args().iter().any(|a| a == "zombie");
+    let zombie = w.args().iter().find_map(|a| match a.as_str() {
+        "zombie" => Some(Zombie::Exit),
+        "zombie-signal" => Some(Zombie::Signal),
+        "zombie-core" => Some(Zombie::Core),
+        _ => None,
+    });
     let contexts = match std::env::var(CONTEXTS_ENV) {
         Ok(v) => {
             let c: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
@@ -628,7 +637,7 @@ fn main() {
             hdr.pids[m.idx()].load(Ordering::SeqCst),
         );
     }
-    if zombie {
+    if zombie.is_some() {
         w.announce("zombie", hdr.zombie.load(Ordering::SeqCst));
     }
 
@@ -666,20 +675,92 @@ fn close(fd: i32) {
     unsafe { libc::close(fd) };
 }
 
-/// A: forks A1 (and A2 in the zombie variant), waits in nanosleep, checks, reaps.
-fn run_a(t: &Tree, root: i32, pipe_w: i32, zombie: bool) -> i32 {
+/// How many SIGCHLDs A's handler saw (zombie variants).
+static SIGCHLDS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_sigchld(_: libc::c_int) {
+    SIGCHLDS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Counts A's SIGCHLDs (with SA_RESTART: a second one would still end A's nanosleep early).
+fn count_sigchld() {
+    // SAFETY: an all-zero sigaction is valid; the handler only touches an atomic.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_sigchld as *const () as usize;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGCHLD, &act, std::ptr::null_mut());
+    }
+}
+
+/// How A2 ends, in the zombie variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Zombie {
+    /// `_exit(7)`.
+    Exit,
+    /// Killed by SIGTERM.
+    Signal,
+    /// Killed by SIGABRT, dumping core.
+    Core,
+}
+
+impl Zombie {
+    /// What A's reap of A2 must find.
+    fn status(self) -> &'static str {
+        match self {
+            Zombie::Exit => "exit status 7",
+            Zombie::Signal => "killed by signal 15",
+            Zombie::Core => "killed by signal 6 (core dumped)",
+        }
+    }
+
+    /// A2's end (in the child: async-signal-safe calls only).
+    fn end(self, dir: &CString) -> ! {
+        let sig = match self {
+            // SAFETY: _exit ends the child at once, running nothing of the parent's.
+            Zombie::Exit => unsafe { libc::_exit(7) },
+            Zombie::Signal => libc::SIGTERM,
+            Zombie::Core => libc::SIGABRT,
+        };
+        // SAFETY: plain calls on this process's own state: its core limit and directory (the
+        // core file lands in the state dir), the signal's default action, unblocked, raised.
+        unsafe {
+            if self == Zombie::Core {
+                let unlimited = libc::rlimit {
+                    rlim_cur: libc::RLIM_INFINITY,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &unlimited);
+                libc::chdir(dir.as_ptr());
+            }
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+            libc::_exit(99)
+        }
+    }
+}
+
+/// A: forks A1 (and A2 in the zombie variants), waits in nanosleep, checks, reaps.
+fn run_a(t: &Tree, root: i32, pipe_w: i32, zombie: Option<Zombie>) -> i32 {
     let me = Member::A;
     let pid = sys::getpid();
     let a1 = fork_member(|| run_a1(t, pid, root, pipe_w))
         .unwrap_or_else(|e| t.setup_failed(me, &format!("forking a1: {e}")));
     close(pipe_w);
-    let a2 = zombie.then(|| {
-        // SAFETY: A is single-threaded; the child only calls _exit.
+    let dir = sys::cstring(&t.dir);
+    if zombie.is_some() {
+        count_sigchld();
+    }
+    let a2 = zombie.map(|how| {
+        // SAFETY: A is single-threaded; the child only makes async-signal-safe calls.
         let a2 = unsafe { libc::fork() };
         match a2 {
             -1 => t.setup_failed(me, &format!("forking a2: {}", io::Error::last_os_error())),
-            // SAFETY: _exit ends the child at once, running nothing of the parent's.
-            0 => unsafe { libc::_exit(0) },
+            0 => how.end(&dir),
             a2 => a2,
         }
     });
@@ -709,12 +790,20 @@ fn run_a(t: &Tree, root: i32, pipe_w: i32, zombie: bool) -> i32 {
             break;
         }
     }
+    // Before A1 can end (it takes its turn after A's), whose SIGCHLD would count too.
+    let sigchlds = SIGCHLDS.load(Ordering::SeqCst);
     ident.check(&mut f);
     t.check_context(me, &mut f);
     shared_checks(t, me, &mut f);
-    if let Some(a2) = a2 {
+    if let (Some(a2), Some(how)) = (a2, zombie) {
+        if sigchlds != 1 {
+            f.push(format!(
+                "its SIGCHLD handler ran {sigchlds} times before the trigger, expected once \
+                 (a2's end)"
+            ));
+        }
         match reap_within(a2, CHILD_TIMEOUT) {
-            Ok(s) if s == "exit status 0" => {}
+            Ok(s) if s == how.status() => {}
             Ok(s) => f.push(format!("its zombie a2 (pid {a2}) ended with {s}")),
             Err(e) => f.push(format!("its zombie a2 (pid {a2}) {e}")),
         }
