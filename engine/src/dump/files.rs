@@ -660,6 +660,7 @@ fn read_memfd(
         size,
         chunks,
         seals,
+        label: crate::selinux::label_of(file.as_fd()),
         mode: meta.st_mode & 0o7777,
         uid: meta.st_uid,
         gid: meta.st_gid,

@@ -58,6 +58,13 @@ pub enum RestoreError {
         #[source]
         source: SysError,
     },
+    #[error("giving {what} of process {pid} its SELinux label")]
+    Label {
+        pid: i32,
+        what: String,
+        #[source]
+        source: crate::selinux::SelinuxError,
+    },
     #[error(transparent)]
     Selinux(#[from] super::context::SelinuxRefusal),
     #[error(transparent)]

@@ -256,12 +256,23 @@ fn create_memfd(
     remote
         .syscall("ftruncate", libc::SYS_ftruncate, &[fd, m.size])
         .step(pid, "the size of a memfd")?;
-    if !m.chunks.is_empty() {
+    if !m.chunks.is_empty() || !m.label.is_empty() {
         let path = format!("/proc/{pid}/fd/{fd}");
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
             .map_err(|e| RestoreError::Inconsistent(format!("opening {path}: {e}")))?;
+        // The engine's task made it, so it has the engine's tmpfs label (on Fedora's policy
+        // `container_runtime_tmpfs_t`, which a container may not write): give it its own.
+        if !m.label.is_empty() {
+            crate::selinux::set_label(f.as_fd(), &m.label).map_err(|source| {
+                RestoreError::Label {
+                    pid,
+                    what: format!("memfd {}", m.name),
+                    source,
+                }
+            })?;
+        }
         for c in &m.chunks {
             let end = c.offset.saturating_add(c.data.len() as u64);
             if end > m.size {

@@ -26,9 +26,9 @@ pub enum Recreated {
     /// Any other descriptor: a file the restore reopens, or an eventfd, timerfd, signalfd or
     /// epoll instance it creates. Those are anonymous inodes, which carry no label of their
     /// own (the kernel's shared anonymous inode is not checked per use): `fd { use }` is what
-    /// applies. A memfd the restore creates is asked `fd { use }` only too: its inode takes
-    /// the label a file created by the engine on the kernel's internal tmpfs gets, which this
-    /// check does not compute yet.
+    /// applies. A memfd the restore creates is asked `fd { use }` only too: its inode is given
+    /// the label it had (`restore::files`, `fsetfilecon` by the engine), so the process uses
+    /// it as before; a relabel the policy denies fails the restore before the process runs.
     Other,
 }
 

@@ -56,6 +56,16 @@ pub enum SelinuxError {
     #[error("the context {context:?} holds a NUL byte")]
     NulInContext { context: String },
     #[error(
+        "labelling a recreated file {label:?} (fsetfilecon; the calling domain needs \
+         `file {{ relabelfrom }}` on the label it was created with and `file {{ relabelto }}` on \
+         {label:?})"
+    )]
+    Relabel {
+        label: String,
+        #[source]
+        source: ::selinux::errors::Error,
+    },
+    #[error(
         "asking the kernel whether it knows the context {context:?} (/sys/fs/selinux/context; \
          the calling domain needs `security {{ check_context }}`)"
     )]
@@ -156,6 +166,23 @@ pub fn label_of(file: std::os::fd::BorrowedFd<'_>) -> String {
         .flatten()
         .map(|c| context_from_attr(c.as_bytes()))
         .unwrap_or_default()
+}
+
+/// Gives an open file the raw SELinux label `label` (its `security.selinux` attribute), unless
+/// it has it already.
+pub fn set_label(file: std::os::fd::BorrowedFd<'_>, label: &str) -> Result<(), SelinuxError> {
+    if label_of(file) == label {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new(label).map_err(|_| SelinuxError::NulInContext {
+        context: label.to_owned(),
+    })?;
+    let context = ::selinux::SecurityContext::from_c_str(&c, true);
+    let set = context.set_for_file(&file);
+    set.map_err(|source| SelinuxError::Relabel {
+        label: label.to_owned(),
+        source,
+    })
 }
 
 /// The raw SELinux label of the file at `path` (following a final symbolic link, such as a

@@ -191,10 +191,8 @@ mod probe_tests {
         let fd = eventfd(0, libc::EFD_NONBLOCK);
         let b = (u64::MAX - 2).to_ne_bytes();
         // SAFETY: the kernel reads 8 bytes from `b`.
-        assert_eq!(
-            unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 8) },
-            8
-        );
+        let wrote = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 8) };
+        assert_eq!(wrote, 8);
         assert!(eventfd_is_semaphore(fd.as_fd(), u64::MAX - 2).is_err());
         assert_eq!(count(&fd), u64::MAX - 2);
     }
