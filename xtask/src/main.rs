@@ -29,6 +29,8 @@ Every command:
   cargo xtask test                     prerequisites, fmt, clippy, cargo test (root), fuzz, VM suite, summary
   cargo xtask vm-test [-- ARGS]        the VM suite (root); ARGS go to the scenario runner: FILTER, --list, --exact
   cargo xtask vm-test --shard I/N      one shard of the VM suite (by a hash of each scenario's name)
+  cargo xtask vm-test --in-place       the suite on this SELinux-enforcing machine, no VM (root); its policy state restored
+  cargo xtask in-place-proof           the in-place mode proven inside the lab VM, modules compared before and after (root)
   cargo xtask ci-matrix [--images I,..] [--policies P,..] [--shards N] [--format json|markdown]
                                        the CI matrix of images x policy pairs x shards
   cargo xtask report merge [--out DIR] PATH...
