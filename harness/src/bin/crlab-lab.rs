@@ -422,7 +422,7 @@ fn in_place_proof(o: &Options) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
         progress(&format!(
-            "running the proof in the guest (the catalog in place, then {filter:?} failed on              purpose, interrupted and killed); this takes a while under TCG"
+            "running the proof in the guest (the catalog in place, then {filter:?} failed on purpose, interrupted and killed); this takes a while under TCG"
         ));
         let script = format!(
             "INSTA_WORKSPACE_ROOT={PROOF_DIR}/tree /bin/sh {PROOF_DIR}/in-place-proof.sh              {PROOF_DIR} {PROOF_OUT} '{filter}' '{fail}'"

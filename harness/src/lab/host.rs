@@ -158,7 +158,7 @@ pub fn detect(selinux_config: &str, modules: &[(u16, String)]) -> Result<Detecte
     let policy_name = selinux_config
         .lines()
         .filter_map(|l| l.trim().strip_prefix("SELINUXTYPE="))
-        .last()
+        .next_back()
         .map(|v| v.trim().trim_matches('"').to_string())
         .ok_or_else(|| HostError::Policy("/etc/selinux/config names no SELINUXTYPE".into()))?;
     let container_selinux = modules.iter().any(|(_, n)| n == "container");
@@ -273,10 +273,13 @@ impl State {
         for line in text.lines() {
             match line.split_once(' ') {
                 Some(("module", m)) if valid_module(m) => s.add_module(m),
-                Some(("dir", d)) if d.starts_with('/') && !d.contains("/..") && d != "/" => {
-                    if !s.dirs.iter().any(|x| x == d) {
-                        s.dirs.push(d.to_string());
-                    }
+                Some(("dir", d))
+                    if d.starts_with('/')
+                        && !d.contains("/..")
+                        && d != "/"
+                        && !s.dirs.iter().any(|x| x == d) =>
+                {
+                    s.dirs.push(d.to_string());
                 }
                 _ => {}
             }

@@ -53,14 +53,14 @@ pub struct InPlaceOptions {
 
 /// What carries the agent's channel.
 enum Transport {
-    Vm(Machine),
+    Vm(Box<Machine>),
     Local(LocalAgent),
 }
 
 impl Transport {
     fn link(&mut self) -> &mut dyn Link {
         match self {
-            Transport::Vm(m) => m,
+            Transport::Vm(m) => &mut **m,
             Transport::Local(a) => a,
         }
     }
@@ -212,7 +212,7 @@ impl Lab {
             ready(machine, &mut client, start, &agent, hello_timeout, progress)
         })?;
         Ok(Lab {
-            transport: Transport::Vm(booted.machine),
+            transport: Transport::Vm(Box::new(booted.machine)),
             client,
             place: Place::vm(),
             hello: booted.ready,
