@@ -349,6 +349,11 @@ pub fn in_place_proof(sh: &Shell, args: &InPlaceProofArgs) -> Result<ExitCode> {
             eprintln!("the in-place results differ from the VM mode's: see above");
             return Ok(ExitCode::FAILURE);
         }
+    } else if !in_place.exists() {
+        eprintln!(
+            "the proof left no in-place report to compare ({})",
+            in_place.display()
+        );
     } else {
         eprintln!(
             "note: no VM-mode report at {} to compare with (run `cargo xtask vm-test` first)",

@@ -431,7 +431,7 @@ fn in_place_proof(o: &Options) -> Result<(), String> {
             .run(
                 &["/bin/sh", "-c", &script],
                 "",
-                std::time::Duration::from_secs(3 * 3600),
+                std::time::Duration::from_secs(75 * 60),
             )
             .map_err(|e| format!("{e:#}"))?;
         if r.exit_code != 0 || r.timed_out {

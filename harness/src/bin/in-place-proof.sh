@@ -18,9 +18,10 @@ state=/var/lib/crlab/in-place-modules
 modules() { semodule --list-modules=full | sort > "$out/$1"; }
 
 # Waits until the state file names a scenario module (a trial is loading or has loaded it),
-# then a little longer: the run is then in the middle of its trials.
+# then a little longer: the run is then in the middle of its trials. Gives up when the run
+# PID has ended.
 wait_for_module() {
-    for _ in $(seq 1200); do
+    while kill -0 "$3" 2>/dev/null; do
         if grep -q "^module $1" "$state" 2>/dev/null; then
             sleep "$2"
             return 0
@@ -44,7 +45,7 @@ modules after-2
 modules before-3
 CRLAB_REPORT_DIR="$out/run-3" "$suite" "$filter2" > "$out/run-3.log" 2>&1 &
 pid=$!
-wait_for_module restore-unconfined-service 5 && kill -INT "$pid"
+wait_for_module restore-unconfined-service 5 "$pid" && kill -INT "$pid"
 wait "$pid"
 echo $? > "$out/run-3.rc"
 modules after-3
@@ -52,7 +53,7 @@ modules after-3
 modules before-4
 CRLAB_REPORT_DIR="$out/run-4" "$suite" "$filter2" > "$out/run-4.log" 2>&1 &
 pid=$!
-wait_for_module restore-unconfined-service 5 && kill -KILL "$pid"
+wait_for_module restore-unconfined-service 5 "$pid" && kill -KILL "$pid"
 wait "$pid"
 echo $? > "$out/run-4.rc"
 cp "$state" "$out/run-4.state" 2>/dev/null

@@ -258,21 +258,26 @@ fn list_modules() -> Result<String, HostError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// What the state file records: modules loaded at [`PRIORITY`], directories made.
+/// What the state file records: modules loaded at [`PRIORITY`], directories made, systemd
+/// units started (transient: stopped, their failure state reset).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     pub modules: Vec<String>,
     pub dirs: Vec<String>,
+    pub units: Vec<String>,
 }
 
 impl State {
-    /// Reads the file's text (`module NAME`, `dir PATH`, one a line); other lines are
-    /// ignored, and so are directories that are not absolute.
+    /// Reads the file's text (`module NAME`, `dir PATH`, `unit NAME`, one a line); other
+    /// lines are ignored, and so are directories that are not absolute.
     pub fn parse(text: &str) -> State {
         let mut s = State::default();
         for line in text.lines() {
             match line.split_once(' ') {
                 Some(("module", m)) if valid_module(m) => s.add_module(m),
+                Some(("unit", u)) if valid_unit(u) && !s.units.iter().any(|x| x == u) => {
+                    s.units.push(u.to_string());
+                }
                 Some(("dir", d))
                     if d.starts_with('/')
                         && !d.contains("/..")
@@ -295,6 +300,9 @@ impl State {
         for d in &self.dirs {
             out += &format!("dir {d}\n");
         }
+        for u in &self.units {
+            out += &format!("unit {u}\n");
+        }
         out
     }
 
@@ -305,7 +313,7 @@ impl State {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.modules.is_empty() && self.dirs.is_empty()
+        self.modules.is_empty() && self.dirs.is_empty() && self.units.is_empty()
     }
 }
 
@@ -314,6 +322,14 @@ fn valid_module(m: &str) -> bool {
     !m.is_empty()
         && m.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// A transient unit the runner starts: `crlab-NAME.service` (the agent's own unit,
+/// `crlab-agent.service`, in a lab VM, is never one).
+fn valid_unit(u: &str) -> bool {
+    u.strip_prefix("crlab-")
+        .and_then(|n| n.strip_suffix(".service"))
+        .is_some_and(|n| n != "agent" && valid_module(n))
 }
 
 /// Which of `ours` the listing holds at [`PRIORITY`] (the ones to remove).
@@ -364,6 +380,20 @@ impl Ledger {
         if self.state == before && self.path.exists() {
             return Ok(());
         }
+        self.write()
+    }
+
+    /// Records a transient unit about to be started, stopped at the end.
+    pub fn record_unit(&mut self, unit: &str) -> Result<(), HostError> {
+        if !valid_unit(unit) {
+            return Err(HostError::Policy(format!(
+                "{unit:?} is not a unit the runner starts"
+            )));
+        }
+        if self.state.units.iter().any(|u| u == unit) {
+            return Ok(());
+        }
+        self.state.units.push(unit.to_string());
         self.write()
     }
 
@@ -516,9 +546,9 @@ pub fn finish(say: &mut dyn FnMut(&str)) -> Result<(), HostError> {
         );
     }
     kill_leftovers(&a.bin_dir);
-    wait_for_semodule(say);
-    let _ = run_here(&["systemctl".into(), "stop".into(), "crlab-*.service".into()]);
     let state = a.ledger.state().clone();
+    stop_units(&state.units);
+    wait_for_semodule(say);
     let removed = undo(&state, a.ledger.path(), &mut |argv| run_here(argv))?;
     if !removed.is_empty() {
         say(&format!(
@@ -527,6 +557,14 @@ pub fn finish(say: &mut dyn FnMut(&str)) -> Result<(), HostError> {
         ));
     }
     Ok(())
+}
+
+/// Stops the transient units the run started (only those: the state file names them).
+fn stop_units(units: &[String]) {
+    for u in units.iter().filter(|u| valid_unit(u)) {
+        let _ = run_here(&["systemctl".into(), "stop".into(), u.clone()]);
+        let _ = run_here(&["systemctl".into(), "reset-failed".into(), u.clone()]);
+    }
 }
 
 /// Waits (up to 10 min) while a `semodule` runs: a load the run started and an interrupt
@@ -645,6 +683,7 @@ pub fn clean_leftover(path: &Path, say: &mut dyn FnMut(&str)) -> Result<(), Host
     {
         kill_leftovers(d);
     }
+    stop_units(&state.units);
     wait_for_semodule(say);
     let removed = undo(&state, path, &mut |argv| run_here(argv))?;
     say(&format!(
@@ -724,9 +763,14 @@ mod tests {
         l.record_modules(&["crlab-lab".into(), "x".into()]).unwrap();
         l.record_modules(&["x".into()]).unwrap();
         assert!(l.record_modules(&["a b".into()]).is_err());
+        l.record_unit("crlab-systemd-service.service").unwrap();
+        // The lab VM's own agent unit is never one of the run's.
+        assert!(l.record_unit("crlab-agent.service").is_err());
+        assert!(l.record_unit("sshd.service").is_err());
         let back = Ledger::leftover(&path).unwrap().unwrap();
         assert_eq!(back.modules, ["crlab-lab", "x"]);
         assert_eq!(back.dirs, ["/opt/crlab-in-place-1"]);
+        assert_eq!(back.units, ["crlab-systemd-service.service"]);
         assert_eq!(Ledger::leftover(&dir.path().join("none")).unwrap(), None);
         // A hand-edited file cannot name `/` or a relative path.
         let s = State::parse("dir /\ndir rel\ndir /a/../b\nmodule ok\nmodule bad;rm\nnoise\n");
@@ -747,6 +791,7 @@ mod tests {
                 "never-loaded".into(),
             ],
             dirs: vec![made.display().to_string()],
+            units: vec![],
         };
         std::fs::write(&path, state.render()).unwrap();
         let mut listing = FULL.to_string();
@@ -783,6 +828,7 @@ mod tests {
         let state = State {
             modules: vec!["crlab-lab".into()],
             dirs: vec![],
+            units: vec![],
         };
         std::fs::write(&path, state.render()).unwrap();
         let e = undo(&state, &path, &mut |argv| {

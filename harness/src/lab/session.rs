@@ -353,6 +353,21 @@ impl Lab {
         matches!(self.transport, Transport::Local(_))
     }
 
+    /// Records a transient systemd unit about to be started (in place: in the state file,
+    /// stopped at the end; in a VM there is nothing to restore).
+    pub fn will_start_unit(&mut self, unit: &str) -> Result<(), LabError> {
+        if !self.in_place() {
+            return Ok(());
+        }
+        match host::with_active(|a| a.ledger.record_unit(unit)) {
+            Some(r) => Ok(r?),
+            None => Err(HostError::Policy(
+                "no in-place run is recorded: the unit would not be stopped".into(),
+            )
+            .into()),
+        }
+    }
+
     /// Records policy modules about to be loaded (in place: in the state file, before they
     /// are; in a VM there is nothing to restore).
     pub fn will_load(&mut self, names: &[String]) -> Result<(), LabError> {

@@ -576,6 +576,7 @@ fn start_unit(
     context: &str,
     log: &str,
 ) -> Result<u32, String> {
+    lab.will_start_unit(unit).map_err(|e| e.to_string())?;
     let mut script = format!(
         "systemctl reset-failed {unit} 2>/dev/null; systemd-run --quiet --unit={unit} --collect \
          --property=StandardOutput=append:{log} --property=StandardError=append:{log}"
