@@ -327,6 +327,12 @@ fn check_snapshot(root: &Path, base: Base, name: &str, text: &str) -> Result<(),
     })
 }
 
+/// The pid that owns a run directory: its name (the suite's), or its last `-` field
+/// (`lab-run-PID`, `in-place-proof-PID`: xtask's).
+fn run_owner(name: &str) -> Option<u32> {
+    name.rsplit('-').next().and_then(|p| p.parse().ok())
+}
+
 /// Removes run directories whose process no longer exists.
 fn remove_stale_runs(runs: &Path) {
     let Ok(rd) = std::fs::read_dir(runs) else {
@@ -334,9 +340,7 @@ fn remove_stale_runs(runs: &Path) {
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let alive = name
-            .parse::<u32>()
-            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let alive = run_owner(&name).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -549,4 +553,17 @@ fn in_place_checks() -> Result<host::Detected, String> {
         );
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_owner;
+
+    #[test]
+    fn a_run_directory_names_its_owner() {
+        assert_eq!(run_owner("1234"), Some(1234));
+        assert_eq!(run_owner("lab-run-77"), Some(77));
+        assert_eq!(run_owner("in-place-proof-23625"), Some(23625));
+        assert_eq!(run_owner("stray"), None);
+    }
 }
