@@ -268,7 +268,12 @@ fn dump_restore_check(
         .map_err(|e| format!("bench_memory did not get ready: {}", e.with_sources()))?;
     let tree = sh(lab, &format!("{TREE} {pid}"))?;
     let engine = Engine::default();
-    let dump = timed(lab, &tool.dump_argv(&engine, pid, images), images, "dump")?;
+    let dump = timed(
+        lab,
+        &tool.dump_argv(GUEST_BIN, &engine, pid, images),
+        images,
+        "dump",
+    )?;
     // The dump killed the tree; its pids must be free before the restore takes them again.
     let pids: Vec<String> = tree.split_whitespace().map(str::to_owned).collect();
     drive::wait_gone(lab, &pids).map_err(|e| format!("the dumped tree did not end: {e}"))?;
@@ -276,7 +281,7 @@ fn dump_restore_check(
     let image_bytes = size.trim().parse().unwrap_or(0);
     let restore = timed(
         lab,
-        &tool.restore_argv(&engine, images, pidfile),
+        &tool.restore_argv(GUEST_BIN, &engine, images, pidfile),
         images,
         "restore",
     )?;

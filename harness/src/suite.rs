@@ -5,13 +5,20 @@
 //!
 //! Plain `cargo test` lists the trials as ignored (they need the VM lab); `cargo xtask
 //! vm-test` sets `CRLAB_VM=1` and the payload directory, and the trials run.
+//! `CRLAB_IN_PLACE=1` (`cargo xtask vm-test --in-place`) runs them on this machine instead,
+//! through a local agent, with the base detected from the loaded policy
+//! ([`crate::lab::host`]); everything else is the same. `CRLAB_ROOT` names the repository
+//! (the catalog, the policy modules, the snapshots) when it is not where the binary was
+//! built (a copy of the suite on another machine).
 
+use crate::lab::host;
+use crate::lab::session::InPlaceOptions;
 use crate::lab::{recipe, Lab, LabOptions};
 use crate::merge::{self, RunSummary};
 use crate::report;
-use crate::scenario::{self, Base, Scenario};
+use crate::scenario::{self, Base, Outcome, Scenario};
 use crate::shard::{self, Shard};
-use crate::trial::{self, Backend, LoadedModules, TrialReport, GUEST_BIN};
+use crate::trial::{self, Backend, LoadedModules, TrialReport};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,8 +40,14 @@ struct Shared {
 struct Settings {
     root: PathBuf,
     base: Base,
+    /// The trials run (in a lab VM, or in place).
     in_vm: bool,
+    /// The lab is this machine (`CRLAB_IN_PLACE=1`), as detected.
+    in_place: Option<host::Detected>,
     run_dir: PathBuf,
+    /// `CRLAB_FAIL_ON_PURPOSE=BACKEND::NAME`: that trial's dump expectation is inverted, so
+    /// it fails (to show what a failed trial leaves, in place: nothing).
+    fail_on_purpose: Option<String>,
 }
 
 static START: OnceLock<Instant> = OnceLock::new();
@@ -50,12 +63,16 @@ fn progress(msg: &str) {
     );
 }
 
-/// The payload's binaries, stripped, from `CRLAB_PAYLOAD_DIR`.
-fn payload(name: &str, run_dir: &Path) -> Result<Vec<u8>, String> {
+/// The payload's binaries, from `CRLAB_PAYLOAD_DIR`: stripped for a VM (the channel is
+/// slow), as they are in place.
+fn payload(name: &str, run_dir: &Path, strip: bool) -> Result<Vec<u8>, String> {
     let dir = std::env::var("CRLAB_PAYLOAD_DIR").map_err(|_| {
         "CRLAB_PAYLOAD_DIR is not set (run through cargo xtask vm-test)".to_string()
     })?;
     let src = Path::new(&dir).join(name);
+    if !strip {
+        return std::fs::read(&src).map_err(|e| format!("reading {}: {e}", src.display()));
+    }
     let dst = run_dir.join(name);
     let st = std::process::Command::new("strip")
         .arg("--strip-debug")
@@ -73,6 +90,9 @@ fn payload(name: &str, run_dir: &Path) -> Result<Vec<u8>, String> {
 fn start_lab(set: &Settings) -> Result<Lab, String> {
     let agent =
         PathBuf::from(std::env::var("CRLAB_PAYLOAD_DIR").unwrap_or_default()).join("crlab-agent");
+    if let Some(detected) = &set.in_place {
+        return start_in_place(set, detected, agent);
+    }
     let modules = recipe::policy_modules(&set.root.join("scenarios/policy"))?;
     // The policies under test: CRLAB_DISTRO_POLICY / CRLAB_CONTAINER_POLICY (cargo xtask
     // vm-test --distro-policy / --container-policy); unset, refpolicy and the stand-in.
@@ -96,6 +116,43 @@ fn start_lab(set: &Settings) -> Result<Lab, String> {
     let lab = Lab::start(&opts, &mut |m| progress(m)).map_err(|e| format!("{e:#}"))?;
     progress(&lab.ready_line());
     Ok(lab)
+}
+
+/// The lab on this machine: the lab's modules for the detected base, loaded for the run.
+fn start_in_place(
+    set: &Settings,
+    detected: &host::Detected,
+    agent: PathBuf,
+) -> Result<Lab, String> {
+    let dir = set.root.join("scenarios/policy");
+    let lab_modules = recipe::policy_modules(&match detected.base {
+        Base::Refpolicy => dir,
+        Base::Fedora => dir.join(recipe::FEDORA_MODULES_DIR),
+    })?;
+    let info = host::policy_info(detected, &lab_modules);
+    let summary = info.summary();
+    progress(&format!("in place; policies detected: {summary}"));
+    let _ = POLICIES.set((summary, serde_json::to_value(&info).unwrap_or_default()));
+    let opts = InPlaceOptions {
+        agent,
+        run_dir: set.run_dir.clone(),
+        lab_modules,
+    };
+    let lab = Lab::start_in_place(&opts, &mut |m| progress(m)).map_err(|e| format!("{e:#}"))?;
+    progress(&lab.ready_line());
+    Ok(lab)
+}
+
+/// `s` with its dump expectation on `base` inverted (`CRLAB_FAIL_ON_PURPOSE`).
+fn made_to_fail(s: &Scenario, base: Base) -> Scenario {
+    let mut wrong = s.clone();
+    let mut e = s.expect.on(base);
+    e.dump = match e.dump {
+        Outcome::Ok => Outcome::Fail,
+        _ => Outcome::Ok,
+    };
+    wrong.expect = e;
+    wrong
 }
 
 fn run_trial(
@@ -124,9 +181,9 @@ fn run_trial(
     }
     for name in ["crlab", s.workload.program.as_str()] {
         if !g.uploaded.iter().any(|u| u == name) {
-            let data = payload(name, &set.run_dir)?;
+            let data = payload(name, &set.run_dir, set.in_place.is_none())?;
             let lab = g.lab.as_mut().ok_or("no lab")?;
-            let path = format!("{GUEST_BIN}/{name}");
+            let path = format!("{}/{name}", lab.place().bin);
             lab.write_file(&path, &data, 0o755)
                 .map_err(|e| e.to_string())?;
             if name == "crlab" {
@@ -139,6 +196,18 @@ fn run_trial(
     let state = &mut *g;
     let lab = state.lab.as_mut().ok_or("no lab")?;
     let modules = set.root.join("scenarios/policy/modules");
+    let wrong;
+    let s = if set.fail_on_purpose.as_deref() == Some(&format!("{}::{}", backend.name(), s.name)) {
+        progress(&format!(
+            "CRLAB_FAIL_ON_PURPOSE: {}::{} expects its dump to go the other way, and fails",
+            backend.name(),
+            s.name
+        ));
+        wrong = made_to_fail(s, set.base);
+        &wrong
+    } else {
+        s
+    };
     let (rep, next) = trial::run(
         lab,
         s,
@@ -258,6 +327,12 @@ fn check_snapshot(root: &Path, base: Base, name: &str, text: &str) -> Result<(),
     })
 }
 
+/// The pid that owns a run directory: its name (the suite's), or its last `-` field
+/// (`lab-run-PID`, `in-place-proof-PID`: xtask's).
+fn run_owner(name: &str) -> Option<u32> {
+    name.rsplit('-').next().and_then(|p| p.parse().ok())
+}
+
 /// Removes run directories whose process no longer exists.
 fn remove_stale_runs(runs: &Path) {
     let Ok(rd) = std::fs::read_dir(runs) else {
@@ -265,9 +340,7 @@ fn remove_stale_runs(runs: &Path) {
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let alive = name
-            .parse::<u32>()
-            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let alive = run_owner(&name).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -294,6 +367,9 @@ pub fn main(root: &Path) -> ExitCode {
             }
         };
     let mut args = Arguments::from_iter(argv);
+    // A copy of the suite on another machine names its tree.
+    let root_env = std::env::var_os("CRLAB_ROOT").map(PathBuf::from);
+    let root = root_env.as_deref().unwrap_or(root);
     let catalog = match scenario::load_validated(root) {
         Ok(c) => c,
         Err(e) => {
@@ -301,12 +377,28 @@ pub fn main(root: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let base = match base_from_env() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+    let in_place = std::env::var("CRLAB_IN_PLACE").as_deref() == Ok("1");
+    // In place: the machine must be able to host the lab, and its policies decide the base.
+    let detected = if in_place && !args.list {
+        match in_place_checks() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
         }
+    } else {
+        None
+    };
+    let base = match &detected {
+        Some(d) => d.base,
+        None => match base_from_env() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     // One VM, one scenario at a time.
     args.test_threads = Some(1);
@@ -318,8 +410,10 @@ pub fn main(root: &Path) -> ExitCode {
     let set = Arc::new(Settings {
         root: root.to_path_buf(),
         base,
-        in_vm: std::env::var("CRLAB_VM").as_deref() == Ok("1"),
+        in_vm: std::env::var("CRLAB_VM").as_deref() == Ok("1") || in_place,
+        in_place: detected,
         run_dir: runs.join(std::process::id().to_string()),
+        fail_on_purpose: std::env::var("CRLAB_FAIL_ON_PURPOSE").ok(),
     });
     let shared = Arc::new(Mutex::new(Shared {
         lab: None,
@@ -394,6 +488,9 @@ pub fn main(root: &Path) -> ExitCode {
             })
         });
         let mut lab_info = lab_info.unwrap_or_else(|| serde_json::json!({ "base": set.base }));
+        if let Some(obj) = lab_info.as_object_mut() {
+            obj.insert("in_place".into(), set.in_place.is_some().into());
+        }
         if let (Some((_, policies)), Some(obj)) = (POLICIES.get(), lab_info.as_object_mut()) {
             obj.insert("policies".into(), policies.clone());
         }
@@ -430,9 +527,43 @@ pub fn main(root: &Path) -> ExitCode {
             Err(e) => eprintln!("error: writing the reports to {}: {e}", dir.display()),
         }
     }
+    let mut exit = conclusion.exit_code();
     if let Some(lab) = g.lab.take() {
-        lab.shutdown();
+        if let Err(e) = lab.finish(&mut |m| progress(m)) {
+            eprintln!("error: {e}");
+            exit = ExitCode::FAILURE;
+        }
     }
     let _ = std::fs::remove_dir_all(&set.run_dir);
-    conclusion.exit_code()
+    exit
+}
+
+/// What an in-place run checks before any trial: the machine can host the lab (else every
+/// reason, and what to do); SIGINT, SIGTERM and SIGHUP undo the run; the base detected.
+fn in_place_checks() -> Result<host::Detected, String> {
+    host::preflight().map_err(|e| e.to_string())?;
+    host::handle_interrupts().map_err(|e| e.to_string())?;
+    host::clean_leftover(Path::new(host::STATE_FILE), &mut |m| progress(m))
+        .map_err(|e| e.to_string())?;
+    let d = host::detect_here().map_err(|e| e.to_string())?;
+    if host::which("criu").is_none() {
+        eprintln!(
+            "note: criu is not installed: the criu:: trials will fail (install criu, or run \
+             only crlab's trials with the filter `crlab::`)"
+        );
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_owner;
+
+    #[test]
+    fn a_run_directory_names_its_owner() {
+        assert_eq!(run_owner("1234"), Some(1234));
+        assert_eq!(run_owner("lab-run-77"), Some(77));
+        assert_eq!(run_owner("in-place-proof-23625"), Some(23625));
+        assert_eq!(run_owner("stray"), None);
+    }
 }

@@ -29,6 +29,8 @@ Every command:
   cargo xtask test                     prerequisites, fmt, clippy, cargo test (root), fuzz, VM suite, summary
   cargo xtask vm-test [-- ARGS]        the VM suite (root); ARGS go to the scenario runner: FILTER, --list, --exact
   cargo xtask vm-test --shard I/N      one shard of the VM suite (by a hash of each scenario's name)
+  cargo xtask vm-test --in-place       the suite on this SELinux-enforcing machine, no VM (root); its policy state restored
+  cargo xtask in-place-proof           the in-place mode proven inside the lab VM, modules compared before and after (root)
   cargo xtask ci-matrix [--images I,..] [--policies P,..] [--shards N] [--format json|markdown]
                                        the CI matrix of images x policy pairs x shards
   cargo xtask report merge [--out DIR] PATH...
@@ -103,6 +105,16 @@ enum Command {
     /// unconfined_t) with a 300 s deadline, and stops the VM. The payload of the last
     /// vm-test is in /opt/crlab/bin of a warm-started guest only if that run uploaded it.
     LabRun(vm_lab::LabRunArgs),
+    /// Prove the in-place mode inside the lab VM (root; the guest is an SELinux host)
+    ///
+    /// Builds the payload and the suite's binary, starts the lab VM, copies the suite in, and
+    /// there runs the catalog with `--in-place`'s runner four times: the whole catalog, then
+    /// FILTER (default systemd-service) with one trial failed on purpose, interrupted with
+    /// SIGINT and killed with SIGKILL (then a run that cleans up after it). Prints, per run,
+    /// its exit status and whether `semodule --list-modules=full` is the same before and
+    /// after; keeps the logs, module lists and reports in target/crlab/in-place-proof/, and
+    /// compares the catalog's outcomes with the VM mode's target/crlab/report.json.
+    InPlaceProof(vm_lab::InPlaceProofArgs),
     /// What a container policy change does to checkpoint/restore (root)
     ///
     /// Builds the image of each side first (a policy that does not build is an error, with
@@ -200,6 +212,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             vm_lab::lab_run(&sh, &args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::InPlaceProof(args) => vm_lab::in_place_proof(&sh, &args),
         Command::PolicyDiff(args) => policy_diff::command(&sh, &args),
         Command::CiMatrix(args) => {
             ci_matrix::command(&args)?;
@@ -302,6 +315,27 @@ mod tests {
             panic!("parsed as {:?}", cli.command);
         };
         assert_eq!(args.harness_args, ["--list", "container"]);
+        assert!(!args.in_place);
+    }
+
+    #[test]
+    fn vm_test_in_place_takes_no_policy_flags() {
+        let cli = Cli::try_parse_from(["cargo xtask", "vm-test", "--in-place", "--", "crlab::"])
+            .expect("valid command line");
+        let Command::VmTest(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert!(args.in_place);
+        assert_eq!(args.harness_args, ["crlab::"]);
+        // The machine's policies are detected, not chosen.
+        let chosen = Cli::try_parse_from([
+            "cargo xtask",
+            "vm-test",
+            "--in-place",
+            "--distro-policy",
+            "refpolicy",
+        ]);
+        assert!(chosen.is_err());
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub fn command(sh: &Shell, args: &PolicyDiffArgs) -> Result<ExitCode> {
             &args.harness_args,
             &dir,
             vm_lab::Reports::JsonOnly,
+            false,
         )?;
         eprintln!("==> the {name} side: {outcome:?} (failures are compared, not errors)");
         if !report.exists() {

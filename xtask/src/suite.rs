@@ -173,6 +173,7 @@ fn vm_suite(sh: &Shell) -> Result<Done> {
     let args = VmTestArgs {
         policy: Default::default(),
         shard: None,
+        in_place: false,
         harness_args: Vec::new(),
     };
     match vm_lab::run(sh, &args)? {
@@ -230,6 +231,7 @@ fn vm_suite_fedora(sh: &Shell) -> Result<Done> {
     let args = VmTestArgs {
         policy: fedora_policy(&dir)?,
         shard: None,
+        in_place: false,
         harness_args: Vec::new(),
     };
     match vm_lab::run(sh, &args)? {

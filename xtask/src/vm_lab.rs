@@ -3,7 +3,9 @@
 //! Builds the payload (engine, guest agent, workloads) in release, makes sure the
 //! lab's host packages are there, then runs the scenario runner (the
 //! `scenarios` test of crlab-harness) with `CRLAB_VM=1`: it builds or reuses
-//! the cached image, boots or warm-starts the VM and runs the catalog.
+//! the cached image, boots or warm-starts the VM and runs the catalog. With `--in-place`
+//! it runs the catalog on this machine instead (`CRLAB_IN_PLACE=1`: no VM, no lab image;
+//! the harness checks the machine, detects its policies and restores its policy state).
 
 use std::process::ExitCode;
 
@@ -21,6 +23,11 @@ pub struct VmTestArgs {
     /// are the catalog, each trial in one); the report records the shard for `report merge`
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<String>,
+    /// Run the catalog on this machine, which must run SELinux enforcing (as root, no VM):
+    /// its base and container policy are detected, the modules the run loads are removed
+    /// at its end (also after a failure or an interrupt)
+    #[arg(long, conflicts_with_all = ["distro_policy", "container_policy"])]
+    pub in_place: bool,
     /// Arguments for the scenario runner, as for any cargo test: a FILTER, `--list`, `--exact`
     #[arg(last = true, value_name = "ARGS")]
     pub harness_args: Vec<String>,
@@ -142,7 +149,11 @@ pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
     let policy = args.policy.checked()?;
     let listing = args.harness_args.iter().any(|a| a == "--list");
     if !listing {
-        build_payload(sh)?;
+        if args.in_place {
+            build_in_place_payload(sh)?;
+        } else {
+            build_payload(sh)?;
+        }
     }
     let mut harness_args = args.harness_args.clone();
     if let Some(shard) = &args.shard {
@@ -154,7 +165,22 @@ pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
         &harness_args,
         &target_dir().join("crlab"),
         Reports::WithJunit,
+        args.in_place,
     )
+}
+
+/// The payload for a run on this machine: no lab packages (no VM, no image), and no root
+/// check here (the harness refuses with every reason at once).
+fn build_in_place_payload(sh: &Shell) -> Result<()> {
+    let cargo = cargo();
+    prereq::ensure(sh)?;
+    eprintln!("==> building the payload: crlab, the agent, the workloads (release)");
+    cmd!(
+        sh,
+        "{cargo} build --release -p crlab -p crlab-workloads -p crlab-agent --bins"
+    )
+    .run()?;
+    Ok(())
 }
 
 /// Installs what the lab needs and builds the payload (engine, agent, workloads, release).
@@ -191,15 +217,24 @@ pub fn run_suite(
     harness_args: &[String],
     reports: &std::path::Path,
     kind: Reports,
+    in_place: bool,
 ) -> Result<Outcome> {
     let cargo = cargo();
     let payload = target_dir().join("release");
-    eprintln!("==> running the scenario catalog in the VM lab");
+    eprintln!(
+        "==> running the scenario catalog {}",
+        if in_place {
+            "in place, on this machine"
+        } else {
+            "in the VM lab"
+        }
+    );
     let status = cmd!(
         sh,
         "{cargo} test --release -p crlab-harness --test scenarios -- {harness_args...}"
     )
     .env("CRLAB_VM", "1")
+    .env("CRLAB_IN_PLACE", if in_place { "1" } else { "0" })
     .env(
         "CRLAB_DISTRO_POLICY",
         policy.distro_policy.as_deref().unwrap_or("refpolicy"),
@@ -260,6 +295,91 @@ pub fn lab_run(sh: &Shell, args: &LabRunArgs) -> Result<()> {
     cmd!(sh, "{lab} run --agent {agent} --policy {policy_dir} --run-dir {run_dir} {context...} {policy...} -- {command...}")
         .run()?;
     Ok(())
+}
+
+/// `cargo xtask in-place-proof`.
+#[derive(Debug, clap::Args)]
+pub struct InPlaceProofArgs {
+    /// The scenarios of the second to fourth runs (one of them must load a scenario module)
+    #[arg(long, default_value = "systemd-service")]
+    filter: String,
+    /// The trial of the second run that fails on purpose
+    #[arg(long, default_value = "crlab::systemd-service-with-module")]
+    fail: String,
+}
+
+/// Builds everything the proof copies into the guest, runs it through `crlab-lab
+/// in-place-proof`, then compares the whole catalog's outcomes in place with the VM mode's
+/// (`target/crlab/report.json`, when a `vm-test` left one) through `crlab-lab diff`.
+pub fn in_place_proof(sh: &Shell, args: &InPlaceProofArgs) -> Result<ExitCode> {
+    let cargo = cargo();
+    build_payload(sh)?;
+    let (lab, agent) = lab_tools(sh)?;
+    eprintln!("==> building the suite's binary (release)");
+    let built = cmd!(
+        sh,
+        "{cargo} test --release -p crlab-harness --test scenarios --no-run --message-format=json"
+    )
+    .read()?;
+    let suite = suite_executable(&built)
+        .ok_or_else(|| anyhow::anyhow!("cargo named no executable for the scenarios test"))?;
+    let root = crate::workspace_root();
+    let policy_dir = root.join("scenarios/policy");
+    let payload = target_dir().join("release");
+    let crlab_dir = target_dir().join("crlab");
+    let out = crlab_dir.join("in-place-proof");
+    let run_dir = crlab_dir
+        .join("runs")
+        .join(format!("in-place-proof-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (filter, fail) = (&args.filter, &args.fail);
+    let proved = cmd!(sh, "{lab} in-place-proof --agent {agent} --policy {policy_dir} --run-dir {run_dir} --payload {payload} --suite {suite} --root {root} --out {out} --filter {filter} --fail {fail}")
+        .run();
+    let vm_report = crlab_dir.join("report.json");
+    let in_place = out.join("run-1/report.json");
+    if vm_report.exists() && in_place.exists() {
+        eprintln!(
+            "==> the catalog in place against the VM mode's {}",
+            vm_report.display()
+        );
+        let diff = out.join("against-vm");
+        // Exit 1 there means a trial that passed in the VM fails in place.
+        let compared = cmd!(sh, "{lab} diff {vm_report} {in_place} {diff}").run();
+        if compared.is_err() {
+            eprintln!("the in-place results differ from the VM mode's: see above");
+            return Ok(ExitCode::FAILURE);
+        }
+    } else if !in_place.exists() {
+        eprintln!(
+            "the proof left no in-place report to compare ({})",
+            in_place.display()
+        );
+    } else {
+        eprintln!(
+            "note: no VM-mode report at {} to compare with (run `cargo xtask vm-test` first)",
+            vm_report.display()
+        );
+    }
+    Ok(if proved.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The test executable in cargo's JSON messages (`"executable":"PATH"` of the scenarios
+/// test's artifact).
+fn suite_executable(messages: &str) -> Option<String> {
+    messages
+        .lines()
+        .filter(|l| {
+            l.contains("\"reason\":\"compiler-artifact\"") && l.contains("\"name\":\"scenarios\"")
+        })
+        .find_map(|l| {
+            let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            let rest = &l[at..];
+            Some(rest[..rest.find('"')?].to_string())
+        })
 }
 
 /// Builds the lab's host tool and the guest agent (release); returns their paths.
@@ -406,5 +526,27 @@ mod shard_tests {
             let e = parse_shard(bad).expect_err(bad);
             assert!(e.contains("write it as 1/3 (shard 1 of 3)"), "{bad}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod proof_tests {
+    use super::suite_executable;
+
+    #[test]
+    fn the_suites_executable_is_found_in_cargos_messages() {
+        let msgs = concat!(
+            r#"{"reason":"compiler-artifact","target":{"name":"crlab"},"executable":"/t/crlab"}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"],"name":"scenarios"},"executable":"/t/deps/scenarios-abc","fresh":true}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+            "\n"
+        );
+        assert_eq!(
+            suite_executable(msgs).as_deref(),
+            Some("/t/deps/scenarios-abc")
+        );
+        assert_eq!(suite_executable(r#"{"reason":"build-finished"}"#), None);
     }
 }

@@ -9,7 +9,14 @@
 //! `crlab-lab image key --policy DIR [POLICIES]`: the image recipe's key (CI's cache key).
 //! `crlab-lab bench --agent PATH --policy DIR --run-dir DIR --payload DIR --runs N --out DIR
 //! [POLICIES]`: crlab against the image's criu in one lab VM, for `cargo xtask bench compare`.
+//! `crlab-lab in-place-proof --agent PATH --policy DIR --run-dir DIR --payload DIR --suite PATH
+//! --root DIR --out DIR [--filter F] [--fail BACKEND::NAME]`: the in-place mode proven inside a
+//! lab VM (an SELinux-enforcing Debian host), for `cargo xtask in-place-proof`: the suite
+//! copied in runs the catalog in place; the guest's modules are compared before and after
+//! each run (whole, with a trial failed on purpose, interrupted, killed and cleaned up by
+//! the next run).
 
+use crlab_harness::lab::host;
 use crlab_harness::lab::recipe::{self, LabPolicy};
 use crlab_harness::lab::{session::UNIT, Lab, LabOptions};
 use crlab_vm::image;
@@ -23,6 +30,7 @@ const USAGE: &str = "usage: crlab-lab image build --agent PATH --policy DIR [POL
      crlab-lab report merge OUT_DIR REPORT_OR_DIR...\n       \
      crlab-lab image key --policy DIR [POLICIES]\n       \
      crlab-lab bench --agent PATH --policy DIR --run-dir DIR --payload DIR --runs N --out DIR [POLICIES]\n       \
+     crlab-lab in-place-proof --agent PATH --policy DIR --run-dir DIR --payload DIR --suite PATH --root DIR --out DIR [--filter F] [--fail BACKEND::NAME]\n       \
      POLICIES: [--distro-policy refpolicy|fedora=PATH] [--container-policy lab|container-selinux=PATH]\n       \
      (PATH: a source tree, a tarball, or a git checkout as PATH@REV)";
 
@@ -39,6 +47,12 @@ struct Options {
     payload: Option<String>,
     runs: Option<String>,
     out: Option<String>,
+    /// `in-place-proof`: the suite's binary, the repository, the second runs' filter and
+    /// the trial failed on purpose.
+    suite: Option<String>,
+    root: Option<String>,
+    filter: Option<String>,
+    fail: Option<String>,
     /// After `--`: the command to run.
     command: Vec<String>,
 }
@@ -66,6 +80,10 @@ fn parse_options(args: &[&str]) -> Result<Options, String> {
             "--payload" => &mut o.payload,
             "--runs" => &mut o.runs,
             "--out" => &mut o.out,
+            "--suite" => &mut o.suite,
+            "--root" => &mut o.root,
+            "--filter" => &mut o.filter,
+            "--fail" => &mut o.fail,
             _ => return Err(format!("unknown argument {name:?}\n{USAGE}")),
         };
         *slot = Some(value);
@@ -93,6 +111,7 @@ fn main() -> ExitCode {
         ["report", "merge", out, paths @ ..] if !paths.is_empty() => return merge(out, paths),
         ["image", "key", rest @ ..] => parse_options(rest).and_then(|o| key(&o)),
         ["bench", rest @ ..] => parse_options(rest).and_then(|o| bench(&o)),
+        ["in-place-proof", rest @ ..] => parse_options(rest).and_then(|o| in_place_proof(&o)),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -235,6 +254,291 @@ fn bench(o: &Options) -> Result<(), String> {
         return Err("some runs failed (see above): their rows are incomplete".into());
     }
     Ok(())
+}
+
+/// The guest side of `in-place-proof`.
+const PROOF_SCRIPT: &str = include_str!("in-place-proof.sh");
+
+/// Where the proof puts the suite in the guest: `bin/` (the suite, crlab, the agent, the
+/// workloads) and `tree/` (what the suite reads of the repository).
+const PROOF_DIR: &str = "/opt/crlab-proof";
+const PROOF_OUT: &str = "/var/tmp/crlab-proof";
+
+/// The files of the repository at `root` the suite reads: the catalog, the policy modules,
+/// the workloads' names (validation) and the audit snapshots.
+fn suite_tree(root: &std::path::Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        ext: &str,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<(), String> {
+        let rd = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, ext, out)?;
+            } else if p.extension().is_some_and(|x| x == ext) {
+                let data =
+                    std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+                let rel = p.strip_prefix(root).map_err(|e| e.to_string())?;
+                out.push((rel.display().to_string(), data));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for (dir, ext) in [
+        ("scenarios/catalog", "toml"),
+        ("scenarios/policy", "cil"),
+        ("scenarios/workloads/src/bin", "rs"),
+        ("harness/tests/snapshots", "snap"),
+    ] {
+        walk(root, &root.join(dir), ext, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// A binary stripped of its debug information into `dir` (the channel is slow), read back.
+fn stripped(src: &std::path::Path, dir: &std::path::Path) -> Result<Vec<u8>, String> {
+    let name = src.file_name().ok_or("no file name")?;
+    let dst = dir.join(name);
+    let st = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&dst)
+        .arg(src)
+        .status()
+        .map_err(|e| format!("running strip on {}: {e}", src.display()))?;
+    if !st.success() {
+        return Err(format!("strip {} failed ({st})", src.display()));
+    }
+    std::fs::read(&dst).map_err(|e| format!("reading {}: {e}", dst.display()))
+}
+
+/// What the proof's guest script leaves in its out directory, fetched back.
+const PROOF_FILES: &[&str] = &[
+    "before-1",
+    "after-1",
+    "run-1.log",
+    "run-1.rc",
+    "run-1/report.json",
+    "run-1/junit.xml",
+    "before-2",
+    "after-2",
+    "run-2.log",
+    "run-2.rc",
+    "run-2/report.json",
+    "run-2/junit.xml",
+    "before-3",
+    "after-3",
+    "run-3.log",
+    "run-3.rc",
+    "before-4",
+    "killed-4",
+    "after-4",
+    "run-4.log",
+    "run-4.rc",
+    "run-4.state",
+    "run-4b.log",
+    "run-4b.rc",
+    "leftovers.txt",
+];
+
+/// The in-place mode proven in a lab VM (see the module's documentation).
+fn in_place_proof(o: &Options) -> Result<(), String> {
+    let agent = required(&o.agent, "--agent")?;
+    let dir = required(&o.run_dir, "--run-dir")?;
+    let payload = PathBuf::from(required(&o.payload, "--payload")?);
+    let suite = PathBuf::from(required(&o.suite, "--suite")?);
+    let root = PathBuf::from(required(&o.root, "--root")?);
+    let out = PathBuf::from(required(&o.out, "--out")?);
+    let filter = o.filter.as_deref().unwrap_or("systemd-service");
+    let fail = o
+        .fail
+        .as_deref()
+        .unwrap_or("crlab::systemd-service-with-module");
+    let tree = suite_tree(&root)?;
+    let programs: Vec<String> = tree
+        .iter()
+        .filter_map(|(p, _)| p.strip_prefix("scenarios/workloads/src/bin/"))
+        .filter_map(|p| p.strip_suffix(".rs"))
+        .map(str::to_string)
+        .collect();
+    let mut progress = |m: &str| eprintln!("[proof] {m}");
+    let policy = lab_policy(o, &mut progress)?;
+    let opts = LabOptions {
+        qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
+        memory_mib: 1024,
+        cpus: 2,
+        run_dir: PathBuf::from(dir),
+        agent: PathBuf::from(agent),
+        policy_modules: recipe::policy_modules(&PathBuf::from(required(&o.policy, "--policy")?))?,
+        policy,
+        cold_boot_timeout: std::time::Duration::from_secs(600),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
+    let mut lab = match Lab::start(&opts, &mut progress) {
+        Ok(lab) => lab,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(format!("{e:#}"));
+        }
+    };
+    progress(&lab.ready_line());
+    let ran = (|| -> Result<Vec<(String, Vec<u8>)>, String> {
+        let mut bins: Vec<PathBuf> = ["crlab", "crlab-agent"]
+            .iter()
+            .map(|n| payload.join(n))
+            .chain(programs.iter().map(|n| payload.join(n)))
+            .collect();
+        bins.push(suite.clone());
+        for b in &bins {
+            let data = stripped(b, std::path::Path::new(dir))?;
+            let name = b.file_name().map(|n| n.to_string_lossy().into_owned());
+            let name = name.unwrap_or_default();
+            // The suite's binary is `scenarios-HASH`: the script runs `bin/scenarios`.
+            let name = if *b == suite {
+                "scenarios".to_string()
+            } else {
+                name
+            };
+            progress(&format!("copying {name} in ({} KiB)", data.len() >> 10));
+            lab.write_file(&format!("{PROOF_DIR}/bin/{name}"), &data, 0o755)
+                .map_err(|e| format!("copying {name}: {e}"))?;
+        }
+        progress(&format!(
+            "copying {} files of the repository in",
+            tree.len()
+        ));
+        for (rel, data) in &tree {
+            lab.write_file(&format!("{PROOF_DIR}/tree/{rel}"), data, 0o644)
+                .map_err(|e| format!("copying {rel}: {e}"))?;
+        }
+        lab.write_file(
+            &format!("{PROOF_DIR}/in-place-proof.sh"),
+            PROOF_SCRIPT.as_bytes(),
+            0o755,
+        )
+        .map_err(|e| e.to_string())?;
+        progress(&format!(
+            "running the proof in the guest (the catalog in place, then {filter:?} failed on purpose, interrupted and killed); this takes a while under TCG"
+        ));
+        let script = format!(
+            "INSTA_WORKSPACE_ROOT={PROOF_DIR}/tree /bin/sh {PROOF_DIR}/in-place-proof.sh              {PROOF_DIR} {PROOF_OUT} '{filter}' '{fail}'"
+        );
+        let r = lab
+            .run(
+                &["/bin/sh", "-c", &script],
+                "",
+                std::time::Duration::from_secs(75 * 60),
+            )
+            .map_err(|e| format!("{e:#}"))?;
+        if r.exit_code != 0 || r.timed_out {
+            return Err(format!(
+                "the proof's script failed ({}): {}",
+                r.exit_code,
+                String::from_utf8_lossy(&r.stderr)
+            ));
+        }
+        let mut files = Vec::new();
+        for f in PROOF_FILES {
+            if let Ok(data) = lab.read_file(&format!("{PROOF_OUT}/{f}")) {
+                files.push((f.to_string(), data));
+            }
+        }
+        Ok(files)
+    })();
+    lab.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+    let files = ran?;
+    for (f, data) in &files {
+        let p = out.join(f);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&p, data).map_err(|e| format!("writing {}: {e}", p.display()))?;
+    }
+    let text = |name: &str| -> String {
+        files
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+            .unwrap_or_default()
+    };
+    let mut problems = Vec::new();
+    for (run, what, before, after, want_rc) in [
+        ("1", "the whole catalog", "before-1", "after-1", Some("0")),
+        (
+            "2",
+            "a trial failed on purpose",
+            "before-2",
+            "after-2",
+            Some("101"),
+        ),
+        (
+            "3",
+            "interrupted (SIGINT)",
+            "before-3",
+            "after-3",
+            Some("130"),
+        ),
+        (
+            "4",
+            "killed (SIGKILL), then the next run",
+            "before-4",
+            "after-4",
+            None,
+        ),
+    ] {
+        let rc = text(&format!("run-{run}.rc")).trim().to_string();
+        let same = !text(before).is_empty() && text(before) == text(after);
+        let log = text(&format!("run-{run}.log"));
+        let result: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("test result"))
+            .collect();
+        println!(
+            "run {run}, {what}: exit {rc}; modules {} ({} modules before){}",
+            if same {
+                "identical before and after"
+            } else {
+                "DIFFER"
+            },
+            text(before).lines().count(),
+            result.first().map(|r| format!("; {r}")).unwrap_or_default()
+        );
+        if !same {
+            problems.push(format!("run {run}: the guest's modules differ after it"));
+        }
+        if want_rc.is_some_and(|w| w != rc) {
+            problems.push(format!(
+                "run {run}: exit {rc}, expected {}",
+                want_rc.unwrap_or("")
+            ));
+        }
+    }
+    let killed = text("killed-4");
+    let left: Vec<&str> = killed
+        .lines()
+        .filter(|l| l.starts_with(&format!("{} ", host::PRIORITY)))
+        .collect();
+    println!(
+        "run 4: after SIGKILL the store held crlab's {}; the next run said:\n{}",
+        left.join(", "),
+        text("run-4b.log")
+            .lines()
+            .filter(|l| l.contains("left from") || l.contains("leftover") || l.contains("removed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!("results in {}", out.display());
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 fn list() -> Result<(), String> {

@@ -1,6 +1,8 @@
-//! Talking to the guest agent: one request, one response, with a deadline.
+//! Talking to the guest agent: one request, one response, with a deadline, over a [`Link`]
+//! (a lab VM's channel, or a local agent's in the in-place mode).
 
 use crlab_protocol::{Request, RequestKind, Response, ResponseKind};
+use crlab_vm::local::LocalAgent;
 use crlab_vm::machine::{Machine, VmError};
 use prost::Message;
 use std::time::Duration;
@@ -23,6 +25,30 @@ pub enum AgentError {
     Unexpected { what: String },
 }
 
+/// Where frames go to and come from: the agent's channel, whatever carries it.
+pub trait Link {
+    fn send(&mut self, what: &str, frame: &[u8]) -> Result<(), VmError>;
+    fn recv(&mut self, what: &str, timeout: Duration) -> Result<Vec<u8>, VmError>;
+}
+
+impl Link for Machine {
+    fn send(&mut self, what: &str, frame: &[u8]) -> Result<(), VmError> {
+        Machine::send(self, what, frame)
+    }
+    fn recv(&mut self, what: &str, timeout: Duration) -> Result<Vec<u8>, VmError> {
+        Machine::recv(self, what, timeout)
+    }
+}
+
+impl Link for LocalAgent {
+    fn send(&mut self, what: &str, frame: &[u8]) -> Result<(), VmError> {
+        LocalAgent::send(self, what, frame)
+    }
+    fn recv(&mut self, what: &str, timeout: Duration) -> Result<Vec<u8>, VmError> {
+        LocalAgent::recv(self, what, timeout)
+    }
+}
+
 /// Request ids and the exchange.
 #[derive(Debug, Default)]
 pub struct Client {
@@ -33,7 +59,7 @@ impl Client {
     /// Sends `kind`, returns the reply's content; an agent-side error is an `Err`.
     pub fn call(
         &mut self,
-        machine: &mut Machine,
+        machine: &mut dyn Link,
         what: &str,
         kind: RequestKind,
         timeout: Duration,

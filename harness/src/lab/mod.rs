@@ -3,6 +3,7 @@
 //! client ([`client`]: one request, one response, with a deadline).
 
 pub mod client;
+pub mod host;
 pub mod recipe;
 pub mod session;
 

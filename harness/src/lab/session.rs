@@ -1,17 +1,23 @@
-//! A lab VM ready for scenarios: brought up by `crlab_vm::boot`, with the agent's steps as
+//! A lab ready for scenarios: a VM brought up by `crlab_vm::boot`, with the agent's steps as
 //! its readiness (hello, the agent brought up to date, the guest settled, SELinux
-//! enforcing), and the requests the runner makes of the agent.
+//! enforcing), or this machine itself ([`Lab::start_in_place`]: a local agent, the machine's
+//! policy state recorded and restored by [`super::host`]); and the requests the runner
+//! makes of the agent, the same for both.
 
-use super::client::{AgentError, Client};
+use super::client::{AgentError, Client, Link};
+use super::host::{self, HostError, Ledger};
 use super::recipe;
+use crate::trial::GUEST_BIN;
 use crlab_protocol::{
     AuditRecords, AuditSince, CommandResult, Hello, HelloReply, PowerOff, ReadFile, Reexec,
     RequestKind, ResponseKind, RunCommand, WriteFile,
 };
 use crlab_vm::boot::{self, BootError, BootSpec, Start};
+use crlab_vm::local::LocalAgent;
 use crlab_vm::machine::{Machine, VmError};
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use crlab_vm::boot::Timings;
@@ -34,10 +40,69 @@ pub struct LabOptions {
     pub cold_boot_timeout: Duration,
 }
 
-/// A running lab VM.
+/// How to run the lab on this machine (the in-place mode).
+#[derive(Debug, Clone)]
+pub struct InPlaceOptions {
+    /// The agent binary to run here.
+    pub agent: PathBuf,
+    /// Where the agent's log goes; removed by the caller.
+    pub run_dir: PathBuf,
+    /// The lab's modules for the detected base (`recipe::LabPolicy`'s), loaded for the run.
+    pub lab_modules: Vec<(String, Vec<u8>)>,
+}
+
+/// What carries the agent's channel.
+enum Transport {
+    Vm(Box<Machine>),
+    Local(LocalAgent),
+}
+
+impl Transport {
+    fn link(&mut self) -> &mut dyn Link {
+        match self {
+            Transport::Vm(m) => &mut **m,
+            Transport::Local(a) => a,
+        }
+    }
+}
+
+/// Where the runner's files go on the lab's machine, and how policy modules are loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The payload's binaries.
+    pub bin: String,
+    /// Where module files are written for semodule (which runs in `semanage_t`, and may read
+    /// `/tmp` but not `/var/lib`).
+    pub modules: String,
+    /// The policy-store priority modules are loaded at (`semodule -X`); None: semodule's
+    /// default, in a VM whose disk is thrown away.
+    pub priority: Option<u16>,
+}
+
+impl Place {
+    fn vm() -> Place {
+        Place {
+            bin: GUEST_BIN.into(),
+            modules: "/tmp".into(),
+            priority: None,
+        }
+    }
+
+    /// A run on this machine: private directories named by the runner's pid.
+    fn in_place(pid: u32) -> Place {
+        Place {
+            bin: format!("/opt/crlab-in-place-{pid}"),
+            modules: format!("/tmp/crlab-in-place-{pid}"),
+            priority: Some(host::PRIORITY),
+        }
+    }
+}
+
+/// A running lab: a VM, or this machine.
 pub struct Lab {
-    machine: Machine,
+    transport: Transport,
     client: Client,
+    place: Place,
     pub hello: HelloReply,
     pub timings: Timings,
 }
@@ -66,6 +131,20 @@ pub enum LabError {
     NotSettled { state: String },
     #[error("the guest runs SELinux {mode}, the lab needs enforcing (kernel {kernel})")]
     NotEnforcing { mode: String, kernel: String },
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("making the directory {path}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading the lab's modules ({command}) failed ({code}): {stderr}")]
+    LabModules {
+        command: String,
+        code: i32,
+        stderr: String,
+    },
 }
 
 /// The agent's systemd unit, baked into the image.
@@ -86,6 +165,15 @@ impl Lab {
     /// One line saying how the lab came up: warm or cold, how long it took, the guest's
     /// kernel, SELinux mode and the agent's context.
     pub fn ready_line(&self) -> String {
+        if let Transport::Local(_) = self.transport {
+            return format!(
+                "lab ready: in place on this machine, agent up in {:.1} s; kernel {}, SELinux {}, agent context {}",
+                self.timings.boot_to_ready.as_secs_f64(),
+                self.hello.kernel,
+                self.hello.selinux_mode,
+                self.hello.context
+            );
+        }
         format!(
             "lab ready: {} start, boot-to-ready {:.1} s (image {:.1} s); guest kernel {}, SELinux {}, agent context {}",
             if self.timings.warm { "warm" } else { "cold" },
@@ -124,11 +212,175 @@ impl Lab {
             ready(machine, &mut client, start, &agent, hello_timeout, progress)
         })?;
         Ok(Lab {
-            machine: booted.machine,
+            transport: Transport::Vm(Box::new(booted.machine)),
             client,
+            place: Place::vm(),
             hello: booted.ready,
             timings: booted.timings,
         })
+    }
+
+    /// Runs the lab on this machine: refuses unless it can ([`host::preflight`]), removes
+    /// what a killed run left, makes the run's private directories, starts the agent here,
+    /// and loads the lab's modules for the machine's base; everything it loads or makes is
+    /// recorded first and undone by [`Lab::shutdown`] (or an interrupt, see
+    /// [`host::handle_interrupts`]), also when this fails halfway.
+    pub fn start_in_place(
+        opts: &InPlaceOptions,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Lab, LabError> {
+        host::preflight()?;
+        host::clean_leftover(Path::new(host::STATE_FILE), progress)?;
+        let place = Place::in_place(std::process::id());
+        let mut ledger = Ledger::new(Path::new(host::STATE_FILE));
+        // The trials' directories, when this run makes them.
+        for dir in ["/var/tmp/crlab", "/run/crlab"] {
+            if !Path::new(dir).exists() {
+                ledger.record_dir(dir)?;
+            }
+        }
+        for dir in [&place.bin, &place.modules] {
+            ledger.record_dir(dir)?;
+        }
+        host::set_active(host::Active {
+            ledger,
+            agent_pgid: None,
+            bin_dir: place.bin.clone(),
+        });
+        let started = Lab::bring_up_here(opts, place, progress);
+        if started.is_err() {
+            if let Err(e) = host::finish(progress) {
+                progress(&format!("error: {e}"));
+            }
+        }
+        started
+    }
+
+    fn bring_up_here(
+        opts: &InPlaceOptions,
+        place: Place,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Lab, LabError> {
+        for (dir, mode) in [(&place.bin, 0o755), (&place.modules, 0o700)] {
+            // Not recursive: a directory that exists already is not ours.
+            std::fs::DirBuilder::new()
+                .mode(mode)
+                .create(dir)
+                .map_err(|source| LabError::Dir {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        let t = Instant::now();
+        let agent = LocalAgent::start(
+            &opts.agent,
+            &["--stdio", "--poweroff-exits"],
+            &opts.run_dir.join("agent.log"),
+        )
+        .map_err(AgentError::from)?;
+        let pgid = agent.pid().and_then(|p| i32::try_from(p).ok());
+        host::with_active(|a| a.agent_pgid = pgid);
+        let mut lab = Lab {
+            transport: Transport::Local(agent),
+            client: Client::default(),
+            place,
+            hello: HelloReply::default(),
+            timings: Timings {
+                image: Duration::ZERO,
+                boot_to_ready: Duration::ZERO,
+                warm: false,
+                accel: "none (in place, on this machine)".into(),
+            },
+        };
+        lab.hello = match lab.client.call(
+            lab.transport.link(),
+            "waiting for the local agent",
+            RequestKind::Hello(Hello {}),
+            Duration::from_secs(30),
+        )? {
+            Some(ResponseKind::Hello(h)) => h,
+            _ => {
+                return Err(AgentError::Unexpected {
+                    what: "hello".into(),
+                }
+                .into())
+            }
+        };
+        if lab.hello.selinux_mode != "enforcing" {
+            return Err(LabError::NotEnforcing {
+                mode: lab.hello.selinux_mode.clone(),
+                kernel: lab.hello.kernel.clone(),
+            });
+        }
+        if !opts.lab_modules.is_empty() {
+            let names: Vec<String> = opts
+                .lab_modules
+                .iter()
+                .map(|(n, _)| n.trim_end_matches(".cil").to_string())
+                .collect();
+            progress(&format!(
+                "loading the lab's modules for this base at priority {}: {}",
+                host::PRIORITY,
+                names.join(" ")
+            ));
+            lab.will_load(&names)?;
+            let mut command = format!("semodule -X {}", host::PRIORITY);
+            for (name, data) in &opts.lab_modules {
+                let path = format!("{}/{name}", lab.place.modules);
+                lab.write_file(&path, data, 0o644)?;
+                command += &format!(" -i {path}");
+            }
+            let r = lab.run(&["/bin/sh", "-c", &command], "", Duration::from_secs(600))?;
+            if r.timed_out || r.exit_code != 0 {
+                return Err(LabError::LabModules {
+                    command,
+                    code: if r.timed_out { -2 } else { r.exit_code },
+                    stderr: String::from_utf8_lossy(&r.stderr).trim().to_string(),
+                });
+            }
+        }
+        lab.timings.boot_to_ready = t.elapsed();
+        Ok(lab)
+    }
+
+    /// Where the runner's files go, and how modules are loaded.
+    pub fn place(&self) -> &Place {
+        &self.place
+    }
+
+    /// Whether the lab is this machine.
+    pub fn in_place(&self) -> bool {
+        matches!(self.transport, Transport::Local(_))
+    }
+
+    /// Records a transient systemd unit about to be started (in place: in the state file,
+    /// stopped at the end; in a VM there is nothing to restore).
+    pub fn will_start_unit(&mut self, unit: &str) -> Result<(), LabError> {
+        if !self.in_place() {
+            return Ok(());
+        }
+        match host::with_active(|a| a.ledger.record_unit(unit)) {
+            Some(r) => Ok(r?),
+            None => Err(HostError::Policy(
+                "no in-place run is recorded: the unit would not be stopped".into(),
+            )
+            .into()),
+        }
+    }
+
+    /// Records policy modules about to be loaded (in place: in the state file, before they
+    /// are; in a VM there is nothing to restore).
+    pub fn will_load(&mut self, names: &[String]) -> Result<(), LabError> {
+        if !self.in_place() || names.is_empty() {
+            return Ok(());
+        }
+        match host::with_active(|a| a.ledger.record_modules(names)) {
+            Some(r) => Ok(r?),
+            None => Err(HostError::Policy(
+                "no in-place run is recorded: the modules would not be removed".into(),
+            )
+            .into()),
+        }
     }
 
     pub fn run(
@@ -137,7 +389,13 @@ impl Lab {
         context: &str,
         timeout: Duration,
     ) -> Result<CommandResult, LabError> {
-        run_as(&mut self.machine, &mut self.client, argv, context, timeout)
+        run_as(
+            self.transport.link(),
+            &mut self.client,
+            argv,
+            context,
+            timeout,
+        )
     }
 
     /// Starts a program in the background with `env` added to a clean environment; its
@@ -150,7 +408,7 @@ impl Lab {
         log: &str,
     ) -> Result<u32, LabError> {
         let r = self.client.call(
-            &mut self.machine,
+            self.transport.link(),
             &format!("starting {}", argv.join(" ")),
             RequestKind::Run(RunCommand {
                 argv: argv.iter().map(|s| s.to_string()).collect(),
@@ -173,12 +431,12 @@ impl Lab {
     }
 
     pub fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> Result<(), LabError> {
-        write(&mut self.machine, &mut self.client, path, data, mode)
+        write(self.transport.link(), &mut self.client, path, data, mode)
     }
 
     pub fn read_file(&mut self, path: &str) -> Result<Vec<u8>, LabError> {
         match self.client.call(
-            &mut self.machine,
+            self.transport.link(),
             &format!("reading {path}"),
             RequestKind::ReadFile(ReadFile { path: path.into() }),
             Duration::from_secs(30),
@@ -193,7 +451,7 @@ impl Lab {
 
     pub fn audit_since(&mut self, marker: u64) -> Result<AuditRecords, LabError> {
         match self.client.call(
-            &mut self.machine,
+            self.transport.link(),
             "collecting audit records",
             RequestKind::Audit(AuditSince { marker }),
             Duration::from_secs(30),
@@ -206,19 +464,43 @@ impl Lab {
         }
     }
 
+    /// The console's tail (in place: the agent's log).
     pub fn console_tail(&self, n: usize) -> String {
-        self.machine.console_tail(n)
+        match &self.transport {
+            Transport::Vm(m) => m.console_tail(n),
+            Transport::Local(a) => a.log_tail(n),
+        }
     }
 
-    /// Powers the guest off and stops QEMU.
-    pub fn shutdown(mut self) {
+    /// Powers the guest off and stops QEMU; in place, ends the agent and restores the
+    /// machine's policy state ([`Lab::finish`] says what it removed).
+    pub fn shutdown(self) {
+        if let Err(e) = self.finish(&mut |m| tracing::info!("{m}")) {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// [`Lab::shutdown`], saying what it undid on this machine through `say`; an error when
+    /// the machine's policy state could not be restored (the message says what to do).
+    pub fn finish(mut self, say: &mut dyn FnMut(&str)) -> Result<(), LabError> {
         let _ = self.client.call(
-            &mut self.machine,
+            self.transport.link(),
             "powering off",
             RequestKind::PowerOff(PowerOff {}),
             Duration::from_secs(5),
         );
-        self.machine.shutdown();
+        match self.transport {
+            Transport::Vm(m) => {
+                m.shutdown();
+                Ok(())
+            }
+            Transport::Local(a) => {
+                a.shutdown();
+                // Reaped: its group id is nobody's to kill any more.
+                host::with_active(|active| active.agent_pgid = None);
+                Ok(host::finish(say)?)
+            }
+        }
     }
 }
 
@@ -307,7 +589,7 @@ fn wait_hello(
 }
 
 fn run_as(
-    machine: &mut Machine,
+    machine: &mut dyn Link,
     client: &mut Client,
     argv: &[&str],
     context: &str,
@@ -335,7 +617,7 @@ fn run_as(
 
 /// Writes a file in the guest, in chunks that fit a frame.
 fn write(
-    machine: &mut Machine,
+    machine: &mut dyn Link,
     client: &mut Client,
     path: &str,
     data: &[u8],

@@ -4,7 +4,8 @@
 use crate::scenario::{Engine, Scenario};
 use serde::{Deserialize, Serialize};
 
-/// Where the payload binaries live in the guest.
+/// Where the payload binaries live in a lab VM (in place: a private directory, see
+/// `Lab::place`).
 pub const GUEST_BIN: &str = "/opt/crlab/bin";
 
 /// Which checkpoint/restore tool a trial drives.
@@ -42,9 +43,9 @@ impl Backend {
         self == Backend::Crlab
     }
 
-    fn program(self, verb: &str) -> Vec<String> {
+    fn program(self, bin: &str, verb: &str) -> Vec<String> {
         match self {
-            Backend::Crlab => vec![format!("{GUEST_BIN}/crlab"), verb.into()],
+            Backend::Crlab => vec![format!("{bin}/crlab"), verb.into()],
             Backend::Criu => vec!["criu".into(), verb.into()],
         }
     }
@@ -54,8 +55,8 @@ impl Backend {
         argv.extend(["--log-file".into(), log.into()]);
     }
 
-    pub fn dump_argv(self, e: &Engine, pid: u32, images: &str) -> Vec<String> {
-        let mut argv = self.program("dump");
+    pub fn dump_argv(self, bin: &str, e: &Engine, pid: u32, images: &str) -> Vec<String> {
+        let mut argv = self.program(bin, "dump");
         argv.extend([
             "--tree".into(),
             pid.to_string(),
@@ -74,8 +75,8 @@ impl Backend {
         argv
     }
 
-    pub fn restore_argv(self, e: &Engine, images: &str, pidfile: &str) -> Vec<String> {
-        let mut argv = self.program("restore");
+    pub fn restore_argv(self, bin: &str, e: &Engine, images: &str, pidfile: &str) -> Vec<String> {
+        let mut argv = self.program(bin, "restore");
         argv.push(
             match self {
                 Backend::Crlab => "--detach",
@@ -113,8 +114,8 @@ impl Backend {
     }
 
     /// `crlab check --images-dir` as the restore would run it (crlab only).
-    pub fn check_argv(e: &Engine, images: &str) -> Vec<String> {
-        let mut argv = Backend::Crlab.program("check");
+    pub fn check_argv(bin: &str, e: &Engine, images: &str) -> Vec<String> {
+        let mut argv = Backend::Crlab.program(bin, "check");
         argv.extend(["--images-dir".into(), images.into()]);
         if let Some(ctx) = &e.target_context {
             argv.extend(["--lsm-profile".into(), ctx.clone()]);
@@ -143,17 +144,21 @@ mod tests {
             target_context: Some("system_u:system_r:container_t:s0:c5,c6".into()),
             negative_control: Some(NegativeControl::ContextAfterThreads),
         };
-        let crlab = Backend::Crlab.restore_argv(&e, "/i", "/p").join(" ");
+        let crlab = Backend::Crlab
+            .restore_argv(GUEST_BIN, &e, "/i", "/p")
+            .join(" ");
         assert_eq!(
             crlab,
             "/opt/crlab/bin/crlab restore --detach --images-dir /i --pidfile /p \
              --lsm-profile system_u:system_r:container_t:s0:c5,c6 --unsafe-context-after-threads"
         );
-        let criu = Backend::Criu.restore_argv(&e, "/i", "/p").join(" ");
+        let criu = Backend::Criu
+            .restore_argv(GUEST_BIN, &e, "/i", "/p")
+            .join(" ");
         assert!(criu.ends_with("--lsm-profile selinux:system_u:system_r:container_t:s0:c5,c6"));
         assert!(!criu.contains("--unsafe"));
         assert_eq!(
-            Backend::Crlab.dump_argv(&e, 7, "/i").join(" "),
+            Backend::Crlab.dump_argv(GUEST_BIN, &e, 7, "/i").join(" "),
             "/opt/crlab/bin/crlab dump --tree 7 --images-dir /i",
             "a restore control is not a dump flag"
         );
@@ -162,8 +167,9 @@ mod tests {
             ..e
         };
         assert!(Backend::Crlab
-            .dump_argv(&dump_control, 7, "/i")
+            .dump_argv(GUEST_BIN, &dump_control, 7, "/i")
             .ends_with(&["--unsafe-unlabelled-transport".to_string()]));
-        assert!(Backend::check_argv(&dump_control, "/i").contains(&"--lsm-profile".to_string()));
+        assert!(Backend::check_argv(GUEST_BIN, &dump_control, "/i")
+            .contains(&"--lsm-profile".to_string()));
     }
 }

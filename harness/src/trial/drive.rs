@@ -3,7 +3,7 @@
 //! process's threads once, have the workload check itself, collect the audit records, clean
 //! up. It records what happened in an [`Observation`] and judges nothing.
 
-use super::backend::{Backend, GUEST_BIN};
+use super::backend::Backend;
 use super::observation::{Observation, RestoredProcess, SelfCheck, Step, ThreadState, ToolRun};
 use crate::audit;
 use crate::lab::client::AgentError;
@@ -146,7 +146,8 @@ fn prepare(
         // A service's program as a distribution installs it: a `bin_t` file, which systemd
         // runs in `unconfined_service_t` by the policy's own transition.
         script += &format!(
-            " && mkdir -p {dir}/bin && cp {GUEST_BIN}/{prog} {exe} && chcon -t bin_t {exe}",
+            " && mkdir -p {dir}/bin && cp {bin}/{prog} {exe} && chcon -t bin_t {exe}",
+            bin = lab.place().bin,
             prog = s.workload.program
         );
     }
@@ -176,7 +177,7 @@ fn start_workload(
     p: &Setup,
 ) -> Result<((u32, Ready), String), String> {
     let w = &s.workload;
-    let prog = unit_exe(s, p).unwrap_or_else(|| format!("{GUEST_BIN}/{}", w.program));
+    let prog = unit_exe(s, p).unwrap_or_else(|| format!("{}/{}", lab.place().bin, w.program));
     let log = p.log.clone();
     let contexts = format!("CRLAB_MEMBER_CONTEXTS={}", w.member_contexts.join(" "));
     let mark = format!("{}={}", protocol::MARK_ENV, protocol::MARK_VALUE);
@@ -240,7 +241,7 @@ fn dump_and_restore(
 ) {
     let engine_ctx = s.engine.context.as_str();
     let dump = d.step("dump", |lab| {
-        let argv = backend.dump_argv(&s.engine, pid, &p.images);
+        let argv = backend.dump_argv(&lab.place().bin, &s.engine, pid, &p.images);
         let run = run_tool(
             lab,
             backend,
@@ -267,7 +268,7 @@ fn dump_and_restore(
     if backend == Backend::Crlab {
         // What the engine predicts, from the kernel's access computation, before it tries.
         d.obs.check = d.step("crlab check --images-dir", |lab| {
-            let argv = Backend::check_argv(&s.engine, &p.images);
+            let argv = Backend::check_argv(&lab.place().bin, &s.engine, &p.images);
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let r = lab
                 .run(&argv, engine_ctx, Duration::from_secs(60))
@@ -299,7 +300,7 @@ fn dump_and_restore(
         let mut pids = vec![pid.to_string()];
         pids.extend(members(ready));
         wait_gone(lab, &pids)?;
-        let argv = backend.restore_argv(&s.engine, &p.images, &pidfile);
+        let argv = backend.restore_argv(&lab.place().bin, &s.engine, &p.images, &pidfile);
         let run = run_tool(
             lab,
             backend,
@@ -428,7 +429,9 @@ fn clean_up(d: &mut Driver<'_>, s: &Scenario, backend: Backend, unit: &str, p: &
 /// TCG), and leaves its modules loaded for the next trial, which often needs the same ones
 /// (the crlab and criu trials of a scenario, scenarios that share a module). The last
 /// trial's stay loaded until the lab shuts down, which discards its disk (an overlay of the
-/// image), so they never reach another run.
+/// image), so they never reach another run. In place, each is recorded in the machine's
+/// state file before it is loaded, at crlab's own priority (`Lab::place`), and the lab's
+/// shutdown (or an interrupt, or the next run) removes them (`lab::host`).
 #[derive(Debug, Default)]
 pub struct LoadedModules {
     /// File names (`NAME.cil`) of the modules loaded now.
@@ -457,7 +460,14 @@ impl LoadedModules {
         if remove.is_empty() && add.is_empty() {
             return Ok(((), kept(wanted)));
         }
+        // In place, what is loaded is recorded first, to be removed at the end.
+        let names: Vec<String> = add.iter().map(|m| module_name(m).to_string()).collect();
+        lab.will_load(&names).map_err(|e| e.to_string())?;
+        let place = lab.place().clone();
         let mut args = Vec::new();
+        if let Some(p) = place.priority {
+            args.push(format!("-X {p}"));
+        }
         for m in &remove {
             args.push(format!("-r {}", module_name(m)));
         }
@@ -465,7 +475,7 @@ impl LoadedModules {
             let data = std::fs::read(policy_dir.join(m))
                 .map_err(|e| format!("reading policy module {m}: {e}"))?;
             // semodule runs in semanage_t, which may read /tmp but not /var/lib.
-            let path = format!("/tmp/{m}");
+            let path = format!("{}/{m}", place.modules);
             lab.write_file(&path, &data, 0o644)
                 .map_err(|e| e.to_string())?;
             args.push(format!("-i {path}"));
@@ -567,6 +577,7 @@ fn start_unit(
     context: &str,
     log: &str,
 ) -> Result<u32, String> {
+    lab.will_start_unit(unit).map_err(|e| e.to_string())?;
     let mut script = format!(
         "systemctl reset-failed {unit} 2>/dev/null; systemd-run --quiet --unit={unit} --collect \
          --property=StandardOutput=append:{log} --property=StandardError=append:{log}"
