@@ -53,7 +53,7 @@ pub fn command(sh: &Shell, args: &PolicyDiffArgs) -> Result<ExitCode> {
         bail!("policy-diff runs the catalog: use `cargo xtask vm-test -- --list` to list it");
     }
     let sides = sides(args)?;
-    vm_lab::build_payload(sh)?;
+    let suite = vm_lab::build_payload(sh)?;
     let (lab, agent) = vm_lab::lab_tools(sh)?;
     let policy_dir = crate::workspace_root().join("scenarios/policy");
     // Both images first: a policy that does not build stops here, before any VM boots.
@@ -87,6 +87,7 @@ pub fn command(sh: &Shell, args: &PolicyDiffArgs) -> Result<ExitCode> {
         }
         let outcome = vm_lab::run_suite(
             sh,
+            &suite,
             policy,
             &args.harness_args,
             &dir,

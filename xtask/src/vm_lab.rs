@@ -7,6 +7,7 @@
 //! it runs the catalog on this machine instead (`CRLAB_IN_PLACE=1`: no VM, no lab image;
 //! the harness checks the machine, detects its policies and restores its policy state).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -147,20 +148,18 @@ fn parse_shard(text: &str) -> Result<String, String> {
 /// Runs the VM suite with the scenario runner's arguments.
 pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
     let policy = args.policy.checked()?;
-    let listing = args.harness_args.iter().any(|a| a == "--list");
-    if !listing {
-        if args.in_place {
-            build_in_place_payload(sh)?;
-        } else {
-            build_payload(sh)?;
-        }
-    }
+    let suite = if args.in_place {
+        build_in_place_payload(sh)?
+    } else {
+        build_payload(sh)?
+    };
     let mut harness_args = args.harness_args.clone();
     if let Some(shard) = &args.shard {
         harness_args.splice(0..0, ["--shard".to_string(), shard.clone()]);
     }
     run_suite(
         sh,
+        &suite,
         &policy,
         &harness_args,
         &target_dir().join("crlab"),
@@ -170,34 +169,42 @@ pub fn run(sh: &Shell, args: &VmTestArgs) -> Result<Outcome> {
 }
 
 /// The payload for a run on this machine: no lab packages (no VM, no image), and no root
-/// check here (the harness refuses with every reason at once).
-fn build_in_place_payload(sh: &Shell) -> Result<()> {
-    let cargo = cargo();
+/// check here (the harness refuses with every reason at once). Returns the suite's binary.
+fn build_in_place_payload(sh: &Shell) -> Result<PathBuf> {
     prereq::ensure(sh)?;
-    eprintln!("==> building the payload: crlab, the agent, the workloads (release)");
-    cmd!(
-        sh,
-        "{cargo} build --release -p crlab -p crlab-workloads -p crlab-agent --bins"
-    )
-    .run()?;
-    Ok(())
+    build_release(sh)
 }
 
-/// Installs what the lab needs and builds the payload (engine, agent, workloads, release).
-pub fn build_payload(sh: &Shell) -> Result<()> {
-    let cargo = cargo();
+/// Installs what the lab needs and builds the payload (engine, agent, workloads, release) with
+/// the runner; returns the suite's binary.
+pub fn build_payload(sh: &Shell) -> Result<PathBuf> {
     prereq::ensure(sh)?;
     prereq::ensure_lab(sh)?;
     if !is_root() {
         bail!("the VM lab builds its image with mmdebstrap and chroot: run `cargo xtask vm-test` as root");
     }
-    eprintln!("==> building the payload: crlab, the guest agent, the workloads (release)");
-    cmd!(
+    build_release(sh)
+}
+
+/// The one release build of what any lab run uses: the engine, the agent, the workloads, the
+/// lab's host tool and the scenario suite's binary, in one cargo invocation. Every command
+/// that needs any of them builds this same selection, so cargo resolves features once and
+/// builds each crate once: two selections (the payload, then `cargo test` of the suite)
+/// built 40 of their 91 shared crates twice, with different features. Returns the suite's
+/// binary, which the runner runs directly.
+pub fn build_release(sh: &Shell) -> Result<PathBuf> {
+    let cargo = cargo();
+    eprintln!(
+        "==> building crlab, the agent, the workloads, the lab tool and the suite (release, one build)"
+    );
+    let messages = cmd!(
         sh,
-        "{cargo} build --release -p crlab -p crlab-workloads -p crlab-agent --bins"
+        "{cargo} build --release -p crlab -p crlab-workloads -p crlab-agent -p crlab-harness --bins --test scenarios --message-format=json-render-diagnostics"
     )
-    .run()?;
-    Ok(())
+    .read()?;
+    let suite = suite_executable(&messages)
+        .ok_or_else(|| anyhow::anyhow!("cargo named no executable for the scenarios test"))?;
+    Ok(PathBuf::from(suite))
 }
 
 /// Which reports a suite run writes.
@@ -213,13 +220,13 @@ pub enum Reports {
 /// Runs the scenario catalog under `policy` (already checked), its reports into `reports`.
 pub fn run_suite(
     sh: &Shell,
+    suite: &std::path::Path,
     policy: &PolicyArgs,
     harness_args: &[String],
     reports: &std::path::Path,
     kind: Reports,
     in_place: bool,
 ) -> Result<Outcome> {
-    let cargo = cargo();
     let payload = target_dir().join("release");
     eprintln!(
         "==> running the scenario catalog {}",
@@ -229,27 +236,26 @@ pub fn run_suite(
             "in the VM lab"
         }
     );
-    let status = cmd!(
-        sh,
-        "{cargo} test --release -p crlab-harness --test scenarios -- {harness_args...}"
-    )
-    .env("CRLAB_VM", "1")
-    .env("CRLAB_IN_PLACE", if in_place { "1" } else { "0" })
-    .env(
-        "CRLAB_DISTRO_POLICY",
-        policy.distro_policy.as_deref().unwrap_or("refpolicy"),
-    )
-    .env(
-        "CRLAB_CONTAINER_POLICY",
-        policy.container_policy.as_deref().unwrap_or("lab"),
-    )
-    .env("CRLAB_PAYLOAD_DIR", &payload)
-    .env("CRLAB_REPORT_DIR", reports)
-    .env(
-        "CRLAB_REPORT_JUNIT",
-        if kind == Reports::WithJunit { "1" } else { "0" },
-    )
-    .run();
+    // As `cargo test` would run it: from the harness's directory.
+    let _dir = sh.push_dir(crate::workspace_root().join("harness"));
+    let status = cmd!(sh, "{suite} {harness_args...}")
+        .env("CRLAB_VM", "1")
+        .env("CRLAB_IN_PLACE", if in_place { "1" } else { "0" })
+        .env(
+            "CRLAB_DISTRO_POLICY",
+            policy.distro_policy.as_deref().unwrap_or("refpolicy"),
+        )
+        .env(
+            "CRLAB_CONTAINER_POLICY",
+            policy.container_policy.as_deref().unwrap_or("lab"),
+        )
+        .env("CRLAB_PAYLOAD_DIR", &payload)
+        .env("CRLAB_REPORT_DIR", reports)
+        .env(
+            "CRLAB_REPORT_JUNIT",
+            if kind == Reports::WithJunit { "1" } else { "0" },
+        )
+        .run();
     Ok(if status.is_ok() {
         Outcome::Passed
     } else {
@@ -312,17 +318,8 @@ pub struct InPlaceProofArgs {
 /// in-place-proof`, then compares the whole catalog's outcomes in place with the VM mode's
 /// (`target/crlab/report.json`, when a `vm-test` left one) through `crlab-lab diff`.
 pub fn in_place_proof(sh: &Shell, args: &InPlaceProofArgs) -> Result<ExitCode> {
-    let cargo = cargo();
-    build_payload(sh)?;
+    let suite = build_payload(sh)?;
     let (lab, agent) = lab_tools(sh)?;
-    eprintln!("==> building the suite's binary (release)");
-    let built = cmd!(
-        sh,
-        "{cargo} test --release -p crlab-harness --test scenarios --no-run --message-format=json"
-    )
-    .read()?;
-    let suite = suite_executable(&built)
-        .ok_or_else(|| anyhow::anyhow!("cargo named no executable for the scenarios test"))?;
     let root = crate::workspace_root();
     let policy_dir = root.join("scenarios/policy");
     let payload = target_dir().join("release");
@@ -384,12 +381,7 @@ fn suite_executable(messages: &str) -> Option<String> {
 
 /// Builds the lab's host tool and the guest agent (release); returns their paths.
 pub fn lab_tools(sh: &Shell) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let cargo = cargo();
-    cmd!(
-        sh,
-        "{cargo} build --release -p crlab-harness -p crlab-agent --bins"
-    )
-    .run()?;
+    build_release(sh)?;
     let bin = target_dir().join("release");
     Ok((bin.join("crlab-lab"), bin.join("crlab-agent")))
 }
