@@ -137,6 +137,9 @@ pub fn dump_thread(
         rseq,
         selinux_context: procfs::selinux_attr(pid, tid, "current"),
         sockcreate_context: procfs::selinux_attr(pid, tid, "sockcreate"),
+        exec_context: procfs::selinux_attr(pid, tid, "exec"),
+        fscreate_context: procfs::selinux_attr(pid, tid, "fscreate"),
+        keycreate_context: procfs::selinux_attr(pid, tid, "keycreate"),
         pending,
         comm: procfs::read_string(format!("/proc/{pid}/task/{tid}/comm"))
             .map(|s| s.trim_end().to_string())

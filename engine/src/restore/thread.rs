@@ -413,9 +413,29 @@ pub fn restore_thread(
                 .step(pid, "the timer slack")?;
         }
     }
-    if !core.sockcreate_context.is_empty() && selinux::enabled() {
-        write_attr(remote, scratch, "sockcreate", &core.sockcreate_context)
-            .step(pid, "the socket creation context")?;
+    if selinux::enabled() {
+        for (attr, value, what) in [
+            (
+                "sockcreate",
+                &core.sockcreate_context,
+                "the socket creation context (attr/sockcreate)",
+            ),
+            ("exec", &core.exec_context, "the exec context (attr/exec)"),
+            (
+                "fscreate",
+                &core.fscreate_context,
+                "the file creation context (attr/fscreate)",
+            ),
+            (
+                "keycreate",
+                &core.keycreate_context,
+                "the key creation context (attr/keycreate)",
+            ),
+        ] {
+            if !value.is_empty() {
+                write_attr(remote, scratch, attr, value).step(pid, what)?;
+            }
+        }
     }
     let tid = remote.tid();
     queue_signals(remote, pid, scratch, &core.pending, Some(tid))?;

@@ -3,6 +3,9 @@
 //! argument:
 //!
 //! - `sched-batch`: SCHED_BATCH, nice 7;
+//! - `selinux-attrs`: the main thread's `attr/exec`, `attr/fscreate`, `attr/keycreate` and
+//!   `attr/sockcreate` set to its own context (SELinux enabled only: the lab's scenario
+//!   `unconfined-selinux-attrs`);
 //! - `sched-rr`: SCHED_RR at real-time priority 3, nice -3;
 //! - `oom-score-adj`: `/proc/self/oom_score_adj` 345;
 //! - `thp-disable`: `PR_SET_THP_DISABLE`;
@@ -79,6 +82,9 @@ struct Set {
     /// the pipe end that wakes it, and its state before.
     thread: Option<(JoinHandle<io::Result<String>>, i32, String)>,
 }
+
+/// The SELinux attributes of a thread that `selinux-attrs` sets (`attr/current` aside).
+const SELINUX_ATTRS: [&str; 4] = ["exec", "fscreate", "keycreate", "sockcreate"];
 
 fn main() {
     let mut w = Workload::from_args("process_state");
@@ -310,6 +316,19 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             set.pages.push(addr);
         }
         "thread-state" => set.thread = Some(second_thread()?),
+        "selinux-attrs" => {
+            // The thread's own context for each: the one value every domain may always set
+            // (given `setexec`, `setfscreate`, `setkeycreate`, `setsockcreate` on itself).
+            let own = std::fs::read_to_string("/proc/thread-self/attr/current")?;
+            let own = own.trim_end_matches(['\0', '\n']).to_owned();
+            for attr in SELINUX_ATTRS {
+                std::fs::write(format!("/proc/thread-self/attr/{attr}"), &own).map_err(|e| {
+                    io::Error::other(format!(
+                        "writing attr/{attr} (SELinux must be enabled for this kind): {e}"
+                    ))
+                })?;
+            }
+        }
         "caps" | "caps-user" => {
             let (mut eff, prm, mut inh) = capget()?;
             eff &= !(1 << CAP_NET_RAW);
@@ -810,6 +829,18 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
         }
         // The main thread's own: untouched, and so it must stay.
         "thread-state" => thread_self_state(),
+        "selinux-attrs" => {
+            let mut seen = Vec::new();
+            for attr in SELINUX_ATTRS {
+                let v = std::fs::read_to_string(format!("/proc/thread-self/attr/{attr}"))?;
+                let v = v.trim_end_matches(['\0', '\n']).to_owned();
+                if v.is_empty() {
+                    return Err(io::Error::other(format!("attr/{attr} is empty")));
+                }
+                seen.push(format!("{attr}={v}"));
+            }
+            Ok(seen.join(" "))
+        }
         _ => Err(io::Error::other("unknown kind")),
     }
 }
