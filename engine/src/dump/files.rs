@@ -5,11 +5,11 @@
 //! found with `kcmp(KCMP_EPOLL_TFD)`).
 
 use super::error::image_u32;
-use super::sockets::{read_unix, socket_ino, TreeSockets};
+use super::sockets::{read_inet, read_unix, socket_ino, TreeSockets};
 use super::DumpError;
 use crate::image::schema::{
-    file_entry, EpollRegistration, EventFd, EventPoll, Fd, FileEntry, MemfdChunk, MemfdFile,
-    PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd, UnixSocket,
+    file_entry, EpollRegistration, EventFd, EventPoll, Fd, FileEntry, InetSocket, MemfdChunk,
+    MemfdFile, PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd, UnixSocket,
 };
 use crate::procfs::{read_link, EpollTfd, FdInfo};
 use crate::sys::{
@@ -63,6 +63,10 @@ pub enum FdKind {
     UnixSocket {
         ino: u64,
     },
+    /// A TCP listener or UDP socket that [`super::sockets::survey`] found restorable.
+    InetSocket {
+        ino: u64,
+    },
 }
 
 /// The largest memfd whose contents a dump keeps (in `files.img`, whose messages are bounded).
@@ -108,6 +112,8 @@ pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, Dump
         FdKind::Pipe { ino }
     } else if let Some(ino) = socket_ino(&target).filter(|ino| sockets.contains(*ino)) {
         FdKind::UnixSocket { ino }
+    } else if let Some(ino) = socket_ino(&target).filter(|ino| sockets.contains_inet(*ino)) {
+        FdKind::InetSocket { ino }
     } else if target.starts_with("socket:") {
         return Err(unsupported(
             "a socket",
@@ -388,6 +394,10 @@ impl FileTableBuilder {
                             let s: UnixSocket = read_unix(pid, desc.fd, *ino, sockets, &fd)?;
                             file_entry::Kind::UnixSocket(s)
                         }
+                        FdKind::InetSocket { ino } => {
+                            let s: InetSocket = read_inet(pid, desc.fd, *ino, sockets, &fd)?;
+                            file_entry::Kind::InetSocket(s)
+                        }
                     };
                     self.files.push((
                         FileEntry {
@@ -527,7 +537,7 @@ fn signalling(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<(), DumpError> 
             FdKind::SignalFd { .. } => "anon_inode:[signalfd]".into(),
             FdKind::Epoll { .. } => "anon_inode:[eventpoll]".into(),
             FdKind::Memfd { name } => format!("/memfd:{name} (deleted)"),
-            FdKind::UnixSocket { ino } => format!("socket:[{ino}]"),
+            FdKind::UnixSocket { ino } | FdKind::InetSocket { ino } => format!("socket:[{ino}]"),
         },
         what,
     };

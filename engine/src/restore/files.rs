@@ -211,6 +211,9 @@ fn open_one(
             status_flags(remote, pid, fd, entry, 0)?;
             Ok(fd)
         }
+        Some(file_entry::Kind::InetSocket(s)) => {
+            super::inet::create(remote, pid, scratch, s, entry.flags, above)
+        }
         Some(file_entry::Kind::UnixSocket(_)) => Err(RestoreError::Inconsistent(format!(
             "file {} is a Unix socket, which is created with its peer",
             entry.id
@@ -600,7 +603,7 @@ struct Sockets<'a> {
 
 /// Where the restore writes a socket address in the scratch area (past what `open` and the
 /// `attr` writes use).
-const SOCKADDR_AT: u64 = 8192;
+pub(super) const SOCKADDR_AT: u64 = 8192;
 
 impl<'a> Sockets<'a> {
     /// The sockets of `table`, each checked against its peer and listener: pairs whole, of
@@ -719,7 +722,7 @@ fn sock_type(s: &UnixSocket) -> i32 {
 
 /// Runs `call` in the root with its `attr/NAME` (`sockcreate`, `fscreate`) set to `label`,
 /// cleared right after; an empty label runs it as it is.
-fn under_label<T>(
+pub(super) fn under_label<T>(
     remote: &mut Remote,
     pid: i32,
     scratch: Scratch,
@@ -742,7 +745,12 @@ fn under_label<T>(
 }
 
 /// Moves the root's descriptor `fd` above `above`.
-fn move_above(remote: &mut Remote, pid: i32, fd: u64, above: u64) -> Result<u64, RestoreError> {
+pub(super) fn move_above(
+    remote: &mut Remote,
+    pid: i32,
+    fd: u64,
+    above: u64,
+) -> Result<u64, RestoreError> {
     let moved = remote
         .syscall(
             "fcntl(F_DUPFD_CLOEXEC)",
@@ -1023,8 +1031,9 @@ fn sock_err(s: &UnixSocket, what: String) -> impl FnOnce(crate::sys::SysError) -
 }
 
 fn set_buffers(s: &UnixSocket, c: &OwnedFd) -> Result<(), RestoreError> {
-    set_buffer(s, c, libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, s.rcvbuf)?;
-    set_buffer(s, c, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, s.sndbuf)
+    let who = format!("the Unix socket of inode {}", s.ino);
+    set_buffer(&who, c, libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, s.rcvbuf)?;
+    set_buffer(&who, c, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, s.sndbuf)
 }
 
 /// `SO_PASSCRED`, `SO_PASSSEC`, `SO_PEEK_OFF`, the timeouts, the shutdown state and the file
@@ -1073,8 +1082,8 @@ fn set_options(s: &UnixSocket, flags: u32, c: &OwnedFd) -> Result<(), RestoreErr
 /// Gives socket `c` the buffer size `want` (as `getsockopt` gave it at dump) when a new
 /// socket's differs: the kernel doubles what it is given, and the `FORCE` option passes the
 /// system's maximum, as the dumped process may have been allowed to.
-fn set_buffer(
-    s: &UnixSocket,
+pub(super) fn set_buffer(
+    who: &str,
     c: &OwnedFd,
     get: i32,
     force: i32,
@@ -1085,9 +1094,7 @@ fn set_buffer(
     } else {
         "SO_SNDBUF"
     };
-    let fail = |what: String| {
-        RestoreError::Inconsistent(format!("the Unix socket of inode {}: {what}", s.ino))
-    };
+    let fail = |what: String| RestoreError::Inconsistent(format!("{who}: {what}"));
     let want_i = i32::try_from(want).map_err(|_| fail(format!("{name} {want} is out of range")))?;
     let now = sockopt_int(c.as_fd(), libc::SOL_SOCKET, get)
         .map_err(|e| fail(format!("reading {name}: {e}")))?;
@@ -1143,7 +1150,7 @@ pub fn install(
 
 /// The status flags of an open file as the image records them, as `open` takes them: the
 /// kernel's `f_flags` are an `int` stored unsigned, so the bits are kept as they are.
-fn open_flags(flags: u32) -> i32 {
+pub(super) fn open_flags(flags: u32) -> i32 {
     i32::from_ne_bytes(flags.to_ne_bytes())
 }
 

@@ -15,6 +15,7 @@ mod context;
 mod creds;
 mod error;
 mod files;
+mod inet;
 mod memory;
 mod pids;
 mod stop;

@@ -252,6 +252,31 @@ pub fn send_all(fd: BorrowedFd<'_>, data: &[u8], stream: bool) -> Result<(), Sys
     }
 }
 
+/// The protocol name the kernel gives the socket a `/proc/PID/fd/N` link leads to (the
+/// `system.sockprotoname` attribute: `TCP`, `UDPv6`, `NETLINK`, ...), for sockets no
+/// `sock_diag` table lists (an unbound TCP or UDP socket).
+pub fn sock_proto_name(link: &std::path::Path) -> Result<String, SysError> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(link.as_os_str().as_bytes())
+        .map_err(|_| err("getxattr(system.sockprotoname)")(Errno::EINVAL))?;
+    let mut buf = [0u8; 64];
+    // SAFETY: both strings are NUL-terminated and live; the kernel writes at most `buf.len()`
+    // bytes into `buf`, live.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"system.sockprotoname".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| err("getxattr(system.sockprotoname)")(Errno::last()))?;
+    let name = buf.get(..n).unwrap_or_default();
+    Ok(String::from_utf8_lossy(name)
+        .trim_end_matches('\0')
+        .to_owned())
+}
+
 /// A copy, in the engine, of descriptor `fd` of process `pid` (`pidfd_getfd`): the same open
 /// file description, close-on-exec. The engine must be allowed to ptrace `pid`.
 pub fn fd_of(pid: i32, fd: u64) -> Result<OwnedFd, SysError> {
