@@ -101,6 +101,33 @@ fn tcp_listeners_and_udp_sockets_are_restored_exactly(
     w.expect_ok();
 }
 
+/// A named pipe opened twice (reader and writer) with bytes buffered: reopened by its path,
+/// its buffer refilled once (`fifo`).
+#[test]
+fn a_named_pipe_is_reopened_with_its_buffer() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["fifo"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
+    let run = w.crlab(&args);
+    assert!(run.succeeded(), "crlab show failed");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let mut fifos = Vec::new();
+    collect(&json, "fifo", &mut fifos);
+    assert_eq!(fifos.len(), 2, "{fifos:?}");
+    assert_eq!(
+        fifos.iter().filter(|f| f["data"].is_string()).count(),
+        1,
+        "the buffer is kept once: {fifos:?}"
+    );
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
 /// Every value under key `key`, anywhere in `v`.
 fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json::Value>) {
     match v {
@@ -131,6 +158,8 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
     &["an established TCP connection (127.0.0.1:", "-> 127.0.0.1:", "crlab does not use TCP_REPAIR yet"]
 )]
 #[case::tcp_pending("tcp-pending", &["a TCP listener on 127.0.0.1:", "1 connection(s) not accepted yet (pending)"])]
+#[case::fifo_deleted("fifo-deleted", &["a named pipe (FIFO) whose path was removed"])]
+#[case::fifo_outside("fifo-outside", &["also open in process", "outside the dump"])]
 #[case::udp_queued("udp-queued", &["a UDP socket on 127.0.0.1:", "with datagrams queued"])]
 #[case::pending("pending", &["not accepted yet", "pending"])]
 #[case::oob("oob", &["out-of-band data (MSG_OOB)"])]

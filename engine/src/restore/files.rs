@@ -13,8 +13,8 @@
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{
-    file_entry, EventFd, Fd, FileEntry, FileTable, MemfdFile, PathFileType, Pipe, SignalFd,
-    TimerFd, UnixSocket, UnixSocketType,
+    file_entry, EventFd, Fd, FifoFile, FileEntry, FileTable, MemfdFile, PathFileType, Pipe,
+    SignalFd, TimerFd, UnixSocket, UnixSocketType,
 };
 use crate::sys::{
     fd_of, send_all, set_pipe_capacity, set_sockopt_int, set_sockopt_timeval, sockopt_int, Remote,
@@ -38,6 +38,10 @@ pub struct Parked {
 struct Made {
     pipe_ends: HashMap<u64, (u64, u64)>,
     memfds: HashMap<u64, u64>,
+    /// Each named pipe's holder (device, inode -> a read-write descriptor in the root), kept
+    /// open while its descriptions are opened, so that no open blocks and its refilled buffer
+    /// stays.
+    fifos: HashMap<(u64, u64), u64>,
 }
 
 /// Opens every file description in `table` inside the (root) task, parking
@@ -81,6 +85,11 @@ pub fn open_all(
         return Err(RestoreError::Inconsistent(format!(
             "the Unix socket of inode {ino} was created, but no open file of files.img is it"
         )));
+    }
+    for fd in made.fifos.values() {
+        remote
+            .syscall("close", libc::SYS_close, &[*fd])
+            .step(pid, "a named pipe")?;
     }
     for fd in made.memfds.values() {
         remote
@@ -166,6 +175,21 @@ fn open_one(
                 )
                 .step(pid, "a pipe end")
         }
+        Some(file_entry::Kind::Fifo(f)) => {
+            if let std::collections::hash_map::Entry::Vacant(e) = made.fifos.entry((f.dev, f.ino)) {
+                e.insert(hold_fifo(remote, pid, scratch, f, above)?);
+            }
+            let flags = open_flags(entry.flags)
+                & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+            remote
+                .open("open(fifo)", scratch, &f.path, flags | libc::O_CLOEXEC)
+                .map_err(|source| RestoreError::File {
+                    pid,
+                    what: format!("reopening the named pipe of open file {}", entry.id),
+                    path: f.path.clone(),
+                    source,
+                })
+        }
         Some(file_entry::Kind::Memfd(m)) => {
             let t = match made.memfds.get(&m.memfd_id) {
                 Some(t) => *t,
@@ -223,6 +247,81 @@ fn open_one(
             entry.id
         ))),
     }
+}
+
+/// Opens the named pipe `f` read-write in the root (a FIFO's open that never blocks), at a
+/// number above `above`, after checking that its path still names a FIFO; on the first
+/// description, refills its buffer from the engine through a copy, after checking that no
+/// one else left data in it (its buffer is shared by every opener).
+fn hold_fifo(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    f: &FifoFile,
+    above: u64,
+) -> Result<u64, RestoreError> {
+    use std::os::unix::fs::FileTypeExt;
+    let bad =
+        |what: String| RestoreError::Inconsistent(format!("the named pipe {}: {what}", f.path));
+    match std::fs::symlink_metadata(&f.path) {
+        Ok(m) if m.file_type().is_fifo() => {}
+        Ok(_) => {
+            return Err(bad(
+                "is no longer a FIFO; put it back and restore again".into()
+            ))
+        }
+        Err(e) => {
+            return Err(bad(format!(
+                "{e}; create it again (mkfifo) and restore again"
+            )))
+        }
+    }
+    if !f.first {
+        return Err(bad("its first description is missing from files.img".into()));
+    }
+    let t = remote
+        .open(
+            "open(fifo)",
+            scratch,
+            &f.path,
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+        .map_err(|source| RestoreError::File {
+            pid,
+            what: "holding a named pipe open".into(),
+            path: f.path.clone(),
+            source,
+        })?;
+    let holder = move_above_fd(remote, pid, t, above)?;
+    let copy = fd_of(pid, holder).map_err(|e| bad(format!("taking a copy: {e}")))?;
+    let queued = crate::sys::pipe_queued(copy.as_fd()).map_err(|e| bad(e.to_string()))?;
+    if queued != 0 {
+        return Err(bad(format!(
+            "holds {queued} bytes another process wrote since the dump; empty it and restore \
+             again"
+        )));
+    }
+    if f.capacity != 0 {
+        set_pipe_capacity(copy.as_fd(), f.capacity).map_err(|e| bad(e.to_string()))?;
+    }
+    let mut w = std::fs::File::from(copy);
+    w.write_all(&f.data)
+        .map_err(|e| bad(format!("refilling {} bytes: {e}", f.data.len())))?;
+    Ok(holder)
+}
+
+fn move_above_fd(remote: &mut Remote, pid: i32, fd: u64, above: u64) -> Result<u64, RestoreError> {
+    let moved = remote
+        .syscall(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            &[fd, libc::F_DUPFD_CLOEXEC as u64, above],
+        )
+        .step(pid, "a named pipe")?;
+    remote
+        .syscall("close", libc::SYS_close, &[fd])
+        .step(pid, "a named pipe")?;
+    Ok(moved)
 }
 
 /// A memfd with its name, mode, size, contents (written by the engine through /proc), owner

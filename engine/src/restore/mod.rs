@@ -184,6 +184,9 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
             Some(file_entry::Kind::Path(p)) => {
                 checked_path(reader, image::FILES, "path of open file", &p.path)?;
             }
+            Some(file_entry::Kind::Fifo(f)) => {
+                checked_path(reader, image::FILES, "path of a named pipe", &f.path)?;
+            }
             Some(file_entry::Kind::UnixSocket(s)) => {
                 if let Some(path) = image::unix_socket_path(&s.name) {
                     let path = path.to_string_lossy();

@@ -30,7 +30,7 @@ pub use fork::fork_paused;
 pub use kcmp::{epoll_target_is, same_file, share, Shared};
 pub use memfd::{memfd_seals, on_hugetlbfs};
 pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};
-pub use pipe::{peek_pipe, pipe_capacity, set_pipe_capacity};
+pub use pipe::{peek_pipe, pipe_capacity, pipe_queued, set_pipe_capacity};
 pub use prctl::mm_map_size;
 pub use ptrace::{Regs, Tracee};
 pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};

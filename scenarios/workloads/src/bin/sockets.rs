@@ -34,6 +34,10 @@
 //!   unbound one. After the wait: the names, the
 //!   peer, the options, datagrams round-tripping between them with their senders' names.
 //!
+//! - `fifo`: a named pipe of the state directory opened twice (a non-blocking reader and a
+//!   writer), 16 KiB of capacity, with bytes buffered. After the wait: the bytes read back
+//!   and nothing more, the flags, the capacity, new bytes going through.
+//!
 //! Refused at dump (the state still in place after the refused dump, checked after the wait):
 //! - `pending`: a listener with a connection not accepted yet;
 //! - `outside`: a stream pair whose other end is held by a process outside the tree (a
@@ -43,6 +47,8 @@
 //! - `tcp-established`: an established TCP connection over 127.0.0.1 (both ends here);
 //! - `tcp-pending`: a TCP listener with a connection not accepted yet;
 //! - `udp-queued`: a UDP socket with a datagram queued to it;
+//! - `fifo-deleted`: a named pipe with bytes buffered whose path was removed;
+//! - `fifo-outside`: a named pipe a process outside the tree also holds open;
 //! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`).
 
 use std::io;
@@ -473,6 +479,41 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                 c
             }
         }
+        "fifo-deleted" => {
+            let path = w.path("gone.fifo");
+            let fd = w.setup("mkfifo and open", open_fifo(&path, libc::O_RDWR));
+            w.setup("buffering", sys::write(fd, b"in the fifo"));
+            w.setup("unlink", std::fs::remove_file(&path));
+            fd
+        }
+        "fifo-outside" => {
+            let path = w.path("shared.fifo");
+            w.setup("mkfifo", mkfifo(&path));
+            // SAFETY: fork in a single-threaded program; the children only make system calls.
+            let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into()));
+            if child == 0 {
+                // SAFETY: as above.
+                if unsafe { libc::fork() } == 0 {
+                    let c = sys::cstring(&path);
+                    // SAFETY: `c` is a live C string; the reads go to a live buffer.
+                    unsafe {
+                        libc::setsid();
+                        let r = libc::open(c.as_ptr(), libc::O_RDONLY);
+                        let mut buf = [0u8; 64];
+                        // Until the workload's end closes.
+                        while libc::read(r, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+                        libc::_exit(0);
+                    }
+                }
+                // SAFETY: _exit ends this process at once.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(child as i32, &mut status, 0) };
+            // Blocks until the grandchild has it open for reading.
+            w.setup("opening the FIFO", open_fifo(&path, libc::O_WRONLY))
+        }
         "udp-queued" => {
             let u = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_DGRAM));
             w.setup("bind", inet_bind(u, &[127, 0, 0, 1], 0));
@@ -539,6 +580,14 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             if let Some(n) = checks.io("recv over TCP", recv(fd, &mut buf)) {
                 checks.eq("the data over TCP", &b"over tcp"[..], &buf[..n]);
             }
+        }
+        "fifo-deleted" => {
+            if let Some(n) = checks.io("reading the FIFO", sys::read(fd, &mut buf)) {
+                checks.eq("the FIFO's bytes", &b"in the fifo"[..], &buf[..n]);
+            }
+        }
+        "fifo-outside" => {
+            checks.io("writing to the FIFO", sys::write(fd, b"still read"));
         }
         "udp-queued" => {
             if let Some(n) = checks.io("recv of the datagram", recv(fd, &mut buf)) {
@@ -1013,6 +1062,7 @@ fn main() {
         "children" => children(w),
         "inet-listeners" => inet_listeners(w),
         "udp" => udp(w),
+        "fifo" => fifo(w),
         other => refused(w, other),
     }
 }
@@ -1368,6 +1418,73 @@ fn udp(mut w: Workload) -> ! {
     if let Some((n, from)) = checks.io("recvfrom of itself", recv_from(u4.fd, &mut buf)) {
         checks.eq("the datagram to itself", &b"self"[..], &buf[..n]);
         checks.eq("its sender", &u4.addr, &from);
+    }
+    w.finish(checks)
+}
+
+fn mkfifo(path: &std::path::Path) -> io::Result<()> {
+    let c = sys::cstring(path);
+    // SAFETY: `c` is a live C string.
+    sys::check(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }.into()).map(|_| ())
+}
+
+/// Opens the FIFO at `path` (made if missing) with `flags`.
+fn open_fifo(path: &std::path::Path, flags: i32) -> io::Result<i32> {
+    if !path.exists() {
+        mkfifo(path)?;
+    }
+    let c = sys::cstring(path);
+    // SAFETY: `c` is a live C string.
+    sys::check(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) }.into()).map(|f| f as i32)
+}
+
+const FIFO_BYTES: &[u8] = b"bytes buffered in a named pipe";
+
+fn fifo(mut w: Workload) -> ! {
+    let path = w.path("named.fifo");
+    let r = w.setup(
+        "opening the FIFO to read",
+        open_fifo(&path, libc::O_RDONLY | libc::O_NONBLOCK),
+    );
+    let wr = w.setup(
+        "opening the FIFO to write",
+        open_fifo(&path, libc::O_WRONLY),
+    );
+    // SAFETY: F_SETPIPE_SZ takes an integer argument.
+    let r_sz = unsafe { libc::fcntl(wr, libc::F_SETPIPE_SZ, 16384) };
+    w.setup("F_SETPIPE_SZ", sys::check(r_sz.into()));
+    w.setup("buffering", sys::write(wr, FIFO_BYTES));
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    let mut buf = [0u8; 128];
+    if let Some(n) = checks.io("reading the FIFO", sys::read(r, &mut buf)) {
+        checks.eq("the FIFO's bytes", FIFO_BYTES, &buf[..n]);
+    }
+    match sys::read(r, &mut buf) {
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+        other => checks.fail(format!("the FIFO held more than was buffered: {other:?}")),
+    }
+    if let Some(fl) = checks.io("F_GETFL", sys::fcntl(r, libc::F_GETFL)) {
+        checks.eq(
+            "the reader's flags",
+            libc::O_RDONLY | libc::O_NONBLOCK,
+            fl & (libc::O_ACCMODE | libc::O_NONBLOCK),
+        );
+    }
+    if let Some(fl) = checks.io("F_GETFL", sys::fcntl(wr, libc::F_GETFL)) {
+        checks.eq(
+            "the writer's flags",
+            libc::O_WRONLY,
+            fl & (libc::O_ACCMODE | libc::O_NONBLOCK),
+        );
+    }
+    if let Some(sz) = checks.io("F_GETPIPE_SZ", sys::fcntl(wr, libc::F_GETPIPE_SZ)) {
+        checks.eq("the FIFO's capacity", 16384, sz);
+    }
+    checks.io("writing anew", sys::write(wr, b"new"));
+    if let Some(n) = checks.io("reading anew", sys::read(r, &mut buf)) {
+        checks.eq("the new bytes", &b"new"[..], &buf[..n]);
     }
     w.finish(checks)
 }
