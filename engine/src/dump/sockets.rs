@@ -240,6 +240,13 @@ fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
             "crlab does not restore a socket bound to a device; close it before the dump",
         ));
     }
+    // fe80::/10: bound with a scope (an interface) that INET_DIAG does not show.
+    if d.src.len() == 16 && d.src[0] == 0xfe && d.src[1] & 0xc0 == 0x80 {
+        return Err((
+            format!("{kind} on the link-local address {local}"),
+            "crlab does not restore a link-local IPv6 address's scope; bind another address",
+        ));
+    }
     if tcp {
         return match d.state {
             TCP_LISTEN if d.rqueue > 0 => Err((
@@ -684,6 +691,16 @@ pub fn read_inet(
             ));
         }
     }
+    // A socket filter (SO_ATTACH_FILTER, SO_ATTACH_BPF): SO_GET_FILTER reads 0 without one.
+    if !matches!(opt(libc::SOL_SOCKET, libc::SO_GET_FILTER), Ok(0)) {
+        return Err(refuse(
+            format!(
+                "{} with a socket filter attached",
+                inet_text(&d.src, d.sport)
+            ),
+            "crlab does not restore socket filters; detach it before the dump",
+        ));
+    }
     let mut out = InetSocket {
         ino,
         family: u32::from(d.family),
@@ -911,6 +928,9 @@ mod tests {
         );
         assert!(why(inet(tcp, TCP_CLOSE, 0)).is_some_and(|w| w.contains("(CLOSE)")));
         assert!(why(inet(udp, TCP_CLOSE, 768)).is_some_and(|w| w.contains("datagrams queued")));
+        let mut local = inet(udp, TCP_CLOSE, 0);
+        local.src = vec![0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(why(local).is_some_and(|w| w.contains("link-local")));
         let mut bound = inet(udp, TCP_CLOSE, 0);
         bound.bound_if = 2;
         assert!(why(bound).is_some_and(|w| w.contains("SO_BINDTODEVICE")));

@@ -399,4 +399,40 @@ mod tests {
             2_020_000
         );
     }
+
+    #[test]
+    fn so_get_filter_reads_zero_without_a_filter_and_not_with_one() {
+        use std::os::fd::AsFd;
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            sockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER).ok(),
+            Some(0)
+        );
+        // One instruction: accept everything.
+        let mut prog = [libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        }];
+        let fprog = libc::sock_fprog {
+            len: 1,
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: `fprog` and the program it points to are live for the call.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                std::ptr::addr_of!(fprog).cast(),
+                libc::socklen_t::try_from(std::mem::size_of::<libc::sock_fprog>()).unwrap(),
+            )
+        };
+        assert_eq!(r, 0);
+        assert_ne!(
+            sockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER).ok(),
+            Some(0)
+        );
+    }
 }
