@@ -158,6 +158,7 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
     &["an established TCP connection (127.0.0.1:", "-> 127.0.0.1:", "crlab does not use TCP_REPAIR yet"]
 )]
 #[case::tcp_pending("tcp-pending", &["a TCP listener on 127.0.0.1:", "1 connection(s) not accepted yet (pending)"])]
+#[case::netlink("netlink", &["a netlink socket", "TCP listeners and UDP sockets only"])]
 #[case::fifo_deleted("fifo-deleted", &["a named pipe (FIFO) whose path was removed"])]
 #[case::fifo_outside("fifo-outside", &["also open in process", "outside the dump"])]
 #[case::udp_queued("udp-queued", &["a UDP socket on 127.0.0.1:", "with datagrams queued"])]

@@ -122,8 +122,9 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
                         fd,
                         what: other_family(pid, ino).to_owned(),
                         target,
-                        hint: "only Unix sockets whose peers are in the dumped tree are \
-                               supported; close it before the dump",
+                        hint: "crlab restores Unix sockets whose peers are in the dumped \
+                               tree, TCP listeners and UDP sockets only; close it before the \
+                               dump",
                     });
                 }
             }

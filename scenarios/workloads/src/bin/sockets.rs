@@ -47,6 +47,7 @@
 //! - `tcp-established`: an established TCP connection over 127.0.0.1 (both ends here);
 //! - `tcp-pending`: a TCP listener with a connection not accepted yet;
 //! - `udp-queued`: a UDP socket with a datagram queued to it;
+//! - `netlink`: a bound `NETLINK_ROUTE` socket (a family not restored);
 //! - `fifo-deleted`: a named pipe with bytes buffered whose path was removed;
 //! - `fifo-outside`: a named pipe a process outside the tree also holds open;
 //! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`).
@@ -479,6 +480,25 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                 c
             }
         }
+        "netlink" => {
+            let ty = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC;
+            // SAFETY: socket takes only integers.
+            let r = unsafe { libc::socket(libc::AF_NETLINK, ty, libc::NETLINK_ROUTE) };
+            let fd = w.setup("socket", sys::check(r.into())) as i32;
+            // SAFETY: all zeros is a valid sockaddr_nl (pid 0: the kernel picks one).
+            let mut nl: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            nl.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            // SAFETY: `nl` is a live sockaddr_nl of the given size.
+            let r = unsafe {
+                libc::bind(
+                    fd,
+                    std::ptr::addr_of!(nl).cast(),
+                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                )
+            };
+            w.setup("bind", sys::check(r.into()));
+            fd
+        }
         "fifo-deleted" => {
             let path = w.path("gone.fifo");
             let fd = w.setup("mkfifo and open", open_fifo(&path, libc::O_RDWR));
@@ -589,6 +609,11 @@ fn refused(mut w: Workload, kind: &str) -> ! {
         "fifo-outside" => {
             checks.io("writing to the FIFO", sys::write(fd, b"still read"));
         }
+        "netlink" => {
+            if let Some(v) = checks.io("SO_DOMAIN", getsockopt(fd, libc::SO_DOMAIN)) {
+                checks.eq("the netlink socket is still one", libc::AF_NETLINK, v);
+            }
+        }
         "udp-queued" => {
             if let Some(n) = checks.io("recv of the datagram", recv(fd, &mut buf)) {
                 checks.eq("the queued datagram", &b"queued datagram"[..], &buf[..n]);
@@ -596,7 +621,7 @@ fn refused(mut w: Workload, kind: &str) -> ! {
         }
         _ => {
             if let Some(v) = checks.io("SO_ACCEPTCONN", getsockopt(fd, libc::SO_ACCEPTCONN)) {
-                checks.eq("the TCP socket still listens", 1, v);
+                checks.eq("the TCP listener still listens", 1, v);
             }
         }
     }
