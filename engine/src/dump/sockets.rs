@@ -656,6 +656,9 @@ pub fn read_inet(
         (libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO"),
         (libc::SOL_IP, libc::IP_RECVERR, "IP_RECVERR"),
         (libc::SOL_IP, libc::IP_TOS, "IP_TOS"),
+        (libc::SOL_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP"),
+        (libc::SOL_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL"),
+        (libc::SOL_IP, libc::IP_MULTICAST_IF, "IP_MULTICAST_IF"),
     ];
     if tcp {
         unsupported.extend([
@@ -679,11 +682,30 @@ pub fn read_inet(
             (libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO"),
             (libc::SOL_IPV6, libc::IPV6_RECVERR, "IPV6_RECVERR"),
             (libc::SOL_IPV6, libc::IPV6_TCLASS, "IPV6_TCLASS"),
+            (
+                libc::SOL_IPV6,
+                libc::IPV6_MULTICAST_LOOP,
+                "IPV6_MULTICAST_LOOP",
+            ),
+            (
+                libc::SOL_IPV6,
+                libc::IPV6_MULTICAST_HOPS,
+                "IPV6_MULTICAST_HOPS",
+            ),
+            (libc::SOL_IPV6, libc::IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF"),
         ]);
     }
     for (level, name, text) in unsupported {
-        // TCP_QUICKACK reads 1 on a fresh socket; every other is 0 by default.
-        let default = i32::from(name == libc::TCP_QUICKACK && level == libc::IPPROTO_TCP);
+        // TCP_QUICKACK and the multicast loop read 1 on a fresh socket, the multicast TTL
+        // and hop limit 1; every other is 0 by default.
+        let ones = [
+            (libc::IPPROTO_TCP, libc::TCP_QUICKACK),
+            (libc::SOL_IP, libc::IP_MULTICAST_LOOP),
+            (libc::SOL_IP, libc::IP_MULTICAST_TTL),
+            (libc::SOL_IPV6, libc::IPV6_MULTICAST_LOOP),
+            (libc::SOL_IPV6, libc::IPV6_MULTICAST_HOPS),
+        ];
+        let default = i32::from(ones.contains(&(level, name)));
         // Not known to every kernel: an error means it is not set.
         if opt(level, name).is_ok_and(|v| v != default) {
             return Err(refuse(
@@ -716,6 +738,11 @@ pub fn read_inet(
         keepalive: flag(libc::SOL_SOCKET, libc::SO_KEEPALIVE)?,
         broadcast: flag(libc::SOL_SOCKET, libc::SO_BROADCAST)?,
         v6only: v6 && flag(libc::SOL_IPV6, libc::IPV6_V6ONLY)?,
+        ttl: as_u32(if v6 {
+            opt(libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS)?
+        } else {
+            opt(libc::SOL_IP, libc::IP_TTL)?
+        }),
         rcvbuf: as_u32(opt(libc::SOL_SOCKET, libc::SO_RCVBUF)?),
         sndbuf: as_u32(opt(libc::SOL_SOCKET, libc::SO_SNDBUF)?),
         rcvtimeo_us: sockopt_timeval(sock.as_fd(), libc::SO_RCVTIMEO)?,

@@ -164,6 +164,18 @@ fn set_options(s: &InetSocket, c: &OwnedFd) -> Result<(), RestoreError> {
             i32::from(s.broadcast),
         ),
     ];
+    if s.ttl != 0 {
+        opts.push(if v6 {
+            (
+                libc::SOL_IPV6,
+                libc::IPV6_UNICAST_HOPS,
+                "IPV6_UNICAST_HOPS",
+                int(s.ttl),
+            )
+        } else {
+            (libc::SOL_IP, libc::IP_TTL, "IP_TTL", int(s.ttl))
+        });
+    }
     if v6 {
         opts.push((
             libc::SOL_IPV6,

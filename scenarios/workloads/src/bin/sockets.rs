@@ -25,11 +25,11 @@
 //!   check its own and report on the pair; the child is restored as this process's child.
 //!
 //! - `inet-listeners`: TCP listeners on 127.0.0.1 (backlog 5, `TCP_NODELAY`, `SO_KEEPALIVE`,
-//!   `TCP_KEEPIDLE` 77), on ::1 (`IPV6_V6ONLY`, `SO_REUSEADDR`, backlog 9) and on the IPv6
+//!   `TCP_KEEPIDLE` 77), on ::1 (`IPV6_V6ONLY`, `SO_REUSEADDR`, `IPV6_UNICAST_HOPS`, backlog 9) and on the IPv6
 //!   wildcard, dual-stack (`SO_REUSEPORT`, backlog 3). After the wait: each name, its options,
 //!   that it listens, and a new client (IPv4 to the wildcard one) connecting and accepted.
 //!
-//! - `udp`: a UDP socket bound to 127.0.0.1 (`SO_BROADCAST`, `SO_RCVBUF`), two bound to ::1,
+//! - `udp`: a UDP socket bound to 127.0.0.1 (`SO_BROADCAST`, `SO_RCVBUF`, `IP_TTL`), two bound to ::1,
 //!   one of them connected to the other, one on the IPv6 wildcard (`IPV6_V6ONLY`), and an
 //!   unbound one. After the wait: the names, the
 //!   peer, the options, datagrams round-tripping between them with their senders' names.
@@ -1282,6 +1282,12 @@ fn inet_listeners(mut w: Workload) -> ! {
         vec![
             (libc::SOL_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY", 1),
             (sol, libc::SO_REUSEADDR, "SO_REUSEADDR", 1),
+            (
+                libc::SOL_IPV6,
+                libc::IPV6_UNICAST_HOPS,
+                "IPV6_UNICAST_HOPS",
+                17,
+            ),
         ],
     );
     w.setup("listen", listen(v6.fd, 9));
@@ -1382,6 +1388,7 @@ fn udp(mut w: Workload) -> ! {
         vec![
             (sol, libc::SO_BROADCAST, "SO_BROADCAST", 1),
             (sol, libc::SO_RCVBUF, "SO_RCVBUF", 60_000),
+            (libc::SOL_IP, libc::IP_TTL, "IP_TTL", 33),
         ],
     );
     let server = inet_set_up(
