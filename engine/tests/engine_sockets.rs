@@ -64,6 +64,70 @@ fn unix_sockets_are_restored_exactly(#[case] kind: &str, #[case] ends: usize) {
     w.expect_ok();
 }
 
+/// TCP listeners on 127.0.0.1, ::1 and the IPv6 wildcard with their options and backlogs
+/// (`inet-listeners`: a new client accepted on each after the restore); UDP sockets bound,
+/// connected and unbound (`udp`: datagrams round-trip after the restore).
+#[rstest]
+#[case::tcp_listeners("inet-listeners", 3, &[5, 9, 3])]
+#[case::udp("udp", 5, &[])]
+fn tcp_listeners_and_udp_sockets_are_restored_exactly(
+    #[case] kind: &str,
+    #[case] count: usize,
+    #[case] backlogs: &[u64],
+) {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
+    let run = w.crlab(&args);
+    assert!(run.succeeded(), "crlab show failed");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let mut sockets = Vec::new();
+    collect(&json, "inetSocket", &mut sockets);
+    assert_eq!(sockets.len(), count, "{sockets:?}");
+    let mut found: Vec<u64> = sockets
+        .iter()
+        .filter_map(|s| s["backlog"].as_u64())
+        .collect();
+    let mut want = backlogs.to_vec();
+    found.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(found, want, "the listeners' backlogs: {sockets:?}");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// A named pipe opened twice (reader and writer) with bytes buffered: reopened by its path,
+/// its buffer refilled once (`fifo`).
+#[test]
+fn a_named_pipe_is_reopened_with_its_buffer() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["fifo"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
+    let run = w.crlab(&args);
+    assert!(run.succeeded(), "crlab show failed");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let mut fifos = Vec::new();
+    collect(&json, "fifo", &mut fifos);
+    assert_eq!(fifos.len(), 2, "{fifos:?}");
+    assert_eq!(
+        fifos.iter().filter(|f| f["data"].is_string()).count(),
+        1,
+        "the buffer is kept once: {fifos:?}"
+    );
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
 /// Every value under key `key`, anywhere in `v`.
 fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json::Value>) {
     match v {
@@ -89,7 +153,15 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 )]
 #[case::scm_rights("scm-rights", &["SCM_RIGHTS", "in flight"])]
 #[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]
-#[case::tcp("tcp", &["a TCP socket"])]
+#[case::tcp_established(
+    "tcp-established",
+    &["an established TCP connection (127.0.0.1:", "-> 127.0.0.1:", "crlab does not use TCP_REPAIR yet"]
+)]
+#[case::tcp_pending("tcp-pending", &["a TCP listener on 127.0.0.1:", "1 connection(s) not accepted yet (pending)"])]
+#[case::netlink("netlink", &["a netlink socket", "TCP listeners and UDP sockets only"])]
+#[case::fifo_deleted("fifo-deleted", &["a named pipe (FIFO) whose path was removed"])]
+#[case::fifo_outside("fifo-outside", &["also open in process", "outside the dump"])]
+#[case::udp_queued("udp-queued", &["a UDP socket on 127.0.0.1:", "with datagrams queued"])]
 #[case::pending("pending", &["not accepted yet", "pending"])]
 #[case::oob("oob", &["out-of-band data (MSG_OOB)"])]
 fn dump_refuses_sockets_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {

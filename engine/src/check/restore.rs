@@ -88,6 +88,7 @@ pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, Restore
             .filter(|f| task.fds.iter().any(|fd| fd.file_id == f.id))
             .filter_map(|f| match &f.kind {
                 Some(file_entry::Kind::UnixSocket(s)) => Some(s.ino),
+                Some(file_entry::Kind::InetSocket(s)) => Some(s.ino),
                 _ => None,
             })
             .collect();

@@ -19,6 +19,17 @@ pub enum DumpError {
         target: String,
         hint: &'static str,
     },
+    #[error(
+        "fd {fd} of process {pid} is the named pipe (FIFO) {path}, also open in process \
+         {holder} outside the dump, with which it shares its buffer; dump that process with \
+         the tree, or close the FIFO there"
+    )]
+    FifoOutside {
+        pid: i32,
+        fd: i32,
+        path: String,
+        holder: i32,
+    },
     #[error("fd {fd} of process {pid} is {what} ({target}), which crlab cannot dump; {hint}")]
     Socket {
         pid: i32,

@@ -5,11 +5,11 @@
 //! found with `kcmp(KCMP_EPOLL_TFD)`).
 
 use super::error::image_u32;
-use super::sockets::{read_unix, socket_ino, TreeSockets};
+use super::sockets::{read_inet, read_unix, socket_ino, TreeSockets};
 use super::DumpError;
 use crate::image::schema::{
-    file_entry, EpollRegistration, EventFd, EventPoll, Fd, FileEntry, MemfdChunk, MemfdFile,
-    PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd, UnixSocket,
+    file_entry, EpollRegistration, EventFd, EventPoll, Fd, FifoFile, FileEntry, InetSocket,
+    MemfdChunk, MemfdFile, PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd, UnixSocket,
 };
 use crate::procfs::{read_link, EpollTfd, FdInfo};
 use crate::sys::{
@@ -63,6 +63,16 @@ pub enum FdKind {
     UnixSocket {
         ino: u64,
     },
+    /// A named pipe opened by its path, which still names it.
+    Fifo {
+        path: String,
+        dev: u64,
+        ino: u64,
+    },
+    /// A TCP listener or UDP socket that [`super::sockets::survey`] found restorable.
+    InetSocket {
+        ino: u64,
+    },
 }
 
 /// The largest memfd whose contents a dump keeps (in `files.img`, whose messages are bounded).
@@ -83,6 +93,59 @@ pub struct FdDesc {
     pub fd: i32,
     pub kind: FdKind,
     pub info: FdInfo,
+}
+
+/// Refuses a named pipe held by the tree that a process outside it also holds open: its
+/// buffer is shared with that process, which a restore could neither keep nor refill.
+/// Looks at every process's descriptors, only when the tree holds a FIFO.
+pub fn fifos_outside(pids: &[i32]) -> Result<(), DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    let fifo_of = |pid: i32, fd: i32| {
+        let m = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
+        std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()).then(|| (m.dev(), m.ino()))
+    };
+    let mut ours: HashMap<(u64, u64), (i32, i32)> = HashMap::new();
+    for &pid in pids {
+        for fd in crate::procfs::fds(pid)? {
+            let named = read_link(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|t| t.starts_with('/'));
+            if let Some(key) = fifo_of(pid, fd).filter(|_| named) {
+                ours.entry(key).or_insert((pid, fd));
+            }
+        }
+    }
+    if ours.is_empty() {
+        return Ok(());
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Ok(());
+    };
+    for entry in dir.flatten() {
+        let Some(other) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pids.contains(&other) {
+            continue;
+        }
+        // A process that ended meanwhile holds nothing.
+        let Ok(fds) = crate::procfs::fds(other) else {
+            continue;
+        };
+        for fd in fds {
+            if let Some(&(pid, held)) = fifo_of(other, fd).and_then(|k| ours.get(&k)) {
+                return Err(DumpError::FifoOutside {
+                    pid,
+                    fd: held,
+                    path: read_link(format!("/proc/{pid}/fd/{held}")).unwrap_or_default(),
+                    holder: other,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Says what descriptor `fd` of `pid` is, or why it cannot be dumped.
@@ -108,6 +171,8 @@ pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, Dump
         FdKind::Pipe { ino }
     } else if let Some(ino) = socket_ino(&target).filter(|ino| sockets.contains(*ino)) {
         FdKind::UnixSocket { ino }
+    } else if let Some(ino) = socket_ino(&target).filter(|ino| sockets.contains_inet(*ino)) {
+        FdKind::InetSocket { ino }
     } else if target.starts_with("socket:") {
         return Err(unsupported(
             "a socket",
@@ -161,10 +226,16 @@ pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, Dump
             name: name.to_owned(),
         }
     } else if target.ends_with(" (deleted)") {
+        use std::os::unix::fs::FileTypeExt;
         return Err(if std::fs::metadata(&link).is_ok_and(|m| m.is_dir()) {
             unsupported(
                 "a deleted directory",
                 "keep the directory until the dump is done, or close it",
+            )
+        } else if std::fs::metadata(&link).is_ok_and(|m| m.file_type().is_fifo()) {
+            unsupported(
+                "a named pipe (FIFO) whose path was removed",
+                "keep the FIFO in place until the dump is done",
             )
         } else {
             unsupported(
@@ -178,12 +249,16 @@ pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, Dump
             source,
         })?;
         let ft = meta.file_type();
-        let ftype = if ft.is_file() {
-            PathFileType::Regular
+        let path_kind = |ftype| FdKind::Path {
+            path: target.clone(),
+            ftype,
+        };
+        if ft.is_file() {
+            path_kind(PathFileType::Regular)
         } else if ft.is_dir() {
-            PathFileType::Directory
+            path_kind(PathFileType::Directory)
         } else if ft.is_char_device() && STATELESS_DEVICES.contains(&target.as_str()) {
-            PathFileType::CharDevice
+            path_kind(PathFileType::CharDevice)
         } else if ft.is_char_device()
             && (target.starts_with("/dev/pts/") || target.starts_with("/dev/tty"))
         {
@@ -192,16 +267,26 @@ pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, Dump
                 "start the process with its standard streams redirected to files or /dev/null",
             ));
         } else if ft.is_fifo() {
-            return Err(unsupported("a named pipe (FIFO)", "use an anonymous pipe"));
+            use std::os::unix::fs::MetadataExt;
+            let same = std::fs::metadata(&target)
+                .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+            if !same || crate::image::check_path(&target).is_err() {
+                return Err(unsupported(
+                    "a named pipe (FIFO) whose path now names another file, or cannot be \
+                     held by an image",
+                    "keep the FIFO in place until the dump is done",
+                ));
+            }
+            FdKind::Fifo {
+                path: target.clone(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }
         } else {
             return Err(unsupported(
                 "a device or special file",
                 "only /dev/null, /dev/zero, /dev/full, /dev/random and /dev/urandom are supported",
             ));
-        };
-        FdKind::Path {
-            path: target.clone(),
-            ftype,
         }
     } else {
         return Err(unsupported(
@@ -273,6 +358,9 @@ pub struct FileTableBuilder {
     /// Each entry with the received descriptor kept open for `kcmp`.
     files: Vec<(FileEntry, OwnedFd, (u64, u64))>,
     pipes: HashMap<u64, Pipe>,
+    /// The named pipes already recorded (device, inode): their first description carries
+    /// the buffer.
+    fifos: std::collections::HashSet<(u64, u64)>,
     /// The memfds (device, inode) whose contents an entry holds already.
     memfds: HashSet<(u64, u64)>,
 }
@@ -387,6 +475,26 @@ impl FileTableBuilder {
                         FdKind::UnixSocket { ino } => {
                             let s: UnixSocket = read_unix(pid, desc.fd, *ino, sockets, &fd)?;
                             file_entry::Kind::UnixSocket(s)
+                        }
+                        FdKind::Fifo { path, dev, ino } => {
+                            let first = self.fifos.insert((*dev, *ino));
+                            let mut f = FifoFile {
+                                path: path.clone(),
+                                dev: *dev,
+                                ino: *ino,
+                                first,
+                                ..FifoFile::default()
+                            };
+                            if first {
+                                let p = read_pipe(pid, desc.fd, &fd, *ino)?;
+                                f.data = p.data;
+                                f.capacity = p.capacity;
+                            }
+                            file_entry::Kind::Fifo(f)
+                        }
+                        FdKind::InetSocket { ino } => {
+                            let s: InetSocket = read_inet(pid, desc.fd, *ino, sockets, &fd)?;
+                            file_entry::Kind::InetSocket(s)
                         }
                     };
                     self.files.push((
@@ -522,12 +630,13 @@ fn signalling(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<(), DumpError> 
         path: match &desc.kind {
             FdKind::Path { path, .. } => path.clone(),
             FdKind::Pipe { ino } => format!("pipe:[{ino}]"),
+            FdKind::Fifo { path, .. } => path.clone(),
             FdKind::EventFd { .. } => "anon_inode:[eventfd]".into(),
             FdKind::TimerFd => "anon_inode:[timerfd]".into(),
             FdKind::SignalFd { .. } => "anon_inode:[signalfd]".into(),
             FdKind::Epoll { .. } => "anon_inode:[eventpoll]".into(),
             FdKind::Memfd { name } => format!("/memfd:{name} (deleted)"),
-            FdKind::UnixSocket { ino } => format!("socket:[{ino}]"),
+            FdKind::UnixSocket { ino } | FdKind::InetSocket { ino } => format!("socket:[{ino}]"),
         },
         what,
     };

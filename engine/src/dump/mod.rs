@@ -165,6 +165,7 @@ fn dump_seized(
     // is touched.
     let pids: Vec<i32> = tree.processes.iter().map(|p| p.pid).collect();
     let sockets = sockets::survey(&pids)?;
+    files::fifos_outside(&pids)?;
     for proc_idx in 0..tree.processes.len() {
         check_interrupt()?;
         let pid = tree.processes[proc_idx].pid;

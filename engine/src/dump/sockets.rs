@@ -3,15 +3,20 @@
 //!
 //! Restored: `AF_UNIX` pairs (stream, datagram, seqpacket) whose both ends are in the tree,
 //! unnamed, with what is queued in each direction, the shutdown state, the SELinux label and
-//! the options that matter. Refused: a peer outside the tree, a socket of another family,
-//! a listener, a bound or unconnected socket, control messages in flight.
+//! the options that matter; listeners and the connections accepted from them. TCP listeners
+//! and UDP sockets (IPv4 and IPv6, bound, a UDP one maybe connected) with their address,
+//! backlog, label and options. Refused: a peer outside the tree, a socket of another family
+//! (raw, netlink, packet, ...), a bound or unconnected Unix socket, control messages in
+//! flight, a TCP socket in any state but listening (an established connection named with its
+//! addresses), a listener's pending connections, a UDP socket with datagrams queued.
 
 use super::DumpError;
-use crate::image::schema::{UnixSocket, UnixSocketType};
+use crate::image::schema::{InetSocket, UnixSocket, UnixSocketType};
 use crate::image::unix_socket_path;
 use crate::procfs::read_link;
 use crate::sys::{
-    peek_queue, sockopt_int, sockopt_timeval, unix_diag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN,
+    inet_diag_all, peek_queue, sockopt_int, sockopt_timeval, unix_diag, InetDiag, UnixDiag,
+    UNIX_ESTABLISHED, UNIX_LISTEN,
 };
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -43,12 +48,19 @@ pub enum Role {
 pub struct TreeSockets {
     unix: HashMap<u64, Held>,
     roles: HashMap<u64, Role>,
+    /// The TCP listeners and UDP sockets of the tree, by inode.
+    inet: HashMap<u64, InetDiag>,
 }
 
 impl TreeSockets {
-    /// Whether the socket of inode `ino` passed [`survey`].
+    /// Whether the Unix socket of inode `ino` passed [`survey`].
     pub fn contains(&self, ino: u64) -> bool {
         self.roles.contains_key(&ino)
+    }
+
+    /// Whether the TCP or UDP socket of inode `ino` passed [`survey`].
+    pub fn contains_inet(&self, ino: u64) -> bool {
+        self.inet.contains_key(&ino)
     }
 }
 
@@ -65,6 +77,7 @@ pub fn socket_ino(target: &str) -> Option<u64> {
 /// could not give back; runs before any process is touched.
 pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
     let mut tree = TreeSockets::default();
+    let mut inet: Option<HashMap<u64, InetDiag>> = None;
     for &pid in pids {
         for fd in crate::procfs::fds(pid)? {
             // A descriptor closed meanwhile is not a socket; classify reads it again.
@@ -83,14 +96,36 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
                     tree.unix.insert(ino, Held { pid, fd, diag });
                 }
                 None => {
+                    if inet.is_none() {
+                        inet = Some(inet_diag_all()?);
+                    }
+                    let unlisted = inet
+                        .as_ref()
+                        .filter(|all| !all.contains_key(&ino))
+                        .and_then(|_| unlisted_inet(pid, fd, ino));
+                    let listed = inet.as_ref().and_then(|all| all.get(&ino));
+                    if let Some(d) = listed.or(unlisted.as_ref()) {
+                        if let Err((what, hint)) = inet_role(d) {
+                            return Err(DumpError::Socket {
+                                pid,
+                                fd,
+                                what,
+                                target,
+                                hint,
+                            });
+                        }
+                        tree.inet.insert(ino, d.clone());
+                        continue;
+                    }
                     return Err(DumpError::Socket {
                         pid,
                         fd,
                         what: other_family(pid, ino).to_owned(),
                         target,
-                        hint: "only Unix sockets whose peers are in the dumped tree are \
-                               supported; close it before the dump",
-                    })
+                        hint: "crlab restores Unix sockets whose peers are in the dumped \
+                               tree, TCP listeners and UDP sockets only; close it before the \
+                               dump",
+                    });
                 }
             }
         }
@@ -120,6 +155,142 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
 }
 
 type Refusal = (String, &'static str);
+
+/// `TCP_ESTABLISHED`, `TCP_CLOSE` and `TCP_LISTEN`.
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_CLOSE: u8 = 7;
+const TCP_LISTEN: u8 = 10;
+
+/// The kernel's name of a TCP state.
+fn tcp_state(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "an unknown state",
+    }
+}
+
+/// An address and port in words: `127.0.0.1:80`, `[::1]:80`, `*:80` for the wildcard.
+pub fn inet_text(addr: &[u8], port: u16) -> String {
+    if addr.iter().all(|b| *b == 0) {
+        return format!("*:{port}");
+    }
+    match addr.len() {
+        4 => {
+            let a: [u8; 4] = addr.try_into().unwrap_or_default();
+            format!("{}:{port}", std::net::Ipv4Addr::from(a))
+        }
+        16 => {
+            let a: [u8; 16] = addr.try_into().unwrap_or_default();
+            format!("[{}]:{port}", std::net::Ipv6Addr::from(a))
+        }
+        _ => format!("?:{port}"),
+    }
+}
+
+/// A TCP or UDP socket no `sock_diag` table lists: one never bound (nor listening or
+/// connected), described as such from its protocol's name.
+fn unlisted_inet(pid: i32, fd: i32, ino: u64) -> Option<InetDiag> {
+    let name =
+        crate::sys::sock_proto_name(std::path::Path::new(&format!("/proc/{pid}/fd/{fd}"))).ok()?;
+    let (family, protocol) = match name.as_str() {
+        "TCP" => (libc::AF_INET, libc::IPPROTO_TCP),
+        "TCPv6" => (libc::AF_INET6, libc::IPPROTO_TCP),
+        "UDP" => (libc::AF_INET, libc::IPPROTO_UDP),
+        "UDPv6" => (libc::AF_INET6, libc::IPPROTO_UDP),
+        _ => return None,
+    };
+    let len = if family == libc::AF_INET6 { 16 } else { 4 };
+    Some(InetDiag {
+        family: u8::try_from(family).ok()?,
+        protocol: u8::try_from(protocol).ok()?,
+        state: TCP_CLOSE,
+        src: vec![0; len],
+        dst: vec![0; len],
+        ino: u32::try_from(ino).ok()?,
+        ..InetDiag::default()
+    })
+}
+
+/// Whether the restore can give the TCP or UDP socket `d` back, or why not.
+fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
+    let tcp = i32::from(d.protocol) == libc::IPPROTO_TCP;
+    let kind = match (tcp, i32::from(d.family) == libc::AF_INET6) {
+        (true, false) => "a TCP socket",
+        (true, true) => "a TCP IPv6 socket",
+        (false, false) => "a UDP socket",
+        (false, true) => "a UDP IPv6 socket",
+    };
+    let local = inet_text(&d.src, d.sport);
+    if d.bound_if != 0 {
+        return Err((
+            format!(
+                "{kind} on {local} bound to network interface {} (SO_BINDTODEVICE)",
+                d.bound_if
+            ),
+            "crlab does not restore a socket bound to a device; close it before the dump",
+        ));
+    }
+    // fe80::/10: bound with a scope (an interface) that INET_DIAG does not show.
+    if d.src.len() == 16 && d.src[0] == 0xfe && d.src[1] & 0xc0 == 0x80 {
+        return Err((
+            format!("{kind} on the link-local address {local}"),
+            "crlab does not restore a link-local IPv6 address's scope; bind another address",
+        ));
+    }
+    if tcp {
+        return match d.state {
+            TCP_LISTEN if d.rqueue > 0 => Err((
+                format!(
+                    "a TCP listener on {local} with {} connection(s) not accepted yet (pending)",
+                    d.rqueue
+                ),
+                "let the process accept its pending connections before the dump",
+            )),
+            TCP_LISTEN => Ok(()),
+            TCP_ESTABLISHED => Err((
+                format!(
+                    "an established TCP connection ({local} -> {}); crlab does not use \
+                     TCP_REPAIR yet",
+                    inet_text(&d.dst, d.dport)
+                ),
+                "close the connection before the dump",
+            )),
+            TCP_CLOSE => Err((
+                format!("{kind} on {local} that is neither listening nor connected (CLOSE)"),
+                "only TCP listeners are restored; close it or let it listen before the dump",
+            )),
+            s => Err((
+                format!(
+                    "{kind} in state {} ({local} -> {})",
+                    tcp_state(s),
+                    inet_text(&d.dst, d.dport)
+                ),
+                "only TCP listeners are restored; let the connection end before the dump",
+            )),
+        };
+    }
+    if d.rqueue > 0 || d.wqueue > 0 {
+        return Err((
+            format!(
+                "{kind} on {local} with datagrams queued ({} bytes to read, {} to send)",
+                d.rqueue, d.wqueue
+            ),
+            "let the process read its datagrams before the dump; crlab does not restore them",
+        ));
+    }
+    Ok(())
+}
 
 /// What the Unix socket `ino` is to the restore, or why the restore could not give it back.
 fn role(ino: u64, d: &UnixDiag, unix: &HashMap<u64, Held>) -> Result<Role, Refusal> {
@@ -445,6 +616,151 @@ pub fn read_unix(
     Ok(out)
 }
 
+/// Reads the TCP listener or UDP socket of inode `ino` of `pid` (its descriptor `fd`),
+/// received as `sock`: its address, label and options. Refuses options the restore does not
+/// set when they are not at their default.
+pub fn read_inet(
+    pid: i32,
+    fd: i32,
+    ino: u64,
+    tree: &TreeSockets,
+    sock: &OwnedFd,
+) -> Result<InetSocket, DumpError> {
+    let refuse = |what: String, hint: &'static str| DumpError::Socket {
+        pid,
+        fd,
+        what,
+        target: format!("socket:[{ino}]"),
+        hint,
+    };
+    let Some(d) = tree.inet.get(&ino) else {
+        return Err(refuse(
+            "a socket that appeared after the dump began".to_owned(),
+            "try again",
+        ));
+    };
+    let tcp = i32::from(d.protocol) == libc::IPPROTO_TCP;
+    let v6 = i32::from(d.family) == libc::AF_INET6;
+    let opt = |level, name| sockopt_int(sock.as_fd(), level, name);
+    let flag = |level, name| opt(level, name).map(|v| v != 0);
+    let as_u32 = |v: i32| u32::try_from(v).unwrap_or(0);
+    // Options the restore does not set: refused when set.
+    let mut unsupported = vec![
+        (libc::SOL_SOCKET, libc::SO_OOBINLINE, "SO_OOBINLINE"),
+        (libc::SOL_SOCKET, libc::SO_DONTROUTE, "SO_DONTROUTE"),
+        (libc::SOL_SOCKET, libc::SO_PASSCRED, "SO_PASSCRED"),
+        (libc::SOL_SOCKET, libc::SO_MARK, "SO_MARK"),
+        (libc::SOL_SOCKET, libc::SO_PRIORITY, "SO_PRIORITY"),
+        (libc::SOL_IP, libc::IP_TRANSPARENT, "IP_TRANSPARENT"),
+        (libc::SOL_IP, libc::IP_FREEBIND, "IP_FREEBIND"),
+        (libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO"),
+        (libc::SOL_IP, libc::IP_RECVERR, "IP_RECVERR"),
+        (libc::SOL_IP, libc::IP_TOS, "IP_TOS"),
+        (libc::SOL_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP"),
+        (libc::SOL_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL"),
+        (libc::SOL_IP, libc::IP_MULTICAST_IF, "IP_MULTICAST_IF"),
+    ];
+    if tcp {
+        unsupported.extend([
+            (libc::IPPROTO_TCP, libc::TCP_CORK, "TCP_CORK"),
+            (
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                "TCP_DEFER_ACCEPT",
+            ),
+            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN, "TCP_FASTOPEN"),
+            (libc::IPPROTO_TCP, libc::TCP_QUICKACK, "TCP_QUICKACK"),
+            (
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                "TCP_USER_TIMEOUT",
+            ),
+        ]);
+    }
+    if v6 {
+        unsupported.extend([
+            (libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO"),
+            (libc::SOL_IPV6, libc::IPV6_RECVERR, "IPV6_RECVERR"),
+            (libc::SOL_IPV6, libc::IPV6_TCLASS, "IPV6_TCLASS"),
+            (
+                libc::SOL_IPV6,
+                libc::IPV6_MULTICAST_LOOP,
+                "IPV6_MULTICAST_LOOP",
+            ),
+            (
+                libc::SOL_IPV6,
+                libc::IPV6_MULTICAST_HOPS,
+                "IPV6_MULTICAST_HOPS",
+            ),
+            (libc::SOL_IPV6, libc::IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF"),
+        ]);
+    }
+    for (level, name, text) in unsupported {
+        // TCP_QUICKACK and the multicast loop read 1 on a fresh socket, the multicast TTL
+        // and hop limit 1; every other is 0 by default.
+        let ones = [
+            (libc::IPPROTO_TCP, libc::TCP_QUICKACK),
+            (libc::SOL_IP, libc::IP_MULTICAST_LOOP),
+            (libc::SOL_IP, libc::IP_MULTICAST_TTL),
+            (libc::SOL_IPV6, libc::IPV6_MULTICAST_LOOP),
+            (libc::SOL_IPV6, libc::IPV6_MULTICAST_HOPS),
+        ];
+        let default = i32::from(ones.contains(&(level, name)));
+        // Not known to every kernel: an error means it is not set.
+        if opt(level, name).is_ok_and(|v| v != default) {
+            return Err(refuse(
+                format!("{} with {text} set", inet_text(&d.src, d.sport)),
+                "crlab does not restore that option yet; unset it before the dump",
+            ));
+        }
+    }
+    // A socket filter (SO_ATTACH_FILTER, SO_ATTACH_BPF): SO_GET_FILTER reads 0 without one.
+    if !matches!(opt(libc::SOL_SOCKET, libc::SO_GET_FILTER), Ok(0)) {
+        return Err(refuse(
+            format!(
+                "{} with a socket filter attached",
+                inet_text(&d.src, d.sport)
+            ),
+            "crlab does not restore socket filters; detach it before the dump",
+        ));
+    }
+    let mut out = InetSocket {
+        ino,
+        family: u32::from(d.family),
+        protocol: u32::from(d.protocol),
+        label: crate::selinux::label_of(sock.as_fd()),
+        addr: d.src.clone(),
+        port: u32::from(d.sport),
+        listening: tcp && d.state == TCP_LISTEN,
+        backlog: if tcp { d.wqueue } else { 0 },
+        reuseaddr: flag(libc::SOL_SOCKET, libc::SO_REUSEADDR)?,
+        reuseport: flag(libc::SOL_SOCKET, libc::SO_REUSEPORT)?,
+        keepalive: flag(libc::SOL_SOCKET, libc::SO_KEEPALIVE)?,
+        broadcast: flag(libc::SOL_SOCKET, libc::SO_BROADCAST)?,
+        v6only: v6 && flag(libc::SOL_IPV6, libc::IPV6_V6ONLY)?,
+        ttl: as_u32(if v6 {
+            opt(libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS)?
+        } else {
+            opt(libc::SOL_IP, libc::IP_TTL)?
+        }),
+        rcvbuf: as_u32(opt(libc::SOL_SOCKET, libc::SO_RCVBUF)?),
+        sndbuf: as_u32(opt(libc::SOL_SOCKET, libc::SO_SNDBUF)?),
+        rcvtimeo_us: sockopt_timeval(sock.as_fd(), libc::SO_RCVTIMEO)?,
+        sndtimeo_us: sockopt_timeval(sock.as_fd(), libc::SO_SNDTIMEO)?,
+        ..InetSocket::default()
+    };
+    if tcp {
+        out.nodelay = flag(libc::IPPROTO_TCP, libc::TCP_NODELAY)?;
+        out.keepidle = as_u32(opt(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE)?);
+        out.keepintvl = as_u32(opt(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL)?);
+        out.keepcnt = as_u32(opt(libc::IPPROTO_TCP, libc::TCP_KEEPCNT)?);
+    } else if d.state == TCP_ESTABLISHED {
+        out.peer_addr = d.dst.clone();
+        out.peer_port = u32::from(d.dport);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,5 +912,83 @@ mod tests {
         assert!(r[&42]
             .as_ref()
             .is_err_and(|e| e.contains("a path the image cannot hold (an empty component")));
+    }
+
+    fn inet(protocol: i32, state: u8, rqueue: u32) -> InetDiag {
+        InetDiag {
+            family: 2,
+            protocol: u8::try_from(protocol).unwrap(),
+            state,
+            src: vec![127, 0, 0, 1],
+            sport: 8080,
+            dst: vec![127, 0, 0, 1],
+            dport: 40000,
+            rqueue,
+            ..InetDiag::default()
+        }
+    }
+
+    #[test]
+    fn tcp_listeners_and_idle_udp_sockets_pass_and_the_rest_is_named() {
+        let tcp = libc::IPPROTO_TCP;
+        let udp = libc::IPPROTO_UDP;
+        let why = |d: InetDiag| inet_role(&d).err().map(|e| e.0);
+        assert_eq!(why(inet(tcp, TCP_LISTEN, 0)), None);
+        assert_eq!(why(inet(udp, TCP_CLOSE, 0)), None);
+        assert_eq!(why(inet(udp, TCP_ESTABLISHED, 0)), None);
+        assert_eq!(
+            why(inet(tcp, TCP_LISTEN, 2)).as_deref(),
+            Some(
+                "a TCP listener on 127.0.0.1:8080 with 2 connection(s) not accepted yet \
+                 (pending)"
+            )
+        );
+        assert_eq!(
+            why(inet(tcp, TCP_ESTABLISHED, 0)).as_deref(),
+            Some(
+                "an established TCP connection (127.0.0.1:8080 -> 127.0.0.1:40000); crlab \
+                 does not use TCP_REPAIR yet"
+            )
+        );
+        assert_eq!(
+            why(inet(tcp, 8, 0)).as_deref(),
+            Some("a TCP socket in state CLOSE_WAIT (127.0.0.1:8080 -> 127.0.0.1:40000)")
+        );
+        assert!(why(inet(tcp, TCP_CLOSE, 0)).is_some_and(|w| w.contains("(CLOSE)")));
+        assert!(why(inet(udp, TCP_CLOSE, 768)).is_some_and(|w| w.contains("datagrams queued")));
+        let mut local = inet(udp, TCP_CLOSE, 0);
+        local.src = vec![0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(why(local).is_some_and(|w| w.contains("link-local")));
+        let mut bound = inet(udp, TCP_CLOSE, 0);
+        bound.bound_if = 2;
+        assert!(why(bound).is_some_and(|w| w.contains("SO_BINDTODEVICE")));
+        assert_eq!(inet_text(&[0; 16], 80), "*:80");
+        let mut one = [0u8; 16];
+        one[15] = 1;
+        assert_eq!(inet_text(&one, 80), "[::1]:80");
+    }
+
+    #[test]
+    fn an_unbound_udp_socket_is_told_by_its_protocol_name() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let me = nix::unistd::getpid().as_raw();
+        let s = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet6,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("a UDP socket");
+        let fd = s.as_raw_fd();
+        let ino = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .expect("a descriptor of ours")
+            .ino();
+        let d = unlisted_inet(me, fd, ino).expect("a UDP socket");
+        assert_eq!(
+            (i32::from(d.family), i32::from(d.protocol), d.sport),
+            (libc::AF_INET6, libc::IPPROTO_UDP, 0)
+        );
+        assert_eq!(inet_role(&d), Ok(()));
     }
 }

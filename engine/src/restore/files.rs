@@ -13,8 +13,8 @@
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{
-    file_entry, EventFd, Fd, FileEntry, FileTable, MemfdFile, PathFileType, Pipe, SignalFd,
-    TimerFd, UnixSocket, UnixSocketType,
+    file_entry, EventFd, Fd, FifoFile, FileEntry, FileTable, MemfdFile, PathFileType, Pipe,
+    SignalFd, TimerFd, UnixSocket, UnixSocketType,
 };
 use crate::sys::{
     fd_of, send_all, set_pipe_capacity, set_sockopt_int, set_sockopt_timeval, sockopt_int, Remote,
@@ -38,6 +38,10 @@ pub struct Parked {
 struct Made {
     pipe_ends: HashMap<u64, (u64, u64)>,
     memfds: HashMap<u64, u64>,
+    /// Each named pipe's holder (device, inode -> a read-write descriptor in the root), kept
+    /// open while its descriptions are opened, so that no open blocks and its refilled buffer
+    /// stays.
+    fifos: HashMap<(u64, u64), u64>,
 }
 
 /// Opens every file description in `table` inside the (root) task, parking
@@ -81,6 +85,11 @@ pub fn open_all(
         return Err(RestoreError::Inconsistent(format!(
             "the Unix socket of inode {ino} was created, but no open file of files.img is it"
         )));
+    }
+    for fd in made.fifos.values() {
+        remote
+            .syscall("close", libc::SYS_close, &[*fd])
+            .step(pid, "a named pipe")?;
     }
     for fd in made.memfds.values() {
         remote
@@ -166,6 +175,21 @@ fn open_one(
                 )
                 .step(pid, "a pipe end")
         }
+        Some(file_entry::Kind::Fifo(f)) => {
+            if let std::collections::hash_map::Entry::Vacant(e) = made.fifos.entry((f.dev, f.ino)) {
+                e.insert(hold_fifo(remote, pid, scratch, f, above)?);
+            }
+            let flags = open_flags(entry.flags)
+                & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+            remote
+                .open("open(fifo)", scratch, &f.path, flags | libc::O_CLOEXEC)
+                .map_err(|source| RestoreError::File {
+                    pid,
+                    what: format!("reopening the named pipe of open file {}", entry.id),
+                    path: f.path.clone(),
+                    source,
+                })
+        }
         Some(file_entry::Kind::Memfd(m)) => {
             let t = match made.memfds.get(&m.memfd_id) {
                 Some(t) => *t,
@@ -211,6 +235,9 @@ fn open_one(
             status_flags(remote, pid, fd, entry, 0)?;
             Ok(fd)
         }
+        Some(file_entry::Kind::InetSocket(s)) => {
+            super::inet::create(remote, pid, scratch, s, entry.flags, above)
+        }
         Some(file_entry::Kind::UnixSocket(_)) => Err(RestoreError::Inconsistent(format!(
             "file {} is a Unix socket, which is created with its peer",
             entry.id
@@ -220,6 +247,81 @@ fn open_one(
             entry.id
         ))),
     }
+}
+
+/// Opens the named pipe `f` read-write in the root (a FIFO's open that never blocks), at a
+/// number above `above`, after checking that its path still names a FIFO; on the first
+/// description, refills its buffer from the engine through a copy, after checking that no
+/// one else left data in it (its buffer is shared by every opener).
+fn hold_fifo(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    f: &FifoFile,
+    above: u64,
+) -> Result<u64, RestoreError> {
+    use std::os::unix::fs::FileTypeExt;
+    let bad =
+        |what: String| RestoreError::Inconsistent(format!("the named pipe {}: {what}", f.path));
+    match std::fs::symlink_metadata(&f.path) {
+        Ok(m) if m.file_type().is_fifo() => {}
+        Ok(_) => {
+            return Err(bad(
+                "is no longer a FIFO; put it back and restore again".into()
+            ))
+        }
+        Err(e) => {
+            return Err(bad(format!(
+                "{e}; create it again (mkfifo) and restore again"
+            )))
+        }
+    }
+    if !f.first {
+        return Err(bad("its first description is missing from files.img".into()));
+    }
+    let t = remote
+        .open(
+            "open(fifo)",
+            scratch,
+            &f.path,
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+        .map_err(|source| RestoreError::File {
+            pid,
+            what: "holding a named pipe open".into(),
+            path: f.path.clone(),
+            source,
+        })?;
+    let holder = move_above_fd(remote, pid, t, above)?;
+    let copy = fd_of(pid, holder).map_err(|e| bad(format!("taking a copy: {e}")))?;
+    let queued = crate::sys::pipe_queued(copy.as_fd()).map_err(|e| bad(e.to_string()))?;
+    if queued != 0 {
+        return Err(bad(format!(
+            "holds {queued} bytes another process wrote since the dump; empty it and restore \
+             again"
+        )));
+    }
+    if f.capacity != 0 {
+        set_pipe_capacity(copy.as_fd(), f.capacity).map_err(|e| bad(e.to_string()))?;
+    }
+    let mut w = std::fs::File::from(copy);
+    w.write_all(&f.data)
+        .map_err(|e| bad(format!("refilling {} bytes: {e}", f.data.len())))?;
+    Ok(holder)
+}
+
+fn move_above_fd(remote: &mut Remote, pid: i32, fd: u64, above: u64) -> Result<u64, RestoreError> {
+    let moved = remote
+        .syscall(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            &[fd, libc::F_DUPFD_CLOEXEC as u64, above],
+        )
+        .step(pid, "a named pipe")?;
+    remote
+        .syscall("close", libc::SYS_close, &[fd])
+        .step(pid, "a named pipe")?;
+    Ok(moved)
 }
 
 /// A memfd with its name, mode, size, contents (written by the engine through /proc), owner
@@ -600,7 +702,7 @@ struct Sockets<'a> {
 
 /// Where the restore writes a socket address in the scratch area (past what `open` and the
 /// `attr` writes use).
-const SOCKADDR_AT: u64 = 8192;
+pub(super) const SOCKADDR_AT: u64 = 8192;
 
 impl<'a> Sockets<'a> {
     /// The sockets of `table`, each checked against its peer and listener: pairs whole, of
@@ -719,7 +821,7 @@ fn sock_type(s: &UnixSocket) -> i32 {
 
 /// Runs `call` in the root with its `attr/NAME` (`sockcreate`, `fscreate`) set to `label`,
 /// cleared right after; an empty label runs it as it is.
-fn under_label<T>(
+pub(super) fn under_label<T>(
     remote: &mut Remote,
     pid: i32,
     scratch: Scratch,
@@ -742,7 +844,12 @@ fn under_label<T>(
 }
 
 /// Moves the root's descriptor `fd` above `above`.
-fn move_above(remote: &mut Remote, pid: i32, fd: u64, above: u64) -> Result<u64, RestoreError> {
+pub(super) fn move_above(
+    remote: &mut Remote,
+    pid: i32,
+    fd: u64,
+    above: u64,
+) -> Result<u64, RestoreError> {
     let moved = remote
         .syscall(
             "fcntl(F_DUPFD_CLOEXEC)",
@@ -1023,8 +1130,9 @@ fn sock_err(s: &UnixSocket, what: String) -> impl FnOnce(crate::sys::SysError) -
 }
 
 fn set_buffers(s: &UnixSocket, c: &OwnedFd) -> Result<(), RestoreError> {
-    set_buffer(s, c, libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, s.rcvbuf)?;
-    set_buffer(s, c, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, s.sndbuf)
+    let who = format!("the Unix socket of inode {}", s.ino);
+    set_buffer(&who, c, libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, s.rcvbuf)?;
+    set_buffer(&who, c, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, s.sndbuf)
 }
 
 /// `SO_PASSCRED`, `SO_PASSSEC`, `SO_PEEK_OFF`, the timeouts, the shutdown state and the file
@@ -1073,8 +1181,8 @@ fn set_options(s: &UnixSocket, flags: u32, c: &OwnedFd) -> Result<(), RestoreErr
 /// Gives socket `c` the buffer size `want` (as `getsockopt` gave it at dump) when a new
 /// socket's differs: the kernel doubles what it is given, and the `FORCE` option passes the
 /// system's maximum, as the dumped process may have been allowed to.
-fn set_buffer(
-    s: &UnixSocket,
+pub(super) fn set_buffer(
+    who: &str,
     c: &OwnedFd,
     get: i32,
     force: i32,
@@ -1085,9 +1193,7 @@ fn set_buffer(
     } else {
         "SO_SNDBUF"
     };
-    let fail = |what: String| {
-        RestoreError::Inconsistent(format!("the Unix socket of inode {}: {what}", s.ino))
-    };
+    let fail = |what: String| RestoreError::Inconsistent(format!("{who}: {what}"));
     let want_i = i32::try_from(want).map_err(|_| fail(format!("{name} {want} is out of range")))?;
     let now = sockopt_int(c.as_fd(), libc::SOL_SOCKET, get)
         .map_err(|e| fail(format!("reading {name}: {e}")))?;
@@ -1143,7 +1249,7 @@ pub fn install(
 
 /// The status flags of an open file as the image records them, as `open` takes them: the
 /// kernel's `f_flags` are an `int` stored unsigned, so the bits are kept as they are.
-fn open_flags(flags: u32) -> i32 {
+pub(super) fn open_flags(flags: u32) -> i32 {
     i32::from_ne_bytes(flags.to_ne_bytes())
 }
 

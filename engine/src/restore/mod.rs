@@ -15,6 +15,7 @@ mod context;
 mod creds;
 mod error;
 mod files;
+mod inet;
 mod memory;
 mod pids;
 mod stop;
@@ -182,6 +183,9 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
         match &entry.kind {
             Some(file_entry::Kind::Path(p)) => {
                 checked_path(reader, image::FILES, "path of open file", &p.path)?;
+            }
+            Some(file_entry::Kind::Fifo(f)) => {
+                checked_path(reader, image::FILES, "path of a named pipe", &f.path)?;
             }
             Some(file_entry::Kind::UnixSocket(s)) => {
                 if let Some(path) = image::unix_socket_path(&s.name) {

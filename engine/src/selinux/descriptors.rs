@@ -16,7 +16,7 @@ use std::fmt;
 
 use super::access::fields;
 use super::{context_type, AccessOracle, SelinuxError};
-use crate::image::schema::{file_entry, Fd, FileTable, UnixSocket, UnixSocketType};
+use crate::image::schema::{file_entry, Fd, FileTable, InetSocket, UnixSocket, UnixSocketType};
 
 /// How the restored process uses one recreated descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,9 @@ pub fn recreated(fds: &[Fd], table: &FileTable) -> Vec<Descriptor> {
                     | file_entry::Kind::Signalfd(_)
                     | file_entry::Kind::Epoll(_)
                     | file_entry::Kind::Memfd(_)
-                    | file_entry::Kind::UnixSocket(_),
+                    | file_entry::Kind::UnixSocket(_)
+                    | file_entry::Kind::InetSocket(_)
+                    | file_entry::Kind::Fifo(_),
                 )
                 | None => Recreated::Other,
             };
@@ -260,8 +262,45 @@ pub fn socket_creations(table: &FileTable) -> Vec<SocketCreation> {
             }
         })
         .collect();
+    out.extend(table.files.iter().filter_map(|f| match &f.kind {
+        Some(file_entry::Kind::InetSocket(s)) if !s.label.is_empty() => Some(inet_creation(s)),
+        _ => None,
+    }));
     out.sort_by_key(|s| s.ino);
     out
+}
+
+/// A TCP or UDP socket as the restore creates it: `create` under its label, `bind` when it
+/// was bound, `listen` for a listener, `connect` for a connected UDP socket. What is not
+/// asked: `name_bind` on the port's type and `node_bind` on the address's node type (both
+/// with the socket's label as the source, and `name_bind` only for a port outside the
+/// ephemeral range or reserved): the kernel exposes no way to learn the type of a port or a
+/// node (`portcon`, `nodecon`) without the policy store or the binary policy, so a denial
+/// there fails the restore's `bind`, named with the socket and its address.
+fn inet_creation(s: &InetSocket) -> SocketCreation {
+    let mut permissions = vec!["create"];
+    if s.port != 0 || s.addr.iter().any(|b| *b != 0) {
+        permissions.push("bind");
+    }
+    if s.listening {
+        permissions.push("listen");
+    }
+    if s.peer_port != 0 {
+        permissions.push("connect");
+    }
+    SocketCreation {
+        ino: s.ino,
+        class: if i32::try_from(s.protocol) == Ok(libc::IPPROTO_TCP) {
+            "tcp_socket"
+        } else {
+            "udp_socket"
+        },
+        label: s.label.clone(),
+        created: true,
+        permissions,
+        file_label: String::new(),
+        connects_to: None,
+    }
 }
 
 /// One question to the kernel: may `source` do `class { permissions }` on `target`.
@@ -293,7 +332,12 @@ pub fn socket_questions(engine: &str, s: &SocketCreation) -> Vec<Question> {
     if s.created {
         out.push(q(engine, engine, "process", vec!["setsockcreate"]));
     }
-    let mut perms = vec!["getopt", "setopt", "read", "write"];
+    // The engine reads and writes a Unix socket's queues; a TCP or UDP one it only configures.
+    let mut perms = if s.class.starts_with("unix_") {
+        vec!["getopt", "setopt", "read", "write"]
+    } else {
+        vec!["getopt", "setopt"]
+    };
     perms.extend(s.permissions.iter().copied());
     out.push(q(engine, &s.label, s.class, perms));
     if s.class == "unix_dgram_socket" {
@@ -762,5 +806,106 @@ mod tests {
             ),
             (UNCONFINED, CONTAINER, vec!["connectto"])
         );
+    }
+
+    #[test]
+    fn tcp_listeners_and_udp_sockets_ask_create_bind_listen_connect_on_their_class() {
+        use crate::image::schema::FileEntry;
+        let entry = |s: InetSocket| FileEntry {
+            id: 1,
+            flags: 2,
+            kind: Some(file_entry::Kind::InetSocket(s)),
+        };
+        let table = FileTable {
+            files: vec![
+                entry(InetSocket {
+                    ino: 7,
+                    family: 10,
+                    protocol: 6,
+                    label: CONTAINER.into(),
+                    addr: vec![0; 16],
+                    port: 8080,
+                    listening: true,
+                    ..InetSocket::default()
+                }),
+                entry(InetSocket {
+                    ino: 8,
+                    family: 2,
+                    protocol: 17,
+                    label: CONTAINER.into(),
+                    addr: vec![127, 0, 0, 1],
+                    port: 5353,
+                    peer_addr: vec![127, 0, 0, 1],
+                    peer_port: 53,
+                    ..InetSocket::default()
+                }),
+                // An unbound UDP socket: created only.
+                entry(InetSocket {
+                    ino: 9,
+                    family: 2,
+                    protocol: 17,
+                    label: CONTAINER.into(),
+                    addr: vec![0; 4],
+                    ..InetSocket::default()
+                }),
+                // SELinux off at dump: nothing to ask.
+                entry(InetSocket {
+                    ino: 10,
+                    ..InetSocket::default()
+                }),
+            ],
+            pipes: Vec::new(),
+        };
+        let c = socket_creations(&table);
+        let asked = |s: &SocketCreation| {
+            socket_questions(UNCONFINED, s)
+                .into_iter()
+                .map(|q| (q.target, q.class, q.permissions))
+                .collect::<Vec<_>>()
+        };
+        let all: Vec<_> = c.iter().map(|s| (s.ino, asked(s))).collect();
+        assert_eq!(
+            all,
+            vec![
+                (
+                    7,
+                    vec![
+                        (UNCONFINED.into(), "process", vec!["setsockcreate"]),
+                        (
+                            CONTAINER.into(),
+                            "tcp_socket",
+                            vec!["getopt", "setopt", "create", "bind", "listen"]
+                        ),
+                    ]
+                ),
+                (
+                    8,
+                    vec![
+                        (UNCONFINED.into(), "process", vec!["setsockcreate"]),
+                        (
+                            CONTAINER.into(),
+                            "udp_socket",
+                            vec!["getopt", "setopt", "create", "bind", "connect"]
+                        ),
+                    ]
+                ),
+                (
+                    9,
+                    vec![
+                        (UNCONFINED.into(), "process", vec!["setsockcreate"]),
+                        (
+                            CONTAINER.into(),
+                            "udp_socket",
+                            vec!["getopt", "setopt", "create"]
+                        ),
+                    ]
+                ),
+            ]
+        );
+        // Refused by the kernel's answer on the class, named with the permission.
+        let r = socket_refusal(&Denies("tcp_socket"), UNCONFINED, &c)
+            .expect("asking")
+            .expect("a refusal");
+        assert_eq!((r.ino, r.question.class), (7, "tcp_socket"));
     }
 }

@@ -30,15 +30,15 @@ pub use fork::fork_paused;
 pub use kcmp::{epoll_target_is, same_file, share, Shared};
 pub use memfd::{memfd_seals, on_hugetlbfs};
 pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};
-pub use pipe::{peek_pipe, pipe_capacity, set_pipe_capacity};
+pub use pipe::{peek_pipe, pipe_capacity, pipe_queued, set_pipe_capacity};
 pub use prctl::mm_map_size;
 pub use ptrace::{Regs, Tracee};
 pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
 pub use rlimit::{rlimit, set_rlimit, RLIMITS};
-pub use sock_diag::{unix_diag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
+pub use sock_diag::{inet_diag_all, unix_diag, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
 pub use socket::{
-    fd_of, peek_queue, send_all, set_sockopt_int, set_sockopt_timeval, sockopt_int,
-    sockopt_timeval, Peeked,
+    fd_of, peek_queue, send_all, set_sockopt_int, set_sockopt_timeval, sock_proto_name,
+    sockopt_int, sockopt_timeval, Peeked,
 };
 pub use stop::{catch_stop_signals, default_stop_signals, stop_requested};
 pub use unix::{accept, recv_fds, FDS_PER_MESSAGE};

@@ -19,6 +19,17 @@ pub fn pipe_capacity(fd: BorrowedFd<'_>) -> Result<u32, SysError> {
     u32::try_from(r).map_err(|_| err("fcntl(F_GETPIPE_SZ)")(Errno::ERANGE))
 }
 
+/// How many bytes the pipe behind `fd` holds (`FIONREAD`).
+pub fn pipe_queued(fd: BorrowedFd<'_>) -> Result<u32, SysError> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `n`, live.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, std::ptr::addr_of_mut!(n)) };
+    if r < 0 {
+        return Err(err("ioctl(FIONREAD)")(Errno::last()));
+    }
+    u32::try_from(n).map_err(|_| err("ioctl(FIONREAD)")(Errno::ERANGE))
+}
+
 fn new_pipe(capacity: u32) -> Result<(OwnedFd, OwnedFd), SysError> {
     let mut fds = [0i32; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 returns.

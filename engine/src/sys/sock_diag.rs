@@ -191,6 +191,155 @@ pub fn unix_diag(ino: u64) -> Result<Option<UnixDiag>, SysError> {
     }
 }
 
+/// `NLM_F_REQUEST | NLM_F_DUMP`.
+const NLM_F_DUMP_REQUEST: u16 = 0x301;
+const NLMSG_DONE: u16 = 3;
+/// `sizeof(struct inet_diag_req_v2)` and `sizeof(struct inet_diag_msg)`.
+const INET_DIAG_REQ_LEN: usize = 56;
+const INET_DIAG_MSG_LEN: usize = 72;
+
+/// One TCP or UDP socket as `INET_DIAG` describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InetDiag {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub protocol: u8,
+    /// The kernel's TCP state (`TCP_LISTEN` 10, `TCP_ESTABLISHED` 1, `TCP_CLOSE` 7, ...); for
+    /// UDP, `TCP_ESTABLISHED` when connected, `TCP_CLOSE` otherwise.
+    pub state: u8,
+    /// Local and remote address (4 or 16 bytes, network order) and port.
+    pub src: Vec<u8>,
+    pub sport: u16,
+    pub dst: Vec<u8>,
+    pub dport: u16,
+    /// The device it is bound to (`SO_BINDTODEVICE`), 0 for none.
+    pub bound_if: u32,
+    /// A listener's connections not accepted yet and its backlog; otherwise the bytes queued
+    /// to be read and to be sent.
+    pub rqueue: u32,
+    pub wqueue: u32,
+    pub ino: u32,
+}
+
+/// The dump request for every socket of `family` and `protocol`, in every state.
+pub fn inet_request(family: u8, protocol: u8, seq: u32) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + INET_DIAG_REQ_LEN;
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+    b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b.extend_from_slice(&NLM_F_DUMP_REQUEST.to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    // sdiag_family, sdiag_protocol, idiag_ext, pad, idiag_states (all).
+    b.extend_from_slice(&[family, protocol, 0, 0]);
+    b.extend_from_slice(&u32::MAX.to_ne_bytes());
+    // inet_diag_sockid: ports, addresses, interface, cookie: all zero for a dump.
+    b.resize(len, 0);
+    b
+}
+
+/// Parses one buffer of answers to [`inet_request`]: the sockets it holds, and whether the
+/// dump is done (`NLMSG_DONE`).
+pub fn inet_parse(b: &[u8]) -> Result<(Vec<InetDiag>, bool), ParseError> {
+    let bad = ParseError::Malformed;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        let len = usize::try_from(u32_at(b, at).ok_or(bad("no netlink header"))?)
+            .map_err(|_| bad("netlink length"))?;
+        if len < NLMSG_HDRLEN || at + len > b.len() {
+            return Err(bad("netlink length"));
+        }
+        let ty = u16_at(b, at + 4).ok_or(bad("netlink type"))?;
+        let body = &b[at + NLMSG_HDRLEN..at + len];
+        match ty {
+            NLMSG_DONE => return Ok((out, true)),
+            NLMSG_ERROR => {
+                let e = u32_at(body, 0).ok_or(bad("netlink error"))?;
+                return Err(ParseError::Errno(-i32::from_ne_bytes(e.to_ne_bytes())));
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                if body.len() < INET_DIAG_MSG_LEN {
+                    return Err(bad("inet_diag_msg"));
+                }
+                let family = body[0];
+                let alen = if i32::from(family) == libc::AF_INET6 {
+                    16
+                } else {
+                    4
+                };
+                let port = |o: usize| u16::from_be_bytes([body[o], body[o + 1]]);
+                out.push(InetDiag {
+                    family,
+                    protocol: 0,
+                    state: body[1],
+                    sport: port(4),
+                    dport: port(6),
+                    src: body[8..8 + alen].to_vec(),
+                    dst: body[24..24 + alen].to_vec(),
+                    bound_if: u32_at(body, 40).ok_or(bad("inet_diag_msg"))?,
+                    rqueue: u32_at(body, 56).ok_or(bad("inet_diag_msg"))?,
+                    wqueue: u32_at(body, 60).ok_or(bad("inet_diag_msg"))?,
+                    ino: u32_at(body, 68).ok_or(bad("inet_diag_msg"))?,
+                });
+            }
+            _ => return Err(bad("netlink type")),
+        }
+        at += len.div_ceil(4) * 4;
+    }
+    Ok((out, false))
+}
+
+/// Every TCP and UDP socket, IPv4 and IPv6, of the engine's network namespace (which a dumped
+/// tree shares: the dump refuses other namespaces), by inode.
+pub fn inet_diag_all() -> Result<std::collections::HashMap<u64, InetDiag>, SysError> {
+    let err = |op: &'static str| move |source| SysError::Call { op, tid: 0, source };
+    let mut all = std::collections::HashMap::new();
+    let families = [libc::AF_INET, libc::AF_INET6].map(|f| u8::try_from(f).unwrap_or(0));
+    let protocols = [libc::IPPROTO_TCP, libc::IPPROTO_UDP].map(|p| u8::try_from(p).unwrap_or(0));
+    for family in families {
+        for protocol in protocols {
+            let nl = socket(
+                AddressFamily::Netlink,
+                SockType::Datagram,
+                SockFlag::SOCK_CLOEXEC,
+                SockProtocol::NetlinkSockDiag,
+            )
+            .map_err(err("socket(NETLINK_SOCK_DIAG)"))?;
+            send(
+                nl.as_raw_fd(),
+                &inet_request(family, protocol, 1),
+                MsgFlags::empty(),
+            )
+            .map_err(err("send(inet_diag)"))?;
+            let mut buf = vec![0u8; 32768];
+            loop {
+                let n = recv(nl.as_raw_fd(), &mut buf, MsgFlags::empty())
+                    .map_err(err("recv(inet_diag)"))?;
+                if n == 0 {
+                    break;
+                }
+                let (found, done) = match inet_parse(&buf[..n]) {
+                    Ok(r) => r,
+                    Err(ParseError::Errno(e)) => return Err(err("inet_diag")(Errno::from_raw(e))),
+                    Err(ParseError::Malformed(_)) => {
+                        return Err(err("parsing inet_diag")(Errno::EBADMSG))
+                    }
+                };
+                for mut d in found {
+                    d.protocol = protocol;
+                    all.insert(u64::from(d.ino), d);
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +479,87 @@ mod tests {
         assert_eq!(u64::from(d.peer), ib);
         assert_eq!(d.state, UNIX_ESTABLISHED);
         assert_eq!(i32::from(d.sock_type), libc::SOCK_STREAM);
+    }
+
+    fn inet_answer(family: u8, state: u8, ino: u32) -> Vec<u8> {
+        let mut body = vec![family, state, 0, 0];
+        body.extend_from_slice(&8080u16.to_be_bytes());
+        body.extend_from_slice(&0u16.to_be_bytes());
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[127, 0, 0, 1]);
+        body.extend_from_slice(&src);
+        body.extend_from_slice(&[0; 16]);
+        body.extend_from_slice(&3u32.to_ne_bytes());
+        body.extend_from_slice(&[0xff; 8]);
+        body.extend_from_slice(&0u32.to_ne_bytes());
+        body.extend_from_slice(&2u32.to_ne_bytes());
+        body.extend_from_slice(&9u32.to_ne_bytes());
+        body.extend_from_slice(&0u32.to_ne_bytes());
+        body.extend_from_slice(&ino.to_ne_bytes());
+        let mut b = Vec::new();
+        b.extend_from_slice(&u32::try_from(16 + body.len()).unwrap().to_ne_bytes());
+        b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        b.extend_from_slice(&[0; 10]);
+        b.extend_from_slice(&body);
+        b
+    }
+
+    #[test]
+    fn the_inet_request_dumps_one_family_and_protocol_in_every_state() {
+        let r = inet_request(2, 6, 1);
+        assert_eq!(r.len(), 72);
+        assert_eq!(u16_at(&r, 6), Some(0x301));
+        assert_eq!(&r[16..18], &[2, 6]);
+        assert_eq!(u32_at(&r, 20), Some(u32::MAX));
+    }
+
+    #[test]
+    fn inet_answers_are_parsed_until_done_and_truncation_is_malformed() {
+        let mut b = inet_answer(2, 10, 77);
+        let mut done = Vec::new();
+        done.extend_from_slice(&20u32.to_ne_bytes());
+        done.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        done.extend_from_slice(&[0; 14]);
+        let one = b.len();
+        b.extend_from_slice(&done);
+        let (found, finished) = inet_parse(&b).unwrap();
+        assert!(finished);
+        assert_eq!(
+            found,
+            vec![InetDiag {
+                family: 2,
+                protocol: 0,
+                state: 10,
+                src: vec![127, 0, 0, 1],
+                sport: 8080,
+                dst: vec![0; 4],
+                dport: 0,
+                bound_if: 3,
+                rqueue: 2,
+                wqueue: 9,
+                ino: 77,
+            }]
+        );
+        for cut in 1..one {
+            assert!(inet_parse(&b[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_real_tcp_listener_is_found_with_its_backlog() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let ino = std::fs::metadata(format!("/proc/self/fd/{}", l.as_raw_fd()))
+            .unwrap()
+            .ino();
+        let all = inet_diag_all().unwrap();
+        let d = &all[&ino];
+        assert_eq!((d.state, d.sport, d.rqueue), (10, port, 0));
+        assert_eq!(i32::from(d.protocol), libc::IPPROTO_TCP);
+        assert_eq!(d.src, vec![127, 0, 0, 1]);
+        // std's listen backlog.
+        assert_eq!(d.wqueue, 128);
     }
 }

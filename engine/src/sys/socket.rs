@@ -252,6 +252,31 @@ pub fn send_all(fd: BorrowedFd<'_>, data: &[u8], stream: bool) -> Result<(), Sys
     }
 }
 
+/// The protocol name the kernel gives the socket a `/proc/PID/fd/N` link leads to (the
+/// `system.sockprotoname` attribute: `TCP`, `UDPv6`, `NETLINK`, ...), for sockets no
+/// `sock_diag` table lists (an unbound TCP or UDP socket).
+pub fn sock_proto_name(link: &std::path::Path) -> Result<String, SysError> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(link.as_os_str().as_bytes())
+        .map_err(|_| err("getxattr(system.sockprotoname)")(Errno::EINVAL))?;
+    let mut buf = [0u8; 64];
+    // SAFETY: both strings are NUL-terminated and live; the kernel writes at most `buf.len()`
+    // bytes into `buf`, live.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"system.sockprotoname".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| err("getxattr(system.sockprotoname)")(Errno::last()))?;
+    let name = buf.get(..n).unwrap_or_default();
+    Ok(String::from_utf8_lossy(name)
+        .trim_end_matches('\0')
+        .to_owned())
+}
+
 /// A copy, in the engine, of descriptor `fd` of process `pid` (`pidfd_getfd`): the same open
 /// file description, close-on-exec. The engine must be allowed to ptrace `pid`.
 pub fn fd_of(pid: i32, fd: u64) -> Result<OwnedFd, SysError> {
@@ -372,6 +397,42 @@ mod tests {
         assert_eq!(
             sockopt_timeval(a.as_fd(), libc::SO_SNDTIMEO).unwrap(),
             2_020_000
+        );
+    }
+
+    #[test]
+    fn so_get_filter_reads_zero_without_a_filter_and_not_with_one() {
+        use std::os::fd::AsFd;
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            sockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER).ok(),
+            Some(0)
+        );
+        // One instruction: accept everything.
+        let mut prog = [libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        }];
+        let fprog = libc::sock_fprog {
+            len: 1,
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: `fprog` and the program it points to are live for the call.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                std::ptr::addr_of!(fprog).cast(),
+                libc::socklen_t::try_from(std::mem::size_of::<libc::sock_fprog>()).unwrap(),
+            )
+        };
+        assert_eq!(r, 0);
+        assert_ne!(
+            sockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER).ok(),
+            Some(0)
         );
     }
 }

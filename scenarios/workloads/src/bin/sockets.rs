@@ -24,13 +24,32 @@
 //!   After the wait this process checks its ends, then lets the child (blocked on a pipe)
 //!   check its own and report on the pair; the child is restored as this process's child.
 //!
+//! - `inet-listeners`: TCP listeners on 127.0.0.1 (backlog 5, `TCP_NODELAY`, `SO_KEEPALIVE`,
+//!   `TCP_KEEPIDLE` 77), on ::1 (`IPV6_V6ONLY`, `SO_REUSEADDR`, `IPV6_UNICAST_HOPS`, backlog 9) and on the IPv6
+//!   wildcard, dual-stack (`SO_REUSEPORT`, backlog 3). After the wait: each name, its options,
+//!   that it listens, and a new client (IPv4 to the wildcard one) connecting and accepted.
+//!
+//! - `udp`: a UDP socket bound to 127.0.0.1 (`SO_BROADCAST`, `SO_RCVBUF`, `IP_TTL`), two bound to ::1,
+//!   one of them connected to the other, one on the IPv6 wildcard (`IPV6_V6ONLY`), and an
+//!   unbound one. After the wait: the names, the
+//!   peer, the options, datagrams round-tripping between them with their senders' names.
+//!
+//! - `fifo`: a named pipe of the state directory opened twice (a non-blocking reader and a
+//!   writer), 16 KiB of capacity, with bytes buffered. After the wait: the bytes read back
+//!   and nothing more, the flags, the capacity, new bytes going through.
+//!
 //! Refused at dump (the state still in place after the refused dump, checked after the wait):
 //! - `pending`: a listener with a connection not accepted yet;
 //! - `outside`: a stream pair whose other end is held by a process outside the tree (a
 //!   grandchild reparented away, which exits when its end sees the end of the stream);
 //! - `scm-rights`: a stream pair with a descriptor in flight (`SCM_RIGHTS`);
 //! - `passcred`: a datagram pair with a message queued to an end that has `SO_PASSCRED`;
-//! - `tcp`: a TCP socket listening on 127.0.0.1;
+//! - `tcp-established`: an established TCP connection over 127.0.0.1 (both ends here);
+//! - `tcp-pending`: a TCP listener with a connection not accepted yet;
+//! - `udp-queued`: a UDP socket with a datagram queued to it;
+//! - `netlink`: a bound `NETLINK_ROUTE` socket (a family not restored);
+//! - `fifo-deleted`: a named pipe with bytes buffered whose path was removed;
+//! - `fifo-outside`: a named pipe a process outside the tree also holds open;
 //! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`).
 
 use std::io;
@@ -448,7 +467,81 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             w.setup("queueing", send(a, b"with credentials"));
             b
         }
-        "tcp" => w.setup("a TCP listener", tcp_listener()),
+        "tcp-established" | "tcp-pending" => {
+            let l = w.setup("a TCP listener", tcp_listener());
+            let port = w.setup("its port", inet_name(l, false)).1;
+            let c = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_STREAM));
+            w.setup("connect", inet_connect(c, &[127, 0, 0, 1], port));
+            if kind == "tcp-pending" {
+                l
+            } else {
+                let a = w.setup("accept", accept(l));
+                w.setup("queueing", send(a, b"over tcp"));
+                c
+            }
+        }
+        "netlink" => {
+            let ty = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC;
+            // SAFETY: socket takes only integers.
+            let r = unsafe { libc::socket(libc::AF_NETLINK, ty, libc::NETLINK_ROUTE) };
+            let fd = w.setup("socket", sys::check(r.into())) as i32;
+            // SAFETY: all zeros is a valid sockaddr_nl (pid 0: the kernel picks one).
+            let mut nl: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            nl.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            // SAFETY: `nl` is a live sockaddr_nl of the given size.
+            let r = unsafe {
+                libc::bind(
+                    fd,
+                    std::ptr::addr_of!(nl).cast(),
+                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                )
+            };
+            w.setup("bind", sys::check(r.into()));
+            fd
+        }
+        "fifo-deleted" => {
+            let path = w.path("gone.fifo");
+            let fd = w.setup("mkfifo and open", open_fifo(&path, libc::O_RDWR));
+            w.setup("buffering", sys::write(fd, b"in the fifo"));
+            w.setup("unlink", std::fs::remove_file(&path));
+            fd
+        }
+        "fifo-outside" => {
+            let path = w.path("shared.fifo");
+            w.setup("mkfifo", mkfifo(&path));
+            // SAFETY: fork in a single-threaded program; the children only make system calls.
+            let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into()));
+            if child == 0 {
+                // SAFETY: as above.
+                if unsafe { libc::fork() } == 0 {
+                    let c = sys::cstring(&path);
+                    // SAFETY: `c` is a live C string; the reads go to a live buffer.
+                    unsafe {
+                        libc::setsid();
+                        let r = libc::open(c.as_ptr(), libc::O_RDONLY);
+                        let mut buf = [0u8; 64];
+                        // Until the workload's end closes.
+                        while libc::read(r, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+                        libc::_exit(0);
+                    }
+                }
+                // SAFETY: _exit ends this process at once.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(child as i32, &mut status, 0) };
+            // Blocks until the grandchild has it open for reading.
+            w.setup("opening the FIFO", open_fifo(&path, libc::O_WRONLY))
+        }
+        "udp-queued" => {
+            let u = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_DGRAM));
+            w.setup("bind", inet_bind(u, &[127, 0, 0, 1], 0));
+            let port = w.setup("its port", inet_name(u, false)).1;
+            w.setup("connect", inet_connect(u, &[127, 0, 0, 1], port));
+            w.setup("queueing", send(u, b"queued datagram"));
+            u
+        }
         "oob" => {
             let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
             w.setup("queueing", send(a, b"in band"));
@@ -503,9 +596,32 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                 checks.eq("the queued message", &b"with credentials"[..], &buf[..n]);
             }
         }
+        "tcp-established" => {
+            if let Some(n) = checks.io("recv over TCP", recv(fd, &mut buf)) {
+                checks.eq("the data over TCP", &b"over tcp"[..], &buf[..n]);
+            }
+        }
+        "fifo-deleted" => {
+            if let Some(n) = checks.io("reading the FIFO", sys::read(fd, &mut buf)) {
+                checks.eq("the FIFO's bytes", &b"in the fifo"[..], &buf[..n]);
+            }
+        }
+        "fifo-outside" => {
+            checks.io("writing to the FIFO", sys::write(fd, b"still read"));
+        }
+        "netlink" => {
+            if let Some(v) = checks.io("SO_DOMAIN", getsockopt(fd, libc::SO_DOMAIN)) {
+                checks.eq("the netlink socket is still one", libc::AF_NETLINK, v);
+            }
+        }
+        "udp-queued" => {
+            if let Some(n) = checks.io("recv of the datagram", recv(fd, &mut buf)) {
+                checks.eq("the queued datagram", &b"queued datagram"[..], &buf[..n]);
+            }
+        }
         _ => {
             if let Some(v) = checks.io("SO_ACCEPTCONN", getsockopt(fd, libc::SO_ACCEPTCONN)) {
-                checks.eq("the TCP socket still listens", 1, v);
+                checks.eq("the TCP listener still listens", 1, v);
             }
         }
     }
@@ -969,6 +1085,438 @@ fn main() {
         "pairs" => pairs(w),
         "listeners" => listeners(w),
         "children" => children(w),
+        "inet-listeners" => inet_listeners(w),
+        "udp" => udp(w),
+        "fifo" => fifo(w),
         other => refused(w, other),
     }
+}
+
+fn inet_socket(family: i32, ty: i32) -> io::Result<i32> {
+    // SAFETY: socket takes only integers.
+    sys::check(unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, 0) }.into()).map(|f| f as i32)
+}
+
+fn set_opt(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: the kernel reads an int from `value`, live.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    sys::check(r.into()).map(|_| ())
+}
+
+fn get_opt(fd: i32, level: i32, name: i32) -> io::Result<i32> {
+    let mut v: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live and `len` says how big `v` is.
+    let r =
+        unsafe { libc::getsockopt(fd, level, name, std::ptr::addr_of_mut!(v).cast(), &mut len) };
+    sys::check(r.into()).map(|_| v)
+}
+
+/// A `sockaddr_in` or `sockaddr_in6` for `addr` (4 or 16 bytes) and `port`.
+fn inet_sockaddr(addr: &[u8], port: u16) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all zeros is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    if addr.len() == 4 {
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: a sockaddr_in fits in a sockaddr_storage, which is aligned for it.
+        unsafe { std::ptr::write(std::ptr::addr_of_mut!(ss).cast(), sin) };
+        (
+            ss,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    } else {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&addr[..16]);
+        let sin6 = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: port.to_be(),
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr { s6_addr: a },
+            sin6_scope_id: 0,
+        };
+        // SAFETY: a sockaddr_in6 fits in a sockaddr_storage, which is aligned for it.
+        unsafe { std::ptr::write(std::ptr::addr_of_mut!(ss).cast(), sin6) };
+        (
+            ss,
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    }
+}
+
+fn inet_bind(fd: i32, addr: &[u8], port: u16) -> io::Result<()> {
+    let (ss, len) = inet_sockaddr(addr, port);
+    // SAFETY: `ss` is a live address of `len` bytes.
+    sys::check(unsafe { libc::bind(fd, std::ptr::addr_of!(ss).cast(), len) }.into()).map(|_| ())
+}
+
+fn inet_connect(fd: i32, addr: &[u8], port: u16) -> io::Result<()> {
+    let (ss, len) = inet_sockaddr(addr, port);
+    // SAFETY: `ss` is a live address of `len` bytes.
+    sys::check(unsafe { libc::connect(fd, std::ptr::addr_of!(ss).cast(), len) }.into()).map(|_| ())
+}
+
+/// A socket's own (or peer's) address and port.
+fn inet_name(fd: i32, peer: bool) -> io::Result<(Vec<u8>, u16)> {
+    // SAFETY: all zeros is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = std::ptr::addr_of_mut!(ss).cast();
+    // SAFETY: `ss` is live and `len` says how big it is.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    sys::check(r.into())?;
+    Ok(sockaddr_parts(&ss))
+}
+
+fn sockaddr_parts(ss: &libc::sockaddr_storage) -> (Vec<u8>, u16) {
+    if i32::from(ss.ss_family) == libc::AF_INET {
+        // SAFETY: the family says it holds a sockaddr_in.
+        let sin: libc::sockaddr_in = unsafe { std::ptr::read(std::ptr::addr_of!(*ss).cast()) };
+        (
+            sin.sin_addr.s_addr.to_ne_bytes().to_vec(),
+            u16::from_be(sin.sin_port),
+        )
+    } else {
+        // SAFETY: otherwise it holds a sockaddr_in6 (the only other family used here).
+        let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read(std::ptr::addr_of!(*ss).cast()) };
+        (
+            sin6.sin6_addr.s6_addr.to_vec(),
+            u16::from_be(sin6.sin6_port),
+        )
+    }
+}
+
+const LOOP4: [u8; 4] = [127, 0, 0, 1];
+const LOOP6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// One socket with the options it was given, checked after the wait.
+struct Inet {
+    name: &'static str,
+    fd: i32,
+    addr: (Vec<u8>, u16),
+    opts: Vec<(i32, i32, &'static str, i32)>,
+}
+
+fn inet_set_up(
+    w: &Workload,
+    name: &'static str,
+    family: i32,
+    ty: i32,
+    bind: Option<&[u8]>,
+    opts: Vec<(i32, i32, &'static str, i32)>,
+) -> Inet {
+    let fd = w.setup(name, inet_socket(family, ty));
+    for (level, opt, text, v) in &opts {
+        w.setup(text, set_opt(fd, *level, *opt, *v));
+    }
+    if let Some(a) = bind {
+        w.setup("bind", inet_bind(fd, a, 0));
+    }
+    let addr = w.setup("getsockname", inet_name(fd, false));
+    Inet {
+        name,
+        fd,
+        addr,
+        opts,
+    }
+}
+
+fn inet_check(checks: &mut Checks, s: &Inet) {
+    if let Some(a) = checks.io(s.name, inet_name(s.fd, false)) {
+        checks.eq(&format!("{}: its name", s.name), &s.addr, &a);
+    }
+    for (level, opt, text, v) in &s.opts {
+        if let Some(got) = checks.io(text, get_opt(s.fd, *level, *opt)) {
+            let got = if *opt == libc::SO_RCVBUF {
+                got / 2
+            } else {
+                got
+            };
+            checks.eq(&format!("{}: {text}", s.name), *v, got);
+        }
+    }
+}
+
+fn inet_listeners(mut w: Workload) -> ! {
+    let tcp = libc::IPPROTO_TCP;
+    let sol = libc::SOL_SOCKET;
+    let v4 = inet_set_up(
+        &w,
+        "the 127.0.0.1 listener",
+        libc::AF_INET,
+        libc::SOCK_STREAM,
+        Some(&LOOP4),
+        vec![
+            (tcp, libc::TCP_NODELAY, "TCP_NODELAY", 1),
+            (sol, libc::SO_KEEPALIVE, "SO_KEEPALIVE", 1),
+            (tcp, libc::TCP_KEEPIDLE, "TCP_KEEPIDLE", 77),
+        ],
+    );
+    w.setup("listen", listen(v4.fd, 5));
+    let v6 = inet_set_up(
+        &w,
+        "the ::1 listener",
+        libc::AF_INET6,
+        libc::SOCK_STREAM,
+        Some(&LOOP6),
+        vec![
+            (libc::SOL_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY", 1),
+            (sol, libc::SO_REUSEADDR, "SO_REUSEADDR", 1),
+            (
+                libc::SOL_IPV6,
+                libc::IPV6_UNICAST_HOPS,
+                "IPV6_UNICAST_HOPS",
+                17,
+            ),
+        ],
+    );
+    w.setup("listen", listen(v6.fd, 9));
+    let any = inet_set_up(
+        &w,
+        "the wildcard listener",
+        libc::AF_INET6,
+        libc::SOCK_STREAM,
+        Some(&[0; 16]),
+        vec![
+            (libc::SOL_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY", 0),
+            (sol, libc::SO_REUSEPORT, "SO_REUSEPORT", 1),
+        ],
+    );
+    w.setup("listen", listen(any.fd, 3));
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    for (l, to) in [(&v4, &LOOP4[..]), (&v6, &LOOP6[..]), (&any, &LOOP4[..])] {
+        inet_check(&mut checks, l);
+        if let Some(v) = checks.io("SO_ACCEPTCONN", getsockopt(l.fd, libc::SO_ACCEPTCONN)) {
+            checks.eq(&format!("{} listens", l.name), 1, v);
+        }
+        let family = if to.len() == 4 {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let Some(c) = checks.io("a new client", inet_socket(family, libc::SOCK_STREAM)) else {
+            continue;
+        };
+        if checks
+            .io(
+                &format!("connecting to {}", l.name),
+                inet_connect(c, to, l.addr.1),
+            )
+            .is_some()
+        {
+            if let Some(a) = checks.io(&format!("accepting on {}", l.name), accept(l.fd)) {
+                checks.io("sending", send(c, b"hello"));
+                let mut buf = [0u8; 8];
+                if let Some(n) = checks.io("receiving", recv(a, &mut buf)) {
+                    checks.eq("the new connection's data", &b"hello"[..], &buf[..n]);
+                }
+                // SAFETY: ours, done with.
+                unsafe { libc::close(a) };
+            }
+        }
+        // SAFETY: ours, done with.
+        unsafe { libc::close(c) };
+    }
+    w.finish(checks)
+}
+
+fn recv_from(fd: i32, buf: &mut [u8]) -> io::Result<(usize, (Vec<u8>, u16))> {
+    // SAFETY: all zeros is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `buf` and `ss` are live, with their sizes given.
+    let r = unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            std::ptr::addr_of_mut!(ss).cast(),
+            &mut len,
+        )
+    };
+    let n = sys::check(r as libc::c_long)? as usize;
+    Ok((n, sockaddr_parts(&ss)))
+}
+
+fn send_to(fd: i32, data: &[u8], to: &(Vec<u8>, u16)) -> io::Result<()> {
+    let (ss, len) = inet_sockaddr(&to.0, to.1);
+    // SAFETY: `data` and `ss` are live, with their sizes given.
+    let r = unsafe {
+        libc::sendto(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            0,
+            std::ptr::addr_of!(ss).cast(),
+            len,
+        )
+    };
+    sys::check(r as libc::c_long).map(|_| ())
+}
+
+fn udp(mut w: Workload) -> ! {
+    let sol = libc::SOL_SOCKET;
+    let u4 = inet_set_up(
+        &w,
+        "the 127.0.0.1 UDP socket",
+        libc::AF_INET,
+        libc::SOCK_DGRAM,
+        Some(&LOOP4),
+        vec![
+            (sol, libc::SO_BROADCAST, "SO_BROADCAST", 1),
+            (sol, libc::SO_RCVBUF, "SO_RCVBUF", 60_000),
+            (libc::SOL_IP, libc::IP_TTL, "IP_TTL", 33),
+        ],
+    );
+    let server = inet_set_up(
+        &w,
+        "the ::1 UDP server",
+        libc::AF_INET6,
+        libc::SOCK_DGRAM,
+        Some(&LOOP6),
+        vec![],
+    );
+    let client = inet_set_up(
+        &w,
+        "the connected ::1 UDP client",
+        libc::AF_INET6,
+        libc::SOCK_DGRAM,
+        Some(&LOOP6),
+        vec![],
+    );
+    w.setup(
+        "connect",
+        inet_connect(client.fd, &server.addr.0, server.addr.1),
+    );
+    let wild6 = inet_set_up(
+        &w,
+        "the IPv6-only wildcard UDP socket",
+        libc::AF_INET6,
+        libc::SOCK_DGRAM,
+        Some(&[0; 16]),
+        vec![(libc::SOL_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY", 1)],
+    );
+    let unbound = inet_set_up(
+        &w,
+        "the unbound UDP socket",
+        libc::AF_INET,
+        libc::SOCK_DGRAM,
+        None,
+        vec![],
+    );
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    for s in [&u4, &server, &client, &wild6, &unbound] {
+        inet_check(&mut checks, s);
+    }
+    if let Some(p) = checks.io("getpeername", inet_name(client.fd, true)) {
+        checks.eq("the client's peer", &server.addr, &p);
+    }
+    let mut buf = [0u8; 32];
+    checks.io("sending to the server", send(client.fd, b"ping"));
+    if let Some((n, from)) = checks.io("the server's recvfrom", recv_from(server.fd, &mut buf)) {
+        checks.eq("the datagram", &b"ping"[..], &buf[..n]);
+        checks.eq("its sender", &client.addr, &from);
+        checks.io("answering", send_to(server.fd, b"pong", &from));
+        if let Some((n, _)) = checks.io("the client's recv", recv_from(client.fd, &mut buf)) {
+            checks.eq("the answer", &b"pong"[..], &buf[..n]);
+        }
+    }
+    checks.io("sending to itself", send_to(u4.fd, b"self", &u4.addr));
+    if let Some((n, from)) = checks.io("recvfrom of itself", recv_from(u4.fd, &mut buf)) {
+        checks.eq("the datagram to itself", &b"self"[..], &buf[..n]);
+        checks.eq("its sender", &u4.addr, &from);
+    }
+    w.finish(checks)
+}
+
+fn mkfifo(path: &std::path::Path) -> io::Result<()> {
+    let c = sys::cstring(path);
+    // SAFETY: `c` is a live C string.
+    sys::check(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }.into()).map(|_| ())
+}
+
+/// Opens the FIFO at `path` (made if missing) with `flags`.
+fn open_fifo(path: &std::path::Path, flags: i32) -> io::Result<i32> {
+    if !path.exists() {
+        mkfifo(path)?;
+    }
+    let c = sys::cstring(path);
+    // SAFETY: `c` is a live C string.
+    sys::check(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) }.into()).map(|f| f as i32)
+}
+
+const FIFO_BYTES: &[u8] = b"bytes buffered in a named pipe";
+
+fn fifo(mut w: Workload) -> ! {
+    let path = w.path("named.fifo");
+    let r = w.setup(
+        "opening the FIFO to read",
+        open_fifo(&path, libc::O_RDONLY | libc::O_NONBLOCK),
+    );
+    let wr = w.setup(
+        "opening the FIFO to write",
+        open_fifo(&path, libc::O_WRONLY),
+    );
+    // SAFETY: F_SETPIPE_SZ takes an integer argument.
+    let r_sz = unsafe { libc::fcntl(wr, libc::F_SETPIPE_SZ, 16384) };
+    w.setup("F_SETPIPE_SZ", sys::check(r_sz.into()));
+    w.setup("buffering", sys::write(wr, FIFO_BYTES));
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    let mut buf = [0u8; 128];
+    if let Some(n) = checks.io("reading the FIFO", sys::read(r, &mut buf)) {
+        checks.eq("the FIFO's bytes", FIFO_BYTES, &buf[..n]);
+    }
+    match sys::read(r, &mut buf) {
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+        other => checks.fail(format!("the FIFO held more than was buffered: {other:?}")),
+    }
+    if let Some(fl) = checks.io("F_GETFL", sys::fcntl(r, libc::F_GETFL)) {
+        checks.eq(
+            "the reader's flags",
+            libc::O_RDONLY | libc::O_NONBLOCK,
+            fl & (libc::O_ACCMODE | libc::O_NONBLOCK),
+        );
+    }
+    if let Some(fl) = checks.io("F_GETFL", sys::fcntl(wr, libc::F_GETFL)) {
+        checks.eq(
+            "the writer's flags",
+            libc::O_WRONLY,
+            fl & (libc::O_ACCMODE | libc::O_NONBLOCK),
+        );
+    }
+    if let Some(sz) = checks.io("F_GETPIPE_SZ", sys::fcntl(wr, libc::F_GETPIPE_SZ)) {
+        checks.eq("the FIFO's capacity", 16384, sz);
+    }
+    checks.io("writing anew", sys::write(wr, b"new"));
+    if let Some(n) = checks.io("reading anew", sys::read(r, &mut buf)) {
+        checks.eq("the new bytes", &b"new"[..], &buf[..n]);
+    }
+    w.finish(checks)
 }

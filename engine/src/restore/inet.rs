@@ -1,0 +1,245 @@
+//! TCP listeners and UDP sockets: each made in the root under the label the dump recorded
+//! (`attr/sockcreate`), given its options from the engine through a `pidfd_getfd` copy (those
+//! that must precede `bind` among them), then bound, and listening (TCP) or connected to its
+//! peer (a connected UDP socket) by the root itself, as the process did.
+
+use super::error::StepContext;
+use super::files::{move_above, open_flags, set_buffer, under_label, SOCKADDR_AT};
+use super::RestoreError;
+use crate::image::schema::InetSocket;
+use crate::sys::{fd_of, set_sockopt_int, set_sockopt_timeval, sockopt_int, Remote, Scratch};
+use std::os::fd::{AsFd, OwnedFd};
+
+/// Creates the socket `s` in the root (`pid`), above `above`, with its open file's `flags`;
+/// returns its descriptor there.
+pub(super) fn create(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    s: &InetSocket,
+    flags: u32,
+    above: u64,
+) -> Result<u64, RestoreError> {
+    let (family, ty, proto) = kind(s)?;
+    failpoint!(
+        "restore.files.socket",
+        super::error::injected(pid, "a TCP or UDP socket")
+    );
+    let fd = under_label(remote, pid, scratch, "sockcreate", &s.label, |r| {
+        r.syscall(
+            "socket",
+            libc::SYS_socket,
+            &[
+                crate::sys::int_arg(family),
+                crate::sys::int_arg(ty | libc::SOCK_CLOEXEC),
+                crate::sys::int_arg(proto),
+            ],
+        )
+        .step(pid, "a TCP or UDP socket")
+    })?;
+    let fd = move_above(remote, pid, fd, above)?;
+    let copy = fd_of(pid, fd).map_err(fail(s, "taking a copy".into()))?;
+    set_options(s, &copy)?;
+    if s.port != 0 || s.addr.iter().any(|b| *b != 0) {
+        let sa = sockaddr(s.family, &s.addr, s.port).ok_or_else(|| bad(s, "bound address"))?;
+        remote
+            .write_mem(scratch.addr + SOCKADDR_AT, &sa)
+            .step(pid, "a socket address")?;
+        remote
+            .syscall(
+                "bind",
+                libc::SYS_bind,
+                &[fd, scratch.addr + SOCKADDR_AT, sa.len() as u64],
+            )
+            .step(pid, "binding a TCP or UDP socket (is the port taken?)")?;
+    }
+    if s.listening {
+        remote
+            .syscall("listen", libc::SYS_listen, &[fd, u64::from(s.backlog)])
+            .step(pid, "a listening TCP socket")?;
+    }
+    if s.peer_port != 0 {
+        let sa =
+            sockaddr(s.family, &s.peer_addr, s.peer_port).ok_or_else(|| bad(s, "peer address"))?;
+        remote
+            .write_mem(scratch.addr + SOCKADDR_AT, &sa)
+            .step(pid, "a socket address")?;
+        remote
+            .syscall(
+                "connect",
+                libc::SYS_connect,
+                &[fd, scratch.addr + SOCKADDR_AT, sa.len() as u64],
+            )
+            .step(pid, "connecting a UDP socket to its peer")?;
+    }
+    let fl = nix::fcntl::OFlag::from_bits_retain(open_flags(flags));
+    nix::fcntl::fcntl(&copy, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|source| {
+        fail(s, "setting its file flags".into())(crate::sys::SysError::Call {
+            op: "fcntl(F_SETFL)",
+            tid: 0,
+            source,
+        })
+    })?;
+    Ok(fd)
+}
+
+/// The family, type and protocol `socket` takes for `s`.
+fn kind(s: &InetSocket) -> Result<(i32, i32, i32), RestoreError> {
+    let family = match i32::try_from(s.family) {
+        Ok(f @ (libc::AF_INET | libc::AF_INET6)) => f,
+        _ => return Err(bad(s, "family")),
+    };
+    match i32::try_from(s.protocol) {
+        Ok(libc::IPPROTO_TCP) => Ok((family, libc::SOCK_STREAM, libc::IPPROTO_TCP)),
+        Ok(libc::IPPROTO_UDP) if !s.listening => Ok((family, libc::SOCK_DGRAM, libc::IPPROTO_UDP)),
+        _ => Err(bad(s, "protocol")),
+    }
+}
+
+/// A `sockaddr_in` or `sockaddr_in6` (no flow label, no scope) for `addr` and `port`; `None`
+/// when the family, the address's length or the port is not one.
+pub fn sockaddr(family: u32, addr: &[u8], port: u32) -> Option<Vec<u8>> {
+    let port = u16::try_from(port).ok()?;
+    let family16 = u16::try_from(family).ok()?;
+    let mut sa = family16.to_ne_bytes().to_vec();
+    sa.extend_from_slice(&port.to_be_bytes());
+    match (i32::try_from(family).ok()?, addr.len()) {
+        (libc::AF_INET, 4) => {
+            sa.extend_from_slice(addr);
+            sa.extend_from_slice(&[0; 8]);
+        }
+        (libc::AF_INET6, 16) => {
+            sa.extend_from_slice(&[0; 4]);
+            sa.extend_from_slice(addr);
+            sa.extend_from_slice(&[0; 4]);
+        }
+        _ => return None,
+    }
+    Some(sa)
+}
+
+fn bad(s: &InetSocket, what: &str) -> RestoreError {
+    RestoreError::Inconsistent(format!(
+        "the TCP or UDP socket of inode {} has no valid {what}",
+        s.ino
+    ))
+}
+
+fn fail(s: &InetSocket, what: String) -> impl FnOnce(crate::sys::SysError) -> RestoreError {
+    let ino = s.ino;
+    move |e| {
+        RestoreError::Inconsistent(format!("the TCP or UDP socket of inode {ino}: {what}: {e}"))
+    }
+}
+
+/// Every option the dump recorded, set where a new socket's differs; all before `bind`
+/// (`SO_REUSEADDR`, `SO_REUSEPORT` and `IPV6_V6ONLY` decide what `bind` may do).
+fn set_options(s: &InetSocket, c: &OwnedFd) -> Result<(), RestoreError> {
+    let tcp = i32::try_from(s.protocol) == Ok(libc::IPPROTO_TCP);
+    let v6 = i32::try_from(s.family) == Ok(libc::AF_INET6);
+    let int = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    let mut opts = vec![
+        (
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            "SO_REUSEADDR",
+            i32::from(s.reuseaddr),
+        ),
+        (
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            "SO_REUSEPORT",
+            i32::from(s.reuseport),
+        ),
+        (
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            "SO_KEEPALIVE",
+            i32::from(s.keepalive),
+        ),
+        (
+            libc::SOL_SOCKET,
+            libc::SO_BROADCAST,
+            "SO_BROADCAST",
+            i32::from(s.broadcast),
+        ),
+    ];
+    if s.ttl != 0 {
+        opts.push(if v6 {
+            (
+                libc::SOL_IPV6,
+                libc::IPV6_UNICAST_HOPS,
+                "IPV6_UNICAST_HOPS",
+                int(s.ttl),
+            )
+        } else {
+            (libc::SOL_IP, libc::IP_TTL, "IP_TTL", int(s.ttl))
+        });
+    }
+    if v6 {
+        opts.push((
+            libc::SOL_IPV6,
+            libc::IPV6_V6ONLY,
+            "IPV6_V6ONLY",
+            i32::from(s.v6only),
+        ));
+    }
+    if tcp {
+        opts.push((
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            "TCP_NODELAY",
+            i32::from(s.nodelay),
+        ));
+        for (name, text, v) in [
+            (libc::TCP_KEEPIDLE, "TCP_KEEPIDLE", s.keepidle),
+            (libc::TCP_KEEPINTVL, "TCP_KEEPINTVL", s.keepintvl),
+            (libc::TCP_KEEPCNT, "TCP_KEEPCNT", s.keepcnt),
+        ] {
+            if v != 0 {
+                opts.push((libc::IPPROTO_TCP, name, text, int(v)));
+            }
+        }
+    }
+    for (level, name, text, want) in opts {
+        let now =
+            sockopt_int(c.as_fd(), level, name).map_err(fail(s, format!("reading {text}")))?;
+        if now != want {
+            set_sockopt_int(c.as_fd(), level, name, want)
+                .map_err(fail(s, format!("setting {text} to {want}")))?;
+        }
+    }
+    let who = format!("the TCP or UDP socket of inode {}", s.ino);
+    set_buffer(&who, c, libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, s.rcvbuf)?;
+    set_buffer(&who, c, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, s.sndbuf)?;
+    for (name, text, us) in [
+        (libc::SO_RCVTIMEO, "SO_RCVTIMEO", s.rcvtimeo_us),
+        (libc::SO_SNDTIMEO, "SO_SNDTIMEO", s.sndtimeo_us),
+    ] {
+        if us != 0 {
+            set_sockopt_timeval(c.as_fd(), name, us).map_err(fail(s, format!("setting {text}")))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_laid_out_as_the_kernel_reads_them() {
+        let v4 = sockaddr(2, &[127, 0, 0, 1], 8080).unwrap();
+        assert_eq!(v4.len(), 16);
+        assert_eq!(&v4[..8], &[2, 0, 0x1f, 0x90, 127, 0, 0, 1]);
+        let mut one = [0u8; 16];
+        one[15] = 1;
+        let v6 = sockaddr(10, &one, 443).unwrap();
+        assert_eq!(v6.len(), 28);
+        assert_eq!(&v6[..4], &[10, 0, 1, 0xbb]);
+        assert_eq!(&v6[8..24], &one);
+        assert_eq!(sockaddr(2, &one, 1), None);
+        assert_eq!(sockaddr(10, &[0; 4], 1), None);
+        assert_eq!(sockaddr(2, &[0; 4], 70_000), None);
+    }
+}
