@@ -105,7 +105,14 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
                         .and_then(|_| unlisted_inet(pid, fd, ino));
                     let listed = inet.as_ref().and_then(|all| all.get(&ino));
                     if let Some(d) = listed.or(unlisted.as_ref()) {
-                        if let Err((what, hint)) = inet_role(d) {
+                        let checked = inet_role(d).and_then(|()| {
+                            if i32::from(d.protocol) == libc::IPPROTO_UDP {
+                                no_joined_groups(pid, d)
+                            } else {
+                                Ok(())
+                            }
+                        });
+                        if let Err((what, hint)) = checked {
                             return Err(DumpError::Socket {
                                 pid,
                                 fd,
@@ -160,6 +167,67 @@ type Refusal = (String, &'static str);
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
+
+/// A UDP socket may have joined multicast groups (`IP_ADD_MEMBERSHIP`, `IPV6_JOIN_GROUP`),
+/// which nothing shows per socket and the restore does not make again. So a UDP socket is
+/// refused when `pid`'s network namespace is a member of any group beyond those the kernel
+/// joins by itself (`/proc/PID/net/igmp` and `igmp6`: all-hosts, all-routers, solicited-node),
+/// rather than restored without one.
+fn no_joined_groups(pid: i32, d: &InetDiag) -> Result<(), Refusal> {
+    let local = inet_text(&d.src, d.sport);
+    let hint = "crlab does not restore multicast memberships and cannot tell which socket \
+                holds one; leave the groups before the dump";
+    let v4 = crate::procfs::read_string(format!("/proc/{pid}/net/igmp")).unwrap_or_default();
+    if let Some(g) = joined_v4(&v4) {
+        return Err((
+            format!(
+                "a UDP socket on {local} in a network namespace that joined multicast group {g}"
+            ),
+            hint,
+        ));
+    }
+    let v6 = crate::procfs::read_string(format!("/proc/{pid}/net/igmp6")).unwrap_or_default();
+    if let Some(g) = joined_v6(&v6) {
+        return Err((
+            format!(
+                "a UDP socket on {local} in a network namespace that joined multicast group {g}"
+            ),
+            hint,
+        ));
+    }
+    Ok(())
+}
+
+/// The first IPv4 group of `/proc/net/igmp` that is not all-hosts (224.0.0.1), in words.
+fn joined_v4(text: &str) -> Option<String> {
+    text.lines()
+        .filter(|l| l.starts_with('\t') || l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|g| u32::from_str_radix(g, 16).ok())
+        // The kernel prints the group as it holds it, in network order, as a host integer.
+        .map(|g| std::net::Ipv4Addr::from(g.to_le_bytes()))
+        .find(|g| *g != std::net::Ipv4Addr::new(224, 0, 0, 1))
+        .map(|g| g.to_string())
+}
+
+/// The first IPv6 group of `/proc/net/igmp6` the kernel does not join by itself (all-nodes,
+/// all-routers, solicited-node), in words.
+fn joined_v6(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter_map(|g| u128::from_str_radix(g, 16).ok())
+        .map(std::net::Ipv6Addr::from)
+        .find(|g| {
+            let s = g.segments();
+            let kernels = matches!(s[0], 0xff01 | 0xff02 | 0xff05)
+                && s[1..7] == [0, 0, 0, 0, 0, 0]
+                && matches!(s[7], 1 | 2);
+            let solicited =
+                s[0] == 0xff02 && s[1..5] == [0, 0, 0, 0] && s[5] == 1 && s[6] >> 8 == 0xff;
+            !kernels && !solicited
+        })
+        .map(|g| g.to_string())
+}
 
 /// The kernel's name of a TCP state.
 fn tcp_state(state: u8) -> &'static str {
@@ -990,5 +1058,16 @@ mod tests {
             (libc::AF_INET6, libc::IPPROTO_UDP, 0)
         );
         assert_eq!(inet_role(&d), Ok(()));
+        assert_eq!(joined_v4("Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n1\tlo        :     1      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n"), None);
+        assert_eq!(
+            joined_v4("1\tlo        :     2      V3\n\t\t\t\t0A0000EF     1 0:00000000\t\t0\n\t\t\t\t010000E0     1 0:00000000\t\t0\n").as_deref(),
+            Some("239.0.0.10")
+        );
+        let v6 = "1    lo              ff020000000000000000000000000001     1 0000000C 0\n\
+                  4    eth0            ff0200000000000000000001ff000002     1 00000004 0\n";
+        assert_eq!(joined_v6(v6), None);
+        let mdns =
+            format!("{v6}4    eth0            ff0200000000000000000000000000fb     1 00000004 0\n");
+        assert_eq!(joined_v6(&mdns).as_deref(), Some("ff02::fb"));
     }
 }

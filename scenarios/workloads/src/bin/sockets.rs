@@ -47,6 +47,8 @@
 //! - `tcp-established`: an established TCP connection over 127.0.0.1 (both ends here);
 //! - `tcp-pending`: a TCP listener with a connection not accepted yet;
 //! - `udp-queued`: a UDP socket with a datagram queued to it;
+//! - `udp-multicast`: a UDP socket that joined multicast group 239.0.0.10 on the interface of
+//!   its route (`IP_ADD_MEMBERSHIP`);
 //! - `netlink`: a bound `NETLINK_ROUTE` socket (a family not restored);
 //! - `fifo-deleted`: a named pipe with bytes buffered whose path was removed;
 //! - `fifo-outside`: a named pipe a process outside the tree also holds open;
@@ -542,6 +544,28 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             w.setup("queueing", send(u, b"queued datagram"));
             u
         }
+        "udp-multicast" => {
+            let u = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_DGRAM));
+            w.setup("bind", inet_bind(u, &[0, 0, 0, 0], 0));
+            let mreq = libc::ip_mreq {
+                imr_multiaddr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes([239, 0, 0, 10]),
+                },
+                imr_interface: libc::in_addr { s_addr: 0 },
+            };
+            // SAFETY: the kernel reads one ip_mreq from `mreq`.
+            let r = unsafe {
+                libc::setsockopt(
+                    u,
+                    libc::IPPROTO_IP,
+                    libc::IP_ADD_MEMBERSHIP,
+                    std::ptr::addr_of!(mreq).cast(),
+                    std::mem::size_of::<libc::ip_mreq>() as libc::socklen_t,
+                )
+            };
+            w.setup("IP_ADD_MEMBERSHIP 239.0.0.10", sys::check(r.into()));
+            u
+        }
         "oob" => {
             let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
             w.setup("queueing", send(a, b"in band"));
@@ -613,6 +637,26 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             if let Some(v) = checks.io("SO_DOMAIN", getsockopt(fd, libc::SO_DOMAIN)) {
                 checks.eq("the netlink socket is still one", libc::AF_NETLINK, v);
             }
+        }
+        "udp-multicast" => {
+            // Still a member: leaving the group succeeds only for a member.
+            let mreq = libc::ip_mreq {
+                imr_multiaddr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes([239, 0, 0, 10]),
+                },
+                imr_interface: libc::in_addr { s_addr: 0 },
+            };
+            // SAFETY: the kernel reads one ip_mreq from `mreq`.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_DROP_MEMBERSHIP,
+                    std::ptr::addr_of!(mreq).cast(),
+                    std::mem::size_of::<libc::ip_mreq>() as libc::socklen_t,
+                )
+            };
+            checks.io("IP_DROP_MEMBERSHIP (still a member)", sys::check(r.into()));
         }
         "udp-queued" => {
             if let Some(n) = checks.io("recv of the datagram", recv(fd, &mut buf)) {
