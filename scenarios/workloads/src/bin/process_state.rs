@@ -3,9 +3,9 @@
 //! argument:
 //!
 //! - `sched-batch`: SCHED_BATCH, nice 7;
-//! - `selinux-attrs`: the main thread's `attr/exec`, `attr/fscreate`, `attr/keycreate` and
-//!   `attr/sockcreate` set to its own context (SELinux enabled only: the lab's scenario
-//!   `unconfined-selinux-attrs`);
+//! - `selinux-attrs`: the main thread's `attr/exec`, `attr/keycreate` and `attr/sockcreate`
+//!   set to its own context and `attr/fscreate` to the label its files get (SELinux
+//!   enabled only: the lab's scenario `unconfined-selinux-attrs`);
 //! - `sched-rr`: SCHED_RR at real-time priority 3, nice -3;
 //! - `oom-score-adj`: `/proc/self/oom_score_adj` 345;
 //! - `thp-disable`: `PR_SET_THP_DISABLE`;
@@ -81,6 +81,25 @@ struct Set {
     /// The second thread of `thread-state`: its handle (it returns its state after the wake),
     /// the pipe end that wakes it, and its state before.
     thread: Option<(JoinHandle<io::Result<String>>, i32, String)>,
+}
+
+/// The SELinux label of a file (`security.selinux`), without its trailing NUL.
+fn file_label(path: &std::path::Path) -> io::Result<String> {
+    let c = sys::cstring(path);
+    let mut buf = [0u8; 256];
+    // SAFETY: `c` is NUL-terminated; the kernel writes at most buf.len() bytes into `buf`.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.selinux".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(sys::check(n as libc::c_long)?).unwrap_or(0);
+    let text = &buf[..n];
+    let text = text.strip_suffix(&[0]).unwrap_or(text);
+    Ok(String::from_utf8_lossy(text).into_owned())
 }
 
 /// The SELinux attributes of a thread that `selinux-attrs` sets (`attr/current` aside).
@@ -317,12 +336,25 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
         }
         "thread-state" => set.thread = Some(second_thread()?),
         "selinux-attrs" => {
-            // The thread's own context for each: the one value every domain may always set
-            // (given `setexec`, `setfscreate`, `setkeycreate`, `setsockcreate` on itself).
+            // Values the domain may use: its own context for its next exec, its keys and its
+            // sockets; for its files, the label a file it creates in its state directory gets
+            // anyway (so the files it goes on creating are labelled as they would be).
             let own = std::fs::read_to_string("/proc/thread-self/attr/current")?;
             let own = own.trim_end_matches(['\0', '\n']).to_owned();
+            // The label a file created there gets now, found by creating one.
+            let probe = w.path("fscreate-probe");
+            std::fs::write(&probe, b"")?;
+            let dir = file_label(&probe)?;
+            std::fs::remove_file(&probe)?;
             for attr in SELINUX_ATTRS {
-                std::fs::write(format!("/proc/thread-self/attr/{attr}"), &own).map_err(|e| {
+                let value = if attr == "fscreate" { &dir } else { &own };
+                // Opened for writing only: `fs::write` adds O_CREAT, which SELinux audits as a
+                // `file { create }` on the attribute (denied by refpolicy, though it exists).
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(format!("/proc/thread-self/attr/{attr}"))
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()));
+                written.map_err(|e| {
                     io::Error::other(format!(
                         "writing attr/{attr} (SELinux must be enabled for this kind): {e}"
                     ))

@@ -25,14 +25,16 @@
 //!   check its own and report on the pair; the child is restored as this process's child.
 //!
 //! - `inet-listeners`: TCP listeners on 127.0.0.1 (backlog 5, `TCP_NODELAY`, `SO_KEEPALIVE`,
-//!   `TCP_KEEPIDLE` 77), on ::1 (`IPV6_V6ONLY`, `SO_REUSEADDR`, `IPV6_UNICAST_HOPS`, backlog 9) and on the IPv6
-//!   wildcard, dual-stack (`SO_REUSEPORT`, backlog 3). After the wait: each name, its options,
-//!   that it listens, and a new client (IPv4 to the wildcard one) connecting and accepted.
+//!   `TCP_KEEPIDLE` 77), on ::1 (`IPV6_V6ONLY`, `SO_REUSEADDR`, `IPV6_UNICAST_HOPS`, backlog
+//!   9) and on the IPv6 wildcard, dual-stack (`SO_REUSEPORT`, backlog 3). After the wait: each
+//!   name, its options, that it listens, a new client (IPv4 to the wildcard one)
+//!   connecting and accepted, and when SELinux is on each socket's label as it was.
 //!
-//! - `udp`: a UDP socket bound to 127.0.0.1 (`SO_BROADCAST`, `SO_RCVBUF`, `IP_TTL`), two bound to ::1,
-//!   one of them connected to the other, one on the IPv6 wildcard (`IPV6_V6ONLY`), and an
-//!   unbound one. After the wait: the names, the
-//!   peer, the options, datagrams round-tripping between them with their senders' names.
+//! - `udp`: a UDP socket bound to 127.0.0.1 (`SO_BROADCAST`, `SO_RCVBUF`, `IP_TTL`), two
+//!   bound to ::1, one of them connected to the other, one on the IPv6 wildcard
+//!   (`IPV6_V6ONLY`), and an unbound one. After the wait: the names, the peer, the options,
+//!   datagrams round-tripping between them with their senders' names, and when SELinux is
+//!   on each socket's label as it was.
 //!
 //! - `fifo`: a named pipe of the state directory opened twice (a non-blocking reader and a
 //!   writer), 16 KiB of capacity, with bytes buffered. After the wait: the bytes read back
@@ -1301,6 +1303,22 @@ fn inet_check(checks: &mut Checks, s: &Inet) {
     }
 }
 
+/// Each descriptor's SELinux label before the wait (none when SELinux is off).
+fn labels_of(w: &Workload, fds: &[i32]) -> Vec<(i32, Option<Vec<u8>>)> {
+    fds.iter()
+        .map(|&fd| (fd, w.setup("fgetxattr(security.selinux)", label(fd))))
+        .collect()
+}
+
+/// Each descriptor's label after the wait is the one it had.
+fn check_labels(checks: &mut Checks, before: &[(i32, Option<Vec<u8>>)]) {
+    for (fd, was) in before {
+        if let Some(now) = checks.io("fgetxattr(security.selinux)", label(*fd)) {
+            checks.eq(&format!("fd {fd}: SELinux label"), was, &now);
+        }
+    }
+}
+
 fn inet_listeners(mut w: Workload) -> ! {
     let tcp = libc::IPPROTO_TCP;
     let sol = libc::SOL_SOCKET;
@@ -1347,9 +1365,11 @@ fn inet_listeners(mut w: Workload) -> ! {
         ],
     );
     w.setup("listen", listen(any.fd, 3));
+    let labels = labels_of(&w, &[v4.fd, v6.fd, any.fd]);
 
     let mut checks = w.wait();
     w.common_checks(&mut checks);
+    check_labels(&mut checks, &labels);
     for (l, to) in [(&v4, &LOOP4[..]), (&v6, &LOOP6[..]), (&any, &LOOP4[..])] {
         inet_check(&mut checks, l);
         if let Some(v) = checks.io("SO_ACCEPTCONN", getsockopt(l.fd, libc::SO_ACCEPTCONN)) {
@@ -1471,9 +1491,11 @@ fn udp(mut w: Workload) -> ! {
         None,
         vec![],
     );
+    let labels = labels_of(&w, &[u4.fd, server.fd, client.fd, wild6.fd, unbound.fd]);
 
     let mut checks = w.wait();
     w.common_checks(&mut checks);
+    check_labels(&mut checks, &labels);
     for s in [&u4, &server, &client, &wild6, &unbound] {
         inet_check(&mut checks, s);
     }
