@@ -19,6 +19,7 @@ use support::workload::{Workload, EXIT_TIMEOUT};
 #[case::sched_batch("sched-batch")]
 #[case::sched_rr("sched-rr")]
 #[case::oom_score_adj("oom-score-adj")]
+#[case::ioprio("ioprio")]
 #[case::thp_disable("thp-disable")]
 #[case::timerslack("timerslack")]
 #[case::subreaper("subreaper")]

@@ -171,6 +171,7 @@ fn sched(pid: i32, tid: i32) -> Result<Sched, DumpError> {
         policy: stat.policy,
         priority: stat.rt_priority,
         nice: stat.nice,
+        ioprio: crate::sys::ioprio(tid)?,
     })
 }
 

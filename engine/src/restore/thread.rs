@@ -442,7 +442,7 @@ pub fn restore_thread(
     Ok(())
 }
 
-/// The thread's scheduling policy, real-time priority and nice value, each set only when the
+/// The thread's scheduling policy, real-time priority, nice value and I/O priority, each set only when the
 /// thread (a copy of the engine's) does not have it already: setting them needs the
 /// `setsched` permission on itself, in its restored context.
 fn set_sched(
@@ -481,6 +481,16 @@ fn set_sched(
                 ],
             )
             .step(pid, "the nice value")?;
+    }
+    let io_now = crate::sys::ioprio(remote.tid())?;
+    if io_now != sched.ioprio {
+        remote
+            .syscall(
+                "ioprio_set",
+                libc::SYS_ioprio_set,
+                &[1, 0, u64::from(sched.ioprio)],
+            )
+            .step(pid, "the I/O priority")?;
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ pub use pipe::{peek_pipe, pipe_capacity, pipe_queued, set_pipe_capacity};
 pub use prctl::mm_map_size;
 pub use ptrace::{Regs, Tracee};
 pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
-pub use rlimit::{rlimit, set_rlimit, RLIMITS};
+pub use rlimit::{ioprio, rlimit, set_rlimit, RLIMITS};
 pub use sock_diag::{inet_diag_all, unix_diag, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
 pub use socket::{
     fd_of, peek_queue, send_all, set_sockopt_int, set_sockopt_timeval, sock_proto_name,

@@ -8,6 +8,7 @@
 //!   enabled only: the lab's scenario `unconfined-selinux-attrs`);
 //! - `sched-rr`: SCHED_RR at real-time priority 3, nice -3;
 //! - `oom-score-adj`: `/proc/self/oom_score_adj` 345;
+//! - `ioprio`: the I/O priority best effort, level 5 (`ioprio_set`);
 //! - `thp-disable`: `PR_SET_THP_DISABLE`;
 //! - `timerslack`: `PR_SET_TIMERSLACK` 123456 ns;
 //! - `subreaper`: `PR_SET_CHILD_SUBREAPER`, and an orphan reparented to it: a child that
@@ -82,6 +83,9 @@ struct Set {
     /// the pipe end that wakes it, and its state before.
     thread: Option<(JoinHandle<io::Result<String>>, i32, String)>,
 }
+
+/// `ioprio` kind's I/O priority: best effort (class 2 << 13), level 5.
+const IOPRIO_BE_5: libc::c_long = 2 << 13 | 5;
 
 /// The SELinux label of a file (`security.selinux`), without its trailing NUL.
 fn file_label(path: &std::path::Path) -> io::Result<String> {
@@ -171,6 +175,12 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             sys::check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }.into())?;
         }
         "oom-score-adj" => std::fs::write("/proc/self/oom_score_adj", "345")?,
+        "ioprio" => {
+            // SAFETY: ioprio_set takes integers only.
+            let r =
+                unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, IOPRIO_BE_5 as libc::c_long) };
+            sys::check(r)?;
+        }
         "coredump-filter" => std::fs::write("/proc/self/coredump_filter", "0x7f")?,
         "mce-kill" => {
             // SAFETY: PR_MCE_KILL takes integers only.
@@ -731,6 +741,12 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
                 policy == libc::SCHED_RR && param.sched_priority == 3 && nice == -3
             };
             expect(want, "scheduling", seen)
+        }
+        "ioprio" => {
+            // SAFETY: ioprio_get takes integers only.
+            let r = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, 0) };
+            let v = sys::check(r)?;
+            expect(v == IOPRIO_BE_5, "ioprio", format!("{v:#x}"))
         }
         "oom-score-adj" => {
             let v = std::fs::read_to_string("/proc/self/oom_score_adj")?;
