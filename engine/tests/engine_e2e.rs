@@ -14,7 +14,7 @@ use support::crlab;
 use support::images;
 use support::process::{self, Exit};
 use support::protocol::{self, WaitMode};
-use support::workload::Workload;
+use support::workload::{mentions_number, Workload};
 
 /// What a test does between the workload's ready and its trigger.
 #[derive(Clone, Copy, Debug)]
@@ -379,10 +379,4 @@ fn check_images_dir_refuses_bad_images(#[case] bad: BadImages) {
     if let Some(w) = workload {
         w.assert_gone();
     }
-}
-
-/// Whether `text` holds `number` as a whole number (not as part of a longer one).
-fn mentions_number(text: &str, number: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_digit())
-        .any(|token| token == number)
 }

@@ -9,25 +9,14 @@ mod support;
 
 use rstest::rstest;
 
-use support::process::{self, Exit};
+use support::process;
 use support::protocol::WaitMode;
-use support::workload::Workload;
+use support::workload::{mentions_number, Workload};
 
 /// Dumps `w`, asserts the dump was refused, left no complete-looking dump and named every one
 /// of `words` and the pid `holder`; returns crlab's stderr.
 fn assert_refused(w: &mut Workload, holder: i32, words: &[&str]) -> String {
-    let run = w.dump(&[]);
-    let (ok, exit, stderr) = (run.succeeded(), run.exit, run.stderr());
-    assert!(!ok, "crlab dump must refuse {words:?}");
-    assert!(
-        matches!(exit, Some(Exit::Code(c)) if c != 0),
-        "crlab dump must exit non-zero, not {exit:?}"
-    );
-    assert!(
-        !w.images_dir().join("inventory.img").exists(),
-        "a refused dump must not leave a complete-looking dump (inventory.img)"
-    );
-    w.assert_running("a refused dump");
+    let stderr = w.dump_refused(&format!("{words:?}"));
     if holder != w.pid() {
         if let Some(why) = process::not_running_freely(holder) {
             panic!("after a refused dump, the member holding the state: {why}");
@@ -220,10 +209,4 @@ fn send(pid: i32, sig: i32) {
         "kill({pid}, {sig}): {}",
         std::io::Error::last_os_error()
     );
-}
-
-/// Whether `text` holds `number` as a whole number (not as part of a longer one).
-fn mentions_number(text: &str, number: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_digit())
-        .any(|token| token == number)
 }

@@ -13,7 +13,7 @@ use rstest::rstest;
 use crlab::failpoint;
 use support::process::{self, Exit, Proc};
 use support::protocol::WaitMode;
-use support::workload::{Workload, EXIT_TIMEOUT};
+use support::workload::{assert_refusal_names, Workload, EXIT_TIMEOUT};
 
 /// Pairs of each type with queued data both ways, a shut-down pair, options and flags
 /// (`pairs`); listeners at a path and an abstract name with a connection accepted on each
@@ -174,32 +174,10 @@ fn dump_refuses_sockets_it_does_not_restore(#[case] kind: &str, #[case] words: &
         .to_owned();
     let fd = ready.get("refused-fd").expect("the descriptor").to_owned();
     w.wait_in_wait_syscall();
-    let run = w.dump(&[]);
-    let (ok, exit, stderr) = (run.succeeded(), run.exit, run.stderr());
-    assert!(!ok, "crlab dump must refuse {kind}");
-    assert!(
-        matches!(exit, Some(Exit::Code(c)) if c != 0),
-        "crlab dump must exit non-zero, not {exit:?}"
-    );
-    assert!(
-        !w.images_dir().join("inventory.img").exists(),
-        "a refused dump must not leave a complete-looking dump (inventory.img)"
-    );
-    w.assert_running("a refused dump");
+    let stderr = w.dump_refused(kind);
     w.trigger();
     w.expect_ok();
-    for word in words {
-        assert!(
-            stderr.contains(word),
-            "the refusal must name {word:?}: {stderr}"
-        );
-    }
-    for (what, number) in [("process", &holder), ("fd", &fd)] {
-        assert!(
-            mentions_number(&stderr, number),
-            "the refusal must name the {what} {number}: {stderr}"
-        );
-    }
+    assert_refusal_names(&stderr, words, &[("process", &holder), ("fd", &fd)]);
 }
 
 /// The two failpoints only sockets reach (`engine_failpoints` runs on workloads without
@@ -250,10 +228,4 @@ fn socket_failpoints_fail_their_step_cleanly() {
     w.restore_detached_ok();
     w.trigger();
     w.expect_ok();
-}
-
-/// Whether `text` holds `number` as a whole number (not as part of a longer one).
-fn mentions_number(text: &str, number: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_digit())
-        .any(|token| token == number)
 }

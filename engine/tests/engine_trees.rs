@@ -18,7 +18,7 @@ use rstest::rstest;
 
 use support::process::{self, Exit};
 use support::protocol::WaitMode;
-use support::workload::{Identity, Workload, EXIT_TIMEOUT};
+use support::workload::{mentions_number, Identity, Workload, EXIT_TIMEOUT};
 
 /// Who the credentials test's workload runs as: not root, with two supplementary groups.
 const NOT_ROOT: Identity = Identity {
@@ -434,12 +434,6 @@ fn sorted(v: &[i32]) -> Vec<i32> {
     let mut v = v.to_vec();
     v.sort();
     v
-}
-
-/// Whether `text` holds `number` as a whole number (not as part of a longer one).
-fn mentions_number(text: &str, number: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_digit())
-        .any(|token| token == number)
 }
 
 /// One workload and every process that belongs to it; see the module docs.

@@ -1,7 +1,7 @@
 //! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`, file owners, pipes,
-//! timerfds, memfds, `AF_UNIX` sockets (`sock_diag`, peeking their queues), resource limits,
-//! `prctl`, the transport socket's receiving end, the probes' throwaway child, the engine's own
-//! stop signals.
+//! timerfds, eventfds, memfds, sockets (`sock_diag`, peeking their queues), I/O priorities,
+//! resource limits, `prctl`, the transport socket's receiving end, the probes' throwaway child,
+//! the engine's own stop signals.
 //!
 //! Everything above this module works in terms of [`Tracee`] and [`Remote`]; raw `libc`
 //! calls live here and nowhere else in the engine (the tidy test of xtask checks it).
@@ -10,6 +10,7 @@ mod clone3;
 mod error;
 mod event;
 mod fork;
+mod ioprio;
 mod kcmp;
 mod memfd;
 mod owner;
@@ -27,6 +28,7 @@ pub use clone3::{clone3_probe, spawn_stopped_with_pid, Clone3Probe};
 pub use error::SysError;
 pub use event::{clock_now, eventfd_is_semaphore, ready_for, timerfd_gettime};
 pub use fork::fork_paused;
+pub use ioprio::ioprio;
 pub use kcmp::{epoll_target_is, same_file, share, Shared};
 pub use memfd::{memfd_seals, on_hugetlbfs};
 pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};
@@ -34,7 +36,7 @@ pub use pipe::{peek_pipe, pipe_capacity, pipe_queued, set_pipe_capacity};
 pub use prctl::mm_map_size;
 pub use ptrace::{Regs, Tracee};
 pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
-pub use rlimit::{ioprio, rlimit, set_rlimit, RLIMITS};
+pub use rlimit::{rlimit, set_rlimit, RLIMITS};
 pub use sock_diag::{inet_diag_all, unix_diag, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
 pub use socket::{
     fd_of, peek_queue, send_all, set_sockopt_int, set_sockopt_timeval, sock_proto_name,

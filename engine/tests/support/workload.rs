@@ -424,6 +424,25 @@ impl Workload {
         !process::pid_exists(self.pid())
     }
 
+    /// Dumps with no options and asserts the dump was refused: a failure exit, no
+    /// complete-looking dump (`inventory.img`), the workload still running freely. `what` names
+    /// what is refused, for the messages. Returns crlab's stderr.
+    pub fn dump_refused(&mut self, what: &str) -> String {
+        let run = self.dump(&[]);
+        let (ok, exit, stderr) = (run.succeeded(), run.exit, run.stderr());
+        assert!(!ok, "crlab dump must refuse {what}");
+        assert!(
+            matches!(exit, Some(Exit::Code(c)) if c != 0),
+            "crlab dump must exit non-zero, not {exit:?}"
+        );
+        assert!(
+            !self.images_dir().join("inventory.img").exists(),
+            "a refused dump must not leave a complete-looking dump (inventory.img)"
+        );
+        self.assert_running("a refused dump");
+        stderr
+    }
+
     /// The original is still running freely (not killed, stopped or traced).
     pub fn assert_running(&mut self, after: &str) {
         assert!(
@@ -509,4 +528,27 @@ impl Drop for Workload {
             }
         }
     }
+}
+
+/// Asserts a refusal's message names every one of `words` and every number of `numbers`
+/// (`(what it is, the number)`, such as `("process", "1234")`) as a whole number.
+pub fn assert_refusal_names(stderr: &str, words: &[&str], numbers: &[(&str, &str)]) {
+    for word in words {
+        assert!(
+            stderr.contains(word),
+            "the refusal must name {word:?}: {stderr}"
+        );
+    }
+    for (what, number) in numbers {
+        assert!(
+            mentions_number(stderr, number),
+            "the refusal must name the {what} {number}: {stderr}"
+        );
+    }
+}
+
+/// Whether `text` holds `number` as a whole number (not as part of a longer one).
+pub fn mentions_number(text: &str, number: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|token| token == number)
 }

@@ -123,6 +123,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// The lab a one-off command (`run`, `in-place-proof`) starts: 1 GiB, 2 CPUs, a cold boot
+/// allowed 10 minutes.
+fn lab_options(
+    o: &Options,
+    dir: &str,
+    agent: &str,
+    policy: LabPolicy,
+) -> Result<LabOptions, String> {
+    Ok(LabOptions {
+        qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
+        memory_mib: 1024,
+        cpus: 2,
+        run_dir: PathBuf::from(dir),
+        agent: PathBuf::from(agent),
+        policy_modules: recipe::policy_modules(&PathBuf::from(required(&o.policy, "--policy")?))?,
+        policy,
+        cold_boot_timeout: std::time::Duration::from_secs(600),
+    })
+}
+
 /// The policies the options name, resolved, with the lab's modules of `--policy DIR`.
 fn lab_policy(o: &Options, progress: &mut dyn FnMut(&str)) -> Result<LabPolicy, String> {
     let dir = PathBuf::from(required(&o.policy, "--policy")?);
@@ -144,16 +164,7 @@ fn run(o: &Options) -> Result<(), String> {
     }
     let mut progress = |m: &str| eprintln!("[lab] {m}");
     let policy = lab_policy(o, &mut progress)?;
-    let opts = LabOptions {
-        qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
-        memory_mib: 1024,
-        cpus: 2,
-        run_dir: PathBuf::from(dir),
-        agent: PathBuf::from(agent),
-        policy_modules: recipe::policy_modules(&PathBuf::from(required(&o.policy, "--policy")?))?,
-        policy,
-        cold_boot_timeout: std::time::Duration::from_secs(600),
-    };
+    let opts = lab_options(o, dir, agent, policy)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
     let lab = Lab::start(&opts, &mut progress);
     let mut lab = match lab {
@@ -367,16 +378,7 @@ fn in_place_proof(o: &Options) -> Result<(), String> {
         .collect();
     let mut progress = |m: &str| eprintln!("[proof] {m}");
     let policy = lab_policy(o, &mut progress)?;
-    let opts = LabOptions {
-        qemu: std::env::var("CRLAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into()),
-        memory_mib: 1024,
-        cpus: 2,
-        run_dir: PathBuf::from(dir),
-        agent: PathBuf::from(agent),
-        policy_modules: recipe::policy_modules(&PathBuf::from(required(&o.policy, "--policy")?))?,
-        policy,
-        cold_boot_timeout: std::time::Duration::from_secs(600),
-    };
+    let opts = lab_options(o, dir, agent, policy)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
     let mut lab = match Lab::start(&opts, &mut progress) {
         Ok(lab) => lab,
