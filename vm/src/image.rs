@@ -43,7 +43,17 @@ pub struct Recipe {
     /// container-selinux), with `policy_modules` on top; `None`: the policy comes from
     /// `packages` (Debian's refpolicy).
     pub policy: Option<Arc<ResolvedPolicy>>,
+    /// Modules (name.cil, contents) each compiled at build time, alone, on top of the
+    /// image's policy into a binary policy at [`POLICY_VARIANTS_DIR`]`/NAME` (NAME without
+    /// `.cil`), next to the image's own policy as `base`: the lab switches policies with one
+    /// load of a precompiled file instead of a `semodule` rebuild in the guest.
+    pub policy_variants: Vec<(String, Vec<u8>)>,
 }
+
+/// Where an image keeps its precompiled binary policies (`Recipe::policy_variants`).
+pub const POLICY_VARIANTS_DIR: &str = "/usr/lib/crlab/policy-variants";
+/// The name of the image's own policy among its precompiled variants.
+pub const BASE_VARIANT: &str = "base";
 
 impl Recipe {
     /// A hash of everything that shapes the image.
@@ -65,6 +75,10 @@ impl Recipe {
         }
         for (n, data) in &self.policy_modules {
             h.update(format!("module {n} {}\n", data.len()));
+            h.update(data);
+        }
+        for (n, data) in &self.policy_variants {
+            h.update(format!("variant {n} {}\n", data.len()));
             h.update(data);
         }
         // Nothing more for Debian's own policy: the default image keeps its key.
@@ -551,6 +565,9 @@ fn build(
             }
         }
         let store_time = phase.elapsed();
+        let phase = Instant::now();
+        compile_variants(&rootfs, policy_name, &recipe.policy_variants, progress)?;
+        let variants_time = phase.elapsed();
         progress("lab image: labelling files offline (setfiles)");
         let phase = Instant::now();
         run(
@@ -569,10 +586,11 @@ fn build(
             ]),
         )?;
         progress(&format!(
-            "lab image: phases: policy build {:.0} s, rootfs {:.0} s, policy store {:.0} s, setfiles {:.0} s",
+            "lab image: phases: policy build {:.0} s, rootfs {:.0} s, policy store {:.0} s, policy variants {:.0} s, setfiles {:.0} s",
             policy_built.as_secs_f64(),
             rootfs_time.as_secs_f64(),
             store_time.as_secs_f64(),
+            variants_time.as_secs_f64(),
             phase.elapsed().as_secs_f64()
         ));
     }
@@ -755,6 +773,87 @@ fn install_built(
     Ok(())
 }
 
+/// Compiles each of `variants` alone on top of the installed store `name` (one `semodule
+/// -n` transaction each, run in the image; the store and the policy's files are put back
+/// after each), and keeps the binary policies in [`POLICY_VARIANTS_DIR`] with the image's
+/// own as [`BASE_VARIANT`].
+fn compile_variants(
+    rootfs: &Path,
+    name: &str,
+    variants: &[(String, Vec<u8>)],
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ImageError> {
+    let out = rootfs.join(POLICY_VARIANTS_DIR.trim_start_matches('/'));
+    std::fs::create_dir_all(&out).map_err(io("creating", &out))?;
+    let policy_dir = rootfs.join("etc/selinux").join(name);
+    let store = rootfs.join("var/lib/selinux").join(name);
+    let binary = |policy_dir: &Path| -> Result<PathBuf, ImageError> {
+        let dir = policy_dir.join("policy");
+        // `policy.N`, the highest N: the version the store writes.
+        let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
+            .map_err(io("reading", &dir))?
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let v = n.strip_prefix("policy.")?.parse().ok()?;
+                Some((v, e.path()))
+            })
+            .collect();
+        found.sort();
+        found.pop().map(|(_, p)| p).ok_or_else(|| ImageError::Step {
+            step: "finding the binary policy".into(),
+            detail: format!("no policy.N in {}", dir.display()),
+        })
+    };
+    let base = binary(&policy_dir)?;
+    let dest = out.join(BASE_VARIANT);
+    std::fs::copy(&base, &dest).map_err(io("copying", &base))?;
+    for (module, data) in variants {
+        let variant = module.trim_end_matches(".cil");
+        if variant == BASE_VARIANT || variant.is_empty() || variant.contains('/') {
+            return Err(ImageError::Step {
+                step: "precompiling the policy variants".into(),
+                detail: format!("a policy module may not be named {module}: rename it"),
+            });
+        }
+        progress(&format!(
+            "lab image: precompiling the policy with {module} (a binary policy the lab loads in place of a semodule rebuild)"
+        ));
+        let saved_store = rootfs.join("var/lib/selinux/.crlab-saved");
+        let saved_policy = rootfs.join("etc/selinux/.crlab-saved");
+        for (from, to) in [(&store, &saved_store), (&policy_dir, &saved_policy)] {
+            let _ = std::fs::remove_dir_all(to);
+            run(
+                "saving the policy store",
+                Command::new("cp").arg("-a").arg(from).arg(to),
+            )?;
+        }
+        let staged = rootfs.join("tmp").join(module);
+        std::fs::write(&staged, data).map_err(io("writing", &staged))?;
+        let built = run(
+            &format!("semodule -n -i {module} (precompiling a policy variant)"),
+            Command::new("chroot")
+                .arg(rootfs)
+                .args(["semodule", "-s", name, "-n", "-i"])
+                .arg(format!("/tmp/{module}")),
+        )
+        .and_then(|_| binary(&policy_dir))
+        .and_then(|p| {
+            std::fs::copy(&p, out.join(variant))
+                .map(|_| ())
+                .map_err(io("copying", &p))
+        });
+        let _ = std::fs::remove_file(&staged);
+        // The store and the policy's files as they were, whether or not the module built.
+        for (live, saved) in [(&store, &saved_store), (&policy_dir, &saved_policy)] {
+            std::fs::remove_dir_all(live).map_err(io("removing", live))?;
+            std::fs::rename(saved, live).map_err(io("restoring", live))?;
+        }
+        built?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -770,6 +869,7 @@ mod tests {
             links: vec![],
             policy_modules: vec![("lab.cil".into(), b"(type t)".to_vec())],
             policy: None,
+            policy_variants: vec![],
         }
     }
 

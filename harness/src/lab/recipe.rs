@@ -37,6 +37,9 @@ const REFPOLICY_PACKAGE: &str = "selinux-policy-default";
 /// top-level `*.cil` are for refpolicy).
 pub const FEDORA_MODULES_DIR: &str = "fedora";
 
+/// Where the scenarios' own modules are, under the policy directory.
+pub const SCENARIO_MODULES_DIR: &str = "modules";
+
 /// Units that only slow a test VM down.
 const MASKED: &[&str] = &[
     "serial-getty@ttyS0.service",
@@ -71,6 +74,9 @@ pub struct LabPolicy {
     /// The lab's modules for this base: `scenarios/policy/*.cil` on refpolicy (the stand-in
     /// for container-selinux), `scenarios/policy/fedora/*.cil` on Fedora's policy.
     modules: Vec<(String, Vec<u8>)>,
+    /// The scenarios' modules (`scenarios/policy/modules/*.cil`), each precompiled into a
+    /// binary policy when the image is built (`Recipe::policy_variants`).
+    variants: Vec<(String, Vec<u8>)>,
 }
 
 impl LabPolicy {
@@ -89,6 +95,7 @@ impl LabPolicy {
         Ok(LabPolicy {
             resolved: Arc::new(resolved),
             modules: read_modules(&dir)?,
+            variants: read_modules(&policy_dir.join(SCENARIO_MODULES_DIR))?,
         })
     }
 
@@ -99,6 +106,11 @@ impl LabPolicy {
         progress: &mut dyn FnMut(&str),
     ) -> Result<LabPolicy, RecipeError> {
         LabPolicy::resolve(&PolicySelection::from_env()?, policy_dir, progress)
+    }
+
+    /// The names (`NAME.cil`) of the modules precompiled, each alone, into the image.
+    pub fn variant_names(&self) -> Vec<String> {
+        self.variants.iter().map(|(n, _)| n.clone()).collect()
     }
 
     pub fn selection(&self) -> &PolicySelection {
@@ -140,7 +152,7 @@ pub fn for_policy(
     policy_modules: Vec<(String, Vec<u8>)>,
     policy: &LabPolicy,
 ) -> Recipe {
-    match policy.selection().distro() {
+    let mut r = match policy.selection().distro() {
         DistroPolicy::Refpolicy => debian(agent, unit, policy_modules),
         DistroPolicy::Fedora(_) => {
             let mut r = debian(agent, unit, policy.modules.clone());
@@ -149,7 +161,9 @@ pub fn for_policy(
             r.policy = Some(policy.resolved.clone());
             r
         }
-    }
+    };
+    r.policy_variants = policy.variants.clone();
+    r
 }
 
 /// The recipe; `agent` is the agent binary baked in at build time (not part
@@ -180,6 +194,7 @@ pub fn debian(agent: Vec<u8>, unit: &str, policy_modules: Vec<(String, Vec<u8>)>
         links,
         policy_modules,
         policy: None,
+        policy_variants: Vec::new(),
     }
 }
 
@@ -229,7 +244,16 @@ mod tests {
         let policy = LabPolicy::resolve(&PolicySelection::default(), &dir, &mut |_| {}).unwrap();
         let modules = policy_modules(&dir).unwrap();
         let r = for_policy(b"agent".to_vec(), "unit", modules.clone(), &policy);
-        assert_eq!(r.key(), debian(b"agent".to_vec(), "unit", modules).key());
+        let mut plain = debian(b"agent".to_vec(), "unit", modules);
+        assert_ne!(
+            r.key(),
+            plain.key(),
+            "the scenarios' modules are precompiled"
+        );
+        plain.policy_variants = policy.variants.clone();
+        assert_eq!(r.key(), plain.key());
+        let variants: Vec<&str> = r.policy_variants.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(variants.contains(&"restore-unconfined-service.cil"));
         assert!(r.packages.iter().any(|p| p == REFPOLICY_PACKAGE));
         let info = policy.info();
         assert_eq!(info.distro.kind, "refpolicy");

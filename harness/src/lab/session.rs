@@ -77,14 +77,19 @@ pub struct Place {
     /// The policy-store priority modules are loaded at (`semodule -X`); None: semodule's
     /// default, in a VM whose disk is thrown away.
     pub priority: Option<u16>,
+    /// The modules (`NAME.cil`) the image holds precompiled, each alone, as a binary policy
+    /// in `crlab_vm::image::POLICY_VARIANTS_DIR` (with the image's own as `base`): loading
+    /// one replaces a `semodule` rebuild. None in place.
+    pub variants: Vec<String>,
 }
 
 impl Place {
-    fn vm() -> Place {
+    fn vm(variants: Vec<String>) -> Place {
         Place {
             bin: GUEST_BIN.into(),
             modules: "/tmp".into(),
             priority: None,
+            variants,
         }
     }
 
@@ -94,6 +99,7 @@ impl Place {
             bin: format!("/opt/crlab-in-place-{pid}"),
             modules: format!("/tmp/crlab-in-place-{pid}"),
             priority: Some(host::PRIORITY),
+            variants: Vec::new(),
         }
     }
 }
@@ -214,7 +220,7 @@ impl Lab {
         Ok(Lab {
             transport: Transport::Vm(Box::new(booted.machine)),
             client,
-            place: Place::vm(),
+            place: Place::vm(opts.policy.variant_names()),
             hello: booted.ready,
             timings: booted.timings,
         })

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const WORKLOAD_LIMIT: Duration = Duration::from_secs(60);
 
 /// How often the driver looks for a workload's file in the guest (each look is a request).
-const GUEST_POLL: Duration = Duration::from_millis(200);
+const GUEST_POLL: Duration = Duration::from_millis(50);
 
 /// The lab policy's boolean that lets the engine domains use `execmem`, on only for criu.
 const CRIU_EXECMEM: &str = "crlab_criu_execmem";
@@ -408,34 +408,41 @@ fn collect_audit(d: &mut Driver<'_>, s: &Scenario, backend: Backend, marker: u64
     })
 }
 
+/// Stops what the trial started, in one script: its processes, criu's boolean, its unit.
+/// Best effort: the next trial starts from a fresh directory either way.
 fn clean_up(d: &mut Driver<'_>, s: &Scenario, backend: Backend, unit: &str, p: &Setup) {
-    let lab = &mut *d.lab;
-    let _ = sh(lab, &format!("pkill -KILL -f {}/ ; true", p.dir), "", 30);
+    let mut script = format!("pkill -KILL -f {}/", p.dir);
     if backend == Backend::Criu {
-        let _ = sh(lab, &format!("setsebool {CRIU_EXECMEM} off"), "", 30);
+        script += &format!("; setsebool {CRIU_EXECMEM} off");
     }
     if s.workload.start == Start::Unit {
-        let _ = sh(
-            lab,
-            &format!("systemctl stop {unit}; systemctl reset-failed {unit}; true"),
-            "",
-            60,
-        );
+        script += &format!("; systemctl stop {unit}; systemctl reset-failed {unit}");
     }
+    script += "; true";
+    d.step("clean up", |lab| {
+        sh(lab, &script, "", 60).map(|_| ((), String::new()))
+    });
 }
 
 /// The scenario policy modules loaded in the lab. A trial loads what it needs and removes
-/// what it does not in one `semodule` transaction (a policy rebuild, over a minute under
-/// TCG), and leaves its modules loaded for the next trial, which often needs the same ones
-/// (the crlab and criu trials of a scenario, scenarios that share a module). The last
-/// trial's stay loaded until the lab shuts down, which discards its disk (an overlay of the
-/// image), so they never reach another run. In place, each is recorded in the machine's
-/// state file before it is loaded, at crlab's own priority (`Lab::place`), and the lab's
-/// shutdown (or an interrupt, or the next run) removes them (`lab::host`).
+/// what it does not, and leaves its modules loaded for the next trial, which often needs the
+/// same ones (the crlab and criu trials of a scenario, scenarios that share a module).
+///
+/// In a VM, each scenario module was compiled alone into a binary policy when the image
+/// was built (`Place::variants`): switching is one load of that file into the kernel (under
+/// half a second), and the policy store is never touched. A set of modules the image does
+/// not hold precompiled (or any module in place) goes through one `semodule` transaction (a
+/// policy rebuild, over a minute under TCG). The last trial's policy stays loaded until the
+/// lab shuts down, which discards a VM's disk, so it never reaches another run. In place,
+/// each module is recorded in the machine's state file before it is loaded, at crlab's own
+/// priority (`Lab::place`), and the lab's shutdown (or an interrupt, or the next run)
+/// removes them (`lab::host`).
 #[derive(Debug, Default)]
 pub struct LoadedModules {
-    /// File names (`NAME.cil`) of the modules loaded now.
-    loaded: Vec<String>,
+    /// File names (`NAME.cil`) of the modules in the policy the kernel has now.
+    active: Vec<String>,
+    /// File names of the modules crlab put in the policy store (with `semodule`).
+    stored: Vec<String>,
 }
 
 impl LoadedModules {
@@ -446,20 +453,70 @@ impl LoadedModules {
         wanted: &[String],
         policy_dir: &Path,
     ) -> Result<((), String), String> {
+        let same =
+            |a: &[String], b: &[String]| a.len() == b.len() && a.iter().all(|m| b.contains(m));
+        if same(&self.active, wanted) {
+            return Ok(((), kept(wanted)));
+        }
+        let precompiled =
+            wanted.len() <= 1 && wanted.iter().all(|m| lab.place().variants.contains(m));
+        if self.stored.is_empty() && precompiled {
+            return self.load_variant(lab, wanted);
+        }
+        self.rebuild(lab, wanted, policy_dir)
+    }
+
+    /// Loads the image's binary policy precompiled with `wanted` (at most one module; none:
+    /// the image's own policy) in one write to `/sys/fs/selinux/load`, which must see the
+    /// whole file at once.
+    fn load_variant(&mut self, lab: &mut Lab, wanted: &[String]) -> Result<((), String), String> {
+        let variant = wanted
+            .first()
+            .map_or(crlab_vm::image::BASE_VARIANT, |m| module_name(m));
+        let file = format!("{}/{variant}", crlab_vm::image::POLICY_VARIANTS_DIR);
+        let command = format!(
+            "f={file}; dd if=$f of=/sys/fs/selinux/load bs=$(stat -c %s $f) count=1 \
+             iflag=fullblock status=none"
+        );
+        let (code, _, e) = sh(lab, &command, "", 60)?;
+        if code != 0 {
+            // A failed load leaves the kernel's policy as it was.
+            return Err(format!("loading the precompiled policy {file}: {e}"));
+        }
+        let said = if wanted.is_empty() {
+            format!(
+                "removed {} (loaded the image's own policy)",
+                self.active.join(" ")
+            )
+        } else {
+            format!(
+                "loaded {} (the image's precompiled policy with it)",
+                wanted.join(" ")
+            )
+        };
+        self.active = wanted.to_vec();
+        Ok(((), said))
+    }
+
+    /// Makes the policy store hold exactly `wanted` of crlab's modules, in one `semodule`
+    /// transaction (which rebuilds and loads the policy).
+    fn rebuild(
+        &mut self,
+        lab: &mut Lab,
+        wanted: &[String],
+        policy_dir: &Path,
+    ) -> Result<((), String), String> {
         let remove: Vec<String> = self
-            .loaded
+            .stored
             .iter()
             .filter(|m| !wanted.contains(m))
             .cloned()
             .collect();
         let add: Vec<String> = wanted
             .iter()
-            .filter(|m| !self.loaded.contains(m))
+            .filter(|m| !self.stored.contains(m))
             .cloned()
             .collect();
-        if remove.is_empty() && add.is_empty() {
-            return Ok(((), kept(wanted)));
-        }
         // In place, what is loaded is recorded first, to be removed at the end.
         let names: Vec<String> = add.iter().map(|m| module_name(m).to_string()).collect();
         lab.will_load(&names).map_err(|e| e.to_string())?;
@@ -480,7 +537,13 @@ impl LoadedModules {
                 .map_err(|e| e.to_string())?;
             args.push(format!("-i {path}"));
         }
-        let command = format!("semodule {}", args.join(" "));
+        // Nothing to change in the store: rebuild it all the same, to replace a precompiled
+        // policy the kernel has now.
+        let command = if args.iter().all(|a| a.starts_with("-X")) {
+            "semodule -B".to_string()
+        } else {
+            format!("semodule {}", args.join(" "))
+        };
         let ran = sh(lab, &command, "", 240);
         // Whatever happened, ask the store what is loaded now.
         self.refresh(lab, wanted.iter().chain(&remove));
@@ -488,6 +551,7 @@ impl LoadedModules {
         if code != 0 {
             return Err(format!("{command}: {e}"));
         }
+        self.active = self.stored.clone();
         let mut said = Vec::new();
         if !add.is_empty() {
             said.push(format!("loaded {}", add.join(" ")));
@@ -495,6 +559,7 @@ impl LoadedModules {
         if !remove.is_empty() {
             said.push(format!("removed {}", remove.join(" ")));
         }
+        said.push("with semodule".into());
         Ok(((), said.join("; ")))
     }
 
@@ -509,8 +574,9 @@ impl LoadedModules {
             .filter(|m| present.contains(&module_name(m)))
             .cloned()
             .collect();
+        now.sort();
         now.dedup();
-        self.loaded = now;
+        self.stored = now;
     }
 }
 
@@ -625,13 +691,11 @@ fn restored_tree(lab: &mut Lab, pid: u32, out: &mut Vec<RestoredProcess>) -> Res
             "more than {MAX_RESTORED} restored processes: a runaway tree?"
         ));
     }
+    // One program for the whole process (under TCG, a fork and exec costs about 0.1 s):
+    // each line is `TID/FILE:LINE`.
     let (code, text, e) = sh(
         lab,
-        &format!(
-            "for t in /proc/{pid}/task/*; do printf 'thread %s %s\\n' \"${{t##*/}}\" \"$(tr -d '\\0' < $t/attr/current)\"; \
-             grep -E '^(Uid|Gid|Groups):' $t/status; done; \
-             echo children $(cat /proc/{pid}/task/*/children)"
-        ),
+        &format!("cd /proc/{pid}/task && grep -a -H '' */attr/current */status */children"),
         "",
         30,
     )?;
@@ -647,27 +711,51 @@ fn restored_tree(lab: &mut Lab, pid: u32, out: &mut Vec<RestoredProcess>) -> Res
     Ok(())
 }
 
-/// Parses what [`restored_tree`]'s script prints for one process.
+/// Parses what [`restored_tree`]'s `grep` prints for one process: its threads (by tid)
+/// with their contexts and credentials, and its children.
 fn parse_process(text: &str) -> (Vec<ThreadState>, Vec<u32>) {
     let mut threads: Vec<ThreadState> = Vec::new();
     let mut children = Vec::new();
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("thread ") {
-            let (tid, context) = rest.split_once(' ').unwrap_or((rest, ""));
-            threads.push(ThreadState {
-                tid: tid.parse().unwrap_or(0),
-                context: context.trim_end().to_string(),
-                credentials: Vec::new(),
-            });
-        } else if let Some(list) = line.strip_prefix("children") {
-            children = list
-                .split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok())
-                .collect();
-        } else if let Some(t) = threads.last_mut() {
-            t.credentials.push(line.trim_end().to_string());
+        let Some((path, value)) = line.split_once(':') else {
+            continue;
+        };
+        let Some((tid, file)) = path.split_once('/') else {
+            continue;
+        };
+        let Ok(tid) = tid.parse::<u32>() else {
+            continue;
+        };
+        let at = match threads.iter().position(|t| t.tid == tid) {
+            Some(i) => i,
+            None => {
+                threads.push(ThreadState {
+                    tid,
+                    context: String::new(),
+                    credentials: Vec::new(),
+                });
+                threads.len() - 1
+            }
+        };
+        let thread = &mut threads[at];
+        match file {
+            "attr/current" => thread.context = value.replace('\0', "").trim_end().to_string(),
+            "status"
+                if ["Uid:", "Gid:", "Groups:"]
+                    .iter()
+                    .any(|k| value.starts_with(k)) =>
+            {
+                thread.credentials.push(value.trim_end().to_string());
+            }
+            "children" => children.extend(
+                value
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            ),
+            _ => {}
         }
     }
+    threads.sort_by_key(|t| t.tid);
     (threads, children)
 }
 
@@ -823,13 +911,16 @@ mod tests {
 
     #[test]
     fn a_process_is_read_with_each_threads_context_and_credentials() {
-        let text = "thread 100 system_u:system_r:container_t:s0:c1,c2\n\
-                    Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n\
-                    thread 101 system_u:system_r:container_t:s0:c1,c2\n\
-                    Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n\
-                    children 104 102\n";
+        let text = "101/attr/current:system_u:system_r:container_t:s0:c1,c2\0\n\
+                    99/attr/current:system_u:system_r:container_t:s0:c1,c2\0\n\
+                    101/status:Name:\tmemory\n\
+                    101/status:Uid:\t0\t0\t0\t0\n101/status:Gid:\t0\t0\t0\t0\n\
+                    101/status:Groups:\t\n101/status:VmRSS:\t100 kB\n\
+                    99/status:Uid:\t0\t0\t0\t0\n99/status:Gid:\t0\t0\t0\t0\n\
+                    99/status:Groups:\t\n99/children:104 \n101/children:102 \n";
         let (threads, children) = parse_process(text);
         assert_eq!(children, [104, 102]);
+        assert_eq!(threads[0].tid, 99);
         assert_eq!(threads.len(), 2);
         assert_eq!(threads[1].tid, 101);
         assert_eq!(threads[1].context, "system_u:system_r:container_t:s0:c1,c2");
