@@ -11,11 +11,12 @@
 //! addresses), a listener's pending connections, a UDP socket with datagrams queued.
 
 use super::DumpError;
-use crate::image::schema::{InetSocket, UnixSocket, UnixSocketType};
-use crate::image::unix_socket_path;
+use crate::image::schema::{InetSocket, SocketOption, UnixSocket, UnixSocketType};
+use crate::image::{sockopt, unix_socket_path};
 use crate::procfs::read_link;
 use crate::sys::{
-    inet_diag_all, peek_queue, sockopt_int, sockopt_timeval, unix_diag, InetDiag, UnixDiag,
+    fresh_socket, has_pending_error, inet_diag_all, peek_queue, queue_truesize, set_sockopt_bytes,
+    sockopt_bytes, sockopt_int, sockopt_timeval, unix_diag, unix_outq, InetDiag, UnixDiag,
     UNIX_ESTABLISHED, UNIX_LISTEN,
 };
 use std::collections::HashMap;
@@ -609,6 +610,18 @@ pub fn read_unix(
             "let the process read its queue before the dump",
         ));
     }
+    if sock_type != libc::SOCK_STREAM && *role != Role::Listener {
+        unseen_messages(tree, d, sock_type, &peeked).map_err(|(what, hint)| refuse(what, hint))?;
+    }
+    if *role != Role::Listener && has_pending_error(sock.as_fd())? {
+        return Err(refuse(
+            "a Unix socket with an error pending (SO_ERROR)".to_owned(),
+            "let the process read its error (SO_ERROR) before the dump",
+        ));
+    }
+    let fresh = fresh_socket(libc::AF_UNIX, sock_type)?;
+    let options = read_options(sock, &fresh, sockopt::UNIX, false)
+        .map_err(|(what, hint)| refuse(format!("a Unix socket with {what}"), hint))?;
     if !peeked.messages.is_empty() && (passcred || passsec) {
         return Err(refuse(
             format!(
@@ -640,6 +653,7 @@ pub fn read_unix(
         peek_off: (peek_off >= 0).then_some(peek_off),
         rcvtimeo_us,
         sndtimeo_us,
+        options,
         ..UnixSocket::default()
     };
     match *role {
@@ -712,75 +726,26 @@ pub fn read_inet(
     let opt = |level, name| sockopt_int(sock.as_fd(), level, name);
     let flag = |level, name| opt(level, name).map(|v| v != 0);
     let as_u32 = |v: i32| u32::try_from(v).unwrap_or(0);
-    // Options the restore does not set: refused when set.
-    let mut unsupported = vec![
-        (libc::SOL_SOCKET, libc::SO_OOBINLINE, "SO_OOBINLINE"),
-        (libc::SOL_SOCKET, libc::SO_DONTROUTE, "SO_DONTROUTE"),
-        (libc::SOL_SOCKET, libc::SO_PASSCRED, "SO_PASSCRED"),
-        (libc::SOL_SOCKET, libc::SO_MARK, "SO_MARK"),
-        (libc::SOL_SOCKET, libc::SO_PRIORITY, "SO_PRIORITY"),
-        (libc::SOL_IP, libc::IP_TRANSPARENT, "IP_TRANSPARENT"),
-        (libc::SOL_IP, libc::IP_FREEBIND, "IP_FREEBIND"),
-        (libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO"),
-        (libc::SOL_IP, libc::IP_RECVERR, "IP_RECVERR"),
-        (libc::SOL_IP, libc::IP_TOS, "IP_TOS"),
-        (libc::SOL_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP"),
-        (libc::SOL_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL"),
-        (libc::SOL_IP, libc::IP_MULTICAST_IF, "IP_MULTICAST_IF"),
-    ];
-    if tcp {
-        unsupported.extend([
-            (libc::IPPROTO_TCP, libc::TCP_CORK, "TCP_CORK"),
-            (
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                "TCP_DEFER_ACCEPT",
+    let fresh = fresh_socket(
+        i32::from(d.family),
+        if tcp {
+            libc::SOCK_STREAM
+        } else {
+            libc::SOCK_DGRAM
+        },
+    )?;
+    let kind = if tcp { sockopt::TCP } else { sockopt::UDP };
+    let options = read_options(sock, &fresh, kind, v6).map_err(|(what, hint)| {
+        refuse(format!("{} with {what}", inet_text(&d.src, d.sport)), hint)
+    })?;
+    if !tcp && has_pending_error(sock.as_fd())? {
+        return Err(refuse(
+            format!(
+                "{} with an error pending (SO_ERROR or its error queue)",
+                inet_text(&d.src, d.sport)
             ),
-            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN, "TCP_FASTOPEN"),
-            (libc::IPPROTO_TCP, libc::TCP_QUICKACK, "TCP_QUICKACK"),
-            (
-                libc::IPPROTO_TCP,
-                libc::TCP_USER_TIMEOUT,
-                "TCP_USER_TIMEOUT",
-            ),
-        ]);
-    }
-    if v6 {
-        unsupported.extend([
-            (libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO"),
-            (libc::SOL_IPV6, libc::IPV6_RECVERR, "IPV6_RECVERR"),
-            (libc::SOL_IPV6, libc::IPV6_TCLASS, "IPV6_TCLASS"),
-            (
-                libc::SOL_IPV6,
-                libc::IPV6_MULTICAST_LOOP,
-                "IPV6_MULTICAST_LOOP",
-            ),
-            (
-                libc::SOL_IPV6,
-                libc::IPV6_MULTICAST_HOPS,
-                "IPV6_MULTICAST_HOPS",
-            ),
-            (libc::SOL_IPV6, libc::IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF"),
-        ]);
-    }
-    for (level, name, text) in unsupported {
-        // TCP_QUICKACK and the multicast loop read 1 on a fresh socket, the multicast TTL
-        // and hop limit 1; every other is 0 by default.
-        let ones = [
-            (libc::IPPROTO_TCP, libc::TCP_QUICKACK),
-            (libc::SOL_IP, libc::IP_MULTICAST_LOOP),
-            (libc::SOL_IP, libc::IP_MULTICAST_TTL),
-            (libc::SOL_IPV6, libc::IPV6_MULTICAST_LOOP),
-            (libc::SOL_IPV6, libc::IPV6_MULTICAST_HOPS),
-        ];
-        let default = i32::from(ones.contains(&(level, name)));
-        // Not known to every kernel: an error means it is not set.
-        if opt(level, name).is_ok_and(|v| v != default) {
-            return Err(refuse(
-                format!("{} with {text} set", inet_text(&d.src, d.sport)),
-                "crlab does not restore that option yet; unset it before the dump",
-            ));
-        }
+            "let the process read its errors before the dump",
+        ));
     }
     // A socket filter (SO_ATTACH_FILTER, SO_ATTACH_BPF): SO_GET_FILTER reads 0 without one.
     if !matches!(opt(libc::SOL_SOCKET, libc::SO_GET_FILTER), Ok(0)) {
@@ -815,6 +780,7 @@ pub fn read_inet(
         sndbuf: as_u32(opt(libc::SOL_SOCKET, libc::SO_SNDBUF)?),
         rcvtimeo_us: sockopt_timeval(sock.as_fd(), libc::SO_RCVTIMEO)?,
         sndtimeo_us: sockopt_timeval(sock.as_fd(), libc::SO_SNDTIMEO)?,
+        options,
         ..InetSocket::default()
     };
     if tcp {
@@ -827,6 +793,113 @@ pub fn read_inet(
         out.peer_port = u32::from(d.dport);
     }
     Ok(out)
+}
+
+/// The options of [`sockopt::OPTIONS`] for a socket of `kind` on `sock` that are not at the
+/// value of `fresh` (a new socket of its kind), or that are always kept; each then set on
+/// `fresh` and read back, as the restore will: one a new socket does not take back is refused
+/// by name, with its value.
+fn read_options(
+    sock: &OwnedFd,
+    fresh: &OwnedFd,
+    kind: u8,
+    v6: bool,
+) -> Result<Vec<SocketOption>, Refusal> {
+    let hint = "crlab cannot set that option again on a new socket; unset it before the dump";
+    let mut kept = Vec::new();
+    for k in sockopt::options_for(kind, v6) {
+        let mine = sockopt_bytes(sock.as_fd(), k.level, k.name, k.max);
+        let new = sockopt_bytes(fresh.as_fd(), k.level, k.name, k.max);
+        match (mine, new) {
+            // Not known to this kernel, or not to this kind of socket.
+            (Err(_), Err(_)) => {}
+            (Err(e), Ok(_)) => return Err((format!("{} that cannot be read ({e})", k.text), hint)),
+            (Ok(v), Ok(n)) if v == n && !k.always => {}
+            (Ok(v), _) => kept.push((k, v)),
+        }
+    }
+    let mut out = Vec::new();
+    for (k, value) in kept {
+        let back = set_sockopt_bytes(fresh.as_fd(), k.level, k.name, &value)
+            .and_then(|()| sockopt_bytes(fresh.as_fd(), k.level, k.name, k.max));
+        match back {
+            Ok(b) if b == value => {}
+            Ok(b) => {
+                return Err((
+                    format!(
+                        "{} set to {}, which a new socket reads back as {}",
+                        k.text,
+                        sockopt::value_text(&value),
+                        sockopt::value_text(&b)
+                    ),
+                    hint,
+                ))
+            }
+            Err(e) => {
+                return Err((
+                    format!("{} set to {} ({e})", k.text, sockopt::value_text(&value)),
+                    hint,
+                ))
+            }
+        }
+        out.push(SocketOption {
+            level: k.level,
+            name: k.name,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// Refuses a datagram or seqpacket socket `d` whose sender (its peer, in the tree) has more in
+/// flight than what the walk `peeked` saw weighs: zero-length messages the walk could not
+/// place, after the end of a seqpacket queue shut for reading (which reads as 0 too), or
+/// already marked peeked (by the process, or by an earlier dump) where a walk passes them.
+fn unseen_messages(
+    tree: &TreeSockets,
+    d: &UnixDiag,
+    sock_type: i32,
+    peeked: &crate::sys::Peeked,
+) -> Result<(), Refusal> {
+    let Some(sender) = tree.unix.get(&u64::from(d.peer)) else {
+        return Ok(());
+    };
+    let io = |e: crate::sys::SysError| {
+        (
+            format!("a Unix socket whose queue could not be weighed ({e})"),
+            "try again",
+        )
+    };
+    let fd = u64::try_from(sender.fd).map_err(|_| {
+        io(crate::sys::SysError::Call {
+            op: "pidfd_getfd",
+            tid: sender.pid,
+            source: nix::errno::Errno::EBADF,
+        })
+    })?;
+    let copy = crate::sys::fd_of(sender.pid, fd).map_err(io)?;
+    let weight = unix_outq(copy.as_fd()).map_err(io)?;
+    let seen = queue_truesize(sock_type, &peeked.messages).map_err(io)?;
+    if weight == seen {
+        return Ok(());
+    }
+    let (kind, what) = if sock_type == libc::SOCK_DGRAM {
+        ("a Unix datagram socket", "datagrams")
+    } else {
+        ("a Unix seqpacket socket", "records")
+    };
+    let why = if peeked.trailing_zeros {
+        "at the end of a queue shut for reading, where they read as its end, or already peeked"
+    } else {
+        "already peeked (MSG_PEEK with SO_PEEK_OFF, or an earlier dump)"
+    };
+    Err((
+        format!(
+            "{kind} with zero-length {what} in its queue that the dump cannot place ({why}; \
+             its sender has {weight} bytes in flight, what was seen weighs {seen})"
+        ),
+        "let the process read its queue before the dump",
+    ))
 }
 
 #[cfg(test)]

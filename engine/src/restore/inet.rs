@@ -4,7 +4,10 @@
 //! peer (a connected UDP socket) by the root itself, as the process did.
 
 use super::error::StepContext;
-use super::files::{move_above, open_flags, set_buffer, under_label, SOCKADDR_AT};
+use super::files::{
+    check_socket_options, move_above, open_flags, set_buffer, set_socket_options, under_label,
+    SOCKADDR_AT,
+};
 use super::RestoreError;
 use crate::image::schema::InetSocket;
 use crate::sys::{fd_of, set_sockopt_int, set_sockopt_timeval, sockopt_int, Remote, Scratch};
@@ -72,6 +75,12 @@ pub(super) fn create(
             )
             .step(pid, "connecting a UDP socket to its peer")?;
     }
+    // As they were set, still, once bound and listening.
+    check_socket_options(
+        &format!("the TCP or UDP socket of inode {}", s.ino),
+        &copy,
+        &s.options,
+    )?;
     let fl = nix::fcntl::OFlag::from_bits_retain(open_flags(flags));
     nix::fcntl::fcntl(&copy, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|source| {
         fail(s, "setting its file flags".into())(crate::sys::SysError::Call {
@@ -220,7 +229,7 @@ fn set_options(s: &InetSocket, c: &OwnedFd) -> Result<(), RestoreError> {
             set_sockopt_timeval(c.as_fd(), name, us).map_err(fail(s, format!("setting {text}")))?;
         }
     }
-    Ok(())
+    set_socket_options(&who, c, &s.options)
 }
 
 #[cfg(test)]
