@@ -599,7 +599,7 @@ pub fn read_unix(
     }
     let shutdown = d.shutdown.unwrap_or(0);
     // A listener queues connections, not data: its pending ones were refused by `survey`.
-    let peeked = if *role == Role::Listener {
+    let mut peeked = if *role == Role::Listener {
         crate::sys::Peeked::default()
     } else {
         peek_queue(sock.as_fd(), sock_type, shutdown & 1 != 0)?
@@ -611,7 +611,8 @@ pub fn read_unix(
         ));
     }
     if sock_type != libc::SOCK_STREAM && *role != Role::Listener {
-        unseen_messages(tree, d, sock_type, &peeked).map_err(|(what, hint)| refuse(what, hint))?;
+        unseen_messages(tree, d, sock_type, sock, &mut peeked)
+            .map_err(|(what, hint)| refuse(what, hint))?;
     }
     if *role != Role::Listener && has_pending_error(sock.as_fd())? {
         return Err(refuse(
@@ -848,18 +849,41 @@ fn read_options(
             value,
         });
     }
+    // All set, each still as it was (one may change another: `IP_TOS` sets the priority).
+    for o in &out {
+        let k =
+            sockopt::known(o.level, o.name).ok_or_else(|| (format!("option {}", o.name), hint))?;
+        match sockopt_bytes(fresh.as_fd(), o.level, o.name, k.max) {
+            Ok(b) if b == o.value => {}
+            other => {
+                return Err((
+                    format!(
+                        "{} set to {}, which a new socket given its other options reads \
+                         back as {}",
+                        k.text,
+                        sockopt::value_text(&o.value),
+                        other.map_or_else(|e| e.to_string(), |b| sockopt::value_text(&b))
+                    ),
+                    hint,
+                ))
+            }
+        }
+    }
     Ok(out)
 }
 
-/// Refuses a datagram or seqpacket socket `d` whose sender (its peer, in the tree) has more in
-/// flight than what the walk `peeked` saw weighs: zero-length messages the walk could not
-/// place, after the end of a seqpacket queue shut for reading (which reads as 0 too), or
-/// already marked peeked (by the process, or by an earlier dump) where a walk passes them.
+/// Refuses a datagram or seqpacket socket `d` (received as `sock`) whose sender (its peer, in
+/// the tree) has more in flight than what the walk `peeked` saw weighs: zero-length messages
+/// the walk could not place, after the end of a seqpacket queue shut for reading (which reads
+/// as 0 too), or already marked peeked (by the process, or by an earlier dump) where a walk
+/// passes them. One such message first in the queue (a process's plain `MSG_PEEK` marks the
+/// head) is placed: the head, peeked alone, is empty while the walk began with another.
 fn unseen_messages(
     tree: &TreeSockets,
     d: &UnixDiag,
     sock_type: i32,
-    peeked: &crate::sys::Peeked,
+    sock: &OwnedFd,
+    peeked: &mut crate::sys::Peeked,
 ) -> Result<(), Refusal> {
     let Some(sender) = tree.unix.get(&u64::from(d.peer)) else {
         return Ok(());
@@ -879,9 +903,22 @@ fn unseen_messages(
     })?;
     let copy = crate::sys::fd_of(sender.pid, fd).map_err(io)?;
     let weight = unix_outq(copy.as_fd()).map_err(io)?;
-    let seen = queue_truesize(sock_type, &peeked.messages).map_err(io)?;
+    let mut seen = queue_truesize(sock_type, &peeked.messages).map_err(io)?;
     if weight == seen {
         return Ok(());
+    }
+    // Something is unseen, so the queue is not empty: a head of 0 bytes is a message, and
+    // one the walk did not see unless it began with an empty one too.
+    let walk_began_otherwise = !matches!(peeked.messages.first(), Some(m) if m.is_empty());
+    if walk_began_otherwise && crate::sys::peek_head_len(sock.as_fd()).map_err(io)? == Some(0) {
+        let mut with_head = vec![Vec::new()];
+        with_head.extend(peeked.messages.iter().cloned());
+        let weighs = queue_truesize(sock_type, &with_head).map_err(io)?;
+        if weighs == weight {
+            peeked.messages = with_head;
+            return Ok(());
+        }
+        seen = weighs;
     }
     let (kind, what) = if sock_type == libc::SOCK_DGRAM {
         ("a Unix datagram socket", "datagrams")

@@ -72,7 +72,11 @@ pub const TCP_CONGESTION: i32 = 13;
 /// does not give as they were set (`IP_MTU`, `IPV6_MTU`, `TCP_TIMESTAMP`, `TCP_MAXSEG` on a
 /// socket never connected gives its default of 536 when unset), and those it does not give at all
 /// (`TCP_MD5SIG`, `SO_ATTACH_REUSEPORT_*`).
+///
+/// In the order the restore sets them: `IP_TOS` first, since setting it sets the priority
+/// from it, which a later `SO_PRIORITY` sets again as the process did.
 pub const OPTIONS: &[Known] = &[
+    int(SOL_IP, 1, "IP_TOS", INET),
     int(SOL_SOCKET, 5, "SO_DONTROUTE", ALL),
     int(SOL_SOCKET, 10, "SO_OOBINLINE", ALL),
     int(SOL_SOCKET, 12, "SO_PRIORITY", ALL),
@@ -106,7 +110,6 @@ pub const OPTIONS: &[Known] = &[
     int(SOL_SOCKET, 75, "SO_RCVMARK", ALL),
     int(SOL_SOCKET, 82, "SO_RCVPRIORITY", ALL),
     int(SOL_SOCKET, SO_PASSRIGHTS, "SO_PASSRIGHTS", UNIX),
-    int(SOL_IP, 1, "IP_TOS", INET),
     bytes(SOL_IP, 4, "IP_OPTIONS", INET, 40),
     int(SOL_IP, 6, "IP_RECVOPTS", INET),
     int(SOL_IP, 7, "IP_RETOPTS", INET),

@@ -254,6 +254,32 @@ fn peek_all(fd: BorrowedFd<'_>, sock_type: i32, read_shut: bool) -> Result<Peeke
 /// possible records before it takes them as the end of the queue.
 const EMPTY_RUN_CAP: usize = 64;
 
+/// The length of the first message queued on `fd` (an `AF_UNIX` datagram or seqpacket
+/// socket), left in place: peeked with `SO_PEEK_OFF` off (then put back), which the kernel
+/// answers with the head of the queue even when it is marked peeked; `None` when the queue
+/// is empty (`EAGAIN`). On a seqpacket socket shut for reading, 0 is also the end.
+pub fn peek_head_len(fd: BorrowedFd<'_>) -> Result<Option<usize>, SysError> {
+    let old = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
+    set_sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)?;
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC;
+    let got = loop {
+        // SAFETY: a zero-length read into no buffer: the kernel writes nothing.
+        let r = unsafe { libc::recv(fd.as_raw_fd(), std::ptr::null_mut(), 0, flags) };
+        match usize::try_from(r) {
+            Ok(n) => break Ok(Some(n)),
+            Err(_) => match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::EAGAIN => break Ok(None),
+                e => break Err(err("recv(MSG_PEEK)")(e)),
+            },
+        }
+    };
+    let put_back = set_sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old);
+    let got = got?;
+    put_back?;
+    Ok(got)
+}
+
 /// What the sender of a Unix socket has in flight (`SIOCOUTQ`): the kernel's size in memory
 /// (`truesize`) of every message it sent that no one has read yet.
 pub fn unix_outq(fd: BorrowedFd<'_>) -> Result<i64, SysError> {
