@@ -489,10 +489,8 @@ mod tests {
         for ty in [libc::SOCK_DGRAM, libc::SOCK_SEQPACKET] {
             let mut fds = [0; 2];
             // SAFETY: socketpair writes two descriptors into `fds`.
-            assert_eq!(
-                unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) },
-                0
-            );
+            let r = unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) };
+            assert_eq!(r, 0);
             // SAFETY: just made, ours.
             let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
             let sent = [
