@@ -5,9 +5,11 @@
 //! unnamed, with what is queued in each direction, the shutdown state, the SELinux label and
 //! the options that matter; listeners and the connections accepted from them. TCP listeners
 //! and UDP sockets (IPv4 and IPv6, bound, a UDP one maybe connected) with their address,
-//! backlog, label and options. Refused: a peer outside the tree, a socket of another family
-//! (raw, netlink, packet, ...), a bound or unconnected Unix socket, control messages in
-//! flight, a TCP socket in any state but listening (an established connection named with its
+//! backlog, label and options (those of `image::sockopt` when not at a new socket's value).
+//! Refused: a peer outside the tree, a socket of another family (raw, netlink, packet, ...), a
+//! bound or unconnected Unix socket, control messages in flight, zero-length messages a walk
+//! of the queue cannot place, an option a new socket does not take back, a pending error, a
+//! TCP socket in any state but listening (an established connection named with its
 //! addresses), a listener's pending connections, a UDP socket with datagrams queued.
 
 use super::DumpError;
