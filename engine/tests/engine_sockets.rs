@@ -227,6 +227,8 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 #[case::udp_multicast("udp-multicast", &["a UDP socket on *:", "joined multicast group 239.0.0.10"])]
 #[case::pending("pending", &["not accepted yet", "pending"])]
 #[case::oob("oob", &["out-of-band data (MSG_OOB)"])]
+#[case::tcp_md5("tcp-md5", &["a TCP socket on 127.0.0.1:", "with TCP_MD5SIG keys"])]
+#[case::unix_filter("unix-filter", &["a Unix socket with a socket filter attached"])]
 #[case::empty_at_end(
     "empty-at-end",
     &["a Unix seqpacket socket with zero-length records in its queue that the dump cannot place", "shut for reading"]

@@ -312,6 +312,12 @@ fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
             "crlab does not restore a socket bound to a device; close it before the dump",
         ));
     }
+    if d.md5sig {
+        return Err((
+            format!("{kind} on {local} with TCP_MD5SIG keys"),
+            "crlab cannot read TCP_MD5SIG keys to restore them; remove them before the dump",
+        ));
+    }
     // fe80::/10: bound with a scope (an interface) that INET_DIAG does not show.
     if d.src.len() == 16 && d.src[0] == 0xfe && d.src[1] & 0xc0 == 0x80 {
         return Err((
@@ -620,6 +626,13 @@ pub fn read_unix(
         return Err(refuse(
             "a Unix socket with an error pending (SO_ERROR)".to_owned(),
             "let the process read its error (SO_ERROR) before the dump",
+        ));
+    }
+    // A socket filter (SO_ATTACH_FILTER, SO_ATTACH_BPF): SO_GET_FILTER reads 0 without one.
+    if !matches!(opt(libc::SO_GET_FILTER), Ok(0)) {
+        return Err(refuse(
+            "a Unix socket with a socket filter attached".to_owned(),
+            "crlab does not restore socket filters; detach it before the dump",
         ));
     }
     let fresh = fresh_socket(libc::AF_UNIX, sock_type)?;

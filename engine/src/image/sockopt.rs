@@ -37,6 +37,7 @@ const SOL_SOCKET: i32 = 1;
 const SOL_IP: i32 = 0;
 const SOL_IPV6: i32 = 41;
 const SOL_TCP: i32 = 6;
+const SOL_UDP: i32 = 17;
 
 const fn int(level: i32, name: i32, text: &'static str, on: u8) -> Known {
     Known {
@@ -69,16 +70,23 @@ pub const TCP_CONGESTION: i32 = 13;
 
 /// Every option the image may hold. Not here: those the image's named fields hold (buffer
 /// sizes, timeouts, `SO_REUSEADDR`, `SO_KEEPALIVE`, `TCP_NODELAY`, ...), those `getsockopt`
-/// does not give as they were set (`IP_MTU`, `IPV6_MTU`, `TCP_TIMESTAMP`, `TCP_MAXSEG` on a
-/// socket never connected gives its default of 536 when unset), and those it does not give at all
-/// (`TCP_MD5SIG`, `SO_ATTACH_REUSEPORT_*`).
+/// does not give as they were set (`IP_MTU`, `IPV6_MTU`, `TCP_TIMESTAMP`), and those it does
+/// not give at all (`TCP_MD5SIG`, which the dump finds through `INET_DIAG` and refuses;
+/// `TCP_AO_*`, `SO_ATTACH_REUSEPORT_*`, `IP_XFRM_POLICY`, `IPV6_PKTINFO`, `IPV6_NEXTHOP`,
+/// `IPV6_FLOWLABEL_MGR`, not seen). `TCP_MAXSEG` set to 536 on a listener reads as unset
+/// (536, the default of a socket never connected): not told apart.
 ///
 /// In the order the restore sets them: `IP_TOS` first, since setting it sets the priority
 /// from it, which a later `SO_PRIORITY` sets again as the process did.
 pub const OPTIONS: &[Known] = &[
     int(SOL_IP, 1, "IP_TOS", INET),
+    int(SOL_SOCKET, 1, "SO_DEBUG", ALL),
+    int(SOL_SOCKET, 2, "SO_REUSEADDR", UNIX),
     int(SOL_SOCKET, 5, "SO_DONTROUTE", ALL),
+    int(SOL_SOCKET, 6, "SO_BROADCAST", UNIX),
+    int(SOL_SOCKET, 9, "SO_KEEPALIVE", UNIX),
     int(SOL_SOCKET, 10, "SO_OOBINLINE", ALL),
+    int(SOL_SOCKET, 11, "SO_NO_CHECK", ALL),
     int(SOL_SOCKET, 12, "SO_PRIORITY", ALL),
     bytes(SOL_SOCKET, 13, "SO_LINGER", ALL, 8),
     int(SOL_SOCKET, 16, "SO_PASSCRED", INET),
@@ -90,7 +98,7 @@ pub const OPTIONS: &[Known] = &[
     bytes(SOL_SOCKET, 37, "SO_TIMESTAMPING", ALL, 8),
     int(SOL_SOCKET, 40, "SO_RXQ_OVFL", ALL),
     int(SOL_SOCKET, 41, "SO_WIFI_STATUS", ALL),
-    int(SOL_SOCKET, 42, "SO_PEEK_OFF", UDP),
+    int(SOL_SOCKET, 42, "SO_PEEK_OFF", INET),
     int(SOL_SOCKET, 43, "SO_NOFCS", ALL),
     int(SOL_SOCKET, 45, "SO_SELECT_ERR_QUEUE", ALL),
     int(SOL_SOCKET, 46, "SO_BUSY_POLL", ALL),
@@ -99,6 +107,9 @@ pub const OPTIONS: &[Known] = &[
     int(SOL_SOCKET, 60, "SO_ZEROCOPY", ALL),
     bytes(SOL_SOCKET, 61, "SO_TXTIME", ALL, 8),
     int(SOL_SOCKET, 62, "SO_BINDTOIFINDEX", UNIX),
+    int(SOL_SOCKET, 63, "SO_TIMESTAMP_NEW", ALL),
+    int(SOL_SOCKET, 64, "SO_TIMESTAMPNS_NEW", ALL),
+    bytes(SOL_SOCKET, 65, "SO_TIMESTAMPING_NEW", ALL, 8),
     int(SOL_SOCKET, 69, "SO_PREFER_BUSY_POLL", ALL),
     int(SOL_SOCKET, 70, "SO_BUSY_POLL_BUDGET", ALL),
     Known {
@@ -148,6 +159,10 @@ pub const OPTIONS: &[Known] = &[
     int(SOL_IPV6, 31, "IPV6_RECVERR_RFC4884", INET | V6),
     int(SOL_IPV6, 33, "IPV6_FLOWINFO_SEND", INET | V6),
     int(SOL_IPV6, 49, "IPV6_RECVPKTINFO", INET | V6),
+    bytes(SOL_IPV6, 54, "IPV6_HOPOPTS", INET | V6, 2048),
+    bytes(SOL_IPV6, 55, "IPV6_RTHDRDSTOPTS", INET | V6, 2048),
+    bytes(SOL_IPV6, 57, "IPV6_RTHDR", INET | V6, 2048),
+    bytes(SOL_IPV6, 59, "IPV6_DSTOPTS", INET | V6, 2048),
     int(SOL_IPV6, 51, "IPV6_RECVHOPLIMIT", INET | V6),
     int(SOL_IPV6, 53, "IPV6_RECVHOPOPTS", INET | V6),
     int(SOL_IPV6, 56, "IPV6_RECVRTHDR", INET | V6),
@@ -183,8 +198,15 @@ pub const OPTIONS: &[Known] = &[
     int(SOL_TCP, 34, "TCP_FASTOPEN_NO_COOKIE", TCP),
     int(SOL_TCP, 36, "TCP_INQ", TCP),
     int(SOL_TCP, 37, "TCP_TX_DELAY", TCP),
+    int(SOL_TCP, 44, "TCP_RTO_MAX_MS", TCP),
     int(SOL_TCP, 45, "TCP_RTO_MIN_US", TCP),
     int(SOL_TCP, 46, "TCP_DELACK_MAX_US", TCP),
+    int(SOL_UDP, 1, "UDP_CORK", UDP),
+    int(SOL_UDP, 100, "UDP_ENCAP", UDP),
+    int(SOL_UDP, 101, "UDP_NO_CHECK6_TX", UDP),
+    int(SOL_UDP, 102, "UDP_NO_CHECK6_RX", UDP),
+    int(SOL_UDP, 103, "UDP_SEGMENT", UDP),
+    int(SOL_UDP, 104, "UDP_GRO", UDP),
 ];
 
 /// The options looked at on a socket of kind `kind` ([`UNIX`], [`TCP`] or [`UDP`]).

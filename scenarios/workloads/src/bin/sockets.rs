@@ -54,7 +54,25 @@
 //! - `netlink`: a bound `NETLINK_ROUTE` socket (a family not restored);
 //! - `fifo-deleted`: a named pipe with bytes buffered whose path was removed;
 //! - `fifo-outside`: a named pipe a process outside the tree also holds open;
-//! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`).
+//! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`);
+//! - `tcp-md5`: a TCP listener with a `TCP_MD5SIG` key (which `getsockopt` does not give);
+//! - `unix-filter`: a datagram pair's end with a socket filter (`SO_ATTACH_FILTER`);
+//! - `empty-at-end`: a seqpacket pair shut for reading with a zero-length record last in its
+//!   queue (which reads as the end of the queue);
+//! - `empty-peeked`: a datagram pair with a zero-length datagram between two others that the
+//!   process peeked with `SO_PEEK_OFF` (marked peeked: a walk at offsets passes it).
+//!
+//! Restored exactly, too:
+//! - `empty-messages`: zero-length datagrams at the end of a queue shut for reading, a run of
+//!   zero-length records before a record in a seqpacket queue shut for reading, and a
+//!   datagram queue whose empty head the process peeked. After the wait: every message in
+//!   order, nothing more, and the shutdown (`EPIPE` to an end shut for reading).
+//! - `options`: `SO_MARK`, `SO_PRIORITY`, `SO_RCVLOWAT`, `SO_PASSRIGHTS` (where the kernel
+//!   has it) on a Unix socket; a TCP listener with `TCP_CONGESTION` (`reno`, or `cubic` where
+//!   `reno` is the default), `SO_MARK`, `IP_TOS` then `SO_PRIORITY`, `SO_LINGER`,
+//!   `TCP_DEFER_ACCEPT`, `TCP_USER_TIMEOUT`, `IP_FREEBIND`, `TCP_MAXSEG`; UDP sockets with
+//!   `SO_MARK`, `SO_PRIORITY`, `SO_TIMESTAMP`, `IP_RECVTOS`, `IPV6_RECVPKTINFO`,
+//!   `IPV6_TCLASS`. After the wait: each option read back, the sockets still working.
 
 use std::io;
 
@@ -583,6 +601,54 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             w.setup("MSG_OOB", sys::check(r as libc::c_long));
             b
         }
+        "tcp-md5" => {
+            let l = w.setup("a TCP listener", tcp_listener());
+            // struct tcp_md5sig: a sockaddr_storage (128 bytes), flags, prefix length, key
+            // length, ifindex, then the key (80 bytes).
+            let mut sig = vec![0u8; 128 + 8 + 80];
+            sig[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            sig[4..8].copy_from_slice(&[127, 0, 0, 1]);
+            sig[130..132].copy_from_slice(&4u16.to_ne_bytes());
+            sig[136..140].copy_from_slice(b"key!");
+            // SAFETY: the kernel reads `sig.len()` bytes from `sig`, live.
+            let r = unsafe {
+                libc::setsockopt(
+                    l,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_MD5SIG,
+                    sig.as_ptr().cast(),
+                    sig.len() as libc::socklen_t,
+                )
+            };
+            w.setup("TCP_MD5SIG", sys::check(r.into()));
+            l
+        }
+        "unix-filter" => {
+            let (_a, b) = w.setup("socketpair", socketpair(libc::SOCK_DGRAM));
+            // One instruction: accept everything.
+            let mut prog = [libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: u32::MAX,
+            }];
+            let fprog = libc::sock_fprog {
+                len: 1,
+                filter: prog.as_mut_ptr(),
+            };
+            // SAFETY: `fprog` and the program it points to are live for the call.
+            let r = unsafe {
+                libc::setsockopt(
+                    b,
+                    libc::SOL_SOCKET,
+                    libc::SO_ATTACH_FILTER,
+                    std::ptr::addr_of!(fprog).cast(),
+                    std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+                )
+            };
+            w.setup("SO_ATTACH_FILTER", sys::check(r.into()));
+            b
+        }
         "empty-at-end" => {
             let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_SEQPACKET));
             for m in [&b"x"[..], b""] {
@@ -700,6 +766,11 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                 if let Some(n) = checks.io(&format!("recv of message {i}"), recv(fd, &mut buf)) {
                     checks.eq(&format!("message {i}"), *m, &buf[..n]);
                 }
+            }
+        }
+        "unix-filter" => {
+            if let Some(v) = checks.io("SO_GET_FILTER", getsockopt(fd, libc::SO_GET_FILTER)) {
+                checks.that(v != 0, "the filter is still attached (SO_GET_FILTER not 0)");
             }
         }
         "udp-queued" => {
