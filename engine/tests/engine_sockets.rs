@@ -228,6 +228,7 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 #[case::pending("pending", &["not accepted yet", "pending"])]
 #[case::oob("oob", &["out-of-band data (MSG_OOB)"])]
 #[case::tcp_md5("tcp-md5", &["a TCP socket on 127.0.0.1:", "with TCP_MD5SIG keys"])]
+#[case::udp_error("udp-error", &["a UDP socket on 127.0.0.1:", "with an error pending"])]
 #[case::unix_filter("unix-filter", &["a Unix socket with a socket filter attached"])]
 #[case::empty_at_end(
     "empty-at-end",

@@ -293,15 +293,21 @@ fn unlisted_inet(pid: i32, fd: i32, ino: u64) -> Option<InetDiag> {
     })
 }
 
-/// Whether the restore can give the TCP or UDP socket `d` back, or why not.
-fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
+/// What the TCP or UDP socket `d` is, in words: `a TCP socket`, `a UDP IPv6 socket`, ...
+fn inet_kind(d: &InetDiag) -> &'static str {
     let tcp = i32::from(d.protocol) == libc::IPPROTO_TCP;
-    let kind = match (tcp, i32::from(d.family) == libc::AF_INET6) {
+    match (tcp, i32::from(d.family) == libc::AF_INET6) {
         (true, false) => "a TCP socket",
         (true, true) => "a TCP IPv6 socket",
         (false, false) => "a UDP socket",
         (false, true) => "a UDP IPv6 socket",
-    };
+    }
+}
+
+/// Whether the restore can give the TCP or UDP socket `d` back, or why not.
+fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
+    let tcp = i32::from(d.protocol) == libc::IPPROTO_TCP;
+    let kind = inet_kind(d);
     let local = inet_text(&d.src, d.sport);
     if d.bound_if != 0 {
         return Err((
@@ -751,25 +757,19 @@ pub fn read_inet(
         },
     )?;
     let kind = if tcp { sockopt::TCP } else { sockopt::UDP };
-    let options = read_options(sock, &fresh, kind, v6).map_err(|(what, hint)| {
-        refuse(format!("{} with {what}", inet_text(&d.src, d.sport)), hint)
-    })?;
+    let named = format!("{} on {}", inet_kind(d), inet_text(&d.src, d.sport));
+    let options = read_options(sock, &fresh, kind, v6)
+        .map_err(|(what, hint)| refuse(format!("{named} with {what}"), hint))?;
     if !tcp && has_pending_error(sock.as_fd())? {
         return Err(refuse(
-            format!(
-                "{} with an error pending (SO_ERROR or its error queue)",
-                inet_text(&d.src, d.sport)
-            ),
+            format!("{named} with an error pending (SO_ERROR or its error queue)"),
             "let the process read its errors before the dump",
         ));
     }
     // A socket filter (SO_ATTACH_FILTER, SO_ATTACH_BPF): SO_GET_FILTER reads 0 without one.
     if !matches!(opt(libc::SOL_SOCKET, libc::SO_GET_FILTER), Ok(0)) {
         return Err(refuse(
-            format!(
-                "{} with a socket filter attached",
-                inet_text(&d.src, d.sport)
-            ),
+            format!("{named} with a socket filter attached"),
             "crlab does not restore socket filters; detach it before the dump",
         ));
     }
@@ -1159,6 +1159,40 @@ mod tests {
         let mut one = [0u8; 16];
         one[15] = 1;
         assert_eq!(inet_text(&one, 80), "[::1]:80");
+    }
+
+    #[test]
+    fn options_are_kept_when_not_a_new_sockets_and_refused_when_not_taken_back() {
+        use std::os::fd::AsRawFd;
+        let l = OwnedFd::from(std::net::TcpListener::bind("127.0.0.1:0").expect("a listener"));
+        let fresh = || fresh_socket(libc::AF_INET, libc::SOCK_STREAM).expect("a new socket");
+        assert_eq!(
+            read_options(&l, &fresh(), sockopt::TCP, false).map(|o| o.len()),
+            Ok(1)
+        );
+        let mark = 7i32.to_ne_bytes();
+        crate::sys::set_sockopt_bytes(l.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, &mark)
+            .expect("SO_MARK (root)");
+        let rate = (5u64 << 30).to_ne_bytes();
+        crate::sys::set_sockopt_bytes(l.as_fd(), libc::SOL_SOCKET, libc::SO_MAX_PACING_RATE, &rate)
+            .expect("SO_MAX_PACING_RATE");
+        let got = read_options(&l, &fresh(), sockopt::TCP, false).expect("kept");
+        let value = |name| got.iter().find(|o| o.name == name).map(|o| o.value.clone());
+        assert_eq!(value(libc::SO_MARK), Some(mark.to_vec()));
+        assert_eq!(value(libc::SO_MAX_PACING_RATE), Some(rate.to_vec()));
+        // Always kept: the buffer locks.
+        assert_eq!(
+            value(sockopt::SO_BUF_LOCK),
+            Some(0i32.to_ne_bytes().to_vec())
+        );
+        // A "new socket" that cannot take the TCP options (a UDP one): the first TCP option
+        // not at its value there is refused by name, with its value.
+        let udp = fresh_socket(libc::AF_INET, libc::SOCK_DGRAM).expect("a UDP socket");
+        let who = read_options(&l, &udp, sockopt::TCP, false)
+            .expect_err("a UDP socket takes no TCP option")
+            .0;
+        assert!(who.contains(" set to "), "{who}");
+        let _ = l.as_raw_fd();
     }
 
     #[test]

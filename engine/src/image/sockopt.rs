@@ -102,7 +102,8 @@ pub const OPTIONS: &[Known] = &[
     int(SOL_SOCKET, 43, "SO_NOFCS", ALL),
     int(SOL_SOCKET, 45, "SO_SELECT_ERR_QUEUE", ALL),
     int(SOL_SOCKET, 46, "SO_BUSY_POLL", ALL),
-    int(SOL_SOCKET, 47, "SO_MAX_PACING_RATE", ALL),
+    // A 64-bit rate: read as an int, one above 4 GiB/s would read as unlimited.
+    bytes(SOL_SOCKET, 47, "SO_MAX_PACING_RATE", ALL, 8),
     int(SOL_SOCKET, 49, "SO_INCOMING_CPU", ALL),
     int(SOL_SOCKET, 60, "SO_ZEROCOPY", ALL),
     bytes(SOL_SOCKET, 61, "SO_TXTIME", ALL, 8),

@@ -1193,7 +1193,22 @@ pub(super) fn set_socket_options(
         let k = known_option(who, o)?;
         let value = crate::image::sockopt::value_text(&o.value);
         set_sockopt_bytes(c.as_fd(), o.level, o.name, &o.value).map_err(|e| {
-            RestoreError::Inconsistent(format!("{who}: setting {} to {value}: {e}", k.text))
+            let errno = e.errno().map(|n| format!(" ({n})")).unwrap_or_default();
+            let hint = match e.errno() {
+                Some(nix::errno::Errno::ENOENT)
+                    if (o.level, o.name)
+                        == (libc::IPPROTO_TCP, crate::image::sockopt::TCP_CONGESTION) =>
+                {
+                    "; the algorithm is not available on this machine \
+                     (/proc/sys/net/ipv4/tcp_available_congestion_control): load its module"
+                }
+                Some(nix::errno::Errno::EPERM) => "; the restore needs CAP_NET_ADMIN for it",
+                _ => "",
+            };
+            RestoreError::Inconsistent(format!(
+                "{who}: setting {} to {value}: {e}{errno}{hint}",
+                k.text
+            ))
         })?;
     }
     check_socket_options(who, c, opts)

@@ -56,6 +56,7 @@
 //! - `fifo-outside`: a named pipe a process outside the tree also holds open;
 //! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`);
 //! - `tcp-md5`: a TCP listener with a `TCP_MD5SIG` key (which `getsockopt` does not give);
+//! - `udp-error`: a UDP socket with an error pending (`ECONNREFUSED` from a closed port);
 //! - `unix-filter`: a datagram pair's end with a socket filter (`SO_ATTACH_FILTER`);
 //! - `empty-at-end`: a seqpacket pair shut for reading with a zero-length record last in its
 //!   queue (which reads as the end of the queue);
@@ -623,6 +624,26 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             w.setup("TCP_MD5SIG", sys::check(r.into()));
             l
         }
+        "udp-error" => {
+            // A port nobody listens on: its ICMP port unreachable sets the socket's error.
+            let gone = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_DGRAM));
+            w.setup("bind", inet_bind(gone, &[127, 0, 0, 1], 0));
+            let port = w.setup("its port", inet_name(gone, false)).1;
+            // SAFETY: ours, done with: its port is now closed.
+            unsafe { libc::close(gone) };
+            let u = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_DGRAM));
+            w.setup("connect", inet_connect(u, &[127, 0, 0, 1], port));
+            w.setup("sending to a closed port", send(u, b"anyone?"));
+            let mut p = libc::pollfd {
+                fd: u,
+                events: 0,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, 5000) };
+            w.setup("poll for the error", sys::check(r.into()));
+            u
+        }
         "unix-filter" => {
             let (_a, b) = w.setup("socketpair", socketpair(libc::SOCK_DGRAM));
             // One instruction: accept everything.
@@ -766,6 +787,11 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                 if let Some(n) = checks.io(&format!("recv of message {i}"), recv(fd, &mut buf)) {
                     checks.eq(&format!("message {i}"), *m, &buf[..n]);
                 }
+            }
+        }
+        "udp-error" => {
+            if let Some(v) = checks.io("SO_ERROR", getsockopt(fd, libc::SO_ERROR)) {
+                checks.eq("the error still pending", libc::ECONNREFUSED, v);
             }
         }
         "unix-filter" => {
