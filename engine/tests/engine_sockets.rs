@@ -101,6 +101,68 @@ fn tcp_listeners_and_udp_sockets_are_restored_exactly(
     w.expect_ok();
 }
 
+/// Zero-length datagrams at the end of a queue shut for reading, a run of zero-length
+/// records followed by one with bytes in a queue shut for reading, and a zero-length
+/// datagram first in a queue that the process peeked (marked peeked by the kernel, passed
+/// by a walk at offsets): each queue kept whole, in order (`empty-messages`).
+#[test]
+fn zero_length_messages_are_kept_in_place() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["empty-messages"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
+    let run = w.crlab(&args);
+    assert!(run.succeeded(), "crlab show failed");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let mut sockets = Vec::new();
+    collect(&json, "unixSocket", &mut sockets);
+    let mut lens: Vec<usize> = sockets
+        .iter()
+        .filter_map(|s| s["queue"].as_array().map(Vec::len))
+        .collect();
+    lens.sort_unstable();
+    assert_eq!(lens, [3, 4, 5], "the three queues, whole: {sockets:?}");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Options beyond the usual ones, kept and set again (`options`): `SO_MARK`, `SO_PRIORITY`,
+/// `SO_RCVLOWAT`, `SO_PASSRIGHTS` on a Unix socket; `TCP_CONGESTION` (an algorithm other
+/// than the default), `SO_MARK`, `SO_PRIORITY`, `IP_TOS`, `SO_LINGER`, `TCP_DEFER_ACCEPT`,
+/// `TCP_USER_TIMEOUT`, `IP_FREEBIND`, `TCP_MAXSEG` on a TCP listener; `SO_MARK`,
+/// `SO_PRIORITY`, `SO_TIMESTAMP`, `IP_RECVTOS`, `IPV6_RECVPKTINFO`, `IPV6_TCLASS` on UDP
+/// sockets. The workload reads each back after the restore.
+#[test]
+fn other_socket_options_are_restored() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["options"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
+    let run = w.crlab(&args);
+    assert!(run.succeeded(), "crlab show failed");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let mut options = Vec::new();
+    collect(&json, "options", &mut options);
+    // SO_MARK (36) on the Unix socket, the listener and the IPv4 UDP socket.
+    let marks = options
+        .iter()
+        .filter_map(|o| o.as_array())
+        .flatten()
+        .filter(|o| o["level"] == 1 && o["name"] == 36)
+        .count();
+    assert_eq!(marks, 3, "{options:?}");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
 /// A named pipe opened twice (reader and writer) with bytes buffered: reopened by its path,
 /// its buffer refilled once (`fifo`).
 #[test]
@@ -165,6 +227,17 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 #[case::udp_multicast("udp-multicast", &["a UDP socket on *:", "joined multicast group 239.0.0.10"])]
 #[case::pending("pending", &["not accepted yet", "pending"])]
 #[case::oob("oob", &["out-of-band data (MSG_OOB)"])]
+#[case::tcp_md5("tcp-md5", &["a TCP socket on 127.0.0.1:", "with TCP_MD5SIG keys"])]
+#[case::udp_error("udp-error", &["a UDP socket on 127.0.0.1:", "with an error pending"])]
+#[case::unix_filter("unix-filter", &["a Unix socket with a socket filter attached"])]
+#[case::empty_at_end(
+    "empty-at-end",
+    &["a Unix seqpacket socket with zero-length records in its queue that the dump cannot place", "shut for reading"]
+)]
+#[case::empty_peeked(
+    "empty-peeked",
+    &["a Unix datagram socket with zero-length datagrams in its queue that the dump cannot place", "already peeked"]
+)]
 fn dump_refuses_sockets_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
     let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
     let ready = w.wait_ready();

@@ -5,17 +5,20 @@
 //! unnamed, with what is queued in each direction, the shutdown state, the SELinux label and
 //! the options that matter; listeners and the connections accepted from them. TCP listeners
 //! and UDP sockets (IPv4 and IPv6, bound, a UDP one maybe connected) with their address,
-//! backlog, label and options. Refused: a peer outside the tree, a socket of another family
-//! (raw, netlink, packet, ...), a bound or unconnected Unix socket, control messages in
-//! flight, a TCP socket in any state but listening (an established connection named with its
+//! backlog, label and options (those of `image::sockopt` when not at a new socket's value).
+//! Refused: a peer outside the tree, a socket of another family (raw, netlink, packet, ...), a
+//! bound or unconnected Unix socket, control messages in flight, zero-length messages a walk
+//! of the queue cannot place, an option a new socket does not take back, a pending error, a
+//! TCP socket in any state but listening (an established connection named with its
 //! addresses), a listener's pending connections, a UDP socket with datagrams queued.
 
 use super::DumpError;
-use crate::image::schema::{InetSocket, UnixSocket, UnixSocketType};
-use crate::image::unix_socket_path;
+use crate::image::schema::{InetSocket, SocketOption, UnixSocket, UnixSocketType};
+use crate::image::{sockopt, unix_socket_path};
 use crate::procfs::read_link;
 use crate::sys::{
-    inet_diag_all, peek_queue, sockopt_int, sockopt_timeval, unix_diag, InetDiag, UnixDiag,
+    fresh_socket, has_pending_error, inet_diag_all, peek_queue, queue_truesize, set_sockopt_bytes,
+    sockopt_bytes, sockopt_int, sockopt_timeval, unix_diag, unix_outq, InetDiag, UnixDiag,
     UNIX_ESTABLISHED, UNIX_LISTEN,
 };
 use std::collections::HashMap;
@@ -290,15 +293,21 @@ fn unlisted_inet(pid: i32, fd: i32, ino: u64) -> Option<InetDiag> {
     })
 }
 
-/// Whether the restore can give the TCP or UDP socket `d` back, or why not.
-fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
+/// What the TCP or UDP socket `d` is, in words: `a TCP socket`, `a UDP IPv6 socket`, ...
+fn inet_kind(d: &InetDiag) -> &'static str {
     let tcp = i32::from(d.protocol) == libc::IPPROTO_TCP;
-    let kind = match (tcp, i32::from(d.family) == libc::AF_INET6) {
+    match (tcp, i32::from(d.family) == libc::AF_INET6) {
         (true, false) => "a TCP socket",
         (true, true) => "a TCP IPv6 socket",
         (false, false) => "a UDP socket",
         (false, true) => "a UDP IPv6 socket",
-    };
+    }
+}
+
+/// Whether the restore can give the TCP or UDP socket `d` back, or why not.
+fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
+    let tcp = i32::from(d.protocol) == libc::IPPROTO_TCP;
+    let kind = inet_kind(d);
     let local = inet_text(&d.src, d.sport);
     if d.bound_if != 0 {
         return Err((
@@ -307,6 +316,12 @@ fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
                 d.bound_if
             ),
             "crlab does not restore a socket bound to a device; close it before the dump",
+        ));
+    }
+    if d.md5sig {
+        return Err((
+            format!("{kind} on {local} with TCP_MD5SIG keys"),
+            "crlab cannot read TCP_MD5SIG keys to restore them; remove them before the dump",
         ));
     }
     // fe80::/10: bound with a scope (an interface) that INET_DIAG does not show.
@@ -598,7 +613,7 @@ pub fn read_unix(
     }
     let shutdown = d.shutdown.unwrap_or(0);
     // A listener queues connections, not data: its pending ones were refused by `survey`.
-    let peeked = if *role == Role::Listener {
+    let mut peeked = if *role == Role::Listener {
         crate::sys::Peeked::default()
     } else {
         peek_queue(sock.as_fd(), sock_type, shutdown & 1 != 0)?
@@ -609,6 +624,26 @@ pub fn read_unix(
             "let the process read its queue before the dump",
         ));
     }
+    if sock_type != libc::SOCK_STREAM && *role != Role::Listener {
+        unseen_messages(tree, d, sock_type, sock, &mut peeked)
+            .map_err(|(what, hint)| refuse(what, hint))?;
+    }
+    if *role != Role::Listener && has_pending_error(sock.as_fd())? {
+        return Err(refuse(
+            "a Unix socket with an error pending (SO_ERROR)".to_owned(),
+            "let the process read its error (SO_ERROR) before the dump",
+        ));
+    }
+    // A socket filter (SO_ATTACH_FILTER, SO_ATTACH_BPF): SO_GET_FILTER reads 0 without one.
+    if !matches!(opt(libc::SO_GET_FILTER), Ok(0)) {
+        return Err(refuse(
+            "a Unix socket with a socket filter attached".to_owned(),
+            "crlab does not restore socket filters; detach it before the dump",
+        ));
+    }
+    let fresh = fresh_socket(libc::AF_UNIX, sock_type)?;
+    let options = read_options(sock, &fresh, sockopt::UNIX, false)
+        .map_err(|(what, hint)| refuse(format!("a Unix socket with {what}"), hint))?;
     if !peeked.messages.is_empty() && (passcred || passsec) {
         return Err(refuse(
             format!(
@@ -640,6 +675,7 @@ pub fn read_unix(
         peek_off: (peek_off >= 0).then_some(peek_off),
         rcvtimeo_us,
         sndtimeo_us,
+        options,
         ..UnixSocket::default()
     };
     match *role {
@@ -712,83 +748,28 @@ pub fn read_inet(
     let opt = |level, name| sockopt_int(sock.as_fd(), level, name);
     let flag = |level, name| opt(level, name).map(|v| v != 0);
     let as_u32 = |v: i32| u32::try_from(v).unwrap_or(0);
-    // Options the restore does not set: refused when set.
-    let mut unsupported = vec![
-        (libc::SOL_SOCKET, libc::SO_OOBINLINE, "SO_OOBINLINE"),
-        (libc::SOL_SOCKET, libc::SO_DONTROUTE, "SO_DONTROUTE"),
-        (libc::SOL_SOCKET, libc::SO_PASSCRED, "SO_PASSCRED"),
-        (libc::SOL_SOCKET, libc::SO_MARK, "SO_MARK"),
-        (libc::SOL_SOCKET, libc::SO_PRIORITY, "SO_PRIORITY"),
-        (libc::SOL_IP, libc::IP_TRANSPARENT, "IP_TRANSPARENT"),
-        (libc::SOL_IP, libc::IP_FREEBIND, "IP_FREEBIND"),
-        (libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO"),
-        (libc::SOL_IP, libc::IP_RECVERR, "IP_RECVERR"),
-        (libc::SOL_IP, libc::IP_TOS, "IP_TOS"),
-        (libc::SOL_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP"),
-        (libc::SOL_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL"),
-        (libc::SOL_IP, libc::IP_MULTICAST_IF, "IP_MULTICAST_IF"),
-    ];
-    if tcp {
-        unsupported.extend([
-            (libc::IPPROTO_TCP, libc::TCP_CORK, "TCP_CORK"),
-            (
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                "TCP_DEFER_ACCEPT",
-            ),
-            (libc::IPPROTO_TCP, libc::TCP_FASTOPEN, "TCP_FASTOPEN"),
-            (libc::IPPROTO_TCP, libc::TCP_QUICKACK, "TCP_QUICKACK"),
-            (
-                libc::IPPROTO_TCP,
-                libc::TCP_USER_TIMEOUT,
-                "TCP_USER_TIMEOUT",
-            ),
-        ]);
-    }
-    if v6 {
-        unsupported.extend([
-            (libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO"),
-            (libc::SOL_IPV6, libc::IPV6_RECVERR, "IPV6_RECVERR"),
-            (libc::SOL_IPV6, libc::IPV6_TCLASS, "IPV6_TCLASS"),
-            (
-                libc::SOL_IPV6,
-                libc::IPV6_MULTICAST_LOOP,
-                "IPV6_MULTICAST_LOOP",
-            ),
-            (
-                libc::SOL_IPV6,
-                libc::IPV6_MULTICAST_HOPS,
-                "IPV6_MULTICAST_HOPS",
-            ),
-            (libc::SOL_IPV6, libc::IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF"),
-        ]);
-    }
-    for (level, name, text) in unsupported {
-        // TCP_QUICKACK and the multicast loop read 1 on a fresh socket, the multicast TTL
-        // and hop limit 1; every other is 0 by default.
-        let ones = [
-            (libc::IPPROTO_TCP, libc::TCP_QUICKACK),
-            (libc::SOL_IP, libc::IP_MULTICAST_LOOP),
-            (libc::SOL_IP, libc::IP_MULTICAST_TTL),
-            (libc::SOL_IPV6, libc::IPV6_MULTICAST_LOOP),
-            (libc::SOL_IPV6, libc::IPV6_MULTICAST_HOPS),
-        ];
-        let default = i32::from(ones.contains(&(level, name)));
-        // Not known to every kernel: an error means it is not set.
-        if opt(level, name).is_ok_and(|v| v != default) {
-            return Err(refuse(
-                format!("{} with {text} set", inet_text(&d.src, d.sport)),
-                "crlab does not restore that option yet; unset it before the dump",
-            ));
-        }
+    let fresh = fresh_socket(
+        i32::from(d.family),
+        if tcp {
+            libc::SOCK_STREAM
+        } else {
+            libc::SOCK_DGRAM
+        },
+    )?;
+    let kind = if tcp { sockopt::TCP } else { sockopt::UDP };
+    let named = format!("{} on {}", inet_kind(d), inet_text(&d.src, d.sport));
+    let options = read_options(sock, &fresh, kind, v6)
+        .map_err(|(what, hint)| refuse(format!("{named} with {what}"), hint))?;
+    if !tcp && has_pending_error(sock.as_fd())? {
+        return Err(refuse(
+            format!("{named} with an error pending (SO_ERROR or its error queue)"),
+            "let the process read its errors before the dump",
+        ));
     }
     // A socket filter (SO_ATTACH_FILTER, SO_ATTACH_BPF): SO_GET_FILTER reads 0 without one.
     if !matches!(opt(libc::SOL_SOCKET, libc::SO_GET_FILTER), Ok(0)) {
         return Err(refuse(
-            format!(
-                "{} with a socket filter attached",
-                inet_text(&d.src, d.sport)
-            ),
+            format!("{named} with a socket filter attached"),
             "crlab does not restore socket filters; detach it before the dump",
         ));
     }
@@ -815,6 +796,7 @@ pub fn read_inet(
         sndbuf: as_u32(opt(libc::SOL_SOCKET, libc::SO_SNDBUF)?),
         rcvtimeo_us: sockopt_timeval(sock.as_fd(), libc::SO_RCVTIMEO)?,
         sndtimeo_us: sockopt_timeval(sock.as_fd(), libc::SO_SNDTIMEO)?,
+        options,
         ..InetSocket::default()
     };
     if tcp {
@@ -827,6 +809,149 @@ pub fn read_inet(
         out.peer_port = u32::from(d.dport);
     }
     Ok(out)
+}
+
+/// The options of [`sockopt::OPTIONS`] for a socket of `kind` on `sock` that are not at the
+/// value of `fresh` (a new socket of its kind), or that are always kept; each then set on
+/// `fresh` and read back, as the restore will: one a new socket does not take back is refused
+/// by name, with its value.
+fn read_options(
+    sock: &OwnedFd,
+    fresh: &OwnedFd,
+    kind: u8,
+    v6: bool,
+) -> Result<Vec<SocketOption>, Refusal> {
+    let hint = "crlab cannot set that option again on a new socket; unset it before the dump";
+    let mut kept = Vec::new();
+    for k in sockopt::options_for(kind, v6) {
+        let mine = sockopt_bytes(sock.as_fd(), k.level, k.name, k.max);
+        let new = sockopt_bytes(fresh.as_fd(), k.level, k.name, k.max);
+        match (mine, new) {
+            // Not known to this kernel, or not to this kind of socket.
+            (Err(_), Err(_)) => {}
+            (Err(e), Ok(_)) => return Err((format!("{} that cannot be read ({e})", k.text), hint)),
+            (Ok(v), Ok(n)) if v == n && !k.always => {}
+            (Ok(v), _) => kept.push((k, v)),
+        }
+    }
+    let mut out = Vec::new();
+    for (k, value) in kept {
+        let back = set_sockopt_bytes(fresh.as_fd(), k.level, k.name, &value)
+            .and_then(|()| sockopt_bytes(fresh.as_fd(), k.level, k.name, k.max));
+        match back {
+            Ok(b) if b == value => {}
+            Ok(b) => {
+                return Err((
+                    format!(
+                        "{} set to {}, which a new socket reads back as {}",
+                        k.text,
+                        sockopt::value_text(&value),
+                        sockopt::value_text(&b)
+                    ),
+                    hint,
+                ))
+            }
+            Err(e) => {
+                return Err((
+                    format!("{} set to {} ({e})", k.text, sockopt::value_text(&value)),
+                    hint,
+                ))
+            }
+        }
+        out.push(SocketOption {
+            level: k.level,
+            name: k.name,
+            value,
+        });
+    }
+    // All set, each still as it was (one may change another: `IP_TOS` sets the priority).
+    for o in &out {
+        let k =
+            sockopt::known(o.level, o.name).ok_or_else(|| (format!("option {}", o.name), hint))?;
+        match sockopt_bytes(fresh.as_fd(), o.level, o.name, k.max) {
+            Ok(b) if b == o.value => {}
+            other => {
+                return Err((
+                    format!(
+                        "{} set to {}, which a new socket given its other options reads \
+                         back as {}",
+                        k.text,
+                        sockopt::value_text(&o.value),
+                        other.map_or_else(|e| e.to_string(), |b| sockopt::value_text(&b))
+                    ),
+                    hint,
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a datagram or seqpacket socket `d` (received as `sock`) whose sender (its peer, in
+/// the tree) has more in flight than what the walk `peeked` saw weighs: zero-length messages
+/// the walk could not place, after the end of a seqpacket queue shut for reading (which reads
+/// as 0 too), or already marked peeked (by the process, or by an earlier dump) where a walk
+/// passes them. One such message first in the queue (a process's plain `MSG_PEEK` marks the
+/// head) is placed: the head, peeked alone, is empty while the walk began with another.
+fn unseen_messages(
+    tree: &TreeSockets,
+    d: &UnixDiag,
+    sock_type: i32,
+    sock: &OwnedFd,
+    peeked: &mut crate::sys::Peeked,
+) -> Result<(), Refusal> {
+    let Some(sender) = tree.unix.get(&u64::from(d.peer)) else {
+        return Ok(());
+    };
+    let io = |e: crate::sys::SysError| {
+        (
+            format!("a Unix socket whose queue could not be weighed ({e})"),
+            "try again",
+        )
+    };
+    let fd = u64::try_from(sender.fd).map_err(|_| {
+        io(crate::sys::SysError::Call {
+            op: "pidfd_getfd",
+            tid: sender.pid,
+            source: nix::errno::Errno::EBADF,
+        })
+    })?;
+    let copy = crate::sys::fd_of(sender.pid, fd).map_err(io)?;
+    let weight = unix_outq(copy.as_fd()).map_err(io)?;
+    let mut seen = queue_truesize(sock_type, &peeked.messages).map_err(io)?;
+    if weight == seen {
+        return Ok(());
+    }
+    // Something is unseen, so the queue is not empty: a head of 0 bytes is a message, and
+    // one the walk did not see unless it began with an empty one too.
+    let walk_began_otherwise = !matches!(peeked.messages.first(), Some(m) if m.is_empty());
+    if walk_began_otherwise && crate::sys::peek_head_len(sock.as_fd()).map_err(io)? == Some(0) {
+        let mut with_head = vec![Vec::new()];
+        with_head.extend(peeked.messages.iter().cloned());
+        let weighs = queue_truesize(sock_type, &with_head).map_err(io)?;
+        if weighs == weight {
+            peeked.messages = with_head;
+            return Ok(());
+        }
+        seen = weighs;
+    }
+    let (kind, what) = if sock_type == libc::SOCK_DGRAM {
+        ("a Unix datagram socket", "datagrams")
+    } else {
+        ("a Unix seqpacket socket", "records")
+    };
+    let why = if peeked.trailing_zeros {
+        "at the end of a queue shut for reading, where they read as its end, or already peeked"
+    } else {
+        "already peeked (MSG_PEEK with SO_PEEK_OFF, or an earlier dump)"
+    };
+    Err((
+        format!(
+            "{kind} with zero-length {what} in its queue that the dump cannot place ({why}; \
+             its sender has {weight} bytes in flight, what was seen weighs {seen})"
+        ),
+        "let the process read its queue before the dump",
+    ))
 }
 
 #[cfg(test)]
@@ -1034,6 +1159,40 @@ mod tests {
         let mut one = [0u8; 16];
         one[15] = 1;
         assert_eq!(inet_text(&one, 80), "[::1]:80");
+    }
+
+    #[test]
+    fn options_are_kept_when_not_a_new_sockets_and_refused_when_not_taken_back() {
+        use std::os::fd::AsRawFd;
+        let l = OwnedFd::from(std::net::TcpListener::bind("127.0.0.1:0").expect("a listener"));
+        let fresh = || fresh_socket(libc::AF_INET, libc::SOCK_STREAM).expect("a new socket");
+        assert_eq!(
+            read_options(&l, &fresh(), sockopt::TCP, false).map(|o| o.len()),
+            Ok(1)
+        );
+        let mark = 7i32.to_ne_bytes();
+        crate::sys::set_sockopt_bytes(l.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, &mark)
+            .expect("SO_MARK (root)");
+        let rate = (5u64 << 30).to_ne_bytes();
+        crate::sys::set_sockopt_bytes(l.as_fd(), libc::SOL_SOCKET, libc::SO_MAX_PACING_RATE, &rate)
+            .expect("SO_MAX_PACING_RATE");
+        let got = read_options(&l, &fresh(), sockopt::TCP, false).expect("kept");
+        let value = |name| got.iter().find(|o| o.name == name).map(|o| o.value.clone());
+        assert_eq!(value(libc::SO_MARK), Some(mark.to_vec()));
+        assert_eq!(value(libc::SO_MAX_PACING_RATE), Some(rate.to_vec()));
+        // Always kept: the buffer locks.
+        assert_eq!(
+            value(sockopt::SO_BUF_LOCK),
+            Some(0i32.to_ne_bytes().to_vec())
+        );
+        // A "new socket" that cannot take the TCP options (a UDP one): the first TCP option
+        // not at its value there is refused by name, with its value.
+        let udp = fresh_socket(libc::AF_INET, libc::SOCK_DGRAM).expect("a UDP socket");
+        let who = read_options(&l, &udp, sockopt::TCP, false)
+            .expect_err("a UDP socket takes no TCP option")
+            .0;
+        assert!(who.contains(" set to "), "{who}");
+        let _ = l.as_raw_fd();
     }
 
     #[test]

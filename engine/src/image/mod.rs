@@ -16,6 +16,7 @@ mod reader;
 mod regs;
 mod shmem;
 mod show;
+pub mod sockopt;
 mod writer;
 
 pub use error::{ImageError, Refusal};

@@ -14,11 +14,11 @@ use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{
     file_entry, EventFd, Fd, FifoFile, FileEntry, FileTable, MemfdFile, PathFileType, Pipe,
-    SignalFd, TimerFd, UnixSocket, UnixSocketType,
+    SignalFd, SocketOption, TimerFd, UnixSocket, UnixSocketType,
 };
 use crate::sys::{
-    fd_of, send_all, set_pipe_capacity, set_sockopt_int, set_sockopt_timeval, sockopt_int, Remote,
-    Scratch,
+    fd_of, send_all, set_pipe_capacity, set_sockopt_bytes, set_sockopt_int, set_sockopt_timeval,
+    sockopt_bytes, sockopt_int, Remote, Scratch,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -1162,6 +1162,8 @@ fn set_options(s: &UnixSocket, flags: u32, c: &OwnedFd) -> Result<(), RestoreErr
             set_sockopt_timeval(c.as_fd(), name, us).map_err(sock_err(s, what.into()))?;
         }
     }
+    let who = format!("the Unix socket of inode {}", s.ino);
+    set_socket_options(&who, c, &s.options)?;
     let how = match s.shutdown & 3 {
         1 => Some(nix::sys::socket::Shutdown::Read),
         2 => Some(nix::sys::socket::Shutdown::Write),
@@ -1176,6 +1178,78 @@ fn set_options(s: &UnixSocket, flags: u32, c: &OwnedFd) -> Result<(), RestoreErr
     nix::fcntl::fcntl(c, nix::fcntl::FcntlArg::F_SETFL(fl))
         .map_err(call("fcntl(F_SETFL)", "setting its file flags"))?;
     Ok(())
+}
+
+/// Sets each option of `opts` (from the image, after the named ones) on socket `c`, and reads
+/// it back: only options of [`crate::image::sockopt::OPTIONS`] are set; one the kernel
+/// refuses (a congestion control algorithm not available here, `SO_MARK` without
+/// `CAP_NET_ADMIN`, ...) or gives back otherwise fails the restore, named.
+pub(super) fn set_socket_options(
+    who: &str,
+    c: &OwnedFd,
+    opts: &[SocketOption],
+) -> Result<(), RestoreError> {
+    for o in opts {
+        let k = known_option(who, o)?;
+        let value = crate::image::sockopt::value_text(&o.value);
+        set_sockopt_bytes(c.as_fd(), o.level, o.name, &o.value).map_err(|e| {
+            let errno = e.errno().map(|n| format!(" ({n})")).unwrap_or_default();
+            let hint = match e.errno() {
+                Some(nix::errno::Errno::ENOENT)
+                    if (o.level, o.name)
+                        == (libc::IPPROTO_TCP, crate::image::sockopt::TCP_CONGESTION) =>
+                {
+                    "; the algorithm is not available on this machine \
+                     (/proc/sys/net/ipv4/tcp_available_congestion_control): load its module"
+                }
+                Some(nix::errno::Errno::EPERM) => "; the restore needs CAP_NET_ADMIN for it",
+                _ => "",
+            };
+            RestoreError::Inconsistent(format!(
+                "{who}: setting {} to {value}: {e}{errno}{hint}",
+                k.text
+            ))
+        })?;
+    }
+    check_socket_options(who, c, opts)
+}
+
+/// Reads back each option of `opts` on socket `c`: what the image holds, or the restore fails.
+pub(super) fn check_socket_options(
+    who: &str,
+    c: &OwnedFd,
+    opts: &[SocketOption],
+) -> Result<(), RestoreError> {
+    for o in opts {
+        let k = known_option(who, o)?;
+        let now = sockopt_bytes(c.as_fd(), o.level, o.name, k.max)
+            .map_err(|e| RestoreError::Inconsistent(format!("{who}: reading {}: {e}", k.text)))?;
+        if now != o.value {
+            return Err(RestoreError::Inconsistent(format!(
+                "{who}: {} is {} after setting it to {}",
+                k.text,
+                crate::image::sockopt::value_text(&now),
+                crate::image::sockopt::value_text(&o.value)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn known_option(
+    who: &str,
+    o: &SocketOption,
+) -> Result<&'static crate::image::sockopt::Known, RestoreError> {
+    crate::image::sockopt::known(o.level, o.name)
+        .filter(|k| o.value.len() <= k.max)
+        .ok_or_else(|| {
+            RestoreError::Inconsistent(format!(
+                "{who}: the image holds socket option {}/{} ({} bytes), which crlab does not set",
+                o.level,
+                o.name,
+                o.value.len()
+            ))
+        })
 }
 
 /// Gives socket `c` the buffer size `want` (as `getsockopt` gave it at dump) when a new

@@ -4,7 +4,10 @@
 //! peer (a connected UDP socket) by the root itself, as the process did.
 
 use super::error::StepContext;
-use super::files::{move_above, open_flags, set_buffer, under_label, SOCKADDR_AT};
+use super::files::{
+    check_socket_options, move_above, open_flags, set_buffer, set_socket_options, under_label,
+    SOCKADDR_AT,
+};
 use super::RestoreError;
 use crate::image::schema::InetSocket;
 use crate::sys::{fd_of, set_sockopt_int, set_sockopt_timeval, sockopt_int, Remote, Scratch};
@@ -72,6 +75,12 @@ pub(super) fn create(
             )
             .step(pid, "connecting a UDP socket to its peer")?;
     }
+    // As they were set, still, once bound and listening.
+    check_socket_options(
+        &format!("the TCP or UDP socket of inode {}", s.ino),
+        &copy,
+        &s.options,
+    )?;
     let fl = nix::fcntl::OFlag::from_bits_retain(open_flags(flags));
     nix::fcntl::fcntl(&copy, nix::fcntl::FcntlArg::F_SETFL(fl)).map_err(|source| {
         fail(s, "setting its file flags".into())(crate::sys::SysError::Call {
@@ -220,12 +229,60 @@ fn set_options(s: &InetSocket, c: &OwnedFd) -> Result<(), RestoreError> {
             set_sockopt_timeval(c.as_fd(), name, us).map_err(fail(s, format!("setting {text}")))?;
         }
     }
-    Ok(())
+    set_socket_options(&who, c, &s.options)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::schema::SocketOption;
+
+    fn tcp_socket() -> OwnedFd {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        OwnedFd::from(s)
+    }
+
+    #[test]
+    fn a_congestion_control_algorithm_not_available_fails_the_restore_by_name() {
+        let mut name = b"crlab-no-such-algo".to_vec();
+        name.truncate(15);
+        name.resize(16, 0);
+        let opt = SocketOption {
+            level: libc::IPPROTO_TCP,
+            name: libc::TCP_CONGESTION,
+            value: name,
+        };
+        let e = set_socket_options("the listener", &tcp_socket(), &[opt])
+            .expect_err("no such algorithm")
+            .to_string();
+        assert!(
+            e.contains("the listener: setting TCP_CONGESTION to \"crlab-no-such-a\"")
+                && e.contains("ENOENT")
+                && e.contains("tcp_available_congestion_control"),
+            "{e}"
+        );
+        let mut reno = b"reno".to_vec();
+        reno.resize(16, 0);
+        let ok = SocketOption {
+            level: libc::IPPROTO_TCP,
+            name: libc::TCP_CONGESTION,
+            value: reno,
+        };
+        set_socket_options("the listener", &tcp_socket(), &[ok]).expect("reno is built in");
+    }
+
+    #[test]
+    fn an_option_the_list_lacks_is_not_set() {
+        let opt = SocketOption {
+            level: libc::SOL_SOCKET,
+            name: libc::SO_ATTACH_FILTER,
+            value: vec![0; 16],
+        };
+        let e = set_socket_options("the listener", &tcp_socket(), &[opt])
+            .expect_err("not in the list")
+            .to_string();
+        assert!(e.contains("which crlab does not set"), "{e}");
+    }
 
     #[test]
     fn addresses_are_laid_out_as_the_kernel_reads_them() {

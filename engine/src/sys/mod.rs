@@ -39,8 +39,9 @@ pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
 pub use rlimit::{rlimit, set_rlimit, RLIMITS};
 pub use sock_diag::{inet_diag_all, unix_diag, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
 pub use socket::{
-    fd_of, peek_queue, send_all, set_sockopt_int, set_sockopt_timeval, sock_proto_name,
-    sockopt_int, sockopt_timeval, Peeked,
+    fd_of, fresh_socket, has_pending_error, peek_head_len, peek_queue, queue_truesize, send_all,
+    set_sockopt_bytes, set_sockopt_int, set_sockopt_timeval, sock_proto_name, sockopt_bytes,
+    sockopt_int, sockopt_timeval, unix_outq, Peeked,
 };
 pub use stop::{catch_stop_signals, default_stop_signals, stop_requested};
 pub use unix::{accept, recv_fds, FDS_PER_MESSAGE};

@@ -220,6 +220,29 @@ pub struct InetDiag {
     pub rqueue: u32,
     pub wqueue: u32,
     pub ino: u32,
+    /// `TCP_MD5SIG` keys (`INET_DIAG_MD5SIG`, which the kernel sends a requester with
+    /// `CAP_NET_ADMIN`), which `getsockopt` does not give.
+    pub md5sig: bool,
+}
+
+/// `INET_DIAG_INFO` and `INET_DIAG_MD5SIG`.
+const INET_DIAG_INFO: u8 = 2;
+const INET_DIAG_MD5SIG: u16 = 18;
+
+/// Whether the attributes `attrs` (after an `inet_diag_msg`) hold one of type `ty`.
+fn has_attr(attrs: &[u8], ty: u16) -> bool {
+    let mut at = 0;
+    while let (Some(len), Some(t)) = (u16_at(attrs, at), u16_at(attrs, at + 2)) {
+        let len = usize::from(len);
+        if len < 4 {
+            return false;
+        }
+        if t & 0x3fff == ty {
+            return true;
+        }
+        at += len.div_ceil(4) * 4;
+    }
+    false
 }
 
 /// The dump request for every socket of `family` and `protocol`, in every state.
@@ -231,8 +254,9 @@ pub fn inet_request(family: u8, protocol: u8, seq: u32) -> Vec<u8> {
     b.extend_from_slice(&NLM_F_DUMP_REQUEST.to_ne_bytes());
     b.extend_from_slice(&seq.to_ne_bytes());
     b.extend_from_slice(&0u32.to_ne_bytes());
-    // sdiag_family, sdiag_protocol, idiag_ext, pad, idiag_states (all).
-    b.extend_from_slice(&[family, protocol, 0, 0]);
+    // sdiag_family, sdiag_protocol, idiag_ext, pad, idiag_states (all). The extension asked
+    // for is INET_DIAG_INFO, with which the kernel also sends a TCP socket's MD5 keys.
+    b.extend_from_slice(&[family, protocol, 1 << (INET_DIAG_INFO - 1), 0]);
     b.extend_from_slice(&u32::MAX.to_ne_bytes());
     // inet_diag_sockid: ports, addresses, interface, cookie: all zero for a dump.
     b.resize(len, 0);
@@ -282,6 +306,7 @@ pub fn inet_parse(b: &[u8]) -> Result<(Vec<InetDiag>, bool), ParseError> {
                     rqueue: u32_at(body, 56).ok_or(bad("inet_diag_msg"))?,
                     wqueue: u32_at(body, 60).ok_or(bad("inet_diag_msg"))?,
                     ino: u32_at(body, 68).ok_or(bad("inet_diag_msg"))?,
+                    md5sig: has_attr(&body[INET_DIAG_MSG_LEN..], INET_DIAG_MD5SIG),
                 });
             }
             _ => return Err(bad("netlink type")),
@@ -509,7 +534,7 @@ mod tests {
         let r = inet_request(2, 6, 1);
         assert_eq!(r.len(), 72);
         assert_eq!(u16_at(&r, 6), Some(0x301));
-        assert_eq!(&r[16..18], &[2, 6]);
+        assert_eq!(&r[16..19], &[2, 6, 2]);
         assert_eq!(u32_at(&r, 20), Some(u32::MAX));
     }
 
@@ -538,6 +563,7 @@ mod tests {
                 rqueue: 2,
                 wqueue: 9,
                 ino: 77,
+                md5sig: false,
             }]
         );
         for cut in 1..one {
@@ -561,5 +587,35 @@ mod tests {
         assert_eq!(d.src, vec![127, 0, 0, 1]);
         // std's listen backlog.
         assert_eq!(d.wqueue, 128);
+        assert!(!d.md5sig);
+    }
+
+    #[test]
+    fn a_listener_with_a_tcp_md5sig_key_is_told() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // struct tcp_md5sig: a sockaddr_storage (128 bytes), flags, prefix length, key length,
+        // ifindex, then the key (80 bytes).
+        let mut sig = vec![0u8; 128 + 8 + 80];
+        sig[0..2].copy_from_slice(&u16::try_from(libc::AF_INET).unwrap().to_ne_bytes());
+        sig[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        sig[130..132].copy_from_slice(&4u16.to_ne_bytes());
+        sig[136..140].copy_from_slice(b"key!");
+        // SAFETY: the kernel reads `sig.len()` bytes from `sig`, live.
+        let r = unsafe {
+            libc::setsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_MD5SIG,
+                sig.as_ptr().cast(),
+                libc::socklen_t::try_from(sig.len()).unwrap(),
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        let ino = std::fs::metadata(format!("/proc/self/fd/{}", l.as_raw_fd()))
+            .unwrap()
+            .ino();
+        assert!(inet_diag_all().unwrap()[&ino].md5sig);
     }
 }

@@ -7,7 +7,7 @@ use super::SysError;
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, send, ControlMessageOwned, MsgFlags};
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 fn err(op: &'static str) -> impl FnOnce(Errno) -> SysError {
     move |source| SysError::Call { op, tid: 0, source }
@@ -120,6 +120,10 @@ pub struct Peeked {
     pub messages: Vec<Vec<u8>>,
     /// Control messages found in flight, by name (`SCM_RIGHTS`, `SCM_CREDENTIALS`, ...).
     pub control: Vec<&'static str>,
+    /// The walk of a seqpacket socket shut for reading ended on zero answers, which may be
+    /// zero-length records as well as the end: [`queue_truesize`] against the sender's
+    /// [`unix_outq`] tells whether anything was left unseen.
+    pub trailing_zeros: bool,
 }
 
 /// The first chunk size tried for one message.
@@ -128,7 +132,13 @@ const PEEK_CHUNK: usize = 256 * 1024;
 /// Reads what is queued on `fd` (an `AF_UNIX` socket of type `sock_type`) without taking it:
 /// `SO_PEEK_OFF` is set to 0, the queue walked with `MSG_PEEK`, then the option put back.
 /// For datagrams and records each message is kept whole. `read_shut` says the socket cannot
-/// receive any more (`RCV_SHUTDOWN`): there a zero-length answer may be the end of the queue.
+/// receive any more (`RCV_SHUTDOWN`): on a seqpacket socket a zero-length answer may then be
+/// the end of the queue as well as an empty record (see [`Peeked::trailing_zeros`]).
+///
+/// Not seen: a zero-length datagram or record the process peeked itself with `SO_PEEK_OFF`
+/// set, or one an earlier walk peeked, when it is not first in the queue (the kernel marks
+/// it peeked and every walk at an offset passes it). Only the sender's
+/// [`unix_outq`] against [`queue_truesize`] of what was seen tells that it is there.
 /// Descriptors that come with a peeked message (`SCM_RIGHTS` copies them) are closed at once.
 pub fn peek_queue(fd: BorrowedFd<'_>, sock_type: i32, read_shut: bool) -> Result<Peeked, SysError> {
     let old = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
@@ -161,11 +171,14 @@ fn has_oob(fd: BorrowedFd<'_>) -> Result<bool, SysError> {
 
 fn peek_all(fd: BorrowedFd<'_>, sock_type: i32, read_shut: bool) -> Result<Peeked, SysError> {
     let stream = sock_type == libc::SOCK_STREAM;
+    // The kernel answers 0 at the end of the queue only for a seqpacket socket shut for
+    // reading; a datagram socket answers EAGAIN there, so its every 0 is a datagram.
+    let eof_is_zero = read_shut && sock_type == libc::SOCK_SEQPACKET;
     let mut out = Peeked::default();
     let mut offset: usize = 0;
     let mut buf = vec![0u8; PEEK_CHUNK];
-    // A zero-length answer seen on a socket shut for reading: a message only if more follows.
-    let mut empty_pending = false;
+    // Zero answers in a row on a seqpacket socket shut for reading: records if more follows.
+    let mut empty_pending: usize = 0;
     loop {
         let mut flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
         if !stream {
@@ -216,21 +229,161 @@ fn peek_all(fd: BorrowedFd<'_>, sock_type: i32, read_shut: bool) -> Result<Peeke
             if stream {
                 break;
             }
-            if read_shut {
-                if empty_pending {
+            if eof_is_zero {
+                // A zero-length record (now marked peeked, so the next peek at this offset
+                // passes it) or the end: only what follows tells.
+                empty_pending += 1;
+                if empty_pending > EMPTY_RUN_CAP {
                     break;
                 }
-                empty_pending = true;
                 continue;
             }
-        } else if empty_pending {
-            out.messages.push(Vec::new());
-            empty_pending = false;
+        } else {
+            out.messages
+                .extend(std::iter::repeat_with(Vec::new).take(empty_pending));
+            empty_pending = 0;
         }
         out.messages.push(buf[..n].to_vec());
         offset += n;
     }
+    out.trailing_zeros = empty_pending > 0;
     Ok(out)
+}
+
+/// How many zero answers in a row the walk of a seqpacket socket shut for reading takes as
+/// possible records before it takes them as the end of the queue.
+const EMPTY_RUN_CAP: usize = 64;
+
+/// The length of the first message queued on `fd` (an `AF_UNIX` datagram or seqpacket
+/// socket), left in place: peeked with `SO_PEEK_OFF` off (then put back), which the kernel
+/// answers with the head of the queue even when it is marked peeked; `None` when the queue
+/// is empty (`EAGAIN`). On a seqpacket socket shut for reading, 0 is also the end.
+pub fn peek_head_len(fd: BorrowedFd<'_>) -> Result<Option<usize>, SysError> {
+    let old = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
+    set_sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)?;
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC;
+    let got = loop {
+        // SAFETY: a zero-length read into no buffer: the kernel writes nothing.
+        let r = unsafe { libc::recv(fd.as_raw_fd(), std::ptr::null_mut(), 0, flags) };
+        match usize::try_from(r) {
+            Ok(n) => break Ok(Some(n)),
+            Err(_) => match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::EAGAIN => break Ok(None),
+                e => break Err(err("recv(MSG_PEEK)")(e)),
+            },
+        }
+    };
+    let put_back = set_sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old);
+    let got = got?;
+    put_back?;
+    Ok(got)
+}
+
+/// What the sender of a Unix socket has in flight (`SIOCOUTQ`): the kernel's size in memory
+/// (`truesize`) of every message it sent that no one has read yet.
+pub fn unix_outq(fd: BorrowedFd<'_>) -> Result<i64, SysError> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int into `v`, live.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, std::ptr::addr_of_mut!(v)) };
+    if r < 0 {
+        return Err(err("ioctl(SIOCOUTQ)")(Errno::last()));
+    }
+    Ok(i64::from(v))
+}
+
+/// What `messages`, sent as datagrams or records of a new `AF_UNIX` pair of type `sock_type`,
+/// weigh in its sender's [`unix_outq`]: the same kernel sizes them as it sized the dumped
+/// ones, so a dumped sender holding more has messages in flight that a walk did not see.
+pub fn queue_truesize(sock_type: i32, messages: &[Vec<u8>]) -> Result<i64, SysError> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair writes two descriptors into `fds`, a live [RawFd; 2].
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            sock_type | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(err("socketpair")(Errno::last()));
+    }
+    // SAFETY: socketpair just made both; nobody else owns them.
+    let (a, _b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let big = i32::MAX / 2;
+    if set_sockopt_int(a.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, big).is_err() {
+        set_sockopt_int(a.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, big)?;
+    }
+    for m in messages {
+        send_all(a.as_fd(), m, false)?;
+    }
+    unix_outq(a.as_fd())
+}
+
+/// A new socket of the engine (`socket(family, ty, 0)`), close-on-exec: what a socket of
+/// that kind holds before anyone sets an option on it.
+pub fn fresh_socket(family: i32, ty: i32) -> Result<OwnedFd, SysError> {
+    // SAFETY: socket takes only integers.
+    let fd = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err("socket")(Errno::last()));
+    }
+    // SAFETY: socket just returned this descriptor; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A socket option as `getsockopt` gives it, at most `max` bytes of it.
+pub fn sockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    max: usize,
+) -> Result<Vec<u8>, SysError> {
+    let mut v = vec![0u8; max];
+    let mut len = libc::socklen_t::try_from(max).map_err(|_| err("getsockopt")(Errno::EINVAL))?;
+    // SAFETY: `v` is a live buffer of `len` bytes; the kernel writes at most that many and
+    // says how many in `len`.
+    let r =
+        unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, v.as_mut_ptr().cast(), &mut len) };
+    if r < 0 {
+        return Err(err("getsockopt")(Errno::last()));
+    }
+    v.truncate(usize::try_from(len).unwrap_or(0).min(max));
+    Ok(v)
+}
+
+/// Sets a socket option to `value`, as `getsockopt` gave it (`setsockopt`).
+pub fn set_sockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    value: &[u8],
+) -> Result<(), SysError> {
+    let len =
+        libc::socklen_t::try_from(value.len()).map_err(|_| err("setsockopt")(Errno::EINVAL))?;
+    // SAFETY: the kernel reads at most `len` bytes from `value`, live.
+    let r = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
+    if r < 0 {
+        return Err(err("setsockopt")(Errno::last()));
+    }
+    Ok(())
+}
+
+/// Whether a socket has an error pending (`SO_ERROR`, which reading would clear) or messages
+/// on its error queue: `poll` says `POLLERR` without taking either.
+pub fn has_pending_error(fd: BorrowedFd<'_>) -> Result<bool, SysError> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, no wait.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    if r < 0 {
+        return Err(err("poll")(Errno::last()));
+    }
+    Ok(p.revents & libc::POLLERR != 0)
 }
 
 /// Sends `data` as one message on `fd`, without blocking: a full queue is `EAGAIN`.
@@ -309,7 +462,6 @@ pub fn fd_of(pid: i32, fd: u64) -> Result<OwnedFd, SysError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
     use std::os::unix::net::{UnixDatagram, UnixStream};
 
     #[test]
@@ -330,6 +482,47 @@ mod tests {
         );
         let mut r = [0u8; 16];
         assert_eq!(b.recv(&mut r).unwrap(), 3);
+    }
+
+    #[test]
+    fn zero_length_messages_at_the_end_of_a_queue_shut_for_reading() {
+        for ty in [libc::SOCK_DGRAM, libc::SOCK_SEQPACKET] {
+            let mut fds = [0; 2];
+            // SAFETY: socketpair writes two descriptors into `fds`.
+            let r = unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) };
+            assert_eq!(r, 0);
+            // SAFETY: just made, ours.
+            let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            let sent = [
+                b"x".to_vec(),
+                Vec::new(),
+                b"y".to_vec(),
+                Vec::new(),
+                Vec::new(),
+            ];
+            for m in &sent {
+                send_all(a.as_fd(), m, false).unwrap();
+            }
+            nix::sys::socket::shutdown(b.as_raw_fd(), nix::sys::socket::Shutdown::Read).unwrap();
+            let p = peek_queue(b.as_fd(), ty, true).unwrap();
+            let weight = unix_outq(a.as_fd()).unwrap();
+            assert_eq!(weight, queue_truesize(ty, &sent).unwrap());
+            if ty == libc::SOCK_DGRAM {
+                // The end is EAGAIN: every zero-length datagram is seen.
+                assert_eq!(p.messages, sent.to_vec());
+                assert!(!p.trailing_zeros);
+            } else {
+                // The end reads as 0: the trailing records are not told from it, and what
+                // was seen weighs less than what the sender has in flight.
+                assert_eq!(p.messages, sent[..3].to_vec());
+                assert!(p.trailing_zeros);
+                assert!(queue_truesize(ty, &p.messages).unwrap() < weight);
+            }
+            // A walk again: the empty ones are marked peeked now; a walk at offsets passes
+            // the middle one, which only the weight shows.
+            let again = peek_queue(b.as_fd(), ty, true).unwrap();
+            assert!(queue_truesize(ty, &again.messages).unwrap() < weight);
+        }
     }
 
     #[test]

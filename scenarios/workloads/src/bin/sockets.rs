@@ -54,7 +54,26 @@
 //! - `netlink`: a bound `NETLINK_ROUTE` socket (a family not restored);
 //! - `fifo-deleted`: a named pipe with bytes buffered whose path was removed;
 //! - `fifo-outside`: a named pipe a process outside the tree also holds open;
-//! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`).
+//! - `oob`: a stream pair with an out-of-band byte queued (`MSG_OOB`);
+//! - `tcp-md5`: a TCP listener with a `TCP_MD5SIG` key (which `getsockopt` does not give);
+//! - `udp-error`: a UDP socket with an error pending (`ECONNREFUSED` from a closed port);
+//! - `unix-filter`: a datagram pair's end with a socket filter (`SO_ATTACH_FILTER`);
+//! - `empty-at-end`: a seqpacket pair shut for reading with a zero-length record last in its
+//!   queue (which reads as the end of the queue);
+//! - `empty-peeked`: a datagram pair with a zero-length datagram between two others that the
+//!   process peeked with `SO_PEEK_OFF` (marked peeked: a walk at offsets passes it).
+//!
+//! Restored exactly, too:
+//! - `empty-messages`: zero-length datagrams at the end of a queue shut for reading, a run of
+//!   zero-length records before a record in a seqpacket queue shut for reading, and a
+//!   datagram queue whose empty head the process peeked. After the wait: every message in
+//!   order, nothing more, and the shutdown (`EPIPE` to an end shut for reading).
+//! - `options`: `SO_MARK`, `SO_PRIORITY`, `SO_RCVLOWAT`, `SO_PASSRIGHTS` (where the kernel
+//!   has it) on a Unix socket; a TCP listener with `TCP_CONGESTION` (`reno`, or `cubic` where
+//!   `reno` is the default), `SO_MARK`, `IP_TOS` then `SO_PRIORITY`, `SO_LINGER`,
+//!   `TCP_DEFER_ACCEPT`, `TCP_USER_TIMEOUT`, `IP_FREEBIND`, `TCP_MAXSEG`; UDP sockets with
+//!   `SO_MARK`, `SO_PRIORITY`, `SO_TIMESTAMP`, `IP_RECVTOS`, `IPV6_RECVPKTINFO`,
+//!   `IPV6_TCLASS`. After the wait: each option read back, the sockets still working.
 
 use std::io;
 
@@ -84,6 +103,13 @@ fn send(fd: i32, data: &[u8]) -> io::Result<usize> {
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
+    sys::check(r as libc::c_long).map(|n| n as usize)
+}
+
+fn peek(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_PEEK;
+    // SAFETY: `buf` is a live buffer of `buf.len()` bytes.
+    let r = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
     sys::check(r as libc::c_long).map(|n| n as usize)
 }
 
@@ -576,6 +602,97 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             w.setup("MSG_OOB", sys::check(r as libc::c_long));
             b
         }
+        "tcp-md5" => {
+            let l = w.setup("a TCP listener", tcp_listener());
+            // struct tcp_md5sig: a sockaddr_storage (128 bytes), flags, prefix length, key
+            // length, ifindex, then the key (80 bytes).
+            let mut sig = vec![0u8; 128 + 8 + 80];
+            sig[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            sig[4..8].copy_from_slice(&[127, 0, 0, 1]);
+            sig[130..132].copy_from_slice(&4u16.to_ne_bytes());
+            sig[136..140].copy_from_slice(b"key!");
+            // SAFETY: the kernel reads `sig.len()` bytes from `sig`, live.
+            let r = unsafe {
+                libc::setsockopt(
+                    l,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_MD5SIG,
+                    sig.as_ptr().cast(),
+                    sig.len() as libc::socklen_t,
+                )
+            };
+            w.setup("TCP_MD5SIG", sys::check(r.into()));
+            l
+        }
+        "udp-error" => {
+            // A port nobody listens on: its ICMP port unreachable sets the socket's error.
+            let gone = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_DGRAM));
+            w.setup("bind", inet_bind(gone, &[127, 0, 0, 1], 0));
+            let port = w.setup("its port", inet_name(gone, false)).1;
+            // SAFETY: ours, done with: its port is now closed.
+            unsafe { libc::close(gone) };
+            let u = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_DGRAM));
+            w.setup("connect", inet_connect(u, &[127, 0, 0, 1], port));
+            w.setup("sending to a closed port", send(u, b"anyone?"));
+            let mut p = libc::pollfd {
+                fd: u,
+                events: 0,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, 5000) };
+            w.setup("poll for the error", sys::check(r.into()));
+            u
+        }
+        "unix-filter" => {
+            let (_a, b) = w.setup("socketpair", socketpair(libc::SOCK_DGRAM));
+            // One instruction: accept everything.
+            let mut prog = [libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: u32::MAX,
+            }];
+            let fprog = libc::sock_fprog {
+                len: 1,
+                filter: prog.as_mut_ptr(),
+            };
+            // SAFETY: `fprog` and the program it points to are live for the call.
+            let r = unsafe {
+                libc::setsockopt(
+                    b,
+                    libc::SOL_SOCKET,
+                    libc::SO_ATTACH_FILTER,
+                    std::ptr::addr_of!(fprog).cast(),
+                    std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+                )
+            };
+            w.setup("SO_ATTACH_FILTER", sys::check(r.into()));
+            b
+        }
+        "empty-at-end" => {
+            let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_SEQPACKET));
+            for m in [&b"x"[..], b""] {
+                w.setup("queueing", send(a, m));
+            }
+            // SAFETY: shutdown takes only integers.
+            let r = unsafe { libc::shutdown(b, libc::SHUT_RD) };
+            w.setup("shutdown(SHUT_RD)", sys::check(r.into()));
+            b
+        }
+        "empty-peeked" => {
+            let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_DGRAM));
+            for m in [&b"x"[..], b"", b"y"] {
+                w.setup("queueing", send(a, m));
+            }
+            // Peeked through with an offset: the empty one is marked peeked, not first.
+            w.setup("SO_PEEK_OFF", setsockopt(b, libc::SO_PEEK_OFF, 0));
+            let mut buf = [0u8; 8];
+            for _ in 0..3 {
+                w.setup("recv(MSG_PEEK)", peek(b, &mut buf));
+            }
+            b
+        }
         "pending" => {
             let name = format!("\0crlab-sockets-pending-{me}").into_bytes();
             let l = w.setup("socket", socket(libc::SOCK_STREAM));
@@ -659,6 +776,28 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                 )
             };
             checks.io("IP_DROP_MEMBERSHIP (still a member)", sys::check(r.into()));
+        }
+        "empty-at-end" | "empty-peeked" => {
+            let want: &[&[u8]] = if kind == "empty-at-end" {
+                &[b"x", b""]
+            } else {
+                &[b"x", b"", b"y"]
+            };
+            for (i, m) in want.iter().enumerate() {
+                if let Some(n) = checks.io(&format!("recv of message {i}"), recv(fd, &mut buf)) {
+                    checks.eq(&format!("message {i}"), *m, &buf[..n]);
+                }
+            }
+        }
+        "udp-error" => {
+            if let Some(v) = checks.io("SO_ERROR", getsockopt(fd, libc::SO_ERROR)) {
+                checks.eq("the error still pending", libc::ECONNREFUSED, v);
+            }
+        }
+        "unix-filter" => {
+            if let Some(v) = checks.io("SO_GET_FILTER", getsockopt(fd, libc::SO_GET_FILTER)) {
+                checks.that(v != 0, "the filter is still attached (SO_GET_FILTER not 0)");
+            }
         }
         "udp-queued" => {
             if let Some(n) = checks.io("recv of the datagram", recv(fd, &mut buf)) {
@@ -1134,6 +1273,8 @@ fn main() {
         "inet-listeners" => inet_listeners(w),
         "udp" => udp(w),
         "fifo" => fifo(w),
+        "empty-messages" => empty_messages(w),
+        "options" => options(w),
         other => refused(w, other),
     }
 }
@@ -1583,6 +1724,287 @@ fn fifo(mut w: Workload) -> ! {
     checks.io("writing anew", sys::write(wr, b"new"));
     if let Some(n) = checks.io("reading anew", sys::read(r, &mut buf)) {
         checks.eq("the new bytes", &b"new"[..], &buf[..n]);
+    }
+    w.finish(checks)
+}
+
+/// Zero-length datagrams and records (`empty-messages`): queues shut for reading that end
+/// with them (datagrams) or hold a run of them (records), and a datagram queue whose empty
+/// head the process peeked (`MSG_PEEK`, which marks it).
+fn empty_messages(mut w: Workload) -> ! {
+    let mut queues = Vec::new();
+    for (ty, name, msgs, shut, peeked) in [
+        (
+            libc::SOCK_DGRAM,
+            "datagrams shut for reading",
+            vec![&b"x"[..], b"", b"y", b"", b""],
+            true,
+            false,
+        ),
+        (
+            libc::SOCK_SEQPACKET,
+            "records shut for reading",
+            vec![&b"x"[..], b"", b"", b"y"],
+            true,
+            false,
+        ),
+        (
+            libc::SOCK_DGRAM,
+            "datagrams with an empty head peeked",
+            vec![&b""[..], b"z", b""],
+            false,
+            true,
+        ),
+    ] {
+        let (a, b) = w.setup(&format!("socketpair({name})"), socketpair(ty));
+        for m in &msgs {
+            w.setup(&format!("{name}: queueing"), send(a, m));
+        }
+        if shut {
+            // SAFETY: shutdown takes only integers.
+            let r = unsafe { libc::shutdown(b, libc::SHUT_RD) };
+            w.setup("shutdown(SHUT_RD)", sys::check(r.into()));
+        }
+        if peeked {
+            let mut buf = [0u8; 8];
+            let n = w.setup("recv(MSG_PEEK)", peek(b, &mut buf));
+            w.setup(
+                "the head is empty",
+                if n == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::other("not empty"))
+                },
+            );
+        }
+        queues.push((name, ty, a, b, msgs, shut));
+    }
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    let mut buf = [0u8; 64];
+    for (name, ty, a, b, msgs, shut) in &queues {
+        for (i, m) in msgs.iter().enumerate() {
+            if let Some(n) = checks.io(&format!("{name}: recv of message {i}"), recv(*b, &mut buf))
+            {
+                checks.eq(&format!("{name}: message {i}"), *m, &buf[..n]);
+            }
+        }
+        // Nothing more: a datagram queue says EAGAIN, a seqpacket one shut for reading its end.
+        match (recv(*b, &mut buf), *ty == libc::SOCK_SEQPACKET && *shut) {
+            (Ok(0), true) => {}
+            (Err(e), false) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+            (other, _) => checks.fail(format!("{name}: more than was queued: {other:?}")),
+        }
+        if *shut {
+            match send(*a, b"more") {
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+                other => checks.fail(format!(
+                    "{name}: a send to an end shut for reading gives EPIPE, not {other:?}"
+                )),
+            }
+        }
+    }
+    w.finish(checks)
+}
+
+/// The congestion control algorithm a new TCP socket does not get: `reno` (always built in),
+/// or `cubic` when `reno` is the default.
+fn other_congestion() -> io::Result<&'static str> {
+    let default = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")?;
+    let available = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")?;
+    ["reno", "cubic"]
+        .into_iter()
+        .find(|c| default.trim() != *c && available.split_whitespace().any(|a| a == *c))
+        .ok_or_else(|| io::Error::other(format!("no algorithm but {default:?} in {available:?}")))
+}
+
+fn congestion(fd: i32) -> io::Result<String> {
+    let mut buf = [0u8; 16];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` and `len` are live and `len` says how big `buf` is.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    sys::check(r.into())?;
+    let name = &buf[..len as usize];
+    Ok(String::from_utf8_lossy(name.split(|b| *b == 0).next().unwrap_or_default()).into_owned())
+}
+
+fn set_congestion(fd: i32, name: &str) -> io::Result<()> {
+    // SAFETY: the kernel reads `name.len()` bytes from `name`, live.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    sys::check(r.into()).map(drop)
+}
+
+/// `SO_LINGER` as (on, seconds).
+fn linger(fd: i32) -> io::Result<(i32, i32)> {
+    let mut l = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+    // SAFETY: `l` and `len` are live and `len` says how big `l` is.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of_mut!(l).cast(),
+            &mut len,
+        )
+    };
+    sys::check(r.into()).map(|_| (l.l_onoff, l.l_linger))
+}
+
+fn set_linger(fd: i32, secs: i32) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: secs,
+    };
+    // SAFETY: the kernel reads one linger from `l`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(l).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    sys::check(r.into()).map(drop)
+}
+
+/// `SO_PASSRIGHTS` (Linux 6.16); older kernels do not know it.
+const SO_PASSRIGHTS: i32 = 83;
+
+/// Options beyond the usual ones (`options`): `SO_MARK`, `SO_PRIORITY`, `SO_RCVLOWAT` and
+/// `SO_PASSRIGHTS` off on a Unix pair's end; a TCP listener with `SO_MARK`, `SO_PRIORITY`,
+/// `TCP_CONGESTION` (an algorithm other than the default), `IP_TOS`, `SO_LINGER`,
+/// `TCP_DEFER_ACCEPT`, `TCP_USER_TIMEOUT`, `IP_FREEBIND`, `TCP_MAXSEG`; UDP sockets with
+/// `SO_MARK`, `SO_PRIORITY`, `SO_TIMESTAMP`, `IP_RECVTOS`, and on IPv6 `IPV6_RECVPKTINFO` and
+/// `IPV6_TCLASS`. After the wait: every option as it was set, and the sockets still working.
+fn options(mut w: Workload) -> ! {
+    let sol = libc::SOL_SOCKET;
+    let tcp = libc::IPPROTO_TCP;
+    let ip = libc::SOL_IP;
+    let (ua, ub) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
+    let mut unix_opts = vec![
+        (sol, libc::SO_MARK, "SO_MARK", 7),
+        (sol, libc::SO_PRIORITY, "SO_PRIORITY", 5),
+        (sol, libc::SO_RCVLOWAT, "SO_RCVLOWAT", 3),
+    ];
+    // Kept only where the kernel knows it.
+    if get_opt(ub, sol, SO_PASSRIGHTS).is_ok() {
+        unix_opts.push((sol, SO_PASSRIGHTS, "SO_PASSRIGHTS", 0));
+    }
+    for (level, opt, text, v) in &unix_opts {
+        w.setup(text, set_opt(ub, *level, *opt, *v));
+    }
+    let algo = w.setup("a congestion control algorithm", other_congestion());
+    let listener = inet_set_up(
+        &w,
+        "the TCP listener",
+        libc::AF_INET,
+        libc::SOCK_STREAM,
+        None,
+        vec![
+            (sol, libc::SO_MARK, "SO_MARK", 9),
+            // IP_TOS sets the priority from it (6 for 0x10): SO_PRIORITY set after it wins.
+            (ip, libc::IP_TOS, "IP_TOS", 0x10),
+            (sol, libc::SO_PRIORITY, "SO_PRIORITY", 4),
+            (tcp, libc::TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT", 3),
+            (tcp, libc::TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", 1234),
+            (ip, libc::IP_FREEBIND, "IP_FREEBIND", 1),
+            (tcp, libc::TCP_MAXSEG, "TCP_MAXSEG", 1200),
+        ],
+    );
+    w.setup("TCP_CONGESTION", set_congestion(listener.fd, algo));
+    w.setup("SO_LINGER", set_linger(listener.fd, 4));
+    w.setup("bind", inet_bind(listener.fd, &LOOP4, 0));
+    w.setup("listen", listen(listener.fd, 4));
+    let listener = Inet {
+        addr: w.setup("getsockname", inet_name(listener.fd, false)),
+        ..listener
+    };
+    let udp4 = inet_set_up(
+        &w,
+        "the UDP socket",
+        libc::AF_INET,
+        libc::SOCK_DGRAM,
+        Some(&LOOP4),
+        vec![
+            (sol, libc::SO_MARK, "SO_MARK", 11),
+            (sol, libc::SO_PRIORITY, "SO_PRIORITY", 3),
+            (sol, libc::SO_TIMESTAMP, "SO_TIMESTAMP", 1),
+            (ip, libc::IP_RECVTOS, "IP_RECVTOS", 1),
+        ],
+    );
+    let udp6 = inet_set_up(
+        &w,
+        "the IPv6 UDP socket",
+        libc::AF_INET6,
+        libc::SOCK_DGRAM,
+        Some(&LOOP6),
+        vec![
+            (
+                libc::SOL_IPV6,
+                libc::IPV6_RECVPKTINFO,
+                "IPV6_RECVPKTINFO",
+                1,
+            ),
+            (libc::SOL_IPV6, libc::IPV6_TCLASS, "IPV6_TCLASS", 0x20),
+            (sol, libc::SO_PRIORITY, "SO_PRIORITY", 2),
+        ],
+    );
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    for (level, opt, text, v) in &unix_opts {
+        if let Some(got) = checks.io(text, get_opt(ub, *level, *opt)) {
+            checks.eq(&format!("the Unix socket: {text}"), *v, got);
+        }
+    }
+    if let Some(got) = checks.io("SO_MARK", get_opt(ua, sol, libc::SO_MARK)) {
+        checks.eq("the Unix socket's peer: SO_MARK (none)", 0, got);
+    }
+    checks.io("sending on the Unix pair", send(ua, b"abc"));
+    let mut buf = [0u8; 8];
+    if let Some(n) = checks.io("receiving on the Unix pair", recv(ub, &mut buf)) {
+        checks.eq("the Unix pair's message", &b"abc"[..], &buf[..n]);
+    }
+    for s in [&listener, &udp4, &udp6] {
+        inet_check(&mut checks, s);
+    }
+    if let Some(c) = checks.io("TCP_CONGESTION", congestion(listener.fd)) {
+        checks.eq("the TCP listener: TCP_CONGESTION", algo, c.as_str());
+    }
+    if let Some(l) = checks.io("SO_LINGER", linger(listener.fd)) {
+        checks.eq("the TCP listener: SO_LINGER", (1, 4), l);
+    }
+    if let Some(v) = checks.io(
+        "SO_ACCEPTCONN",
+        getsockopt(listener.fd, libc::SO_ACCEPTCONN),
+    ) {
+        checks.eq("the TCP listener listens", 1, v);
+    }
+    checks.io("sending to itself", send_to(udp4.fd, b"self", &udp4.addr));
+    if let Some((n, _)) = checks.io("recvfrom of itself", recv_from(udp4.fd, &mut buf)) {
+        checks.eq("the datagram to itself", &b"self"[..], &buf[..n]);
     }
     w.finish(checks)
 }
