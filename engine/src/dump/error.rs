@@ -96,6 +96,18 @@ pub enum DumpError {
     )]
     PosixTimers { pid: i32, why: String },
     #[error(
+        "thread {tid} of process {pid} is in cgroup {thread} of {hierarchy}, its process in \
+         {process}; crlab restores a process's threads in its own cgroups: move the thread \
+         into the process's cgroup before the dump"
+    )]
+    ThreadCgroup {
+        pid: i32,
+        tid: i32,
+        hierarchy: String,
+        thread: String,
+        process: String,
+    },
+    #[error(
         "processes {pid} and {other} share one {what}; crlab restores every process with its \
          own: dump a tree whose processes share none"
     )]

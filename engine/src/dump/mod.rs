@@ -12,6 +12,7 @@
 //! once complete ([`ImageDirWriter::new_dump`]); a failed dump leaves the old one intact.
 
 mod audit;
+mod cgroup;
 mod error;
 mod files;
 mod memory;
@@ -288,6 +289,8 @@ fn dump_process(
         source,
     });
     let status = Status::read(pid)?;
+    let tids: Vec<i32> = tree.processes[idx].tracees.iter().map(|t| t.tid).collect();
+    let cgroups = cgroup::read(pid, &tids)?;
     failpoint!("dump.proc.mem", |source| crate::sys::SysError::Io {
         what: format!("reading /proc/{pid}/mem"),
         source,
@@ -409,6 +412,7 @@ fn dump_process(
         thp_disable: state.thp_disable,
         itimers: state.itimers,
         membarrier: state.membarrier,
+        cgroups,
     };
     let mm = Mm {
         vmas,
