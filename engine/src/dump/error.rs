@@ -20,6 +20,17 @@ pub enum DumpError {
         hint: &'static str,
     },
     #[error(
+        "fd {fd} of process {pid} is the deleted file {path}, which crlab cannot restore: {why}; \
+         {hint}"
+    )]
+    DeletedFile {
+        pid: i32,
+        fd: i32,
+        path: String,
+        why: &'static str,
+        hint: &'static str,
+    },
+    #[error(
         "fd {fd} of process {pid} is the named pipe (FIFO) {path}, also open in process \
          {holder} outside the dump, with which it shares its buffer; dump that process with \
          the tree, or close the FIFO there"

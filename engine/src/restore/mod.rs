@@ -191,6 +191,9 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
             Some(file_entry::Kind::Fifo(f)) => {
                 checked_path(reader, image::FILES, "path of a named pipe", &f.path)?;
             }
+            Some(file_entry::Kind::Deleted(d)) => {
+                checked_path(reader, image::FILES, "path of a deleted file", &d.path)?;
+            }
             Some(file_entry::Kind::UnixSocket(s)) => {
                 if let Some(path) = image::unix_socket_path(&s.name) {
                     let path = path.to_string_lossy();

@@ -44,7 +44,13 @@
 //!   CAP_NET_BIND_SERVICE into the inheritable and ambient sets, CAP_SYS_BOOT out of the
 //!   bounding set, and the keep-capabilities bit;
 //! - `caps-user`: the same, then the ids changed to 65534 with the permitted set kept, as a
-//!   container's non-root process holding a capability.
+//!   container's non-root process holding a capability;
+//! - `deleted-file`: a file of the state dir (a page of a pattern, two pages of zeros, 100
+//!   bytes of a pattern; mode 0640, owner 4242:4343) held by three descriptors, then unlinked: a read-write
+//!   `O_APPEND` description at offset 1234 with a `dup` of it, and a read-only `O_NONBLOCK`
+//!   one at offset 77. Each descriptor's name ("PATH (deleted)"), flags, offset, the file's
+//!   mode, size, link count and contents are compared; after, a write through the first is
+//!   read through the other: they are one file.
 //!
 //! Each kind's state is read (from `/proc/self` or the system call that tells it) before the
 //! wait, where setup also checks it took effect, and again after: the two must be equal.
@@ -57,6 +63,9 @@ use crlab_workloads::runtime::{Checks, Workload};
 use crlab_workloads::sys;
 
 const PAGE: usize = 4096;
+/// `deleted-file`'s file and the seed of its pattern.
+const DELETED_FILE: &str = "deleted.bin";
+const DELETED_SEED: u64 = 0xde1e_7ed0;
 const CHILD_GO: &str = "child-go";
 const NOBODY: u32 = 65534;
 const CAP_NET_BIND_SERVICE: u32 = 10;
@@ -82,6 +91,8 @@ struct Set {
     /// The second thread of `thread-state`: its handle (it returns its state after the wake),
     /// the pipe end that wakes it, and its state before.
     thread: Option<(JoinHandle<io::Result<String>>, i32, String)>,
+    /// The descriptors of `deleted-file`: read-write, its dup, read-only.
+    fds: Vec<i32>,
 }
 
 /// `ioprio` kind's I/O priority: best effort (class 2 << 13), level 5.
@@ -345,6 +356,33 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             set.pages.push(addr);
         }
         "thread-state" => set.thread = Some(second_thread()?),
+        "deleted-file" => {
+            let path = w.path(DELETED_FILE);
+            let mut data = sys::pattern(DELETED_SEED, 0, PAGE);
+            data.extend(std::iter::repeat_n(0, 2 * PAGE));
+            data.extend(sys::pattern(DELETED_SEED, 3 * PAGE, 100));
+            std::fs::write(&path, &data)?;
+            let c = sys::cstring(&path);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let rw = sys::check(
+                unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_APPEND) }.into(),
+            )? as i32;
+            // SAFETY: as above.
+            let ro = sys::check(
+                unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) }.into(),
+            )? as i32;
+            // SAFETY: duplicates our own descriptor.
+            let dup = sys::check(unsafe { libc::dup(rw) }.into())? as i32;
+            sys::lseek(rw, 1234, libc::SEEK_SET)?;
+            sys::lseek(ro, 77, libc::SEEK_SET)?;
+            // SAFETY: changes the mode of our own descriptor's file.
+            sys::check(unsafe { libc::fchmod(rw, 0o640) }.into())?;
+            // SAFETY: changes the owner of our own descriptor's file (the workload runs as
+            // root).
+            sys::check(unsafe { libc::fchown(rw, 4242, 4343) }.into())?;
+            std::fs::remove_file(&path)?;
+            set.fds = vec![rw, dup, ro];
+        }
         "selinux-attrs" => {
             // Values the domain may use: its own context for its next exec, its keys and its
             // sockets; for its files, the label a file it creates in its state directory gets
@@ -872,6 +910,39 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
             let has = flags.split_whitespace().any(|f| f == "mw");
             expect(has, "VmFlags lack mw", flags)
         }
+        "deleted-file" => {
+            let mut out = Vec::new();
+            for &fd in &set.fds {
+                let link = std::fs::read_link(format!("/proc/self/fd/{fd}"))?;
+                let flags = sys::fcntl(fd, libc::F_GETFL)?;
+                let pos = sys::lseek(fd, 0, libc::SEEK_CUR)?;
+                out.push(format!("fd{fd}={}:{flags:o}:{pos}", link.display()));
+            }
+            let (Some(&rw), Some(&ro)) = (set.fds.first(), set.fds.last()) else {
+                return Err(io::Error::other("no descriptors"));
+            };
+            let (a, b) = (sys::fstat(rw)?, sys::fstat(ro)?);
+            let mut contents = vec![0u8; usize::try_from(a.st_size).unwrap_or(0)];
+            // SAFETY: reads into our own buffer of that length, at an offset (pread leaves
+            // the description's offset).
+            let n = unsafe { libc::pread(ro, contents.as_mut_ptr().cast(), contents.len(), 0) };
+            let n = usize::try_from(sys::check(n as libc::c_long)?).unwrap_or(0);
+            let sum = contents[..n]
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                });
+            out.push(format!(
+                "mode={:o} owner={}:{} size={} nlink={} same={} read={n} fnv={sum:x}",
+                a.st_mode,
+                a.st_uid,
+                a.st_gid,
+                a.st_size,
+                a.st_nlink,
+                (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+            ));
+            Ok(out.join(" "))
+        }
         "caps" | "caps-user" => {
             status_lines(&["Uid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"])
         }
@@ -961,6 +1032,32 @@ fn after_checks(checks: &mut Checks, w: &Workload, kind: &str, set: &mut Set) {
             ) {
                 checks.eq("first byte of the mapped file", Some(&b'w'), data.first());
             }
+        }
+        "deleted-file" => {
+            let (Some(&rw), Some(&ro)) = (set.fds.first(), set.fds.last()) else {
+                return;
+            };
+            let Some(st) = checks.io("fstat", sys::fstat(rw)) else {
+                return;
+            };
+            let end = st.st_size;
+            if checks
+                .io(
+                    "appending through the read-write descriptor",
+                    sys::write(rw, b"after"),
+                )
+                .is_none()
+            {
+                return;
+            }
+            let mut got = [0u8; 5];
+            // SAFETY: reads into our own 5-byte buffer.
+            let n = unsafe { libc::pread(ro, got.as_mut_ptr().cast(), got.len(), end) };
+            checks.eq(
+                "what the read-only descriptor reads of the append",
+                (5, b"after".to_vec()),
+                (n, got.to_vec()),
+            );
         }
         "madvise" | "mlock" | "mlock-user" => {
             for &addr in &set.pages {

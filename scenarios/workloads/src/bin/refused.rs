@@ -7,6 +7,9 @@
 //!   (`F_SETSIG`) or in `O_ASYNC` mode;
 //! - `memfd`: a shared mapping of a memfd (the memfd's descriptor alone is restored);
 //!   `deleted-dir`: a descriptor of a deleted directory;
+//! - `deleted-reused`: a descriptor of a deleted file whose path now names another file;
+//!   `deleted-dir-gone`: of a deleted file whose directory was removed too (the name a restore
+//!   would give it could not be its own);
 //! - `deleted-cwd`: a working directory that was deleted;
 //! - `seccomp`: an allow-all seccomp filter;
 //! - `loginuid`: an audit login uid (1000) that crlab, started by the tests, does not have;
@@ -156,6 +159,22 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
             held.fd = Some(sys::check(fd.into())? as i32);
             std::fs::remove_dir(&dir)?;
+        }
+        "deleted-reused" | "deleted-dir-gone" => {
+            let dir = w.path("held-dir");
+            std::fs::create_dir(&dir)?;
+            let path = dir.join("held.bin");
+            std::fs::write(&path, b"the file held")?;
+            let c = sys::cstring(&path);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+            held.fd = Some(sys::check(fd.into())? as i32);
+            std::fs::remove_file(&path)?;
+            if kind == "deleted-reused" {
+                std::fs::write(&path, b"another file at its path")?;
+            } else {
+                std::fs::remove_dir(&dir)?;
+            }
         }
         "deleted-cwd" => {
             let dir = w.path("gone-cwd");
