@@ -20,12 +20,13 @@ pub enum DumpError {
         hint: &'static str,
     },
     #[error(
-        "fd {fd} of process {pid} is the deleted file {path}, which crlab cannot restore: {why}; \
+        "{holder} of process {pid} is the deleted file {path}, which crlab cannot restore: {why}; \
          {hint}"
     )]
     DeletedFile {
         pid: i32,
-        fd: i32,
+        /// What holds it: `fd 5`, `mapping 0x7f00-0x7f10`.
+        holder: String,
         path: String,
         why: &'static str,
         hint: &'static str,

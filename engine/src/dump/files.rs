@@ -244,7 +244,8 @@ pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, Dump
     } else if target.ends_with(" (deleted)") && !names_itself(&link, &target) {
         use std::os::unix::fs::FileTypeExt;
         if std::fs::metadata(&link).is_ok_and(|m| m.is_file()) {
-            deleted_file(pid, fd, &link, &target)?
+            let (path, dev, ino) = deleted_file(pid, &format!("fd {fd}"), &link, &target)?;
+            FdKind::Deleted { path, dev, ino }
         } else {
             return Err(if std::fs::metadata(&link).is_ok_and(|m| m.is_dir()) {
                 unsupported(
@@ -339,17 +340,23 @@ fn names_itself(link: &str, target: &str) -> bool {
     }
 }
 
-/// A regular file `pid` holds at `fd` (`link`) that was unlinked: restorable when the restore
+/// A regular file `pid` holds (`holder`: a descriptor or a mapping, `link` its /proc link)
+/// that was unlinked: restorable when the restore
 /// can make it again under the same name. Refused when that name now belongs to another file
 /// or its directory is gone (the name would differ), when it still has other names (hard
 /// links a new file would not share), when it is not on the filesystem its path leads to (a
 /// kernel-internal file), or when it is larger than [`DELETED_MAX`].
-fn deleted_file(pid: i32, fd: i32, link: &str, target: &str) -> Result<FdKind, DumpError> {
+pub fn deleted_file(
+    pid: i32,
+    holder: &str,
+    link: &str,
+    target: &str,
+) -> Result<(String, u64, u64), DumpError> {
     use std::os::unix::fs::MetadataExt;
     let path = target.strip_suffix(" (deleted)").unwrap_or(target);
     let refuse = |why, hint| DumpError::DeletedFile {
         pid,
-        fd,
+        holder: holder.to_owned(),
         path: path.to_owned(),
         why,
         hint,
@@ -400,11 +407,7 @@ fn deleted_file(pid: i32, fd: i32, link: &str, target: &str) -> Result<FdKind, D
             "truncate or close it before the dump",
         ));
     }
-    Ok(FdKind::Deleted {
-        path: path.to_owned(),
-        dev: meta.dev(),
-        ino: meta.ino(),
-    })
+    Ok((path.to_owned(), meta.dev(), meta.ino()))
 }
 
 /// What an anonymous-inode descriptor this engine does not restore is, named after its link
@@ -463,6 +466,8 @@ pub struct FileTableBuilder {
     memfds: HashSet<(u64, u64)>,
     /// The deleted files (device, inode) whose contents an entry holds already.
     deleted: HashSet<(u64, u64)>,
+    /// The entries made for mappings of deleted files: (device, inode, open mode) -> id.
+    mapped: HashMap<(u64, u64, i32), u32>,
 }
 
 impl FileTableBuilder {
@@ -599,7 +604,7 @@ impl FileTableBuilder {
                         FdKind::Deleted { path, dev, ino } => {
                             let first = self.deleted.insert((*dev, *ino));
                             let mut d = if first {
-                                read_deleted(pid, desc.fd, &fd, &meta)?
+                                read_deleted(pid, &format!("fd {}", desc.fd), &fd, &meta)?
                             } else {
                                 DeletedFile::default()
                             };
@@ -636,6 +641,81 @@ impl FileTableBuilder {
             }
         }
         Ok(table)
+    }
+
+    /// Gives every mapping of a deleted regular file among `vmas` of `pid` (its path still
+    /// ending in " (deleted)", checked restorable by [`super::memory::vmas`]) a description of
+    /// the file in the table to be mapped from, opened as the mapping needs it (read-write
+    /// for a shared mapping that is or may be made writable), and its name back. The file's
+    /// contents are read through `/proc/PID/map_files`, once per file.
+    pub fn add_mappings(
+        &mut self,
+        pid: i32,
+        vmas: &mut [crate::image::schema::Vma],
+    ) -> Result<(), DumpError> {
+        use crate::image::schema::VmaKind;
+        for v in vmas.iter_mut() {
+            let Some(path) = v.path.strip_suffix(" (deleted)").map(str::to_owned) else {
+                continue;
+            };
+            let shared = v.kind == VmaKind::FileShared as i32;
+            if !shared && v.kind != VmaKind::FilePrivate as i32 {
+                continue;
+            }
+            let holder = format!("mapping {:#x}-{:#x}", v.start, v.end);
+            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+            let file: OwnedFd = std::fs::File::open(&link)
+                .map_err(|source| crate::procfs::ProcError::Io {
+                    path: link.clone(),
+                    source,
+                })?
+                .into();
+            let meta =
+                nix::sys::stat::fstat(&file).map_err(|source| crate::sys::SysError::Call {
+                    op: "fstat",
+                    tid: pid,
+                    source,
+                })?;
+            let key = (meta.st_dev, meta.st_ino);
+            let writable = v.prot & libc::PROT_WRITE as u32 != 0 || v.may_write;
+            let mode = if shared && writable {
+                libc::O_RDWR
+            } else {
+                libc::O_RDONLY
+            };
+            let id = match self.mapped.get(&(key.0, key.1, mode)) {
+                Some(&id) => id,
+                None => {
+                    let id =
+                        u32::try_from(self.files.len() + 1).map_err(|_| DumpError::OutOfRange {
+                            pid,
+                            what: "the number of open files of the tree",
+                            value: i64::try_from(self.files.len()).unwrap_or(i64::MAX),
+                        })?;
+                    let first = self.deleted.insert(key);
+                    let mut d = if first {
+                        read_deleted(pid, &holder, &file, &meta)?
+                    } else {
+                        DeletedFile::default()
+                    };
+                    d.path = path.clone();
+                    d.dev = key.0;
+                    d.ino = key.1;
+                    d.first = first;
+                    let entry = FileEntry {
+                        id,
+                        flags: u32::try_from(mode).unwrap_or(0),
+                        kind: Some(file_entry::Kind::Deleted(d)),
+                    };
+                    self.files.push((entry, file, key));
+                    self.mapped.insert((key.0, key.1, mode), id);
+                    id
+                }
+            };
+            v.path = path;
+            v.deleted_file = id;
+        }
+        Ok(())
     }
 
     /// The registrations of the epoll instance at `efd` of `pid`, each on the file `pid` has
@@ -856,7 +936,7 @@ fn read_memfd(
         pid,
         what: format!("duplicating the memfd of fd {}: {e}", desc.fd),
     })?);
-    let chunks = read_chunks(pid, desc.fd, "memfd", &copy, size)?;
+    let chunks = read_chunks(pid, &format!("fd {}", desc.fd), "memfd", &copy, size)?;
     Ok(MemfdFile {
         size,
         chunks,
@@ -873,7 +953,7 @@ fn read_memfd(
 /// the file in errors).
 fn read_chunks(
     pid: i32,
-    fd: i32,
+    holder: &str,
     what: &str,
     copy: &std::fs::File,
     size: u64,
@@ -887,7 +967,7 @@ fn read_chunks(
         copy.read_exact_at(buf, offset)
             .map_err(|e| DumpError::Transport {
                 pid,
-                what: format!("reading the {what} of fd {fd} at {offset}: {e}"),
+                what: format!("reading the {what} of {holder} at {offset}: {e}"),
             })?;
         if buf.iter().any(|&b| b != 0) {
             match chunks.last_mut() {
@@ -910,7 +990,7 @@ fn read_chunks(
 /// mode, owner and label.
 fn read_deleted(
     pid: i32,
-    fd: i32,
+    holder: &str,
     file: &OwnedFd,
     meta: &libc::stat,
 ) -> Result<DeletedFile, DumpError> {
@@ -918,8 +998,8 @@ fn read_deleted(
     if size > DELETED_MAX {
         return Err(DumpError::DeletedFile {
             pid,
-            fd,
-            path: read_link(format!("/proc/{pid}/fd/{fd}")).unwrap_or_default(),
+            holder: holder.to_owned(),
+            path: read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_default(),
             why: "it is larger than 64 MiB, the most of a deleted file's contents crlab keeps",
             hint: "truncate or close it before the dump",
         });
@@ -927,9 +1007,9 @@ fn read_deleted(
     let path = format!("/proc/self/fd/{}", file.as_raw_fd());
     let copy = std::fs::File::open(&path).map_err(|e| DumpError::Transport {
         pid,
-        what: format!("opening the deleted file of fd {fd} for reading ({path}): {e}"),
+        what: format!("opening the deleted file of {holder} for reading ({path}): {e}"),
     })?;
-    let chunks = read_chunks(pid, fd, "deleted file", &copy, size)?;
+    let chunks = read_chunks(pid, holder, "deleted file", &copy, size)?;
     Ok(DeletedFile {
         size,
         chunks,

@@ -283,7 +283,7 @@ fn dump_process(
         source,
     });
     let maps = MapEntry::read(pid)?;
-    let vmas = memory::vmas(pid, &maps, &procfs::VmFlags::read(pid)?)?;
+    let mut vmas = memory::vmas(pid, &maps, &procfs::VmFlags::read(pid)?)?;
     failpoint!("dump.proc.status", |source| procfs::ProcError::Io {
         path: format!("/proc/{pid}/status"),
         source,
@@ -320,6 +320,7 @@ fn dump_process(
     let drained = transport.drain(leader, scratch, &fd_list);
     transport.close(leader, opened)?;
     let fds = files.add_process(pid, &descs, drained?, sockets)?;
+    files.add_mappings(pid, &mut vmas)?;
 
     // Per-thread state.
     let mut cores = Vec::new();

@@ -512,7 +512,7 @@ fn rebuild_process(
     if !root {
         memory::clear_address_space(&mut live.leader, pid, mm, tramp, keep)?;
     }
-    memory::map_vmas(&mut live.leader, pid, mm, scratch, keep)?;
+    memory::map_vmas(&mut live.leader, pid, mm, scratch, keep, parked)?;
     memory::fill_pages(&live.leader, pid, mm, reader.pages(live.img.entry.pid)?)?;
     memory::advise(&mut live.leader, pid, mm)?;
     memory::set_mm_fields(&mut live.leader, pid, mm, scratch)?;

@@ -9,7 +9,8 @@
 //!   `deleted-dir`: a descriptor of a deleted directory;
 //! - `deleted-reused`: a descriptor of a deleted file whose path now names another file;
 //!   `deleted-dir-gone`: of a deleted file whose directory was removed too (the name a restore
-//!   would give it could not be its own);
+//!   would give it could not be its own); `deleted-mapping-reused`: a shared mapping of a
+//!   deleted file (its descriptor closed) whose path now names another file;
 //! - `deleted-cwd`: a working directory that was deleted;
 //! - `seccomp`: an allow-all seccomp filter;
 //! - `loginuid`: an audit login uid (1000) that crlab, started by the tests, does not have;
@@ -159,6 +160,31 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
             held.fd = Some(sys::check(fd.into())? as i32);
             std::fs::remove_dir(&dir)?;
+        }
+        "deleted-mapping-reused" => {
+            let path = w.path("mapped-held.bin");
+            std::fs::write(&path, vec![7u8; PAGE])?;
+            let c = sys::cstring(&path);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let fd = sys::check(unsafe { libc::open(c.as_ptr(), libc::O_RDWR) }.into())? as i32;
+            // SAFETY: a fresh shared mapping placed by the kernel.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    PAGE,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            // SAFETY: closes our own descriptor; the mapping stays.
+            unsafe { libc::close(fd) };
+            if addr == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            std::fs::remove_file(&path)?;
+            std::fs::write(&path, b"another file at its path")?;
         }
         "deleted-reused" | "deleted-dir-gone" => {
             let dir = w.path("held-dir");
