@@ -261,9 +261,10 @@ fn a_tree_comes_back_in_its_cgroups(#[case] removed: bool) {
 }
 
 /// A cgroup that cannot be joined fails the restore before any restored process runs,
-/// naming the process and the cgroup: child `a`'s cgroup v2 is removed after the dump and its
-/// parent allows no new cgroup below it (`cgroup.max.depth` 0), so it cannot be made again.
-/// Nothing of the tree is left after the failed restore.
+/// naming the process and the cgroup: child `a`'s cgroups are removed after the dump, and in
+/// cgroup v2 its parent allows no new cgroup below it (`cgroup.max.depth` 0), so it cannot be
+/// made again. Nothing of the tree is left after the failed restore, nor any cgroup it made
+/// (on a hybrid host, `a` in the v1 hierarchies, which come first).
 #[test]
 fn a_cgroup_that_cannot_be_joined_fails_the_restore() {
     let cgroups = TestCgroups::make("unjoinable");
@@ -280,7 +281,9 @@ fn a_cgroup_that_cannot_be_joined_fails_the_restore() {
         .into_iter()
         .find(|(dir, _)| dir.join("cgroup.max.depth").exists())
         .expect("the test's cgroup v2");
-    remove_cgroup(&v2_base.join("a"));
+    for (dir, _) in cgroups.dirs("a") {
+        remove_cgroup(&dir);
+    }
     std::fs::write(v2_base.join("cgroup.max.depth"), "0").expect("limiting the depth");
     let run = o.w().restore(&[]);
     let (ok, stderr) = (run.succeeded(), run.stderr());
@@ -294,6 +297,13 @@ fn a_cgroup_that_cannot_be_joined_fails_the_restore() {
     // Every task the restore made was killed: those reparented to us are reaped, and none is
     // left (this fails after a deadline otherwise).
     o.reap_dumped_members();
+    for (dir, _) in cgroups.dirs("a") {
+        assert!(
+            !dir.exists(),
+            "the failed restore left the cgroup it made, {}",
+            dir.display()
+        );
+    }
     o.assert_nothing_left();
 }
 
@@ -333,8 +343,8 @@ fn cgroup_file(pid: i32) -> String {
 }
 
 /// Cgroups a test makes under its own, in every hierarchy where it can (cgroup v2, and the v1
-/// hierarchies of a hybrid host but cpuset, whose new cgroups need CPUs given), removed on drop
-/// (after the processes in them are gone: declared before the [`Owned`] guard).
+/// hierarchies of a hybrid host, a v1 cpuset given its parent's CPUs and memory nodes), removed
+/// on drop (after the processes in them are gone: declared before the [`Owned`] guard).
 struct TestCgroups {
     /// Per hierarchy: the directory of the test's cgroup and its path in the hierarchy.
     bases: Vec<(std::path::PathBuf, String)>,
@@ -354,9 +364,6 @@ impl TestCgroups {
                 parts.next().unwrap_or_default(),
                 parts.next().unwrap_or_default(),
             );
-            if controllers.split(',').any(|c| c == "cpuset") {
-                continue;
-            }
             let mount = mountinfo.lines().find_map(|m| {
                 let f: Vec<&str> = m.split(' ').collect();
                 let sep = f.iter().position(|x| *x == "-")?;
@@ -381,9 +388,11 @@ impl TestCgroups {
             };
             let dir = std::path::PathBuf::from(format!("{point}{cg}"));
             if std::fs::create_dir(&dir).is_ok() {
+                bases.push((dir.clone(), cg));
+                give_cpus(&dir);
                 std::fs::create_dir(dir.join("a"))
                     .unwrap_or_else(|e| panic!("making {}/a: {e}", dir.display()));
-                bases.push((dir, cg));
+                give_cpus(&dir.join("a"));
             }
         }
         assert!(
@@ -421,6 +430,21 @@ impl TestCgroups {
             if dir.exists() {
                 remove_cgroup(&dir);
             }
+        }
+    }
+}
+
+/// A new cgroup v1 cpuset has no CPUs or memory nodes, and no process can join it: `dir` gets
+/// its parent's (nothing to do elsewhere).
+fn give_cpus(dir: &std::path::Path) {
+    for knob in ["cpuset.cpus", "cpuset.mems"] {
+        let file = dir.join(knob);
+        if std::fs::read_to_string(&file).is_ok_and(|t| t.trim().is_empty()) {
+            let parent = dir.parent().expect("a cgroup has a parent").join(knob);
+            let value = std::fs::read_to_string(&parent)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", parent.display()));
+            std::fs::write(&file, value.trim())
+                .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
         }
     }
 }

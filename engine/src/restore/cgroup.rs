@@ -2,7 +2,8 @@
 //! into the cgroup it was in in every hierarchy (its pid written to `cgroup.procs` under the
 //! hierarchy's mount, found in `/proc/self/mountinfo`); its threads, created later, follow it.
 //! A cgroup that no longer exists (a stopped systemd unit's) is made again, and a note says
-//! so: its controller settings were not dumped, it has the defaults.
+//! so: its controller settings were not dumped, it has the defaults. A failed restore removes
+//! the cgroups it made, once its processes are gone.
 
 use super::RestoreError;
 use crate::image::schema::Cgroup;
@@ -24,6 +25,19 @@ pub struct Cgroups {
     joins: HashMap<i32, Vec<Join>>,
     /// What the restore did that the user should know (cgroups made again).
     pub notes: Vec<String>,
+    /// The directories made, in order, removed on drop unless [`Cgroups::keep`] was called.
+    made: Vec<PathBuf>,
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        // Deepest first; the restore's tasks were killed and reaped before (declared after).
+        for dir in self.made.iter().rev() {
+            if let Err(e) = std::fs::remove_dir(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing a cgroup the failed restore made");
+            }
+        }
+    }
 }
 
 impl Cgroups {
@@ -35,6 +49,7 @@ impl Cgroups {
             return Ok(Cgroups {
                 joins,
                 notes: Vec::new(),
+                made: Vec::new(),
             });
         }
         let mounts = CgroupMount::read_own()
@@ -67,7 +82,14 @@ impl Cgroups {
         Ok(Cgroups {
             joins,
             notes: Vec::new(),
+            made: Vec::new(),
         })
+    }
+
+    /// The restore succeeded: the cgroups it made stay; returns its notes.
+    pub fn keep(mut self) -> Vec<String> {
+        self.made.clear();
+        std::mem::take(&mut self.notes)
     }
 
     /// Moves `pid`, just created and not yet run, into its cgroups: those it is not in
@@ -98,7 +120,8 @@ impl Cgroups {
                 what,
                 source,
             };
-            for made in make_dirs(&j.dir, j.v2).map_err(|e| fail("making its directory", e))? {
+            let made = make_dirs(&j.dir, j.v2, &mut self.made);
+            for made in made.map_err(|e| fail("making its directory", e))? {
                 self.notes.push(format!(
                     "cgroup {} of {} ({}) no longer existed and was made again for process {pid}, \
                      with default settings: a cgroup's controller settings are not part of the \
@@ -118,9 +141,10 @@ impl Cgroups {
     }
 }
 
-/// Makes `dir` and its missing parents, returning those it made. A new cgroup v1 cpuset
-/// has no CPUs or memory nodes, which no process can join: it is given its parent's.
-fn make_dirs(dir: &Path, v2: bool) -> std::io::Result<Vec<PathBuf>> {
+/// Makes `dir` and its missing parents, returning those it made (and adding each to `all` as
+/// soon as it exists). A new cgroup v1 cpuset has no CPUs or memory nodes, which no process
+/// can join: it is given its parent's.
+fn make_dirs(dir: &Path, v2: bool, all: &mut Vec<PathBuf>) -> std::io::Result<Vec<PathBuf>> {
     let mut missing = Vec::new();
     let mut at = dir;
     while !at.exists() {
@@ -133,6 +157,7 @@ fn make_dirs(dir: &Path, v2: bool) -> std::io::Result<Vec<PathBuf>> {
     missing.reverse();
     for d in &missing {
         std::fs::create_dir(d)?;
+        all.push(d.clone());
         if !v2 {
             for knob in ["cpuset.cpus", "cpuset.mems"] {
                 let file = d.join(knob);

@@ -454,7 +454,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     info!(pid = root_pid, processes = lives.len(), "restored");
     Ok(Restored {
         root_pid,
-        notes: cgroups.notes,
+        notes: cgroups.keep(),
     })
 }
 
