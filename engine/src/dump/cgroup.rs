@@ -13,6 +13,15 @@ pub fn read(pid: i32, tids: &[i32]) -> Result<Vec<Cgroup>, DumpError> {
         source,
     });
     let lines = CgroupLine::read(pid, pid)?;
+    for l in &lines {
+        // `/..` when the process is outside the engine's cgroup namespace.
+        crate::image::check_path(&l.path).map_err(|why| DumpError::CgroupPath {
+            pid,
+            hierarchy: crate::image::cgroup_hierarchy(&l.controllers),
+            path: l.path.clone(),
+            why,
+        })?;
+    }
     for &tid in tids.iter().filter(|&&t| t != pid) {
         let theirs = CgroupLine::read(pid, tid)?;
         if let Some(t) = theirs.iter().find(|t| !lines.contains(t)) {

@@ -108,6 +108,16 @@ pub enum DumpError {
     )]
     PosixTimers { pid: i32, why: String },
     #[error(
+        "process {pid} is in cgroup {path} of {hierarchy}, which crlab cannot record: {why}; \
+         dump from the cgroup namespace the process is in"
+    )]
+    CgroupPath {
+        pid: i32,
+        hierarchy: String,
+        path: String,
+        why: &'static str,
+    },
+    #[error(
         "thread {tid} of process {pid} is in cgroup {thread} of {hierarchy}, its process in \
          {process}; crlab restores a process's threads in its own cgroups: move the thread \
          into the process's cgroup before the dump"
