@@ -52,6 +52,7 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::deleted_dir("deleted-dir", &["a deleted directory"])]
 #[case::deleted_reused("deleted-reused", &["deleted file", "held-dir/held.bin", "now names another file", "would differ"])]
 #[case::deleted_mapping_reused("deleted-mapping-reused", &["mapping", "deleted file", "mapped-held.bin", "now names another file"])]
+#[case::deleted_large("deleted-large", &["deleted file", "large.bin", "larger than 64 MiB"])]
 #[case::deleted_dir_gone("deleted-dir-gone", &["deleted file", "held-dir/held.bin", "directory is gone", "would differ"])]
 #[case::deleted_cwd("deleted-cwd", &["working directory", "deleted"])]
 #[case::seccomp("seccomp", &["seccomp"])]

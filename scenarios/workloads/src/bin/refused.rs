@@ -10,7 +10,8 @@
 //! - `deleted-reused`: a descriptor of a deleted file whose path now names another file;
 //!   `deleted-dir-gone`: of a deleted file whose directory was removed too (the name a restore
 //!   would give it could not be its own); `deleted-mapping-reused`: a shared mapping of a
-//!   deleted file (its descriptor closed) whose path now names another file;
+//!   deleted file (its descriptor closed) whose path now names another file; `deleted-large`:
+//!   a deleted file of 65 MiB (sparse), above what a dump keeps;
 //! - `deleted-cwd`: a working directory that was deleted;
 //! - `seccomp`: an allow-all seccomp filter;
 //! - `loginuid`: an audit login uid (1000) that crlab, started by the tests, does not have;
@@ -185,6 +186,17 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             }
             std::fs::remove_file(&path)?;
             std::fs::write(&path, b"another file at its path")?;
+        }
+        "deleted-large" => {
+            let path = w.path("large.bin");
+            let file = std::fs::File::create(&path)?;
+            file.set_len(65 << 20)?;
+            drop(file);
+            let c = sys::cstring(&path);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+            held.fd = Some(sys::check(fd.into())? as i32);
+            std::fs::remove_file(&path)?;
         }
         "deleted-reused" | "deleted-dir-gone" => {
             let dir = w.path("held-dir");
