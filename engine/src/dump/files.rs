@@ -643,10 +643,10 @@ impl FileTableBuilder {
         Ok(table)
     }
 
-    /// Gives every mapping of a deleted regular file among `vmas` of `pid` (its path still
-    /// ending in " (deleted)", checked restorable by [`super::memory::vmas`]) a description of
-    /// the file in the table to be mapped from, opened as the mapping needs it (read-write
-    /// for a shared mapping that is or may be made writable), and its name back. The file's
+    /// Gives every mapping of a deleted regular file among `vmas` of `pid` (its path ending in
+    /// " (deleted)", checked restorable by [`super::memory::vmas`]) a description of the file
+    /// in the table to be mapped from, opened as the mapping needs it (read-write for a shared
+    /// mapping that is or may be made writable). The file's
     /// contents are read through `/proc/PID/map_files`, once per file.
     pub fn add_mappings(
         &mut self,
@@ -712,7 +712,7 @@ impl FileTableBuilder {
                     id
                 }
             };
-            v.path = path;
+            // The path keeps its " (deleted)" (see the image's Vma.deleted_file).
             v.deleted_file = id;
         }
         Ok(())

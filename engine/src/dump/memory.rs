@@ -33,8 +33,8 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
         p if p.starts_with("/SYSV") => return Err(unsupported("System V shared memory")),
         p if p.starts_with("/memfd:") => return Err(unsupported("a memfd mapping")),
         p if p.ends_with(" (deleted)") => {
-            // Kept with its " (deleted)" for the file table, which records the file
-            // (`FileTableBuilder::add_mappings`) and gives the mapping its name back.
+            // Kept with its " (deleted)"; the file table records the file
+            // (`FileTableBuilder::add_mappings`).
             let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
             if !std::fs::metadata(&link).is_ok_and(|md| md.is_file()) {
                 return Err(unsupported(
