@@ -53,6 +53,7 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::deleted_reused("deleted-reused", &["deleted file", "held-dir/held.bin", "now names another file", "would differ"])]
 #[case::deleted_mapping_reused("deleted-mapping-reused", &["mapping", "deleted file", "mapped-held.bin", "now names another file"])]
 #[case::deleted_large("deleted-large", &["deleted file", "large.bin", "larger than 64 MiB"])]
+#[case::aio("aio", &["AIO ring", "io_setup"])]
 #[case::deleted_dir_gone("deleted-dir-gone", &["deleted file", "held-dir/held.bin", "directory is gone", "would differ"])]
 #[case::deleted_cwd("deleted-cwd", &["working directory", "deleted"])]
 #[case::seccomp("seccomp", &["seccomp"])]
@@ -77,8 +78,8 @@ fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&
     w.expect_ok();
     // The wording last, so a wrong message does not hide whether the workload came through.
     assert_names(&stderr, holder, words);
-    // Named as what it is: a memfd or a directory is no "deleted file".
-    if matches!(kind, "memfd" | "deleted-dir") {
+    // Named as what it is: a memfd, a directory or an AIO ring is no "deleted file".
+    if matches!(kind, "memfd" | "deleted-dir" | "aio") {
         assert!(
             !stderr.contains("deleted file"),
             "a {kind} must not be called a deleted file: {stderr}"

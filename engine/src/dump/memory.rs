@@ -32,6 +32,11 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
         "/dev/zero (deleted)" | "/dev/zero" if m.shared() => VmaKind::AnonShared,
         p if p.starts_with("/SYSV") => return Err(unsupported("System V shared memory")),
         p if p.starts_with("/memfd:") => return Err(unsupported("a memfd mapping")),
+        p if p.starts_with("/[aio]") => return Err(unsupported("an AIO ring (io_setup)")),
+        p if p.starts_with("/anon_hugepage") => {
+            return Err(unsupported("a shared anonymous hugetlb mapping"))
+        }
+        p if p.starts_with("/secretmem") => return Err(unsupported("a memfd_secret mapping")),
         p if p.ends_with(" (deleted)") => {
             // Kept with its " (deleted)"; the file table records the file
             // (`FileTableBuilder::add_mappings`).

@@ -11,7 +11,8 @@
 //!   `deleted-dir-gone`: of a deleted file whose directory was removed too (the name a restore
 //!   would give it could not be its own); `deleted-mapping-reused`: a shared mapping of a
 //!   deleted file (its descriptor closed) whose path now names another file; `deleted-large`:
-//!   a deleted file of 65 MiB (sparse), above what a dump keeps;
+//!   a deleted file of 65 MiB (sparse), above what a dump keeps; `aio`: an AIO context
+//!   (`io_setup`), whose ring is a mapping of a kernel-internal file;
 //! - `deleted-cwd`: a working directory that was deleted;
 //! - `seccomp`: an allow-all seccomp filter;
 //! - `loginuid`: an audit login uid (1000) that crlab, started by the tests, does not have;
@@ -186,6 +187,12 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             }
             std::fs::remove_file(&path)?;
             std::fs::write(&path, b"another file at its path")?;
+        }
+        "aio" => {
+            let mut ctx: libc::c_ulong = 0;
+            // SAFETY: io_setup writes the new context's id into `ctx`, ours.
+            let ret = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx) };
+            sys::check(ret)?;
         }
         "deleted-large" => {
             let path = w.path("large.bin");
