@@ -54,6 +54,7 @@ pub const ALL: &[Failpoint] = &[
     ),
     fp("dump.proc.maps", "reading /proc/PID/maps"),
     fp("dump.proc.status", "reading /proc/PID/status"),
+    fp("dump.proc.cgroup", "reading /proc/PID/cgroup"),
     fp(
         "dump.proc.mem",
         "reading /proc/PID/mem for a syscall instruction",
@@ -172,6 +173,10 @@ pub const ALL: &[Failpoint] = &[
     ),
     // Restore.
     fp("restore.task.root", "creating the root task"),
+    fp(
+        "restore.cgroup",
+        "moving a created process into its cgroups",
+    ),
     fp("restore.shed", "dropping what the root keeps of the engine"),
     fp("restore.map.trampoline", "mapping the trampoline"),
     fp("restore.map.clear", "clearing the inherited address space"),

@@ -40,6 +40,8 @@ use support::workload::{Workload, EXIT_TIMEOUT};
 #[case::thread_state("thread-state")]
 #[case::caps("caps")]
 #[case::caps_user("caps-user")]
+#[case::deleted_file("deleted-file")]
+#[case::deleted_mapping("deleted-mapping")]
 fn process_state_is_restored_exactly(#[case] kind: &str) {
     let mut w = Workload::start("process_state", WaitMode::Nanosleep, &[kind]);
     let child: Option<i32> = w

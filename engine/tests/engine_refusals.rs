@@ -50,6 +50,11 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::async_io("async", &["O_ASYNC"])]
 #[case::memfd_mapping("memfd", &["a memfd mapping"])]
 #[case::deleted_dir("deleted-dir", &["a deleted directory"])]
+#[case::deleted_reused("deleted-reused", &["deleted file", "held-dir/held.bin", "now names another file", "would differ"])]
+#[case::deleted_mapping_reused("deleted-mapping-reused", &["mapping", "deleted file", "mapped-held.bin", "now names another file"])]
+#[case::deleted_large("deleted-large", &["deleted file", "large.bin", "larger than 64 MiB"])]
+#[case::aio("aio", &["AIO ring", "io_setup"])]
+#[case::deleted_dir_gone("deleted-dir-gone", &["deleted file", "held-dir/held.bin", "directory is gone", "would differ"])]
 #[case::deleted_cwd("deleted-cwd", &["working directory", "deleted"])]
 #[case::seccomp("seccomp", &["seccomp"])]
 #[case::namespace("namespace", &["uts namespace"])]
@@ -73,6 +78,13 @@ fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&
     w.expect_ok();
     // The wording last, so a wrong message does not hide whether the workload came through.
     assert_names(&stderr, holder, words);
+    // Named as what it is: a memfd, a directory or an AIO ring is no "deleted file".
+    if matches!(kind, "memfd" | "deleted-dir" | "aio") {
+        assert!(
+            !stderr.contains("deleted file"),
+            "a {kind} must not be called a deleted file: {stderr}"
+        );
+    }
     if let Some(fd) = fd {
         assert!(
             mentions_number(&stderr, &fd),

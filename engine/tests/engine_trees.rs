@@ -18,7 +18,7 @@ use rstest::rstest;
 
 use support::process::{self, Exit};
 use support::protocol::WaitMode;
-use support::workload::{mentions_number, Identity, Workload, EXIT_TIMEOUT};
+use support::workload::{assert_refusal_names, mentions_number, Identity, Workload, EXIT_TIMEOUT};
 
 /// Who the credentials test's workload runs as: not root, with two supplementary groups.
 const NOT_ROOT: Identity = Identity {
@@ -198,6 +198,283 @@ fn tree_keeps_its_state(
     o.w().trigger();
     o.w().expect_ok();
     o.assert_nothing_left();
+}
+
+/// A tree whose members are in cgroups of their own comes back in them: the root in a cgroup
+/// made for the test (under the test's own, in every hierarchy it can make one in), its child
+/// `a` in a cgroup below that, the others where the test runs. After the restore,
+/// `/proc/PID/cgroup` of every member is what it was before the dump, line for line (the
+/// engine's own cgroups, which a restore that did not move them would give them, are the
+/// test's, where the root and `a` were not). `removed`: the two cgroups are removed between
+/// the dump and the restore (as systemd does when a unit stops); the restore makes them again
+/// and says so in a note naming each.
+#[rstest]
+#[case::kept(false)]
+#[case::removed(true)]
+fn a_tree_comes_back_in_its_cgroups(#[case] removed: bool) {
+    let tag = if removed { "removed" } else { "kept" };
+    let cgroups = TestCgroups::make(tag);
+    let mut o = Owned::start("tree", WaitMode::Nanosleep, &[]);
+    o.w().wait_in_wait_syscall();
+    let members = o.members();
+    cgroups.enter(members[0].1, "");
+    cgroups.enter(members[1].1, "a");
+    let before: Vec<(&str, i32, String)> = members
+        .iter()
+        .map(|&(name, pid)| (name, pid, cgroup_file(pid)))
+        .collect();
+    for (name, pid, text) in &before[..2] {
+        for dir in cgroups.dirs(if *name == "root" { "" } else { "a" }) {
+            assert!(
+                text.contains(&dir.1),
+                "the test could not move {name} (pid {pid}) into {}: {text}",
+                dir.1
+            );
+        }
+    }
+    o.w().dump_ok(&[]);
+    o.w().reap_dumped_original();
+    o.reap_dumped_members();
+    if removed {
+        cgroups.remove();
+    }
+    let stderr = o.w().restore_detached_ok_with_env(&[]).stderr();
+    for (name, pid, text) in &before {
+        assert_eq!(
+            &cgroup_file(*pid),
+            text,
+            "after the restore, /proc/{pid}/cgroup of {name}"
+        );
+    }
+    for (_, path) in cgroups.dirs("").iter().chain(&cgroups.dirs("a")) {
+        let noted = stderr
+            .lines()
+            .any(|l| l.contains("crlab: note:") && l.contains(&format!("cgroup {path} ")));
+        assert_eq!(
+            noted, removed,
+            "a note that cgroup {path} was made again (removed: {removed}):\n{stderr}"
+        );
+    }
+    o.w().trigger();
+    o.w().expect_ok();
+    o.assert_nothing_left();
+}
+
+/// A cgroup that cannot be joined fails the restore before any restored process runs,
+/// naming the process and the cgroup: child `a`'s cgroups are removed after the dump, and in
+/// cgroup v2 its parent allows no new cgroup below it (`cgroup.max.depth` 0), so it cannot be
+/// made again. Nothing of the tree is left after the failed restore, nor any cgroup it made
+/// (on a hybrid host, `a` in the v1 hierarchies, which come first).
+#[test]
+fn a_cgroup_that_cannot_be_joined_fails_the_restore() {
+    let cgroups = TestCgroups::make("unjoinable");
+    let mut o = Owned::start("tree", WaitMode::Nanosleep, &[]);
+    o.w().wait_in_wait_syscall();
+    let members = o.members();
+    cgroups.enter(members[0].1, "");
+    cgroups.enter(members[1].1, "a");
+    o.w().dump_ok(&[]);
+    o.w().reap_dumped_original();
+    o.reap_dumped_members();
+    let (v2_base, v2_path) = cgroups
+        .dirs("")
+        .into_iter()
+        .find(|(dir, _)| dir.join("cgroup.max.depth").exists())
+        .expect("the test's cgroup v2");
+    for (dir, _) in cgroups.dirs("a") {
+        remove_cgroup(&dir);
+    }
+    std::fs::write(v2_base.join("cgroup.max.depth"), "0").expect("limiting the depth");
+    let run = o.w().restore(&[]);
+    let (ok, stderr) = (run.succeeded(), run.stderr());
+    assert!(!ok, "the restore must fail when a cgroup cannot be made");
+    let a = members[1].1.to_string();
+    assert_refusal_names(
+        &stderr,
+        &[&format!("{v2_path}/a"), "cgroup v2", "cannot join"],
+        &[("process", &a)],
+    );
+    // Every task the restore made was killed: those reparented to us are reaped, and none is
+    // left (this fails after a deadline otherwise).
+    o.reap_dumped_members();
+    for (dir, _) in cgroups.dirs("a") {
+        assert!(
+            !dir.exists(),
+            "the failed restore left the cgroup it made, {}",
+            dir.display()
+        );
+    }
+    o.assert_nothing_left();
+}
+
+/// A thread in another cgroup than its process (cgroup v2's threaded mode: the process in the
+/// test's cgroup, one worker thread in a threaded cgroup below it) is refused at dump, naming
+/// the thread, its process and the cgroup; the workload goes on and passes its own check.
+#[test]
+fn dump_refuses_a_thread_in_another_cgroup() {
+    let cgroups = TestCgroups::make("threaded");
+    let mut o = Owned::start("threads", WaitMode::Nanosleep, &[]);
+    let pid = o.root;
+    let tid = o.announced_pids("tids")[3];
+    o.w().wait_in_wait_syscall();
+    let (v2_base, v2_path) = cgroups
+        .dirs("")
+        .into_iter()
+        .find(|(dir, _)| dir.join("cgroup.max.depth").exists())
+        .expect("the test's cgroup v2");
+    std::fs::write(v2_base.join("a/cgroup.type"), "threaded").expect("making a threaded cgroup");
+    std::fs::write(v2_base.join("cgroup.procs"), pid.to_string()).expect("moving the process");
+    std::fs::write(v2_base.join("a/cgroup.threads"), tid.to_string()).expect("moving a thread");
+    let stderr = o.w().dump_refused("a thread in another cgroup");
+    o.w().trigger();
+    o.w().expect_ok();
+    assert_refusal_names(
+        &stderr,
+        &[&format!("{v2_path}/a"), "cgroup v2", "thread"],
+        &[("thread", &tid.to_string()), ("process", &pid.to_string())],
+    );
+    o.assert_nothing_left();
+}
+
+/// `/proc/PID/cgroup`.
+fn cgroup_file(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/cgroup: {e}"))
+}
+
+/// Cgroups a test makes under its own, in every hierarchy where it can (cgroup v2, and the v1
+/// hierarchies of a hybrid host, a v1 cpuset given its parent's CPUs and memory nodes), removed
+/// on drop (after the processes in them are gone: declared before the [`Owned`] guard).
+struct TestCgroups {
+    /// Per hierarchy: the directory of the test's cgroup and its path in the hierarchy.
+    bases: Vec<(std::path::PathBuf, String)>,
+}
+
+impl TestCgroups {
+    fn make(tag: &str) -> TestCgroups {
+        let own = cgroup_file(process::getpid());
+        let mountinfo =
+            std::fs::read_to_string("/proc/self/mountinfo").expect("reading /proc/self/mountinfo");
+        let name = format!("crlab-test-{}-{tag}", process::getpid());
+        let mut bases = Vec::new();
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let mount = mountinfo.lines().find_map(|m| {
+                let f: Vec<&str> = m.split(' ').collect();
+                let sep = f.iter().position(|x| *x == "-")?;
+                let (root, point, fstype, opts) = (f[3], f[4], f[sep + 1], f[sep + 3]);
+                let fits = if controllers.is_empty() {
+                    fstype == "cgroup2"
+                } else {
+                    fstype == "cgroup"
+                        && controllers
+                            .split(',')
+                            .all(|c| opts.split(',').any(|o| o == c))
+                };
+                (fits && root == "/").then(|| point.to_owned())
+            });
+            let Some(point) = mount else {
+                continue;
+            };
+            let cg = if path == "/" {
+                format!("/{name}")
+            } else {
+                format!("{path}/{name}")
+            };
+            let dir = std::path::PathBuf::from(format!("{point}{cg}"));
+            if std::fs::create_dir(&dir).is_ok() {
+                bases.push((dir.clone(), cg));
+                give_cpus(&dir);
+                std::fs::create_dir(dir.join("a"))
+                    .unwrap_or_else(|e| panic!("making {}/a: {e}", dir.display()));
+                give_cpus(&dir.join("a"));
+            }
+        }
+        assert!(
+            !bases.is_empty(),
+            "the test could make a cgroup in no hierarchy:\n{own}"
+        );
+        TestCgroups { bases }
+    }
+
+    /// The directories and cgroup paths of `sub` (`""`: the test's cgroup, `a`: below it).
+    fn dirs(&self, sub: &str) -> Vec<(std::path::PathBuf, String)> {
+        self.bases
+            .iter()
+            .map(|(dir, cg)| {
+                if sub.is_empty() {
+                    (dir.clone(), cg.clone())
+                } else {
+                    (dir.join(sub), format!("{cg}/{sub}"))
+                }
+            })
+            .collect()
+    }
+
+    /// Moves process `pid` into `sub` in every hierarchy.
+    fn enter(&self, pid: i32, sub: &str) {
+        for (dir, _) in self.dirs(sub) {
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+                .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
+        }
+    }
+
+    /// Removes the cgroups (empty by now), deepest first.
+    fn remove(&self) {
+        for (dir, _) in self.dirs("a").into_iter().chain(self.dirs("")) {
+            if dir.exists() {
+                remove_cgroup(&dir);
+            }
+        }
+    }
+}
+
+/// A new cgroup v1 cpuset has no CPUs or memory nodes, and no process can join it: `dir` gets
+/// its parent's (nothing to do elsewhere).
+fn give_cpus(dir: &std::path::Path) {
+    for knob in ["cpuset.cpus", "cpuset.mems"] {
+        let file = dir.join(knob);
+        if std::fs::read_to_string(&file).is_ok_and(|t| t.trim().is_empty()) {
+            let parent = dir.parent().expect("a cgroup has a parent").join(knob);
+            let value = std::fs::read_to_string(&parent)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", parent.display()));
+            std::fs::write(&file, value.trim())
+                .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+        }
+    }
+}
+
+/// Removes the empty cgroup `dir`, waiting for the processes that left it to be gone.
+fn remove_cgroup(dir: &std::path::Path) {
+    let mut last = None;
+    for _ in 0..200 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let msg = format!("removing cgroup {}: {last:?}", dir.display());
+    if std::thread::panicking() {
+        eprintln!("{msg}");
+    } else {
+        panic!("{msg}");
+    }
+}
+
+impl Drop for TestCgroups {
+    fn drop(&mut self) {
+        for (dir, _) in self.dirs("a").into_iter().chain(self.dirs("")) {
+            if dir.exists() {
+                remove_cgroup(&dir);
+            }
+        }
+    }
 }
 
 /// Session and process-group layouts the restore rebuilds (`sessions`): a child that made its

@@ -190,6 +190,9 @@ fn run(command: Command) -> Result<ExitCode> {
             };
             let r = interruptible(|| restore::restore(&opts).map_err(Box::new))
                 .with_context(|| format!("restoring from {}", images_dir.display()))?;
+            for note in &r.notes {
+                eprintln!("crlab: note: {note}");
+            }
             if let Some(path) = &pidfile {
                 std::fs::write(path, format!("{}\n", r.root_pid))
                     .with_context(|| format!("writing the pid file {}", path.display()))?;

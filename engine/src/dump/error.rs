@@ -20,6 +20,18 @@ pub enum DumpError {
         hint: &'static str,
     },
     #[error(
+        "{holder} of process {pid} is the deleted file {path}, which crlab cannot restore: {why}; \
+         {hint}"
+    )]
+    DeletedFile {
+        pid: i32,
+        /// What holds it: `fd 5`, `mapping 0x7f00-0x7f10`.
+        holder: String,
+        path: String,
+        why: &'static str,
+        hint: &'static str,
+    },
+    #[error(
         "fd {fd} of process {pid} is the named pipe (FIFO) {path}, also open in process \
          {holder} outside the dump, with which it shares its buffer; dump that process with \
          the tree, or close the FIFO there"
@@ -95,6 +107,28 @@ pub enum DumpError {
          recreate: {why}; delete them before the dump"
     )]
     PosixTimers { pid: i32, why: String },
+    #[error(
+        "process {pid} is in cgroup {path} of {hierarchy}, which crlab cannot record: {why}; \
+         dump from the cgroup namespace the process is in"
+    )]
+    CgroupPath {
+        pid: i32,
+        hierarchy: String,
+        path: String,
+        why: &'static str,
+    },
+    #[error(
+        "thread {tid} of process {pid} is in cgroup {thread} of {hierarchy}, its process in \
+         {process}; crlab restores a process's threads in its own cgroups: move the thread \
+         into the process's cgroup before the dump"
+    )]
+    ThreadCgroup {
+        pid: i32,
+        tid: i32,
+        hierarchy: String,
+        thread: String,
+        process: String,
+    },
     #[error(
         "processes {pid} and {other} share one {what}; crlab restores every process with its \
          own: dump a tree whose processes share none"

@@ -1,6 +1,7 @@
 //! Descriptors of a dumped process: what each one is, and the open file
 //! descriptions behind them (shared ones recognised with `kcmp`): files reopened by path,
-//! pipes with their contents (read with `tee`), memfds with their contents and seals,
+//! pipes with their contents (read with `tee`), memfds with their contents and seals, regular
+//! files unlinked while open with their contents (when their name is still free),
 //! eventfds, timerfds, signalfds and epoll instances with every registration (its watched file
 //! found with `kcmp(KCMP_EPOLL_TFD)`).
 
@@ -8,8 +9,9 @@ use super::error::image_u32;
 use super::sockets::{read_inet, read_unix, socket_ino, TreeSockets};
 use super::DumpError;
 use crate::image::schema::{
-    file_entry, EpollRegistration, EventFd, EventPoll, Fd, FifoFile, FileEntry, InetSocket,
-    MemfdChunk, MemfdFile, PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd, UnixSocket,
+    file_entry, DeletedFile, EpollRegistration, EventFd, EventPoll, Fd, FifoFile, FileEntry,
+    InetSocket, MemfdChunk, MemfdFile, PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd,
+    UnixSocket,
 };
 use crate::procfs::{read_link, EpollTfd, FdInfo};
 use crate::sys::{
@@ -73,10 +75,19 @@ pub enum FdKind {
     InetSocket {
         ino: u64,
     },
+    /// A regular file unlinked while open, whose path is free and whose directory is still
+    /// there (its contents are read once the engine holds it).
+    Deleted {
+        path: String,
+        dev: u64,
+        ino: u64,
+    },
 }
 
 /// The largest memfd whose contents a dump keeps (in `files.img`, whose messages are bounded).
 const MEMFD_MAX: u64 = 64 << 20;
+/// The largest deleted file whose contents a dump keeps, for the same reason.
+const DELETED_MAX: u64 = 64 << 20;
 
 /// `<sys/epoll.h>`'s flags as the `u32` of an event mask.
 const EPOLLEXCLUSIVE: u32 = 1 << 28;
@@ -225,24 +236,34 @@ pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, Dump
         FdKind::Memfd {
             name: name.to_owned(),
         }
-    } else if target.ends_with(" (deleted)") {
+    } else if target == "/secretmem (deleted)" {
+        return Err(unsupported(
+            "a memfd_secret descriptor",
+            "close it before the dump or run the process without it",
+        ));
+    } else if target.ends_with(" (deleted)") && !names_itself(&link, &target) {
         use std::os::unix::fs::FileTypeExt;
-        return Err(if std::fs::metadata(&link).is_ok_and(|m| m.is_dir()) {
-            unsupported(
-                "a deleted directory",
-                "keep the directory until the dump is done, or close it",
-            )
-        } else if std::fs::metadata(&link).is_ok_and(|m| m.file_type().is_fifo()) {
-            unsupported(
-                "a named pipe (FIFO) whose path was removed",
-                "keep the FIFO in place until the dump is done",
-            )
+        if std::fs::metadata(&link).is_ok_and(|m| m.is_file()) {
+            let (path, dev, ino) = deleted_file(pid, &format!("fd {fd}"), &link, &target)?;
+            FdKind::Deleted { path, dev, ino }
         } else {
-            unsupported(
-                "a deleted file",
-                "keep the file on disk until the dump is done",
-            )
-        });
+            return Err(if std::fs::metadata(&link).is_ok_and(|m| m.is_dir()) {
+                unsupported(
+                    "a deleted directory",
+                    "keep the directory until the dump is done, or close it",
+                )
+            } else if std::fs::metadata(&link).is_ok_and(|m| m.file_type().is_fifo()) {
+                unsupported(
+                    "a named pipe (FIFO) whose path was removed",
+                    "keep the FIFO in place until the dump is done",
+                )
+            } else {
+                unsupported(
+                    "a deleted device or special file",
+                    "keep it in place until the dump is done",
+                )
+            });
+        }
     } else if target.starts_with('/') {
         let meta = std::fs::metadata(&link).map_err(|source| crate::procfs::ProcError::Io {
             path: link.clone(),
@@ -309,6 +330,86 @@ pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, Dump
     Ok(FdDesc { fd, kind, info })
 }
 
+/// Whether the link target `target` of `link`, which ends with " (deleted)", is the name of
+/// the very file (a live file whose name ends so), not the kernel's mark of an unlinked one.
+fn names_itself(link: &str, target: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(link), std::fs::symlink_metadata(target)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// A regular file `pid` holds (`holder`: a descriptor or a mapping, `link` its /proc link)
+/// that was unlinked: restorable when the restore
+/// can make it again under the same name. Refused when that name now belongs to another file
+/// or its directory is gone (the name would differ), when it still has other names (hard
+/// links a new file would not share), when it is not on the filesystem its path leads to (a
+/// kernel-internal file), or when it is larger than [`DELETED_MAX`].
+pub fn deleted_file(
+    pid: i32,
+    holder: &str,
+    link: &str,
+    target: &str,
+) -> Result<(String, u64, u64), DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    let path = target.strip_suffix(" (deleted)").unwrap_or(target);
+    let refuse = |why, hint| DumpError::DeletedFile {
+        pid,
+        holder: holder.to_owned(),
+        path: path.to_owned(),
+        why,
+        hint,
+    };
+    let meta = std::fs::metadata(link).map_err(|source| crate::procfs::ProcError::Io {
+        path: link.to_owned(),
+        source,
+    })?;
+    if crate::image::check_path(path).is_err() {
+        return Err(refuse(
+            "its path cannot be held by an image",
+            "keep the file on disk until the dump is done",
+        ));
+    }
+    let parent = std::path::Path::new(path)
+        .parent()
+        .map(std::fs::metadata)
+        .and_then(Result::ok)
+        .filter(std::fs::Metadata::is_dir);
+    let Some(parent) = parent else {
+        return Err(refuse(
+            "its directory is gone, so the restored file's name would differ",
+            "keep its directory until the dump is done",
+        ));
+    };
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(refuse(
+            "its path now names another file, so the restored file's name would differ",
+            "remove or rename the file now at that path before the dump",
+        ));
+    }
+    if meta.nlink() != 0 {
+        return Err(refuse(
+            "it still has other names (hard links), which a file made again would not share",
+            "keep the file at its path until the dump is done",
+        ));
+    }
+    if parent.dev() != meta.dev() {
+        return Err(refuse(
+            "it is not on the filesystem its path leads to now (a kernel-internal file, or its \
+             filesystem was unmounted)",
+            "close it before the dump",
+        ));
+    }
+    if meta.len() > DELETED_MAX {
+        return Err(refuse(
+            "it is larger than 64 MiB, the most of a deleted file's contents crlab keeps",
+            "truncate or close it before the dump",
+        ));
+    }
+    Ok((path.to_owned(), meta.dev(), meta.ino()))
+}
+
 /// What an anonymous-inode descriptor this engine does not restore is, named after its link
 /// (`anon_inode:inotify`), with what to do.
 fn anon_kind(name: &str) -> (&'static str, &'static str) {
@@ -363,6 +464,10 @@ pub struct FileTableBuilder {
     fifos: std::collections::HashSet<(u64, u64)>,
     /// The memfds (device, inode) whose contents an entry holds already.
     memfds: HashSet<(u64, u64)>,
+    /// The deleted files (device, inode) whose contents an entry holds already.
+    deleted: HashSet<(u64, u64)>,
+    /// The entries made for mappings of deleted files: (device, inode, open mode) -> id.
+    mapped: HashMap<(u64, u64, i32), u32>,
 }
 
 impl FileTableBuilder {
@@ -496,6 +601,20 @@ impl FileTableBuilder {
                             let s: InetSocket = read_inet(pid, desc.fd, *ino, sockets, &fd)?;
                             file_entry::Kind::InetSocket(s)
                         }
+                        FdKind::Deleted { path, dev, ino } => {
+                            let first = self.deleted.insert((*dev, *ino));
+                            let mut d = if first {
+                                read_deleted(pid, &format!("fd {}", desc.fd), &fd, &meta)?
+                            } else {
+                                DeletedFile::default()
+                            };
+                            d.path = path.clone();
+                            d.pos = desc.info.pos;
+                            d.dev = *dev;
+                            d.ino = *ino;
+                            d.first = first;
+                            file_entry::Kind::Deleted(d)
+                        }
                     };
                     self.files.push((
                         FileEntry {
@@ -522,6 +641,81 @@ impl FileTableBuilder {
             }
         }
         Ok(table)
+    }
+
+    /// Gives every mapping of a deleted regular file among `vmas` of `pid` (its path ending in
+    /// " (deleted)", checked restorable by [`super::memory::vmas`]) a description of the file
+    /// in the table to be mapped from, opened as the mapping needs it (read-write for a shared
+    /// mapping that is or may be made writable). The file's
+    /// contents are read through `/proc/PID/map_files`, once per file.
+    pub fn add_mappings(
+        &mut self,
+        pid: i32,
+        vmas: &mut [crate::image::schema::Vma],
+    ) -> Result<(), DumpError> {
+        use crate::image::schema::VmaKind;
+        for v in vmas.iter_mut() {
+            let Some(path) = v.path.strip_suffix(" (deleted)").map(str::to_owned) else {
+                continue;
+            };
+            let shared = v.kind == VmaKind::FileShared as i32;
+            if !shared && v.kind != VmaKind::FilePrivate as i32 {
+                continue;
+            }
+            let holder = format!("mapping {:#x}-{:#x}", v.start, v.end);
+            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+            let file: OwnedFd = std::fs::File::open(&link)
+                .map_err(|source| crate::procfs::ProcError::Io {
+                    path: link.clone(),
+                    source,
+                })?
+                .into();
+            let meta =
+                nix::sys::stat::fstat(&file).map_err(|source| crate::sys::SysError::Call {
+                    op: "fstat",
+                    tid: pid,
+                    source,
+                })?;
+            let key = (meta.st_dev, meta.st_ino);
+            let writable = v.prot & libc::PROT_WRITE as u32 != 0 || v.may_write;
+            let mode = if shared && writable {
+                libc::O_RDWR
+            } else {
+                libc::O_RDONLY
+            };
+            let id = match self.mapped.get(&(key.0, key.1, mode)) {
+                Some(&id) => id,
+                None => {
+                    let id =
+                        u32::try_from(self.files.len() + 1).map_err(|_| DumpError::OutOfRange {
+                            pid,
+                            what: "the number of open files of the tree",
+                            value: i64::try_from(self.files.len()).unwrap_or(i64::MAX),
+                        })?;
+                    let first = self.deleted.insert(key);
+                    let mut d = if first {
+                        read_deleted(pid, &holder, &file, &meta)?
+                    } else {
+                        DeletedFile::default()
+                    };
+                    d.path = path.clone();
+                    d.dev = key.0;
+                    d.ino = key.1;
+                    d.first = first;
+                    let entry = FileEntry {
+                        id,
+                        flags: u32::try_from(mode).unwrap_or(0),
+                        kind: Some(file_entry::Kind::Deleted(d)),
+                    };
+                    self.files.push((entry, file, key));
+                    self.mapped.insert((key.0, key.1, mode), id);
+                    id
+                }
+            };
+            // The path keeps its " (deleted)" (see the image's Vma.deleted_file).
+            v.deleted_file = id;
+        }
+        Ok(())
     }
 
     /// The registrations of the epoll instance at `efd` of `pid`, each on the file `pid` has
@@ -637,6 +831,7 @@ fn signalling(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<(), DumpError> 
             FdKind::Epoll { .. } => "anon_inode:[eventpoll]".into(),
             FdKind::Memfd { name } => format!("/memfd:{name} (deleted)"),
             FdKind::UnixSocket { ino } | FdKind::InetSocket { ino } => format!("socket:[{ino}]"),
+            FdKind::Deleted { path, .. } => format!("{path} (deleted)"),
         },
         what,
     };
@@ -741,6 +936,28 @@ fn read_memfd(
         pid,
         what: format!("duplicating the memfd of fd {}: {e}", desc.fd),
     })?);
+    let chunks = read_chunks(pid, &format!("fd {}", desc.fd), "memfd", &copy, size)?;
+    Ok(MemfdFile {
+        size,
+        chunks,
+        seals,
+        label: crate::selinux::label_of(file.as_fd()),
+        mode: meta.st_mode & 0o7777,
+        uid: meta.st_uid,
+        gid: meta.st_gid,
+        ..MemfdFile::default()
+    })
+}
+
+/// A file's contents up to `size`, as runs of the pages that are not all zeros (`what` names
+/// the file in errors).
+fn read_chunks(
+    pid: i32,
+    holder: &str,
+    what: &str,
+    copy: &std::fs::File,
+    size: u64,
+) -> Result<Vec<MemfdChunk>, DumpError> {
     let mut chunks: Vec<MemfdChunk> = Vec::new();
     let mut page = vec![0u8; crate::sys::usize_of(crate::sys::PAGE_SIZE)];
     let mut offset = 0;
@@ -750,7 +967,7 @@ fn read_memfd(
         copy.read_exact_at(buf, offset)
             .map_err(|e| DumpError::Transport {
                 pid,
-                what: format!("reading the memfd of fd {} at {offset}: {e}", desc.fd),
+                what: format!("reading the {what} of {holder} at {offset}: {e}"),
             })?;
         if buf.iter().any(|&b| b != 0) {
             match chunks.last_mut() {
@@ -765,15 +982,42 @@ fn read_memfd(
         }
         offset += want as u64;
     }
-    Ok(MemfdFile {
+    Ok(chunks)
+}
+
+/// A deleted file's contents (read through a new read-only description opened from the
+/// engine's copy, since the process's may be write-only; the process's offset stays), size,
+/// mode, owner and label.
+fn read_deleted(
+    pid: i32,
+    holder: &str,
+    file: &OwnedFd,
+    meta: &libc::stat,
+) -> Result<DeletedFile, DumpError> {
+    let size = u64::try_from(meta.st_size).unwrap_or(0);
+    if size > DELETED_MAX {
+        return Err(DumpError::DeletedFile {
+            pid,
+            holder: holder.to_owned(),
+            path: read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_default(),
+            why: "it is larger than 64 MiB, the most of a deleted file's contents crlab keeps",
+            hint: "truncate or close it before the dump",
+        });
+    }
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let copy = std::fs::File::open(&path).map_err(|e| DumpError::Transport {
+        pid,
+        what: format!("opening the deleted file of {holder} for reading ({path}): {e}"),
+    })?;
+    let chunks = read_chunks(pid, holder, "deleted file", &copy, size)?;
+    Ok(DeletedFile {
         size,
         chunks,
-        seals,
         label: crate::selinux::label_of(file.as_fd()),
         mode: meta.st_mode & 0o7777,
         uid: meta.st_uid,
         gid: meta.st_gid,
-        ..MemfdFile::default()
+        ..DeletedFile::default()
     })
 }
 
@@ -842,5 +1086,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("socket"), "{e}");
+    }
+
+    #[test]
+    fn classifies_a_deleted_file_by_whether_its_name_is_free() {
+        let me = nix::unistd::getpid().as_raw();
+        let none = TreeSockets::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = std::fs::canonicalize(dir.path()).unwrap().join("held");
+        std::fs::write(&path, b"contents").unwrap();
+        let held = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let kind = classify(me, held.as_raw_fd(), &none).unwrap().kind;
+        assert!(
+            matches!(&kind, FdKind::Deleted { path: p, .. } if std::path::Path::new(p) == path),
+            "{kind:?}"
+        );
+        std::fs::write(&path, b"another").unwrap();
+        let e = classify(me, held.as_raw_fd(), &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("deleted file") && e.contains("another file"),
+            "{e}"
+        );
     }
 }

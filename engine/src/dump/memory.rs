@@ -32,7 +32,32 @@ pub fn classify(pid: i32, m: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
         "/dev/zero (deleted)" | "/dev/zero" if m.shared() => VmaKind::AnonShared,
         p if p.starts_with("/SYSV") => return Err(unsupported("System V shared memory")),
         p if p.starts_with("/memfd:") => return Err(unsupported("a memfd mapping")),
-        p if p.ends_with(" (deleted)") => return Err(unsupported("a mapping of a deleted file")),
+        p if p.starts_with("/[aio]") => return Err(unsupported("an AIO ring (io_setup)")),
+        p if p.starts_with("/anon_hugepage") => {
+            return Err(unsupported("a shared anonymous hugetlb mapping"))
+        }
+        p if p.starts_with("/secretmem") => return Err(unsupported("a memfd_secret mapping")),
+        p if p.ends_with(" (deleted)") => {
+            // Kept with its " (deleted)"; the file table records the file
+            // (`FileTableBuilder::add_mappings`).
+            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+            if !std::fs::metadata(&link).is_ok_and(|md| md.is_file()) {
+                return Err(unsupported(
+                    "a mapping of a deleted file that is not a regular file",
+                ));
+            }
+            let exe = crate::procfs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            if exe == p {
+                return Err(unsupported("a mapping of its deleted executable"));
+            }
+            let holder = format!("mapping {:#x}-{:#x}", m.start, m.end);
+            super::files::deleted_file(pid, &holder, &link, p)?;
+            if m.shared() {
+                VmaKind::FileShared
+            } else {
+                VmaKind::FilePrivate
+            }
+        }
         p if p.starts_with('/') => {
             if m.shared() {
                 VmaKind::FileShared
@@ -119,6 +144,7 @@ pub fn vmas(pid: i32, maps: &[MapEntry], flags: &[VmFlags]) -> Result<Vec<Vma>, 
             advice,
             lock,
             may_write,
+            deleted_file: 0,
         });
     }
     Ok(out)

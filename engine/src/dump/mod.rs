@@ -12,6 +12,7 @@
 //! once complete ([`ImageDirWriter::new_dump`]); a failed dump leaves the old one intact.
 
 mod audit;
+mod cgroup;
 mod error;
 mod files;
 mod memory;
@@ -282,12 +283,14 @@ fn dump_process(
         source,
     });
     let maps = MapEntry::read(pid)?;
-    let vmas = memory::vmas(pid, &maps, &procfs::VmFlags::read(pid)?)?;
+    let mut vmas = memory::vmas(pid, &maps, &procfs::VmFlags::read(pid)?)?;
     failpoint!("dump.proc.status", |source| procfs::ProcError::Io {
         path: format!("/proc/{pid}/status"),
         source,
     });
     let status = Status::read(pid)?;
+    let tids: Vec<i32> = tree.processes[idx].tracees.iter().map(|t| t.tid).collect();
+    let cgroups = cgroup::read(pid, &tids)?;
     failpoint!("dump.proc.mem", |source| crate::sys::SysError::Io {
         what: format!("reading /proc/{pid}/mem"),
         source,
@@ -317,6 +320,7 @@ fn dump_process(
     let drained = transport.drain(leader, scratch, &fd_list);
     transport.close(leader, opened)?;
     let fds = files.add_process(pid, &descs, drained?, sockets)?;
+    files.add_mappings(pid, &mut vmas)?;
 
     // Per-thread state.
     let mut cores = Vec::new();
@@ -409,6 +413,7 @@ fn dump_process(
         thp_disable: state.thp_disable,
         itimers: state.itimers,
         membarrier: state.membarrier,
+        cgroups,
     };
     let mm = Mm {
         vmas,

@@ -223,6 +223,16 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A cgroup hierarchy of the image ([`schema::Cgroup`]) in words: `cgroup v2`, or
+/// `the cgroup v1 hierarchy cpu,cpuacct` after its controllers.
+pub fn cgroup_hierarchy(controllers: &str) -> String {
+    if controllers.is_empty() {
+        "cgroup v2".to_owned()
+    } else {
+        format!("the cgroup v1 hierarchy {controllers}")
+    }
+}
+
 /// The path of a Unix socket name as the image holds it (`sun_path` as the kernel reports it,
 /// with its terminating NUL for a path), or `None` for an abstract name or none.
 pub fn unix_socket_path(name: &[u8]) -> Option<std::path::PathBuf> {

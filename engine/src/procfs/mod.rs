@@ -2,6 +2,7 @@
 //!
 //! Parsers take text and are unit-tested; readers add the path and the error.
 
+mod cgroup;
 mod fdinfo;
 mod maps;
 mod pagemap;
@@ -10,6 +11,7 @@ mod stat;
 mod status;
 mod timers;
 
+pub use cgroup::{CgroupLine, CgroupMount};
 pub use fdinfo::{EpollTfd, EventFdInfo, FdInfo};
 pub use maps::MapEntry;
 pub use pagemap::PagemapReader;

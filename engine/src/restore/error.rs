@@ -65,6 +65,26 @@ pub enum RestoreError {
         #[source]
         source: crate::selinux::SelinuxError,
     },
+    #[error(
+        "process {pid} was in cgroup {path} of {hierarchy}, which is not mounted here (no such \
+         mount in /proc/self/mountinfo shows it); mount that hierarchy, or restore on a host \
+         with the same cgroup layout"
+    )]
+    CgroupNotMounted {
+        pid: i32,
+        hierarchy: String,
+        path: String,
+    },
+    #[error("process {pid} cannot join cgroup {path} of {hierarchy} ({}): {what}", .dir.display())]
+    Cgroup {
+        pid: i32,
+        hierarchy: String,
+        path: String,
+        dir: std::path::PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Selinux(#[from] super::context::SelinuxRefusal),
     #[error(transparent)]

@@ -5,6 +5,9 @@
 //! processes is one pipe. Each process then `dup3`s what it had to its
 //! original numbers and closes the parked ones.
 //!
+//! A deleted file is made again at its path, filled, and unlinked at once; its descriptions are
+//! opened from it through /proc, so their names read "PATH (deleted)" as before.
+//!
 //! Eventfds, timerfds, signalfds and epoll instances are made the same way, by the root, with
 //! their counter, time, unread expirations or mask; an epoll's registrations are added once its
 //! process has every descriptor at its number, by that process, with the original numbers
@@ -13,8 +16,8 @@
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{
-    file_entry, EventFd, Fd, FifoFile, FileEntry, FileTable, MemfdFile, PathFileType, Pipe,
-    SignalFd, SocketOption, TimerFd, UnixSocket, UnixSocketType,
+    file_entry, DeletedFile, EventFd, Fd, FifoFile, FileEntry, FileTable, MemfdFile, PathFileType,
+    Pipe, SignalFd, SocketOption, TimerFd, UnixSocket, UnixSocketType,
 };
 use crate::sys::{
     fd_of, send_all, set_pipe_capacity, set_sockopt_bytes, set_sockopt_int, set_sockopt_timeval,
@@ -42,6 +45,9 @@ struct Made {
     /// open while its descriptions are opened, so that no open blocks and its refilled buffer
     /// stays.
     fifos: HashMap<(u64, u64), u64>,
+    /// Each deleted file made again (device, inode at dump -> a read-write descriptor of it in
+    /// the root, unlinked already), its descriptions opened from it.
+    deleted: HashMap<(u64, u64), u64>,
 }
 
 /// Opens every file description in `table` inside the (root) task, parking
@@ -95,6 +101,11 @@ pub fn open_all(
         remote
             .syscall("close", libc::SYS_close, &[*fd])
             .step(pid, "a memfd")?;
+    }
+    for fd in made.deleted.values() {
+        remote
+            .syscall("close", libc::SYS_close, &[*fd])
+            .step(pid, "a deleted file")?;
     }
     for (r, w) in made.pipe_ends.values() {
         remote
@@ -218,6 +229,45 @@ fn open_one(
                         &[fd, m.pos, libc::SEEK_SET as u64],
                     )
                     .step(pid, "the offset of a memfd")?;
+            }
+            Ok(fd)
+        }
+        Some(file_entry::Kind::Deleted(d)) => {
+            let t = match made.deleted.get(&(d.dev, d.ino)) {
+                Some(t) => *t,
+                None if d.first => {
+                    let t = create_deleted(remote, pid, scratch, entry.id, d, above)?;
+                    made.deleted.insert((d.dev, d.ino), t);
+                    t
+                }
+                None => {
+                    return Err(RestoreError::Inconsistent(format!(
+                        "file {} is a description of the deleted file {} which no earlier file \
+                         makes",
+                        entry.id, d.path
+                    )))
+                }
+            };
+            // Each description is its own, with its flags and offset; opened through /proc,
+            // it is the same (unlinked) file, and its name reads "PATH (deleted)".
+            let flags = open_flags(entry.flags)
+                & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+            let fd = remote
+                .open(
+                    "open(deleted file)",
+                    scratch,
+                    &format!("/proc/self/fd/{t}"),
+                    flags | libc::O_CLOEXEC,
+                )
+                .step(pid, "a deleted file")?;
+            if d.pos != 0 {
+                remote
+                    .syscall(
+                        "lseek",
+                        libc::SYS_lseek,
+                        &[fd, d.pos, libc::SEEK_SET as u64],
+                    )
+                    .step(pid, "the offset of a deleted file")?;
             }
             Ok(fd)
         }
@@ -408,6 +458,104 @@ fn create_memfd(
             .step(pid, "the seals of a memfd")?;
     }
     Ok(fd)
+}
+
+/// The deleted file `d` made again at its path (which must be free: `O_CREAT | O_EXCL`) by
+/// the root, at a number above `above`; filled, labelled, given its size, owner and mode by
+/// the engine through /proc, then unlinked, whether that worked or not (a failed restore
+/// leaves no file behind).
+fn create_deleted(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    id: u32,
+    d: &DeletedFile,
+    above: u64,
+) -> Result<u64, RestoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let made = remote
+        .open(
+            "open(O_CREAT | O_EXCL)",
+            scratch,
+            &d.path,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+        )
+        .map_err(|source| RestoreError::File {
+            pid,
+            what: format!(
+                "making the deleted file of open file {id} again at its path, which must be free"
+            ),
+            path: d.path.clone(),
+            source,
+        })?;
+    let proc_path = format!("/proc/{pid}/fd/{made}");
+    let filled = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&proc_path)
+        .map_err(|e| format!("opening {proc_path}: {e}"))
+        .and_then(|f| fill_deleted(&f, d).map(|()| f));
+    // Unlinked at once, if the path still names the file made (nobody replaced it).
+    let unlinked = match &filled {
+        Ok(f) => match (f.metadata(), std::fs::symlink_metadata(&d.path)) {
+            (Ok(ours), Ok(named)) if ours.dev() == named.dev() && ours.ino() == named.ino() => {
+                std::fs::remove_file(&d.path).map_err(|e| format!("unlinking it: {e}"))
+            }
+            _ => Err("its path no longer names the file made".to_owned()),
+        },
+        Err(_) => {
+            if let Err(e) = std::fs::remove_file(&d.path) {
+                tracing::warn!(path = d.path, error = %e, "removing a deleted file made again");
+            }
+            Ok(())
+        }
+    };
+    let fail = |what: String| {
+        RestoreError::Inconsistent(format!(
+            "the deleted file {} of open file {id} (process {pid}): {what}",
+            d.path
+        ))
+    };
+    filled.map_err(fail)?;
+    unlinked.map_err(fail)?;
+    let fd = remote
+        .syscall(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            &[made, libc::F_DUPFD_CLOEXEC as u64, above],
+        )
+        .step(pid, "a deleted file")?;
+    remote
+        .syscall("close", libc::SYS_close, &[made])
+        .step(pid, "a deleted file")?;
+    Ok(fd)
+}
+
+/// Gives the file `f` made for `d` its label, size, contents, owner and mode (the mode last:
+/// a change of owner clears the set-user-id and set-group-id bits).
+fn fill_deleted(f: &std::fs::File, d: &DeletedFile) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if !d.label.is_empty() {
+        crate::selinux::set_label(f.as_fd(), &d.label)
+            .map_err(|e| format!("giving it its label {}: {e}", d.label))?;
+    }
+    f.set_len(d.size)
+        .map_err(|e| format!("setting its size {}: {e}", d.size))?;
+    for c in &d.chunks {
+        let end = c.offset.saturating_add(c.data.len() as u64);
+        if end > d.size {
+            return Err(format!(
+                "the image has contents up to {end}, beyond its size {}",
+                d.size
+            ));
+        }
+        f.write_all_at(&c.data, c.offset)
+            .map_err(|e| format!("writing its contents at {}: {e}", c.offset))?;
+    }
+    std::os::unix::fs::fchown(f, Some(d.uid), Some(d.gid))
+        .map_err(|e| format!("giving it its owner {}:{}: {e}", d.uid, d.gid))?;
+    f.set_permissions(std::fs::Permissions::from_mode(d.mode & 0o7777))
+        .map_err(|e| format!("giving it its mode {:o}: {e}", d.mode))?;
+    Ok(())
 }
 
 /// `O_NONBLOCK` of an open file's flags, as the `*_NONBLOCK` flag of the calls that create

@@ -327,6 +327,7 @@ pub fn map_vmas(
     mm: &Mm,
     scratch: Scratch,
     inherited: &[(u64, u64)],
+    parked: &super::files::Parked,
 ) -> Result<(), RestoreError> {
     let mut open: Option<OpenFile> = None;
     for v in &mm.vmas {
@@ -337,7 +338,7 @@ pub fn map_vmas(
         {
             continue;
         }
-        map_cached(remote, pid, v, scratch, &mut open)?;
+        map_cached(remote, pid, v, scratch, &mut open, Some(parked))?;
     }
     if let Some(file) = open {
         file.close(remote, pid)?;
@@ -399,7 +400,7 @@ pub fn map_one(
     scratch: Scratch,
 ) -> Result<(), RestoreError> {
     let mut open = None;
-    map_cached(remote, pid, v, scratch, &mut open)?;
+    map_cached(remote, pid, v, scratch, &mut open, None)?;
     match open {
         Some(file) => file.close(remote, pid),
         None => Ok(()),
@@ -407,13 +408,16 @@ pub fn map_one(
 }
 
 /// Maps one image mapping at its address; a file mapping reuses `open` when it is the same
-/// file in the same mode, and leaves its file there for the next one.
+/// file in the same mode, and leaves its file there for the next one. A mapping of a deleted
+/// file maps the description of it the root made and every process holds, parked
+/// (`parked`), until its descriptors are installed.
 fn map_cached(
     remote: &mut Remote,
     pid: i32,
     v: &Vma,
     scratch: Scratch,
     open: &mut Option<OpenFile>,
+    parked: Option<&super::files::Parked>,
 ) -> Result<(), RestoreError> {
     failpoint!("restore.map.vmas", super::error::injected(pid, "a mapping"));
     let k = kind(v);
@@ -430,6 +434,23 @@ fn map_cached(
         VmaKind::AnonShared => {
             flags |= libc::MAP_SHARED | libc::MAP_ANONYMOUS;
             (u64::MAX, 0)
+        }
+        VmaKind::FilePrivate | VmaKind::FileShared if v.deleted_file != 0 => {
+            flags |= if k == VmaKind::FileShared {
+                libc::MAP_SHARED
+            } else {
+                libc::MAP_PRIVATE
+            };
+            let fd = parked
+                .and_then(|p| p.fds.get(&v.deleted_file))
+                .ok_or_else(|| {
+                    RestoreError::Inconsistent(format!(
+                        "mapping {:#x}-{:#x} of the deleted file {} names file {}, which \
+                         files.img lacks",
+                        v.start, v.end, v.path, v.deleted_file
+                    ))
+                })?;
+            (*fd, v.pgoff)
         }
         VmaKind::FilePrivate | VmaKind::FileShared => {
             let shared = k == VmaKind::FileShared;

@@ -11,6 +11,7 @@
 //! ([`image::Trust`]), every path they name ([`image::check_path`]), and the pids they
 //! need, waited for while zombies hold them (`pids`).
 
+mod cgroup;
 mod context;
 mod creds;
 mod error;
@@ -85,6 +86,9 @@ fn check_interrupt() -> Result<(), RestoreError> {
 #[derive(Debug)]
 pub struct Restored {
     pub root_pid: i32,
+    /// What the restore did that its user should know, one sentence each (a cgroup made
+    /// again).
+    pub notes: Vec<String>,
 }
 
 /// Everything the images say about one process.
@@ -187,6 +191,9 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
             Some(file_entry::Kind::Fifo(f)) => {
                 checked_path(reader, image::FILES, "path of a named pipe", &f.path)?;
             }
+            Some(file_entry::Kind::Deleted(d)) => {
+                checked_path(reader, image::FILES, "path of a deleted file", &d.path)?;
+            }
             Some(file_entry::Kind::UnixSocket(s)) => {
                 if let Some(path) = image::unix_socket_path(&s.name) {
                     let path = path.to_string_lossy();
@@ -208,6 +215,9 @@ fn check_paths(
 ) -> Result<(), RestoreError> {
     let task_file = image::task_name(pid);
     checked_path(reader, &task_file, "working directory", &task.cwd)?;
+    for c in &task.cgroups {
+        checked_path(reader, &task_file, "cgroup", &c.path)?;
+    }
     let mm_file = image::mm_name(pid);
     checked_path(reader, &mm_file, "executable", &mm.exe_path)?;
     for v in &mm.vmas {
@@ -253,6 +263,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         .collect();
     context::check_descriptors(&uses)?;
     context::check_sockets(&table)?;
+    let memberships: Vec<(i32, &[image::schema::Cgroup])> = procs
+        .iter()
+        .map(|p| (p.pid, p.task.cgroups.as_slice()))
+        .collect();
+    let mut cgroups = cgroup::Cgroups::plan(&memberships)?;
     let ids: Vec<i32> = procs.iter().flat_map(|p| p.tids.iter().copied()).collect();
     pids::wait_free(&ids, opts.pid_wait)?;
     check_interrupt()?;
@@ -269,6 +284,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         pids: vec![root_pid],
         armed: true,
     };
+    // In its cgroups before anything is charged to it; its children start there too.
+    cgroups.join(root_pid)?;
     let me = nix::unistd::getpid().as_raw();
     let own_maps = MapEntry::read(me).map_err(|e| RestoreError::Inconsistent(e.to_string()))?;
     let mut root = Remote::new(root_t, find_syscall_gadget(me, &own_maps)?, root_t.regs()?)?;
@@ -304,6 +321,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
                 let parent = live_of(&mut lives, p.entry.ppid)?;
                 let t =
                     tree::clone_in(&mut parent.leader, scratch, p.pid, false, &mut cleanup.pids)?;
+                cgroups.join(p.pid)?;
                 let mut leader = Remote::new(t, tramp.gadget, t.regs()?)?;
                 tramp.adopt(&mut leader);
                 lives.push(Live {
@@ -434,7 +452,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         }
     }
     info!(pid = root_pid, processes = lives.len(), "restored");
-    Ok(Restored { root_pid })
+    Ok(Restored {
+        root_pid,
+        notes: cgroups.keep(),
+    })
 }
 
 /// The context the restore gives process `p`: `--lsm-profile`, else its leader's as dumped.
@@ -491,7 +512,7 @@ fn rebuild_process(
     if !root {
         memory::clear_address_space(&mut live.leader, pid, mm, tramp, keep)?;
     }
-    memory::map_vmas(&mut live.leader, pid, mm, scratch, keep)?;
+    memory::map_vmas(&mut live.leader, pid, mm, scratch, keep, parked)?;
     memory::fill_pages(&live.leader, pid, mm, reader.pages(live.img.entry.pid)?)?;
     memory::advise(&mut live.leader, pid, mm)?;
     memory::set_mm_fields(&mut live.leader, pid, mm, scratch)?;

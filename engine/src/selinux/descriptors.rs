@@ -89,7 +89,8 @@ pub fn recreated(fds: &[Fd], table: &FileTable) -> Vec<Descriptor> {
                     | file_entry::Kind::Memfd(_)
                     | file_entry::Kind::UnixSocket(_)
                     | file_entry::Kind::InetSocket(_)
-                    | file_entry::Kind::Fifo(_),
+                    | file_entry::Kind::Fifo(_)
+                    | file_entry::Kind::Deleted(_),
                 )
                 | None => Recreated::Other,
             };

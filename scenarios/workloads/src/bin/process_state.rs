@@ -44,7 +44,18 @@
 //!   CAP_NET_BIND_SERVICE into the inheritable and ambient sets, CAP_SYS_BOOT out of the
 //!   bounding set, and the keep-capabilities bit;
 //! - `caps-user`: the same, then the ids changed to 65534 with the permitted set kept, as a
-//!   container's non-root process holding a capability.
+//!   container's non-root process holding a capability;
+//! - `deleted-file`: a file of the state dir (a page of a pattern, two pages of zeros, 100
+//!   bytes of a pattern; mode 0640, owner 4242:4343) held by three descriptors, then unlinked: a read-write
+//!   `O_APPEND` description at offset 1234 with a `dup` of it, and a read-only `O_NONBLOCK`
+//!   one at offset 77. Each descriptor's name ("PATH (deleted)"), flags, offset, the file's
+//!   mode, size, link count and contents are compared; after, a write through the first is
+//!   read through the other: they are one file;
+//! - `deleted-mapping`: a file of three pages of a pattern mapped shared read-write whole,
+//!   its last page mapped shared read-only once more and its middle page mapped private (and
+//!   written to), its descriptor closed, then unlinked: each mapping's line of
+//!   `/proc/self/maps` (permissions, name "PATH (deleted)") and contents are compared; after,
+//!   a write through the read-write mapping is read through the read-only one.
 //!
 //! Each kind's state is read (from `/proc/self` or the system call that tells it) before the
 //! wait, where setup also checks it took effect, and again after: the two must be equal.
@@ -57,6 +68,9 @@ use crlab_workloads::runtime::{Checks, Workload};
 use crlab_workloads::sys;
 
 const PAGE: usize = 4096;
+/// `deleted-file`'s file and the seed of its pattern.
+const DELETED_FILE: &str = "deleted.bin";
+const DELETED_SEED: u64 = 0xde1e_7ed0;
 const CHILD_GO: &str = "child-go";
 const NOBODY: u32 = 65534;
 const CAP_NET_BIND_SERVICE: u32 = 10;
@@ -82,6 +96,11 @@ struct Set {
     /// The second thread of `thread-state`: its handle (it returns its state after the wake),
     /// the pipe end that wakes it, and its state before.
     thread: Option<(JoinHandle<io::Result<String>>, i32, String)>,
+    /// The descriptors of `deleted-file`: read-write, its dup, read-only.
+    fds: Vec<i32>,
+    /// The mappings of `deleted-mapping`: (address, length) of the shared read-write, shared
+    /// read-only and private ones.
+    mapped: Vec<(usize, usize)>,
 }
 
 /// `ioprio` kind's I/O priority: best effort (class 2 << 13), level 5.
@@ -345,6 +364,61 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             set.pages.push(addr);
         }
         "thread-state" => set.thread = Some(second_thread()?),
+        "deleted-mapping" => {
+            let path = w.path(DELETED_FILE);
+            std::fs::write(&path, sys::pattern(DELETED_SEED, 0, 3 * PAGE))?;
+            let c = sys::cstring(&path);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let fd = sys::check(unsafe { libc::open(c.as_ptr(), libc::O_RDWR) }.into())? as i32;
+            let rw = libc::PROT_READ | libc::PROT_WRITE;
+            for (prot, share, offset, len) in [
+                (rw, libc::MAP_SHARED, 0, 3 * PAGE),
+                (libc::PROT_READ, libc::MAP_SHARED, 2 * PAGE, PAGE),
+                (rw, libc::MAP_PRIVATE, PAGE, PAGE),
+            ] {
+                let off = libc::off_t::try_from(offset).unwrap_or(0);
+                // SAFETY: a fresh mapping placed by the kernel.
+                let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, share, fd, off) };
+                if addr == libc::MAP_FAILED {
+                    return Err(io::Error::last_os_error());
+                }
+                set.mapped.push((addr as usize, len));
+            }
+            if let Some(&(private, _)) = set.mapped.last() {
+                // SAFETY: the private mapping is ours, mapped read-write, a page long.
+                unsafe { std::ptr::write_bytes(private as *mut u8, 0x77, 100) };
+            }
+            // SAFETY: closes our own descriptor; the mappings stay.
+            unsafe { libc::close(fd) };
+            std::fs::remove_file(&path)?;
+        }
+        "deleted-file" => {
+            let path = w.path(DELETED_FILE);
+            let mut data = sys::pattern(DELETED_SEED, 0, PAGE);
+            data.extend(std::iter::repeat_n(0, 2 * PAGE));
+            data.extend(sys::pattern(DELETED_SEED, 3 * PAGE, 100));
+            std::fs::write(&path, &data)?;
+            let c = sys::cstring(&path);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let rw = sys::check(
+                unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_APPEND) }.into(),
+            )? as i32;
+            // SAFETY: as above.
+            let ro = sys::check(
+                unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) }.into(),
+            )? as i32;
+            // SAFETY: duplicates our own descriptor.
+            let dup = sys::check(unsafe { libc::dup(rw) }.into())? as i32;
+            sys::lseek(rw, 1234, libc::SEEK_SET)?;
+            sys::lseek(ro, 77, libc::SEEK_SET)?;
+            // SAFETY: changes the mode of our own descriptor's file.
+            sys::check(unsafe { libc::fchmod(rw, 0o640) }.into())?;
+            // SAFETY: changes the owner of our own descriptor's file (the workload runs as
+            // root).
+            sys::check(unsafe { libc::fchown(rw, 4242, 4343) }.into())?;
+            std::fs::remove_file(&path)?;
+            set.fds = vec![rw, dup, ro];
+        }
         "selinux-attrs" => {
             // Values the domain may use: its own context for its next exec, its keys and its
             // sockets; for its files, the label a file it creates in its state directory gets
@@ -872,6 +946,60 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
             let has = flags.split_whitespace().any(|f| f == "mw");
             expect(has, "VmFlags lack mw", flags)
         }
+        "deleted-mapping" => {
+            // Read raw: the name keeps its " (deleted)".
+            let maps = std::fs::read_to_string("/proc/self/maps")?;
+            let mut out = Vec::new();
+            for &(addr, len) in &set.mapped {
+                let prefix = format!("{addr:x}-");
+                let line = maps
+                    .lines()
+                    .find(|l| l.starts_with(&prefix))
+                    .ok_or_else(|| io::Error::other(format!("no mapping at {addr:#x}")))?;
+                // range perms offset dev inode name: all but the device and inode, which a
+                // file made again does not keep.
+                let fields: Vec<&str> = line.splitn(6, ' ').collect();
+                let (range, perms, offset, name) = (
+                    fields.first().copied().unwrap_or_default(),
+                    fields.get(1).copied().unwrap_or_default(),
+                    fields.get(2).copied().unwrap_or_default(),
+                    fields.get(5).copied().unwrap_or_default().trim_start(),
+                );
+                // SAFETY: the mapping is ours, readable, `len` bytes long.
+                let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+                out.push(format!("{range}:{perms}:{offset}:{name}:{:x}", fnv(bytes)));
+            }
+            Ok(out.join(" "))
+        }
+        "deleted-file" => {
+            let mut out = Vec::new();
+            for &fd in &set.fds {
+                let link = std::fs::read_link(format!("/proc/self/fd/{fd}"))?;
+                let flags = sys::fcntl(fd, libc::F_GETFL)?;
+                let pos = sys::lseek(fd, 0, libc::SEEK_CUR)?;
+                out.push(format!("fd{fd}={}:{flags:o}:{pos}", link.display()));
+            }
+            let (Some(&rw), Some(&ro)) = (set.fds.first(), set.fds.last()) else {
+                return Err(io::Error::other("no descriptors"));
+            };
+            let (a, b) = (sys::fstat(rw)?, sys::fstat(ro)?);
+            let mut contents = vec![0u8; usize::try_from(a.st_size).unwrap_or(0)];
+            // SAFETY: reads into our own buffer of that length, at an offset (pread leaves
+            // the description's offset).
+            let n = unsafe { libc::pread(ro, contents.as_mut_ptr().cast(), contents.len(), 0) };
+            let n = usize::try_from(sys::check(n as libc::c_long)?).unwrap_or(0);
+            let sum = fnv(&contents[..n]);
+            out.push(format!(
+                "mode={:o} owner={}:{} size={} nlink={} same={} read={n} fnv={sum:x}",
+                a.st_mode,
+                a.st_uid,
+                a.st_gid,
+                a.st_size,
+                a.st_nlink,
+                (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+            ));
+            Ok(out.join(" "))
+        }
         "caps" | "caps-user" => {
             status_lines(&["Uid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"])
         }
@@ -891,6 +1019,13 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
         }
         _ => Err(io::Error::other("unknown kind")),
     }
+}
+
+/// FNV-1a of `bytes`: contents compared before and after in a line.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// What can only be checked by acting on the state, after the comparison.
@@ -961,6 +1096,48 @@ fn after_checks(checks: &mut Checks, w: &Workload, kind: &str, set: &mut Set) {
             ) {
                 checks.eq("first byte of the mapped file", Some(&b'w'), data.first());
             }
+        }
+        "deleted-mapping" => {
+            let (Some(&(rw, _)), Some(&(ro, _))) = (set.mapped.first(), set.mapped.get(1)) else {
+                return;
+            };
+            // SAFETY: the read-write shared mapping is three pages long; the read-only one
+            // maps its last page.
+            let seen = unsafe {
+                std::ptr::write_volatile((rw + 2 * PAGE + 10) as *mut u8, 0xa5);
+                std::ptr::read_volatile((ro + 10) as *const u8)
+            };
+            checks.eq(
+                "a write through the shared read-write mapping, read through the read-only one",
+                0xa5,
+                seen,
+            );
+        }
+        "deleted-file" => {
+            let (Some(&rw), Some(&ro)) = (set.fds.first(), set.fds.last()) else {
+                return;
+            };
+            let Some(st) = checks.io("fstat", sys::fstat(rw)) else {
+                return;
+            };
+            let end = st.st_size;
+            if checks
+                .io(
+                    "appending through the read-write descriptor",
+                    sys::write(rw, b"after"),
+                )
+                .is_none()
+            {
+                return;
+            }
+            let mut got = [0u8; 5];
+            // SAFETY: reads into our own 5-byte buffer.
+            let n = unsafe { libc::pread(ro, got.as_mut_ptr().cast(), got.len(), end) };
+            checks.eq(
+                "what the read-only descriptor reads of the append",
+                (5, b"after".to_vec()),
+                (n, got.to_vec()),
+            );
         }
         "madvise" | "mlock" | "mlock-user" => {
             for &addr in &set.pages {

@@ -7,6 +7,12 @@
 //!   (`F_SETSIG`) or in `O_ASYNC` mode;
 //! - `memfd`: a shared mapping of a memfd (the memfd's descriptor alone is restored);
 //!   `deleted-dir`: a descriptor of a deleted directory;
+//! - `deleted-reused`: a descriptor of a deleted file whose path now names another file;
+//!   `deleted-dir-gone`: of a deleted file whose directory was removed too (the name a restore
+//!   would give it could not be its own); `deleted-mapping-reused`: a shared mapping of a
+//!   deleted file (its descriptor closed) whose path now names another file; `deleted-large`:
+//!   a deleted file of 65 MiB (sparse), above what a dump keeps; `aio`: an AIO context
+//!   (`io_setup`), whose ring is a mapping of a kernel-internal file;
 //! - `deleted-cwd`: a working directory that was deleted;
 //! - `seccomp`: an allow-all seccomp filter;
 //! - `loginuid`: an audit login uid (1000) that crlab, started by the tests, does not have;
@@ -156,6 +162,64 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
             held.fd = Some(sys::check(fd.into())? as i32);
             std::fs::remove_dir(&dir)?;
+        }
+        "deleted-mapping-reused" => {
+            let path = w.path("mapped-held.bin");
+            std::fs::write(&path, vec![7u8; PAGE])?;
+            let c = sys::cstring(&path);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let fd = sys::check(unsafe { libc::open(c.as_ptr(), libc::O_RDWR) }.into())? as i32;
+            // SAFETY: a fresh shared mapping placed by the kernel.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    PAGE,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            // SAFETY: closes our own descriptor; the mapping stays.
+            unsafe { libc::close(fd) };
+            if addr == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            std::fs::remove_file(&path)?;
+            std::fs::write(&path, b"another file at its path")?;
+        }
+        "aio" => {
+            let mut ctx: libc::c_ulong = 0;
+            // SAFETY: io_setup writes the new context's id into `ctx`, ours.
+            let ret = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx) };
+            sys::check(ret)?;
+        }
+        "deleted-large" => {
+            let path = w.path("large.bin");
+            let file = std::fs::File::create(&path)?;
+            file.set_len(65 << 20)?;
+            drop(file);
+            let c = sys::cstring(&path);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+            held.fd = Some(sys::check(fd.into())? as i32);
+            std::fs::remove_file(&path)?;
+        }
+        "deleted-reused" | "deleted-dir-gone" => {
+            let dir = w.path("held-dir");
+            std::fs::create_dir(&dir)?;
+            let path = dir.join("held.bin");
+            std::fs::write(&path, b"the file held")?;
+            let c = sys::cstring(&path);
+            // SAFETY: `c` is a valid NUL-terminated path.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+            held.fd = Some(sys::check(fd.into())? as i32);
+            std::fs::remove_file(&path)?;
+            if kind == "deleted-reused" {
+                std::fs::write(&path, b"another file at its path")?;
+            } else {
+                std::fs::remove_dir(&dir)?;
+            }
         }
         "deleted-cwd" => {
             let dir = w.path("gone-cwd");
