@@ -411,7 +411,9 @@ fn collect_audit(d: &mut Driver<'_>, s: &Scenario, backend: Backend, marker: u64
 /// Stops what the trial started, in one script: its processes, criu's boolean, its unit.
 /// Best effort: the next trial starts from a fresh directory either way.
 fn clean_up(d: &mut Driver<'_>, s: &Scenario, backend: Backend, unit: &str, p: &Setup) {
-    let mut script = format!("pkill -KILL -f {}/", p.dir);
+    // The pattern in brackets matches the trial's processes but not this script's own
+    // command line, which holds the pattern as written.
+    let mut script = format!("pkill -KILL -f '{}'", self_excluding_pattern(&p.dir));
     if backend == Backend::Criu {
         script += &format!("; setsebool {CRIU_EXECMEM} off");
     }
@@ -419,9 +421,21 @@ fn clean_up(d: &mut Driver<'_>, s: &Scenario, backend: Backend, unit: &str, p: &
         script += &format!("; systemctl stop {unit}; systemctl reset-failed {unit}");
     }
     script += "; true";
-    d.step("clean up", |lab| {
-        sh(lab, &script, "", 60).map(|_| ((), String::new()))
+    // The script ends with `true`: another code means it was cut short.
+    d.step("clean up", |lab| match sh(lab, &script, "", 60)? {
+        (0, _, _) => Ok(((), String::new())),
+        (code, _, e) => Err(format!("`{script}` was cut short ({code}): {e}")),
     });
+}
+
+/// A `pkill -f` pattern for what runs from `dir` (an absolute path of plain characters):
+/// its first character in brackets, so the pattern does not match its own text.
+fn self_excluding_pattern(dir: &str) -> String {
+    let mut chars = dir.chars();
+    match chars.next() {
+        Some(first) => format!("[{first}]{}/", chars.as_str()),
+        None => String::new(),
+    }
 }
 
 /// The scenario policy modules loaded in the lab. A trial loads what it needs and removes
@@ -902,6 +916,30 @@ fn members(ready: &Ready) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clean_up_pattern_matches_the_trials_processes_not_itself() {
+        let pattern = self_excluding_pattern("/var/tmp/crlab/x");
+        assert_eq!(pattern, "[/]var/tmp/crlab/x/");
+        let script = format!("pkill -KILL -f '{pattern}'; setsebool b off");
+        let matches = |line: &str| {
+            std::process::Command::new("grep")
+                .args(["-q", "-E", "-e", &pattern])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().map(|mut i| i.write_all(line.as_bytes()));
+                    c.wait()
+                })
+                .map(|st| st.success())
+                .unwrap()
+        };
+        assert!(matches(
+            "/var/tmp/crlab/x/memory /var/tmp/crlab/x/state nanosleep"
+        ));
+        assert!(!matches(&format!("/bin/sh -c {script}")));
+    }
 
     #[test]
     fn a_shell_word_keeps_its_quotes() {
