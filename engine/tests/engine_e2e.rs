@@ -78,6 +78,53 @@ fn workload_keeps_its_state(
     w.expect_ok();
 }
 
+/// A thread stopped and continued inside a timed wait goes on sleeping in `restart_syscall`,
+/// whose arguments only the kernel's restart block holds (a freezer, a debugger, a dump with
+/// `--leave-running` do the same). The dump names the call from the instruction that set its
+/// number; the restored thread makes it again, not `restart_syscall` (which a new task would
+/// answer with EINTR): the workload's raw `nanosleep` fails its check on an EINTR. (The
+/// libc sleep of the other wait modes sleeps to an absolute time, which restarts without a
+/// restart block.)
+#[rstest]
+fn a_wait_resumed_through_restart_syscall_is_restored(
+    #[values("stop-and-continue", "leave-running")] how: &str,
+) {
+    let mut w = Workload::start("memory", WaitMode::NanosleepAsm, &[ARGV_MARKER]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    let pid = w.pid();
+    if how == "leave-running" {
+        w.dump_ok(&["--leave-running"]);
+        std::fs::remove_dir_all(w.images_dir()).expect("removing the first dump");
+    } else {
+        let target = nix::unistd::Pid::from_raw(pid);
+        let state = |want: char| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|t| {
+                t.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next())
+                    == Some(want)
+            })
+        };
+        nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+        process::wait_until(READY, "the workload to stop", || state('T')).expect("stopped");
+        nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    }
+    let restart = libc::SYS_restart_syscall.to_string();
+    process::wait_until(READY, "the workload to sleep in restart_syscall", || {
+        std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .is_ok_and(|t| t.split_whitespace().next() == Some(restart.as_str()))
+    })
+    .expect("in restart_syscall");
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// How long a test waits for a state the workload reaches at once.
+const READY: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn assert_pages_small(w: &Workload) {
     let bytes = w.pages_bytes();
     assert!(

@@ -325,7 +325,13 @@ fn dump_process(
     // Per-thread state.
     let mut cores = Vec::new();
     for remote in proc.remotes.iter_mut() {
-        cores.push(thread::dump_thread(pid, remote, scratch)?);
+        let tid = remote.tid();
+        let restart = proc
+            .restarts
+            .iter()
+            .find(|(t, _)| *t == tid)
+            .map(|(_, f)| f);
+        cores.push(thread::dump_thread(pid, remote, scratch, restart)?);
     }
     if pid == opts.root {
         if let Some(core) = cores.iter().find(|c| c.pdeathsig != 0) {

@@ -22,6 +22,9 @@ pub struct SeizedProcess {
     /// The signal of the group stop the process was in when seized (SIGSTOP or a job-control
     /// stop), as the kernel reported it with the interrupt stop of one of its threads.
     pub group_stop: Option<Signal>,
+    /// The threads that slept in `restart_syscall` when seized, with the kernel stack they
+    /// showed then (the interrupt stop replaces it), if it could be read.
+    pub restarts: Vec<(i32, Option<String>)>,
 }
 
 impl SeizedProcess {
@@ -65,6 +68,7 @@ impl SeizedTree {
                 scratch: None,
                 opened_fds: Vec::new(),
                 group_stop: None,
+                restarts: Vec::new(),
             });
             let proc = tree.processes.last_mut().expect("just pushed");
             loop {
@@ -77,6 +81,9 @@ impl SeizedTree {
                     break;
                 }
                 for tid in new {
+                    if let Some(restart) = procfs::restart_stack(pid, tid) {
+                        proc.restarts.push((tid, restart));
+                    }
                     let t = Tracee::seize_and_interrupt(tid)?;
                     proc.tracees.push(t);
                     failpoint!("dump.seize.stop", |source| SysError::Io {

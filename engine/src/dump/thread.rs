@@ -12,14 +12,18 @@ use crate::procfs::{self, Stat, Status};
 use crate::sys::{Remote, Scratch};
 
 /// The state of one stopped thread.
+/// `restart`: for a thread that slept in `restart_syscall` when it was seized, the kernel
+/// stack it showed then (`SeizedProcess::restarts`).
 pub fn dump_thread(
     pid: i32,
     remote: &mut Remote,
     scratch: Scratch,
+    restart: Option<&Option<String>>,
 ) -> Result<ThreadCore, DumpError> {
     let tid = remote.tid();
     let t = remote.tracee;
-    let regs = *remote.base_regs();
+    let mut regs = *remote.base_regs();
+    name_restarted_call(pid, tid, restart, &mut regs)?;
     failpoint!("dump.thread.ptrace", |source| crate::sys::SysError::Io {
         what: format!("PTRACE_GETREGSET(NT_X86_XSTATE) of task {tid}"),
         source,
@@ -147,6 +151,82 @@ pub fn dump_thread(
     })
 }
 
+/// `-ERESTART_RESTARTBLOCK`: a call interrupted that resumes through `restart_syscall`.
+const ERESTART_RESTARTBLOCK: i64 = -516;
+/// A thread asleep in `restart_syscall`: a wait it was stopped in and continued (by a stop
+/// signal, a freezer, a tracer, a dump with `--leave-running`). The kernel keeps that wait's
+/// state in the task's restart block, which a restored task does not have: its
+/// `restart_syscall` would return EINTR. The call's arguments are still in the registers,
+/// only its number is gone. On x86-64 three kinds of call restart through a restart block:
+/// the sleeps (`nanosleep`, `clock_nanosleep` with a relative time), a timed `futex` wait,
+/// and `poll`. The thread's kernel stack before it was seized tells them apart (a poll
+/// shows `do_restart_poll` or `do_sys_poll`, a futex wait a `futex_` function; a sleep
+/// may show no function of its own), and its arguments must fit the call: a sleep is
+/// `clock_nanosleep` when its first argument is a clock id with no flags, `nanosleep` when
+/// it is a pointer. The call is recorded as the one the thread is in, and the restore makes
+/// it again with its arguments (a relative timeout starts over, as for any restored sleep).
+/// A stack that could not be read, or arguments that fit no call, are refused.
+fn name_restarted_call(
+    pid: i32,
+    tid: i32,
+    stack: Option<&Option<String>>,
+    regs: &mut crate::sys::Regs,
+) -> Result<(), DumpError> {
+    if crate::sys::signed(regs.orig_rax) != libc::SYS_restart_syscall
+        || crate::sys::signed(regs.rax) != ERESTART_RESTARTBLOCK
+    {
+        return Ok(());
+    }
+    let refuse = |why: &str| DumpError::ThreadState {
+        pid,
+        tid,
+        what: format!(
+            "sleeps in restart_syscall (a wait it was stopped in and continued), and {why}"
+        ),
+        hint: "only the kernel holds that wait's state; dump it again once the wait has returned",
+    };
+    let Some(Some(stack)) = stack else {
+        return Err(refuse(
+            "its kernel stack (/proc/PID/task/TID/stack, which names the call) could not be read",
+        ));
+    };
+    let call = restarted_call(stack, regs).ok_or_else(|| {
+        refuse(&format!(
+            "its arguments fit none of the calls that restart so (rdi {:#x}, rsi {:#x})",
+            regs.rdi, regs.rsi
+        ))
+    })?;
+    regs.orig_rax = call.unsigned_abs();
+    Ok(())
+}
+
+/// The call a thread in `restart_syscall` was making, from its kernel stack and arguments
+/// (see [`name_restarted_call`]).
+fn restarted_call(stack: &str, regs: &crate::sys::Regs) -> Option<i64> {
+    let shows = |f: &dyn Fn(&str) -> bool| {
+        stack.lines().any(|line| {
+            // `[<0>] do_restart_poll+0x54/0xa0`
+            line.split_whitespace()
+                .nth(1)
+                .and_then(|s| s.split('+').next())
+                .is_some_and(f)
+        })
+    };
+    // A page: no pointer is below it, and no clock id reaches it.
+    const PAGE: u64 = 4096;
+    if shows(&|s| s == "do_restart_poll" || s == "do_sys_poll") {
+        Some(libc::SYS_poll)
+    } else if shows(&|s| s.starts_with("futex_")) {
+        Some(libc::SYS_futex)
+    } else if regs.rdi < PAGE && regs.rsi == 0 {
+        Some(libc::SYS_clock_nanosleep)
+    } else if regs.rdi >= PAGE {
+        Some(libc::SYS_nanosleep)
+    } else {
+        None
+    }
+}
+
 /// `PR_MCE_KILL_GET` of `<linux/prctl.h>`, which the libc crate lacks for Linux.
 const PR_MCE_KILL_GET: u64 = 34;
 /// `SECBIT_KEEP_CAPS` of `<linux/securebits.h>`: what `PR_SET_KEEPCAPS` sets.
@@ -199,4 +279,43 @@ pub fn sigactions(remote: &mut Remote, scratch: Scratch) -> Result<Vec<SigAction
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs(rdi: u64, rsi: u64) -> crate::sys::Regs {
+        // SAFETY: user_regs_struct is plain integers; all zeroes is a valid value.
+        let mut r: crate::sys::Regs = unsafe { std::mem::zeroed() };
+        r.rdi = rdi;
+        r.rsi = rsi;
+        r
+    }
+
+    #[test]
+    fn a_restarted_call_is_named_from_the_stack_and_its_arguments() {
+        let poll = "[<0>] poll_schedule_timeout.constprop.0+0x37/0x90\n\
+                    [<0>] do_sys_poll+0x437/0x5c0\n[<0>] do_restart_poll+0x54/0xa0\n";
+        assert_eq!(
+            restarted_call(poll, &regs(0x7f00_0000, 1)),
+            Some(libc::SYS_poll)
+        );
+        let futex = "[<0>] futex_wait_queue+0x60/0x90\n[<0>] futex_wait_restart+0x2b/0x50\n";
+        assert_eq!(
+            restarted_call(futex, &regs(0x7f00_0000, 0)),
+            Some(libc::SYS_futex)
+        );
+        let bare = "[<0>] do_syscall_64+0x71/0x290\n";
+        assert_eq!(
+            restarted_call(bare, &regs(0x7ffc_0000, 0)),
+            Some(libc::SYS_nanosleep)
+        );
+        assert_eq!(
+            restarted_call(bare, &regs(1, 0)),
+            Some(libc::SYS_clock_nanosleep)
+        );
+        // A clock id with TIMER_ABSTIME does not restart through a restart block.
+        assert_eq!(restarted_call(bare, &regs(1, 1)), None);
+    }
 }

@@ -118,3 +118,15 @@ pub fn selinux_attr(pid: i32, tid: i32, name: &str) -> String {
         Err(_) => String::new(),
     }
 }
+
+/// For a thread asleep in `restart_syscall` (`/proc/PID/task/TID/syscall` shows its number):
+/// `Some` of its kernel stack (`/proc/PID/task/TID/stack`, root only), `Some(None)` when that
+/// cannot be read. `None` for any other thread.
+pub fn restart_stack(pid: i32, tid: i32) -> Option<Option<String>> {
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let nr = syscall.split_whitespace().next()?.parse::<i64>().ok()?;
+    if nr != libc::SYS_restart_syscall {
+        return None;
+    }
+    Some(std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stack")).ok())
+}
