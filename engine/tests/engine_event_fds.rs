@@ -68,3 +68,28 @@ fn dump_refuses_event_descriptors_it_does_not_restore(#[case] kind: &str, #[case
     );
     assert_refusal_names(&stderr, words, &[("process", &holder), ("fd", &fd)]);
 }
+
+/// A watched file replaced by another between dump and restore (same path, another inode):
+/// the restore refuses to add the watch to the new file, names the path and the watch, and
+/// leaves no process behind.
+#[test]
+fn restore_refuses_an_inotify_watch_whose_path_names_another_file() {
+    let mut w = Workload::start("event_fds", WaitMode::Nanosleep, &["inotify"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let file = w.state_dir().join("inotify-file");
+    // Kept under another name, so that the new file cannot take its inode number.
+    std::fs::rename(&file, file.with_extension("old")).expect("moving the watched file away");
+    std::fs::write(&file, b"another file").expect("making another file at its path");
+    let run = w.restore(&["--detach"]);
+    let (ok, stderr) = (run.succeeded(), run.stderr());
+    assert!(!ok, "the restore must fail: {stderr}");
+    w.assert_gone();
+    let path = file.to_str().expect("utf-8 path");
+    assert!(
+        stderr.contains(path) && stderr.contains("watch 3") && stderr.contains("now names inode"),
+        "the failure must name the path and the watch: {stderr}"
+    );
+}
