@@ -21,11 +21,12 @@
 //!   exclusive one (`EINVAL`, as the kernel refuses it there).
 //!
 //! - `inotify`: a non-blocking, close-on-exec inotify instance watching a file
-//!   (`IN_MODIFY | IN_CLOSE_WRITE`, watch 3) and a directory (`IN_CREATE | IN_DELETE`, watch
-//!   5), numbered so by watches added and removed before, and a blocking one watching the file
-//!   (`IN_ATTRIB`, watch 1): the fdinfo watch lines as they were, the flags, no event queued,
-//!   then a write to the file, a file made in the directory and a chmod of the file reported
-//!   with the right watch numbers.
+//!   (`IN_MODIFY | IN_CLOSE_WRITE`, watch 3) and a directory (`IN_CREATE | IN_DELETE |
+//!   IN_EXCL_UNLINK`, watch 5), numbered so by watches added and removed before, and a blocking
+//!   one watching the file (`IN_ATTRIB | IN_ONESHOT`, watch 1): the fdinfo watch lines as they
+//!   were (masks with their flags), the descriptor flags, no event queued, then a write to the
+//!   file, a file made in the directory and a chmod of the file reported with the right watch
+//!   numbers, the one-shot watch removed after its event (`IN_IGNORED`).
 //!
 //! - `memfd`: a memfd made for sealing (pattern bytes at its start and 512 KiB in, a hole
 //!   between, 1 MiB long, mode 0640, sealed against shrinking and growing, at offset 4097), a
@@ -723,7 +724,7 @@ fn inotify_lines(fd: i32) -> io::Result<Vec<String>> {
 }
 
 const INOTIFY_FILE_MASK: u32 = libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
-const INOTIFY_DIR_MASK: u32 = libc::IN_CREATE | libc::IN_DELETE;
+const INOTIFY_DIR_MASK: u32 = libc::IN_CREATE | libc::IN_DELETE | libc::IN_EXCL_UNLINK;
 
 fn set_up_inotify(s: &mut Set, state: &Path) -> io::Result<()> {
     s.inotify_file = state.join("inotify-file");
@@ -749,7 +750,11 @@ fn set_up_inotify(s: &mut Set, state: &Path) -> io::Result<()> {
     // The removals' IN_IGNORED events, read: the queue is empty.
     inotify_events(s.inotify)?;
     s.inotify_blocking = ret(unsafe_inotify_init(0))?;
-    add_watch(s.inotify_blocking, &s.inotify_file, libc::IN_ATTRIB)?;
+    add_watch(
+        s.inotify_blocking,
+        &s.inotify_file,
+        libc::IN_ATTRIB | libc::IN_ONESHOT,
+    )?;
     s.inotify_lines = inotify_lines(s.inotify)?;
     s.inotify_lines.extend(inotify_lines(s.inotify_blocking)?);
     Ok(())
@@ -804,7 +809,10 @@ fn check_inotify(c: &mut Checks, s: &Set) -> io::Result<()> {
     );
     c.eq(
         "blocking inotify events (wd, mask, name)",
-        vec![(1, libc::IN_ATTRIB, String::new())],
+        vec![
+            (1, libc::IN_ATTRIB, String::new()),
+            (1, libc::IN_IGNORED, String::new()),
+        ],
         inotify_events(s.inotify_blocking)?,
     );
     Ok(())
