@@ -725,6 +725,16 @@ const INOTIFY_IOC_SETNEXTWD: u64 = 0x4004_4900;
 /// object's own, so the last component is the object whatever it is).
 const IN_DONT_FOLLOW: u64 = 0x0200_0000;
 
+/// The SELinux permissions `inotify_add_watch` of `mask` needs on the watched object
+/// (`selinux_path_notify`): `watch`, and `watch_reads` for read-like events.
+fn watch_permissions(mask: u32) -> &'static str {
+    if mask & (libc::IN_ACCESS | libc::IN_CLOSE_NOWRITE) != 0 {
+        "watch watch_reads"
+    } else {
+        "watch"
+    }
+}
+
 /// An inotify instance with its watches, each at its number: the kernel numbers a new watch
 /// after the last one it numbered (`idr_alloc_cyclic`), so each is added in order of number
 /// after `INOTIFY_IOC_SETNEXTWD` to it; without that ioctl, watches added and removed again
@@ -807,9 +817,13 @@ fn create_inotify(
                     pid,
                     what: format!(
                         "adding watch {} (mask {:#x}) to inotify instance {}; under SELinux the \
-                         process's context needs the `watch` permission on it ({{ watch }} of \
-                         its class, file or dir)",
-                        w.wd, w.mask, entry.id
+                         restoring task, still in the engine's context when descriptors are \
+                         made, needs the `{}` permission on it (class file, dir, lnk_file, ... \
+                         as it is)",
+                        w.wd,
+                        w.mask,
+                        entry.id,
+                        watch_permissions(w.mask)
                     ),
                     path: w.path.clone(),
                     source,
@@ -1619,4 +1633,25 @@ pub fn park_base(all: &[&[Fd]]) -> u64 {
         .unwrap_or(0)
         .max(3)
         + 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watch_permissions;
+
+    #[test]
+    fn a_watch_of_read_like_events_names_watch_reads_too() {
+        assert_eq!(
+            watch_permissions(libc::IN_MODIFY | libc::IN_CREATE),
+            "watch"
+        );
+        assert_eq!(
+            watch_permissions(libc::IN_MODIFY | libc::IN_ACCESS),
+            "watch watch_reads"
+        );
+        assert_eq!(
+            watch_permissions(libc::IN_CLOSE_NOWRITE),
+            "watch watch_reads"
+        );
+    }
 }
