@@ -724,6 +724,9 @@ const INOTIFY_IOC_SETNEXTWD: u64 = 0x4004_4900;
 /// `inotify_add_watch`'s flag: watch a symbolic link itself (the dumped path is the watched
 /// object's own, so the last component is the object whatever it is).
 const IN_DONT_FOLLOW: u64 = 0x0200_0000;
+/// The most watches added and removed to reach one watch's number without
+/// `INOTIFY_IOC_SETNEXTWD` (two remote calls each).
+const FALLBACK_WD_STEPS: u64 = 1 << 16;
 
 /// The SELinux permissions `inotify_add_watch` of `mask` needs on the watched object
 /// (`selinux_path_notify`): `watch`, and `watch_reads` for read-like events.
@@ -835,6 +838,14 @@ fn create_inotify(
                 return Err(refuse(format!(
                     "was given watch number {got} by the kernel, not {}",
                     w.wd
+                )));
+            }
+            if wd - got > FALLBACK_WD_STEPS {
+                return Err(refuse(format!(
+                    "would need {} watches added and removed to reach its number from {got} \
+                     (this kernel has no INOTIFY_IOC_SETNEXTWD: it needs \
+                     CONFIG_CHECKPOINT_RESTORE)",
+                    wd - got
                 )));
             }
             // Without the ioctl: remove it and add it again, one number further on.
