@@ -115,7 +115,8 @@ fn a_dump_never_mixes_with_an_older_one() {
 enum Failure {
     /// The target process is gone before the dump starts.
     TargetGone,
-    /// The target holds an inotify descriptor, which the dump refuses after seizing it.
+    /// The target holds an inotify descriptor with unread events, which the dump refuses after
+    /// seizing it.
     Unsupported,
 }
 

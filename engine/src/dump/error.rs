@@ -80,6 +80,21 @@ pub enum DumpError {
         lock: &'static str,
     },
     #[error(
+        "fd {fd} of process {pid} is an inotify instance whose watch {wd} (inode {ino} on device \
+         {dev}) {why}; crlab cannot restore it: {hint}"
+    )]
+    InotifyWatch {
+        pid: i32,
+        fd: i32,
+        wd: i32,
+        ino: u64,
+        /// `major:minor`.
+        dev: String,
+        /// What is wrong with it, in words.
+        why: &'static str,
+        hint: &'static str,
+    },
+    #[error(
         "fd {fd} of process {pid} is an epoll instance whose registration of descriptor {tfd} \
          {why}; crlab cannot restore it: {hint}"
     )]

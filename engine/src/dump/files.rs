@@ -3,21 +3,22 @@
 //! pipes with their contents (read with `tee`), memfds with their contents and seals, regular
 //! files unlinked while open with their contents (when their name is still free),
 //! eventfds, timerfds, signalfds and epoll instances with every registration (its watched file
-//! found with `kcmp(KCMP_EPOLL_TFD)`).
+//! found with `kcmp(KCMP_EPOLL_TFD)`), inotify instances with every watch (what it watches
+//! found by path from its file handle).
 
 use super::error::image_u32;
 use super::sockets::{read_inet, read_unix, socket_ino, TreeSockets};
 use super::DumpError;
 use crate::image::schema::{
     file_entry, DeletedFile, EpollRegistration, EventFd, EventPoll, Fd, FifoFile, FileEntry,
-    InetSocket, MemfdChunk, MemfdFile, PathFile, PathFileType, Pipe, PipeEnd, SignalFd, TimerFd,
-    UnixSocket,
+    InetSocket, InotifyFile, InotifyWatch, MemfdChunk, MemfdFile, PathFile, PathFileType, Pipe,
+    PipeEnd, SignalFd, TimerFd, UnixSocket,
 };
 use crate::procfs::{read_link, EpollTfd, FdInfo};
 use crate::sys::{
     clock_now, epoll_target_is, eventfd_is_semaphore, file_owner, file_signal, memfd_seals,
-    on_hugetlbfs, peek_pipe, pipe_capacity, ready_for, same_file, timerfd_gettime, OWNER_PGRP,
-    OWNER_TID,
+    on_hugetlbfs, open_by_handle, peek_pipe, pipe_capacity, pipe_queued, ready_for, same_file,
+    timerfd_gettime, OWNER_PGRP, OWNER_TID,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -81,6 +82,11 @@ pub enum FdKind {
         path: String,
         dev: u64,
         ino: u64,
+    },
+    /// An inotify instance, each watch with the path of what it watches; whether events wait
+    /// unread is asked once the engine holds it.
+    Inotify {
+        watches: Vec<InotifyWatch>,
     },
 }
 
@@ -223,6 +229,9 @@ pub fn classify(pid: i32, fd: i32, sockets: &TreeSockets) -> Result<FdDesc, Dump
             },
             "[eventpoll]" => FdKind::Epoll {
                 registrations: info.epoll.clone(),
+            },
+            "inotify" => FdKind::Inotify {
+                watches: inotify_watches(pid, fd, &info.inotify)?,
             },
             _ => {
                 let (kind, hint) = anon_kind(name);
@@ -410,13 +419,112 @@ pub fn deleted_file(
     Ok((path.to_owned(), meta.dev(), meta.ino()))
 }
 
+/// The flags of an inotify watch's mask that fdinfo shows besides its events.
+const IN_ONESHOT: u32 = 0x8000_0000;
+const IN_EXCL_UNLINK: u32 = 0x0400_0000;
+/// `FS_EVENT_ON_CHILD`: kernels that show the kernel's mask rather than the process's set it on
+/// a directory's watch themselves; not something the process asked.
+const FS_EVENT_ON_CHILD: u32 = 0x0800_0000;
+
+/// The watches of the inotify instance at `fd` of `pid`, each with the path of what it
+/// watches: its file handle opened on a mount of its filesystem (`open_by_handle_at`), the
+/// path read back from `/proc/self/fd` and checked to name the same device and inode. A watch
+/// whose object has no such path (deleted, not reachable through any mount, on a filesystem
+/// without file handles) is refused, naming the watch and the inode.
+fn inotify_watches(
+    pid: i32,
+    fd: i32,
+    watches: &[crate::procfs::InotifyWatch],
+) -> Result<Vec<InotifyWatch>, DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut mountinfo = None;
+    let mut out = Vec::with_capacity(watches.len());
+    for w in watches {
+        let (major, minor) = (w.sdev >> 20, w.sdev & 0xf_ffff);
+        let refuse = |why, hint| DumpError::InotifyWatch {
+            pid,
+            fd,
+            wd: w.wd,
+            ino: w.ino,
+            dev: format!("{major}:{minor}"),
+            why,
+            hint,
+        };
+        let known = libc::IN_ALL_EVENTS | IN_ONESHOT | IN_EXCL_UNLINK | FS_EVENT_ON_CHILD;
+        if w.mask & !known != 0 || w.ignored_mask != 0 {
+            return Err(refuse(
+                "has mask bits crlab does not know how to add again",
+                "remove the watch before the dump",
+            ));
+        }
+        let Some((handle_type, handle)) = &w.handle else {
+            return Err(refuse(
+                "is on a filesystem that gives no file handle, so the path of what it watches \
+                 cannot be found",
+                "remove the watch before the dump",
+            ));
+        };
+        let dev = nix::sys::stat::makedev(major, minor);
+        if mountinfo.is_none() {
+            mountinfo = Some(crate::procfs::read_string("/proc/self/mountinfo")?);
+        }
+        let text = mountinfo.as_deref().unwrap_or_default();
+        let mut found = None;
+        for mount_point in crate::procfs::mount_points_of(text, major, minor) {
+            // Opened for reading, not O_PATH: open_by_handle_at refuses O_PATH descriptors.
+            let Ok(mount) = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK)
+                .open(&mount_point)
+            else {
+                continue;
+            };
+            let Ok(object) = open_by_handle(mount.as_fd(), *handle_type, handle) else {
+                continue;
+            };
+            let Ok(path) = read_link(format!("/proc/self/fd/{}", object.as_raw_fd())) else {
+                continue;
+            };
+            // The path must lead to this very object (not a deleted one's old name, not
+            // another file since made there): the restore adds the watch by path.
+            let named =
+                std::fs::symlink_metadata(&path).is_ok_and(|m| m.dev() == dev && m.ino() == w.ino);
+            if path.starts_with('/') && named {
+                found = Some(path);
+                break;
+            }
+        }
+        let Some(path) = found else {
+            return Err(refuse(
+                "watches an object that no path leads to (deleted, or not reachable through \
+                 any mount)",
+                "remove the watch (inotify_rm_watch) before the dump, or keep what it watches \
+                 at its path",
+            ));
+        };
+        if crate::image::check_path(&path).is_err() {
+            return Err(refuse(
+                "watches an object whose path cannot be held by an image",
+                "remove the watch before the dump",
+            ));
+        }
+        out.push(InotifyWatch {
+            wd: w.wd,
+            mask: w.mask & !FS_EVENT_ON_CHILD,
+            path,
+            dev,
+            ino: w.ino,
+        });
+    }
+    Ok(out)
+}
+
 /// What an anonymous-inode descriptor this engine does not restore is, named after its link
 /// (`anon_inode:inotify`), with what to do.
 fn anon_kind(name: &str) -> (&'static str, &'static str) {
     const CLOSE: &str = "close it before the dump or run the process without it";
     let name = name.trim_start_matches('[').trim_end_matches(']');
     let kind = match name {
-        "inotify" => "an inotify descriptor",
         "fanotify" => "a fanotify descriptor",
         "userfaultfd" => "a userfaultfd",
         "pidfd" => "a pidfd",
@@ -427,13 +535,11 @@ fn anon_kind(name: &str) -> (&'static str, &'static str) {
         "memfd_secret" | "secretmem" => "a memfd_secret descriptor",
         n if n.starts_with("bpf") => "a BPF object",
         n if n.starts_with("kvm") => "a KVM descriptor",
-        _ => {
-            return (
-                "an anonymous-inode descriptor of a kind crlab does not know",
-                "crlab restores eventfds, timerfds, signalfds and epoll instances; close it \
+        _ => return (
+            "an anonymous-inode descriptor of a kind crlab does not know",
+            "crlab restores eventfds, timerfds, signalfds, epoll and inotify instances; close it \
                  before the dump",
-            )
-        }
+        ),
     };
     (kind, CLOSE)
 }
@@ -614,6 +720,30 @@ impl FileTableBuilder {
                             d.ino = *ino;
                             d.first = first;
                             file_entry::Kind::Deleted(d)
+                        }
+                        FdKind::Inotify { watches } => {
+                            // Reading the events would take them from the process; FIONREAD
+                            // on the engine's copy counts them without.
+                            let queued =
+                                pipe_queued(fd.as_fd()).map_err(|source| DumpError::FileProbe {
+                                    pid,
+                                    fd: desc.fd,
+                                    what: "how many bytes of events an inotify instance holds",
+                                    source,
+                                })?;
+                            if queued != 0 {
+                                return Err(DumpError::UnsupportedFd {
+                                    pid,
+                                    fd: desc.fd,
+                                    kind: "an inotify descriptor with unread events",
+                                    target: "anon_inode:inotify".into(),
+                                    hint: "its queued events cannot be read without taking \
+                                           them from the process; dump once it has read them",
+                                });
+                            }
+                            file_entry::Kind::Inotify(InotifyFile {
+                                watches: watches.clone(),
+                            })
                         }
                     };
                     self.files.push((
@@ -832,6 +962,7 @@ fn signalling(pid: i32, desc: &FdDesc, file: &OwnedFd) -> Result<(), DumpError> 
             FdKind::Memfd { name } => format!("/memfd:{name} (deleted)"),
             FdKind::UnixSocket { ino } | FdKind::InetSocket { ino } => format!("socket:[{ino}]"),
             FdKind::Deleted { path, .. } => format!("{path} (deleted)"),
+            FdKind::Inotify { .. } => "anon_inode:inotify".into(),
         },
         what,
     };

@@ -116,6 +116,20 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The mount points of a mountinfo text whose filesystem is device `major:minor` (the third
+/// field), in its order.
+pub fn mount_points_of(text: &str, major: u64, minor: u64) -> Vec<String> {
+    let want = format!("{major}:{minor}");
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split(' ');
+            let dev = f.nth(2)?;
+            let mount_point = f.nth(1)?;
+            (dev == want).then(|| unescape(mount_point))
+        })
+        .collect()
+}
+
 /// The cgroup and cgroup2 mounts of a mountinfo text.
 pub fn parse_mountinfo(text: &str) -> Result<Vec<CgroupMount>, String> {
     let mut out = Vec::new();
@@ -161,6 +175,16 @@ mod tests {
         assert_eq!(lines[3].hierarchy, 0);
         assert_eq!(lines[3].controllers, "");
         assert!(parse_cgroup("x:y\n").is_err());
+    }
+
+    #[test]
+    fn finds_the_mount_points_of_a_device() {
+        let text = "27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                    30 27 0:27 / /dev/shm rw - tmpfs tmpfs rw\n\
+                    31 27 254:0 /srv /my\\040srv rw - ext4 /dev/vda rw\n";
+        assert_eq!(mount_points_of(text, 254, 0), ["/", "/my srv"]);
+        assert_eq!(mount_points_of(text, 0, 27), ["/dev/shm"]);
+        assert!(mount_points_of(text, 8, 1).is_empty());
     }
 
     #[test]

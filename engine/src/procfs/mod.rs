@@ -11,8 +11,8 @@ mod stat;
 mod status;
 mod timers;
 
-pub use cgroup::{CgroupLine, CgroupMount};
-pub use fdinfo::{EpollTfd, EventFdInfo, FdInfo};
+pub use cgroup::{mount_points_of, CgroupLine, CgroupMount};
+pub use fdinfo::{EpollTfd, EventFdInfo, FdInfo, InotifyWatch};
 pub use maps::MapEntry;
 pub use pagemap::PagemapReader;
 pub use smaps::VmFlags;

@@ -39,6 +39,17 @@ pub enum RestoreError {
     },
     #[error("the images are inconsistent: {0}")]
     Inconsistent(String),
+    #[error(
+        "watch {wd} of inotify instance {file} of process {pid} cannot be added again: {path} \
+         {why}"
+    )]
+    InotifyWatch {
+        pid: i32,
+        file: u32,
+        wd: i32,
+        path: String,
+        why: String,
+    },
     #[error("the image has a {name} mapping but this kernel provides none; restore on a kernel like the one that dumped it")]
     NoVdso { name: String },
     #[error("the image's {name} is {image} bytes but this kernel's is {here}; restore on the same kernel that dumped it")]

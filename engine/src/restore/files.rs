@@ -8,16 +8,16 @@
 //! A deleted file is made again at its path, filled, and unlinked at once; its descriptions are
 //! opened from it through /proc, so their names read "PATH (deleted)" as before.
 //!
-//! Eventfds, timerfds, signalfds and epoll instances are made the same way, by the root, with
-//! their counter, time, unread expirations or mask; an epoll's registrations are added once its
+//! Eventfds, timerfds, signalfds, epoll and inotify instances are made the same way, by the
+//! root, with their counter, time, unread expirations, mask or watches; an epoll's registrations are added once its
 //! process has every descriptor at its number, by that process, with the original numbers
 //! ([`register_epolls`]): the kernel keys a registration by file and descriptor number.
 
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{
-    file_entry, DeletedFile, EventFd, Fd, FifoFile, FileEntry, FileTable, MemfdFile, PathFileType,
-    Pipe, SignalFd, SocketOption, TimerFd, UnixSocket, UnixSocketType,
+    file_entry, DeletedFile, EventFd, Fd, FifoFile, FileEntry, FileTable, InotifyFile, MemfdFile,
+    PathFileType, Pipe, SignalFd, SocketOption, TimerFd, UnixSocket, UnixSocketType,
 };
 use crate::sys::{
     fd_of, send_all, set_pipe_capacity, set_sockopt_bytes, set_sockopt_int, set_sockopt_timeval,
@@ -274,6 +274,7 @@ fn open_one(
         Some(file_entry::Kind::Eventfd(e)) => create_eventfd(remote, pid, scratch, entry, e),
         Some(file_entry::Kind::Timerfd(t)) => create_timerfd(remote, pid, scratch, entry, t),
         Some(file_entry::Kind::Signalfd(sfd)) => create_signalfd(remote, pid, scratch, entry, sfd),
+        Some(file_entry::Kind::Inotify(n)) => create_inotify(remote, pid, scratch, entry, n),
         Some(file_entry::Kind::Epoll(_)) => {
             let fd = remote
                 .syscall(
@@ -714,6 +715,165 @@ fn create_signalfd(
         )
         .step(pid, "a signalfd")?;
     status_flags(remote, pid, fd, entry, nonblock(entry))?;
+    Ok(fd)
+}
+
+/// `_IOW('I', 0, __s32)`: the number an inotify instance gives its next watch (with
+/// `CONFIG_CHECKPOINT_RESTORE`).
+const INOTIFY_IOC_SETNEXTWD: u64 = 0x4004_4900;
+/// `inotify_add_watch`'s flag: watch a symbolic link itself (the dumped path is the watched
+/// object's own, so the last component is the object whatever it is).
+const IN_DONT_FOLLOW: u64 = 0x0200_0000;
+/// The most watches added and removed to reach one watch's number without
+/// `INOTIFY_IOC_SETNEXTWD` (two remote calls each).
+const FALLBACK_WD_STEPS: u64 = 1 << 16;
+
+/// The SELinux permissions `inotify_add_watch` of `mask` needs on the watched object
+/// (`selinux_path_notify`): `watch`, and `watch_reads` for read-like events.
+fn watch_permissions(mask: u32) -> &'static str {
+    if mask & (libc::IN_ACCESS | libc::IN_CLOSE_NOWRITE) != 0 {
+        "watch watch_reads"
+    } else {
+        "watch"
+    }
+}
+
+/// An inotify instance with its watches, each at its number: the kernel numbers a new watch
+/// after the last one it numbered (`idr_alloc_cyclic`), so each is added in order of number
+/// after `INOTIFY_IOC_SETNEXTWD` to it; without that ioctl, watches added and removed again
+/// move the counter on, and the `IN_IGNORED` events their removal queues are read away. Each
+/// path must still name the device and inode the dump found (else the watch would be on
+/// another object). Made non-blocking, then given its own status flags.
+fn create_inotify(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    entry: &FileEntry,
+    n: &InotifyFile,
+) -> Result<u64, RestoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let fd = remote
+        .syscall(
+            "inotify_init1",
+            libc::SYS_inotify_init1,
+            &[(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64],
+        )
+        .step(pid, "an inotify instance")?;
+    let mut watches: Vec<_> = n.watches.iter().collect();
+    watches.sort_by_key(|w| w.wd);
+    if watches.windows(2).any(|p| p[0].wd == p[1].wd) || watches.first().is_some_and(|w| w.wd < 1) {
+        return Err(RestoreError::Inconsistent(format!(
+            "inotify instance {} has watch numbers that are not distinct positive numbers",
+            entry.id
+        )));
+    }
+    let mut set_next = true;
+    let mut removed = false;
+    for w in watches {
+        let refuse = |why: String| RestoreError::InotifyWatch {
+            pid,
+            file: entry.id,
+            wd: w.wd,
+            path: w.path.clone(),
+            why,
+        };
+        match std::fs::symlink_metadata(&w.path) {
+            Ok(m) if m.dev() == w.dev && m.ino() == w.ino => {}
+            Ok(m) => {
+                return Err(refuse(format!(
+                    "now names inode {} on device {:#x}, not inode {} on device {:#x} that the \
+                     watch watched",
+                    m.ino(),
+                    m.dev(),
+                    w.ino,
+                    w.dev
+                )))
+            }
+            Err(e) => return Err(refuse(format!("cannot be found ({e})"))),
+        }
+        let wd = u64::try_from(w.wd).unwrap_or(0);
+        if set_next {
+            match remote.syscall(
+                "ioctl(INOTIFY_IOC_SETNEXTWD)",
+                libc::SYS_ioctl,
+                &[fd, INOTIFY_IOC_SETNEXTWD, wd],
+            ) {
+                Ok(_) => {}
+                Err(crate::sys::SysError::Remote {
+                    errno: nix::errno::Errno::ENOTTY | nix::errno::Errno::EINVAL,
+                    ..
+                }) => set_next = false,
+                Err(e) => return Err(e).step(pid, "the watch numbers of an inotify instance"),
+            }
+        }
+        loop {
+            let at = remote
+                .put_cstr(scratch, &w.path)
+                .step(pid, "an inotify watch")?;
+            let got = remote
+                .syscall(
+                    "inotify_add_watch",
+                    libc::SYS_inotify_add_watch,
+                    &[fd, at, u64::from(w.mask) | IN_DONT_FOLLOW],
+                )
+                .map_err(|source| RestoreError::File {
+                    pid,
+                    what: format!(
+                        "adding watch {} (mask {:#x}) to inotify instance {}; under SELinux the \
+                         restoring task, still in the engine's context when descriptors are \
+                         made, needs the `{}` permission on it (class file, dir, lnk_file, ... \
+                         as it is)",
+                        w.wd,
+                        w.mask,
+                        entry.id,
+                        watch_permissions(w.mask)
+                    ),
+                    path: w.path.clone(),
+                    source,
+                })?;
+            if got == wd {
+                break;
+            }
+            if set_next || got > wd {
+                return Err(refuse(format!(
+                    "was given watch number {got} by the kernel, not {}",
+                    w.wd
+                )));
+            }
+            if wd - got > FALLBACK_WD_STEPS {
+                return Err(refuse(format!(
+                    "would need {} watches added and removed to reach its number from {got} \
+                     (this kernel has no INOTIFY_IOC_SETNEXTWD: it needs \
+                     CONFIG_CHECKPOINT_RESTORE)",
+                    wd - got
+                )));
+            }
+            // Without the ioctl: remove it and add it again, one number further on.
+            remote
+                .syscall("inotify_rm_watch", libc::SYS_inotify_rm_watch, &[fd, got])
+                .step(pid, "the watch numbers of an inotify instance")?;
+            removed = true;
+        }
+    }
+    if removed {
+        // The IN_IGNORED events of the removed watches; the instance is non-blocking.
+        loop {
+            match remote.syscall(
+                "read(inotify)",
+                libc::SYS_read,
+                &[fd, scratch.addr, scratch.len],
+            ) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(crate::sys::SysError::Remote {
+                    errno: nix::errno::Errno::EAGAIN,
+                    ..
+                }) => break,
+                Err(e) => return Err(e).step(pid, "an inotify instance"),
+            }
+        }
+    }
+    status_flags(remote, pid, fd, entry, libc::O_NONBLOCK as u64)?;
     Ok(fd)
 }
 
@@ -1484,4 +1644,25 @@ pub fn park_base(all: &[&[Fd]]) -> u64 {
         .unwrap_or(0)
         .max(3)
         + 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watch_permissions;
+
+    #[test]
+    fn a_watch_of_read_like_events_names_watch_reads_too() {
+        assert_eq!(
+            watch_permissions(libc::IN_MODIFY | libc::IN_CREATE),
+            "watch"
+        );
+        assert_eq!(
+            watch_permissions(libc::IN_MODIFY | libc::IN_ACCESS),
+            "watch watch_reads"
+        );
+        assert_eq!(
+            watch_permissions(libc::IN_CLOSE_NOWRITE),
+            "watch watch_reads"
+        );
+    }
 }

@@ -194,6 +194,11 @@ fn read_images(reader: &ImageDirReader) -> Result<(Vec<ProcessImages>, FileTable
             Some(file_entry::Kind::Deleted(d)) => {
                 checked_path(reader, image::FILES, "path of a deleted file", &d.path)?;
             }
+            Some(file_entry::Kind::Inotify(n)) => {
+                for w in &n.watches {
+                    checked_path(reader, image::FILES, "path of an inotify watch", &w.path)?;
+                }
+            }
             Some(file_entry::Kind::UnixSocket(s)) => {
                 if let Some(path) = image::unix_socket_path(&s.name) {
                     let path = path.to_string_lossy();

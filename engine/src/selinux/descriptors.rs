@@ -90,7 +90,8 @@ pub fn recreated(fds: &[Fd], table: &FileTable) -> Vec<Descriptor> {
                     | file_entry::Kind::UnixSocket(_)
                     | file_entry::Kind::InetSocket(_)
                     | file_entry::Kind::Fifo(_)
-                    | file_entry::Kind::Deleted(_),
+                    | file_entry::Kind::Deleted(_)
+                    | file_entry::Kind::Inotify(_),
                 )
                 | None => Recreated::Other,
             };
@@ -550,12 +551,15 @@ mod tests {
 
     #[test]
     fn event_descriptors_are_asked_fd_use() {
-        use crate::image::schema::{EventFd, EventPoll, FileEntry, FileTable, SignalFd, TimerFd};
+        use crate::image::schema::{
+            EventFd, EventPoll, FileEntry, FileTable, InotifyFile, SignalFd, TimerFd,
+        };
         let kinds = [
             file_entry::Kind::Eventfd(EventFd::default()),
             file_entry::Kind::Timerfd(TimerFd::default()),
             file_entry::Kind::Signalfd(SignalFd::default()),
             file_entry::Kind::Epoll(EventPoll::default()),
+            file_entry::Kind::Inotify(InotifyFile::default()),
         ];
         let table = FileTable {
             files: (1..)
@@ -568,7 +572,7 @@ mod tests {
                 .collect(),
             pipes: Vec::new(),
         };
-        let fds: Vec<Fd> = (1..=4)
+        let fds: Vec<Fd> = (1..=5)
             .map(|id| Fd {
                 fd: id + 2,
                 file_id: id,
@@ -576,7 +580,7 @@ mod tests {
             })
             .collect();
         let recreated = recreated(&fds, &table);
-        assert_eq!(recreated.len(), 4);
+        assert_eq!(recreated.len(), 5);
         for d in &recreated {
             assert_eq!(d.kind, Recreated::Other);
             let r = refusal(&NoFdUse, UNCONFINED, CONTAINER, &[*d])

@@ -148,6 +148,50 @@ pub fn eventfd_is_semaphore(fd: BorrowedFd<'_>, count: u64) -> Result<bool, SysE
     }
 }
 
+/// Opens the object of a file handle (`open_by_handle_at`, which needs
+/// `CAP_DAC_READ_SEARCH`) with `O_PATH`, on the filesystem that `mount` is on: how the engine
+/// finds what an inotify watch watches from the handle its fdinfo shows.
+pub fn open_by_handle(
+    mount: BorrowedFd<'_>,
+    handle_type: i32,
+    handle: &[u8],
+) -> Result<std::os::fd::OwnedFd, SysError> {
+    use std::os::fd::FromRawFd;
+    let err = |source| SysError::Call {
+        op: "open_by_handle_at",
+        tid: 0,
+        source,
+    };
+    let bytes = u32::try_from(handle.len()).map_err(|_| err(Errno::EINVAL))?;
+    // struct file_handle: handle_bytes (u32), handle_type (int), then the bytes; built in
+    // u32 words so that it is aligned as the kernel reads it.
+    let mut buf = vec![0u32; 2 + handle.len().div_ceil(4)];
+    buf[0] = bytes;
+    buf[1] = u32::from_ne_bytes(handle_type.to_ne_bytes());
+    for (i, b) in handle.iter().enumerate() {
+        let word = &mut buf[2 + i / 4];
+        let mut w = word.to_ne_bytes();
+        w[i % 4] = *b;
+        *word = u32::from_ne_bytes(w);
+    }
+    // SAFETY: the kernel reads a `struct file_handle` at the pointer: 8 bytes of header, then
+    // `handle_bytes` bytes, all inside `buf`, live for the call; it returns a new descriptor.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            buf.as_mut_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
+    if r < 0 {
+        return Err(err(Errno::last()));
+    }
+    let fd = i32::try_from(r).map_err(|_| err(Errno::EBADF))?;
+    // SAFETY: open_by_handle_at just returned this descriptor, owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod probe_tests {
     use super::*;

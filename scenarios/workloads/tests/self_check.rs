@@ -169,7 +169,9 @@ fn unsupported_passes_its_check_with_each_descriptor_kind() {
 
 #[test]
 fn event_fds_passes_its_check_with_each_kind() {
-    for kind in ["eventfd", "timerfd", "signalfd", "epoll", "memfd"] {
+    for kind in [
+        "eventfd", "timerfd", "signalfd", "epoll", "memfd", "inotify",
+    ] {
         self_check("event_fds", &[kind]);
     }
 }

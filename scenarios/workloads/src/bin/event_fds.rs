@@ -20,6 +20,14 @@
 //!   one-shot one again; `EPOLL_CTL_MOD` on every original number succeeds but on the
 //!   exclusive one (`EINVAL`, as the kernel refuses it there).
 //!
+//! - `inotify`: a non-blocking, close-on-exec inotify instance watching a file
+//!   (`IN_MODIFY | IN_CLOSE_WRITE`, watch 3) and a directory (`IN_CREATE | IN_DELETE |
+//!   IN_EXCL_UNLINK`, watch 5), numbered so by watches added and removed before, and a blocking
+//!   one watching the file (`IN_ATTRIB | IN_ONESHOT`, watch 1): the fdinfo watch lines as they
+//!   were (masks with their flags), the descriptor flags, no event queued, then a write to the
+//!   file, a file made in the directory and a chmod of the file reported with the right watch
+//!   numbers, the one-shot watch removed after its event (`IN_IGNORED`).
+//!
 //! - `memfd`: a memfd made for sealing (pattern bytes at its start and 512 KiB in, a hole
 //!   between, 1 MiB long, mode 0640, sealed against shrinking and growing, at offset 4097), a
 //!   second description of it opened read-only through /proc at offset 10, and a memfd made
@@ -28,7 +36,9 @@
 //!
 //! What a restore must refuse, with the descriptor holding it announced as `refused-fd`:
 //!
-//! - `refuse-inotify`: an inotify descriptor watching the state directory;
+//! - `refuse-inotify-pending`: an inotify descriptor with an unread event;
+//! - `refuse-inotify-deleted`: an inotify descriptor watching a file that was unlinked while
+//!   held open (no path leads to it);
 //! - `refuse-userfaultfd`: a userfaultfd;
 //! - `refuse-timerfd-cancel-on-set`: a CLOCK_REALTIME timerfd set at an absolute time with
 //!   `TFD_TIMER_CANCEL_ON_SET`;
@@ -42,6 +52,8 @@
 //! unchanged, the descriptor open).
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use crlab_workloads::runtime::{Checks, Workload};
 use crlab_workloads::sys;
@@ -90,12 +102,24 @@ struct Set {
     memfd_plain: i32,
     /// The refused descriptor.
     refused: Option<i32>,
+    /// `inotify`: the non-blocking instance, its watches of a file and of a directory (with
+    /// numbers that do not start at 1), the blocking instance watching the file too, and
+    /// both instances' fdinfo watch lines before the wait.
+    inotify: i32,
+    inotify_file_wd: i32,
+    inotify_dir_wd: i32,
+    inotify_blocking: i32,
+    inotify_lines: Vec<String>,
+    inotify_file: PathBuf,
+    inotify_dir: PathBuf,
+    /// `refuse-inotify-deleted`: the watched file, unlinked and held open.
+    inotify_held: Option<std::fs::File>,
 }
 
 fn main() {
     let mut w = Workload::from_args("event_fds");
     let kind = w.args().first().cloned().unwrap_or_default();
-    let set = match set_up(&kind) {
+    let set = match set_up(&kind, w.state_dir()) {
         Ok(s) => s,
         Err(e) => w.setup_failed(&format!("{kind}: {e}")),
     };
@@ -264,7 +288,7 @@ const ET: u32 = libc::EPOLLET as u32;
 const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
 const EXCLUSIVE: u32 = libc::EPOLLEXCLUSIVE as u32;
 
-fn set_up(kind: &str) -> io::Result<Set> {
+fn set_up(kind: &str, state: &Path) -> io::Result<Set> {
     let mut s = Set::default();
     match kind {
         "eventfd" => {
@@ -315,11 +339,28 @@ fn set_up(kind: &str) -> io::Result<Set> {
             s.registrations = registrations(s.epoll)?;
         }
         "memfd" => set_up_memfd(&mut s)?,
-        "refuse-inotify" => {
-            // SAFETY: inotify_init1 takes an integer only.
-            let fd = ret(unsafe { libc::inotify_init1(0) })?;
-            // SAFETY: the path is a valid NUL-terminated string.
-            ret(unsafe { libc::inotify_add_watch(fd, c".".as_ptr(), libc::IN_CREATE) })?;
+        "inotify" => set_up_inotify(&mut s, state)?,
+        "refuse-inotify-pending" => {
+            let file = state.join("inotify-pending");
+            std::fs::write(&file, b"x")?;
+            let fd = ret(unsafe_inotify_init(0))?;
+            s.inotify_file_wd = add_watch(fd, &file, libc::IN_MODIFY)?;
+            // One IN_MODIFY event waits unread in the queue.
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&file)
+                .and_then(|mut f| io::Write::write_all(&mut f, b"y"))?;
+            s.refused = Some(fd);
+        }
+        "refuse-inotify-deleted" => {
+            let file = state.join("inotify-deleted");
+            std::fs::write(&file, b"x")?;
+            let fd = ret(unsafe_inotify_init(0))?;
+            s.inotify_file_wd = add_watch(fd, &file, libc::IN_MODIFY)?;
+            // The file stays open (so the watch stays), its name gone: no path leads to it.
+            let held = std::fs::OpenOptions::new().append(true).open(&file)?;
+            std::fs::remove_file(&file)?;
+            s.inotify_held = Some(held);
             s.refused = Some(fd);
         }
         "refuse-userfaultfd" => {
@@ -535,7 +576,28 @@ fn check_kind(c: &mut Checks, kind: &str, s: &Set) -> io::Result<()> {
             check_signalfd(c, s)?;
         }
         "memfd" => check_memfd(c, s)?,
-        "refuse-inotify" | "refuse-userfaultfd" | "refuse-timerfd-cancel-on-set" => {
+        "inotify" => check_inotify(c, s)?,
+        "refuse-inotify-pending" => {
+            // The dump counted the event without taking it: it is still there to read.
+            let fd = s.refused.unwrap_or(-1);
+            c.eq(
+                "the queued event after the refused dump",
+                vec![(s.inotify_file_wd, libc::IN_MODIFY, String::new())],
+                inotify_events(fd)?,
+            );
+        }
+        "refuse-inotify-deleted" => {
+            let fd = s.refused.unwrap_or(-1);
+            if let Some(held) = &s.inotify_held {
+                io::Write::write_all(&mut &*held, b"z")?;
+            }
+            c.eq(
+                "the event of the deleted watched file after the refused dump",
+                vec![(s.inotify_file_wd, libc::IN_MODIFY, String::new())],
+                inotify_events(fd)?,
+            );
+        }
+        "refuse-userfaultfd" | "refuse-timerfd-cancel-on-set" => {
             let fd = s.refused.unwrap_or(-1);
             c.that(
                 sys::fcntl(fd, libc::F_GETFD).is_ok(),
@@ -603,6 +665,157 @@ fn pread(fd: i32, len: usize, at: u64) -> io::Result<Vec<u8>> {
     )?;
     b.truncate(n as usize);
     Ok(b)
+}
+
+fn unsafe_inotify_init(flags: i32) -> libc::c_int {
+    // SAFETY: inotify_init1 takes an integer only.
+    unsafe { libc::inotify_init1(flags) }
+}
+
+fn add_watch(fd: i32, path: &Path, mask: u32) -> io::Result<i32> {
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `p` is a valid NUL-terminated string, live for the call.
+    ret(unsafe { libc::inotify_add_watch(fd, p.as_ptr(), mask) })
+}
+
+fn rm_watch(fd: i32, wd: i32) -> io::Result<()> {
+    // SAFETY: inotify_rm_watch takes integers only.
+    ret(unsafe { libc::inotify_rm_watch(fd, wd) }).map(drop)
+}
+
+/// Every event an inotify instance holds now, as (wd, mask, name), read without waiting.
+fn inotify_events(fd: i32) -> io::Result<Vec<(i32, u32, String)>> {
+    let mut out = Vec::new();
+    while readable(fd)? {
+        let mut buf = [0u8; 4096];
+        let n = sys::read(fd, &mut buf)?;
+        let mut at = 0;
+        // struct inotify_event: wd (i32), mask, cookie, len (u32), then len bytes of name.
+        while at + 16 <= n {
+            let word = |i: usize| {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&buf[at + i * 4..at + i * 4 + 4]);
+                b
+            };
+            let wd = i32::from_ne_bytes(word(0));
+            let mask = u32::from_ne_bytes(word(1));
+            let len = u32::from_ne_bytes(word(3)) as usize;
+            let name = buf.get(at + 16..at + 16 + len).unwrap_or_default();
+            let name = String::from_utf8_lossy(name)
+                .trim_end_matches('\0')
+                .to_owned();
+            out.push((wd, mask, name));
+            at += 16 + len;
+        }
+    }
+    Ok(out)
+}
+
+/// The `inotify wd:` lines of a descriptor's fdinfo, sorted.
+fn inotify_lines(fd: i32) -> io::Result<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+    let mut out: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("inotify "))
+        .map(str::to_owned)
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+const INOTIFY_FILE_MASK: u32 = libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
+const INOTIFY_DIR_MASK: u32 = libc::IN_CREATE | libc::IN_DELETE | libc::IN_EXCL_UNLINK;
+
+fn set_up_inotify(s: &mut Set, state: &Path) -> io::Result<()> {
+    s.inotify_file = state.join("inotify-file");
+    s.inotify_dir = state.join("inotify-dir");
+    std::fs::write(&s.inotify_file, b"watched")?;
+    std::fs::create_dir(&s.inotify_dir)?;
+    s.inotify = ret(unsafe_inotify_init(libc::IN_NONBLOCK | libc::IN_CLOEXEC))?;
+    // Watches added and removed first, so the kept ones are numbered 3 and 5, not 1 and 2.
+    let dummy = add_watch(s.inotify, &s.inotify_dir, libc::IN_ACCESS)?;
+    rm_watch(s.inotify, dummy)?;
+    let dummy = add_watch(s.inotify, &s.inotify_file, libc::IN_OPEN)?;
+    rm_watch(s.inotify, dummy)?;
+    s.inotify_file_wd = add_watch(s.inotify, &s.inotify_file, INOTIFY_FILE_MASK)?;
+    let dummy = add_watch(s.inotify, state, libc::IN_ACCESS)?;
+    rm_watch(s.inotify, dummy)?;
+    s.inotify_dir_wd = add_watch(s.inotify, &s.inotify_dir, INOTIFY_DIR_MASK)?;
+    if (s.inotify_file_wd, s.inotify_dir_wd) != (3, 5) {
+        return Err(io::Error::other(format!(
+            "watch numbers {} and {}, not 3 and 5",
+            s.inotify_file_wd, s.inotify_dir_wd
+        )));
+    }
+    // The removals' IN_IGNORED events, read: the queue is empty.
+    inotify_events(s.inotify)?;
+    s.inotify_blocking = ret(unsafe_inotify_init(0))?;
+    add_watch(
+        s.inotify_blocking,
+        &s.inotify_file,
+        libc::IN_ATTRIB | libc::IN_ONESHOT,
+    )?;
+    s.inotify_lines = inotify_lines(s.inotify)?;
+    s.inotify_lines.extend(inotify_lines(s.inotify_blocking)?);
+    Ok(())
+}
+
+fn check_inotify(c: &mut Checks, s: &Set) -> io::Result<()> {
+    let mut lines = inotify_lines(s.inotify)?;
+    lines.extend(inotify_lines(s.inotify_blocking)?);
+    c.eq(
+        "inotify watches (fdinfo: wd, inode, device, mask, handle)",
+        &s.inotify_lines,
+        &lines,
+    );
+    c.eq("inotify O_NONBLOCK", true, nonblocking(s.inotify)?);
+    c.eq(
+        "inotify FD_CLOEXEC",
+        libc::FD_CLOEXEC,
+        sys::fcntl(s.inotify, libc::F_GETFD)? & libc::FD_CLOEXEC,
+    );
+    c.eq(
+        "blocking inotify O_NONBLOCK",
+        false,
+        nonblocking(s.inotify_blocking)?,
+    );
+    c.eq(
+        "blocking inotify FD_CLOEXEC",
+        0,
+        sys::fcntl(s.inotify_blocking, libc::F_GETFD)? & libc::FD_CLOEXEC,
+    );
+    c.eq(
+        "no event queued after the restore",
+        vec![],
+        inotify_events(s.inotify)?,
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s.inotify_file)
+        .and_then(|mut f| io::Write::write_all(&mut f, b"!"))?;
+    std::fs::write(s.inotify_dir.join("new"), b"")?;
+    std::fs::set_permissions(
+        &s.inotify_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    c.eq(
+        "inotify events (wd, mask, name)",
+        vec![
+            (s.inotify_file_wd, libc::IN_MODIFY, String::new()),
+            (s.inotify_file_wd, libc::IN_CLOSE_WRITE, String::new()),
+            (s.inotify_dir_wd, libc::IN_CREATE, "new".to_owned()),
+        ],
+        inotify_events(s.inotify)?,
+    );
+    c.eq(
+        "blocking inotify events (wd, mask, name)",
+        vec![
+            (1, libc::IN_ATTRIB, String::new()),
+            (1, libc::IN_IGNORED, String::new()),
+        ],
+        inotify_events(s.inotify_blocking)?,
+    );
+    Ok(())
 }
 
 fn set_up_memfd(s: &mut Set) -> io::Result<()> {

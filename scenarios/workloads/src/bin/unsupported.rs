@@ -1,5 +1,6 @@
 //! Holds a descriptor the engine does not support, for the refusal test: `inotify` (watching
-//! the state directory for created files) or `socket` (an established TCP connection on
+//! the state directory for created files, with the events of the protocol's files unread: the
+//! engine restores inotify instances, but not their queued events) or `socket` (an established TCP connection on
 //! 127.0.0.1 with bytes buffered; Unix socket pairs are restored), chosen by the first argument.
 //!
 //! Announces `unsupported-kind <kind>` and `unsupported-fd <n>` in the ready file. Checks that
