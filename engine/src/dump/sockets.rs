@@ -13,13 +13,13 @@
 //! addresses), a listener's pending connections, a UDP socket with datagrams queued.
 
 use super::DumpError;
-use crate::image::schema::{InetSocket, SocketOption, UnixSocket, UnixSocketType};
+use crate::image::schema::{InetSocket, PeerCred, SocketOption, UnixSocket, UnixSocketType};
 use crate::image::{sockopt, unix_socket_path};
 use crate::procfs::read_link;
 use crate::sys::{
-    fresh_socket, has_pending_error, inet_diag_all, peek_queue, queue_truesize, set_sockopt_bytes,
-    sockopt_bytes, sockopt_int, sockopt_timeval, unix_diag, unix_outq, InetDiag, UnixDiag,
-    UNIX_ESTABLISHED, UNIX_LISTEN,
+    fd_of, fresh_socket, has_pending_error, inet_diag_all, peek_queue, peer_cred, peer_groups,
+    peer_pid_now, queue_truesize, set_sockopt_bytes, sockopt_bytes, sockopt_int, sockopt_timeval,
+    unix_diag, unix_outq, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN,
 };
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -51,6 +51,8 @@ pub enum Role {
 pub struct TreeSockets {
     unix: HashMap<u64, Held>,
     roles: HashMap<u64, Role>,
+    /// Each Unix socket's peer credentials (`SO_PEERCRED`, `SO_PEERGROUPS`), by inode.
+    creds: HashMap<u64, PeerCred>,
     /// The TCP listeners and UDP sockets of the tree, by inode.
     inet: HashMap<u64, InetDiag>,
 }
@@ -161,7 +163,103 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
         }
     }
     tree.roles = roles;
+    tree.creds = peer_creds(pids, &tree)?;
     Ok(tree)
+}
+
+/// Reads the peer credentials of every Unix socket of `tree` and refuses, by name, one the
+/// restore could not make again: the restore makes each socket in the process its
+/// credentials name (one of `pids`, the living processes of the tree), with those
+/// credentials; a pair's ends share them, and a client holds its listener's.
+fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>, DumpError> {
+    let mut creds = HashMap::new();
+    let mut order: Vec<(&u64, &Held)> = tree.unix.iter().collect();
+    order.sort_by_key(|(ino, _)| **ino);
+    let mut live = HashMap::new();
+    for (&ino, held) in &order {
+        let sock = fd_of(held.pid, u64::try_from(held.fd).unwrap_or(u64::MAX))?;
+        let c = peer_cred(sock.as_fd())?;
+        let groups = peer_groups(sock.as_fd())?;
+        live.insert(ino, peer_pid_now(sock.as_fd())?);
+        creds.insert(
+            ino,
+            PeerCred {
+                pid: u32::try_from(c.pid).unwrap_or(0),
+                uid: c.uid,
+                gid: c.gid,
+                groups_known: groups.is_some(),
+                groups: groups.unwrap_or_default(),
+            },
+        );
+    }
+    let hint = "crlab makes a Unix socket again in the process that made or connected it, \
+                with the credentials the kernel recorded (SO_PEERCRED); keep that process \
+                alive in the dumped tree, or make the socket again in a process of it";
+    for (&ino, held) in &order {
+        let c = &creds[&ino];
+        let refuse = |why: String| DumpError::Socket {
+            pid: held.pid,
+            fd: held.fd,
+            what: format!(
+                "a Unix socket whose peer credentials ({}) {why}",
+                cred_text(c)
+            ),
+            target: format!("socket:[{ino}]"),
+            hint,
+        };
+        let pid = i32::try_from(c.pid).unwrap_or(0);
+        if pid == 0 {
+            return Err(refuse("name no process".into()));
+        }
+        if live
+            .get(&ino)
+            .copied()
+            .flatten()
+            .is_some_and(|now| now != pid)
+            || !pids.contains(&pid)
+        {
+            return Err(refuse(format!(
+                "name process {pid}, which made it and has exited, or is not a process of the \
+                 dumped tree"
+            )));
+        }
+        let peer = u64::from(held.diag.peer);
+        let same_as = match tree.roles.get(&ino) {
+            Some(Role::Pair) => Some((peer, "its pair's other end")),
+            Some(Role::Client) => match tree.roles.get(&peer) {
+                Some(Role::Accepted { listener }) => Some((*listener, "its listener")),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((other, what)) = same_as {
+            if let Some(o) = creds.get(&other).filter(|o| *o != c) {
+                return Err(refuse(format!(
+                    "differ from those of {what} (socket:[{other}], {}), which one call \
+                     cannot make again",
+                    cred_text(o)
+                )));
+            }
+        }
+    }
+    Ok(creds)
+}
+
+/// Peer credentials as a refusal names them.
+pub fn cred_text(c: &PeerCred) -> String {
+    let groups = if c.groups_known {
+        format!(
+            ", groups [{}]",
+            c.groups
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
+    format!("pid {}, uid {}, gid {}{groups}", c.pid, c.uid, c.gid)
 }
 
 type Refusal = (String, &'static str);
@@ -676,6 +774,7 @@ pub fn read_unix(
         rcvtimeo_us,
         sndtimeo_us,
         options,
+        peer_cred: tree.creds.get(&ino).cloned(),
         ..UnixSocket::default()
     };
     match *role {
