@@ -13,7 +13,7 @@ use rstest::rstest;
 use crlab::failpoint;
 use support::process::{self, Exit, Proc};
 use support::protocol::WaitMode;
-use support::workload::{assert_refusal_names, Workload, EXIT_TIMEOUT};
+use support::workload::{assert_refusal_names, Identity, Workload, EXIT_TIMEOUT};
 
 /// Pairs of each type with queued data both ways, a shut-down pair, options and flags
 /// (`pairs`); listeners at a path and an abstract name with a connection accepted on each
@@ -59,6 +59,64 @@ fn unix_sockets_are_restored_exactly(#[case] kind: &str, #[case] ends: usize) {
             .any(|s| s["queue"].as_array().is_some_and(|q| q.len() == 4)),
         "a datagram end with its four messages: {sockets:?}"
     );
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Who the `peercred` workload runs as: not root, with supplementary groups.
+const NOT_ROOT: Identity = Identity {
+    uid: 4242,
+    gid: 4343,
+    groups: &[4343, 4444],
+};
+
+/// A workload of another user (`peercred`): the peer credentials (`SO_PEERCRED`,
+/// `SO_PEERGROUPS`) of both ends of a pair it made (one end also its child's), of its
+/// listener, of a pair its child made (one end passed to it), of a connection its child made
+/// and it accepted, and of the child's client end, are after the restore what they were:
+/// the maker's pid, the user's uid, gid and groups (the workload and its child check them).
+/// The images record them.
+#[test]
+fn peer_credentials_of_another_user_are_restored() {
+    let mut w = Workload::start_as("sockets", WaitMode::Nanosleep, &["peercred"], NOT_ROOT);
+    let child: i32 = w
+        .wait_ready()
+        .get("child-pid")
+        .expect("the child's pid")
+        .parse()
+        .expect("child-pid is a pid");
+    let parent = w.pid();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let exit = Proc::adopt(child)
+        .reap_within(EXIT_TIMEOUT, "the dumped child")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(exit, Exit::Signal(_)),
+        "the dumped child ended with {exit}"
+    );
+    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
+    let run = w.crlab(&args);
+    assert!(run.succeeded(), "crlab show failed");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let mut creds = Vec::new();
+    collect(&json, "peerCred", &mut creds);
+    // The pair (2), the listener, the child's pair (2), the connection (2).
+    assert_eq!(creds.len(), 7, "{creds:?}");
+    let mut pids: Vec<i64> = creds.iter().filter_map(|c| c["pid"].as_i64()).collect();
+    pids.sort_unstable();
+    let mut want = vec![i64::from(parent); 4];
+    want.extend([i64::from(child); 3]);
+    want.sort_unstable();
+    assert_eq!(pids, want, "the makers' pids: {creds:?}");
+    for c in &creds {
+        assert_eq!(c["uid"], 4242, "{c}");
+        assert_eq!(c["gid"], 4343, "{c}");
+        assert_eq!(c["groups"], serde_json::json!([4343, 4444]), "{c}");
+    }
     w.restore_detached_ok();
     w.trigger();
     w.expect_ok();
@@ -212,6 +270,10 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 #[case::peer_outside(
     "outside",
     &["a Unix socket connected to a process outside the dump (peer inode"]
+)]
+#[case::peercred_exited(
+    "peercred-exited",
+    &["a Unix socket whose peer credentials (pid ", ", uid 0, gid 0, groups [", "which made it and has exited"]
 )]
 #[case::scm_rights("scm-rights", &["SCM_RIGHTS", "in flight"])]
 #[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]
