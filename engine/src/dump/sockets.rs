@@ -3,10 +3,14 @@
 //!
 //! Restored: `AF_UNIX` pairs (stream, datagram, seqpacket) whose both ends are in the tree,
 //! unnamed, with what is queued in each direction, the shutdown state, the SELinux label and
-//! the options that matter; listeners and the connections accepted from them. TCP listeners
+//! the options that matter, and its peer credentials (`SO_PEERCRED`, `SO_PEERGROUPS`), which
+//! the restore gives back by making the socket in the process they name; listeners and the
+//! connections accepted from them. TCP listeners
 //! and UDP sockets (IPv4 and IPv6, bound, a UDP one maybe connected) with their address,
 //! backlog, label and options (those of `image::sockopt` when not at a new socket's value).
-//! Refused: a peer outside the tree, a socket of another family (raw, netlink, packet, ...), a
+//! Refused: peer credentials that name no living process of the tree (the socket's maker
+//! exited), a pair whose ends' differ, a client whose differ from its listener's; a peer
+//! outside the tree, a socket of another family (raw, netlink, packet, ...), a
 //! bound or unconnected Unix socket, control messages in flight, zero-length messages a walk
 //! of the queue cannot place, an option a new socket does not take back, a pending error, a
 //! TCP socket in any state but listening (an established connection named with its

@@ -12,6 +12,11 @@
 //! their counter, time, unread expirations or mask; an epoll's registrations are added once its
 //! process has every descriptor at its number, by that process, with the original numbers
 //! ([`register_epolls`]): the kernel keys a registration by file and descriptor number.
+//!
+//! Unix sockets are the exception: the kernel records the credentials of the process that
+//! calls `socketpair`, `listen` or `connect` (`SO_PEERCRED`), so each is made once the tree
+//! exists, by the process those credentials name, with them ([`make_unix_sockets`]), and
+//! handed to the processes that hold it at a number kept for it ([`Parked::late`]).
 
 use super::error::StepContext;
 use super::RestoreError;

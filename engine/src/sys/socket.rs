@@ -1,7 +1,7 @@
 //! An `AF_UNIX` socket seen from the engine: its queued messages read without taking them
 //! (`SO_PEEK_OFF` and `MSG_PEEK`), its integer options, and a copy of a descriptor of a
 //! traced task (`pidfd_getfd`), through which the restore fills and configures the sockets it
-//! creates in the root.
+//! creates in the tree; a socket's peer credentials (`SO_PEERCRED`, `SO_PEERGROUPS`).
 
 use super::SysError;
 use nix::errno::Errno;
