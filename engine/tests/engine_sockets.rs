@@ -275,6 +275,10 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
     "peercred-exited",
     &["a Unix socket whose peer credentials (pid ", ", uid 0, gid 0, groups [", "which made it and has exited"]
 )]
+#[case::peercred_reused(
+    "peercred-reused",
+    &["a Unix socket whose peer credentials (pid ", "which made it and has exited"]
+)]
 #[case::scm_rights("scm-rights", &["SCM_RIGHTS", "in flight"])]
 #[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]
 #[case::tcp_established(

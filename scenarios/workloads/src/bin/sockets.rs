@@ -51,6 +51,8 @@
 //! - `pending`: a listener with a connection not accepted yet;
 //! - `peercred-exited`: a stream pair a child made and passed here (`SCM_RIGHTS`) before it
 //!   exited and was reaped: its peer credentials name a process that is gone;
+//! - `peercred-reused`: the same, with the child's pid then given to another child of this
+//!   process (`clone3` with `set_tid`), alive in the tree but not the socket's maker;
 //! - `outside`: a stream pair whose other end is held by a process outside the tree (a
 //!   grandchild reparented away, which exits when its end sees the end of the stream);
 //! - `scm-rights`: a stream pair with a descriptor in flight (`SCM_RIGHTS`);
@@ -549,10 +551,25 @@ fn refused(mut w: Workload, kind: &str) -> ! {
     let me = sys::getpid();
     let fd = match kind {
         "outside" => outside(&w).0,
-        "peercred-exited" => {
+        "peercred-exited" | "peercred-reused" => {
             let (x, y, child) = made_by_exited_child(&w);
             w.setup("queueing", send(y, b"made by a child"));
             w.announce("exited-child", child);
+            if kind == "peercred-reused" {
+                // Its pid given to another child, alive in the tree: still not the maker.
+                let mut hold = [0i32; 2];
+                // SAFETY: pipe writes two descriptors into `hold`.
+                w.setup(
+                    "pipe",
+                    sys::check(unsafe { libc::pipe(hold.as_mut_ptr()) }.into()),
+                );
+                let again = child_with_pid(&w, child, hold[0]);
+                if again != child {
+                    w.setup_failed(&format!("clone3 gave pid {again}, not {child}"));
+                }
+                // SAFETY: the read end is the new child's.
+                unsafe { libc::close(hold[0]) };
+            }
             x
         }
         "scm-rights" => {
@@ -787,7 +804,7 @@ fn refused(mut w: Workload, kind: &str) -> ! {
         "outside" => {
             checks.io("sending to the process outside", send(fd, b"still there"));
         }
-        "peercred-exited" => {
+        "peercred-exited" | "peercred-reused" => {
             if let Some(n) = checks.io("recv", recv(fd, &mut buf)) {
                 checks.eq("the queued message", &b"made by a child"[..], &buf[..n]);
             }
@@ -1167,6 +1184,34 @@ fn made_by_exited_child(w: &Workload) -> (i32, i32, i32) {
     } else {
         (y, x, child)
     }
+}
+
+/// A child of this process with pid `pid` (`clone3` with `set_tid`, which root may ask for),
+/// blocked until `hold` (a pipe's read end) sees its writer close, then gone.
+fn child_with_pid(w: &Workload, pid: i32, hold: i32) -> i32 {
+    let tid = [pid];
+    let mut args = [0u64; 11];
+    args[4] = libc::SIGCHLD as u64;
+    args[8] = tid.as_ptr() as u64;
+    args[9] = 1;
+    // SAFETY: clone3 with no stack behaves as fork (the child runs on a copy of this
+    // single-threaded program's memory); `args` and `tid` are live for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args.as_mut_ptr(),
+            std::mem::size_of_val(&args),
+        )
+    };
+    let child = w.setup("clone3(set_tid)", sys::check(r)) as i32;
+    if child == 0 {
+        let mut b = [0u8; 1];
+        // SAFETY: a live buffer; blocks until the workload ends.
+        unsafe { libc::read(hold, b.as_mut_ptr().cast(), 1) };
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    child
 }
 
 /// `sockaddr_un` for `name` (a path, or an abstract name starting with a NUL) and its length.
