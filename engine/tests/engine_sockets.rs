@@ -8,7 +8,13 @@
 
 mod support;
 
+use std::ffi::OsString;
+use std::path::Path;
+
 use rstest::rstest;
+
+use crlab::image::schema::{file_entry, FileTable, Mm, PsTree, Task, ThreadCore};
+use crlab::image::{parse_name, FileKind, ImageDirReader, ImageDirWriter, Trust};
 
 use crlab::failpoint;
 use support::process::{self, Exit, Proc};
@@ -120,6 +126,103 @@ fn peer_credentials_of_another_user_are_restored() {
     w.restore_detached_ok();
     w.trigger();
     w.expect_ok();
+}
+
+/// The restore reads every socket's peer credentials back and fails, naming the socket, when
+/// they are not the image's: here a pair end's uid changed in the images (one call makes both
+/// ends, so they cannot differ). Nothing is left behind, and the untouched dump restores.
+#[test]
+fn restore_fails_by_name_when_peer_credentials_come_back_otherwise() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["pairs"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let images = w.images_dir();
+    let doctored = w.scratch_dir().join("doctored");
+    let mut ino = 0;
+    rewrite_files(&images, &doctored, |table| {
+        let end = table
+            .files
+            .iter_mut()
+            .filter_map(|f| match &mut f.kind {
+                Some(file_entry::Kind::UnixSocket(s)) => Some(s),
+                _ => None,
+            })
+            .max_by_key(|s| s.ino)
+            .expect("a Unix socket in the images");
+        end.peer_cred.as_mut().expect("peer credentials").uid = 4242;
+        ino = end.ino;
+    });
+    let args: Vec<OsString> = vec![
+        "restore".into(),
+        "--detach".into(),
+        "--images-dir".into(),
+        doctored.into(),
+    ];
+    let run = w.crlab(&args);
+    let (exit, err) = (run.exit, run.stderr());
+    assert_eq!(exit, Some(Exit::Code(1)), "{err}");
+    for words in [
+        format!("the Unix socket of inode {ino} has the peer credentials pid "),
+        ", uid 0, gid 0, groups [] after the restore, not pid ".to_owned(),
+        ", uid 4242, gid 0, groups [] as dumped".to_owned(),
+    ] {
+        assert!(err.contains(&words), "{words:?} in {err}");
+    }
+    assert!(!process::pid_exists(w.pid()), "nothing was left behind");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Copies the dump in `from` to a new dump in `to`, every message decoded and written again,
+/// with `edit` applied to the file table.
+fn rewrite_files(from: &Path, to: &Path, mut edit: impl FnMut(&mut FileTable)) {
+    let reader = ImageDirReader::open_with(from, Trust::OwnerOnly).expect("reading the dump");
+    let mut writer = ImageDirWriter::create(to).expect("a new dump");
+    for entry in &reader.inventory().files {
+        let name = entry.name.as_str();
+        let parsed = parse_name(name).expect("a dump's file name");
+        let kind = parsed.kind;
+        match kind {
+            FileKind::PsTree => {
+                let m: PsTree = reader.read_message(name, kind).expect("pstree");
+                writer.write_message(name, kind, &m).expect("write");
+            }
+            FileKind::Files => {
+                let mut m: FileTable = reader.read_message(name, kind).expect("files");
+                edit(&mut m);
+                writer.write_message(name, kind, &m).expect("write");
+            }
+            FileKind::Core => {
+                let m: ThreadCore = reader.read_message(name, kind).expect("core");
+                writer.write_message(name, kind, &m).expect("write");
+            }
+            FileKind::Task => {
+                let m: Task = reader.read_message(name, kind).expect("task");
+                writer.write_message(name, kind, &m).expect("write");
+            }
+            FileKind::Mm => {
+                let m: Mm = reader.read_message(name, kind).expect("mm");
+                writer.write_message(name, kind, &m).expect("write");
+            }
+            FileKind::Pages => {
+                let id = parsed.id.unwrap_or(0);
+                let mut pages = reader.pages(id).expect("pages");
+                let mut buf = vec![0u8; usize::try_from(pages.len()).expect("fits")];
+                pages.read_exact(&mut buf).expect("page data");
+                pages.finish().expect("checksum");
+                let mut out = writer.pages_writer(id).expect("pages writer");
+                out.write_all(&buf).expect("write pages");
+                out.finish().expect("finish pages");
+            }
+            FileKind::Inventory => unreachable!("the inventory does not list itself"),
+        }
+    }
+    writer
+        .commit(reader.inventory().clone())
+        .expect("committing the rewritten dump");
 }
 
 /// TCP listeners on 127.0.0.1, ::1 and the IPv6 wildcard with their options and backlogs
