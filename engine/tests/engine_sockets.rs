@@ -376,11 +376,11 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 )]
 #[case::peercred_exited(
     "peercred-exited",
-    &["a Unix socket whose peer credentials (pid ", ", uid 0, gid 0, groups [", "which made it and has exited"]
+    &["a Unix socket whose peer credentials (pid ", ", uid 0, gid 0, groups [", "which made it and has exited (socket:["]
 )]
 #[case::peercred_reused(
     "peercred-reused",
-    &["a Unix socket whose peer credentials (pid ", "which made it and has exited"]
+    &["a Unix socket whose peer credentials (pid ", "which made it and has exited: pid ", "is now another process of the tree"]
 )]
 #[case::scm_rights("scm-rights", &["SCM_RIGHTS", "in flight"])]
 #[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]

@@ -200,7 +200,9 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
                 with the credentials the kernel recorded (SO_PEERCRED); keep that process \
                 alive in the dumped tree, or make the socket again in a process of it";
     for (&ino, held) in &order {
-        let c = &creds[&ino];
+        let Some(c) = creds.get(&ino) else {
+            continue;
+        };
         let refuse = |why: String| DumpError::Socket {
             pid: held.pid,
             fd: held.fd,
@@ -215,17 +217,25 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
         if pid == 0 {
             return Err(refuse("name no process".into()));
         }
-        if live
+        // SO_PEERPIDFD's process: -1 once the maker is reaped, even if its pid was reused.
+        let gone = live
             .get(&ino)
             .copied()
             .flatten()
-            .is_some_and(|now| now != pid)
-            || !pids.contains(&pid)
-        {
-            return Err(refuse(format!(
-                "name process {pid}, which made it and has exited, or is not a process of the \
-                 dumped tree"
-            )));
+            .is_some_and(|now| now != pid);
+        let why = match (gone, pids.contains(&pid)) {
+            (true, true) => Some(format!(
+                "name process {pid}, which made it and has exited: pid {pid} is now another \
+                 process of the tree"
+            )),
+            (true, false) => Some(format!("name process {pid}, which made it and has exited")),
+            (false, false) => Some(format!(
+                "name process {pid}, which is not a living process of the dumped tree"
+            )),
+            (false, true) => None,
+        };
+        if let Some(why) = why {
+            return Err(refuse(why));
         }
         let peer = u64::from(held.diag.peer);
         let same_as = match tree.roles.get(&ino) {

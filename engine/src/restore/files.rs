@@ -977,7 +977,7 @@ fn set_groups(
 /// credentials the kernel records for the socket `op` makes or connects, then gives the
 /// process the engine's back (its real and saved uid stay the engine's, so it may). With
 /// `fs_engine`, file access (a connect through a socket file) is checked with the engine's
-/// (`setfsuid`, `setfsgid`), which the kernel does not record.
+/// (`setfsuid`, `setfsgid`; no socket option reports the file-access ids).
 fn with_creds<T>(
     remote: &mut Remote,
     pid: i32,

@@ -563,7 +563,7 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                     "pipe",
                     sys::check(unsafe { libc::pipe(hold.as_mut_ptr()) }.into()),
                 );
-                let again = child_with_pid(&w, child, hold[0]);
+                let again = child_with_pid(&w, child, hold[0], &[x, y, hold[1]]);
                 if again != child {
                     w.setup_failed(&format!("clone3 gave pid {again}, not {child}"));
                 }
@@ -1187,8 +1187,9 @@ fn made_by_exited_child(w: &Workload) -> (i32, i32, i32) {
 }
 
 /// A child of this process with pid `pid` (`clone3` with `set_tid`, which root may ask for),
-/// blocked until `hold` (a pipe's read end) sees its writer close, then gone.
-fn child_with_pid(w: &Workload, pid: i32, hold: i32) -> i32 {
+/// blocked until `hold` (a pipe's read end) sees its writer close, then gone; it closes
+/// `close` first (this process's sockets are not its own).
+fn child_with_pid(w: &Workload, pid: i32, hold: i32, close: &[i32]) -> i32 {
     let tid = [pid];
     let mut args = [0u64; 11];
     args[4] = libc::SIGCHLD as u64;
@@ -1205,6 +1206,10 @@ fn child_with_pid(w: &Workload, pid: i32, hold: i32) -> i32 {
     };
     let child = w.setup("clone3(set_tid)", sys::check(r)) as i32;
     if child == 0 {
+        for &fd in close {
+            // SAFETY: this process's copies of the parent's descriptors.
+            unsafe { libc::close(fd) };
+        }
         let mut b = [0u8; 1];
         // SAFETY: a live buffer; blocks until the workload ends.
         unsafe { libc::read(hold, b.as_mut_ptr().cast(), 1) };
