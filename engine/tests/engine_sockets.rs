@@ -1,5 +1,6 @@
 //! Unix sockets: the pairs the engine restores exactly (the `sockets` workload checks its
-//! queues, boundaries, shutdown state, options and labels itself after the restore), and the
+//! queues, boundaries, shutdown state, options, labels and peer credentials itself after the
+//! restore, also as another user), the restore's read-back of peer credentials, and the
 //! sockets it refuses at dump, by name, with the workload running on afterwards with the
 //! refused state still in place.
 //!
