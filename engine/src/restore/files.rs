@@ -1134,13 +1134,8 @@ pub fn make_unix_sockets(
             r.syscall("connect", libc::SYS_connect, &[fd, addr, len])
                 .step(pid, "connecting a Unix socket to its listener")
         })?;
-        let accepted = nix::sys::socket::accept4(
-            listener.as_raw_fd(),
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC | nix::sys::socket::SockFlag::SOCK_NONBLOCK,
-        )
-        .map_err(|e| bad(s, &format!("accepting its connection again: {e}")))?;
-        // SAFETY: accept4 just returned this descriptor; nobody else owns it.
-        let accepted = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(accepted) };
+        let accepted = crate::sys::accept_nonblocking(listener.as_fd())
+            .map_err(|e| bad(s, &format!("accepting its connection again: {e}")))?;
         let c = copy(pid, client, fd)?;
         fill_pair((client, client_flags, &c), (s, flags, &accepted))?;
         made.insert(client.ino, (c, Some((pid, fd))));

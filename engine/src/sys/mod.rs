@@ -45,7 +45,7 @@ pub use socket::{
     Peeked,
 };
 pub use stop::{catch_stop_signals, default_stop_signals, stop_requested};
-pub use unix::{accept, recv_fds, send_fd, FDS_PER_MESSAGE};
+pub use unix::{accept, accept_nonblocking, recv_fds, send_fd, FDS_PER_MESSAGE};
 
 /// Size of a page on x86_64.
 pub const PAGE_SIZE: u64 = PAGE_SIZE_U32 as u64;

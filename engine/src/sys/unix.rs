@@ -16,6 +16,17 @@ pub fn accept(listener: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Accepts one connection on `listener`, close-on-exec and non-blocking (the restore's accept
+/// of a connection it just made again, whose file flags it sets afterwards).
+pub fn accept_nonblocking(listener: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    let fd = accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
+    // SAFETY: accept4 just returned this descriptor; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Receives one message of one byte on `conn` and returns the descriptors its `SCM_RIGHTS`
 /// carried (at most [`FDS_PER_MESSAGE`]), close-on-exec and owned.
 pub fn recv_fds(conn: BorrowedFd<'_>) -> nix::Result<Vec<OwnedFd>> {
