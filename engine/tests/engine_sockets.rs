@@ -383,6 +383,10 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
     "peercred-reused",
     &["a Unix socket whose peer credentials (pid ", "which made it and has exited: pid ", "is now another process of the tree"]
 )]
+#[case::peercred_relisten(
+    "peercred-relisten",
+    &["a Unix socket whose peer credentials (pid ", ", uid 0, gid 0, groups [", "differ from those of its listener (socket:[", ", uid 4242, gid 0", "which one call cannot make again"]
+)]
 #[case::scm_rights("scm-rights", &["SCM_RIGHTS", "in flight"])]
 #[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]
 #[case::tcp_established(

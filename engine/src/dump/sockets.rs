@@ -203,7 +203,7 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
         let Some(c) = creds.get(&ino) else {
             continue;
         };
-        let refuse = |why: String| DumpError::Socket {
+        let refuse_with = |why: String, hint: &'static str| DumpError::Socket {
             pid: held.pid,
             fd: held.fd,
             what: format!(
@@ -213,6 +213,7 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
             target: format!("socket:[{ino}]"),
             hint,
         };
+        let refuse = |why: String| refuse_with(why, hint);
         let pid = i32::try_from(c.pid).unwrap_or(0);
         if pid == 0 {
             return Err(refuse("name no process".into()));
@@ -248,11 +249,16 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
         };
         if let Some((other, what)) = same_as {
             if let Some(o) = creds.get(&other).filter(|o| *o != c) {
-                return Err(refuse(format!(
-                    "differ from those of {what} (socket:[{other}], {}), which one call \
-                     cannot make again",
-                    cred_text(o)
-                )));
+                return Err(refuse_with(
+                    format!(
+                        "differ from those of {what} (socket:[{other}], {}), which one call \
+                         cannot make again",
+                        cred_text(o)
+                    ),
+                    "the restore makes a pair's ends with one socketpair, and a client takes \
+                     its listener's credentials when it connects; connect again after the \
+                     listener's last listen",
+                ));
             }
         }
     }

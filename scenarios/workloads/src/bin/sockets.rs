@@ -49,6 +49,9 @@
 //!
 //! Refused at dump (the state still in place after the refused dump, checked after the wait):
 //! - `pending`: a listener with a connection not accepted yet;
+//! - `peercred-relisten`: a stream connection whose client keeps the peer credentials its
+//!   listener had at connect (root's), the listener having listened again since with another
+//!   effective uid;
 //! - `peercred-exited`: a stream pair a child made and passed here (`SCM_RIGHTS`) before it
 //!   exited and was reaped: its peer credentials name a process that is gone;
 //! - `peercred-reused`: the same, with the child's pid then given to another child of this
@@ -551,6 +554,31 @@ fn refused(mut w: Workload, kind: &str) -> ! {
     let me = sys::getpid();
     let fd = match kind {
         "outside" => outside(&w).0,
+        "peercred-relisten" => {
+            let path = w.path("relisten.sock");
+            use std::os::unix::ffi::OsStrExt;
+            let name = path.as_os_str().as_bytes().to_vec();
+            let l = w.setup("socket", socket(libc::SOCK_STREAM));
+            w.setup("bind", bind(l, &name));
+            w.setup("listen", listen(l, 4));
+            let c = w.setup("socket", socket(libc::SOCK_STREAM));
+            w.setup("connect", connect(c, &name));
+            let a = w.setup("accept", accept(l));
+            w.setup("queueing", send(a, b"before the second listen"));
+            // listen again with another effective uid: the listener's peer credentials change,
+            // the client keeps those it copied at connect. (System calls, not libc's: this
+            // thread only, and back to root after.)
+            let keep = u64::from(u32::MAX);
+            // SAFETY: setresuid takes only integers.
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, keep, 4242u64, keep) };
+            w.setup("setresuid(-1, 4242, -1)", sys::check(r));
+            let again = listen(l, 4);
+            // SAFETY: as above; the real and saved uids are still 0.
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, keep, 0u64, keep) };
+            w.setup("setresuid(-1, 0, -1)", sys::check(r));
+            w.setup("listen again", again);
+            c
+        }
         "peercred-exited" | "peercred-reused" => {
             let (x, y, child) = made_by_exited_child(&w);
             w.setup("queueing", send(y, b"made by a child"));
@@ -803,6 +831,18 @@ fn refused(mut w: Workload, kind: &str) -> ! {
     match kind {
         "outside" => {
             checks.io("sending to the process outside", send(fd, b"still there"));
+        }
+        "peercred-relisten" => {
+            if let Some(n) = checks.io("recv", recv(fd, &mut buf)) {
+                checks.eq(
+                    "the queued bytes",
+                    &b"before the second listen"[..],
+                    &buf[..n],
+                );
+            }
+            if let Some(c) = checks.io("SO_PEERCRED", peer_cred(fd)) {
+                checks.eq("the client's peer uid (the first listen's)", 0, c.uid);
+            }
         }
         "peercred-exited" | "peercred-reused" => {
             if let Some(n) = checks.io("recv", recv(fd, &mut buf)) {
