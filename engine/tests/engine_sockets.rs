@@ -129,6 +129,21 @@ fn peer_credentials_of_another_user_are_restored() {
     w.expect_ok();
 }
 
+/// A root process's pair made while its thread's effective ids were 4242/4343 with group
+/// 4444 (`peercred-switched`): the restore gives it those peer credentials, not the
+/// process's own (root's), which it has again after the restore.
+#[test]
+fn peer_credentials_are_the_makers_at_the_call_not_the_process_now() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["peercred-switched"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
 /// The restore reads every socket's peer credentials back and fails, naming the socket, when
 /// they are not the image's: here a pair end's uid changed in the images (one call makes both
 /// ends, so they cannot differ). Nothing is left behind, and the untouched dump restores.

@@ -31,6 +31,10 @@
 //!   its ids, and after the wait to be as it was, the child checking its own ends. Every
 //!   other kind checks its Unix sockets' peer credentials too.
 //!
+//! - `peercred-switched`: run as root, a stream pair made while the thread's effective uid,
+//!   gid and groups were others (switched back after): its peer credentials, checked after
+//!   the wait, are those, not the process's own.
+//!
 //! - `inet-listeners`: TCP listeners on 127.0.0.1 (backlog 5, `TCP_NODELAY`, `SO_KEEPALIVE`,
 //!   `TCP_KEEPIDLE` 77), on ::1 (`IPV6_V6ONLY`, `SO_REUSEADDR`, `IPV6_UNICAST_HOPS`, backlog
 //!   9) and on the IPv6 wildcard, dual-stack (`SO_REUSEPORT`, backlog 3). After the wait: each
@@ -1186,6 +1190,51 @@ fn peercred(mut w: Workload) -> ! {
     w.finish(checks)
 }
 
+/// `peercred-switched`: run as root, a stream pair made while this thread's effective uid,
+/// gid and groups were others (4242, 4343, [4444], switched by system calls and back): its
+/// peer credentials are those, not the process's, before the dump and after the restore.
+fn peercred_switched(mut w: Workload) -> ! {
+    let keep = u64::from(u32::MAX);
+    let groups = [4444u32];
+    // SAFETY: setgroups reads one gid from a live array; setresgid and setresuid take
+    // integers; they change this thread's credentials only (system calls, not libc's).
+    let made = unsafe {
+        sys::check(libc::syscall(libc::SYS_setgroups, 1u64, groups.as_ptr()))
+            .and_then(|_| sys::check(libc::syscall(libc::SYS_setresgid, keep, 4343u64, keep)))
+            .and_then(|_| sys::check(libc::syscall(libc::SYS_setresuid, keep, 4242u64, keep)))
+            .and_then(|_| socketpair(libc::SOCK_STREAM))
+    };
+    // SAFETY: as above; the real and saved uids are still root's, so this may switch back.
+    let back = unsafe {
+        sys::check(libc::syscall(libc::SYS_setresuid, keep, 0u64, keep))
+            .and_then(|_| sys::check(libc::syscall(libc::SYS_setresgid, keep, 0u64, keep)))
+            .and_then(|_| sys::check(libc::syscall(libc::SYS_setgroups, 0u64, 0u64)))
+    };
+    w.setup("switching back to root", back);
+    let (a, b) = w.setup("socketpair as 4242", made);
+    let want = Cred {
+        pid: sys::getpid(),
+        uid: 4242,
+        gid: 4343,
+        groups: groups.to_vec(),
+    };
+    for fd in [a, b] {
+        let got = w.setup("SO_PEERCRED", peer_cred(fd));
+        if got != want {
+            w.setup_failed(&format!(
+                "peer credentials {got:?} before the dump, not {want:?}"
+            ));
+        }
+    }
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    // SAFETY: geteuid cannot fail.
+    checks.eq("the process's own euid", 0, unsafe { libc::geteuid() });
+    check_cred(&mut checks, "the pair's first end", a, &want);
+    check_cred(&mut checks, "the pair's second end", b, &want);
+    w.finish(checks)
+}
+
 /// A stream pair a child made and passed here (`SCM_RIGHTS`) before it exited and was
 /// reaped: its peer credentials name the child. Returns (end with the lower inode, the other
 /// end, the child's pid).
@@ -1648,6 +1697,7 @@ fn main() {
         "listeners" => listeners(w),
         "children" => children(w),
         "peercred" => peercred(w),
+        "peercred-switched" => peercred_switched(w),
         "inet-listeners" => inet_listeners(w),
         "udp" => udp(w),
         "fifo" => fifo(w),
