@@ -183,7 +183,7 @@ pub const ALL: &[Failpoint] = &[
     fp("restore.files.open", "opening the tree's files in the root"),
     fp(
         "restore.files.socket",
-        "creating a Unix socket pair in the root",
+        "creating a Unix socket or pair in the process that made it",
     ),
     fp("restore.session", "making a session or process group"),
     fp("restore.task.process", "creating a child process"),

@@ -1,5 +1,6 @@
 //! Unix sockets: the pairs the engine restores exactly (the `sockets` workload checks its
-//! queues, boundaries, shutdown state, options and labels itself after the restore), and the
+//! queues, boundaries, shutdown state, options, labels and peer credentials itself after the
+//! restore, also as another user), the restore's read-back of peer credentials, and the
 //! sockets it refuses at dump, by name, with the workload running on afterwards with the
 //! refused state still in place.
 //!
@@ -8,12 +9,18 @@
 
 mod support;
 
+use std::ffi::OsString;
+use std::path::Path;
+
 use rstest::rstest;
+
+use crlab::image::schema::{file_entry, FileTable, Mm, PsTree, Task, ThreadCore};
+use crlab::image::{parse_name, FileKind, ImageDirReader, ImageDirWriter, Trust};
 
 use crlab::failpoint;
 use support::process::{self, Exit, Proc};
 use support::protocol::WaitMode;
-use support::workload::{assert_refusal_names, Workload, EXIT_TIMEOUT};
+use support::workload::{assert_refusal_names, Identity, Workload, EXIT_TIMEOUT};
 
 /// Pairs of each type with queued data both ways, a shut-down pair, options and flags
 /// (`pairs`); listeners at a path and an abstract name with a connection accepted on each
@@ -62,6 +69,176 @@ fn unix_sockets_are_restored_exactly(#[case] kind: &str, #[case] ends: usize) {
     w.restore_detached_ok();
     w.trigger();
     w.expect_ok();
+}
+
+/// Who the `peercred` workload runs as: not root, with supplementary groups.
+const NOT_ROOT: Identity = Identity {
+    uid: 4242,
+    gid: 4343,
+    groups: &[4343, 4444],
+};
+
+/// A workload of another user (`peercred`): the peer credentials (`SO_PEERCRED`,
+/// `SO_PEERGROUPS`) of both ends of a pair it made (one end also its child's), of its
+/// listener, of a pair its child made (one end passed to it), of a connection its child made
+/// and it accepted, and of the child's client end, are after the restore what they were:
+/// the maker's pid, the user's uid, gid and groups (the workload and its child check them).
+/// The images record them.
+#[test]
+fn peer_credentials_of_another_user_are_restored() {
+    let mut w = Workload::start_as("sockets", WaitMode::Nanosleep, &["peercred"], NOT_ROOT);
+    let child: i32 = w
+        .wait_ready()
+        .get("child-pid")
+        .expect("the child's pid")
+        .parse()
+        .expect("child-pid is a pid");
+    let parent = w.pid();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let exit = Proc::adopt(child)
+        .reap_within(EXIT_TIMEOUT, "the dumped child")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(exit, Exit::Signal(_)),
+        "the dumped child ended with {exit}"
+    );
+    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
+    let run = w.crlab(&args);
+    assert!(run.succeeded(), "crlab show failed");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let mut creds = Vec::new();
+    collect(&json, "peerCred", &mut creds);
+    // The pair (2), the listener, the child's pair (2), the connection (2).
+    assert_eq!(creds.len(), 7, "{creds:?}");
+    let mut pids: Vec<i64> = creds.iter().filter_map(|c| c["pid"].as_i64()).collect();
+    pids.sort_unstable();
+    let mut want = vec![i64::from(parent); 4];
+    want.extend([i64::from(child); 3]);
+    want.sort_unstable();
+    assert_eq!(pids, want, "the makers' pids: {creds:?}");
+    for c in &creds {
+        assert_eq!(c["uid"], 4242, "{c}");
+        assert_eq!(c["gid"], 4343, "{c}");
+        assert_eq!(c["groups"], serde_json::json!([4343, 4444]), "{c}");
+    }
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// A root process's pair made while its thread's effective ids were 4242/4343 with group
+/// 4444 (`peercred-switched`): the restore gives it those peer credentials, not the
+/// process's own (root's), which it has again after the restore.
+#[test]
+fn peer_credentials_are_the_makers_at_the_call_not_the_process_now() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["peercred-switched"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// The restore reads every socket's peer credentials back and fails, naming the socket, when
+/// they are not the image's: here a pair end's uid changed in the images (one call makes both
+/// ends, so they cannot differ). Nothing is left behind, and the untouched dump restores.
+#[test]
+fn restore_fails_by_name_when_peer_credentials_come_back_otherwise() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["pairs"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let images = w.images_dir();
+    let doctored = w.scratch_dir().join("doctored");
+    let mut ino = 0;
+    rewrite_files(&images, &doctored, |table| {
+        let end = table
+            .files
+            .iter_mut()
+            .filter_map(|f| match &mut f.kind {
+                Some(file_entry::Kind::UnixSocket(s)) => Some(s),
+                _ => None,
+            })
+            .max_by_key(|s| s.ino)
+            .expect("a Unix socket in the images");
+        end.peer_cred.as_mut().expect("peer credentials").uid = 4242;
+        ino = end.ino;
+    });
+    let args: Vec<OsString> = vec![
+        "restore".into(),
+        "--detach".into(),
+        "--images-dir".into(),
+        doctored.into(),
+    ];
+    let run = w.crlab(&args);
+    let (exit, err) = (run.exit, run.stderr());
+    assert_eq!(exit, Some(Exit::Code(1)), "{err}");
+    for words in [
+        format!("the Unix socket of inode {ino} has the peer credentials pid "),
+        ", uid 0, gid 0, groups [] after the restore, not pid ".to_owned(),
+        ", uid 4242, gid 0, groups [] as dumped".to_owned(),
+    ] {
+        assert!(err.contains(&words), "{words:?} in {err}");
+    }
+    assert!(!process::pid_exists(w.pid()), "nothing was left behind");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Copies the dump in `from` to a new dump in `to`, every message decoded and written again,
+/// with `edit` applied to the file table.
+fn rewrite_files(from: &Path, to: &Path, mut edit: impl FnMut(&mut FileTable)) {
+    let reader = ImageDirReader::open_with(from, Trust::OwnerOnly).expect("reading the dump");
+    let mut writer = ImageDirWriter::create(to).expect("a new dump");
+    for entry in &reader.inventory().files {
+        let name = entry.name.as_str();
+        let parsed = parse_name(name).expect("a dump's file name");
+        let kind = parsed.kind;
+        match kind {
+            FileKind::PsTree => {
+                let m: PsTree = reader.read_message(name, kind).expect("pstree");
+                writer.write_message(name, kind, &m).expect("write");
+            }
+            FileKind::Files => {
+                let mut m: FileTable = reader.read_message(name, kind).expect("files");
+                edit(&mut m);
+                writer.write_message(name, kind, &m).expect("write");
+            }
+            FileKind::Core => {
+                let m: ThreadCore = reader.read_message(name, kind).expect("core");
+                writer.write_message(name, kind, &m).expect("write");
+            }
+            FileKind::Task => {
+                let m: Task = reader.read_message(name, kind).expect("task");
+                writer.write_message(name, kind, &m).expect("write");
+            }
+            FileKind::Mm => {
+                let m: Mm = reader.read_message(name, kind).expect("mm");
+                writer.write_message(name, kind, &m).expect("write");
+            }
+            FileKind::Pages => {
+                let id = parsed.id.unwrap_or(0);
+                let mut pages = reader.pages(id).expect("pages");
+                let mut buf = vec![0u8; usize::try_from(pages.len()).expect("fits")];
+                pages.read_exact(&mut buf).expect("page data");
+                pages.finish().expect("checksum");
+                let mut out = writer.pages_writer(id).expect("pages writer");
+                out.write_all(&buf).expect("write pages");
+                out.finish().expect("finish pages");
+            }
+            FileKind::Inventory => unreachable!("the inventory does not list itself"),
+        }
+    }
+    writer
+        .commit(reader.inventory().clone())
+        .expect("committing the rewritten dump");
 }
 
 /// TCP listeners on 127.0.0.1, ::1 and the IPv6 wildcard with their options and backlogs
@@ -212,6 +389,18 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 #[case::peer_outside(
     "outside",
     &["a Unix socket connected to a process outside the dump (peer inode"]
+)]
+#[case::peercred_exited(
+    "peercred-exited",
+    &["a Unix socket whose peer credentials (pid ", ", uid 0, gid 0, groups [", "which made it and has exited (socket:["]
+)]
+#[case::peercred_reused(
+    "peercred-reused",
+    &["a Unix socket whose peer credentials (pid ", "which made it and has exited: pid ", "is now another process of the tree"]
+)]
+#[case::peercred_relisten(
+    "peercred-relisten",
+    &["a Unix socket whose peer credentials (pid ", ", uid 0, gid 0, groups [", "differ from those of its listener (socket:[", ", uid 4242, gid 0", "which one call cannot make again"]
 )]
 #[case::scm_rights("scm-rights", &["SCM_RIGHTS", "in flight"])]
 #[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]

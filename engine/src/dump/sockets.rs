@@ -3,23 +3,27 @@
 //!
 //! Restored: `AF_UNIX` pairs (stream, datagram, seqpacket) whose both ends are in the tree,
 //! unnamed, with what is queued in each direction, the shutdown state, the SELinux label and
-//! the options that matter; listeners and the connections accepted from them. TCP listeners
+//! the options that matter, and its peer credentials (`SO_PEERCRED`, `SO_PEERGROUPS`), which
+//! the restore gives back by making the socket in the process they name; listeners and the
+//! connections accepted from them. TCP listeners
 //! and UDP sockets (IPv4 and IPv6, bound, a UDP one maybe connected) with their address,
 //! backlog, label and options (those of `image::sockopt` when not at a new socket's value).
-//! Refused: a peer outside the tree, a socket of another family (raw, netlink, packet, ...), a
+//! Refused: peer credentials that name no living process of the tree (the socket's maker
+//! exited), a pair whose ends' differ, a client whose differ from its listener's; a peer
+//! outside the tree, a socket of another family (raw, netlink, packet, ...), a
 //! bound or unconnected Unix socket, control messages in flight, zero-length messages a walk
 //! of the queue cannot place, an option a new socket does not take back, a pending error, a
 //! TCP socket in any state but listening (an established connection named with its
 //! addresses), a listener's pending connections, a UDP socket with datagrams queued.
 
 use super::DumpError;
-use crate::image::schema::{InetSocket, SocketOption, UnixSocket, UnixSocketType};
+use crate::image::schema::{InetSocket, PeerCred, SocketOption, UnixSocket, UnixSocketType};
 use crate::image::{sockopt, unix_socket_path};
 use crate::procfs::read_link;
 use crate::sys::{
-    fresh_socket, has_pending_error, inet_diag_all, peek_queue, queue_truesize, set_sockopt_bytes,
-    sockopt_bytes, sockopt_int, sockopt_timeval, unix_diag, unix_outq, InetDiag, UnixDiag,
-    UNIX_ESTABLISHED, UNIX_LISTEN,
+    fd_of, fresh_socket, has_pending_error, inet_diag_all, peek_queue, peer_cred, peer_groups,
+    peer_pid_now, queue_truesize, set_sockopt_bytes, sockopt_bytes, sockopt_int, sockopt_timeval,
+    unix_diag, unix_outq, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN,
 };
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -51,6 +55,8 @@ pub enum Role {
 pub struct TreeSockets {
     unix: HashMap<u64, Held>,
     roles: HashMap<u64, Role>,
+    /// Each Unix socket's peer credentials (`SO_PEERCRED`, `SO_PEERGROUPS`), by inode.
+    creds: HashMap<u64, PeerCred>,
     /// The TCP listeners and UDP sockets of the tree, by inode.
     inet: HashMap<u64, InetDiag>,
 }
@@ -161,7 +167,119 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
         }
     }
     tree.roles = roles;
+    tree.creds = peer_creds(pids, &tree)?;
     Ok(tree)
+}
+
+/// Reads the peer credentials of every Unix socket of `tree` and refuses, by name, one the
+/// restore could not make again: the restore makes each socket in the process its
+/// credentials name (one of `pids`, the living processes of the tree), with those
+/// credentials; a pair's ends share them, and a client holds its listener's.
+fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>, DumpError> {
+    let mut creds = HashMap::new();
+    let mut order: Vec<(&u64, &Held)> = tree.unix.iter().collect();
+    order.sort_by_key(|(ino, _)| **ino);
+    let mut live = HashMap::new();
+    for (&ino, held) in &order {
+        let sock = fd_of(held.pid, u64::try_from(held.fd).unwrap_or(u64::MAX))?;
+        let c = peer_cred(sock.as_fd())?;
+        let groups = peer_groups(sock.as_fd())?;
+        live.insert(ino, peer_pid_now(sock.as_fd())?);
+        creds.insert(
+            ino,
+            PeerCred {
+                pid: u32::try_from(c.pid).unwrap_or(0),
+                uid: c.uid,
+                gid: c.gid,
+                groups_known: groups.is_some(),
+                groups: groups.unwrap_or_default(),
+            },
+        );
+    }
+    let hint = "crlab makes a Unix socket again in the process that made or connected it, \
+                with the credentials the kernel recorded (SO_PEERCRED); keep that process \
+                alive in the dumped tree, or make the socket again in a process of it";
+    for (&ino, held) in &order {
+        let Some(c) = creds.get(&ino) else {
+            continue;
+        };
+        let refuse_with = |why: String, hint: &'static str| DumpError::Socket {
+            pid: held.pid,
+            fd: held.fd,
+            what: format!(
+                "a Unix socket whose peer credentials ({}) {why}",
+                cred_text(c)
+            ),
+            target: format!("socket:[{ino}]"),
+            hint,
+        };
+        let refuse = |why: String| refuse_with(why, hint);
+        let pid = i32::try_from(c.pid).unwrap_or(0);
+        if pid == 0 {
+            return Err(refuse("name no process".into()));
+        }
+        // SO_PEERPIDFD's process: -1 once the maker is reaped, even if its pid was reused.
+        let gone = live
+            .get(&ino)
+            .copied()
+            .flatten()
+            .is_some_and(|now| now != pid);
+        let why = match (gone, pids.contains(&pid)) {
+            (true, true) => Some(format!(
+                "name process {pid}, which made it and has exited: pid {pid} is now another \
+                 process of the tree"
+            )),
+            (true, false) => Some(format!("name process {pid}, which made it and has exited")),
+            (false, false) => Some(format!(
+                "name process {pid}, which is not a living process of the dumped tree"
+            )),
+            (false, true) => None,
+        };
+        if let Some(why) = why {
+            return Err(refuse(why));
+        }
+        let peer = u64::from(held.diag.peer);
+        let same_as = match tree.roles.get(&ino) {
+            Some(Role::Pair) => Some((peer, "its pair's other end")),
+            Some(Role::Client) => match tree.roles.get(&peer) {
+                Some(Role::Accepted { listener }) => Some((*listener, "its listener")),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((other, what)) = same_as {
+            if let Some(o) = creds.get(&other).filter(|o| *o != c) {
+                return Err(refuse_with(
+                    format!(
+                        "differ from those of {what} (socket:[{other}], {}), which one call \
+                         cannot make again",
+                        cred_text(o)
+                    ),
+                    "the restore makes a pair's ends with one socketpair, and a client takes \
+                     its listener's credentials when it connects; connect again after the \
+                     listener's last listen",
+                ));
+            }
+        }
+    }
+    Ok(creds)
+}
+
+/// Peer credentials as a refusal names them.
+pub fn cred_text(c: &PeerCred) -> String {
+    let groups = if c.groups_known {
+        format!(
+            ", groups [{}]",
+            c.groups
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
+    format!("pid {}, uid {}, gid {}{groups}", c.pid, c.uid, c.gid)
 }
 
 type Refusal = (String, &'static str);
@@ -676,6 +794,7 @@ pub fn read_unix(
         rcvtimeo_us,
         sndtimeo_us,
         options,
+        peer_cred: tree.creds.get(&ino).cloned(),
         ..UnixSocket::default()
     };
     match *role {

@@ -12,12 +12,17 @@
 //! root, with their counter, time, unread expirations, mask or watches; an epoll's registrations are added once its
 //! process has every descriptor at its number, by that process, with the original numbers
 //! ([`register_epolls`]): the kernel keys a registration by file and descriptor number.
+//!
+//! Unix sockets are the exception: the kernel records the credentials of the process that
+//! calls `socketpair`, `listen` or `connect` (`SO_PEERCRED`), so each is made once the tree
+//! exists, by the process those credentials name, with them ([`make_unix_sockets`]), and
+//! handed to the processes that hold it at a number kept for it ([`Parked::late`]).
 
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{
     file_entry, DeletedFile, EventFd, Fd, FifoFile, FileEntry, FileTable, InotifyFile, MemfdFile,
-    PathFileType, Pipe, SignalFd, SocketOption, TimerFd, UnixSocket, UnixSocketType,
+    PathFileType, PeerCred, Pipe, SignalFd, SocketOption, TimerFd, UnixSocket, UnixSocketType,
 };
 use crate::sys::{
     fd_of, send_all, set_pipe_capacity, set_sockopt_bytes, set_sockopt_int, set_sockopt_timeval,
@@ -33,6 +38,9 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 #[derive(Debug, Default, Clone)]
 pub struct Parked {
     pub fds: BTreeMap<u32, u64>,
+    /// The numbers kept for the Unix sockets (file id -> number), which are made once the tree
+    /// exists and handed only to the processes that hold them ([`make_unix_sockets`]).
+    pub late: BTreeMap<u32, u64>,
 }
 
 /// What the root holds while it opens the descriptions of pipes and memfds: each pipe's ends
@@ -67,14 +75,13 @@ pub fn open_all(
     let mut made = Made::default();
     let mut parked = Parked::default();
     let scratch_fds = above + table.files.len() as u64 + 16;
-    let mut sockets = Sockets::new(table)?;
-    sockets.create_all(remote, pid, scratch, scratch_fds)?;
     for (next, entry) in (above..).zip(table.files.iter()) {
-        let opened = if let Some(file_entry::Kind::UnixSocket(s)) = &entry.kind {
-            sockets.take(s)?
-        } else {
-            open_one(remote, pid, scratch, entry, &pipes, &mut made, scratch_fds)?
-        };
+        if let Some(file_entry::Kind::UnixSocket(_)) = &entry.kind {
+            // Made once the tree exists, by the process its peer credentials name.
+            parked.late.insert(entry.id, next);
+            continue;
+        }
+        let opened = open_one(remote, pid, scratch, entry, &pipes, &mut made, scratch_fds)?;
         let h = remote
             .syscall(
                 "dup3",
@@ -86,11 +93,6 @@ pub fn open_all(
             .syscall("close", libc::SYS_close, &[opened])
             .step(pid, "descriptors")?;
         parked.fds.insert(entry.id, h);
-    }
-    if let Some(ino) = sockets.pending.keys().next() {
-        return Err(RestoreError::Inconsistent(format!(
-            "the Unix socket of inode {ino} was created, but no open file of files.img is it"
-        )));
     }
     for fd in made.fifos.values() {
         remote
@@ -998,37 +1000,54 @@ fn create_pipe(
     Ok((ends[0], ends[1]))
 }
 
-/// The Unix sockets of the tree, all created in the root before any file is parked: the
-/// listeners, then the pairs, then the accepted connections (a client connected to its
-/// rebuilt listener, then accepted), each waiting in `pending` until its open file comes.
-struct Sockets<'a> {
-    /// Every socket of the table with its open file's flags, by inode.
-    all: HashMap<u64, (&'a UnixSocket, u32)>,
-    /// Created and not yet handed out: inode -> descriptor in the root.
-    pending: HashMap<u64, u64>,
+/// The Unix sockets of the tree, checked before anything is created, and made once the tree
+/// exists ([`make_unix_sockets`]).
+pub struct Sockets<'a> {
+    /// Every socket of the table with its open file's flags and id, by inode.
+    all: HashMap<u64, (&'a UnixSocket, u32, u32)>,
 }
 
 /// Where the restore writes a socket address in the scratch area (past what `open` and the
 /// `attr` writes use).
 pub(super) const SOCKADDR_AT: u64 = 8192;
+/// Where it writes the `msghdr` through which a process receives a descriptor.
+const MSG_AT: u64 = SOCKADDR_AT + 512;
+/// Where it writes the supplementary groups a process takes while it makes a socket.
+const GROUPS_AT: u64 = SOCKADDR_AT + 1024;
+
+/// One process of the tree while its Unix sockets are made: its pid, its leader, its
+/// descriptors as the image has them.
+pub struct At<'r> {
+    pub pid: i32,
+    pub remote: &'r mut Remote,
+    pub fds: &'r [Fd],
+}
 
 impl<'a> Sockets<'a> {
     /// The sockets of `table`, each checked against its peer and listener: pairs whole, of
-    /// one type, a pair's ends of one label, an accepted end's listener a listener.
-    fn new(table: &'a FileTable) -> Result<Sockets<'a>, RestoreError> {
+    /// one type, a pair's ends of one label, an accepted end's listener a listener; each with
+    /// its peer credentials.
+    pub fn new(table: &'a FileTable) -> Result<Sockets<'a>, RestoreError> {
         let mut all = HashMap::new();
         for f in &table.files {
             if let Some(file_entry::Kind::UnixSocket(s)) = &f.kind {
-                if all.insert(s.ino, (s, f.flags)).is_some() {
+                if all.insert(s.ino, (s, f.flags, f.id)).is_some() {
                     return Err(bad(s, "is two open files"));
                 }
             }
         }
-        for (s, _) in all.values() {
+        for (s, _, _) in all.values() {
             if UnixSocketType::try_from(s.r#type).unwrap_or(UnixSocketType::Unspecified)
                 == UnixSocketType::Unspecified
             {
                 return Err(bad(s, "has no type"));
+            }
+            if !s.peer_cred.as_ref().is_some_and(|c| c.groups_known) {
+                return Err(bad(
+                    s,
+                    "has no peer credentials (SO_PEERCRED, SO_PEERGROUPS) in the image, which an \
+                     older crlab dumped: dump it again",
+                ));
             }
             if s.listening {
                 if s.name.is_empty() || s.peer != 0 || s.accepted_from != 0 {
@@ -1036,7 +1055,7 @@ impl<'a> Sockets<'a> {
                 }
                 continue;
             }
-            let Some((peer, _)) = all.get(&s.peer) else {
+            let Some((peer, _, _)) = all.get(&s.peer) else {
                 return Err(bad(s, "names a peer that files.img lacks"));
             };
             if peer.peer != s.ino || peer.r#type != s.r#type {
@@ -1048,7 +1067,7 @@ impl<'a> Sockets<'a> {
             if s.accepted_from != 0 {
                 let listening = all
                     .get(&s.accepted_from)
-                    .is_some_and(|(l, _)| l.listening && l.name == s.name);
+                    .is_some_and(|(l, _, _)| l.listening && l.name == s.name);
                 if !listening || peer.accepted_from != 0 {
                     return Err(bad(
                         s,
@@ -1059,59 +1078,413 @@ impl<'a> Sockets<'a> {
                 return Err(bad(s, "and its peer are not an unnamed pair of one label"));
             }
         }
-        Ok(Sockets {
-            all,
-            pending: HashMap::new(),
+        Ok(Sockets { all })
+    }
+}
+
+/// The engine's credentials, which every process of the tree has until its own are set.
+struct EngineCreds {
+    euid: u32,
+    egid: u32,
+    groups: Vec<u32>,
+}
+
+impl EngineCreds {
+    fn read() -> Result<EngineCreds, RestoreError> {
+        let fail = |e: nix::Error| {
+            RestoreError::Inconsistent(format!("reading the engine's credentials: {e}"))
+        };
+        let u = nix::unistd::getresuid().map_err(fail)?;
+        let g = nix::unistd::getresgid().map_err(fail)?;
+        let groups = nix::unistd::getgroups().map_err(fail)?;
+        Ok(EngineCreds {
+            euid: u.effective.as_raw(),
+            egid: g.effective.as_raw(),
+            groups: groups.iter().map(|g| g.as_raw()).collect(),
         })
     }
+}
 
-    /// Creates every socket in the root (`pid`), above `above`.
-    fn create_all(
-        &mut self,
+/// Sets the calling thread's supplementary groups (`setgroups`, per thread as a system call).
+fn set_groups(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    groups: &[u32],
+) -> Result<(), RestoreError> {
+    let bytes: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+    if GROUPS_AT + bytes.len() as u64 > scratch.len {
+        return Err(RestoreError::Inconsistent(format!(
+            "process {pid}: {} supplementary groups are more than the restore can give while it \
+             makes a socket",
+            groups.len()
+        )));
+    }
+    remote
+        .write_mem(scratch.addr + GROUPS_AT, &bytes)
+        .step(pid, "the groups a Unix socket is made with")?;
+    remote
+        .syscall(
+            "setgroups",
+            libc::SYS_setgroups,
+            &[groups.len() as u64, scratch.addr + GROUPS_AT],
+        )
+        .step(pid, "the groups a Unix socket is made with")?;
+    Ok(())
+}
+
+/// Runs `op` in process `pid` with the effective uid, gid and groups of `want`, the
+/// credentials the kernel records for the socket `op` makes or connects, then gives the
+/// process the engine's back (its real and saved uid stay the engine's, so it may). With
+/// `fs_engine`, file access (a connect through a socket file) is checked with the engine's
+/// (`setfsuid`, `setfsgid`; no socket option reports the file-access ids).
+fn with_creds<T>(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    (want, engine): (&PeerCred, &EngineCreds),
+    fs_engine: bool,
+    op: impl FnOnce(&mut Remote) -> Result<T, RestoreError>,
+) -> Result<T, RestoreError> {
+    const KEEP: u64 = u32::MAX as u64;
+    let what = "the credentials a Unix socket is made with";
+    set_groups(remote, pid, scratch, &want.groups)?;
+    remote
+        .syscall(
+            "setresgid",
+            libc::SYS_setresgid,
+            &[KEEP, u64::from(want.gid), KEEP],
+        )
+        .step(pid, what)?;
+    let out = remote
+        .syscall(
+            "setresuid",
+            libc::SYS_setresuid,
+            &[KEEP, u64::from(want.uid), KEEP],
+        )
+        .step(pid, what)
+        .and_then(|_| {
+            if fs_engine {
+                remote
+                    .syscall("setfsuid", libc::SYS_setfsuid, &[u64::from(engine.euid)])
+                    .step(pid, what)?;
+                remote
+                    .syscall("setfsgid", libc::SYS_setfsgid, &[u64::from(engine.egid)])
+                    .step(pid, what)?;
+            }
+            op(remote)
+        });
+    remote
+        .syscall(
+            "setresuid",
+            libc::SYS_setresuid,
+            &[KEEP, u64::from(engine.euid), KEEP],
+        )
+        .step(pid, what)?;
+    remote
+        .syscall(
+            "setresgid",
+            libc::SYS_setresgid,
+            &[KEEP, u64::from(engine.egid), KEEP],
+        )
+        .step(pid, what)?;
+    set_groups(remote, pid, scratch, &engine.groups)?;
+    out
+}
+
+/// The process of the tree a socket's peer credentials name.
+fn maker<'x, 'r>(at: &'x mut [At<'r>], s: &UnixSocket) -> Result<&'x mut At<'r>, RestoreError> {
+    let pid = s.peer_cred.as_ref().map_or(0, |c| c.pid);
+    at.iter_mut()
+        .find(|a| u32::try_from(a.pid).is_ok_and(|p| p == pid))
+        .ok_or_else(|| {
+            bad(
+                s,
+                &format!(
+                    "was made by process {pid} (SO_PEERCRED), which is not a living process of \
+                     the restored tree"
+                ),
+            )
+        })
+}
+
+fn cred_of(s: &UnixSocket) -> Result<&PeerCred, RestoreError> {
+    s.peer_cred
+        .as_ref()
+        .ok_or_else(|| bad(s, "has no peer credentials in the image"))
+}
+
+/// Makes every Unix socket of the tree, once every process of it exists (`at`) and before
+/// any installs its descriptors: each in the process its peer credentials name, with those
+/// credentials (listeners: `socket`, `bind`, `listen`; pairs: `socketpair`; connections:
+/// the client's `connect`, in the process that connected, then the engine's `accept` on
+/// its copy of the listener), filled and configured from the engine through copies, its peer
+/// credentials read back, then handed to each process holding it (`SCM_RIGHTS`) at its parked
+/// number ([`Parked::late`]).
+pub fn make_unix_sockets(
+    socks: &Sockets<'_>,
+    at: &mut [At<'_>],
+    scratch: Scratch,
+    parked: &Parked,
+) -> Result<(), RestoreError> {
+    if socks.all.is_empty() {
+        return Ok(());
+    }
+    let engine = EngineCreds::read()?;
+    let above = parked
+        .fds
+        .values()
+        .chain(parked.late.values())
+        .max()
+        .map_or(0, |m| m + 17);
+    let mut sockets: Vec<(&UnixSocket, u32, u32)> = socks.all.values().copied().collect();
+    sockets.sort_by_key(|(s, _, _)| s.ino);
+    let peer_of = |s: &UnixSocket| socks.all.get(&s.peer).copied();
+    // Each socket: the engine's copy, and the descriptor its maker holds (pid, number).
+    let mut made: HashMap<u64, (OwnedFd, Option<(i32, u64)>)> = HashMap::new();
+    let copy = |pid: i32, s: &UnixSocket, fd: u64| {
+        fd_of(pid, fd).map_err(sock_err(s, "taking a copy".into()))
+    };
+    for &(s, flags, _) in sockets.iter().filter(|(s, _, _)| s.listening) {
+        let a = maker(at, s)?;
+        let (pid, r) = (a.pid, &mut *a.remote);
+        let fd = new_socket(r, pid, scratch, s, 0)?;
+        let fd = move_above(r, pid, fd, above)?;
+        bind_name(r, pid, scratch, s, fd)?;
+        with_creds(r, pid, scratch, (cred_of(s)?, &engine), false, |r| {
+            r.syscall("listen", libc::SYS_listen, &[fd, u64::from(s.backlog)])
+                .step(pid, "a listening Unix socket")
+        })?;
+        let c = copy(pid, s, fd)?;
+        configure(s, flags, &c)?;
+        made.insert(s.ino, (c, Some((pid, fd))));
+    }
+    for &(s, flags, _) in &sockets {
+        let Some((peer, peer_flags, _)) = peer_of(s) else {
+            continue;
+        };
+        if s.listening || s.accepted_from != 0 || peer.accepted_from != 0 || s.ino > peer.ino {
+            continue;
+        }
+        let a = maker(at, s)?;
+        let (pid, r) = (a.pid, &mut *a.remote);
+        let (x, y) = with_creds(r, pid, scratch, (cred_of(s)?, &engine), false, |r| {
+            create_pair(r, pid, scratch, s, above)
+        })?;
+        let (cx, cy) = (copy(pid, s, x)?, copy(pid, peer, y)?);
+        fill_pair((s, flags, &cx), (peer, peer_flags, &cy))?;
+        made.insert(s.ino, (cx, Some((pid, x))));
+        made.insert(peer.ino, (cy, Some((pid, y))));
+    }
+    for &(s, flags, _) in sockets.iter().filter(|(s, _, _)| s.accepted_from != 0) {
+        let (client, client_flags, _) = peer_of(s).ok_or_else(|| bad(s, "has no peer"))?;
+        let (listener, _) = made
+            .get(&s.accepted_from)
+            .ok_or_else(|| bad(s, "was accepted from a listener that was not created"))?;
+        // The accepted end's credentials are those of the process that connected.
+        let a = maker(at, s)?;
+        let (pid, r) = (a.pid, &mut *a.remote);
+        let fd = new_socket(r, pid, scratch, client, libc::SOCK_NONBLOCK)?;
+        let fd = move_above(r, pid, fd, above)?;
+        if !client.name.is_empty() {
+            bind_name(r, pid, scratch, client, fd)?;
+        }
+        with_creds(r, pid, scratch, (cred_of(s)?, &engine), true, |r| {
+            let (addr, len) = put_sockaddr(r, pid, scratch, &s.name)?;
+            r.syscall("connect", libc::SYS_connect, &[fd, addr, len])
+                .step(pid, "connecting a Unix socket to its listener")
+        })?;
+        let accepted = crate::sys::accept_nonblocking(listener.as_fd())
+            .map_err(|e| bad(s, &format!("accepting its connection again: {e}")))?;
+        let c = copy(pid, client, fd)?;
+        fill_pair((client, client_flags, &c), (s, flags, &accepted))?;
+        made.insert(client.ino, (c, Some((pid, fd))));
+        made.insert(s.ino, (accepted, None));
+    }
+    for &(s, _, _) in &sockets {
+        let (c, _) = made.get(&s.ino).ok_or_else(|| bad(s, "was not created"))?;
+        check_peer_cred(s, c)?;
+    }
+    // Handed to each process that holds it, at its parked number.
+    let by_file: HashMap<u32, u64> = sockets.iter().map(|(s, _, id)| (*id, s.ino)).collect();
+    for a in at.iter_mut() {
+        let mut ids: Vec<u32> = a
+            .fds
+            .iter()
+            .map(|f| f.file_id)
+            .filter(|id| by_file.contains_key(id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            continue;
+        }
+        let mut inbox = Inbox::open(a.remote, a.pid, scratch, above)?;
+        for id in ids {
+            let (c, _) = by_file
+                .get(&id)
+                .and_then(|ino| made.get(ino))
+                .ok_or_else(|| RestoreError::Inconsistent(format!("file {id} was not made")))?;
+            let to = *parked.late.get(&id).ok_or_else(|| {
+                RestoreError::Inconsistent(format!("file {id} has no parked number"))
+            })?;
+            inbox.put(a.remote, a.pid, scratch, c, to)?;
+        }
+        inbox.close(a.remote, a.pid)?;
+    }
+    for (_, maker_fd) in made.values() {
+        if let Some((pid, fd)) = *maker_fd {
+            let a = at
+                .iter_mut()
+                .find(|a| a.pid == pid)
+                .ok_or_else(|| RestoreError::Inconsistent(format!("process {pid} is gone")))?;
+            a.remote
+                .syscall("close", libc::SYS_close, &[fd])
+                .step(pid, "a Unix socket")?;
+        }
+    }
+    Ok(())
+}
+
+/// The peer credentials of the restored socket `c` (`SO_PEERCRED`, `SO_PEERGROUPS`) are
+/// those of the image, or the restore fails, naming the socket.
+fn check_peer_cred(s: &UnixSocket, c: &OwnedFd) -> Result<(), RestoreError> {
+    let want = cred_of(s)?;
+    let got =
+        crate::sys::peer_cred(c.as_fd()).map_err(sock_err(s, "reading SO_PEERCRED".into()))?;
+    let groups =
+        crate::sys::peer_groups(c.as_fd()).map_err(sock_err(s, "reading SO_PEERGROUPS".into()))?;
+    let now = PeerCred {
+        pid: u32::try_from(got.pid).unwrap_or(0),
+        uid: got.uid,
+        gid: got.gid,
+        groups_known: groups.is_some(),
+        groups: groups.unwrap_or_default(),
+    };
+    if now != *want {
+        return Err(bad(
+            s,
+            &format!(
+                "has the peer credentials {} after the restore, not {} as dumped",
+                crate::dump::cred_text(&now),
+                crate::dump::cred_text(want)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A socket pair made in one process, one end of it in the engine: how the engine hands that
+/// process descriptors (`SCM_RIGHTS`, received by a `recvmsg` run inside it).
+struct Inbox {
+    engine: OwnedFd,
+    theirs: u64,
+}
+
+impl Inbox {
+    fn open(
         remote: &mut Remote,
         pid: i32,
         scratch: Scratch,
         above: u64,
+    ) -> Result<Inbox, RestoreError> {
+        let what = "the socket the engine hands descriptors through";
+        remote
+            .syscall(
+                "socketpair",
+                libc::SYS_socketpair,
+                &[
+                    libc::AF_UNIX as u64,
+                    crate::sys::int_arg(libc::SOCK_DGRAM | libc::SOCK_CLOEXEC),
+                    0,
+                    scratch.addr + SOCKADDR_AT,
+                ],
+            )
+            .step(pid, what)?;
+        let mut buf = [0u8; 8];
+        remote
+            .read_mem(scratch.addr + SOCKADDR_AT, &mut buf)
+            .step(pid, what)?;
+        let ours = u64::from(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]));
+        let theirs = u64::from(u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]));
+        let engine = fd_of(pid, ours).step(pid, what);
+        remote
+            .syscall("close", libc::SYS_close, &[ours])
+            .step(pid, what)?;
+        let theirs = move_above(remote, pid, theirs, above)?;
+        Ok(Inbox {
+            engine: engine?,
+            theirs,
+        })
+    }
+
+    /// Hands `fd` to the process at number `to`.
+    fn put(
+        &mut self,
+        remote: &mut Remote,
+        pid: i32,
+        scratch: Scratch,
+        fd: &OwnedFd,
+        to: u64,
     ) -> Result<(), RestoreError> {
-        let mut sockets: Vec<(&UnixSocket, u32)> = self.all.values().copied().collect();
-        sockets.sort_by_key(|(s, _)| s.ino);
-        let peer_of = |s: &UnixSocket| self.all.get(&s.peer).copied();
-        for &(s, flags) in sockets.iter().filter(|(s, _)| s.listening) {
-            let fd = create_listener(remote, pid, scratch, s, above)?;
-            configure(pid, s, flags, fd)?;
-            self.pending.insert(s.ino, fd);
+        let what = "handing a Unix socket to a process that holds it";
+        crate::sys::send_fd(self.engine.as_fd(), fd.as_fd()).map_err(|e| {
+            RestoreError::Inconsistent(format!("{what} (process {pid}): sending it: {e}"))
+        })?;
+        // struct msghdr, then its iovec, the byte, and the control buffer (CMSG_SPACE(4)).
+        let base = scratch.addr + MSG_AT;
+        let (iov, byte, control) = (base + 64, base + 80, base + 88);
+        let mut msg = Vec::with_capacity(120);
+        for v in [0u64, 0, iov, 1, control, 24, 0] {
+            msg.extend_from_slice(&v.to_ne_bytes());
         }
-        for &(s, flags) in &sockets {
-            let Some((peer, peer_flags)) = peer_of(s) else {
-                continue;
-            };
-            if s.listening || s.accepted_from != 0 || peer.accepted_from != 0 || s.ino > peer.ino {
-                continue;
-            }
-            let (a, b) = create_pair(remote, pid, scratch, s, above)?;
-            fill_pair(pid, (s, flags, a), (peer, peer_flags, b))?;
-            self.pending.insert(s.ino, a);
-            self.pending.insert(peer.ino, b);
+        msg.resize(64, 0);
+        for v in [byte, 1] {
+            msg.extend_from_slice(&v.to_ne_bytes());
         }
-        for &(s, flags) in sockets.iter().filter(|(s, _)| s.accepted_from != 0) {
-            let (client, client_flags) = peer_of(s).ok_or_else(|| bad(s, "has no peer"))?;
-            let listener = *self
-                .pending
-                .get(&s.accepted_from)
-                .ok_or_else(|| bad(s, "was accepted from a listener that was not created"))?;
-            let (c, a) = connect_and_accept(remote, pid, scratch, client, listener, above)?;
-            fill_pair(pid, (client, client_flags, c), (s, flags, a))?;
-            self.pending.insert(client.ino, c);
-            self.pending.insert(s.ino, a);
+        msg.resize(88 + 24, 0);
+        remote.write_mem(base, &msg).step(pid, what)?;
+        remote
+            .syscall(
+                "recvmsg",
+                libc::SYS_recvmsg,
+                &[
+                    self.theirs,
+                    base,
+                    crate::sys::int_arg(libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT),
+                ],
+            )
+            .step(pid, what)?;
+        let mut c = [0u8; 24];
+        remote.read_mem(control, &mut c).step(pid, what)?;
+        let word = |i: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&c[i..i + 4]);
+            i32::from_ne_bytes(b)
+        };
+        let len = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        if len < 20 || word(8) != libc::SOL_SOCKET || word(12) != libc::SCM_RIGHTS {
+            return Err(RestoreError::Inconsistent(format!(
+                "{what} (process {pid}): no descriptor came"
+            )));
         }
+        let got = u64::try_from(word(16)).map_err(|_| {
+            RestoreError::Inconsistent(format!("{what} (process {pid}): a bad descriptor"))
+        })?;
+        remote
+            .syscall("dup3", libc::SYS_dup3, &[got, to, libc::O_CLOEXEC as u64])
+            .step(pid, what)?;
+        remote
+            .syscall("close", libc::SYS_close, &[got])
+            .step(pid, what)?;
         Ok(())
     }
 
-    /// The root's descriptor of socket `s`, handed out once.
-    fn take(&mut self, s: &UnixSocket) -> Result<u64, RestoreError> {
-        self.pending
-            .remove(&s.ino)
-            .ok_or_else(|| bad(s, "is two open files, or was not created"))
+    fn close(self, remote: &mut Remote, pid: i32) -> Result<(), RestoreError> {
+        remote
+            .syscall("close", libc::SYS_close, &[self.theirs])
+            .step(pid, "the socket the engine hands descriptors through")?;
+        Ok(())
     }
 }
 
@@ -1279,81 +1652,7 @@ fn bind_name(
     Ok(())
 }
 
-/// A listener in the root: socket, bind, listen with its backlog.
-fn create_listener(
-    remote: &mut Remote,
-    pid: i32,
-    scratch: Scratch,
-    s: &UnixSocket,
-    above: u64,
-) -> Result<u64, RestoreError> {
-    let fd = new_socket(remote, pid, scratch, s, 0)?;
-    let fd = move_above(remote, pid, fd, above)?;
-    bind_name(remote, pid, scratch, s, fd)?;
-    remote
-        .syscall("listen", libc::SYS_listen, &[fd, u64::from(s.backlog)])
-        .step(pid, "a listening Unix socket")?;
-    Ok(fd)
-}
-
-/// The client `c` connected to `listener` (bound first if it was), and the connection
-/// accepted there; returns (client, accepted). Non-blocking while they are made: the file
-/// flags are set afterwards.
-fn connect_and_accept(
-    remote: &mut Remote,
-    pid: i32,
-    scratch: Scratch,
-    c: &UnixSocket,
-    listener: u64,
-    above: u64,
-) -> Result<(u64, u64), RestoreError> {
-    let fd = new_socket(remote, pid, scratch, c, libc::SOCK_NONBLOCK)?;
-    let fd = move_above(remote, pid, fd, above)?;
-    if !c.name.is_empty() {
-        bind_name(remote, pid, scratch, c, fd)?;
-    }
-    let mut name = [0u8; 110];
-    // The listener's own name, as the kernel gives it back.
-    let (addr, _) = put_sockaddr(remote, pid, scratch, &name[..0])?;
-    let len_at = addr + 112;
-    remote
-        .write_mem(len_at, &110u32.to_ne_bytes())
-        .step(pid, "a Unix socket address")?;
-    remote
-        .syscall(
-            "getsockname",
-            libc::SYS_getsockname,
-            &[listener, addr, len_at],
-        )
-        .step(pid, "the name of a listening Unix socket")?;
-    let mut len = [0u8; 4];
-    remote
-        .read_mem(len_at, &mut len)
-        .step(pid, "a Unix socket address")?;
-    let len = u64::from(u32::from_ne_bytes(len).min(110));
-    remote
-        .read_mem(addr, &mut name[..crate::sys::usize_of(len)])
-        .step(pid, "a Unix socket address")?;
-    remote
-        .syscall("connect", libc::SYS_connect, &[fd, addr, len])
-        .step(pid, "connecting a Unix socket to its listener")?;
-    let accepted = remote
-        .syscall(
-            "accept4",
-            libc::SYS_accept4,
-            &[
-                listener,
-                0,
-                0,
-                crate::sys::int_arg(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK),
-            ],
-        )
-        .step(pid, "accepting a Unix connection")?;
-    let accepted = move_above(remote, pid, accepted, above)?;
-    Ok((fd, accepted))
-}
-
-/// Creates the pair `s` is an end of in the root, under its label (`attr/sockcreate`, reset
+/// Creates the pair `s` is an end of in process `pid`, under its label (`attr/sockcreate`, reset
 /// right after), and moves both ends above `above`; returns (`s`'s end, its peer's end).
 fn create_pair(
     remote: &mut Remote,
@@ -1391,18 +1690,14 @@ fn create_pair(
     ))
 }
 
-/// Gives the new pair (`a`, `b`: the root's descriptors, with each end's image and file
-/// flags) its state, from the engine through copies of the root's descriptors: buffer sizes,
-/// the queued messages (each end's queue sent from the other end), then the options, the
-/// shutdown state and the file flags.
+/// Gives the new pair (`a`, `b`: the engine's copies, with each end's image and file flags)
+/// its state: buffer sizes, the queued messages (each end's queue sent from the other end),
+/// then the options, the shutdown state and the file flags.
 fn fill_pair(
-    pid: i32,
-    (sa, fa, a): (&UnixSocket, u32, u64),
-    (sb, fb, b): (&UnixSocket, u32, u64),
+    (sa, fa, ca): (&UnixSocket, u32, &OwnedFd),
+    (sb, fb, cb): (&UnixSocket, u32, &OwnedFd),
 ) -> Result<(), RestoreError> {
-    let ca = fd_of(pid, a).map_err(sock_err(sa, "taking a copy".into()))?;
-    let cb = fd_of(pid, b).map_err(sock_err(sb, "taking a copy".into()))?;
-    let ends: [(&UnixSocket, u32, &OwnedFd); 2] = [(sa, fa, &ca), (sb, fb, &cb)];
+    let ends: [(&UnixSocket, u32, &OwnedFd); 2] = [(sa, fa, ca), (sb, fb, cb)];
     for (s, _, c) in ends {
         set_buffers(s, c)?;
     }
@@ -1425,11 +1720,11 @@ fn fill_pair(
     Ok(())
 }
 
-/// Gives a socket with no peer (a listener) its buffer sizes, options and file flags.
-fn configure(pid: i32, s: &UnixSocket, flags: u32, fd: u64) -> Result<(), RestoreError> {
-    let c = fd_of(pid, fd).map_err(sock_err(s, "taking a copy".into()))?;
-    set_buffers(s, &c)?;
-    set_options(s, flags, &c)
+/// Gives a socket with no peer (a listener, through the engine's copy `c`) its buffer sizes,
+/// options and file flags.
+fn configure(s: &UnixSocket, flags: u32, c: &OwnedFd) -> Result<(), RestoreError> {
+    set_buffers(s, c)?;
+    set_options(s, flags, c)
 }
 
 fn sock_err(s: &UnixSocket, what: String) -> impl FnOnce(crate::sys::SysError) -> RestoreError {
@@ -1604,12 +1899,16 @@ pub fn install(
         super::error::injected(pid, "descriptors")
     );
     for fd in fds {
-        let h = *parked.fds.get(&fd.file_id).ok_or_else(|| {
-            RestoreError::Inconsistent(format!(
-                "fd {} of process {pid} names file {} which files.img lacks",
-                fd.fd, fd.file_id
-            ))
-        })?;
+        let h = *parked
+            .fds
+            .get(&fd.file_id)
+            .or_else(|| parked.late.get(&fd.file_id))
+            .ok_or_else(|| {
+                RestoreError::Inconsistent(format!(
+                    "fd {} of process {pid} names file {} which files.img lacks",
+                    fd.fd, fd.file_id
+                ))
+            })?;
         let flags = if fd.cloexec {
             libc::O_CLOEXEC as u64
         } else {
@@ -1619,10 +1918,12 @@ pub fn install(
             .syscall("dup3", libc::SYS_dup3, &[h, fd.fd as u64, flags])
             .step(pid, "descriptors")?;
     }
-    for h in parked.fds.values() {
-        if !fds.iter().any(|f| f.fd as u64 == *h) {
+    let held = |(id, h): (&u32, &u64)| fds.iter().any(|f| f.file_id == *id).then_some(*h);
+    let late = parked.late.iter().filter_map(held);
+    for h in parked.fds.values().copied().chain(late) {
+        if !fds.iter().any(|f| f.fd as u64 == h) {
             remote
-                .syscall("close", libc::SYS_close, &[*h])
+                .syscall("close", libc::SYS_close, &[h])
                 .step(pid, "descriptors")?;
         }
     }

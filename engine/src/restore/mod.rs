@@ -268,6 +268,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         .collect();
     context::check_descriptors(&uses)?;
     context::check_sockets(&table)?;
+    let unix_sockets = files::Sockets::new(&table)?;
     let memberships: Vec<(i32, &[image::schema::Cgroup])> = procs
         .iter()
         .map(|p| (p.pid, p.task.cgroups.as_slice()))
@@ -379,6 +380,22 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         let parent = live_of(&mut lives, z.img.entry.ppid)?;
         zombie::end(&mut z, parent, scratch)?;
     }
+
+    // The Unix sockets, each made by the process its peer credentials name, with them, and
+    // handed to the processes that hold it.
+    let mut at: Vec<files::At> = lives
+        .iter_mut()
+        .map(|l| {
+            let img = l.img;
+            files::At {
+                pid: img.pid,
+                remote: &mut l.leader,
+                fds: &img.task.fds,
+            }
+        })
+        .collect();
+    files::make_unix_sockets(&unix_sockets, &mut at, scratch, &parked)?;
+    drop(at);
 
     // Each process's own address space, descriptors and process-wide state.
     for (i, live) in lives.iter_mut().enumerate() {

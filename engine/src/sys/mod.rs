@@ -39,12 +39,13 @@ pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
 pub use rlimit::{rlimit, set_rlimit, RLIMITS};
 pub use sock_diag::{inet_diag_all, unix_diag, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
 pub use socket::{
-    fd_of, fresh_socket, has_pending_error, peek_head_len, peek_queue, queue_truesize, send_all,
-    set_sockopt_bytes, set_sockopt_int, set_sockopt_timeval, sock_proto_name, sockopt_bytes,
-    sockopt_int, sockopt_timeval, unix_outq, Peeked,
+    fd_of, fresh_socket, has_pending_error, peek_head_len, peek_queue, peer_cred, peer_groups,
+    peer_pid_now, queue_truesize, send_all, set_sockopt_bytes, set_sockopt_int,
+    set_sockopt_timeval, sock_proto_name, sockopt_bytes, sockopt_int, sockopt_timeval, unix_outq,
+    Peeked,
 };
 pub use stop::{catch_stop_signals, default_stop_signals, stop_requested};
-pub use unix::{accept, recv_fds, FDS_PER_MESSAGE};
+pub use unix::{accept, accept_nonblocking, recv_fds, send_fd, FDS_PER_MESSAGE};
 
 /// Size of a page on x86_64.
 pub const PAGE_SIZE: u64 = PAGE_SIZE_U32 as u64;

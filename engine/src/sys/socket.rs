@@ -1,7 +1,7 @@
 //! An `AF_UNIX` socket seen from the engine: its queued messages read without taking them
 //! (`SO_PEEK_OFF` and `MSG_PEEK`), its integer options, and a copy of a descriptor of a
 //! traced task (`pidfd_getfd`), through which the restore fills and configures the sockets it
-//! creates in the root.
+//! creates in the tree; a socket's peer credentials (`SO_PEERCRED`, `SO_PEERGROUPS`).
 
 use super::SysError;
 use nix::errno::Errno;
@@ -428,6 +428,119 @@ pub fn sock_proto_name(link: &std::path::Path) -> Result<String, SysError> {
     Ok(String::from_utf8_lossy(name)
         .trim_end_matches('\0')
         .to_owned())
+}
+
+/// A socket's peer credentials as the kernel recorded them (`SO_PEERCRED`): the pid (the
+/// thread group of the task that made or connected it) and the effective uid and gid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `SO_PEERCRED` of socket `fd`.
+pub fn peer_cred(fd: BorrowedFd<'_>) -> Result<PeerCred, SysError> {
+    let mut v = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>())
+        .map_err(|_| err("getsockopt(SO_PEERCRED)")(Errno::EINVAL))?;
+    // SAFETY: `v` and `len` are live and `len` says how big `v` is; the kernel writes at most
+    // that many bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(v).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(err("getsockopt(SO_PEERCRED)")(Errno::last()));
+    }
+    Ok(PeerCred {
+        pid: v.pid,
+        uid: v.uid,
+        gid: v.gid,
+    })
+}
+
+/// `SO_PEERGROUPS` of socket `fd`: the supplementary groups of its peer credentials, as the
+/// kernel keeps them (sorted); `None` where the kernel does not have the option.
+pub fn peer_groups(fd: BorrowedFd<'_>) -> Result<Option<Vec<u32>>, SysError> {
+    let op = "getsockopt(SO_PEERGROUPS)";
+    let mut want = 64usize;
+    loop {
+        let mut v = vec![0u32; want];
+        let bytes = want * std::mem::size_of::<u32>();
+        let mut len = libc::socklen_t::try_from(bytes).map_err(|_| err(op)(Errno::EINVAL))?;
+        // SAFETY: `v` is a live buffer of `len` bytes; the kernel writes at most that many and
+        // says how many in `len` (or, with ERANGE, how many it needs).
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                v.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let got = usize::try_from(len).unwrap_or(0) / std::mem::size_of::<u32>();
+        if r == 0 {
+            v.truncate(got.min(want));
+            return Ok(Some(v));
+        }
+        match Errno::last() {
+            Errno::ENOPROTOOPT => return Ok(None),
+            Errno::ERANGE if got > want => want = got,
+            e => return Err(err(op)(e)),
+        }
+    }
+}
+
+/// Whether the process `SO_PEERCRED` of socket `fd` names is still the one that made or
+/// connected the socket (`SO_PEERPIDFD`, whose `Pid:` in fdinfo is -1 once that process is
+/// gone, even when its number was given to another): `Some(pid)` as the pidfd shows it
+/// (-1: gone), `None` where the kernel does not have the option.
+pub fn peer_pid_now(fd: BorrowedFd<'_>) -> Result<Option<i32>, SysError> {
+    let op = "getsockopt(SO_PEERPIDFD)";
+    let mut v: libc::c_int = -1;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+        .map_err(|_| err(op)(Errno::EINVAL))?;
+    // SAFETY: `v` and `len` are live and `len` says how big `v` is; the kernel writes at most
+    // that many bytes (a new pidfd, close-on-exec, which we own).
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERPIDFD,
+            std::ptr::addr_of_mut!(v).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return match Errno::last() {
+            Errno::ENOPROTOOPT => Ok(None),
+            // The task is gone (and the kernel keeps no stale pidfd for it), or none recorded.
+            Errno::ESRCH | Errno::EINVAL | Errno::ENODATA => Ok(Some(-1)),
+            e => Err(err(op)(e)),
+        };
+    }
+    // SAFETY: getsockopt just installed this descriptor; nobody else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(v) };
+    let path = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
+    let info = std::fs::read_to_string(&path).map_err(|e| SysError::Io {
+        what: format!("reading {path}"),
+        source: e,
+    })?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok()))
 }
 
 /// A copy, in the engine, of descriptor `fd` of process `pid` (`pidfd_getfd`): the same open

@@ -1,5 +1,6 @@
 //! The engine's end of a `AF_UNIX` socket that receives descriptors: accepting the
-//! connection and taking the descriptors of an `SCM_RIGHTS` message into owned ones.
+//! connection and taking the descriptors of an `SCM_RIGHTS` message into owned ones; and
+//! the restore's end of one that hands a descriptor to a process being restored.
 
 use nix::sys::socket::{accept4, recvmsg, ControlMessageOwned, MsgFlags, SockFlag};
 use std::io::IoSliceMut;
@@ -11,6 +12,17 @@ pub const FDS_PER_MESSAGE: usize = 253;
 /// Accepts one connection on `listener`, close-on-exec.
 pub fn accept(listener: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
     let fd = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)?;
+    // SAFETY: accept4 just returned this descriptor; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Accepts one connection on `listener`, close-on-exec and non-blocking (the restore's accept
+/// of a connection it just made again, whose file flags it sets afterwards).
+pub fn accept_nonblocking(listener: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    let fd = accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
     // SAFETY: accept4 just returned this descriptor; nobody else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -39,4 +51,15 @@ pub fn recv_fds(conn: BorrowedFd<'_>) -> nix::Result<Vec<OwnedFd>> {
         }
     }
     Ok(got)
+}
+
+/// Sends one byte on `conn` with `fd` in an `SCM_RIGHTS` message: how the restore hands a
+/// descriptor of the engine to a process, which receives it ([`recvmsg`] run inside it).
+pub fn send_fd(conn: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> nix::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage};
+    let byte = [b'F'];
+    let iov = [std::io::IoSlice::new(&byte)];
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(conn.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_DONTWAIT, None).map(drop)
 }

@@ -24,6 +24,17 @@
 //!   After the wait this process checks its ends, then lets the child (blocked on a pipe)
 //!   check its own and report on the pair; the child is restored as this process's child.
 //!
+//! - `peercred`: run as another user, the peer credentials (`SO_PEERCRED`, `SO_PEERGROUPS`)
+//!   of a stream pair this process made (one end also held by a child), of its listener,
+//!   of a seqpacket pair the child made and passed one end of here (`SCM_RIGHTS`), and of a
+//!   connection the child made to the listener: each checked at setup to name its maker and
+//!   its ids, and after the wait to be as it was, the child checking its own ends. Every
+//!   other kind checks its Unix sockets' peer credentials too.
+//!
+//! - `peercred-switched`: run as root, a stream pair made while the thread's effective uid,
+//!   gid and groups were others (switched back after): its peer credentials, checked after
+//!   the wait, are those, not the process's own.
+//!
 //! - `inet-listeners`: TCP listeners on 127.0.0.1 (backlog 5, `TCP_NODELAY`, `SO_KEEPALIVE`,
 //!   `TCP_KEEPIDLE` 77), on ::1 (`IPV6_V6ONLY`, `SO_REUSEADDR`, `IPV6_UNICAST_HOPS`, backlog
 //!   9) and on the IPv6 wildcard, dual-stack (`SO_REUSEPORT`, backlog 3). After the wait: each
@@ -42,6 +53,13 @@
 //!
 //! Refused at dump (the state still in place after the refused dump, checked after the wait):
 //! - `pending`: a listener with a connection not accepted yet;
+//! - `peercred-relisten`: a stream connection whose client keeps the peer credentials its
+//!   listener had at connect (root's), the listener having listened again since with another
+//!   effective uid;
+//! - `peercred-exited`: a stream pair a child made and passed here (`SCM_RIGHTS`) before it
+//!   exited and was reaped: its peer credentials name a process that is gone;
+//! - `peercred-reused`: the same, with the child's pid then given to another child of this
+//!   process (`clone3` with `set_tid`), alive in the tree but not the socket's maker;
 //! - `outside`: a stream pair whose other end is held by a process outside the tree (a
 //!   grandchild reparented away, which exits when its end sees the end of the stream);
 //! - `scm-rights`: a stream pair with a descriptor in flight (`SCM_RIGHTS`);
@@ -220,6 +238,63 @@ struct End {
     /// The messages queued to be read on this end, in order.
     queued: Vec<Vec<u8>>,
     label: Option<Vec<u8>>,
+    /// Its peer credentials (`SO_PEERCRED`, `SO_PEERGROUPS`) before the dump.
+    cred: Cred,
+}
+
+/// A socket's peer credentials: pid, effective uid and gid, supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cred {
+    pid: i32,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+}
+
+fn peer_cred(fd: i32) -> io::Result<Cred> {
+    let mut c = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `c` and `len` are live; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(c).cast(),
+            &mut len,
+        )
+    };
+    sys::check(r.into())?;
+    let mut groups = vec![0u32; 256];
+    let mut len = (groups.len() * 4) as libc::socklen_t;
+    // SAFETY: `groups` is a live buffer of `len` bytes; the kernel writes at most that many.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    sys::check(r.into())?;
+    groups.truncate(len as usize / 4);
+    Ok(Cred {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+        groups,
+    })
+}
+
+fn check_cred(checks: &mut Checks, what: &str, fd: i32, want: &Cred) {
+    if let Some(c) = checks.io(&format!("{what}: SO_PEERCRED"), peer_cred(fd)) {
+        checks.eq(&format!("{what}: peer credentials"), want, &c);
+    }
 }
 
 fn messages(ty: i32, from: &str) -> Vec<Vec<u8>> {
@@ -250,11 +325,13 @@ fn set_up_pair(w: &Workload, ty: i32, tname: &str) -> (End, End) {
         ty,
         queued,
         label: w.setup("fgetxattr(security.selinux)", label(fd)),
+        cred: w.setup("SO_PEERCRED", peer_cred(fd)),
     };
     (end("a", a, to_a), end("b", b, to_b))
 }
 
 fn check_end(checks: &mut Checks, e: &End) {
+    check_cred(checks, &e.name, e.fd, &e.cred);
     if let Some(ty) = checks.io("SO_TYPE", getsockopt(e.fd, libc::SO_TYPE)) {
         checks.eq(&format!("{}: type", e.name), e.ty, ty);
     }
@@ -481,6 +558,52 @@ fn refused(mut w: Workload, kind: &str) -> ! {
     let me = sys::getpid();
     let fd = match kind {
         "outside" => outside(&w).0,
+        "peercred-relisten" => {
+            let path = w.path("relisten.sock");
+            use std::os::unix::ffi::OsStrExt;
+            let name = path.as_os_str().as_bytes().to_vec();
+            let l = w.setup("socket", socket(libc::SOCK_STREAM));
+            w.setup("bind", bind(l, &name));
+            w.setup("listen", listen(l, 4));
+            let c = w.setup("socket", socket(libc::SOCK_STREAM));
+            w.setup("connect", connect(c, &name));
+            let a = w.setup("accept", accept(l));
+            w.setup("queueing", send(a, b"before the second listen"));
+            // listen again with another effective uid: the listener's peer credentials change,
+            // the client keeps those it copied at connect. (System calls, not libc's: this
+            // thread only, and back to root after.)
+            let keep = u64::from(u32::MAX);
+            // SAFETY: setresuid takes only integers.
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, keep, 4242u64, keep) };
+            w.setup("setresuid(-1, 4242, -1)", sys::check(r));
+            let again = listen(l, 4);
+            // SAFETY: as above; the real and saved uids are still 0.
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, keep, 0u64, keep) };
+            w.setup("setresuid(-1, 0, -1)", sys::check(r));
+            w.setup("listen again", again);
+            c
+        }
+        "peercred-exited" | "peercred-reused" => {
+            let (x, y, child) = made_by_exited_child(&w);
+            w.setup("queueing", send(y, b"made by a child"));
+            w.announce("exited-child", child);
+            if kind == "peercred-reused" {
+                // Its pid given to another child, alive in the tree: still not the maker.
+                let mut hold = [0i32; 2];
+                // SAFETY: pipe writes two descriptors into `hold`.
+                w.setup(
+                    "pipe",
+                    sys::check(unsafe { libc::pipe(hold.as_mut_ptr()) }.into()),
+                );
+                let again = child_with_pid(&w, child, hold[0], &[x, y, hold[1]]);
+                if again != child {
+                    w.setup_failed(&format!("clone3 gave pid {again}, not {child}"));
+                }
+                // SAFETY: the read end is the new child's.
+                unsafe { libc::close(hold[0]) };
+            }
+            x
+        }
         "scm-rights" => {
             let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
             let null = w.setup("opening /dev/null", std::fs::File::open("/dev/null"));
@@ -713,6 +836,26 @@ fn refused(mut w: Workload, kind: &str) -> ! {
         "outside" => {
             checks.io("sending to the process outside", send(fd, b"still there"));
         }
+        "peercred-relisten" => {
+            if let Some(n) = checks.io("recv", recv(fd, &mut buf)) {
+                checks.eq(
+                    "the queued bytes",
+                    &b"before the second listen"[..],
+                    &buf[..n],
+                );
+            }
+            if let Some(c) = checks.io("SO_PEERCRED", peer_cred(fd)) {
+                checks.eq("the client's peer uid (the first listen's)", 0, c.uid);
+            }
+        }
+        "peercred-exited" | "peercred-reused" => {
+            if let Some(n) = checks.io("recv", recv(fd, &mut buf)) {
+                checks.eq("the queued message", &b"made by a child"[..], &buf[..n]);
+            }
+            if let Some(c) = checks.io("SO_PEERCRED", peer_cred(fd)) {
+                checks.that(c.pid != me, "the pair's credentials still name the child");
+            }
+        }
         "scm-rights" => match recv_fd(fd) {
             Ok(true) => {}
             other => checks.fail(format!("the descriptor in flight is gone: {other:?}")),
@@ -893,6 +1036,278 @@ fn recv_fd(sock: i32) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Receives one message (blocking) and returns the descriptor it carried.
+fn take_fd(sock: i32) -> io::Result<i32> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut space = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; the pointers set below stay live for the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&space);
+    // SAFETY: `msg` and everything it points to are live.
+    sys::check(unsafe { libc::recvmsg(sock, &mut msg, 0) } as libc::c_long)?;
+    // SAFETY: the kernel filled the control buffer `msg` describes.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+            return Err(io::Error::other("no descriptor in the message"));
+        }
+        Ok(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>()))
+    }
+}
+
+/// The process's own credentials as a socket's peer credentials give them.
+fn own_cred(pid: i32) -> Cred {
+    // SAFETY: these calls take no pointer but getgroups', a live buffer of its length.
+    unsafe {
+        let mut groups = vec![0u32; 256];
+        let n = libc::getgroups(256, groups.as_mut_ptr());
+        groups.truncate(usize::try_from(n).unwrap_or(0));
+        groups.sort_unstable();
+        Cred {
+            pid,
+            uid: libc::geteuid(),
+            gid: libc::getegid(),
+            groups,
+        }
+    }
+}
+
+/// `peercred`: run as another user (uid, gid, groups), the peer credentials of a pair made
+/// by this process (both ends, one of them also held by the child), of its listener, of a
+/// seqpacket pair the child made (the child keeps one end and passed the other here with
+/// `SCM_RIGHTS`), and of a connection the child made to the listener (accepted here; the
+/// child's client end carries the listener's). Each is checked at setup to be what the kernel
+/// records (the maker's pid and ids) and after the wait to be what it was; the child checks
+/// its own ends and reports over its connection.
+fn peercred(mut w: Workload) -> ! {
+    let me = sys::getpid();
+    let mine = own_cred(me);
+    let (pa, pb) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
+    let path = w.path("peercred.sock");
+    use std::os::unix::ffi::OsStrExt;
+    let name = path.as_os_str().as_bytes().to_vec();
+    let listener = w.setup("socket", socket(libc::SOCK_STREAM));
+    w.setup("bind", bind(listener, &name));
+    w.setup("listen", listen(listener, 4));
+    let mut go = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into `go`.
+    w.setup(
+        "pipe",
+        sys::check(unsafe { libc::pipe(go.as_mut_ptr()) }.into()),
+    );
+    // SAFETY: fork in a single-threaded program.
+    let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into())) as i32;
+    if child == 0 {
+        let run = || -> io::Result<String> {
+            let kid = own_cred(sys::getpid());
+            let (ca, cb) = socketpair(libc::SOCK_SEQPACKET)?;
+            send_fd(pb, cb)?;
+            // SAFETY: passed to the parent; ours is done with.
+            unsafe { libc::close(cb) };
+            let client = socket(libc::SOCK_STREAM)?;
+            connect(client, &name)?;
+            let before = (peer_cred(ca)?, peer_cred(client)?);
+            let mut b = [0u8; 1];
+            // Blocks until the parent has checked its own sockets.
+            sys::read(go[0], &mut b)?;
+            let after = (peer_cred(ca)?, peer_cred(client)?);
+            let want = (kid, own_cred(me));
+            let report = if before != want {
+                format!("fail: before the dump, the child's ends had {before:?}, not {want:?}")
+            } else if after != before {
+                format!("fail: the child's ends have {after:?}, not {before:?}")
+            } else {
+                "ok".to_owned()
+            };
+            // SAFETY: a live buffer; a blocking send on the connection.
+            unsafe { libc::send(client, report.as_ptr().cast(), report.len(), 0) };
+            Ok(report)
+        };
+        // SAFETY: the parent's descriptors are not the child's.
+        unsafe {
+            libc::close(pa);
+            libc::close(listener);
+            libc::close(go[1]);
+        }
+        let code = i32::from(!matches!(run().as_deref(), Ok("ok")));
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    // SAFETY: the pipe's read end is the child's.
+    unsafe { libc::close(go[0]) };
+    let from_child = w.setup("receiving the child's pair end", take_fd(pa));
+    let accepted = w.setup("accept", accept(listener));
+    let kid = Cred {
+        pid: child,
+        ..mine.clone()
+    };
+    let socks = [
+        ("the pair's first end", pa, &mine),
+        ("the pair's second end (also the child's)", pb, &mine),
+        ("the listener", listener, &mine),
+        ("the end of the child's pair", from_child, &kid),
+        ("the connection accepted from the child", accepted, &kid),
+    ];
+    for (what, fd, want) in socks {
+        let got = w.setup("SO_PEERCRED", peer_cred(fd));
+        if got != *want {
+            w.setup_failed(&format!(
+                "{what}: peer credentials {got:?} before the dump, not {want:?}"
+            ));
+        }
+    }
+    w.announce("child-pid", child);
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    for (what, fd, want) in socks {
+        check_cred(&mut checks, what, fd, want);
+    }
+    checks.io("the go byte", sys::write(go[1], b"g"));
+    let mut buf = [0u8; 512];
+    // SAFETY: a live buffer; a blocking receive of the child's report.
+    let n = unsafe { libc::recv(accepted, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if let Some(n) = checks.io("the child's report", sys::check(n as libc::c_long)) {
+        let report = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+        checks.eq("the child's report", "ok", report.as_str());
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(child, &mut status, 0) };
+    if checks.io("waitpid", sys::check(r.into())).is_some() {
+        checks.that(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child exits 0",
+        );
+    }
+    w.finish(checks)
+}
+
+/// `peercred-switched`: run as root, a stream pair made while this thread's effective uid,
+/// gid and groups were others (4242, 4343, [4444], switched by system calls and back): its
+/// peer credentials are those, not the process's, before the dump and after the restore.
+fn peercred_switched(mut w: Workload) -> ! {
+    let keep = u64::from(u32::MAX);
+    let groups = [4444u32];
+    // SAFETY: setgroups reads one gid from a live array; setresgid and setresuid take
+    // integers; they change this thread's credentials only (system calls, not libc's).
+    let made = unsafe {
+        sys::check(libc::syscall(libc::SYS_setgroups, 1u64, groups.as_ptr()))
+            .and_then(|_| sys::check(libc::syscall(libc::SYS_setresgid, keep, 4343u64, keep)))
+            .and_then(|_| sys::check(libc::syscall(libc::SYS_setresuid, keep, 4242u64, keep)))
+            .and_then(|_| socketpair(libc::SOCK_STREAM))
+    };
+    // SAFETY: as above; the real and saved uids are still root's, so this may switch back.
+    let back = unsafe {
+        sys::check(libc::syscall(libc::SYS_setresuid, keep, 0u64, keep))
+            .and_then(|_| sys::check(libc::syscall(libc::SYS_setresgid, keep, 0u64, keep)))
+            .and_then(|_| sys::check(libc::syscall(libc::SYS_setgroups, 0u64, 0u64)))
+    };
+    w.setup("switching back to root", back);
+    let (a, b) = w.setup("socketpair as 4242", made);
+    let want = Cred {
+        pid: sys::getpid(),
+        uid: 4242,
+        gid: 4343,
+        groups: groups.to_vec(),
+    };
+    for fd in [a, b] {
+        let got = w.setup("SO_PEERCRED", peer_cred(fd));
+        if got != want {
+            w.setup_failed(&format!(
+                "peer credentials {got:?} before the dump, not {want:?}"
+            ));
+        }
+    }
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    // SAFETY: geteuid cannot fail.
+    checks.eq("the process's own euid", 0, unsafe { libc::geteuid() });
+    check_cred(&mut checks, "the pair's first end", a, &want);
+    check_cred(&mut checks, "the pair's second end", b, &want);
+    w.finish(checks)
+}
+
+/// A stream pair a child made and passed here (`SCM_RIGHTS`) before it exited and was
+/// reaped: its peer credentials name the child. Returns (end with the lower inode, the other
+/// end, the child's pid).
+fn made_by_exited_child(w: &Workload) -> (i32, i32, i32) {
+    let (t1, t2) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
+    // SAFETY: fork in a single-threaded program; the child only makes system calls.
+    let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into())) as i32;
+    if child == 0 {
+        let code = match socketpair(libc::SOCK_STREAM) {
+            Ok((x, y)) if send_fd(t2, x).is_ok() && send_fd(t2, y).is_ok() => 0,
+            _ => 1,
+        };
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let x = w.setup("receiving the child's pair", take_fd(t1));
+    let y = w.setup("receiving the child's pair", take_fd(t1));
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(child, &mut status, 0) };
+    w.setup("waitpid", sys::check(r.into()));
+    // SAFETY: ours, done with.
+    unsafe {
+        libc::close(t1);
+        libc::close(t2);
+    }
+    let ino = |fd: i32| {
+        // SAFETY: a zeroed stat is valid; fstat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is live.
+        unsafe { libc::fstat(fd, &mut st) };
+        st.st_ino
+    };
+    if ino(x) < ino(y) {
+        (x, y, child)
+    } else {
+        (y, x, child)
+    }
+}
+
+/// A child of this process with pid `pid` (`clone3` with `set_tid`, which root may ask for),
+/// blocked until `hold` (a pipe's read end) sees its writer close, then gone; it closes
+/// `close` first (this process's sockets are not its own).
+fn child_with_pid(w: &Workload, pid: i32, hold: i32, close: &[i32]) -> i32 {
+    let tid = [pid];
+    let mut args = [0u64; 11];
+    args[4] = libc::SIGCHLD as u64;
+    args[8] = tid.as_ptr() as u64;
+    args[9] = 1;
+    // SAFETY: clone3 with no stack behaves as fork (the child runs on a copy of this
+    // single-threaded program's memory); `args` and `tid` are live for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args.as_mut_ptr(),
+            std::mem::size_of_val(&args),
+        )
+    };
+    let child = w.setup("clone3(set_tid)", sys::check(r)) as i32;
+    if child == 0 {
+        for &fd in close {
+            // SAFETY: this process's copies of the parent's descriptors.
+            unsafe { libc::close(fd) };
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: a live buffer; blocks until the workload ends.
+        unsafe { libc::read(hold, b.as_mut_ptr().cast(), 1) };
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    child
+}
+
 /// `sockaddr_un` for `name` (a path, or an abstract name starting with a NUL) and its length.
 fn sockaddr(name: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
     // SAFETY: a zeroed sockaddr_un is valid.
@@ -986,6 +1401,7 @@ struct Served {
     ty: i32,
     listener: i32,
     listener_label: Option<Vec<u8>>,
+    listener_cred: Cred,
     client: End,
     accepted: End,
     client_name: Vec<u8>,
@@ -1025,6 +1441,7 @@ fn serve(
         ty,
         queued,
         label: w.setup("fgetxattr(security.selinux)", label(fd)),
+        cred: w.setup("SO_PEERCRED", peer_cred(fd)),
     };
     Served {
         what,
@@ -1032,6 +1449,7 @@ fn serve(
         ty,
         listener,
         listener_label: w.setup("fgetxattr(security.selinux)", label(listener)),
+        listener_cred: w.setup("SO_PEERCRED", peer_cred(listener)),
         client: end("client", client, to_client),
         accepted: end("accepted", accepted, to_accepted),
         client_name: client_name.to_vec(),
@@ -1040,6 +1458,12 @@ fn serve(
 
 fn check_served(checks: &mut Checks, s: &Served) {
     let what = s.what;
+    check_cred(
+        checks,
+        &format!("{what}: listener"),
+        s.listener,
+        &s.listener_cred,
+    );
     let names = [
         ("listener's name", s.listener, false, &s.name),
         ("accepted end's name", s.accepted.fd, false, &s.name),
@@ -1193,6 +1617,7 @@ fn children(mut w: Workload) -> ! {
         ty: libc::SOCK_SEQPACKET,
         queued: to_parent,
         label: label(pa),
+        cred: w.setup("SO_PEERCRED", peer_cred(pa)),
     };
     let child_end = End {
         name: "the child's pair end".into(),
@@ -1200,6 +1625,7 @@ fn children(mut w: Workload) -> ! {
         ty: libc::SOCK_SEQPACKET,
         queued: to_child,
         label: label(pc),
+        cred: w.setup("SO_PEERCRED", peer_cred(pc)),
     };
     // SAFETY: fork in a single-threaded program.
     let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into())) as i32;
@@ -1270,6 +1696,8 @@ fn main() {
         "pairs" => pairs(w),
         "listeners" => listeners(w),
         "children" => children(w),
+        "peercred" => peercred(w),
+        "peercred-switched" => peercred_switched(w),
         "inet-listeners" => inet_listeners(w),
         "udp" => udp(w),
         "fifo" => fifo(w),
