@@ -89,7 +89,11 @@ fn workload_keeps_its_state(
 fn a_wait_resumed_through_restart_syscall_is_restored(
     #[values("stop-and-continue", "leave-running")] how: &str,
 ) {
-    let mut w = Workload::start("memory", WaitMode::NanosleepAsm, &[ARGV_MARKER]);
+    let mut w = Workload::start(
+        "memory",
+        WaitMode::NanosleepAsm,
+        &[ARGV_MARKER, protocol::LONG_SLEEP_ARG],
+    );
     w.wait_ready();
     w.wait_in_wait_syscall();
     let pid = w.pid();

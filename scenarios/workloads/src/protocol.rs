@@ -27,6 +27,12 @@ pub const RESULT_FAIL_PREFIX: &str = "fail: ";
 /// The byte a driver writes into the trigger pipe.
 pub const TRIGGER_BYTE: u8 = b'!';
 /// An environment variable the driver sets; workloads that check their environment expect it.
+/// An argument that makes the `nanosleep-asm` wait sleep 5 s at a time instead of 100 ms,
+/// so that a test can stop and continue it inside one sleep and dump it before that sleep
+/// ends (the trigger is then seen up to 5 s later).
+pub const LONG_SLEEP_ARG: &str = "long-sleep";
+/// Its sleep, in seconds.
+pub const LONG_SLEEP_SECS: i64 = 5;
 pub const MARK_ENV: &str = "CRLAB_WORKLOAD_MARK";
 /// The value the driver gives [`MARK_ENV`].
 pub const MARK_VALUE: &str = "environ-survives-checkpoint";

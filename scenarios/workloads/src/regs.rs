@@ -117,7 +117,7 @@ pub fn spin_until(check: &CStr) -> Result<(), String> {
 /// restarts an interrupted sleep, and a restore must do the same with the sleep it
 /// interrupted; -EINTR or a kernel-internal -ERESTART* code here means it did not (the
 /// libc wait modes see the same as a failed call, this one would otherwise just loop on).
-pub fn nanosleep_asm_until(check: &CStr) -> Result<(), String> {
+pub fn nanosleep_asm_until(check: &CStr, long: bool) -> Result<(), String> {
     let avx = has_avx();
     let known = RegFile::known(avx);
     let mut found = RegFile::zeroed();
@@ -125,9 +125,16 @@ pub fn nanosleep_asm_until(check: &CStr) -> Result<(), String> {
     // to restart it), even on a loaded machine where the woken task waits for a CPU: with
     // 10 ms sleeps one dump in five found it between two sleeps and a broken restart rule
     // went unnoticed.
-    let ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 100_000_000,
+    let ts = if long {
+        libc::timespec {
+            tv_sec: crate::protocol::LONG_SLEEP_SECS,
+            tv_nsec: 0,
+        }
+    } else {
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        }
     };
     let slept = if avx {
         // SAFETY: AVX is available; `known`, `found`, `ts` and `check` outlive the call.

@@ -121,10 +121,13 @@ fn status_lines() -> io::Result<Vec<(String, String)>> {
 /// How the workload waits, prepared before the ready file is written.
 enum Waiter {
     Nanosleep(CString),
-    PipeRead { read_fd: i32 },
+    PipeRead {
+        read_fd: i32,
+    },
     Sigsuspend,
     Spin(CString),
-    NanosleepAsm(CString),
+    /// The file to look for, and whether to sleep [`protocol::LONG_SLEEP_SECS`] at a time.
+    NanosleepAsm(CString, bool),
 }
 
 /// One running workload: its arguments and its side of the protocol.
@@ -273,7 +276,10 @@ impl Workload {
         match self.mode {
             WaitMode::Nanosleep => (Waiter::Nanosleep(check), Trigger::CheckFile),
             WaitMode::Spin => (Waiter::Spin(check), Trigger::CheckFile),
-            WaitMode::NanosleepAsm => (Waiter::NanosleepAsm(check), Trigger::CheckFile),
+            WaitMode::NanosleepAsm => {
+                let long = self.args.iter().any(|a| a == protocol::LONG_SLEEP_ARG);
+                (Waiter::NanosleepAsm(check, long), Trigger::CheckFile)
+            }
             WaitMode::PipeRead => {
                 let mut fds = [0i32; 2];
                 // SAFETY: pipe2 writes two descriptors into `fds`, a live [i32; 2].
@@ -410,6 +416,6 @@ fn wait_for_trigger(waiter: &Waiter) -> Result<(), String> {
             Ok(())
         }
         Waiter::Spin(check) => regs::spin_until(check),
-        Waiter::NanosleepAsm(check) => regs::nanosleep_asm_until(check),
+        Waiter::NanosleepAsm(check, long) => regs::nanosleep_asm_until(check, *long),
     }
 }

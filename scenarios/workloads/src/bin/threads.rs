@@ -537,7 +537,7 @@ fn wait(kind: Wait, known: Held, shared: &Shared, pipe: Option<i32>, f: &mut Vec
             }
         }
         NanosleepRegs => {
-            if let Err(e) = regs::nanosleep_asm_until(&shared.go_file) {
+            if let Err(e) = regs::nanosleep_asm_until(&shared.go_file, false) {
                 note(f, e);
             }
         }
