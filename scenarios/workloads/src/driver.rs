@@ -133,6 +133,9 @@ pub enum DriveError<E> {
         /// `fail: setup: ...`).
         result: Option<String>,
     },
+    /// The workload wrote its result while the driver waited for its ready file: it could
+    /// not set up (`fail: setup: ...`), and will not be ready.
+    ResultBeforeReady { path: PathBuf, result: String },
     /// A file did not appear in time.
     Timeout { path: PathBuf, limit: Duration },
 }
@@ -168,6 +171,12 @@ impl<E> fmt::Display for DriveError<E> {
                     None => f.write_str(" and wrote no result file"),
                 }
             }
+            DriveError::ResultBeforeReady { path, result } => write!(
+                f,
+                "the workload wrote its result before {}: {:?}",
+                path.display(),
+                result.trim()
+            ),
             DriveError::Timeout { path, limit } => {
                 write!(f, "{} did not appear within {limit:?}", path.display())
             }
@@ -283,6 +292,20 @@ impl<H: Host> Driver<H> {
                     how,
                     result,
                 });
+            }
+            // A workload that cannot set up says so in its result file and is never ready:
+            // no need to wait out the limit (the caller may not see it end, in a VM).
+            if file == protocol::READY {
+                if let Some(result) = self.read_text(&self.path(protocol::RESULT))? {
+                    // It may have been ready just before.
+                    if let Some(found) = look(self)? {
+                        return Ok(found);
+                    }
+                    return Err(DriveError::ResultBeforeReady {
+                        path: self.path(file),
+                        result,
+                    });
+                }
             }
             if start.elapsed() >= limit {
                 return Err(DriveError::Timeout {

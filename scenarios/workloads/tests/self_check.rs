@@ -283,6 +283,29 @@ fn the_driver_says_how_the_workload_ended_and_what_it_wrote() {
 }
 
 #[test]
+fn a_result_before_the_ready_file_ends_the_wait_at_once() {
+    let state = StateDir::new("result-first");
+    std::fs::write(
+        state.0.join(protocol::RESULT),
+        "fail: setup: inotify: denied\n",
+    )
+    .expect("writing a result");
+    let start = std::time::Instant::now();
+    let err = Driver::new(Local, &state.0)
+        .wait_ready(Duration::from_secs(60), || None)
+        .expect_err("a workload that wrote its result is never ready");
+    assert!(matches!(err, DriveError::ResultBeforeReady { .. }), "{err}");
+    assert!(
+        err.to_string().contains("fail: setup: inotify: denied"),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "it waited out the limit"
+    );
+}
+
+#[test]
 fn a_bad_ready_file_is_an_error_of_its_own() {
     let state = StateDir::new("bad-ready");
     std::fs::write(state.0.join(protocol::READY), "pid 1\n").expect("writing a ready file");
