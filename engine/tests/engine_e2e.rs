@@ -269,11 +269,7 @@ fn show_prints_the_dump_as_json() {
     w.wait_ready();
     w.dump_ok(&[]);
     w.reap_dumped_original();
-    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
-    let run = w.crlab(&args);
-    assert!(run.succeeded(), "crlab show failed");
-    let json: serde_json::Value = serde_json::from_str(&run.stdout())
-        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let json = w.show_json();
     let mut summary = images::summary(&json);
     let pid = w.pid().to_string();
     let state = w.state_dir().to_string_lossy().into_owned();

@@ -52,11 +52,7 @@ fn unix_sockets_are_restored_exactly(#[case] kind: &str, #[case] ends: usize) {
     }
     // `crlab show` renders every socket (`pairs`: three typed pairs, the shut pair, the
     // options pair; `listeners`: two listeners, two connections), with their queues.
-    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
-    let run = w.crlab(&args);
-    assert!(run.succeeded(), "crlab show failed");
-    let json: serde_json::Value = serde_json::from_str(&run.stdout())
-        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let json = w.show_json();
     let mut sockets = Vec::new();
     collect(&json, "unixSocket", &mut sockets);
     assert_eq!(sockets.len(), ends, "{sockets:?}");
@@ -104,11 +100,7 @@ fn peer_credentials_of_another_user_are_restored() {
         matches!(exit, Exit::Signal(_)),
         "the dumped child ended with {exit}"
     );
-    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
-    let run = w.crlab(&args);
-    assert!(run.succeeded(), "crlab show failed");
-    let json: serde_json::Value = serde_json::from_str(&run.stdout())
-        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let json = w.show_json();
     let mut creds = Vec::new();
     collect(&json, "peerCred", &mut creds);
     // The pair (2), the listener, the child's pair (2), the connection (2).
@@ -257,11 +249,7 @@ fn tcp_listeners_and_udp_sockets_are_restored_exactly(
     w.wait_in_wait_syscall();
     w.dump_ok(&[]);
     w.reap_dumped_original();
-    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
-    let run = w.crlab(&args);
-    assert!(run.succeeded(), "crlab show failed");
-    let json: serde_json::Value = serde_json::from_str(&run.stdout())
-        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let json = w.show_json();
     let mut sockets = Vec::new();
     collect(&json, "inetSocket", &mut sockets);
     assert_eq!(sockets.len(), count, "{sockets:?}");
@@ -289,11 +277,7 @@ fn zero_length_messages_are_kept_in_place() {
     w.wait_in_wait_syscall();
     w.dump_ok(&[]);
     w.reap_dumped_original();
-    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
-    let run = w.crlab(&args);
-    assert!(run.succeeded(), "crlab show failed");
-    let json: serde_json::Value = serde_json::from_str(&run.stdout())
-        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let json = w.show_json();
     let mut sockets = Vec::new();
     collect(&json, "unixSocket", &mut sockets);
     let mut lens: Vec<usize> = sockets
@@ -320,11 +304,7 @@ fn other_socket_options_are_restored() {
     w.wait_in_wait_syscall();
     w.dump_ok(&[]);
     w.reap_dumped_original();
-    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
-    let run = w.crlab(&args);
-    assert!(run.succeeded(), "crlab show failed");
-    let json: serde_json::Value = serde_json::from_str(&run.stdout())
-        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let json = w.show_json();
     let mut options = Vec::new();
     collect(&json, "options", &mut options);
     // SO_MARK (36) on the Unix socket, the listener and the IPv4 UDP socket.
@@ -349,11 +329,7 @@ fn a_named_pipe_is_reopened_with_its_buffer() {
     w.wait_in_wait_syscall();
     w.dump_ok(&[]);
     w.reap_dumped_original();
-    let args = ["show".into(), "--images-dir".into(), w.images_dir().into()];
-    let run = w.crlab(&args);
-    assert!(run.succeeded(), "crlab show failed");
-    let json: serde_json::Value = serde_json::from_str(&run.stdout())
-        .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"));
+    let json = w.show_json();
     let mut fifos = Vec::new();
     collect(&json, "fifo", &mut fifos);
     assert_eq!(fifos.len(), 2, "{fifos:?}");

@@ -218,21 +218,8 @@ fn open_one(
                     )))
                 }
             };
-            // Each description is its own, with its flags and offset.
-            let flags = open_flags(entry.flags) | libc::O_CLOEXEC;
-            let fd = remote
-                .open("open(memfd)", scratch, &format!("/proc/self/fd/{t}"), flags)
-                .step(pid, "a memfd")?;
-            if m.pos != 0 {
-                remote
-                    .syscall(
-                        "lseek",
-                        libc::SYS_lseek,
-                        &[fd, m.pos, libc::SEEK_SET as u64],
-                    )
-                    .step(pid, "the offset of a memfd")?;
-            }
-            Ok(fd)
+            let flags = open_flags(entry.flags);
+            reopen_description(remote, pid, scratch, t, flags, m.pos, Reopened::Memfd)
         }
         Some(file_entry::Kind::Deleted(d)) => {
             let t = match made.deleted.get(&(d.dev, d.ino)) {
@@ -250,28 +237,10 @@ fn open_one(
                     )))
                 }
             };
-            // Each description is its own, with its flags and offset; opened through /proc,
-            // it is the same (unlinked) file, and its name reads "PATH (deleted)".
-            let flags = open_flags(entry.flags)
-                & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-            let fd = remote
-                .open(
-                    "open(deleted file)",
-                    scratch,
-                    &format!("/proc/self/fd/{t}"),
-                    flags | libc::O_CLOEXEC,
-                )
-                .step(pid, "a deleted file")?;
-            if d.pos != 0 {
-                remote
-                    .syscall(
-                        "lseek",
-                        libc::SYS_lseek,
-                        &[fd, d.pos, libc::SEEK_SET as u64],
-                    )
-                    .step(pid, "the offset of a deleted file")?;
-            }
-            Ok(fd)
+            // Opened through /proc, it is the same (unlinked) file, and its name reads
+            // "PATH (deleted)".
+            let flags = open_flags(entry.flags) & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+            reopen_description(remote, pid, scratch, t, flags, d.pos, Reopened::Deleted)
         }
         Some(file_entry::Kind::Eventfd(e)) => create_eventfd(remote, pid, scratch, entry, e),
         Some(file_entry::Kind::Timerfd(t)) => create_timerfd(remote, pid, scratch, entry, t),
@@ -378,6 +347,56 @@ fn move_above_fd(remote: &mut Remote, pid: i32, fd: u64, above: u64) -> Result<u
 }
 
 /// A memfd with its name, mode, size, contents (written by the engine through /proc), owner
+/// A file that is reopened for each of its descriptions.
+#[derive(Clone, Copy)]
+enum Reopened {
+    Memfd,
+    Deleted,
+}
+
+impl Reopened {
+    /// (the remote call's name, the file in words, its offset in words).
+    fn names(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Reopened::Memfd => ("open(memfd)", "a memfd", "the offset of a memfd"),
+            Reopened::Deleted => (
+                "open(deleted file)",
+                "a deleted file",
+                "the offset of a deleted file",
+            ),
+        }
+    }
+}
+
+/// A description of its own (flags, offset) of the file the engine's descriptor `t` holds
+/// (a memfd, a deleted file), opened through `/proc/self/fd/t` in the process: the same
+/// file, its name as before.
+fn reopen_description(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    t: u64,
+    flags: i32,
+    pos: u64,
+    kind: Reopened,
+) -> Result<u64, RestoreError> {
+    let (call, what, offset) = kind.names();
+    let fd = remote
+        .open(
+            call,
+            scratch,
+            &format!("/proc/self/fd/{t}"),
+            flags | libc::O_CLOEXEC,
+        )
+        .step(pid, what)?;
+    if pos != 0 {
+        remote
+            .syscall("lseek", libc::SYS_lseek, &[fd, pos, libc::SEEK_SET as u64])
+            .step(pid, offset)?;
+    }
+    Ok(fd)
+}
+
 /// and seals, at a number above `above`; its descriptions are opened from it.
 fn create_memfd(
     remote: &mut Remote,

@@ -317,6 +317,19 @@ impl Workload {
         self.crlab_with_env(&args, env)
     }
 
+    /// `crlab show --images-dir <images>`, asserted to succeed, as JSON.
+    pub fn show_json(&mut self) -> serde_json::Value {
+        let args = [
+            "show".into(),
+            "--images-dir".into(),
+            self.images_dir().into(),
+        ];
+        let run = self.crlab(&args);
+        assert!(run.succeeded(), "crlab show failed");
+        serde_json::from_str(&run.stdout())
+            .unwrap_or_else(|e| panic!("crlab show printed no JSON: {e}"))
+    }
+
     /// The pidfile restores write.
     pub fn pidfile(&self) -> PathBuf {
         self.state.with_file_name("restored.pid")
