@@ -25,7 +25,7 @@ mod transport;
 
 use error::image_u32;
 pub use error::DumpError;
-pub use sockets::cred_text;
+
 pub use transport::SocketLabel;
 
 use crate::image::layout::Member;

@@ -208,7 +208,7 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
             fd: held.fd,
             what: format!(
                 "a Unix socket whose peer credentials ({}) {why}",
-                cred_text(c)
+                crate::image::cred_text(c)
             ),
             target: format!("socket:[{ino}]"),
             hint,
@@ -253,7 +253,7 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
                     format!(
                         "differ from those of {what} (socket:[{other}], {}), which one call \
                          cannot make again",
-                        cred_text(o)
+                        crate::image::cred_text(o)
                     ),
                     "the restore makes a pair's ends with one socketpair, and a client takes \
                      its listener's credentials when it connects; connect again after the \
@@ -263,23 +263,6 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
         }
     }
     Ok(creds)
-}
-
-/// Peer credentials as a refusal names them.
-pub fn cred_text(c: &PeerCred) -> String {
-    let groups = if c.groups_known {
-        format!(
-            ", groups [{}]",
-            c.groups
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    } else {
-        String::new()
-    };
-    format!("pid {}, uid {}, gid {}{groups}", c.pid, c.uid, c.gid)
 }
 
 type Refusal = (String, &'static str);

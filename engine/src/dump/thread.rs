@@ -286,8 +286,7 @@ mod tests {
     use super::*;
 
     fn regs(rdi: u64, rsi: u64) -> crate::sys::Regs {
-        // SAFETY: user_regs_struct is plain integers; all zeroes is a valid value.
-        let mut r: crate::sys::Regs = unsafe { std::mem::zeroed() };
+        let mut r = crate::sys::zeroed_regs();
         r.rdi = rdi;
         r.rsi = rsi;
         r

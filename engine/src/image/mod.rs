@@ -246,6 +246,23 @@ pub fn unix_socket_path(name: &[u8]) -> Option<std::path::PathBuf> {
     )))
 }
 
+/// Peer credentials as a refusal names them.
+pub fn cred_text(c: &schema::PeerCred) -> String {
+    let groups = if c.groups_known {
+        format!(
+            ", groups [{}]",
+            c.groups
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
+    format!("pid {}, uid {}, gid {}{groups}", c.pid, c.uid, c.gid)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

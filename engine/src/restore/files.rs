@@ -1385,8 +1385,8 @@ fn check_peer_cred(s: &UnixSocket, c: &OwnedFd) -> Result<(), RestoreError> {
             s,
             &format!(
                 "has the peer credentials {} after the restore, not {} as dumped",
-                crate::dump::cred_text(&now),
-                crate::dump::cred_text(want)
+                crate::image::cred_text(&now),
+                crate::image::cred_text(want)
             ),
         ));
     }

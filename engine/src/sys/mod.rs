@@ -34,6 +34,8 @@ pub use memfd::{memfd_seals, on_hugetlbfs};
 pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};
 pub use pipe::{peek_pipe, pipe_capacity, pipe_queued, set_pipe_capacity};
 pub use prctl::mm_map_size;
+#[cfg(test)]
+pub use ptrace::zeroed_regs;
 pub use ptrace::{Regs, Tracee};
 pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
 pub use rlimit::{rlimit, set_rlimit, RLIMITS};

@@ -10,6 +10,13 @@ use nix::unistd::Pid;
 /// General-purpose registers (`struct user_regs_struct`).
 pub type Regs = libc::user_regs_struct;
 
+/// Registers all zero, for tests.
+#[cfg(test)]
+pub fn zeroed_regs() -> Regs {
+    // SAFETY: user_regs_struct is plain integers; all zeroes is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
 const NT_X86_XSTATE: libc::c_int = 0x202;
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
