@@ -786,6 +786,46 @@ fn a_flipped_page_byte_fails_the_checksum_at_finish() {
 }
 
 #[test]
+fn pages_read_in_place_match_and_mix_with_copied_reads() {
+    let dump = Dump::new();
+    let reader = dump.open().expect("open");
+    let expected = sample_pages();
+    let mut pages = reader.pages(PID).expect("pages");
+    let mut got = pages
+        .next_chunk(5000)
+        .expect("first chunk, mapped")
+        .to_vec();
+    let mut middle = vec![0u8; 3000];
+    pages
+        .read_exact(&mut middle)
+        .expect("copied read after a mapped one");
+    got.extend_from_slice(&middle);
+    let rest = expected.len() - got.len();
+    got.extend_from_slice(pages.next_chunk(rest).expect("the rest, mapped"));
+    assert_eq!(got, expected);
+    let err = pages.next_chunk(1).expect_err("past the end");
+    assert_error(&err, "Truncated", &dump.path(&pages_name(PID)));
+    pages.finish().expect("checksum matches");
+}
+
+#[test]
+fn a_flipped_page_byte_read_in_place_fails_the_checksum_at_finish() {
+    let dump = Dump::new();
+    let name = pages_name(PID);
+    let mut bytes = dump.read(&name);
+    bytes[HEADER_LEN + 9000] ^= 0x01;
+    dump.write(&name, &bytes);
+
+    let reader = dump.open().expect("open checks the size only");
+    let mut pages = reader.pages(PID).expect("pages");
+    let len = usize::try_from(pages.len()).expect("a test dump fits in memory");
+    let got = pages.next_chunk(len).expect("mapped").to_vec();
+    assert_eq!(got, bytes[HEADER_LEN..]);
+    let err = pages.finish().expect_err("checksum");
+    assert_error(&err, "Checksum", &dump.path(&name));
+}
+
+#[test]
 fn unread_pages_are_reported_at_finish() {
     let dump = Dump::new();
     let reader = dump.open().expect("open");

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use super::{
     pages_name, parse_name, FileKind, ImageError, Refusal, FORMAT_VERSION, INVENTORY, PAGE_SIZE,
     PSTREE,
 };
+use crate::sys::FileMap;
 
 /// Files are hashed through a buffer of this size.
 const HASH_CHUNK: usize = 64 << 10;
@@ -204,6 +206,9 @@ impl ImageDirReader {
             remaining: len,
             hasher,
             expected: entry.xxh3,
+            map: None,
+            map_tried: false,
+            buf: Vec::new(),
         })
     }
 
@@ -225,6 +230,11 @@ pub struct PagesReader {
     remaining: u64,
     hasher: Box<Xxh3>,
     expected: u64,
+    /// The whole file, mapped by the first [`PagesReader::next_chunk`] (`map_tried`), unless
+    /// it could not be: then `buf` holds each chunk.
+    map: Option<FileMap>,
+    map_tried: bool,
+    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for PagesReader {
@@ -261,7 +271,8 @@ impl PagesReader {
         if wanted > self.remaining {
             return Err(truncated(&self.path));
         }
-        if let Err(source) = self.file.read_exact(buf) {
+        let at = HEADER_LEN as u64 + (self.len - self.remaining);
+        if let Err(source) = self.file.read_exact_at(buf, at) {
             return Err(if source.kind() == io::ErrorKind::UnexpectedEof {
                 truncated(&self.path)
             } else {
@@ -275,6 +286,61 @@ impl PagesReader {
         self.hasher.update(buf);
         self.remaining -= wanted;
         Ok(())
+    }
+
+    /// The next `len` bytes of page data, hashed, as [`Self::read_exact`] reads them (so the
+    /// two may be mixed): in place, from a mapping of the file made on the first call, with
+    /// no copy (the caller hands them on, to `process_vm_writev`, straight from the file's
+    /// pages); or, when the file cannot be mapped, read into a buffer of the reader's.
+    pub fn next_chunk(&mut self, len: usize) -> Result<&[u8], ImageError> {
+        let wanted = len as u64;
+        if wanted > self.remaining {
+            return Err(ImageError::Truncated {
+                path: self.path.clone(),
+                what: "page data",
+                needed: HEADER_LEN as u64 + (self.len - self.remaining) + wanted,
+                available: HEADER_LEN as u64 + self.len,
+            });
+        }
+        if !self.map_tried {
+            self.map_tried = true;
+            let size = crate::sys::usize_of(HEADER_LEN as u64 + self.len);
+            match FileMap::new(&self.file, size) {
+                Ok(map) => self.map = Some(map),
+                Err(e) => {
+                    tracing::debug!(path = %self.path.display(), error = %e, "pages file not mapped, read instead");
+                }
+            }
+        }
+        if self.map.is_none() {
+            let mut buf = std::mem::take(&mut self.buf);
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            self.read_exact(&mut buf[..len])?;
+            self.buf = buf;
+            return Ok(&self.buf[..len]);
+        }
+        let Some(map) = &self.map else {
+            return Err(ImageError::Io {
+                path: self.path.clone(),
+                op: "map",
+                source: io::ErrorKind::Other.into(),
+            });
+        };
+        let at = HEADER_LEN + crate::sys::usize_of(self.len - self.remaining);
+        let bytes = map.populated(at..at + len);
+        if bytes.len() != len {
+            return Err(ImageError::Truncated {
+                path: self.path.clone(),
+                what: "page data",
+                needed: (at + len) as u64,
+                available: (at + bytes.len()) as u64,
+            });
+        }
+        self.hasher.update(bytes);
+        self.remaining -= wanted;
+        Ok(bytes)
     }
 
     /// Checks that all page data was read and that its xxh3 matches the inventory.

@@ -556,7 +556,10 @@ pub fn advise(remote: &mut Remote, pid: i32, mm: &Mm) -> Result<(), RestoreError
     Ok(())
 }
 
-/// Fills the pages listed in the image's pagemap, in order, from `pages`.
+/// Fills the pages listed in the image's pagemap, in order, from `pages`: each chunk is
+/// hashed, then handed to `process_vm_writev` while it is still in the cache, straight from a
+/// mapping of the pages file ([`PagesReader::next_chunk`]). The file's checksum is checked
+/// once all of it has been read.
 pub fn fill_pages(
     remote: &Remote,
     pid: i32,
@@ -576,7 +579,6 @@ pub fn fill_pages(
             pages.len()
         )));
     }
-    let mut buf = vec![0u8; COPY_CHUNK];
     for e in &mm.pagemap {
         let len = e.nr_pages * PAGE_SIZE;
         let end = e.vaddr.checked_add(len).ok_or_else(|| {
@@ -598,7 +600,7 @@ pub fn fill_pages(
             super::check_interrupt()?;
             let take = usize_of(len - off).min(COPY_CHUNK);
             failpoint!("restore.fill", super::error::injected(pid, "memory pages"));
-            pages.read_exact(&mut buf[..take])?;
+            let buf = pages.next_chunk(take)?;
             let addr = e.vaddr + off;
             if writable {
                 let local = [IoSlice::new(&buf[..take])];

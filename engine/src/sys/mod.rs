@@ -9,6 +9,7 @@
 mod clone3;
 mod error;
 mod event;
+mod filemap;
 mod fork;
 mod ioprio;
 mod kcmp;
@@ -27,6 +28,7 @@ mod unix;
 pub use clone3::{clone3_probe, spawn_stopped_with_pid, Clone3Probe};
 pub use error::SysError;
 pub use event::{clock_now, eventfd_is_semaphore, open_by_handle, ready_for, timerfd_gettime};
+pub use filemap::FileMap;
 pub use fork::fork_paused;
 pub use ioprio::ioprio;
 pub use kcmp::{epoll_target_is, same_file, share, Shared};
