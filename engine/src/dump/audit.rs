@@ -85,10 +85,13 @@ pub fn zombie(pid: i32, root: bool, stat: &Stat) -> Result<(), DumpError> {
 }
 
 /// Everything about the seized tree `pids` (root first) and its `zombies` (after them) that
-/// is refused from `/proc` alone.
-pub fn tree(pids: &[i32], zombies: &[Member]) -> Result<(), DumpError> {
+/// is refused from `/proc` alone. Returns the `VmFlags` of each process's mappings, in the
+/// order of `pids`, which the dump uses again: reading `/proc/PID/smaps` walks every page
+/// table of the process, a cost that grows with its memory, and the tree is held still.
+pub fn tree(pids: &[i32], zombies: &[Member]) -> Result<Vec<Vec<VmFlags>>, DumpError> {
     let mut members = Vec::with_capacity(pids.len() + zombies.len());
     let mut vmas: Vec<Vec<Vma>> = Vec::with_capacity(pids.len());
+    let mut all_flags = Vec::with_capacity(pids.len());
     for &pid in pids {
         process(pid)?;
         let stat = Stat::read(pid)?;
@@ -102,6 +105,7 @@ pub fn tree(pids: &[i32], zombies: &[Member]) -> Result<(), DumpError> {
         let flags = VmFlags::read(pid)?;
         mapping_flags(pid, &maps, &flags)?;
         vmas.push(super::memory::vmas(pid, &maps, &flags)?);
+        all_flags.push(flags);
     }
     shared_objects(pids)?;
     members.extend_from_slice(zombies);
@@ -116,7 +120,7 @@ pub fn tree(pids: &[i32], zombies: &[Member]) -> Result<(), DumpError> {
             second_start: m.second.1.start,
         });
     }
-    Ok(())
+    Ok(all_flags)
 }
 
 /// One process's threads, namespaces, audit login, root directory and working directory.

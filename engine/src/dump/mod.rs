@@ -37,6 +37,7 @@ use crate::procfs::{self, MapEntry, Stat, Status};
 use crate::sys::{find_syscall_gadget, rlimit, PAGE_SIZE_U32, RLIMITS};
 use files::FileTableBuilder;
 use seize::SeizedTree;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use tracing::{debug, info, instrument};
 
@@ -68,8 +69,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     check_interrupt()?;
     let mut tree = SeizedTree::seize(&pids)?;
     // Held still, so what /proc shows is what would be dumped; refused before any change.
-    let written = audit::tree(&pids, &zombies)
-        .and_then(|()| dump_seized(opts, &mut tree, &zombies, &mut images));
+    let written = audit::tree(&pids, &zombies).and_then(|flags| {
+        let flags = pids.iter().copied().zip(flags).collect();
+        dump_seized(opts, &mut tree, &zombies, flags, &mut images)
+    });
     let committed = written.and_then(|(summary, inventory)| {
         if opts.leave_running {
             // The tasks are let go first: a dump whose changes to them could not all be
@@ -151,11 +154,21 @@ fn collect_tree(root: i32) -> Result<(Vec<i32>, Vec<Member>), DumpError> {
     Ok((out, zombies))
 }
 
+/// What was looked at for the whole tree before any process is touched.
+struct Survey {
+    /// Every socket of the tree (`sockets::survey`).
+    sockets: sockets::TreeSockets,
+    /// Each process's `VmFlags`, as the audit read them: `/proc/PID/smaps` walks every page
+    /// table of the process, so it is read once; the tree is held still since.
+    vm_flags: HashMap<i32, Vec<procfs::VmFlags>>,
+}
+
 /// Reads the seized tree and writes every image but the inventory, which the caller commits.
 fn dump_seized(
     opts: &DumpOptions,
     tree: &mut SeizedTree,
     zombies: &[Member],
+    flags: HashMap<i32, Vec<procfs::VmFlags>>,
     images: &mut ImageDirWriter,
 ) -> Result<(DumpSummary, Inventory), DumpError> {
     let mut files = FileTableBuilder::default();
@@ -166,7 +179,10 @@ fn dump_seized(
     // Sockets join processes: every one is looked at, for the whole tree, before any process
     // is touched.
     let pids: Vec<i32> = tree.processes.iter().map(|p| p.pid).collect();
-    let sockets = sockets::survey(&pids)?;
+    let mut survey = Survey {
+        sockets: sockets::survey(&pids)?,
+        vm_flags: flags,
+    };
     files::fifos_outside(&pids)?;
     for proc_idx in 0..tree.processes.len() {
         check_interrupt()?;
@@ -183,7 +199,7 @@ fn dump_seized(
             });
         }
         let (mut task, mm, mut cores, bytes) =
-            dump_process(opts, tree, proc_idx, &stat, &mut files, &sockets, images)?;
+            dump_process(opts, tree, proc_idx, &stat, &mut files, &mut survey, images)?;
         let stop_signal = stop::signal(&tree.processes[proc_idx], &mut task, &mut cores)?;
         page_bytes += bytes;
         threads += cores.len();
@@ -265,10 +281,12 @@ fn dump_process(
     idx: usize,
     stat: &Stat,
     files: &mut FileTableBuilder,
-    sockets: &sockets::TreeSockets,
+    survey: &mut Survey,
     images: &mut ImageDirWriter,
 ) -> Result<(Task, Mm, Vec<crate::image::schema::ThreadCore>, u64), DumpError> {
     let pid = tree.processes[idx].pid;
+    let flags = survey.vm_flags.remove(&pid);
+    let sockets = &survey.sockets;
     // Everything that can refuse the dump is looked at before the process is touched.
     failpoint!("dump.proc.fds", |source| procfs::ProcError::Io {
         path: format!("/proc/{pid}/fd"),
@@ -284,7 +302,12 @@ fn dump_process(
         source,
     });
     let maps = MapEntry::read(pid)?;
-    let mut vmas = memory::vmas(pid, &maps, &procfs::VmFlags::read(pid)?)?;
+    // The audit's reading of smaps, the tree held still since (read again if it has none).
+    let flags = match flags {
+        Some(flags) => flags,
+        None => procfs::VmFlags::read(pid)?,
+    };
+    let mut vmas = memory::vmas(pid, &maps, &flags)?;
     failpoint!("dump.proc.status", |source| procfs::ProcError::Io {
         path: format!("/proc/{pid}/status"),
         source,
