@@ -60,6 +60,14 @@ pub const ALL: &[Failpoint] = &[
         "reading /proc/PID/mem for a syscall instruction",
     ),
     fp("dump.remote.mmap", "the remote mmap of the scratch area"),
+    fp(
+        "dump.remote.keyctl.keyctl_get_keyring_id",
+        "a remote keyctl(KEYCTL_GET_KEYRING_ID) of a thread, process or session keyring",
+    ),
+    fp(
+        "dump.remote.keyctl.keyctl_describe",
+        "the remote keyctl(KEYCTL_DESCRIBE) of a keyring the dump refuses",
+    ),
     fp("dump.remote.brk", "the remote brk"),
     fp(
         "dump.remote.prctl.pr_get_dumpable",

@@ -52,6 +52,10 @@ const WORKLOADS: &[(&str, &[&str])] = &[
 /// timers reaches (the failpoint workloads hold none; `engine_process_state` covers timers).
 const NOT_ARMED: &[(&str, &str)] = &[
     (
+        "dump.remote.keyctl.keyctl_describe",
+        "reached only when a keyring refuses the dump (its failure is named in the refusal)",
+    ),
+    (
         "dump.remote.prctl.pr_get_mdwe",
         "a refusal means memory-deny-write-execute is off or unknown to this kernel",
     ),

@@ -15,6 +15,7 @@ mod audit;
 mod cgroup;
 mod error;
 mod files;
+mod keyring;
 mod memory;
 mod process;
 mod seize;
@@ -302,6 +303,7 @@ fn dump_process(
     let proc = &mut tree.processes[idx];
     proc.make_remotes(gadget)?;
     let scratch = proc.map_scratch()?;
+    keyring::check(pid, &mut proc.remotes, scratch)?;
     let leader = &mut proc.remotes[0];
 
     // Process-wide state only the process can tell.

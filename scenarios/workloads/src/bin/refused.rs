@@ -22,7 +22,11 @@
 //!   filesystem information;
 //! - `chroot`: a child that changed its root to the state directory;
 //! - `shared-moved`: a child that moved a shared anonymous mapping made by the root to another
-//!   address.
+//!   address;
+//! - `session-keyring`: a new session keyring of its own, `crlab-refused`, holding a `user` key
+//!   `invocation_id` as systemd gives a service, shared by a child (crlab restores no
+//!   keyring: a restored process has the engine's); `thread-keyring`, `process-keyring`: a
+//!   thread or process keyring (`KEYCTL_GET_KEYRING_ID` with `create`).
 //!
 //! Announces `refused-pid` (the process holding the state) and, for the descriptor kinds,
 //! `refused-fd`. Once triggered it checks the state is still there where that can be seen (the
@@ -37,6 +41,15 @@ const PAGE: usize = 4096;
 /// `fcntl` commands of `<linux/fcntl.h>` that the libc crate lacks.
 const F_SETSIG: i32 = 10;
 const F_GETSIG: i32 = 11;
+/// `<linux/keyctl.h>`.
+const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+const KEYCTL_DESCRIBE: libc::c_long = 6;
+const KEY_SPEC_THREAD_KEYRING: libc::c_long = -1;
+const KEY_SPEC_PROCESS_KEYRING: libc::c_long = -2;
+const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+/// The session keyring `session-keyring` joins (its name, `c"crlab-refused"`, too).
+const SESSION_NAME: &str = "crlab-refused";
 
 /// What the root must end once triggered: a child, and how it ends.
 enum Child {
@@ -353,6 +366,49 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             held.holder = pid;
             held.child = Child::Kill(pid);
         }
+        "session-keyring" => {
+            let name = c"crlab-refused";
+            // SAFETY: KEYCTL_JOIN_SESSION_KEYRING reads the NUL-terminated name during the call.
+            sys::check(unsafe {
+                libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr())
+            })?;
+            let (kind, desc) = (c"user", c"invocation_id");
+            let payload = [0x5au8; 16];
+            // SAFETY: add_key reads the NUL-terminated type and description and the 16-byte
+            // payload during the call.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_add_key,
+                    kind.as_ptr(),
+                    desc.as_ptr(),
+                    payload.as_ptr(),
+                    payload.len(),
+                    KEY_SPEC_SESSION_KEYRING,
+                )
+            })?;
+            // A child shares it (its cred is copied at fork).
+            let pid = fork()?;
+            if pid == 0 {
+                pause_forever();
+            }
+            held.child = Child::Kill(pid);
+        }
+        "thread-keyring" | "process-keyring" => {
+            let spec = if kind == "thread-keyring" {
+                KEY_SPEC_THREAD_KEYRING
+            } else {
+                KEY_SPEC_PROCESS_KEYRING
+            };
+            // SAFETY: KEYCTL_GET_KEYRING_ID takes integers only; `create` makes the keyring.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_GET_KEYRING_ID,
+                    spec,
+                    1 as libc::c_long,
+                )
+            })?;
+        }
         other => {
             return Err(io::Error::other(format!(
                 "unknown kind {other:?}: see the module documentation"
@@ -395,6 +451,49 @@ fn map_anon(share: i32) -> io::Result<*mut libc::c_void> {
 
 /// The state that can be seen from here is still there.
 fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
+    match kind {
+        "session-keyring" => {
+            let mut buf = [0u8; 256];
+            // SAFETY: KEYCTL_DESCRIBE writes at most `buf.len()` bytes into `buf`.
+            let n = sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_DESCRIBE,
+                    KEY_SPEC_SESSION_KEYRING,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            });
+            if let Some(n) = checks.io("describing the session keyring", n) {
+                let n = usize::try_from(n).unwrap_or(0).min(buf.len());
+                let text = String::from_utf8_lossy(&buf[..n]);
+                checks.that(
+                    text.trim_end_matches('\0')
+                        .ends_with(&format!(";{SESSION_NAME}")),
+                    &format!("the session keyring is still {SESSION_NAME} (found {text:?})"),
+                );
+            }
+        }
+        "thread-keyring" | "process-keyring" => {
+            let spec = if kind == "thread-keyring" {
+                KEY_SPEC_THREAD_KEYRING
+            } else {
+                KEY_SPEC_PROCESS_KEYRING
+            };
+            // SAFETY: KEYCTL_GET_KEYRING_ID takes integers only; without `create` it fails
+            // when the keyring is gone.
+            let r = sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_GET_KEYRING_ID,
+                    spec,
+                    0 as libc::c_long,
+                )
+            });
+            checks.io(&format!("the {kind} is still there"), r);
+        }
+        _ => {}
+    }
     let Some(fd) = held.fd else {
         return;
     };
