@@ -66,7 +66,11 @@ pub const ALL: &[Failpoint] = &[
     ),
     fp(
         "dump.remote.keyctl.keyctl_describe",
-        "the remote keyctl(KEYCTL_DESCRIBE) of a keyring the dump refuses",
+        "the remote keyctl(KEYCTL_DESCRIBE) of a keyring or key",
+    ),
+    fp(
+        "dump.remote.keyctl.keyctl_read",
+        "the remote keyctl(KEYCTL_READ) of a session keyring or key",
     ),
     fp("dump.remote.brk", "the remote brk"),
     fp(
@@ -211,6 +215,10 @@ pub const ALL: &[Failpoint] = &[
         "process-wide state: handlers, cwd, umask, personality",
     ),
     fp("restore.context", "writing a process's SELinux context"),
+    fp(
+        "restore.keyring",
+        "making or joining a process's session keyring",
+    ),
     fp("restore.task.thread", "creating a thread"),
     fp("restore.thread", "a thread's own state"),
     fp("restore.signals", "queueing pending signals"),

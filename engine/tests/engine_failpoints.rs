@@ -53,7 +53,15 @@ const WORKLOADS: &[(&str, &[&str])] = &[
 const NOT_ARMED: &[(&str, &str)] = &[
     (
         "dump.remote.keyctl.keyctl_describe",
-        "reached only when a keyring refuses the dump (its failure is named in the refusal)",
+        "reached only for a keyring the dump refuses or records (`engine_keyrings`)",
+    ),
+    (
+        "restore.keyring",
+        "reached only for a session keyring the image records (`engine_keyrings` arms it)",
+    ),
+    (
+        "dump.remote.keyctl.keyctl_read",
+        "reached only for a session keyring the dump records (`engine_keyrings`)",
     ),
     (
         "dump.remote.prctl.pr_get_mdwe",

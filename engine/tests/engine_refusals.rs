@@ -64,7 +64,7 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::clone_fs("clone-fs", &["CLONE_FS"])]
 #[case::chroot("chroot", &["chroot"])]
 #[case::shared_moved("shared-moved", &["shared memory", "address"])]
-#[case::session_keyring("session-keyring", &["own session keyring", "keyring;0;0;", ";crlab-refused"])]
+#[case::logon_key("logon-key", &["key of type \"logon\"", "\"crlab:secret\"", "\"crlab-refused\"", "only user keys"])]
 #[case::thread_keyring("thread-keyring", &["thread keyring"])]
 #[case::process_keyring("process-keyring", &["has a process keyring"])]
 fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {

@@ -1,24 +1,38 @@
-//! Keyrings: crlab does not restore any yet. A restored process starts with the engine's
-//! session keyring and no thread or process keyring, so a process whose session keyring is
-//! another one (a systemd service's with its `invocation_id` key, a container's `_ses`), or
-//! that has a thread or process keyring, is refused by name. Asked of the process itself with
-//! remote `keyctl` calls, since only its own credentials say which keyrings it has.
+//! Keyrings, asked of the process itself with remote `keyctl` calls, since only its own
+//! credentials say which keyrings it has. A thread or process keyring is refused by name. A
+//! session keyring that is neither the engine's (which a restored process starts with) nor
+//! its user's default one (which it falls back to) is recorded with its `user` keys and their
+//! payloads; any other key, or one the engine cannot read, is refused by name.
 
 use super::DumpError;
+use crate::image::schema::{SessionKeyring, UserKey};
 use crate::sys::{
-    int_arg, own_keyring, Remote, Scratch, SysError, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID,
-    KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING,
-    KEY_SPEC_USER_SESSION_KEYRING,
+    int_arg, own_keyring, usize_of, Remote, Scratch, SysError, KEYCTL_DESCRIBE,
+    KEYCTL_GET_KEYRING_ID, KEYCTL_READ, KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING,
+    KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
 };
 use nix::errno::Errno;
 
 /// The longest description read back (`type;uid;gid;perm;description`).
 const DESCRIBE_MAX: u64 = 1024;
 
+/// What a key's `KEYCTL_DESCRIBE` says.
+struct Described {
+    kind: String,
+    uid: u32,
+    gid: u32,
+    perm: u32,
+    description: String,
+}
+
 /// Refuses the dump of `pid` when one of its threads (`remotes`, the leader first) has a
-/// thread keyring, when it has a process keyring, or when its session keyring is not the
-/// engine's.
-pub fn check(pid: i32, remotes: &mut [Remote], scratch: Scratch) -> Result<(), DumpError> {
+/// thread keyring or when it has a process keyring; returns its session keyring when the
+/// restore must make it.
+pub fn read(
+    pid: i32,
+    remotes: &mut [Remote],
+    scratch: Scratch,
+) -> Result<Option<SessionKeyring>, DumpError> {
     for remote in remotes.iter_mut() {
         if let Some(serial) = special(remote, KEY_SPEC_THREAD_KEYRING)? {
             let tid = remote.tid();
@@ -32,7 +46,7 @@ pub fn check(pid: i32, remotes: &mut [Remote], scratch: Scratch) -> Result<(), D
         }
     }
     let Some(leader) = remotes.first_mut() else {
-        return Ok(());
+        return Ok(None);
     };
     if let Some(serial) = special(leader, KEY_SPEC_PROCESS_KEYRING)? {
         return Err(refusal(
@@ -47,11 +61,11 @@ pub fn check(pid: i32, remotes: &mut [Remote], scratch: Scratch) -> Result<(), D
     // its key searches fell back to anyway (no call tells the two apart without this change;
     // it is not undone).
     let Some(session) = special(leader, KEY_SPEC_SESSION_KEYRING)? else {
-        return Ok(());
+        return Ok(None);
     };
     let own = own_keyring(KEY_SPEC_SESSION_KEYRING)?;
     if session == own {
-        return Ok(());
+        return Ok(None);
     }
     // Its user's default session keyring, with the engine on its own (root's): a restored
     // process made by an engine without a session keyring falls back to its user's once its
@@ -59,15 +73,120 @@ pub fn check(pid: i32, remotes: &mut [Remote], scratch: Scratch) -> Result<(), D
     let user_default = special(leader, KEY_SPEC_USER_SESSION_KEYRING)?;
     let own_default = own_keyring(KEY_SPEC_USER_SESSION_KEYRING)?;
     if user_default == Some(session) && own == own_default {
-        return Ok(());
+        return Ok(None);
     }
-    Err(refusal(
-        pid,
-        leader,
-        scratch,
-        session,
-        format!("has its own session keyring (not the engine's, {own})"),
-    ))
+    session_keyring(pid, leader, scratch, session).map(Some)
+}
+
+/// The session keyring `serial` of `pid` and its keys.
+fn session_keyring(
+    pid: i32,
+    leader: &mut Remote,
+    scratch: Scratch,
+    serial: i32,
+) -> Result<SessionKeyring, DumpError> {
+    let refuse = |what: String, hint: &'static str| DumpError::Keyring { pid, what, hint };
+    let ring = describe(leader, scratch, serial)
+        .map_err(|e| {
+            refuse(
+                format!("has session keyring {serial}, which the engine could not describe: {e}"),
+                "give the process a session keyring it may view",
+            )
+        })?
+        .and_then_parse()
+        .map_err(|text| {
+            refuse(
+                format!("has session keyring {serial} described as {text:?}"),
+                "a kernel that describes keys as type;uid;gid;perm;description",
+            )
+        })?;
+    let serials = read_payload(leader, scratch, serial).map_err(|e| {
+        refuse(
+            format!(
+                "has session keyring {serial} ({:?}), whose keys the engine could not list: {e}",
+                ring.description
+            ),
+            "give the process a session keyring it may read",
+        )
+    })?;
+    let mut keys = Vec::new();
+    for chunk in serials.chunks_exact(4) {
+        let key = i32::from_ne_bytes(chunk.try_into().unwrap_or([0; 4]));
+        let d = describe(leader, scratch, key)
+            .map_err(|e| {
+                refuse(
+                    format!(
+                        "has key {key} in session keyring {:?}, which the engine could not \
+                         describe: {e}",
+                        ring.description
+                    ),
+                    "only user keys the process may view and read are restored",
+                )
+            })?
+            .and_then_parse()
+            .map_err(|text| {
+                refuse(
+                    format!("has key {key} described as {text:?}"),
+                    "a kernel that describes keys as type;uid;gid;perm;description",
+                )
+            })?;
+        if d.kind != "user" {
+            return Err(refuse(
+                format!(
+                    "has a key of type {:?}, {:?}, in session keyring {:?}",
+                    d.kind, d.description, ring.description
+                ),
+                "only user keys are restored; remove the key before the dump",
+            ));
+        }
+        let payload = read_payload(leader, scratch, key).map_err(|e| {
+            refuse(
+                format!(
+                    "has a key of type \"user\", {:?}, in session keyring {:?}, whose payload \
+                     the engine could not read: {e}",
+                    d.description, ring.description
+                ),
+                "only user keys the process may read are restored",
+            )
+        })?;
+        keys.push(UserKey {
+            uid: d.uid,
+            gid: d.gid,
+            perm: d.perm,
+            description: d.description,
+            payload,
+        });
+    }
+    Ok(SessionKeyring {
+        serial,
+        uid: ring.uid,
+        gid: ring.gid,
+        perm: ring.perm,
+        description: ring.description,
+        keys,
+    })
+}
+
+/// A `KEYCTL_DESCRIBE` text to be parsed.
+struct Text(String);
+
+impl Text {
+    fn and_then_parse(self) -> Result<Described, String> {
+        let mut parts = self.0.splitn(5, ';');
+        let mut next = || parts.next().ok_or_else(|| self.0.clone());
+        let kind = next()?.to_string();
+        let uid = next()?.parse().map_err(|_| self.0.clone())?;
+        let gid = next()?.parse().map_err(|_| self.0.clone())?;
+        let perm = u32::from_str_radix(next()?, 16).map_err(|_| self.0.clone())?;
+        let description = next()?.to_string();
+        Ok(Described {
+            kind,
+            uid,
+            gid,
+            perm,
+            description,
+        })
+    }
 }
 
 /// The serial of the caller's keyring `spec`, or `None` when it has none (`ENOKEY`: asked
@@ -99,25 +218,46 @@ fn refusal(
     what: String,
 ) -> DumpError {
     let described = match describe(remote, scratch, serial) {
-        Ok(d) => d,
+        Ok(d) => d.0,
         Err(e) => format!("which the engine could not describe: {e}"),
     };
     DumpError::Keyring {
         pid,
         what: format!("{what}, keyring {serial} ({described})"),
+        hint: "a restored process has no thread or process keyring",
     }
 }
 
 /// `KEYCTL_DESCRIBE` of `serial` in the process: `type;uid;gid;perm;description`.
-fn describe(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<String, SysError> {
+fn describe(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<Text, SysError> {
     let len = DESCRIBE_MAX.min(scratch.len);
     let n = remote.syscall(
         "keyctl(KEYCTL_DESCRIBE)",
         libc::SYS_keyctl,
         &[KEYCTL_DESCRIBE, int_arg(serial), scratch.addr, len],
     )?;
-    let mut buf = vec![0u8; crate::sys::usize_of(n.min(len))];
+    let mut buf = vec![0u8; usize_of(n.min(len))];
     remote.read_mem(scratch.addr, &mut buf)?;
     let text = String::from_utf8_lossy(&buf);
-    Ok(text.trim_end_matches('\0').to_string())
+    Ok(Text(text.trim_end_matches('\0').to_string()))
+}
+
+/// `KEYCTL_READ` of `serial` in the process: a key's payload, a keyring's serials; an error
+/// when it does not fit the scratch area.
+fn read_payload(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<Vec<u8>, SysError> {
+    let n = remote.syscall(
+        "keyctl(KEYCTL_READ)",
+        libc::SYS_keyctl,
+        &[KEYCTL_READ, int_arg(serial), scratch.addr, scratch.len],
+    )?;
+    if n > scratch.len {
+        return Err(SysError::Remote {
+            name: "keyctl(KEYCTL_READ)",
+            tid: remote.tid(),
+            errno: Errno::E2BIG,
+        });
+    }
+    let mut buf = vec![0u8; usize_of(n)];
+    remote.read_mem(scratch.addr, &mut buf)?;
+    Ok(buf)
 }

@@ -303,7 +303,7 @@ fn dump_process(
     let proc = &mut tree.processes[idx];
     proc.make_remotes(gadget)?;
     let scratch = proc.map_scratch()?;
-    keyring::check(pid, &mut proc.remotes, scratch)?;
+    let session_keyring = keyring::read(pid, &mut proc.remotes, scratch)?;
     let leader = &mut proc.remotes[0];
 
     // Process-wide state only the process can tell.
@@ -423,6 +423,7 @@ fn dump_process(
         itimers: state.itimers,
         membarrier: state.membarrier,
         cgroups,
+        session_keyring,
     };
     let mm = Mm {
         vmas,

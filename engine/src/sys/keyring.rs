@@ -5,6 +5,14 @@ use super::SysError;
 
 /// `KEYCTL_GET_KEYRING_ID`: the serial of a special keyring, made only when asked (`create`).
 pub const KEYCTL_GET_KEYRING_ID: u64 = 0;
+/// `KEYCTL_JOIN_SESSION_KEYRING`: join (or make) the named session keyring, a new anonymous
+/// one for no name.
+pub const KEYCTL_JOIN_SESSION_KEYRING: u64 = 1;
+/// `KEYCTL_CHOWN`, `KEYCTL_SETPERM`: a key's owner and permissions.
+pub const KEYCTL_CHOWN: u64 = 4;
+pub const KEYCTL_SETPERM: u64 = 5;
+/// `KEYCTL_READ`: a key's payload, a keyring's serials.
+pub const KEYCTL_READ: u64 = 11;
 /// `KEYCTL_DESCRIBE`: `type;uid;gid;perm;description` of a key.
 pub const KEYCTL_DESCRIBE: u64 = 6;
 /// `KEY_SPEC_THREAD_KEYRING`, `KEY_SPEC_PROCESS_KEYRING`, `KEY_SPEC_SESSION_KEYRING`: the

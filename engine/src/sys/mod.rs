@@ -32,8 +32,9 @@ pub use fork::fork_paused;
 pub use ioprio::ioprio;
 pub use kcmp::{epoll_target_is, same_file, share, Shared};
 pub use keyring::{
-    own_keyring, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEY_SPEC_PROCESS_KEYRING,
-    KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
+    own_keyring, KEYCTL_CHOWN, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_JOIN_SESSION_KEYRING,
+    KEYCTL_READ, KEYCTL_SETPERM, KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING,
+    KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
 };
 pub use memfd::{memfd_seals, on_hugetlbfs};
 pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};

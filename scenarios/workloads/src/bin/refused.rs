@@ -23,10 +23,10 @@
 //! - `chroot`: a child that changed its root to the state directory;
 //! - `shared-moved`: a child that moved a shared anonymous mapping made by the root to another
 //!   address;
-//! - `session-keyring`: a new session keyring of its own, `crlab-refused`, holding a `user` key
-//!   `invocation_id` as systemd gives a service, shared by a child (crlab restores no
-//!   keyring: a restored process has the engine's); `thread-keyring`, `process-keyring`: a
-//!   thread or process keyring (`KEYCTL_GET_KEYRING_ID` with `create`).
+//! - `logon-key`: a new session keyring of its own, `crlab-refused`, holding a `user` key
+//!   `invocation_id` as systemd gives a service and a `logon` key `crlab:secret`, whose payload
+//!   nobody can read back, shared by a child; `thread-keyring`, `process-keyring`: a thread or
+//!   process keyring (`KEYCTL_GET_KEYRING_ID` with `create`).
 //!
 //! Announces `refused-pid` (the process holding the state) and, for the descriptor kinds,
 //! `refused-fd`. Once triggered it checks the state is still there where that can be seen (the
@@ -48,7 +48,7 @@ const KEYCTL_DESCRIBE: libc::c_long = 6;
 const KEY_SPEC_THREAD_KEYRING: libc::c_long = -1;
 const KEY_SPEC_PROCESS_KEYRING: libc::c_long = -2;
 const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
-/// The session keyring `session-keyring` joins (its name, `c"crlab-refused"`, too).
+/// The session keyring `logon-key` joins (its name, `c"crlab-refused"`, too).
 const SESSION_NAME: &str = "crlab-refused";
 
 /// What the root must end once triggered: a child, and how it ends.
@@ -366,7 +366,7 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             held.holder = pid;
             held.child = Child::Kill(pid);
         }
-        "session-keyring" => {
+        "logon-key" => {
             let name = c"crlab-refused";
             // SAFETY: KEYCTL_JOIN_SESSION_KEYRING reads the NUL-terminated name during the call.
             sys::check(unsafe {
@@ -383,6 +383,19 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
                     desc.as_ptr(),
                     payload.as_ptr(),
                     payload.len(),
+                    KEY_SPEC_SESSION_KEYRING,
+                )
+            })?;
+            let (kind, desc) = (c"logon", c"crlab:secret");
+            let secret = b"not readable";
+            // SAFETY: as above.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_add_key,
+                    kind.as_ptr(),
+                    desc.as_ptr(),
+                    secret.as_ptr(),
+                    secret.len(),
                     KEY_SPEC_SESSION_KEYRING,
                 )
             })?;
@@ -452,7 +465,7 @@ fn map_anon(share: i32) -> io::Result<*mut libc::c_void> {
 /// The state that can be seen from here is still there.
 fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
     match kind {
-        "session-keyring" => {
+        "logon-key" => {
             let mut buf = [0u8; 256];
             // SAFETY: KEYCTL_DESCRIBE writes at most `buf.len()` bytes into `buf`.
             let n = sys::check(unsafe {

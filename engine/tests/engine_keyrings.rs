@@ -1,0 +1,80 @@
+//! A process's session keyring, restored exactly: the `keyrings` workload joins a session
+//! keyring of its own with two `user` keys (one like systemd's `invocation_id`) and a child
+//! sharing it; after the dump (which kills them) and the restore, both check the keyring's
+//! description, the keys, their payloads and permissions, and that they still share one
+//! keyring. A restore that dropped it would leave them the engine's session keyring, and one
+//! that made a keyring per process would fail the sharing check. A failure while making it
+//! fails the restore and leaves nothing behind.
+//!
+//! Needs root (the tests fail, not skip, without it).
+
+mod support;
+
+use crlab::failpoint;
+use support::process::{self, Exit, Proc};
+use support::protocol::WaitMode;
+use support::workload::{Workload, EXIT_TIMEOUT};
+
+/// Dumps the workload and reaps the killed tree (the child too: it is ours, orphaned).
+/// `name` is the keyring's, one per test: tests run at once, and a restore's named join must
+/// not find another test's keyring.
+fn dumped(name: &str) -> (Workload, i32) {
+    let mut w = Workload::start("keyrings", WaitMode::Nanosleep, &[name]);
+    let child: i32 = w
+        .wait_ready()
+        .get("child-pid")
+        .and_then(|p| p.parse().ok())
+        .expect("keyrings announces child-pid");
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let exit = Proc::adopt(child)
+        .reap_within(EXIT_TIMEOUT, "the dumped child")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(exit, Exit::Signal(_)),
+        "the dumped child ended with {exit}"
+    );
+    (w, child)
+}
+
+#[test]
+fn a_shared_session_keyring_is_restored_exactly() {
+    let (mut w, _) = dumped("crlab-keyrings-shared");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+#[test]
+fn a_failure_making_the_keyring_fails_the_restore() {
+    let (mut w, child) = dumped("crlab-keyrings-failpoint");
+    let pid = w.pid();
+    let pidfile = w.pidfile();
+    let args = [
+        "--detach",
+        "--pidfile",
+        pidfile.to_str().expect("utf-8 path"),
+    ];
+    let run = w.restore_with_env(&args, &[(failpoint::ENV, "restore.keyring")]);
+    assert!(!run.succeeded(), "the restore must fail at restore.keyring");
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("injected failure at restore.keyring"),
+        "{stderr}"
+    );
+    process::wait_until(
+        support::workload::READY_TIMEOUT,
+        format!("pid {pid} to be gone after the failed restore"),
+        || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The killed child, orphaned, is ours: its pid must be free for the next restore.
+    Proc::adopt(child)
+        .reap_within(EXIT_TIMEOUT, "the child of the failed restore")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!pidfile.exists(), "a failed restore writes no pid file");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
