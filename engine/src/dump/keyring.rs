@@ -63,6 +63,25 @@ pub fn read(
     let Some(session) = special(leader, KEY_SPEC_SESSION_KEYRING)? else {
         return Ok(None);
     };
+    // Credentials, and so session keyrings, are per thread: a thread may have joined another
+    // one, which the restore (whose threads copy their leader's) would not give it.
+    for remote in remotes.iter_mut().skip(1) {
+        let theirs = special(remote, KEY_SPEC_SESSION_KEYRING)?;
+        if theirs != Some(session) {
+            let tid = remote.tid();
+            let serial = theirs.unwrap_or(0);
+            return Err(refusal(
+                pid,
+                remote,
+                scratch,
+                serial,
+                format!("thread {tid} has another session keyring than its leader's ({session})"),
+            ));
+        }
+    }
+    let Some(leader) = remotes.first_mut() else {
+        return Ok(None);
+    };
     let own = own_keyring(KEY_SPEC_SESSION_KEYRING)?;
     if session == own {
         return Ok(None);
@@ -224,7 +243,8 @@ fn refusal(
     DumpError::Keyring {
         pid,
         what: format!("{what}, keyring {serial} ({described})"),
-        hint: "a restored process has no thread or process keyring",
+        hint: "a restored process has no thread or process keyring, and its threads share \
+               its session keyring",
     }
 }
 

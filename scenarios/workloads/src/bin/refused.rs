@@ -26,7 +26,9 @@
 //! - `logon-key`: a new session keyring of its own, `crlab-refused`, holding a `user` key
 //!   `invocation_id` as systemd gives a service and a `logon` key `crlab:secret`, whose payload
 //!   nobody can read back, shared by a child; `thread-keyring`, `process-keyring`: a thread or
-//!   process keyring (`KEYCTL_GET_KEYRING_ID` with `create`).
+//!   process keyring (`KEYCTL_GET_KEYRING_ID` with `create`); `thread-session-keyring`: a
+//!   thread that joined a session keyring of its own, `crlab-thread` (credentials are per
+//!   thread), then sleeps.
 //!
 //! Announces `refused-pid` (the process holding the state) and, for the descriptor kinds,
 //! `refused-fd`. Once triggered it checks the state is still there where that can be seen (the
@@ -405,6 +407,25 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
                 pause_forever();
             }
             held.child = Child::Kill(pid);
+        }
+        "thread-session-keyring" => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                // SAFETY: KEYCTL_JOIN_SESSION_KEYRING reads the NUL-terminated name during the
+                // call; it changes this thread's credentials only.
+                let r = sys::check(unsafe {
+                    libc::syscall(
+                        libc::SYS_keyctl,
+                        KEYCTL_JOIN_SESSION_KEYRING,
+                        c"crlab-thread".as_ptr(),
+                    )
+                });
+                let _ = tx.send(r.map(drop));
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            });
+            rx.recv().map_err(io::Error::other)??;
         }
         "thread-keyring" | "process-keyring" => {
             let spec = if kind == "thread-keyring" {
