@@ -13,13 +13,23 @@ mod support;
 use crlab::failpoint;
 use support::process::{self, Exit, Proc};
 use support::protocol::WaitMode;
-use support::workload::{Workload, EXIT_TIMEOUT};
+use support::workload::{Identity, Workload, EXIT_TIMEOUT};
+
+/// A user of no name, as which a workload starts.
+const NOT_ROOT: Identity = Identity {
+    uid: 4242,
+    gid: 4343,
+    groups: &[4343, 4444],
+};
 
 /// Dumps the workload and reaps the killed tree (the child too: it is ours, orphaned).
 /// `name` is the keyring's, one per test: tests run at once, and a restore's named join must
 /// not find another test's keyring.
-fn dumped(name: &str) -> (Workload, i32) {
-    let mut w = Workload::start("keyrings", WaitMode::Nanosleep, &[name]);
+fn dumped(name: &str, ids: Option<Identity>) -> (Workload, i32) {
+    let mut w = match ids {
+        Some(ids) => Workload::start_as("keyrings", WaitMode::Nanosleep, &[name], ids),
+        None => Workload::start("keyrings", WaitMode::Nanosleep, &[name]),
+    };
     let child: i32 = w
         .wait_ready()
         .get("child-pid")
@@ -40,7 +50,17 @@ fn dumped(name: &str) -> (Workload, i32) {
 
 #[test]
 fn a_shared_session_keyring_is_restored_exactly() {
-    let (mut w, _) = dumped("crlab-keyrings-shared");
+    let (mut w, _) = dumped("crlab-keyrings-shared", None);
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// Made by a user: the keyring and its keys are the user's again (the restore makes them as
+/// root, then gives them their owner before the process's ids change).
+#[test]
+fn a_user_s_session_keyring_keeps_its_owner() {
+    let (mut w, _) = dumped("crlab-keyrings-user", Some(NOT_ROOT));
     w.restore_detached_ok();
     w.trigger();
     w.expect_ok();
@@ -48,7 +68,7 @@ fn a_shared_session_keyring_is_restored_exactly() {
 
 #[test]
 fn a_failure_making_the_keyring_fails_the_restore() {
-    let (mut w, child) = dumped("crlab-keyrings-failpoint");
+    let (mut w, child) = dumped("crlab-keyrings-failpoint", None);
     let pid = w.pid();
     let pidfile = w.pidfile();
     let args = [

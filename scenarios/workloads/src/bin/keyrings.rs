@@ -3,7 +3,8 @@
 //! `crlab:second`, with its own permissions), then forks a child that shares it. Once
 //! triggered, both check that their session keyring is still named so (not the engine's), holds
 //! those keys with their payloads and permissions, and that they share it (the child
-//! writes its serial to `child-serial` and exits 0 when its own checks pass).
+//! writes its serial to `child-serial` and exits 0 when its own checks pass). Started as
+//! another user, the keyring and keys are that user's.
 //!
 //! Announces `child-pid`.
 
@@ -156,10 +157,12 @@ fn check_keyring(checks: &mut Checks, name: &str, before: &str) {
     let Some(ring) = checks.io("the session keyring", session_serial()) else {
         return;
     };
+    // SAFETY: geteuid and getegid take nothing and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     if let Some(d) = checks.io("describing the session keyring", describe(ring)) {
         checks.that(
-            d.starts_with("keyring;0;0;") && d.ends_with(&format!(";{name}")),
-            &format!("the session keyring is {name}, owned by root (found {d:?})"),
+            d.starts_with(&format!("keyring;{uid};{gid};")) && d.ends_with(&format!(";{name}")),
+            &format!("the session keyring is {name}, owned by {uid}:{gid} (found {d:?})"),
         );
         checks.eq("the session keyring", before, d.as_str());
     }
@@ -177,7 +180,7 @@ fn check_keyring(checks: &mut Checks, name: &str, before: &str) {
     ];
     for (key, (desc, payload, perm)) in keys.iter().zip(want) {
         if let Some(d) = checks.io("describing a key", describe(*key)) {
-            checks.eq("a key", format!("user;0;0;{perm:08x};{desc}"), d);
+            checks.eq("a key", format!("user;{uid};{gid};{perm:08x};{desc}"), d);
         }
         if let Some(p) = checks.io("reading a key", keyctl_buf(KEYCTL_READ, *key)) {
             checks.eq(&format!("the payload of {desc}"), payload.to_vec(), p);
