@@ -53,7 +53,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
 const NOT_ARMED: &[(&str, &str)] = &[
     (
         "dump.remote.keyctl.keyctl_describe",
-        "reached only for a keyring the dump refuses or records (`engine_keyrings`)",
+        "reached only for a keyring the dump refuses or records (`engine_keyrings` arms it)",
     ),
     (
         "restore.keyring",
@@ -61,7 +61,7 @@ const NOT_ARMED: &[(&str, &str)] = &[
     ),
     (
         "dump.remote.keyctl.keyctl_read",
-        "reached only for a session keyring the dump records (`engine_keyrings`)",
+        "reached only for a session keyring the dump records (`engine_keyrings` arms it)",
     ),
     (
         "dump.remote.prctl.pr_get_mdwe",

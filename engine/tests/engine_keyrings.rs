@@ -98,3 +98,26 @@ fn a_failure_making_the_keyring_fails_the_restore() {
     w.trigger();
     w.expect_ok();
 }
+
+/// The dump failpoints only a recorded session keyring reaches (`engine_failpoints` runs on
+/// workloads without one): a dump failing at either leaves the workload running with its
+/// keyring, which it checks once triggered.
+#[rstest::rstest]
+#[case::describe("dump.remote.keyctl.keyctl_describe")]
+#[case::read("dump.remote.keyctl.keyctl_read")]
+fn a_dump_failing_while_reading_the_keyring_leaves_it_running(#[case] fp: &str) {
+    let name = format!("crlab-keyrings-{}", fp.rsplit('.').next().unwrap_or("fp"));
+    let mut w = Workload::start("keyrings", WaitMode::Nanosleep, &[&name]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    let run = w.dump_with_env(&[], &[(failpoint::ENV, fp)]);
+    assert!(!run.succeeded(), "the dump must fail at {fp}");
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains(&format!("injected failure at {fp}")),
+        "{stderr}"
+    );
+    w.assert_running(&format!("a dump failed at {fp}"));
+    w.trigger();
+    w.expect_ok();
+}

@@ -107,6 +107,7 @@ fn session_keyring(
     let refuse = |what: String, hint: &'static str| DumpError::Keyring { pid, what, hint };
     let ring = describe(leader, scratch, serial)
         .map_err(|e| {
+            let e = chain(&e);
             refuse(
                 format!("has session keyring {serial}, which the engine could not describe: {e}"),
                 "give the process a session keyring it may view",
@@ -120,6 +121,7 @@ fn session_keyring(
             )
         })?;
     let serials = read_payload(leader, scratch, serial).map_err(|e| {
+        let e = chain(&e);
         refuse(
             format!(
                 "has session keyring {serial} ({:?}), whose keys the engine could not list: {e}",
@@ -133,6 +135,7 @@ fn session_keyring(
         let key = i32::from_ne_bytes(chunk.try_into().unwrap_or([0; 4]));
         let d = describe(leader, scratch, key)
             .map_err(|e| {
+                let e = chain(&e);
                 refuse(
                     format!(
                         "has key {key} in session keyring {:?}, which the engine could not \
@@ -159,6 +162,7 @@ fn session_keyring(
             ));
         }
         let payload = read_payload(leader, scratch, key).map_err(|e| {
+            let e = chain(&e);
             refuse(
                 format!(
                     "has a key of type \"user\", {:?}, in session keyring {:?}, whose payload \
@@ -238,7 +242,7 @@ fn refusal(
 ) -> DumpError {
     let described = match describe(remote, scratch, serial) {
         Ok(d) => d.0,
-        Err(e) => format!("which the engine could not describe: {e}"),
+        Err(e) => format!("which the engine could not describe: {}", chain(&e)),
     };
     DumpError::Keyring {
         pid,
@@ -280,4 +284,49 @@ fn read_payload(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<Ve
     let mut buf = vec![0u8; usize_of(n)];
     remote.read_mem(scratch.addr, &mut buf)?;
     Ok(buf)
+}
+
+/// `e` with its sources, as the refusal names it.
+fn chain(e: &SysError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Text;
+
+    #[test]
+    fn a_description_keeps_its_semicolons_and_perm_is_hex() {
+        let d = Text("user;4242;4343;3f010000;a;b".into())
+            .and_then_parse()
+            .expect("parses");
+        assert_eq!(
+            (
+                d.kind.as_str(),
+                d.uid,
+                d.gid,
+                d.perm,
+                d.description.as_str()
+            ),
+            ("user", 4242, 4343, 0x3f01_0000, "a;b")
+        );
+    }
+
+    #[test]
+    fn a_short_or_garbled_description_is_an_error() {
+        for bad in [
+            "keyring;0;0;3f010000",
+            "user;x;0;3f010000;d",
+            "user;0;0;zz;d",
+            "",
+        ] {
+            assert!(Text(bad.into()).and_then_parse().is_err(), "{bad}");
+        }
+    }
 }
