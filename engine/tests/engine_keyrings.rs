@@ -121,3 +121,57 @@ fn a_dump_failing_while_reading_the_keyring_leaves_it_running(#[case] fp: &str) 
     w.trigger();
     w.expect_ok();
 }
+
+/// A keyring of the same name that root may search already exists (a decoy, in this test
+/// process's process keyring, which the crlab it starts does not inherit): the restore's named
+/// join would find it instead of making a new keyring, and the restore fails saying so; once
+/// it is gone, the same images restore.
+#[test]
+fn a_join_finding_an_existing_keyring_fails_the_restore() {
+    const KEYCTL_SETPERM: libc::c_long = 5;
+    const KEYCTL_INVALIDATE: libc::c_long = 21;
+    const KEY_SPEC_PROCESS_KEYRING: libc::c_long = -2;
+    let (mut w, child) = dumped("crlab-keyrings-decoy", None);
+    // SAFETY: add_key reads the NUL-terminated type and description; no payload.
+    let decoy = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"keyring".as_ptr(),
+            c"crlab-keyrings-decoy".as_ptr(),
+            std::ptr::null::<u8>(),
+            0usize,
+            KEY_SPEC_PROCESS_KEYRING,
+        )
+    };
+    assert!(decoy > 0, "add_key: {}", std::io::Error::last_os_error());
+    // Possessor everything; owner view, read and search: a named join by root finds it.
+    // SAFETY: keyctl(KEYCTL_SETPERM) takes integers only.
+    let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, decoy, 0x3f0b_0000_i64) };
+    assert_eq!(r, 0, "setperm: {}", std::io::Error::last_os_error());
+    let pid = w.pid();
+    let pidfile = w.pidfile();
+    let args = [
+        "--detach",
+        "--pidfile",
+        pidfile.to_str().expect("utf-8 path"),
+    ];
+    let run = w.restore(&args);
+    let (failed, stderr) = (!run.succeeded(), run.stderr());
+    // SAFETY: keyctl(KEYCTL_INVALIDATE) takes integers only.
+    unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_INVALIDATE, decoy) };
+    assert!(failed, "the restore must fail on the decoy keyring");
+    assert!(
+        stderr.contains(&format!("joined an existing keyring {decoy}")),
+        "{stderr}"
+    );
+    process::wait_until(
+        support::workload::READY_TIMEOUT,
+        format!("pid {pid} to be gone after the failed restore"),
+        || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = Proc::adopt(child).reap_within(EXIT_TIMEOUT, "the child of the failed restore");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}

@@ -87,12 +87,19 @@ pub fn join(
     )
     .step(pid, what)?;
     // A named join finds a keyring of that name the process may search: only an empty one
-    // can be this process's new one.
+    // with the permissions the kernel gives a new one (which let no one but a possessor
+    // search it, so no other join could have found it) is this process's new one.
     let held = read(remote, scratch, new).step(pid, what)?;
-    if !held.is_empty() {
+    let perm = describe(remote, scratch, new)
+        .step(pid, what)?
+        .split(';')
+        .nth(3)
+        .and_then(|p| u32::from_str_radix(p, 16).ok());
+    if !held.is_empty() || (name != 0 && perm != Some(NEW_NAMED_PERM)) {
         return Err(RestoreError::Inconsistent(format!(
-            "process {pid} joined an existing keyring {new} named {:?} that holds keys, not a new \
-             one; remove it (keyctl unlink) before the restore",
+            "process {pid} joined an existing keyring {new} named {:?} (it holds keys, or has \
+             other permissions than a new one), not a new one; remove it (keyctl unlink) or \
+             make it unsearchable before the restore",
             ring.description
         )));
     }
@@ -131,6 +138,10 @@ pub fn join(
     made.push((ring.serial, new));
     Ok(())
 }
+
+/// What `KEYCTL_JOIN_SESSION_KEYRING` gives a keyring it makes by name: possessor
+/// everything, owner view, read and link (not search).
+const NEW_NAMED_PERM: u32 = 0x3f13_0000;
 
 /// Possessor: everything; owner: view and search.
 const JOINABLE: u32 = 0x3f09_0000;
