@@ -15,7 +15,6 @@ mod audit;
 mod cgroup;
 mod error;
 mod files;
-mod keyring;
 mod memory;
 mod process;
 mod seize;
@@ -326,7 +325,6 @@ fn dump_process(
     let proc = &mut tree.processes[idx];
     proc.make_remotes(gadget)?;
     let scratch = proc.map_scratch()?;
-    let session_keyring = keyring::read(pid, &mut proc.remotes, scratch)?;
     let leader = &mut proc.remotes[0];
 
     // Process-wide state only the process can tell.
@@ -446,7 +444,6 @@ fn dump_process(
         itimers: state.itimers,
         membarrier: state.membarrier,
         cgroups,
-        session_keyring,
     };
     let mm = Mm {
         vmas,

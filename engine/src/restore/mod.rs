@@ -17,7 +17,6 @@ mod creds;
 mod error;
 mod files;
 mod inet;
-mod keyring;
 mod memory;
 mod pids;
 mod stop;
@@ -411,28 +410,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 
     // Contexts, then threads: a multi-threaded process may only move to a bounded context.
     let engine_ctx = procfs::selinux_attr(root_pid, root_pid, "current");
-    let mut keyrings = keyring::Made::new();
     for live in &mut lives {
         check_interrupt()?;
         let target = target_context(opts, live.img);
         let order = opts.context_order;
-        let made = &mut keyrings;
-        context_and_threads(
-            live,
-            order,
-            &engine_ctx,
-            &target,
-            &tramp,
-            &mut cleanup.pids,
-            made,
-        )?;
-    }
-
-    // Every process has its session keyring: each made one gets its owner and permissions.
-    let mut owned = Vec::new();
-    for live in &mut lives {
-        let (pid, ring) = (live.pid(), live.img.task.session_keyring.as_ref());
-        keyring::finish(&mut live.leader, scratch, pid, ring, &keyrings, &mut owned)?;
+        context_and_threads(live, order, &engine_ctx, &target, &tramp, &mut cleanup.pids)?;
     }
 
     check_interrupt()?;
@@ -575,19 +557,14 @@ fn context_and_threads(
     target: &str,
     tramp: &memory::Trampoline,
     created: &mut Vec<i32>,
-    keyrings: &mut keyring::Made,
 ) -> Result<(), RestoreError> {
     let (pid, scratch) = (live.pid(), tramp.scratch);
-    // The session keyring before the threads, which share it.
-    let ring = live.img.task.session_keyring.as_ref();
     match order {
         ContextOrder::BeforeThreads => {
             context::set_context(&mut live.leader, scratch, pid, engine_ctx, target)?;
-            keyring::join(&mut live.leader, scratch, pid, ring, keyrings)?;
             create_threads(live, scratch, tramp, created)?;
         }
         ContextOrder::AfterThreads => {
-            keyring::join(&mut live.leader, scratch, pid, ring, keyrings)?;
             create_threads(live, scratch, tramp, created)?;
             context::set_context(&mut live.leader, scratch, pid, engine_ctx, target)?;
         }
