@@ -11,9 +11,8 @@ mod support;
 
 use rstest::rstest;
 
-use support::process::{Exit, Proc};
 use support::protocol::WaitMode;
-use support::workload::{Workload, EXIT_TIMEOUT};
+use support::workload::{reap_dumped_child, Workload};
 
 #[rstest]
 #[case::sched_batch("sched-batch")]
@@ -52,15 +51,7 @@ fn process_state_is_restored_exactly(#[case] kind: &str) {
     w.dump_ok(&[]);
     w.reap_dumped_original();
     if let Some(child) = child {
-        // Killed with the tree and orphaned, it is ours (the tests are a subreaper): its pid
-        // must be free before the restore.
-        let exit = Proc::adopt(child)
-            .reap_within(EXIT_TIMEOUT, "the dumped child")
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            matches!(exit, Exit::Signal(_)),
-            "the dumped child ended with {exit}"
-        );
+        reap_dumped_child(child);
     }
     w.restore_detached_ok();
     w.trigger();

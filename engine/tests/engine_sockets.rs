@@ -18,9 +18,9 @@ use crlab::image::schema::{file_entry, FileTable, Mm, PsTree, Task, ThreadCore};
 use crlab::image::{parse_name, FileKind, ImageDirReader, ImageDirWriter, Trust};
 
 use crlab::failpoint;
-use support::process::{self, Exit, Proc};
+use support::process::{self, Exit};
 use support::protocol::WaitMode;
-use support::workload::{assert_refusal_names, Identity, Workload, EXIT_TIMEOUT};
+use support::workload::{assert_refusal_names, reap_dumped_child, Identity, Workload};
 
 /// Pairs of each type with queued data both ways, a shut-down pair, options and flags
 /// (`pairs`); listeners at a path and an abstract name with a connection accepted on each
@@ -40,15 +40,7 @@ fn unix_sockets_are_restored_exactly(#[case] kind: &str, #[case] ends: usize) {
     w.dump_ok(&[]);
     w.reap_dumped_original();
     if let Some(child) = child {
-        // Killed with the tree and orphaned, it is ours (the tests are a subreaper): its pid
-        // must be free before the restore.
-        let exit = Proc::adopt(child)
-            .reap_within(EXIT_TIMEOUT, "the dumped child")
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            matches!(exit, Exit::Signal(_)),
-            "the dumped child ended with {exit}"
-        );
+        reap_dumped_child(child);
     }
     // `crlab show` renders every socket (`pairs`: three typed pairs, the shut pair, the
     // options pair; `listeners`: two listeners, two connections), with their queues.
@@ -93,13 +85,7 @@ fn peer_credentials_of_another_user_are_restored() {
     w.wait_in_wait_syscall();
     w.dump_ok(&[]);
     w.reap_dumped_original();
-    let exit = Proc::adopt(child)
-        .reap_within(EXIT_TIMEOUT, "the dumped child")
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        matches!(exit, Exit::Signal(_)),
-        "the dumped child ended with {exit}"
-    );
+    reap_dumped_child(child);
     let json = w.show_json();
     let mut creds = Vec::new();
     collect(&json, "peerCred", &mut creds);

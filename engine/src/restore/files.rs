@@ -314,7 +314,7 @@ fn hold_fifo(
             path: f.path.clone(),
             source,
         })?;
-    let holder = move_above_fd(remote, pid, t, above)?;
+    let holder = move_above(remote, pid, t, above, "a named pipe")?;
     let copy = fd_of(pid, holder).map_err(|e| bad(format!("taking a copy: {e}")))?;
     let queued = crate::sys::pipe_queued(copy.as_fd()).map_err(|e| bad(e.to_string()))?;
     if queued != 0 {
@@ -332,21 +332,6 @@ fn hold_fifo(
     Ok(holder)
 }
 
-fn move_above_fd(remote: &mut Remote, pid: i32, fd: u64, above: u64) -> Result<u64, RestoreError> {
-    let moved = remote
-        .syscall(
-            "fcntl(F_DUPFD_CLOEXEC)",
-            libc::SYS_fcntl,
-            &[fd, libc::F_DUPFD_CLOEXEC as u64, above],
-        )
-        .step(pid, "a named pipe")?;
-    remote
-        .syscall("close", libc::SYS_close, &[fd])
-        .step(pid, "a named pipe")?;
-    Ok(moved)
-}
-
-/// A memfd with its name, mode, size, contents (written by the engine through /proc), owner
 /// A file that is reopened for each of its descriptions.
 #[derive(Clone, Copy)]
 enum Reopened {
@@ -397,6 +382,7 @@ fn reopen_description(
     Ok(fd)
 }
 
+/// A memfd with its name, mode, size, contents (written by the engine through /proc), owner
 /// and seals, at a number above `above`; its descriptions are opened from it.
 fn create_memfd(
     remote: &mut Remote,
@@ -410,16 +396,7 @@ fn create_memfd(
     let made = remote
         .syscall("memfd_create", libc::SYS_memfd_create, &[name, flags])
         .step(pid, "a memfd")?;
-    let fd = remote
-        .syscall(
-            "fcntl(F_DUPFD_CLOEXEC)",
-            libc::SYS_fcntl,
-            &[made, libc::F_DUPFD_CLOEXEC as u64, above],
-        )
-        .step(pid, "a memfd")?;
-    remote
-        .syscall("close", libc::SYS_close, &[made])
-        .step(pid, "a memfd")?;
+    let fd = move_above(remote, pid, made, above, "a memfd")?;
     remote
         .syscall(
             "fchmod",
@@ -539,17 +516,7 @@ fn create_deleted(
     };
     filled.map_err(fail)?;
     unlinked.map_err(fail)?;
-    let fd = remote
-        .syscall(
-            "fcntl(F_DUPFD_CLOEXEC)",
-            libc::SYS_fcntl,
-            &[made, libc::F_DUPFD_CLOEXEC as u64, above],
-        )
-        .step(pid, "a deleted file")?;
-    remote
-        .syscall("close", libc::SYS_close, &[made])
-        .step(pid, "a deleted file")?;
-    Ok(fd)
+    move_above(remote, pid, made, above, "a deleted file")
 }
 
 /// Gives the file `f` made for `d` its label, size, contents, owner and mode (the mode last:
@@ -984,16 +951,7 @@ fn create_pipe(
     // Out of the way of the numbers about to be installed.
     let mut ends = [0u64; 2];
     for (i, fd) in [r, w].into_iter().enumerate() {
-        ends[i] = remote
-            .syscall(
-                "fcntl(F_DUPFD_CLOEXEC)",
-                libc::SYS_fcntl,
-                &[fd, libc::F_DUPFD_CLOEXEC as u64, above],
-            )
-            .step(pid, "a pipe")?;
-        remote
-            .syscall("close", libc::SYS_close, &[fd])
-            .step(pid, "a pipe")?;
+        ends[i] = move_above(remote, pid, fd, above, "a pipe")?;
     }
     // Capacity and contents, written by the engine through a reopened write end.
     let path = format!("/proc/{pid}/fd/{}", ends[1]);
@@ -1268,7 +1226,7 @@ pub fn make_unix_sockets(
         let a = maker(at, s)?;
         let (pid, r) = (a.pid, &mut *a.remote);
         let fd = new_socket(r, pid, scratch, s, 0)?;
-        let fd = move_above(r, pid, fd, above)?;
+        let fd = move_above(r, pid, fd, above, "a Unix socket")?;
         bind_name(r, pid, scratch, s, fd)?;
         with_creds(r, pid, scratch, (cred_of(s)?, &engine), false, |r| {
             r.syscall("listen", libc::SYS_listen, &[fd, u64::from(s.backlog)])
@@ -1304,7 +1262,7 @@ pub fn make_unix_sockets(
         let a = maker(at, s)?;
         let (pid, r) = (a.pid, &mut *a.remote);
         let fd = new_socket(r, pid, scratch, client, libc::SOCK_NONBLOCK)?;
-        let fd = move_above(r, pid, fd, above)?;
+        let fd = move_above(r, pid, fd, above, "a Unix socket")?;
         if !client.name.is_empty() {
             bind_name(r, pid, scratch, client, fd)?;
         }
@@ -1430,7 +1388,7 @@ impl Inbox {
         remote
             .syscall("close", libc::SYS_close, &[ours])
             .step(pid, what)?;
-        let theirs = move_above(remote, pid, theirs, above)?;
+        let theirs = move_above(remote, pid, theirs, above, "a Unix socket")?;
         Ok(Inbox {
             engine: engine?,
             theirs,
@@ -1543,12 +1501,14 @@ pub(super) fn under_label<T>(
     out
 }
 
-/// Moves the root's descriptor `fd` above `above`.
+/// Moves the process's descriptor `fd` to the lowest free number above `above` (closing
+/// `fd`); `what` names the file in errors.
 pub(super) fn move_above(
     remote: &mut Remote,
     pid: i32,
     fd: u64,
     above: u64,
+    what: &'static str,
 ) -> Result<u64, RestoreError> {
     let moved = remote
         .syscall(
@@ -1556,10 +1516,10 @@ pub(super) fn move_above(
             libc::SYS_fcntl,
             &[fd, libc::F_DUPFD_CLOEXEC as u64, above],
         )
-        .step(pid, "a Unix socket")?;
+        .step(pid, what)?;
     remote
         .syscall("close", libc::SYS_close, &[fd])
-        .step(pid, "a Unix socket")?;
+        .step(pid, what)?;
     Ok(moved)
 }
 
@@ -1704,8 +1664,8 @@ fn create_pair(
     let a = u64::from(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]));
     let b = u64::from(u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]));
     Ok((
-        move_above(remote, pid, a, above)?,
-        move_above(remote, pid, b, above)?,
+        move_above(remote, pid, a, above, "a Unix socket")?,
+        move_above(remote, pid, b, above, "a Unix socket")?,
     ))
 }
 

@@ -40,21 +40,12 @@ pub(super) fn create(
         )
         .step(pid, "a TCP or UDP socket")
     })?;
-    let fd = move_above(remote, pid, fd, above)?;
+    let fd = move_above(remote, pid, fd, above, "a TCP or UDP socket")?;
     let copy = fd_of(pid, fd).map_err(fail(s, "taking a copy".into()))?;
     set_options(s, &copy)?;
     if s.port != 0 || s.addr.iter().any(|b| *b != 0) {
         let sa = sockaddr(s.family, &s.addr, s.port).ok_or_else(|| bad(s, "bound address"))?;
-        remote
-            .write_mem(scratch.addr + SOCKADDR_AT, &sa)
-            .step(pid, "a socket address")?;
-        remote
-            .syscall(
-                "bind",
-                libc::SYS_bind,
-                &[fd, scratch.addr + SOCKADDR_AT, sa.len() as u64],
-            )
-            .step(pid, "binding a TCP or UDP socket (is the port taken?)")?;
+        with_address(remote, pid, scratch, fd, &sa, Address::Bind)?;
     }
     if s.listening {
         remote
@@ -64,16 +55,7 @@ pub(super) fn create(
     if s.peer_port != 0 {
         let sa =
             sockaddr(s.family, &s.peer_addr, s.peer_port).ok_or_else(|| bad(s, "peer address"))?;
-        remote
-            .write_mem(scratch.addr + SOCKADDR_AT, &sa)
-            .step(pid, "a socket address")?;
-        remote
-            .syscall(
-                "connect",
-                libc::SYS_connect,
-                &[fd, scratch.addr + SOCKADDR_AT, sa.len() as u64],
-            )
-            .step(pid, "connecting a UDP socket to its peer")?;
+        with_address(remote, pid, scratch, fd, &sa, Address::Connect)?;
     }
     // As they were set, still, once bound and listening.
     check_socket_options(
@@ -230,6 +212,43 @@ fn set_options(s: &InetSocket, c: &OwnedFd) -> Result<(), RestoreError> {
         }
     }
     set_socket_options(&who, c, &s.options)
+}
+
+/// What a socket address is given to.
+#[derive(Clone, Copy)]
+enum Address {
+    Bind,
+    Connect,
+}
+
+/// `bind` or `connect` of the process's socket `fd` to `sa`, written to its scratch page.
+fn with_address(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    fd: u64,
+    sa: &[u8],
+    call: Address,
+) -> Result<(), RestoreError> {
+    let (name, nr, what) = match call {
+        Address::Bind => (
+            "bind",
+            libc::SYS_bind,
+            "binding a TCP or UDP socket (is the port taken?)",
+        ),
+        Address::Connect => (
+            "connect",
+            libc::SYS_connect,
+            "connecting a UDP socket to its peer",
+        ),
+    };
+    remote
+        .write_mem(scratch.addr + SOCKADDR_AT, sa)
+        .step(pid, "a socket address")?;
+    remote
+        .syscall(name, nr, &[fd, scratch.addr + SOCKADDR_AT, sa.len() as u64])
+        .step(pid, what)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -543,6 +543,18 @@ impl Drop for Workload {
     }
 }
 
+/// Reaps a child of the dumped tree that the dump killed: orphaned, it is ours (the tests
+/// are a subreaper), and its pid must be free before the restore. It must end by a signal.
+pub fn reap_dumped_child(child: i32) {
+    let exit = super::process::Proc::adopt(child)
+        .reap_within(EXIT_TIMEOUT, "the dumped child")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(exit, super::process::Exit::Signal(_)),
+        "the dumped child ended with {exit}"
+    );
+}
+
 /// Asserts a refusal's message names every one of `words` and every number of `numbers`
 /// (`(what it is, the number)`, such as `("process", "1234")`) as a whole number.
 pub fn assert_refusal_names(stderr: &str, words: &[&str], numbers: &[(&str, &str)]) {
