@@ -200,6 +200,41 @@ fn tree_keeps_its_state(
     o.assert_nothing_left();
 }
 
+/// A child shares with its parent, copy-on-write, the pages neither wrote since the fork, as
+/// before the dump: the `cow` workload checks in both processes that those pages are present
+/// and not exclusive to either (`PM_MMAP_EXCLUSIVE` of `/proc/self/pagemap`), the pages one
+/// of them wrote or dropped after the fork are its own, and the content is each one's.
+/// Restored as two copies, every page would be exclusive.
+#[rstest]
+fn a_child_shares_its_parents_pages_again(
+    #[values(Route::WithoutDump, Route::DumpThenRestore, Route::DumpLeaveRunning)] route: Route,
+) {
+    let mut o = Owned::start("cow", WaitMode::Nanosleep, &[]);
+    o.w().wait_in_wait_syscall();
+    let child = o.announced_pids("child")[0];
+    match route {
+        Route::WithoutDump => {}
+        Route::DumpThenRestore => {
+            o.w().dump_ok(&[]);
+            o.w().reap_dumped_original();
+            o.reap_dumped_members();
+            o.w().restore_detached_ok();
+        }
+        Route::DumpLeaveRunning => {
+            o.w().dump_ok(&["--leave-running"]);
+            o.w().assert_running("crlab dump --leave-running");
+        }
+    }
+    assert_eq!(
+        process::parent_of(child),
+        Some(o.root),
+        "the child {child} of the cow workload"
+    );
+    o.w().trigger();
+    o.w().expect_ok();
+    o.assert_nothing_left();
+}
+
 /// A tree whose members are in cgroups of their own comes back in them: the root in a cgroup
 /// made for the test (under the test's own, in every hierarchy it can make one in), its child
 /// `a` in a cgroup below that, the others where the test runs. After the restore,

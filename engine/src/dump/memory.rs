@@ -173,25 +173,36 @@ pub fn dump_pages(
         };
         let runs = pagemap.data_runs(vma.start, vma.end, anon_only)?;
         let readable = vma.prot & libc::PROT_READ as u32 != 0;
-        // Copy the runs through the buffer, many runs per process_vm_readv.
-        let mut batch: Vec<RemoteIoVec> = Vec::new();
+        // Copy the runs through the buffer, many runs per process_vm_readv; pages that may
+        // be shared copy-on-write through the memory file, which does not unshare them.
+        let mut batch: Vec<(usize, RemoteIoVec)> = Vec::new();
         let mut filled = 0usize;
-        for &(addr, n) in &runs {
-            entries.push(PagemapEntry {
-                vaddr: addr,
-                nr_pages: n,
-            });
+        // An entry lies in one mapping: runs join only those of this one.
+        let first = entries.len();
+        for r in &runs {
+            match entries[first..].last_mut() {
+                Some(PagemapEntry { vaddr, nr_pages })
+                    if *vaddr + *nr_pages * PAGE_SIZE == r.addr =>
+                {
+                    *nr_pages += r.pages
+                }
+                _ => entries.push(PagemapEntry {
+                    vaddr: r.addr,
+                    nr_pages: r.pages,
+                }),
+            }
             let mut off = 0u64;
-            let len = n * PAGE_SIZE;
+            let len = r.pages * PAGE_SIZE;
             while off < len {
                 let take = usize_of(len - off).min(COPY_CHUNK - filled);
-                if readable {
-                    batch.push(RemoteIoVec {
-                        base: usize_of(addr + off),
+                if readable && !r.maybe_shared {
+                    let at = RemoteIoVec {
+                        base: usize_of(r.addr + off),
                         len: take,
-                    });
+                    };
+                    batch.push((filled, at));
                 } else {
-                    remote.read_mem(addr + off, &mut buf[filled..filled + take])?;
+                    remote.read_mem(r.addr + off, &mut buf[filled..filled + take])?;
                 }
                 filled += take;
                 off += take as u64;
@@ -211,11 +222,11 @@ pub fn dump_pages(
     Ok(entries)
 }
 
-/// Reads the batched remote ranges into `buf`.
+/// Reads the batched remote ranges into `buf`, each at its offset.
 fn flush(
     pid: i32,
     remote: &Remote,
-    batch: &mut Vec<RemoteIoVec>,
+    batch: &mut Vec<(usize, RemoteIoVec)>,
     buf: &mut [u8],
 ) -> Result<(), DumpError> {
     if batch.is_empty() {
@@ -225,22 +236,33 @@ fn flush(
         what: format!("process_vm_readv of task {pid}"),
         source,
     });
-    // A buffer holds the runs of one VMA only (it is flushed at the end of
-    // each), so a readable VMA's batch fills `buf` exactly, back to back.
-    let mut local = [IoSliceMut::new(&mut *buf)];
-    let got = process_vm_readv(Pid::from_raw(pid), &mut local, batch).map_err(|source| {
-        crate::sys::SysError::Call {
-            op: "process_vm_readv",
-            tid: pid,
-            source,
+    let want: usize = batch.iter().map(|(_, r)| r.len).sum();
+    let remote_iov: Vec<RemoteIoVec> = batch.iter().map(|&(_, r)| r).collect();
+    let got = {
+        // The batch's offsets rise and its ranges do not overlap in `buf`.
+        let mut local: Vec<IoSliceMut> = Vec::with_capacity(batch.len());
+        let mut rest: &mut [u8] = &mut *buf;
+        let mut at = 0;
+        for &(off, r) in batch.iter() {
+            let tail = std::mem::take(&mut rest);
+            let (_, tail) = tail.split_at_mut(off - at);
+            let (seg, tail) = tail.split_at_mut(r.len);
+            local.push(IoSliceMut::new(seg));
+            rest = tail;
+            at = off + r.len;
         }
-    })?;
-    if got != buf.len() {
+        process_vm_readv(Pid::from_raw(pid), &mut local, &remote_iov).map_err(|source| {
+            crate::sys::SysError::Call {
+                op: "process_vm_readv",
+                tid: pid,
+                source,
+            }
+        })?
+    };
+    if got != want {
         // Partial read (a page vanished under us): fall back range by range.
-        let mut off = 0;
-        for r in batch.iter() {
+        for &(off, r) in batch.iter() {
             remote.read_mem(r.base as u64, &mut buf[off..off + r.len])?;
-            off += r.len;
         }
     }
     batch.clear();

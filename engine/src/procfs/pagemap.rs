@@ -7,6 +7,19 @@ use std::os::unix::fs::FileExt;
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
+const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
+
+/// A run of pages with data of their own ([`PagemapReader::data_runs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRun {
+    pub addr: u64,
+    pub pages: u64,
+    /// Anonymous pages that may be shared with another process (copy-on-write after a
+    /// fork: mapped elsewhere too, or swapped). Reading one through `process_vm_readv`
+    /// pins it, and the kernel first gives the process its own copy, ending the sharing;
+    /// a reader that must not change the process reads these through its memory file.
+    pub maybe_shared: bool,
+}
 
 /// Reads pagemap entries of one process.
 pub struct PagemapReader {
@@ -24,16 +37,16 @@ impl PagemapReader {
         Ok(PagemapReader { file, path })
     }
 
-    /// Runs `(vaddr, nr_pages)` of the pages of `[start, end)` that hold data
-    /// of their own: present or swapped, and for `anon_only` not the file's
-    /// own page cache (a private file mapping's unmodified pages).
+    /// Runs of the pages of `[start, end)` that hold data of their own: present or
+    /// swapped, and for `anon_only` not the file's own page cache (a private file mapping's
+    /// unmodified pages). A run holds pages that are all [`DataRun::maybe_shared`] or all not.
     pub fn data_runs(
         &self,
         start: u64,
         end: u64,
         anon_only: bool,
-    ) -> Result<Vec<(u64, u64)>, ProcError> {
-        let mut runs: Vec<(u64, u64)> = Vec::new();
+    ) -> Result<Vec<DataRun>, ProcError> {
+        let mut runs: Vec<DataRun> = Vec::new();
         let pages = (end - start) / 4096;
         let mut buf = vec![0u8; 8 * 65536];
         let mut done = 0u64;
@@ -57,9 +70,20 @@ impl PagemapReader {
                 };
                 if has_data {
                     let addr = start + (done + i as u64) * 4096;
+                    let maybe_shared =
+                        e & PM_FILE == 0 && (e & PM_PRESENT == 0 || e & PM_MMAP_EXCLUSIVE == 0);
                     match runs.last_mut() {
-                        Some((a, len)) if *a + *len * 4096 == addr => *len += 1,
-                        _ => runs.push((addr, 1)),
+                        Some(r)
+                            if r.addr + r.pages * 4096 == addr
+                                && r.maybe_shared == maybe_shared =>
+                        {
+                            r.pages += 1
+                        }
+                        _ => runs.push(DataRun {
+                            addr,
+                            pages: 1,
+                            maybe_shared,
+                        }),
                     }
                 }
             }

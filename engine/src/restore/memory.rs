@@ -15,6 +15,7 @@ use crate::sys::{int_arg, usize_of, Remote, Scratch, PAGE_SIZE};
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
 use std::io::IoSlice;
+use tracing::debug;
 
 /// Trampoline: one code page, then this many scratch pages.
 const SCRATCH_PAGES: u64 = 4;
@@ -281,23 +282,30 @@ pub fn clear_address_space(
     Ok(())
 }
 
-/// The address ranges that unmap every mapping of `current` (sorted, as `/proc/PID/maps`
-/// lists them) that overlaps nothing in `keep`, and no other: one range for each run of such
-/// mappings, from the first one's start to the last one's end, since `munmap` skips the holes
-/// between them. Fewer remote calls than one per mapping.
+/// The address ranges that unmap every part of the mappings of `current` (sorted, as
+/// `/proc/PID/maps` lists them) that lies outside every range of `keep`, and nothing else: a
+/// mapping the kernel merged with a kept neighbour loses its part outside the kept range. One
+/// range for each run of such parts with no kept range between them, since `munmap` skips the
+/// holes: fewer remote calls than one per mapping.
 fn unmap_runs(current: &[(u64, u64)], keep: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
     let mut runs: Vec<(u64, u64)> = Vec::new();
-    let mut extend = false;
+    let add = |piece: (u64, u64), runs: &mut Vec<(u64, u64)>| match runs.last_mut() {
+        Some(run) if !keep.iter().any(|k| overlaps(*k, (run.1, piece.0))) => run.1 = piece.1,
+        _ => runs.push(piece),
+    };
     for &m in current {
-        if keep.iter().any(|k| overlaps(*k, m)) {
-            extend = false;
-            continue;
+        let mut at = m.0;
+        for k in keep.iter().filter(|k| overlaps(**k, m)) {
+            if k.0 > at {
+                add((at, k.0), &mut runs);
+            }
+            at = at.max(k.1);
         }
-        match runs.last_mut() {
-            Some(run) if extend => run.1 = m.1,
-            _ => runs.push(m),
+        if at < m.1 {
+            add((at, m.1), &mut runs);
         }
-        extend = true;
     }
     runs
 }
@@ -518,6 +526,120 @@ fn map_cached(
     Ok(())
 }
 
+/// What a process keeps of the address space of the parent that created it, when the
+/// parent's was built before the fork: each of its private mappings that is the parent's own
+/// (same range, kind, protection, and file and offset), so that every page the two shared
+/// copy-on-write before the dump is shared again, not copied. The fill compares what the child
+/// inherited there with its image and writes only the pages that differ; the pages the parent
+/// holds where the child's image has none are dropped ([`drop_stale`]).
+#[derive(Debug, Default, Clone)]
+pub struct Inherit {
+    /// The mappings kept, sorted.
+    pub ranges: Vec<(u64, u64)>,
+    /// The runs of pages the parent's image fills, sorted.
+    parent_pages: Vec<(u64, u64)>,
+}
+
+impl Inherit {
+    /// What a child with image `child` keeps of a parent built from image `parent`.
+    pub fn of(child: &Mm, parent: &Mm) -> Inherit {
+        let mut ranges: Vec<(u64, u64)> = child
+            .vmas
+            .iter()
+            .filter(|c| parent.vmas.iter().any(|p| same_private(c, p)))
+            .map(|v| (v.start, v.end))
+            .collect();
+        ranges.sort_unstable();
+        Inherit {
+            ranges,
+            parent_pages: page_runs(parent),
+        }
+    }
+
+    fn holds(&self, v: &Vma) -> bool {
+        self.ranges.binary_search(&(v.start, v.end)).is_ok()
+    }
+}
+
+/// Two private mappings a fork gives the child as the parent has it.
+fn same_private(a: &Vma, b: &Vma) -> bool {
+    let files = match (kind(a), kind(b)) {
+        (VmaKind::AnonPrivate, VmaKind::AnonPrivate) => true,
+        (VmaKind::FilePrivate, VmaKind::FilePrivate) => {
+            a.path == b.path && a.pgoff == b.pgoff && a.deleted_file == b.deleted_file
+        }
+        _ => false,
+    };
+    files && (a.start, a.end, a.prot, a.growsdown) == (b.start, b.end, b.prot, b.growsdown)
+}
+
+/// An image's pagemap as sorted address ranges.
+fn page_runs(mm: &Mm) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = mm
+        .pagemap
+        .iter()
+        .map(|e| {
+            let end = e.vaddr.saturating_add(e.nr_pages.saturating_mul(PAGE_SIZE));
+            (e.vaddr, end)
+        })
+        .collect();
+    runs.sort_unstable();
+    runs
+}
+
+/// The parts of `ranges` where the parent has pages (`parent`) and the child has none
+/// (`child`); every list sorted, each range half-open.
+fn stale_runs(
+    ranges: &[(u64, u64)],
+    parent: &[(u64, u64)],
+    child: &[(u64, u64)],
+) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &r in ranges {
+        let first = parent.partition_point(|p| p.1 <= r.0);
+        for p in parent[first..].iter().take_while(|p| p.0 < r.1) {
+            let (start, end) = (p.0.max(r.0), p.1.min(r.1));
+            let mut at = start;
+            let from = child.partition_point(|c| c.1 <= start);
+            for c in child[from..].iter().take_while(|c| c.0 < end) {
+                if c.0 > at {
+                    out.push((at, c.0));
+                }
+                at = at.max(c.1);
+            }
+            if at < end {
+                out.push((at, end));
+            }
+        }
+    }
+    out
+}
+
+/// Drops from an inherited mapping the pages the parent holds where the child's image has
+/// none, so the child sees there what it saw before the dump: zeros, or its file's pages.
+pub fn drop_stale(
+    remote: &mut Remote,
+    pid: i32,
+    mm: &Mm,
+    inherit: &Inherit,
+) -> Result<(), RestoreError> {
+    for (start, end) in stale_runs(&inherit.ranges, &inherit.parent_pages, &page_runs(mm)) {
+        remote
+            .syscall(
+                "madvise",
+                libc::SYS_madvise,
+                &[start, end - start, libc::MADV_DONTNEED as u64],
+            )
+            .map_err(|source| RestoreError::File {
+                pid,
+                what: format!("dropping the parent's pages at {start:#x}-{end:#x}"),
+                path: String::new(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// Gives every mapping of the image its `madvise` advice and memory lock again, once its
 /// pages are filled (the kernel's special mappings have theirs by nature).
 pub fn advise(remote: &mut Remote, pid: i32, mm: &Mm) -> Result<(), RestoreError> {
@@ -558,13 +680,16 @@ pub fn advise(remote: &mut Remote, pid: i32, mm: &Mm) -> Result<(), RestoreError
 
 /// Fills the pages listed in the image's pagemap, in order, from `pages`: each chunk is
 /// hashed, then handed to `process_vm_writev` while it is still in the cache, straight from a
-/// mapping of the pages file ([`PagesReader::next_chunk`]). The file's checksum is checked
-/// once all of it has been read.
+/// mapping of the pages file ([`PagesReader::next_chunk`]). In a mapping inherited from the
+/// parent ([`Inherit`]), only the pages that differ from what the child holds there are
+/// written; the others stay shared with the parent. The file's checksum is checked once all of
+/// it has been read.
 pub fn fill_pages(
     remote: &Remote,
     pid: i32,
     mm: &Mm,
     mut pages: PagesReader,
+    inherit: &Inherit,
 ) -> Result<(), RestoreError> {
     let mut vmas: Vec<&Vma> = mm.vmas.iter().collect();
     vmas.sort_by_key(|v| v.start);
@@ -579,6 +704,8 @@ pub fn fill_pages(
             pages.len()
         )));
     }
+    let mut now: Vec<u8> = Vec::new();
+    let (mut kept, mut written) = (0u64, 0u64);
     for e in &mm.pagemap {
         let len = e.nr_pages * PAGE_SIZE;
         let end = e.vaddr.checked_add(len).ok_or_else(|| {
@@ -595,6 +722,7 @@ pub fn fill_pages(
                 ))
             })?;
         let writable = vma.prot & libc::PROT_WRITE as u32 != 0;
+        let inherited = inherit.holds(vma);
         let mut off = 0u64;
         while off < len {
             super::check_interrupt()?;
@@ -602,37 +730,76 @@ pub fn fill_pages(
             failpoint!("restore.fill", super::error::injected(pid, "memory pages"));
             let buf = pages.next_chunk(take)?;
             let addr = e.vaddr + off;
-            if writable {
-                let local = [IoSlice::new(&buf[..take])];
-                let remote_iov = [RemoteIoVec {
-                    base: usize_of(addr),
-                    len: take,
-                }];
-                let n = process_vm_writev(Pid::from_raw(pid), &local, &remote_iov).map_err(
-                    |source| RestoreError::Step {
-                        pid,
-                        what: "memory pages",
-                        source: crate::sys::SysError::Call {
-                            op: "process_vm_writev",
-                            tid: pid,
-                            source,
-                        },
-                    },
-                )?;
-                if n != take {
-                    remote
-                        .write_mem(addr + n as u64, &buf[n..take])
-                        .step(pid, "memory pages")?;
+            if inherited {
+                // Through the memory file: `process_vm_readv` pins the pages it reads, and
+                // the kernel gives a task its own copy of a shared page before it pins one
+                // (the unsharing of GUP), which would end the very sharing kept here.
+                now.resize(take, 0);
+                remote
+                    .read_mem(addr, &mut now[..take])
+                    .step(pid, "memory pages")?;
+                let page = usize_of(PAGE_SIZE);
+                let mut at = 0;
+                while at < take {
+                    let same = |i: usize| buf[i..i + page] == now[i..i + page];
+                    if same(at) {
+                        kept += 1;
+                        at += page;
+                        continue;
+                    }
+                    let mut to = at + page;
+                    while to < take && !same(to) {
+                        to += page;
+                    }
+                    write_span(remote, pid, addr + at as u64, &buf[at..to], writable)?;
+                    written += ((to - at) / page) as u64;
+                    at = to;
                 }
             } else {
-                remote
-                    .write_mem(addr, &buf[..take])
-                    .step(pid, "memory pages")?;
+                write_span(remote, pid, addr, &buf[..take], writable)?;
+                written += (take / usize_of(PAGE_SIZE)) as u64;
             }
             off += take as u64;
         }
     }
     pages.finish()?;
+    debug!(pid, written, kept, "pages filled");
+    Ok(())
+}
+
+/// Writes `bytes` at `addr` of the task: with `process_vm_writev` where it may write, else
+/// (and for what that left) through its memory file.
+fn write_span(
+    remote: &Remote,
+    pid: i32,
+    addr: u64,
+    bytes: &[u8],
+    writable: bool,
+) -> Result<(), RestoreError> {
+    let mut n = 0;
+    if writable {
+        let local = [IoSlice::new(bytes)];
+        let remote_iov = [RemoteIoVec {
+            base: usize_of(addr),
+            len: bytes.len(),
+        }];
+        n = process_vm_writev(Pid::from_raw(pid), &local, &remote_iov).map_err(|source| {
+            RestoreError::Step {
+                pid,
+                what: "memory pages",
+                source: crate::sys::SysError::Call {
+                    op: "process_vm_writev",
+                    tid: pid,
+                    source,
+                },
+            }
+        })?;
+    }
+    if n < bytes.len() {
+        remote
+            .write_mem(addr + n as u64, &bytes[n..])
+            .step(pid, "memory pages")?;
+    }
     Ok(())
 }
 
@@ -741,13 +908,75 @@ mod tests {
         ];
         // Nothing kept: one run over everything, holes included.
         assert_eq!(unmap_runs(&current, &[]), [(0x1000, 0x9000)]);
-        // A kept mapping splits the runs; a mapping overlapping a kept range stays whole.
+        // A kept range splits the runs, and only its own pages of a mapping stay.
         assert_eq!(
             unmap_runs(&current, &[(0x5800, 0x5900)]),
-            [(0x1000, 0x5000), (0x8000, 0x9000)]
+            [(0x1000, 0x5800), (0x5900, 0x9000)]
+        );
+        assert_eq!(
+            unmap_runs(&current, &[(0x3000, 0x6000)]),
+            [(0x1000, 0x2000), (0x8000, 0x9000)]
         );
         assert_eq!(unmap_runs(&current, &[(0x1000, 0x9000)]), []);
         assert_eq!(unmap_runs(&[], &[(0x1000, 0x2000)]), []);
+    }
+
+    #[test]
+    fn stale_pages_are_the_parents_where_the_child_has_none() {
+        let ranges = [(0x10000, 0x20000), (0x30000, 0x40000)];
+        let parent = [(0x8000, 0x12000), (0x14000, 0x18000), (0x30000, 0x31000)];
+        let child = [(0x11000, 0x15000), (0x16000, 0x17000)];
+        // Clipped to the inherited ranges, less the child's own pages.
+        assert_eq!(
+            stale_runs(&ranges, &parent, &child),
+            [
+                (0x10000, 0x11000),
+                (0x15000, 0x16000),
+                (0x17000, 0x18000),
+                (0x30000, 0x31000)
+            ]
+        );
+        assert_eq!(stale_runs(&ranges, &[], &child), []);
+        assert_eq!(stale_runs(&[], &parent, &child), []);
+    }
+
+    #[test]
+    fn a_child_inherits_only_its_parents_own_private_mappings() {
+        let vma = |start: u64, kind: VmaKind, prot: u32, path: &str| Vma {
+            start,
+            end: start + 0x1000,
+            prot,
+            kind: kind as i32,
+            path: path.into(),
+            ..Vma::default()
+        };
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+        let parent = Mm {
+            vmas: vec![
+                vma(0x1000, VmaKind::AnonPrivate, rw, ""),
+                vma(0x2000, VmaKind::AnonPrivate, rw, ""),
+                vma(0x3000, VmaKind::FilePrivate, rw, "/lib/a.so"),
+                vma(0x4000, VmaKind::AnonShared, rw, ""),
+                vma(0x5000, VmaKind::FilePrivate, rw, "/lib/a.so"),
+            ],
+            ..Mm::default()
+        };
+        let child = Mm {
+            vmas: vec![
+                vma(0x1000, VmaKind::AnonPrivate, rw, ""),
+                // Other protection, file, kind or range: made afresh.
+                vma(0x2000, VmaKind::AnonPrivate, libc::PROT_READ as u32, ""),
+                vma(0x3000, VmaKind::FilePrivate, rw, "/lib/a.so"),
+                vma(0x4000, VmaKind::AnonShared, rw, ""),
+                vma(0x5000, VmaKind::FilePrivate, rw, "/lib/b.so"),
+                vma(0x6000, VmaKind::AnonPrivate, rw, ""),
+            ],
+            ..Mm::default()
+        };
+        assert_eq!(
+            Inherit::of(&child, &parent).ranges,
+            [(0x1000, 0x2000), (0x3000, 0x4000)]
+        );
     }
 
     #[test]

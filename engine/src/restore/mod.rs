@@ -107,6 +107,15 @@ struct Live<'a> {
     img: &'a ProcessImages,
     leader: Remote,
     threads: Vec<Remote>,
+    /// The root of the tree, a copy of the engine.
+    root: bool,
+    /// Its address space is built before it creates its children, so they inherit it
+    /// (`memory::Inherit`): every shared mapping its descendants hold is one of its own.
+    builds_early: bool,
+    /// Its address space is built: mapped and filled.
+    built: bool,
+    /// What it keeps of its parent's address space.
+    inherit: memory::Inherit,
 }
 
 impl ProcessImages {
@@ -314,10 +323,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     // The tree, each process created by its parent, with its session and group, in the order
     // the layout's plan gives (checked by the dump against the same rule).
     let plan = layout_plan(&procs)?;
+    let early = builds_early(&procs, &shared);
     let mut lives: Vec<Live> = vec![Live {
         img: root_img,
         leader: root,
         threads: Vec::new(),
+        root: true,
+        builds_early: early[0],
+        built: false,
+        inherit: memory::Inherit::default(),
     }];
     for step in &plan.steps {
         check_interrupt()?;
@@ -325,6 +339,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             Step::Create(i) => {
                 let p = &procs[i];
                 let parent = live_of(&mut lives, p.entry.ppid)?;
+                if parent.builds_early && !parent.built {
+                    build_memory(parent, &reader, &tramp, &shared_ranges, &parked)?;
+                }
+                let inherit = if parent.built && !p.zombie() {
+                    memory::Inherit::of(&p.mm, &parent.img.mm)
+                } else {
+                    memory::Inherit::default()
+                };
                 let t =
                     tree::clone_in(&mut parent.leader, scratch, p.pid, false, &mut cleanup.pids)?;
                 cgroups.join(p.pid)?;
@@ -334,6 +356,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
                     img: p,
                     leader,
                     threads: Vec::new(),
+                    root: false,
+                    builds_early: early[i],
+                    built: false,
+                    inherit,
                 });
             }
             Step::Session(i) => {
@@ -397,15 +423,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     files::make_unix_sockets(&unix_sockets, &mut at, scratch, &parked)?;
     drop(at);
 
-    // Each process's own address space, descriptors and process-wide state.
-    for (i, live) in lives.iter_mut().enumerate() {
+    // Each process's own address space (unless it was built before its children were
+    // created), descriptors and process-wide state.
+    for live in &mut lives {
         check_interrupt()?;
-        let keep: Vec<(u64, u64)> = shared_ranges
-            .iter()
-            .copied()
-            .filter(|r| live.img.mm.vmas.iter().any(|v| (v.start, v.end) == *r))
-            .collect();
-        rebuild_process(live, &reader, &tramp, &keep, i == 0, &parked, &table)?;
+        if !live.built {
+            build_memory(live, &reader, &tramp, &shared_ranges, &parked)?;
+        }
+        rebuild_process(live, &tramp, &parked, &table)?;
     }
 
     // Contexts, then threads: a multi-threaded process may only move to a bounded context.
@@ -519,23 +544,99 @@ fn shed_engine_state(root: &mut Remote, pid: i32) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// One process's address space (`keep`: the shared mappings it inherited; the root's was
-/// cleared already), pages, mm fields, descriptors and process-wide state.
-fn rebuild_process(
+/// Builds one process's address space: clears what it holds, keeping the shared mappings of
+/// its image (`shared`: every one the tree shares, made in the root) and what it inherited of
+/// its parent's (the root, cleared before anything else, only drops the shared mappings made
+/// for its children), maps the rest of its image and fills its pages.
+fn build_memory(
     live: &mut Live<'_>,
     reader: &ImageDirReader,
     tramp: &memory::Trampoline,
-    keep: &[(u64, u64)],
-    root: bool,
+    shared: &[(u64, u64)],
+    parked: &files::Parked,
+) -> Result<(), RestoreError> {
+    let (pid, mm, scratch) = (live.pid(), &live.img.mm, tramp.scratch);
+    let mut keep = own_shared(mm, shared);
+    keep.extend_from_slice(&live.inherit.ranges);
+    if live.root {
+        // Its children have it all: a root that builds early holds every shared mapping
+        // its descendants do (`builds_early`).
+        for &(start, end) in shared.iter().filter(|r| !keep.contains(r)) {
+            live.leader
+                .unmap(start, end - start)
+                .step(pid, "a shared mapping made for the children")?;
+        }
+    } else {
+        memory::clear_address_space(&mut live.leader, pid, mm, tramp, &keep)?;
+    }
+    memory::map_vmas(&mut live.leader, pid, mm, scratch, &keep, parked)?;
+    memory::drop_stale(&mut live.leader, pid, mm, &live.inherit)?;
+    let pages = reader.pages(live.img.entry.pid)?;
+    memory::fill_pages(&live.leader, pid, mm, pages, &live.inherit)?;
+    live.built = true;
+    debug!(
+        pid,
+        inherited = live.inherit.ranges.len(),
+        "address space built"
+    );
+    Ok(())
+}
+
+/// The shared mappings of the tree (`shared`) that `mm` holds.
+fn own_shared(mm: &Mm, shared: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    shared
+        .iter()
+        .copied()
+        .filter(|r| mm.vmas.iter().any(|v| (v.start, v.end) == *r))
+        .collect()
+}
+
+/// Which processes of `procs` (in order) build their address space before they create their
+/// children: those every shared mapping of whose descendants is one of their own, so building
+/// it (which unmaps the others) takes none from a child that needs it. Zombies build none.
+fn builds_early(procs: &[ProcessImages], shared: &[image::schema::Vma]) -> Vec<bool> {
+    let holds = |p: &ProcessImages, s: &image::schema::Vma| {
+        p.mm.vmas
+            .iter()
+            .any(|v| (v.start, v.end) == (s.start, s.end))
+    };
+    procs
+        .iter()
+        .map(|p| {
+            !p.zombie()
+                && procs
+                    .iter()
+                    .filter(|d| is_descendant(procs, d, p.entry.pid))
+                    .all(|d| shared.iter().all(|s| !holds(d, s) || holds(p, s)))
+        })
+        .collect()
+}
+
+/// `d` descends from the process with image pid `ancestor`.
+fn is_descendant(procs: &[ProcessImages], d: &ProcessImages, ancestor: u32) -> bool {
+    let mut ppid = d.entry.ppid;
+    // A tree has no cycles (the reader checked parents come first): its depth bounds the walk.
+    for _ in 0..procs.len() {
+        if ppid == ancestor {
+            return true;
+        }
+        match procs.iter().find(|p| p.entry.pid == ppid) {
+            Some(p) => ppid = p.entry.ppid,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The rest of one process, once its address space is built: advice and locks, mm fields,
+/// descriptors and process-wide state.
+fn rebuild_process(
+    live: &mut Live<'_>,
+    tramp: &memory::Trampoline,
     parked: &files::Parked,
     table: &FileTable,
 ) -> Result<(), RestoreError> {
     let (pid, mm, scratch) = (live.pid(), &live.img.mm, tramp.scratch);
-    if !root {
-        memory::clear_address_space(&mut live.leader, pid, mm, tramp, keep)?;
-    }
-    memory::map_vmas(&mut live.leader, pid, mm, scratch, keep, parked)?;
-    memory::fill_pages(&live.leader, pid, mm, reader.pages(live.img.entry.pid)?)?;
     memory::advise(&mut live.leader, pid, mm)?;
     memory::set_mm_fields(&mut live.leader, pid, mm, scratch)?;
     let fds = &live.img.task.fds;
