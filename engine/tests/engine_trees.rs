@@ -204,12 +204,17 @@ fn tree_keeps_its_state(
 /// before the dump: the `cow` workload checks in both processes that those pages are present
 /// and not exclusive to either (`PM_MMAP_EXCLUSIVE` of `/proc/self/pagemap`), the pages one
 /// of them wrote or dropped after the fork are its own, and the content is each one's.
-/// Restored as two copies, every page would be exclusive.
+/// Restored as two copies, every page would be exclusive. `shared-below`: the child also holds
+/// a shared page with a grandchild of its own, which the parent does not hold; the child is
+/// then created before its parent's memory is built, and its pages the dump recorded as the
+/// parent's are copied from the parent's (content checked, sharing not kept).
 #[rstest]
 fn a_child_shares_its_parents_pages_again(
+    #[values("", "shared-below")] variant: &str,
     #[values(Route::WithoutDump, Route::DumpThenRestore, Route::DumpLeaveRunning)] route: Route,
 ) {
-    let mut o = Owned::start("cow", WaitMode::Nanosleep, &[]);
+    let args: &[&str] = if variant.is_empty() { &[] } else { &[variant] };
+    let mut o = Owned::start("cow", WaitMode::Nanosleep, args);
     o.w().wait_in_wait_syscall();
     let child = o.announced_pids("child")[0];
     match route {

@@ -222,10 +222,12 @@ fn sample_mm() -> Mm {
             PagemapEntry {
                 vaddr: 0x60_0000,
                 nr_pages: 2,
+                in_parent: false,
             },
             PagemapEntry {
                 vaddr: 0x7ffd_0002_0000,
                 nr_pages: 1,
+                in_parent: false,
             },
         ],
     }

@@ -1,12 +1,14 @@
 //! The address space of a dumped process: its mappings and the pages that hold data.
 
 use super::DumpError;
+use crate::image::cow;
 use crate::image::schema::{PagemapEntry, Vma, VmaKind};
 use crate::image::PagesWriter;
-use crate::procfs::{MapEntry, PagemapReader, VmFlags};
+use crate::procfs::{DataRun, MapEntry, PagemapReader, VmFlags};
 use crate::sys::{usize_of, Remote, PAGE_SIZE};
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
+use std::collections::HashMap;
 use std::io::IoSliceMut;
 
 /// Pages are copied through a buffer of this size.
@@ -150,19 +152,38 @@ pub fn vmas(pid: i32, maps: &[MapEntry], flags: &[VmFlags]) -> Result<Vec<Vma>, 
     Ok(out)
 }
 
-/// Writes the pages of `vmas` that hold data to `pages`; returns the runs.
+/// What a dumped process's children may find of it: its mappings, and the frame number of
+/// each of its pages that may be shared. A child's page with the same frame at the same
+/// address, in a mapping alike by [`cow::same_private`], is recorded as its parent's.
+#[derive(Debug, Default)]
+pub struct SharedFrames {
+    vmas: Vec<Vma>,
+    frames: HashMap<u64, u64>,
+}
+
+/// Writes the pages of `vmas` that hold data of their own to `pages` and returns their
+/// pagemap, and what this process's children may find of it. A page shared with the parent
+/// (`parent`) is recorded as the parent's, with no data. Pages that may be shared are read
+/// through the memory file: `process_vm_readv` pins what it reads, and the kernel first gives
+/// the process its own copy of a shared anonymous page, ending the sharing (which matters to a
+/// process that goes on running).
 pub fn dump_pages(
     pid: i32,
     remote: &Remote,
     vmas: &[Vma],
     pages: &mut PagesWriter<'_>,
-) -> Result<Vec<PagemapEntry>, DumpError> {
+    parent: Option<&SharedFrames>,
+) -> Result<(Vec<PagemapEntry>, SharedFrames), DumpError> {
     failpoint!("dump.proc.pagemap", |source| crate::procfs::ProcError::Io {
         path: format!("/proc/{pid}/pagemap"),
         source,
     });
     let pagemap = PagemapReader::open(pid)?;
-    let mut entries = Vec::new();
+    let mut entries: Vec<PagemapEntry> = Vec::new();
+    let mut own = SharedFrames {
+        vmas: vmas.to_vec(),
+        frames: HashMap::new(),
+    };
     let mut buf = vec![0u8; COPY_CHUNK];
     for vma in vmas {
         let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
@@ -173,6 +194,7 @@ pub fn dump_pages(
         };
         let runs = pagemap.data_runs(vma.start, vma.end, anon_only)?;
         let readable = vma.prot & libc::PROT_READ as u32 != 0;
+        let alike = parent.filter(|p| p.vmas.iter().any(|v| cow::same_private(vma, v)));
         // Copy the runs through the buffer, many runs per process_vm_readv; pages that may
         // be shared copy-on-write through the memory file, which does not unshare them.
         let mut batch: Vec<(usize, RemoteIoVec)> = Vec::new();
@@ -180,37 +202,43 @@ pub fn dump_pages(
         // An entry lies in one mapping: runs join only those of this one.
         let first = entries.len();
         for r in &runs {
-            match entries[first..].last_mut() {
-                Some(PagemapEntry { vaddr, nr_pages })
-                    if *vaddr + *nr_pages * PAGE_SIZE == r.addr =>
-                {
-                    *nr_pages += r.pages
+            for (addr, n, in_parent) in pieces(r, alike, &mut own.frames) {
+                match entries[first..].last_mut() {
+                    Some(e)
+                        if e.vaddr + e.nr_pages * PAGE_SIZE == addr && e.in_parent == in_parent =>
+                    {
+                        e.nr_pages += n
+                    }
+                    _ => entries.push(PagemapEntry {
+                        vaddr: addr,
+                        nr_pages: n,
+                        in_parent,
+                    }),
                 }
-                _ => entries.push(PagemapEntry {
-                    vaddr: r.addr,
-                    nr_pages: r.pages,
-                }),
-            }
-            let mut off = 0u64;
-            let len = r.pages * PAGE_SIZE;
-            while off < len {
-                let take = usize_of(len - off).min(COPY_CHUNK - filled);
-                if readable && !r.maybe_shared {
-                    let at = RemoteIoVec {
-                        base: usize_of(r.addr + off),
-                        len: take,
-                    };
-                    batch.push((filled, at));
-                } else {
-                    remote.read_mem(r.addr + off, &mut buf[filled..filled + take])?;
+                if in_parent {
+                    continue;
                 }
-                filled += take;
-                off += take as u64;
-                if filled == COPY_CHUNK || batch.len() >= 512 {
-                    super::check_interrupt()?;
-                    flush(pid, remote, &mut batch, &mut buf[..filled])?;
-                    pages.write_all(&buf[..filled])?;
-                    filled = 0;
+                let mut off = 0u64;
+                let len = n * PAGE_SIZE;
+                while off < len {
+                    let take = usize_of(len - off).min(COPY_CHUNK - filled);
+                    if readable && !r.maybe_shared {
+                        let at = RemoteIoVec {
+                            base: usize_of(addr + off),
+                            len: take,
+                        };
+                        batch.push((filled, at));
+                    } else {
+                        remote.read_pages(addr + off, &mut buf[filled..filled + take])?;
+                    }
+                    filled += take;
+                    off += take as u64;
+                    if filled == COPY_CHUNK || batch.len() >= 512 {
+                        super::check_interrupt()?;
+                        flush(pid, remote, &mut batch, &mut buf[..filled])?;
+                        pages.write_all(&buf[..filled])?;
+                        filled = 0;
+                    }
                 }
             }
         }
@@ -219,7 +247,34 @@ pub fn dump_pages(
             pages.write_all(&buf[..filled])?;
         }
     }
-    Ok(entries)
+    Ok((entries, own))
+}
+
+/// Run `r` cut where its pages turn from the parent's to the process's own or back:
+/// `(address, pages, the parent's)`. A page is the parent's when the parent (`alike`: its
+/// mapping there is alike) has the same frame at the same address. Records the frame of every
+/// page that may be shared in `frames`, for the children.
+fn pieces(
+    r: &DataRun,
+    alike: Option<&SharedFrames>,
+    frames: &mut HashMap<u64, u64>,
+) -> Vec<(u64, u64, bool)> {
+    if !r.maybe_shared {
+        return vec![(r.addr, r.pages, false)];
+    }
+    let mut out: Vec<(u64, u64, bool)> = Vec::new();
+    for (i, &pfn) in r.pfns.iter().enumerate() {
+        let addr = r.addr + i as u64 * PAGE_SIZE;
+        if pfn != 0 {
+            frames.insert(addr, pfn);
+        }
+        let theirs = pfn != 0 && alike.is_some_and(|p| p.frames.get(&addr) == Some(&pfn));
+        match out.last_mut() {
+            Some((_, n, t)) if *t == theirs => *n += 1,
+            _ => out.push((addr, 1, theirs)),
+        }
+    }
+    out
 }
 
 /// Reads the batched remote ranges into `buf`, each at its offset.
@@ -262,7 +317,7 @@ fn flush(
     if got != want {
         // Partial read (a page vanished under us): fall back range by range.
         for &(off, r) in batch.iter() {
-            remote.read_mem(r.base as u64, &mut buf[off..off + r.len])?;
+            remote.read_pages(r.base as u64, &mut buf[off..off + r.len])?;
         }
     }
     batch.clear();

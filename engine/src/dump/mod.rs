@@ -184,6 +184,8 @@ fn dump_seized(
         vm_flags: flags,
     };
     files::fifos_outside(&pids)?;
+    // What each process dumped so far shares with its children (parents come first).
+    let mut frames: HashMap<i32, memory::SharedFrames> = HashMap::new();
     for proc_idx in 0..tree.processes.len() {
         check_interrupt()?;
         let pid = tree.processes[proc_idx].pid;
@@ -198,8 +200,18 @@ fn dump_seized(
                 why: "it exited while the dump held it".into(),
             });
         }
-        let (mut task, mm, mut cores, bytes) =
-            dump_process(opts, tree, proc_idx, &stat, &mut files, &mut survey, images)?;
+        let parent = frames.get(&stat.ppid).filter(|_| pid != root);
+        let (mut task, mm, mut cores, bytes, own) = dump_process(
+            opts,
+            tree,
+            proc_idx,
+            &stat,
+            &mut files,
+            &mut survey,
+            images,
+            parent,
+        )?;
+        frames.insert(pid, own);
         let stop_signal = stop::signal(&tree.processes[proc_idx], &mut task, &mut cores)?;
         page_bytes += bytes;
         threads += cores.len();
@@ -274,6 +286,17 @@ fn dump_seized(
     Ok((summary, inventory))
 }
 
+/// One process's images, and what its children may find of its pages (`parent`: its
+/// parent's).
+type Dumped = (
+    Task,
+    Mm,
+    Vec<crate::image::schema::ThreadCore>,
+    u64,
+    memory::SharedFrames,
+);
+
+#[allow(clippy::too_many_arguments)]
 #[instrument(skip_all, fields(pid = tree.processes[idx].pid))]
 fn dump_process(
     opts: &DumpOptions,
@@ -283,7 +306,8 @@ fn dump_process(
     files: &mut FileTableBuilder,
     survey: &mut Survey,
     images: &mut ImageDirWriter,
-) -> Result<(Task, Mm, Vec<crate::image::schema::ThreadCore>, u64), DumpError> {
+    parent: Option<&memory::SharedFrames>,
+) -> Result<Dumped, DumpError> {
     let pid = tree.processes[idx].pid;
     let flags = survey.vm_flags.remove(&pid);
     let sockets = &survey.sockets;
@@ -380,7 +404,7 @@ fn dump_process(
     // Memory, last: nothing above may change it.
     let image_pid = image_u32(pid, "the pid", pid)?;
     let mut pages = images.pages_writer(image_pid)?;
-    let pagemap = memory::dump_pages(pid, &proc.remotes[0], &vmas, &mut pages)?;
+    let (pagemap, shared) = memory::dump_pages(pid, &proc.remotes[0], &vmas, &mut pages, parent)?;
     let page_bytes = pages.finish()?;
     debug!(page_bytes, vmas = vmas.len(), "memory dumped");
 
@@ -464,5 +488,5 @@ fn dump_process(
         exe_path,
         pagemap,
     };
-    Ok((task, mm, cores, page_bytes))
+    Ok((task, mm, cores, page_bytes, shared))
 }

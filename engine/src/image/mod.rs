@@ -9,6 +9,7 @@
 //! **Invariant:** no file contents make this module panic, and every length read from a file
 //! is bounded (by [`MAX_MESSAGE_LEN`] and the file's size) before anything is allocated for it.
 
+pub mod cow;
 mod error;
 mod header;
 pub mod layout;

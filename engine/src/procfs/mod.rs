@@ -14,7 +14,7 @@ mod timers;
 pub use cgroup::{mount_points_of, CgroupLine, CgroupMount};
 pub use fdinfo::{EpollTfd, EventFdInfo, FdInfo, InotifyWatch};
 pub use maps::MapEntry;
-pub use pagemap::PagemapReader;
+pub use pagemap::{DataRun, PagemapReader};
 pub use smaps::VmFlags;
 pub use stat::Stat;
 pub use status::{Caps, Status};

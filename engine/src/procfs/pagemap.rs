@@ -8,9 +8,11 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
+/// The page frame number: bits 0-54, zero unless the reader has `CAP_SYS_ADMIN`.
+const PM_PFN: u64 = (1 << 55) - 1;
 
 /// A run of pages with data of their own ([`PagemapReader::data_runs`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataRun {
     pub addr: u64,
     pub pages: u64,
@@ -19,6 +21,9 @@ pub struct DataRun {
     /// pins it, and the kernel first gives the process its own copy, ending the sharing;
     /// a reader that must not change the process reads these through its memory file.
     pub maybe_shared: bool,
+    /// For a run of pages that may be shared, each page's frame number (0 where the page is
+    /// not present or the reader may not see frame numbers); empty for other runs.
+    pub pfns: Vec<u64>,
 }
 
 /// Reads pagemap entries of one process.
@@ -72,17 +77,22 @@ impl PagemapReader {
                     let addr = start + (done + i as u64) * 4096;
                     let maybe_shared =
                         e & PM_FILE == 0 && (e & PM_PRESENT == 0 || e & PM_MMAP_EXCLUSIVE == 0);
+                    let pfn = if e & PM_PRESENT != 0 { e & PM_PFN } else { 0 };
                     match runs.last_mut() {
                         Some(r)
                             if r.addr + r.pages * 4096 == addr
                                 && r.maybe_shared == maybe_shared =>
                         {
-                            r.pages += 1
+                            r.pages += 1;
+                            if maybe_shared {
+                                r.pfns.push(pfn);
+                            }
                         }
                         _ => runs.push(DataRun {
                             addr,
                             pages: 1,
                             maybe_shared,
+                            pfns: if maybe_shared { vec![pfn] } else { Vec::new() },
                         }),
                     }
                 }

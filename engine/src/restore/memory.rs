@@ -9,12 +9,14 @@
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::{Mm, Vma, VmaKind};
-use crate::image::PagesReader;
+use crate::image::{cow, PagesReader};
 use crate::procfs::MapEntry;
 use crate::sys::{int_arg, usize_of, Remote, Scratch, PAGE_SIZE};
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
+use std::fs::File;
 use std::io::IoSlice;
+use std::os::unix::fs::FileExt;
 use tracing::debug;
 
 /// Trampoline: one code page, then this many scratch pages.
@@ -546,7 +548,7 @@ impl Inherit {
         let mut ranges: Vec<(u64, u64)> = child
             .vmas
             .iter()
-            .filter(|c| parent.vmas.iter().any(|p| same_private(c, p)))
+            .filter(|c| parent.vmas.iter().any(|p| cow::same_private(c, p)))
             .map(|v| (v.start, v.end))
             .collect();
         ranges.sort_unstable();
@@ -559,18 +561,6 @@ impl Inherit {
     fn holds(&self, v: &Vma) -> bool {
         self.ranges.binary_search(&(v.start, v.end)).is_ok()
     }
-}
-
-/// Two private mappings a fork gives the child as the parent has it.
-fn same_private(a: &Vma, b: &Vma) -> bool {
-    let files = match (kind(a), kind(b)) {
-        (VmaKind::AnonPrivate, VmaKind::AnonPrivate) => true,
-        (VmaKind::FilePrivate, VmaKind::FilePrivate) => {
-            a.path == b.path && a.pgoff == b.pgoff && a.deleted_file == b.deleted_file
-        }
-        _ => false,
-    };
-    files && (a.start, a.end, a.prot, a.growsdown) == (b.start, b.end, b.prot, b.growsdown)
 }
 
 /// An image's pagemap as sorted address ranges.
@@ -690,12 +680,14 @@ pub fn fill_pages(
     mm: &Mm,
     mut pages: PagesReader,
     inherit: &Inherit,
+    parent_mem: Option<&File>,
 ) -> Result<(), RestoreError> {
     let mut vmas: Vec<&Vma> = mm.vmas.iter().collect();
     vmas.sort_by_key(|v| v.start);
     let total: u64 = mm
         .pagemap
         .iter()
+        .filter(|e| !e.in_parent)
         .map(|e| e.nr_pages.saturating_mul(PAGE_SIZE))
         .sum();
     if total != pages.len() {
@@ -723,6 +715,16 @@ pub fn fill_pages(
             })?;
         let writable = vma.prot & libc::PROT_WRITE as u32 != 0;
         let inherited = inherit.holds(vma);
+        if e.in_parent {
+            if inherited {
+                // The parent's pages, inherited by the fork and untouched since.
+                kept += e.nr_pages;
+            } else {
+                copy_from_parent(remote, pid, e.vaddr, len, writable, parent_mem, &mut now)?;
+                written += e.nr_pages;
+            }
+            continue;
+        }
         let mut off = 0u64;
         while off < len {
             super::check_interrupt()?;
@@ -764,6 +766,40 @@ pub fn fill_pages(
     }
     pages.finish()?;
     debug!(pid, written, kept, "pages filled");
+    Ok(())
+}
+
+/// Copies `len` bytes at `addr` from the parent's memory (`parent_mem`, built already) into the
+/// task: pages the dump recorded as the parent's, in a mapping the task did not inherit.
+fn copy_from_parent(
+    remote: &Remote,
+    pid: i32,
+    addr: u64,
+    len: u64,
+    writable: bool,
+    parent_mem: Option<&File>,
+    buf: &mut Vec<u8>,
+) -> Result<(), RestoreError> {
+    let mem = parent_mem.ok_or_else(|| {
+        RestoreError::Inconsistent(format!(
+            "the pagemap of process {pid} has pages at {addr:#x} that are its parent's, and it \
+             has no parent in the dump"
+        ))
+    })?;
+    let mut off = 0u64;
+    while off < len {
+        let take = usize_of(len - off).min(COPY_CHUNK);
+        buf.resize(take, 0);
+        mem.read_exact_at(&mut buf[..take], addr + off)
+            .map_err(|e| {
+                RestoreError::Inconsistent(format!(
+                    "reading the parent's pages at {:#x} for process {pid}: {e}",
+                    addr + off
+                ))
+            })?;
+        write_span(remote, pid, addr + off, &buf[..take], writable)?;
+        off += take as u64;
+    }
     Ok(())
 }
 

@@ -571,8 +571,26 @@ fn build_memory(
     }
     memory::map_vmas(&mut live.leader, pid, mm, scratch, &keep, parked)?;
     memory::drop_stale(&mut live.leader, pid, mm, &live.inherit)?;
+    // Pages the dump recorded as the parent's come from its memory where the fork did not
+    // give them: the parent comes first in the tree, so its address space is built already.
+    let parent_mem = if mm.pagemap.iter().any(|e| e.in_parent) && live.img.entry.ppid != 0 {
+        let path = format!("/proc/{}/mem", live.img.entry.ppid);
+        let file = std::fs::File::open(&path).map_err(|e| {
+            RestoreError::Inconsistent(format!("opening {path} for the pages of {pid}: {e}"))
+        })?;
+        Some(file)
+    } else {
+        None
+    };
     let pages = reader.pages(live.img.entry.pid)?;
-    memory::fill_pages(&live.leader, pid, mm, pages, &live.inherit)?;
+    memory::fill_pages(
+        &live.leader,
+        pid,
+        mm,
+        pages,
+        &live.inherit,
+        parent_mem.as_ref(),
+    )?;
     live.built = true;
     debug!(
         pid,
@@ -591,25 +609,32 @@ fn own_shared(mm: &Mm, shared: &[(u64, u64)]) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Which processes of `procs` (in order) build their address space before they create their
-/// children: those every shared mapping of whose descendants is one of their own, so building
-/// it (which unmaps the others) takes none from a child that needs it. Zombies build none.
+/// Which processes of `procs` (in order, parents first) build their address space before they
+/// create their children: those every shared mapping of whose descendants is one of their own,
+/// so building it (which unmaps the others) takes none from a child that needs it, and whose
+/// parent built early too, so the pages the dump recorded as the parent's are there to copy
+/// where a mapping is not inherited. Zombies build none.
 fn builds_early(procs: &[ProcessImages], shared: &[image::schema::Vma]) -> Vec<bool> {
     let holds = |p: &ProcessImages, s: &image::schema::Vma| {
         p.mm.vmas
             .iter()
             .any(|v| (v.start, v.end) == (s.start, s.end))
     };
-    procs
-        .iter()
-        .map(|p| {
-            !p.zombie()
-                && procs
-                    .iter()
-                    .filter(|d| is_descendant(procs, d, p.entry.pid))
-                    .all(|d| shared.iter().all(|s| !holds(d, s) || holds(p, s)))
-        })
-        .collect()
+    let mut early: Vec<bool> = Vec::with_capacity(procs.len());
+    for (i, p) in procs.iter().enumerate() {
+        let parent_early = i == 0
+            || procs
+                .iter()
+                .position(|q| q.entry.pid == p.entry.ppid)
+                .and_then(|j| early.get(j).copied())
+                .unwrap_or(false);
+        let own = procs
+            .iter()
+            .filter(|d| is_descendant(procs, d, p.entry.pid))
+            .all(|d| shared.iter().all(|s| !holds(d, s) || holds(p, s)));
+        early.push(!p.zombie() && parent_early && own);
+    }
+    early
 }
 
 /// `d` descends from the process with image pid `ancestor`.

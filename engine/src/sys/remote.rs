@@ -294,6 +294,23 @@ impl Remote {
             })
     }
 
+    /// Reads a task's pages for a dump's pages image (through /proc/PID/mem, which neither
+    /// cares for protections nor pins what it reads). Not a failpoint of its own: how many
+    /// such reads a dump makes follows which pages the process still shares, which changes
+    /// as it runs; the page copy's failpoint is `dump.pages`.
+    pub fn read_pages(&self, addr: u64, buf: &mut [u8]) -> Result<(), SysError> {
+        self.mem
+            .read_exact_at(buf, addr)
+            .map_err(|source| SysError::Io {
+                what: format!(
+                    "reading {} bytes of pages at {addr:#x} of task {}",
+                    buf.len(),
+                    self.tid()
+                ),
+                source,
+            })
+    }
+
     /// Writes task memory (through /proc/PID/mem, so protections do not matter).
     pub fn write_mem(&self, addr: u64, buf: &[u8]) -> Result<(), SysError> {
         #[cfg(feature = "failpoints")]

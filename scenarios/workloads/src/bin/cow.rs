@@ -15,6 +15,13 @@
 //! [`CHILD_WRITES_AFTER`], puts its report in `report-child` and exits. The parent reaps it,
 //! checks its exit status and report, and that its own page [`CHILD_WRITES_AFTER`] still holds
 //! the pattern: the sharing is copy-on-write still, not a shared mapping.
+//!
+//! With `shared-below` as its argument, the child also maps a page `MAP_SHARED`, writes a
+//! pattern to it and forks a grandchild, which blocks in a `read` of a pipe from the child and,
+//! at its end of file, checks that page and exits; the child ends it and reaps it after its own
+//! checks. A descendant then holds a shared mapping its parent does not, which a restore makes
+//! in the parent before the fork and must not keep there: the child's pages come back from
+//! the parent as copies, not shared, and only their content is checked.
 
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -35,6 +42,8 @@ const CHILD_SEED: u64 = 0xc0_c41d;
 const PARENT_SEED: u64 = 0xc0_9a4e;
 
 const REPORT: &str = "report-child";
+const SHARED_BELOW_ARG: &str = "shared-below";
+const SHARED_SEED: u64 = 0xc0_54a4;
 
 /// `/proc/PID/pagemap` bits (Documentation/admin-guide/mm/pagemap.rst).
 const PM_PRESENT: u64 = 1 << 63;
@@ -105,8 +114,8 @@ fn own_page(n: usize) -> bool {
     matches!(n, CHILD_WRITES | CHILD_DROPS | PARENT_WRITES)
 }
 
-/// Checks the region's content and which of its pages are shared.
-fn check_region(checks: &mut Checks, region: &Region, child: bool) {
+/// Checks the region's content and, with `sharing`, which of its pages are shared.
+fn check_region(checks: &mut Checks, region: &Region, child: bool, sharing: bool) {
     let who = if child { "child" } else { "parent" };
     for n in 0..PAGES {
         let want = expected(n, child);
@@ -114,6 +123,9 @@ fn check_region(checks: &mut Checks, region: &Region, child: bool) {
             let at = want.iter().zip(region.page(n)).position(|(a, b)| a != b);
             checks.fail(format!("{who}: page {n} differs (first at byte {at:?})"));
         }
+    }
+    if !sharing {
+        return;
     }
     let Some(entries) = checks.io(
         &format!("{who}: reading /proc/self/pagemap"),
@@ -166,13 +178,72 @@ fn close(fd: i32) {
     unsafe { libc::close(fd) };
 }
 
+/// The grandchild of `shared-below`: waits for the end of file on `hold`, checks the shared
+/// page, exits 0 if it holds the pattern.
+fn grandchild(page: &Region, hold: i32) -> i32 {
+    let mut byte = [0u8; 1];
+    while let Ok(1) = sys::read(hold, &mut byte) {}
+    match pattern_mismatch(SHARED_SEED, 0, page.page(0)) {
+        None => 0,
+        Some(at) => {
+            eprintln!("cow grandchild: the shared page differs at byte {at}");
+            1
+        }
+    }
+}
+
+/// A shared page with the pattern and a grandchild holding it (`shared-below`): the
+/// grandchild's pid and the write end of the pipe it waits on.
+fn shared_below() -> io::Result<(i32, i32)> {
+    // SAFETY: a new shared anonymous mapping of one page.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let page = Region(addr.cast());
+    page.write(0, &pattern(SHARED_SEED, 0, PAGE));
+    let (hold_r, hold_w) = pipe()?;
+    // SAFETY: the process is single-threaded, so the child may run any code; it exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            close(hold_w);
+            std::process::exit(grandchild(&page, hold_r))
+        }
+        pid => {
+            close(hold_r);
+            Ok((pid, hold_w))
+        }
+    }
+}
+
 /// The child: changes its pages, says it is set up, waits for the parent's word, checks.
-fn child(w: &Workload, region: &Region, go: i32, ready: i32) -> i32 {
+fn child(w: &Workload, region: &Region, go: i32, ready: i32, below: bool) -> i32 {
     region.write(CHILD_WRITES, &pattern(CHILD_SEED, 0, PAGE));
     if let Err(e) = region.drop_page(CHILD_DROPS) {
         eprintln!("cow child: madvise: {e}");
         return 2;
     }
+    let grandchild = if below {
+        match shared_below() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("cow child: the shared page and its grandchild: {e}");
+                return 2;
+            }
+        }
+    } else {
+        None
+    };
     if sys::write(ready, b"r").is_err() {
         return 2;
     }
@@ -184,8 +255,17 @@ fn child(w: &Workload, region: &Region, go: i32, ready: i32) -> i32 {
         _ => return 3,
     }
     let mut checks = Checks::new();
-    check_region(&mut checks, region, true);
+    check_region(&mut checks, region, true, !below);
     region.write(CHILD_WRITES_AFTER, &pattern(CHILD_SEED, PAGE, PAGE));
+    if let Some((pid, hold)) = grandchild {
+        close(hold);
+        let mut status = 0;
+        // SAFETY: waitpid for our one child writes its status into a live int.
+        let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if reaped != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            checks.fail(format!("the grandchild ended with status {status:#x}"));
+        }
+    }
     let passed = checks.passed();
     let text = if passed {
         "ok".to_owned()
@@ -202,6 +282,7 @@ fn child(w: &Workload, region: &Region, go: i32, ready: i32) -> i32 {
 
 fn main() {
     let mut w = Workload::from_args("cow");
+    let below = w.args().iter().any(|a| a == SHARED_BELOW_ARG);
     let region = w.setup("mapping the region", Region::map());
     for n in 0..PAGES {
         region.write(n, &pattern(SEED, n * PAGE, PAGE));
@@ -216,7 +297,7 @@ fn main() {
         0 => {
             close(go_w);
             close(ready_r);
-            std::process::exit(child(&w, &region, go_r, ready_w))
+            std::process::exit(child(&w, &region, go_r, ready_w, below))
         }
         _ => {}
     }
@@ -232,7 +313,7 @@ fn main() {
 
     let mut checks = w.wait();
     w.common_checks(&mut checks);
-    check_region(&mut checks, &region, false);
+    check_region(&mut checks, &region, false, !below);
     if let Err(e) = sys::write(go_w, b"g") {
         checks.fail(format!("waking the child: {e}"));
     }
