@@ -518,15 +518,18 @@ fn every_message_kind_round_trips() {
 fn the_files_follow_the_documented_framing() {
     let dump = Dump::new();
     let pstree = dump.read(PSTREE);
-    assert_eq!(pstree, frame(1, 2, &sample_pstree().encode_to_vec()));
+    assert_eq!(
+        pstree,
+        frame(FORMAT_VERSION, 2, &sample_pstree().encode_to_vec())
+    );
     let mm = dump.read(&mm_name(PID));
-    assert_eq!(mm, frame(1, 5, &sample_mm().encode_to_vec()));
+    assert_eq!(mm, frame(FORMAT_VERSION, 5, &sample_mm().encode_to_vec()));
     assert!(
         prefix_len(&mm) > 1,
         "the mm sample should need a multi-byte prefix"
     );
     let pages = dump.read(&pages_name(PID));
-    assert_eq!(&pages[..HEADER_LEN], &header(1, 6));
+    assert_eq!(&pages[..HEADER_LEN], &header(FORMAT_VERSION, 6));
     assert_eq!(&pages[HEADER_LEN..], sample_pages().as_slice());
 }
 
@@ -766,7 +769,10 @@ fn flipped_bytes_past_a_resealed_inventory(
         found, supported, ..
     } = err
     {
-        assert_eq!((found, supported), (3, 1));
+        assert_eq!(
+            (found, supported),
+            (FORMAT_VERSION ^ u32::from(mask), FORMAT_VERSION)
+        );
     }
 }
 
@@ -879,7 +885,7 @@ fn wrong_magic(#[case] name: &str) {
 fn a_future_format_version_says_a_newer_crlab_wrote_it(#[case] name: &str) {
     let dump = Dump::new();
     let mut bytes = dump.read(name);
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     dump.write(name, &bytes);
     if name != INVENTORY {
         dump.reseal();
@@ -944,7 +950,7 @@ fn wrong_kind() {
 #[case::inventory(INVENTORY, 1)]
 fn a_length_prefix_of_2_pow_60_is_too_large(#[case] name: &str, #[case] kind: u32) {
     let dump = Dump::new();
-    let mut bytes = header(1, kind).to_vec();
+    let mut bytes = header(FORMAT_VERSION, kind).to_vec();
     prost::encode_length_delimiter(1usize << 60, &mut bytes).expect("vec grows");
     bytes.extend_from_slice(b"a little data");
     dump.write(name, &bytes);
@@ -968,7 +974,7 @@ fn a_length_prefix_of_2_pow_60_is_too_large(#[case] name: &str, #[case] kind: u3
 #[case::inventory(INVENTORY)]
 fn an_overlong_varint_prefix_does_not_decode(#[case] name: &str) {
     let dump = Dump::new();
-    let mut bytes = header(1, if name == INVENTORY { 1 } else { 2 }).to_vec();
+    let mut bytes = header(FORMAT_VERSION, if name == INVENTORY { 1 } else { 2 }).to_vec();
     bytes.extend_from_slice(&[0xff; 11]);
     dump.write(name, &bytes);
     if name != INVENTORY {
@@ -1114,7 +1120,7 @@ fn a_name_listed_twice_in_the_inventory() {
 fn the_inventory_message_itself_must_decode() {
     let dump = Dump::new();
     // Field 8 (files) with wire type 7.
-    dump.write(INVENTORY, &frame(1, 1, &[0x47, 0x00]));
+    dump.write(INVENTORY, &frame(FORMAT_VERSION, 1, &[0x47, 0x00]));
     let err = dump.open().expect_err("garbage inventory");
     assert_error(&err, "Decode", &dump.path(INVENTORY));
 }

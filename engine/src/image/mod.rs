@@ -33,8 +33,12 @@ pub mod schema {
     include!(concat!(env!("OUT_DIR"), "/crlab.image.v1.serde.rs"));
 }
 
-/// The format version this crlab writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this crlab writes and the only one it reads. 2: a pagemap entry may
+/// hold pages with no data in the pages image (`PagemapEntry.in_parent`), which a reader of 1
+/// would take from the file; and the fields added since 1 (`Task.cgroups`, deleted files,
+/// inotify instances, Unix sockets' peer credentials, `Vma.deleted_file`), which a reader of 1
+/// would silently skip.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The largest message (after the length prefix) a file may hold; every length read from a
 /// file is checked against it before anything is allocated.
