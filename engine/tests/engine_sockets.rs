@@ -252,7 +252,8 @@ fn tcp_listeners_and_udp_sockets_are_restored_exactly(
     w.expect_ok();
 }
 
-/// Established TCP connections over 127.0.0.1 and ::1, both ends and their listener in the
+/// Established TCP connections over 127.0.0.1, over ::1 and from an IPv4 client to a
+/// dual-stack IPv6 listener (IPv4-mapped addresses), both ends and their listener in the
 /// process, with data queued unread both ways (`tcp-connections`): read in repair mode
 /// (`TCP_REPAIR`), made again in repair mode; the workload finds its queued data whole and in
 /// order, new data flowing both ways, the same names and options.
@@ -266,7 +267,7 @@ fn established_tcp_connections_are_restored_with_tcp_repair() {
     let json = w.show_json();
     let mut tcp = Vec::new();
     collect(&json, "tcp", &mut tcp);
-    assert_eq!(tcp.len(), 4, "two connections, two ends each: {tcp:?}");
+    assert_eq!(tcp.len(), 6, "three connections, two ends each: {tcp:?}");
     w.restore_detached_ok();
     w.trigger();
     w.expect_ok();

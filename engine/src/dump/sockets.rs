@@ -365,6 +365,19 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
 
 type Refusal = (String, &'static str);
 
+/// An address as IPv4 when it is an IPv4-mapped IPv6 one (`::ffff:a.b.c.d`, how a dual-stack
+/// IPv6 socket names an IPv4 peer), as it is otherwise.
+fn unmapped(addr: &[u8]) -> &[u8] {
+    match addr.split_at_checked(12) {
+        Some((head, v4))
+            if addr.len() == 16 && head == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] =>
+        {
+            v4
+        }
+        _ => addr,
+    }
+}
+
 /// Refuses, by name, an established TCP connection of `tree` whose peer is not in it, and
 /// any when the engine may not use `TCP_REPAIR`.
 fn connections_inside(tree: &TreeSockets) -> Result<(), DumpError> {
@@ -392,9 +405,8 @@ fn connections_inside(tree: &TreeSockets) -> Result<(), DumpError> {
         let peer_inside = tree.inet.values().any(|p| {
             i32::from(p.protocol) == libc::IPPROTO_TCP
                 && p.state == TCP_ESTABLISHED
-                && p.family == d.family
-                && (p.src.as_slice(), p.sport, p.dst.as_slice(), p.dport)
-                    == (d.dst.as_slice(), d.dport, d.src.as_slice(), d.sport)
+                && (unmapped(&p.src), p.sport, unmapped(&p.dst), p.dport)
+                    == (unmapped(&d.dst), d.dport, unmapped(&d.src), d.sport)
         });
         if !peer_inside {
             return Err(refuse(
@@ -1523,7 +1535,18 @@ mod tests {
         let mut b = inet(tcp, TCP_ESTABLISHED, 0);
         (b.src, b.sport, b.dst, b.dport) = (a.dst.clone(), a.dport, a.src.clone(), a.sport);
         b.ino = 2;
-        connections_inside(&tree_of(&[a.clone(), b])).expect("both ends in the tree (root)");
+        connections_inside(&tree_of(&[a.clone(), b.clone()]))
+            .expect("both ends in the tree (root)");
+        // The same with one end an IPv6 socket naming both with IPv4-mapped addresses.
+        let mapped = |v4: &[u8]| {
+            let mut m = vec![0u8; 10];
+            m.extend_from_slice(&[0xff, 0xff]);
+            m.extend_from_slice(v4);
+            m
+        };
+        let mut b6 = b;
+        (b6.family, b6.src, b6.dst) = (10, mapped(&b6.src), mapped(&b6.dst));
+        connections_inside(&tree_of(&[a.clone(), b6])).expect("an IPv4-mapped peer");
         let e = connections_inside(&tree_of(&[a])).expect_err("a peer outside");
         let text = e.to_string();
         assert!(

@@ -51,8 +51,9 @@
 //!   writer), 16 KiB of capacity, with bytes buffered. After the wait: the bytes read back
 //!   and nothing more, the flags, the capacity, new bytes going through.
 //!
-//! - `tcp-connections`: over 127.0.0.1 and over ::1, a TCP listener, a client connected to
-//!   it (`TCP_NODELAY`, `SO_KEEPALIVE`, `TCP_KEEPIDLE` 55) and the accepted connection
+//! - `tcp-connections`: over 127.0.0.1, over ::1, and from an IPv4 client to a dual-stack
+//!   listener on the IPv6 wildcard (accepted with IPv4-mapped addresses), a TCP listener, a
+//!   client connected to it (`TCP_NODELAY`, `SO_KEEPALIVE`, `TCP_KEEPIDLE` 55) and the accepted connection
 //!   (`TCP_NODELAY`, `SO_SNDBUF`), with data queued unread both ways (the client's 30000
 //!   bytes ending in "ping-data", the server's "pong-bytes"), every send acknowledged before
 //!   the wait. After the wait: the queued data whole and in order and nothing more, new data
@@ -2510,18 +2511,28 @@ struct Connection {
     to: &'static [u8],
 }
 
-fn set_up_connection(w: &Workload, family: i32, to: &'static [u8]) -> Connection {
+/// A listener of `family` bound to `at` (the wildcard one dual-stack), a client connecting to
+/// it at `to`, the accepted connection, with data queued both ways.
+fn set_up_connection(
+    w: &Workload,
+    family: i32,
+    at: &'static [u8],
+    to: &'static [u8],
+) -> Connection {
     let tcp = libc::IPPROTO_TCP;
     let sol = libc::SOL_SOCKET;
-    let listener = inet_set_up(
-        w,
-        "the listener",
-        family,
-        libc::SOCK_STREAM,
-        Some(to),
-        vec![],
-    );
+    let dual = if at.len() == 16 && at.iter().all(|b| *b == 0) {
+        vec![(libc::SOL_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY", 0)]
+    } else {
+        vec![]
+    };
+    let listener = inet_set_up(w, "the listener", family, libc::SOCK_STREAM, Some(at), dual);
     w.setup("listen", listen(listener.fd, 4));
+    let family = if to.len() == 4 {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     let client_opts = vec![
         (tcp, libc::TCP_NODELAY, "TCP_NODELAY", 1),
         (sol, libc::SO_KEEPALIVE, "SO_KEEPALIVE", 1),
@@ -2623,9 +2634,11 @@ fn check_connection(checks: &mut Checks, k: &Connection) {
 }
 
 fn tcp_connections(mut w: Workload) -> ! {
-    let v4 = set_up_connection(&w, libc::AF_INET, &LOOP4);
-    let v6 = set_up_connection(&w, libc::AF_INET6, &LOOP6);
-    let fds: Vec<i32> = [&v4, &v6]
+    let v4 = set_up_connection(&w, libc::AF_INET, &LOOP4, &LOOP4);
+    let v6 = set_up_connection(&w, libc::AF_INET6, &LOOP6, &LOOP6);
+    // Accepted as an IPv6 socket with IPv4-mapped addresses, its client an IPv4 one.
+    let mapped = set_up_connection(&w, libc::AF_INET6, &[0; 16], &LOOP4);
+    let fds: Vec<i32> = [&v4, &v6, &mapped]
         .iter()
         .flat_map(|k| [k.listener.fd, k.client.fd, k.accepted.fd])
         .collect();
@@ -2635,6 +2648,7 @@ fn tcp_connections(mut w: Workload) -> ! {
     check_labels(&mut checks, &labels);
     check_connection(&mut checks, &v4);
     check_connection(&mut checks, &v6);
+    check_connection(&mut checks, &mapped);
     w.finish(checks)
 }
 
