@@ -453,6 +453,10 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
     "tcp-outside",
     &["an established TCP connection (127.0.0.1:", "-> 127.0.0.1:", "whose peer is outside the dumped tree", "no network lock", "answered with a reset"]
 )]
+#[case::tcp_unsent(
+    "tcp-unsent",
+    &["an established TCP connection (127.0.0.1:", "bytes not sent yet (its peer's window is full)"]
+)]
 #[case::tcp_pending("tcp-pending", &["a TCP listener on 127.0.0.1:", "1 connection(s) not accepted yet (pending)"])]
 #[case::netlink("netlink", &["a netlink socket", "TCP listeners and UDP sockets only"])]
 #[case::fifo_deleted("fifo-deleted", &["a named pipe (FIFO) whose path was removed"])]

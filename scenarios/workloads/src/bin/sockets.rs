@@ -77,6 +77,9 @@
 //!   client in a process outside the tree (a grandchild reparented away, which exits when
 //!   the connection ends);
 //! - `tcp-pending`: a TCP listener with a connection not accepted yet;
+//! - `tcp-unsent`: an established TCP connection over 127.0.0.1 whose client wrote until its
+//!   send buffer was full, the server's small receive buffer closing the window: bytes not
+//!   sent yet (after the wait the server reads every byte);
 //! - `udp-queued`: a UDP socket with a datagram queued to it;
 //! - `udp-multicast`: a UDP socket that joined multicast group 239.0.0.10 on the interface of
 //!   its route (`IP_ADD_MEMBERSHIP`);
@@ -567,6 +570,8 @@ fn outside(w: &Workload) -> (i32, i32) {
 
 fn refused(mut w: Workload, kind: &str) -> ! {
     let me = sys::getpid();
+    // `tcp-unsent`: the accepted end and how many bytes the client sent it.
+    let mut unsent = None;
     let fd = match kind {
         "outside" => outside(&w).0,
         "peercred-relisten" => {
@@ -639,6 +644,11 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             l
         }
         "tcp-outside" => tcp_outside(&w),
+        "tcp-unsent" => {
+            let (c, a, total) = tcp_unsent(&w);
+            unsent = Some((a, total));
+            c
+        }
         "netlink" => {
             let ty = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC;
             // SAFETY: socket takes only integers.
@@ -886,6 +896,16 @@ fn refused(mut w: Workload, kind: &str) -> ! {
         "passcred" => {
             if let Some(n) = checks.io("recv", recv(fd, &mut buf)) {
                 checks.eq("the queued message", &b"with credentials"[..], &buf[..n]);
+            }
+        }
+        "tcp-unsent" => {
+            if let Some((a, total)) = unsent {
+                if let Some(got) = checks.io("every byte the client sent", recv_exact(a, total)) {
+                    checks.that(
+                        got.iter().all(|b| *b == 7),
+                        "the client's bytes, all of them",
+                    );
+                }
             }
         }
         "tcp-outside" => {
@@ -2691,4 +2711,26 @@ fn tcp_outside(w: &Workload) -> i32 {
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(child as i32, &mut status, 0) };
     w.setup("accept", accept(l))
+}
+
+/// A connection whose client has bytes not sent yet: the server (accepted from a listener
+/// with a 4 KiB receive buffer) reads nothing, and the client writes until its send buffer
+/// is full. Returns (the client, the accepted end, the bytes written).
+fn tcp_unsent(w: &Workload) -> (i32, i32, usize) {
+    let l = w.setup("a TCP listener", tcp_listener());
+    w.setup("SO_RCVBUF", setsockopt(l, libc::SO_RCVBUF, 4096));
+    let port = w.setup("its port", inet_name(l, false)).1;
+    let c = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_STREAM));
+    w.setup("connect", inet_connect(c, &LOOP4, port));
+    let a = w.setup("accept", accept(l));
+    let chunk = [7u8; 65536];
+    let mut total = 0;
+    loop {
+        match send(c, &chunk) {
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => w.setup_failed(&format!("filling the send buffer: {e}")),
+        }
+    }
+    (c, a, total)
 }
