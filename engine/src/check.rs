@@ -78,6 +78,7 @@ pub fn run_checks() -> Vec<Check> {
     checks.push(map_files());
     checks.push(kcmp_file());
     checks.push(unix_sockets());
+    checks.push(tcp_repair());
     checks.push(pagemap());
     checks.push(selinux_state());
     checks
@@ -408,6 +409,19 @@ fn unix_sockets() -> Check {
     Check::optional("unix sockets (sock_diag, pidfd_getfd)", result)
 }
 
+/// Repair mode (`TCP_REPAIR`), which dumping and restoring an established TCP connection
+/// needs (and `CAP_NET_ADMIN` for it): tried on a new TCP socket of the engine's own.
+fn tcp_repair() -> Check {
+    let result = match sys::tcp_repair_allowed() {
+        Ok(true) => Ok("a new TCP socket enters repair mode".to_owned()),
+        Ok(false) => Err(
+            "TCP_REPAIR refused (EPERM): established TCP connections need CAP_NET_ADMIN".to_owned(),
+        ),
+        Err(e) => Err(format!("TCP_REPAIR failed: {}", os_error(&e))),
+    };
+    Check::optional("tcp connections (TCP_REPAIR)", result)
+}
+
 /// Whether two of our descriptors share one open file description, as the dump asks it.
 fn kcmp(fd1: i32, fd2: i32) -> Result<bool, String> {
     let pid = getpid().as_raw();
@@ -580,6 +594,7 @@ mod tests {
                 "/proc/self/map_files",
                 "kcmp KCMP_FILE",
                 "unix sockets (sock_diag, pidfd_getfd)",
+                "tcp connections (TCP_REPAIR)",
                 "/proc/self/pagemap",
                 "selinux",
             ]

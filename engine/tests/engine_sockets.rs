@@ -252,6 +252,89 @@ fn tcp_listeners_and_udp_sockets_are_restored_exactly(
     w.expect_ok();
 }
 
+/// Established TCP connections over 127.0.0.1, over ::1 and from an IPv4 client to a
+/// dual-stack IPv6 listener (IPv4-mapped addresses), both ends and their listener in the
+/// process, with data queued unread both ways (`tcp-connections`): read in repair mode
+/// (`TCP_REPAIR`), made again in repair mode; the workload finds its queued data whole and in
+/// order, new data flowing both ways, the same names and options.
+#[test]
+fn established_tcp_connections_are_restored_with_tcp_repair() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["tcp-connections"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let json = w.show_json();
+    let mut tcp = Vec::new();
+    collect(&json, "tcp", &mut tcp);
+    assert_eq!(tcp.len(), 6, "three connections, two ends each: {tcp:?}");
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// A dump of established TCP connections that fails after reading them (at the last
+/// failpoint of the process) leaves them out of repair mode: the workload runs on and finds
+/// its connections as they were, and a dump that leaves the tree running does too.
+#[test]
+fn a_failed_or_leave_running_dump_leaves_tcp_connections_working() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["tcp-connections"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    let run = w.dump_with_env(&[], &[(failpoint::ENV, "dump.proc.exe")]);
+    assert!(!run.succeeded(), "the dump must fail at dump.proc.exe");
+    assert!(
+        run.stderr().contains("injected failure at dump.proc.exe"),
+        "{}",
+        run.stderr()
+    );
+    w.assert_running("a dump failed after reading its TCP connections");
+    w.wait_in_wait_syscall();
+    w.dump_ok(&["--leave-running"]);
+    w.assert_running("a dump that leaves it running");
+    w.wait_in_wait_syscall();
+    w.trigger();
+    w.expect_ok();
+}
+
+/// A dump run without `CAP_NET_ADMIN` (dropped from its bounding set before it starts, so
+/// root's exec does not get it) refuses an established TCP connection by name, saying what
+/// it lacks; the workload runs on with its connections as they were.
+#[test]
+fn a_dump_without_cap_net_admin_refuses_tcp_connections() {
+    use std::os::unix::process::CommandExt;
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["tcp-connections"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    let mut cmd = std::process::Command::new(support::binaries::crlab());
+    cmd.arg("dump")
+        .arg("--tree")
+        .arg(w.pid().to_string())
+        .arg("--images-dir")
+        .arg(w.images_dir());
+    // SAFETY: prctl takes only integers; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // CAP_NET_ADMIN is capability 12.
+            if libc::prctl(libc::PR_CAPBSET_DROP, 12, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("running crlab dump");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the dump must be refused: {stderr}");
+    assert!(
+        stderr.contains("an established TCP connection (127.0.0.1:")
+            && stderr.contains("which needs CAP_NET_ADMIN for TCP_REPAIR"),
+        "{stderr}"
+    );
+    w.assert_running("a dump refused for lack of CAP_NET_ADMIN");
+    w.trigger();
+    w.expect_ok();
+}
+
 /// Zero-length datagrams at the end of a queue shut for reading, a run of zero-length
 /// records followed by one with bytes in a queue shut for reading, and a zero-length
 /// datagram first in a queue that the process peeked (marked peeked by the kernel, passed
@@ -366,9 +449,13 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 )]
 #[case::scm_rights("scm-rights", &["SCM_RIGHTS", "in flight"])]
 #[case::passcred("passcred", &["SCM_CREDENTIALS", "in flight"])]
-#[case::tcp_established(
-    "tcp-established",
-    &["an established TCP connection (127.0.0.1:", "-> 127.0.0.1:", "crlab does not use TCP_REPAIR yet"]
+#[case::tcp_outside(
+    "tcp-outside",
+    &["an established TCP connection (127.0.0.1:", "-> 127.0.0.1:", "whose peer is outside the dumped tree", "no network lock", "answered with a reset"]
+)]
+#[case::tcp_unsent(
+    "tcp-unsent",
+    &["an established TCP connection (127.0.0.1:", "bytes not sent yet (its peer's window is full)"]
 )]
 #[case::tcp_pending("tcp-pending", &["a TCP listener on 127.0.0.1:", "1 connection(s) not accepted yet (pending)"])]
 #[case::netlink("netlink", &["a netlink socket", "TCP listeners and UDP sockets only"])]

@@ -73,20 +73,29 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
         let flags = pids.iter().copied().zip(flags).collect();
         dump_seized(opts, &mut tree, &zombies, flags, &mut images)
     });
-    let committed = written.and_then(|(summary, inventory)| {
+    let committed = written.and_then(|(summary, inventory, connections)| {
         if opts.leave_running {
             // The tasks are let go first: a dump whose changes to them could not all be
             // undone fails, and is not left complete behind it.
             tree.release()?;
+        } else {
+            // Last before the commit and the kill: the tree's established connections in
+            // repair mode, so that its death sends the peers neither FIN nor reset.
+            connections.freeze()?;
         }
-        images.commit(inventory)?;
-        Ok(summary)
+        if let Err(e) = images.commit(inventory) {
+            connections.thaw();
+            return Err(e.into());
+        }
+        Ok((summary, connections))
     });
     match committed {
-        Ok(summary) => {
+        Ok((summary, connections)) => {
             if !opts.leave_running {
                 tree.kill();
             }
+            // The engine's copies, closed once the tree is gone.
+            drop(connections);
             info!(
                 processes = summary.processes,
                 threads = summary.threads,
@@ -170,7 +179,7 @@ fn dump_seized(
     zombies: &[Member],
     flags: HashMap<i32, Vec<procfs::VmFlags>>,
     images: &mut ImageDirWriter,
-) -> Result<(DumpSummary, Inventory), DumpError> {
+) -> Result<(DumpSummary, Inventory, sockets::Connections), DumpError> {
     let mut files = FileTableBuilder::default();
     let mut pstree = PsTree::default();
     let mut page_bytes = 0;
@@ -283,7 +292,7 @@ fn dump_seized(
         threads,
         page_bytes,
     };
-    Ok((summary, inventory))
+    Ok((summary, inventory, survey.sockets.take_connections()))
 }
 
 /// One process's images, and what its children may find of its pages (`parent`: its

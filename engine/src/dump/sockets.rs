@@ -8,23 +8,31 @@
 //! connections accepted from them. TCP listeners
 //! and UDP sockets (IPv4 and IPv6, bound, a UDP one maybe connected) with their address,
 //! backlog, label and options (those of `image::sockopt` when not at a new socket's value).
+//! Established TCP connections (IPv4 and IPv6) whose both ends are in the tree, with their
+//! state read in repair mode (`TCP_REPAIR`) on the engine's copy and left at once; the copies
+//! are kept ([`Connections`]) and put in repair mode again just before the tree is killed.
 //! Refused: peer credentials that name no living process of the tree (the socket's maker
 //! exited), a pair whose ends' differ, a client whose differ from its listener's; a peer
 //! outside the tree, a socket of another family (raw, netlink, packet, ...), a
 //! bound or unconnected Unix socket, control messages in flight, zero-length messages a walk
 //! of the queue cannot place, an option a new socket does not take back, a pending error, a
-//! TCP socket in any state but listening (an established connection named with its
-//! addresses), a listener's pending connections, a UDP socket with datagrams queued.
+//! TCP socket in any state but listening or established, a connection whose peer is outside
+//! the tree (no network lock: the peer's packets would meet a reset) or with bytes not sent
+//! yet, any connection when the engine may not use `TCP_REPAIR` (no `CAP_NET_ADMIN`), a
+//! listener's pending connections, a UDP socket with datagrams queued.
 
 use super::DumpError;
+use crate::image::schema::TcpConnection;
 use crate::image::schema::{InetSocket, PeerCred, SocketOption, UnixSocket, UnixSocketType};
 use crate::image::{sockopt, unix_socket_path};
 use crate::procfs::read_link;
 use crate::sys::{
     fd_of, fresh_socket, has_pending_error, inet_diag_all, peek_queue, peer_cred, peer_groups,
     peer_pid_now, queue_truesize, set_sockopt_bytes, sockopt_bytes, sockopt_int, sockopt_timeval,
-    unix_diag, unix_outq, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN,
+    tcp_repair, tcp_repair_allowed, tcp_repair_read, unix_diag, unix_outq, InetDiag, Repair,
+    TcpRepairState, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN,
 };
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
@@ -57,8 +65,91 @@ pub struct TreeSockets {
     roles: HashMap<u64, Role>,
     /// Each Unix socket's peer credentials (`SO_PEERCRED`, `SO_PEERGROUPS`), by inode.
     creds: HashMap<u64, PeerCred>,
-    /// The TCP listeners and UDP sockets of the tree, by inode.
+    /// The TCP listeners, established TCP connections and UDP sockets of the tree, by inode.
     inet: HashMap<u64, InetDiag>,
+    /// Where each of them is first held: (pid, fd).
+    inet_held: HashMap<u64, (i32, i32)>,
+    /// The engine's copies of the established TCP connections read so far, with what repair
+    /// mode showed of each: put in repair mode again just before the tree is killed.
+    connections: RefCell<Vec<Connection>>,
+}
+
+/// An established TCP connection of the tree as the dump read it.
+#[derive(Debug)]
+struct Connection {
+    pid: i32,
+    fd: i32,
+    ino: u64,
+    named: String,
+    copy: OwnedFd,
+    state: TcpRepairState,
+}
+
+/// The established TCP connections of a dump, held by the engine until the tree is killed.
+///
+/// Each was read in repair mode and left it at once (the process may go on). [`freeze`]
+/// puts them all in repair mode again, so that the tree's death closes them without a FIN or
+/// a reset (the restore makes both ends again); [`thaw`] takes them out of it when the dump
+/// does not end with the kill.
+///
+/// [`freeze`]: Connections::freeze
+/// [`thaw`]: Connections::thaw
+#[derive(Debug, Default)]
+pub struct Connections(Vec<Connection>);
+
+impl Connections {
+    /// Puts every connection in repair mode and checks that it is still as the image holds
+    /// it (sequence numbers, queues, windows); on any error, each is out of repair mode again.
+    pub fn freeze(&self) -> Result<(), DumpError> {
+        for (i, c) in self.0.iter().enumerate() {
+            let checked = tcp_repair(c.copy.as_fd(), Repair::On)
+                .and_then(|()| tcp_repair_read(c.copy.as_fd()))
+                .map_err(DumpError::from)
+                .and_then(|now| {
+                    let same = TcpRepairState {
+                        timestamp: c.state.timestamp,
+                        ..now.clone()
+                    };
+                    if same == c.state {
+                        Ok(())
+                    } else {
+                        Err(DumpError::Socket {
+                            pid: c.pid,
+                            fd: c.fd,
+                            what: format!(
+                                "{} that moved while the dump read the tree (its sequence \
+                                 numbers, queues or windows changed)",
+                                c.named
+                            ),
+                            target: format!("socket:[{}]", c.ino),
+                            hint: "try again once the connection is idle",
+                        })
+                    }
+                });
+            if let Err(e) = checked {
+                for done in &self.0[..=i] {
+                    done.thaw();
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes every connection out of repair mode, sending nothing; a failure is logged.
+    pub fn thaw(&self) {
+        for c in &self.0 {
+            c.thaw();
+        }
+    }
+}
+
+impl Connection {
+    fn thaw(&self) {
+        if let Err(e) = tcp_repair(self.copy.as_fd(), Repair::OffQuiet) {
+            tracing::error!(pid = self.pid, fd = self.fd, error = %e, "leaving TCP repair mode");
+        }
+    }
 }
 
 impl TreeSockets {
@@ -70,6 +161,11 @@ impl TreeSockets {
     /// Whether the TCP or UDP socket of inode `ino` passed [`survey`].
     pub fn contains_inet(&self, ino: u64) -> bool {
         self.inet.contains_key(&ino)
+    }
+
+    /// The established TCP connections read so far, for the kill.
+    pub fn take_connections(&self) -> Connections {
+        Connections(std::mem::take(&mut *self.connections.borrow_mut()))
     }
 }
 
@@ -131,6 +227,7 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
                             });
                         }
                         tree.inet.insert(ino, d.clone());
+                        tree.inet_held.entry(ino).or_insert((pid, fd));
                         continue;
                     }
                     return Err(DumpError::Socket {
@@ -146,6 +243,7 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
             }
         }
     }
+    connections_inside(&tree)?;
     // Listeners first: a connection not accepted yet is named on its listener.
     let mut order: Vec<(&u64, &Held)> = tree.unix.iter().collect();
     order.sort_by_key(|(ino, h)| (h.diag.state != UNIX_LISTEN, **ino));
@@ -266,6 +364,71 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
 }
 
 type Refusal = (String, &'static str);
+
+/// An address as IPv4 when it is an IPv4-mapped IPv6 one (`::ffff:a.b.c.d`, how a dual-stack
+/// IPv6 socket names an IPv4 peer), as it is otherwise.
+fn unmapped(addr: &[u8]) -> &[u8] {
+    match addr.split_at_checked(12) {
+        Some((head, v4))
+            if addr.len() == 16 && head == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] =>
+        {
+            v4
+        }
+        _ => addr,
+    }
+}
+
+/// Refuses, by name, an established TCP connection of `tree` whose peer is not in it, and
+/// any when the engine may not use `TCP_REPAIR`.
+fn connections_inside(tree: &TreeSockets) -> Result<(), DumpError> {
+    let mut order: Vec<(&u64, &InetDiag)> = tree
+        .inet
+        .iter()
+        .filter(|(_, d)| i32::from(d.protocol) == libc::IPPROTO_TCP && d.state == TCP_ESTABLISHED)
+        .collect();
+    order.sort_by_key(|(ino, _)| **ino);
+    let mut allowed = None;
+    for (&ino, d) in order {
+        let (pid, fd) = tree.inet_held.get(&ino).copied().unwrap_or((0, -1));
+        let named = format!(
+            "an established TCP connection ({} -> {})",
+            inet_text(&d.src, d.sport),
+            inet_text(&d.dst, d.dport)
+        );
+        let refuse = |what: String, hint: &'static str| DumpError::Socket {
+            pid,
+            fd,
+            what,
+            target: format!("socket:[{ino}]"),
+            hint,
+        };
+        let peer_inside = tree.inet.values().any(|p| {
+            i32::from(p.protocol) == libc::IPPROTO_TCP
+                && p.state == TCP_ESTABLISHED
+                && (unmapped(&p.src), p.sport, unmapped(&p.dst), p.dport)
+                    == (unmapped(&d.dst), d.dport, unmapped(&d.src), d.sport)
+        });
+        if !peer_inside {
+            return Err(refuse(
+                format!("{named} whose peer is outside the dumped tree"),
+                "crlab restores a TCP connection only with both ends in the tree: it holds no \
+                 network lock, so what the peer sends while the process is down would be \
+                 answered with a reset; dump the peer with it or close the connection",
+            ));
+        }
+        if allowed.is_none() {
+            allowed = Some(tcp_repair_allowed()?);
+        }
+        if allowed == Some(false) {
+            return Err(refuse(
+                format!("{named}, which needs CAP_NET_ADMIN for TCP_REPAIR"),
+                "run the dump with CAP_NET_ADMIN (and the restore too), or close the \
+                 connection before the dump",
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// `TCP_ESTABLISHED`, `TCP_CLOSE` and `TCP_LISTEN`.
 const TCP_ESTABLISHED: u8 = 1;
@@ -442,17 +605,12 @@ fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
                 "let the process accept its pending connections before the dump",
             )),
             TCP_LISTEN => Ok(()),
-            TCP_ESTABLISHED => Err((
-                format!(
-                    "an established TCP connection ({local} -> {}); crlab does not use \
-                     TCP_REPAIR yet",
-                    inet_text(&d.dst, d.dport)
-                ),
-                "close the connection before the dump",
-            )),
+            // Its peer and the engine's privilege are looked at once the tree is known.
+            TCP_ESTABLISHED => Ok(()),
             TCP_CLOSE => Err((
                 format!("{kind} on {local} that is neither listening nor connected (CLOSE)"),
-                "only TCP listeners are restored; close it or let it listen before the dump",
+                "only TCP listeners and established connections are restored; close it or let \
+                 it listen before the dump",
             )),
             s => Err((
                 format!(
@@ -460,7 +618,8 @@ fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
                     tcp_state(s),
                     inet_text(&d.dst, d.dport)
                 ),
-                "only TCP listeners are restored; let the connection end before the dump",
+                "only TCP listeners and established connections are restored; let the \
+                 connection end before the dump",
             )),
         };
     }
@@ -859,10 +1018,32 @@ pub fn read_inet(
         },
     )?;
     let kind = if tcp { sockopt::TCP } else { sockopt::UDP };
-    let named = format!("{} on {}", inet_kind(d), inet_text(&d.src, d.sport));
-    let options = read_options(sock, &fresh, kind, v6)
+    let connected = tcp && d.state == TCP_ESTABLISHED;
+    let named = if connected {
+        format!(
+            "an established TCP connection ({} -> {})",
+            inet_text(&d.src, d.sport),
+            inet_text(&d.dst, d.dport)
+        )
+    } else {
+        format!("{} on {}", inet_kind(d), inet_text(&d.src, d.sport))
+    };
+    // A connection's TCP_MAXSEG is the MSS it negotiated, given back by TCP_REPAIR_OPTIONS;
+    // an accepted one's multicast TTL, hop limit and interface are what the kernel took from
+    // the SYN, which no TCP socket uses and setsockopt refuses on one.
+    let skip: &[(i32, i32)] = if connected {
+        &[
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG),
+            (libc::SOL_IP, libc::IP_MULTICAST_TTL),
+            (libc::SOL_IPV6, libc::IPV6_MULTICAST_HOPS),
+            (libc::SOL_IPV6, libc::IPV6_MULTICAST_IF),
+        ]
+    } else {
+        &[]
+    };
+    let options = read_options_but(sock, &fresh, kind, v6, skip)
         .map_err(|(what, hint)| refuse(format!("{named} with {what}"), hint))?;
-    if !tcp && has_pending_error(sock.as_fd())? {
+    if (!tcp || connected) && has_pending_error(sock.as_fd())? {
         return Err(refuse(
             format!("{named} with an error pending (SO_ERROR or its error queue)"),
             "let the process read its errors before the dump",
@@ -906,11 +1087,78 @@ pub fn read_inet(
         out.keepidle = as_u32(opt(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE)?);
         out.keepintvl = as_u32(opt(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL)?);
         out.keepcnt = as_u32(opt(libc::IPPROTO_TCP, libc::TCP_KEEPCNT)?);
-    } else if d.state == TCP_ESTABLISHED {
+    }
+    if d.state == TCP_ESTABLISHED {
         out.peer_addr = d.dst.clone();
         out.peer_port = u32::from(d.dport);
     }
+    if connected {
+        // Peeking at offsets would read from the process's offset, not the queue's head.
+        if opt(libc::SOL_SOCKET, libc::SO_PEEK_OFF)? >= 0 {
+            return Err(refuse(
+                format!("{named} with SO_PEEK_OFF set"),
+                "crlab reads a connection's queue from its head; unset SO_PEEK_OFF before \
+                 the dump",
+            ));
+        }
+        let (tcp_state, copy) = read_connection(sock).map_err(|e| {
+            refuse(
+                format!("{named} whose state repair mode could not read ({e})"),
+                "try again",
+            )
+        })?;
+        if tcp_state.unsent != 0 {
+            return Err(refuse(
+                format!(
+                    "{named} with {} bytes not sent yet (its peer's window is full)",
+                    tcp_state.unsent
+                ),
+                "let the peer read its queue before the dump",
+            ));
+        }
+        let w = tcp_state.window;
+        out.tcp = Some(TcpConnection {
+            send_seq: tcp_state.send_seq,
+            recv_seq: tcp_state.recv_seq,
+            send_queue: tcp_state.send_queue.clone(),
+            recv_queue: tcp_state.recv_queue.clone(),
+            mss: tcp_state.mss,
+            options: tcp_state.options,
+            snd_wscale: tcp_state.snd_wscale,
+            rcv_wscale: tcp_state.rcv_wscale,
+            timestamp: tcp_state.timestamp,
+            snd_wl1: w.snd_wl1,
+            snd_wnd: w.snd_wnd,
+            max_window: w.max_window,
+            rcv_wnd: w.rcv_wnd,
+            rcv_wup: w.rcv_wup,
+        });
+        tree.connections.borrow_mut().push(Connection {
+            pid,
+            fd,
+            ino,
+            named,
+            copy,
+            state: tcp_state,
+        });
+    }
     Ok(out)
+}
+
+/// Reads the established connection `sock` in repair mode, left again at once (sending
+/// nothing) whatever happened; returns it with a copy of the descriptor to keep.
+fn read_connection(sock: &OwnedFd) -> Result<(TcpRepairState, OwnedFd), crate::sys::SysError> {
+    let copy = sock.try_clone().map_err(|e| crate::sys::SysError::Call {
+        op: "dup",
+        tid: 0,
+        source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
+    })?;
+    tcp_repair(copy.as_fd(), Repair::On)?;
+    let read = tcp_repair_read(copy.as_fd());
+    let off = tcp_repair(copy.as_fd(), Repair::OffQuiet);
+    let state = read?;
+    off?;
+    Ok((state, copy))
 }
 
 /// The options of [`sockopt::OPTIONS`] for a socket of `kind` on `sock` that are not at the
@@ -923,9 +1171,20 @@ fn read_options(
     kind: u8,
     v6: bool,
 ) -> Result<Vec<SocketOption>, Refusal> {
+    read_options_but(sock, fresh, kind, v6, &[])
+}
+
+/// [`read_options`] but for those of `skip` (level, name).
+fn read_options_but(
+    sock: &OwnedFd,
+    fresh: &OwnedFd,
+    kind: u8,
+    v6: bool,
+    skip: &[(i32, i32)],
+) -> Result<Vec<SocketOption>, Refusal> {
     let hint = "crlab cannot set that option again on a new socket; unset it before the dump";
     let mut kept = Vec::new();
-    for k in sockopt::options_for(kind, v6) {
+    for k in sockopt::options_for(kind, v6).filter(|k| !skip.contains(&(k.level, k.name))) {
         let mine = sockopt_bytes(sock.as_fd(), k.level, k.name, k.max);
         let new = sockopt_bytes(fresh.as_fd(), k.level, k.name, k.max);
         match (mine, new) {
@@ -1238,13 +1497,8 @@ mod tests {
                  (pending)"
             )
         );
-        assert_eq!(
-            why(inet(tcp, TCP_ESTABLISHED, 0)).as_deref(),
-            Some(
-                "an established TCP connection (127.0.0.1:8080 -> 127.0.0.1:40000); crlab \
-                 does not use TCP_REPAIR yet"
-            )
-        );
+        // Its peer and the engine's privilege are looked at for the whole tree.
+        assert_eq!(why(inet(tcp, TCP_ESTABLISHED, 0)), None);
         assert_eq!(
             why(inet(tcp, 8, 0)).as_deref(),
             Some("a TCP socket in state CLOSE_WAIT (127.0.0.1:8080 -> 127.0.0.1:40000)")
@@ -1261,6 +1515,47 @@ mod tests {
         let mut one = [0u8; 16];
         one[15] = 1;
         assert_eq!(inet_text(&one, 80), "[::1]:80");
+    }
+
+    fn tree_of(sockets: &[InetDiag]) -> TreeSockets {
+        let mut t = TreeSockets::default();
+        for (i, d) in sockets.iter().enumerate() {
+            let ino = u64::from(d.ino);
+            t.inet.insert(ino, d.clone());
+            t.inet_held.insert(ino, (1, i32::try_from(i).unwrap() + 3));
+        }
+        t
+    }
+
+    #[test]
+    fn a_connection_passes_with_its_peer_in_the_tree_and_is_named_without() {
+        let tcp = libc::IPPROTO_TCP;
+        let mut a = inet(tcp, TCP_ESTABLISHED, 0);
+        a.ino = 1;
+        let mut b = inet(tcp, TCP_ESTABLISHED, 0);
+        (b.src, b.sport, b.dst, b.dport) = (a.dst.clone(), a.dport, a.src.clone(), a.sport);
+        b.ino = 2;
+        connections_inside(&tree_of(&[a.clone(), b.clone()]))
+            .expect("both ends in the tree (root)");
+        // The same with one end an IPv6 socket naming both with IPv4-mapped addresses.
+        let mapped = |v4: &[u8]| {
+            let mut m = vec![0u8; 10];
+            m.extend_from_slice(&[0xff, 0xff]);
+            m.extend_from_slice(v4);
+            m
+        };
+        let mut b6 = b;
+        (b6.family, b6.src, b6.dst) = (10, mapped(&b6.src), mapped(&b6.dst));
+        connections_inside(&tree_of(&[a.clone(), b6])).expect("an IPv4-mapped peer");
+        let e = connections_inside(&tree_of(&[a])).expect_err("a peer outside");
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "an established TCP connection (127.0.0.1:8080 -> 127.0.0.1:40000) whose peer \
+                 is outside the dumped tree"
+            ) && text.contains("no network lock"),
+            "{text}"
+        );
     }
 
     #[test]

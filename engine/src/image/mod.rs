@@ -36,7 +36,8 @@ pub mod schema {
 /// The format version this crlab writes and the only one it reads. 2: a pagemap entry may
 /// hold pages with no data in the pages image (`PagemapEntry.in_parent`), which a reader of 1
 /// would take from the file; and the fields added since 1 (`Task.cgroups`, deleted files,
-/// inotify instances, Unix sockets' peer credentials, `Vma.deleted_file`), which a reader of 1
+/// inotify instances, Unix sockets' peer credentials, `Vma.deleted_file`, established TCP
+/// connections), which a reader of 1
 /// would silently skip.
 pub const FORMAT_VERSION: u32 = 2;
 

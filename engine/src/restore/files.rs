@@ -75,7 +75,14 @@ pub fn open_all(
     let mut made = Made::default();
     let mut parked = Parked::default();
     let scratch_fds = above + table.files.len() as u64 + 16;
-    for (next, entry) in (above..).zip(table.files.iter()) {
+    // Established TCP connections last: one accepted from a listener of the tree shares its
+    // port, which only a socket in repair mode may bind to once the listener holds it; the
+    // listener could not bind to it after.
+    let connection =
+        |e: &FileEntry| matches!(&e.kind, Some(file_entry::Kind::InetSocket(s)) if s.tcp.is_some());
+    let numbered = (above..).zip(table.files.iter());
+    let others = numbered.clone().filter(|(_, e)| !connection(e));
+    for (next, entry) in others.chain(numbered.filter(|(_, e)| connection(e))) {
         if let Some(file_entry::Kind::UnixSocket(_)) = &entry.kind {
             // Made once the tree exists, by the process its peer credentials name.
             parked.late.insert(entry.id, next);

@@ -1,7 +1,14 @@
-//! TCP listeners and UDP sockets: each made in the root under the label the dump recorded
-//! (`attr/sockcreate`), given its options from the engine through a `pidfd_getfd` copy (those
-//! that must precede `bind` among them), then bound, and listening (TCP) or connected to its
-//! peer (a connected UDP socket) by the root itself, as the process did.
+//! TCP listeners, established TCP connections and UDP sockets: each made in the root under
+//! the label the dump recorded (`attr/sockcreate`), given its options from the engine through
+//! a `pidfd_getfd` copy (those that must precede `bind` among them), then bound, and
+//! listening (TCP) or connected to its peer (a connected UDP socket) by the root itself, as
+//! the process did. An established connection is made in repair mode (`TCP_REPAIR`, from the
+//! engine's copy, before `bind`): bound to its address (its listener's port shared), its
+//! queues' sequence numbers set, connected without a handshake, its negotiated options
+//! (`TCP_REPAIR_OPTIONS`) and timestamp clock set, its queues refilled, its windows
+//! (`TCP_REPAIR_WINDOW`) set, and out of repair mode without a window probe. Connections are
+//! made after every other file (`files::open_all`), so after the listener they share a port
+//! with.
 
 use super::error::StepContext;
 use super::files::{
@@ -10,7 +17,11 @@ use super::files::{
 };
 use super::RestoreError;
 use crate::image::schema::InetSocket;
-use crate::sys::{fd_of, set_sockopt_int, set_sockopt_timeval, sockopt_int, Remote, Scratch};
+use crate::sys::{
+    fd_of, set_sockopt_int, set_sockopt_timeval, sockopt_int, tcp_fill_queue, tcp_repair,
+    tcp_set_queue_seq, tcp_set_repair_options, tcp_set_timestamp, tcp_set_window, Remote, Repair,
+    Scratch, TcpWindow, TCPI_OPT_TIMESTAMPS, TCP_RECV_QUEUE, TCP_SEND_QUEUE,
+};
 use std::os::fd::{AsFd, OwnedFd};
 
 /// Creates the socket `s` in the root (`pid`), above `above`, with its open file's `flags`;
@@ -42,20 +53,23 @@ pub(super) fn create(
     })?;
     let fd = move_above(remote, pid, fd, above, "a TCP or UDP socket")?;
     let copy = fd_of(pid, fd).map_err(fail(s, "taking a copy".into()))?;
-    set_options(s, &copy)?;
-    if s.port != 0 || s.addr.iter().any(|b| *b != 0) {
-        let sa = sockaddr(s.family, &s.addr, s.port).ok_or_else(|| bad(s, "bound address"))?;
-        with_address(remote, pid, scratch, fd, &sa, Address::Bind)?;
-    }
-    if s.listening {
-        remote
-            .syscall("listen", libc::SYS_listen, &[fd, u64::from(s.backlog)])
-            .step(pid, "a listening TCP socket")?;
-    }
-    if s.peer_port != 0 {
-        let sa =
-            sockaddr(s.family, &s.peer_addr, s.peer_port).ok_or_else(|| bad(s, "peer address"))?;
-        with_address(remote, pid, scratch, fd, &sa, Address::Connect)?;
+    let made = make(remote, pid, scratch, s, fd, &copy);
+    if s.tcp.is_some() {
+        // Quietly: a window probe could reach a peer not made yet, whose port's listener
+        // would answer with a reset. Leaving repair mode clears SO_REUSEADDR: set again.
+        let off = tcp_repair(copy.as_fd(), Repair::OffQuiet)
+            .and_then(|()| {
+                if s.reuseaddr {
+                    set_sockopt_int(copy.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(fail(s, "leaving repair mode".into()));
+        made?;
+        off?;
+    } else {
+        made?;
     }
     // As they were set, still, once bound and listening.
     check_socket_options(
@@ -74,15 +88,111 @@ pub(super) fn create(
     Ok(fd)
 }
 
+/// Binds the socket `s` (the process's `fd`, the engine's `copy`), and makes it listen, or
+/// connects it (a connection in repair mode, with its sequence numbers, options, queues and
+/// windows).
+fn make(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    s: &InetSocket,
+    fd: u64,
+    copy: &OwnedFd,
+) -> Result<(), RestoreError> {
+    set_options(s, copy)?;
+    if s.tcp.is_some() {
+        // After the options (SO_REUSEADDR would undo it) and before bind: repair mode lets it
+        // share its port (an accepted connection's is its listener's), and makes its connect
+        // send nothing.
+        tcp_repair(copy.as_fd(), Repair::On).map_err(fail(
+            s,
+            "entering repair mode (TCP_REPAIR needs CAP_NET_ADMIN)".into(),
+        ))?;
+    }
+    if s.port != 0 || s.addr.iter().any(|b| *b != 0) {
+        let sa = sockaddr(s.family, &s.addr, s.port).ok_or_else(|| bad(s, "bound address"))?;
+        with_address(remote, pid, scratch, fd, &sa, Address::Bind)?;
+    }
+    if s.listening {
+        remote
+            .syscall("listen", libc::SYS_listen, &[fd, u64::from(s.backlog)])
+            .step(pid, "a listening TCP socket")?;
+    }
+    if let Some(t) = &s.tcp {
+        let len = |q: &[u8]| u32::try_from(q.len()).map_err(|_| bad(s, "queue length"));
+        let c = copy.as_fd();
+        tcp_set_queue_seq(
+            c,
+            TCP_RECV_QUEUE,
+            t.recv_seq.wrapping_sub(len(&t.recv_queue)?),
+        )
+        .map_err(fail(
+            s,
+            "setting its receive queue's sequence number".into(),
+        ))?;
+        tcp_set_queue_seq(
+            c,
+            TCP_SEND_QUEUE,
+            t.send_seq.wrapping_sub(len(&t.send_queue)?),
+        )
+        .map_err(fail(s, "setting its send queue's sequence number".into()))?;
+    }
+    if s.peer_port != 0 {
+        let sa =
+            sockaddr(s.family, &s.peer_addr, s.peer_port).ok_or_else(|| bad(s, "peer address"))?;
+        let call = if s.tcp.is_some() {
+            Address::Repair
+        } else {
+            Address::Connect
+        };
+        with_address(remote, pid, scratch, fd, &sa, call)?;
+    }
+    if let Some(t) = &s.tcp {
+        // Again once connected: connect computes some for the connection (TCP_WINDOW_CLAMP).
+        let who = format!("the TCP connection of inode {}", s.ino);
+        set_socket_options(&who, copy, &s.options)?;
+        let c = copy.as_fd();
+        tcp_set_repair_options(c, t.mss, t.options, t.snd_wscale, t.rcv_wscale)
+            .map_err(fail(s, "setting its negotiated options".into()))?;
+        if t.options & TCPI_OPT_TIMESTAMPS != 0 {
+            tcp_set_timestamp(c, t.timestamp)
+                .map_err(fail(s, "setting its timestamp clock".into()))?;
+        }
+        tcp_fill_queue(c, TCP_RECV_QUEUE, &t.recv_queue)
+            .map_err(fail(s, "refilling its receive queue".into()))?;
+        tcp_fill_queue(c, TCP_SEND_QUEUE, &t.send_queue)
+            .map_err(fail(s, "refilling its send queue".into()))?;
+        // After the receive queue: the window's last update may not be ahead of it.
+        let w = TcpWindow {
+            snd_wl1: t.snd_wl1,
+            snd_wnd: t.snd_wnd,
+            max_window: t.max_window,
+            rcv_wnd: t.rcv_wnd,
+            rcv_wup: t.rcv_wup,
+        };
+        tcp_set_window(c, &w).map_err(fail(s, "setting its windows".into()))?;
+    }
+    Ok(())
+}
+
 /// The family, type and protocol `socket` takes for `s`.
 fn kind(s: &InetSocket) -> Result<(i32, i32, i32), RestoreError> {
     let family = match i32::try_from(s.family) {
         Ok(f @ (libc::AF_INET | libc::AF_INET6)) => f,
         _ => return Err(bad(s, "family")),
     };
+    let tcp_ok = if s.listening {
+        s.tcp.is_none() && s.peer_port == 0
+    } else {
+        // A connection without its state would make its own handshake.
+        s.tcp.is_some() == (s.peer_port != 0)
+    };
     match i32::try_from(s.protocol) {
+        Ok(libc::IPPROTO_TCP) if !tcp_ok => Err(bad(s, "connection state")),
         Ok(libc::IPPROTO_TCP) => Ok((family, libc::SOCK_STREAM, libc::IPPROTO_TCP)),
-        Ok(libc::IPPROTO_UDP) if !s.listening => Ok((family, libc::SOCK_DGRAM, libc::IPPROTO_UDP)),
+        Ok(libc::IPPROTO_UDP) if !s.listening && s.tcp.is_none() => {
+            Ok((family, libc::SOCK_DGRAM, libc::IPPROTO_UDP))
+        }
         _ => Err(bad(s, "protocol")),
     }
 }
@@ -219,6 +329,8 @@ fn set_options(s: &InetSocket, c: &OwnedFd) -> Result<(), RestoreError> {
 enum Address {
     Bind,
     Connect,
+    /// A TCP connection's `connect` in repair mode (no handshake).
+    Repair,
 }
 
 /// `bind` or `connect` of the process's socket `fd` to `sa`, written to its scratch page.
@@ -240,6 +352,11 @@ fn with_address(
             "connect",
             libc::SYS_connect,
             "connecting a UDP socket to its peer",
+        ),
+        Address::Repair => (
+            "connect",
+            libc::SYS_connect,
+            "connecting a TCP connection to its peer in repair mode (is its address taken?)",
         ),
     };
     remote

@@ -273,12 +273,15 @@ pub fn socket_creations(table: &FileTable) -> Vec<SocketCreation> {
 }
 
 /// A TCP or UDP socket as the restore creates it: `create` under its label, `bind` when it
-/// was bound, `listen` for a listener, `connect` for a connected UDP socket. What is not
-/// asked: `name_bind` on the port's type and `node_bind` on the address's node type (both
-/// with the socket's label as the source, and `name_bind` only for a port outside the
-/// ephemeral range or reserved): the kernel exposes no way to learn the type of a port or a
-/// node (`portcon`, `nodecon`) without the policy store or the binary policy, so a denial
-/// there fails the restore's `bind`, named with the socket and its address.
+/// was bound, `listen` for a listener, `connect` for a connected UDP socket or an established
+/// TCP connection (`connect` in repair mode), and `write` for a connection, whose queues the
+/// engine refills with `send`. What is not asked: `name_bind` on the port's type and
+/// `node_bind` on the address's node type (both with the socket's label as the source, and
+/// `name_bind` only for a port outside the ephemeral range or reserved), and a connection's
+/// `name_connect` on its peer's port type: the kernel exposes no way to learn the type of a
+/// port or a node (`portcon`, `nodecon`) without the policy store or the binary policy, so a
+/// denial there fails the restore's `bind` or `connect`, named with the socket and its
+/// address.
 fn inet_creation(s: &InetSocket) -> SocketCreation {
     let mut permissions = vec!["create"];
     if s.port != 0 || s.addr.iter().any(|b| *b != 0) {
@@ -289,6 +292,9 @@ fn inet_creation(s: &InetSocket) -> SocketCreation {
     }
     if s.peer_port != 0 {
         permissions.push("connect");
+    }
+    if s.tcp.is_some() {
+        permissions.push("write");
     }
     SocketCreation {
         ino: s.ino,
@@ -853,6 +859,19 @@ mod tests {
                     addr: vec![0; 4],
                     ..InetSocket::default()
                 }),
+                // An established connection: connected in repair mode, its queues written.
+                entry(InetSocket {
+                    ino: 11,
+                    family: 2,
+                    protocol: 6,
+                    label: CONTAINER.into(),
+                    addr: vec![127, 0, 0, 1],
+                    port: 8080,
+                    peer_addr: vec![127, 0, 0, 1],
+                    peer_port: 40000,
+                    tcp: Some(crate::image::schema::TcpConnection::default()),
+                    ..InetSocket::default()
+                }),
                 // SELinux off at dump: nothing to ask.
                 entry(InetSocket {
                     ino: 10,
@@ -902,6 +921,17 @@ mod tests {
                             CONTAINER.into(),
                             "udp_socket",
                             vec!["getopt", "setopt", "create"]
+                        ),
+                    ]
+                ),
+                (
+                    11,
+                    vec![
+                        (UNCONFINED.into(), "process", vec!["setsockcreate"]),
+                        (
+                            CONTAINER.into(),
+                            "tcp_socket",
+                            vec!["getopt", "setopt", "create", "bind", "connect", "write"]
                         ),
                     ]
                 ),

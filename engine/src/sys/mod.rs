@@ -23,6 +23,7 @@ mod rlimit;
 mod sock_diag;
 mod socket;
 mod stop;
+mod tcp;
 mod unix;
 
 pub use clone3::{clone3_probe, spawn_stopped_with_pid, Clone3Probe};
@@ -49,6 +50,11 @@ pub use socket::{
     Peeked,
 };
 pub use stop::{catch_stop_signals, default_stop_signals, stop_requested};
+pub use tcp::{
+    tcp_fill_queue, tcp_repair, tcp_repair_allowed, tcp_repair_read, tcp_set_queue_seq,
+    tcp_set_repair_options, tcp_set_timestamp, tcp_set_window, Repair, TcpRepairState, TcpWindow,
+    TCPI_OPT_TIMESTAMPS, TCP_RECV_QUEUE, TCP_SEND_QUEUE,
+};
 pub use unix::{accept, accept_nonblocking, recv_fds, send_fd, FDS_PER_MESSAGE};
 
 /// Size of a page on x86_64.

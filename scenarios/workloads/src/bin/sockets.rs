@@ -51,6 +51,15 @@
 //!   writer), 16 KiB of capacity, with bytes buffered. After the wait: the bytes read back
 //!   and nothing more, the flags, the capacity, new bytes going through.
 //!
+//! - `tcp-connections`: over 127.0.0.1, over ::1, and from an IPv4 client to a dual-stack
+//!   listener on the IPv6 wildcard (accepted with IPv4-mapped addresses), a TCP listener, a
+//!   client connected to it (`TCP_NODELAY`, `SO_KEEPALIVE`, `TCP_KEEPIDLE` 55) and the accepted connection
+//!   (`TCP_NODELAY`, `SO_SNDBUF`), with data queued unread both ways (the client's 30000
+//!   bytes ending in "ping-data", the server's "pong-bytes"), every send acknowledged before
+//!   the wait. After the wait: the queued data whole and in order and nothing more, new data
+//!   both ways, each socket's name and peer's name, the options, a new client accepted by
+//!   the listener, and when SELinux is on each socket's label as it was.
+//!
 //! Refused at dump (the state still in place after the refused dump, checked after the wait):
 //! - `pending`: a listener with a connection not accepted yet;
 //! - `peercred-relisten`: a stream connection whose client keeps the peer credentials its
@@ -64,8 +73,13 @@
 //!   grandchild reparented away, which exits when its end sees the end of the stream);
 //! - `scm-rights`: a stream pair with a descriptor in flight (`SCM_RIGHTS`);
 //! - `passcred`: a datagram pair with a message queued to an end that has `SO_PASSCRED`;
-//! - `tcp-established`: an established TCP connection over 127.0.0.1 (both ends here);
+//! - `tcp-outside`: an established TCP connection over 127.0.0.1 accepted here from a
+//!   client in a process outside the tree (a grandchild reparented away, which exits when
+//!   the connection ends);
 //! - `tcp-pending`: a TCP listener with a connection not accepted yet;
+//! - `tcp-unsent`: an established TCP connection over 127.0.0.1 whose client wrote until its
+//!   send buffer was full, the server's small receive buffer closing the window: bytes not
+//!   sent yet (after the wait the server reads every byte);
 //! - `udp-queued`: a UDP socket with a datagram queued to it;
 //! - `udp-multicast`: a UDP socket that joined multicast group 239.0.0.10 on the interface of
 //!   its route (`IP_ADD_MEMBERSHIP`);
@@ -556,6 +570,8 @@ fn outside(w: &Workload) -> (i32, i32) {
 
 fn refused(mut w: Workload, kind: &str) -> ! {
     let me = sys::getpid();
+    // `tcp-unsent`: the accepted end and how many bytes the client sent it.
+    let mut unsent = None;
     let fd = match kind {
         "outside" => outside(&w).0,
         "peercred-relisten" => {
@@ -620,18 +636,18 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             w.setup("queueing", send(a, b"with credentials"));
             b
         }
-        "tcp-established" | "tcp-pending" => {
+        "tcp-pending" => {
             let l = w.setup("a TCP listener", tcp_listener());
             let port = w.setup("its port", inet_name(l, false)).1;
             let c = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_STREAM));
             w.setup("connect", inet_connect(c, &[127, 0, 0, 1], port));
-            if kind == "tcp-pending" {
-                l
-            } else {
-                let a = w.setup("accept", accept(l));
-                w.setup("queueing", send(a, b"over tcp"));
-                c
-            }
+            l
+        }
+        "tcp-outside" => tcp_outside(&w),
+        "tcp-unsent" => {
+            let (c, a, total) = tcp_unsent(&w);
+            unsent = Some((a, total));
+            c
         }
         "netlink" => {
             let ty = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC;
@@ -882,10 +898,21 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                 checks.eq("the queued message", &b"with credentials"[..], &buf[..n]);
             }
         }
-        "tcp-established" => {
-            if let Some(n) = checks.io("recv over TCP", recv(fd, &mut buf)) {
-                checks.eq("the data over TCP", &b"over tcp"[..], &buf[..n]);
+        "tcp-unsent" => {
+            if let Some((a, total)) = unsent {
+                if let Some(got) = checks.io("every byte the client sent", recv_exact(a, total)) {
+                    checks.that(
+                        got.iter().all(|b| *b == 7),
+                        "the client's bytes, all of them",
+                    );
+                }
             }
+        }
+        "tcp-outside" => {
+            if let Some(got) = checks.io("recv over TCP", recv_exact(fd, 8)) {
+                checks.eq("the data over TCP", &b"over tcp"[..], &got[..]);
+            }
+            checks.io("sending to the peer outside", send(fd, b"still there"));
         }
         "fifo-deleted" => {
             if let Some(n) = checks.io("reading the FIFO", sys::read(fd, &mut buf)) {
@@ -1703,6 +1730,7 @@ fn main() {
         "fifo" => fifo(w),
         "empty-messages" => empty_messages(w),
         "options" => options(w),
+        "tcp-connections" => tcp_connections(w),
         other => refused(w, other),
     }
 }
@@ -2435,4 +2463,274 @@ fn options(mut w: Workload) -> ! {
         checks.eq("the datagram to itself", &b"self"[..], &buf[..n]);
     }
     w.finish(checks)
+}
+
+/// `len` bytes from the stream `fd`, waiting up to 3 s for them (already queued, or sent
+/// over loopback).
+fn recv_exact(fd: i32, len: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; len];
+    while out.len() < len {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `p` is one live pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, 3_000) };
+        if sys::check(r.into())? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{} of {len} bytes after 3 s", out.len()),
+            ));
+        }
+        let want = len - out.len();
+        let n = recv(fd, &mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the end of the stream after {} of {len} bytes", out.len()),
+            ));
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Ok(out)
+}
+
+/// Waits until everything `fd` sent is acknowledged (`SIOCOUTQ` 0), up to 10 s.
+fn acknowledged(fd: i32) -> io::Result<()> {
+    for _ in 0..10_000 {
+        let mut v: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int into `v`, live.
+        sys::check(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, std::ptr::addr_of_mut!(v)) }.into())?;
+        if v == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the send queue still holds data after 10 s",
+    ))
+}
+
+/// The client's bytes: a pattern, then "ping-data".
+fn client_bytes() -> Vec<u8> {
+    let mut v = pattern(BIG_SEED, 0, 30_000 - 9);
+    v.extend_from_slice(b"ping-data");
+    v
+}
+
+/// One connection of `tcp-connections`: its listener, client and accepted end.
+struct Connection {
+    listener: Inet,
+    client: Inet,
+    accepted: Inet,
+    client_peer: (Vec<u8>, u16),
+    accepted_peer: (Vec<u8>, u16),
+    to: &'static [u8],
+}
+
+/// A listener of `family` bound to `at` (the wildcard one dual-stack), a client connecting to
+/// it at `to`, the accepted connection, with data queued both ways.
+fn set_up_connection(
+    w: &Workload,
+    family: i32,
+    at: &'static [u8],
+    to: &'static [u8],
+) -> Connection {
+    let tcp = libc::IPPROTO_TCP;
+    let sol = libc::SOL_SOCKET;
+    let dual = if at.len() == 16 && at.iter().all(|b| *b == 0) {
+        vec![(libc::SOL_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY", 0)]
+    } else {
+        vec![]
+    };
+    let listener = inet_set_up(w, "the listener", family, libc::SOCK_STREAM, Some(at), dual);
+    w.setup("listen", listen(listener.fd, 4));
+    let family = if to.len() == 4 {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let client_opts = vec![
+        (tcp, libc::TCP_NODELAY, "TCP_NODELAY", 1),
+        (sol, libc::SO_KEEPALIVE, "SO_KEEPALIVE", 1),
+        (tcp, libc::TCP_KEEPIDLE, "TCP_KEEPIDLE", 55),
+    ];
+    let c = w.setup("socket", inet_socket(family, libc::SOCK_STREAM));
+    for (level, opt, text, v) in &client_opts {
+        w.setup(text, set_opt(c, *level, *opt, *v));
+    }
+    w.setup("connect", inet_connect(c, to, listener.addr.1));
+    let a = w.setup("accept", accept(listener.fd));
+    let accepted_opts = vec![
+        (tcp, libc::TCP_NODELAY, "TCP_NODELAY", 1),
+        (sol, libc::SO_SNDBUF, "SO_SNDBUF", 2 * 65_536),
+    ];
+    for (level, opt, text, v) in &accepted_opts {
+        let v = if *opt == libc::SO_SNDBUF { v / 2 } else { *v };
+        w.setup(text, set_opt(a, *level, *opt, v));
+    }
+    let bytes = client_bytes();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        sent += w.setup("the client's bytes", send(c, &bytes[sent..]));
+    }
+    w.setup("the server's bytes", send(a, b"pong-bytes"));
+    w.setup("the client's bytes acknowledged", acknowledged(c));
+    w.setup("the server's bytes acknowledged", acknowledged(a));
+    Connection {
+        client: Inet {
+            name: "the client",
+            fd: c,
+            addr: w.setup("getsockname", inet_name(c, false)),
+            opts: client_opts,
+        },
+        accepted: Inet {
+            name: "the accepted connection",
+            fd: a,
+            addr: w.setup("getsockname", inet_name(a, false)),
+            opts: accepted_opts,
+        },
+        client_peer: w.setup("getpeername", inet_name(c, true)),
+        accepted_peer: w.setup("getpeername", inet_name(a, true)),
+        listener,
+        to,
+    }
+}
+
+fn check_connection(checks: &mut Checks, k: &Connection) {
+    let (c, a) = (k.client.fd, k.accepted.fd);
+    inet_check(checks, &k.listener);
+    inet_check(checks, &k.client);
+    inet_check(checks, &k.accepted);
+    if let Some(p) = checks.io("getpeername", inet_name(c, true)) {
+        checks.eq("the client's peer", &k.client_peer, &p);
+    }
+    if let Some(p) = checks.io("getpeername", inet_name(a, true)) {
+        checks.eq("the accepted connection's peer", &k.accepted_peer, &p);
+    }
+    let want = client_bytes();
+    if let Some(got) = checks.io("the client's queued bytes", recv_exact(a, want.len())) {
+        checks.that(got == want, "the client's queued bytes, whole and in order");
+    }
+    if let Some(got) = checks.io("the server's queued bytes", recv_exact(c, 10)) {
+        checks.eq("the server's queued bytes", &b"pong-bytes"[..], &got[..]);
+    }
+    let mut buf = [0u8; 8];
+    for (fd, who) in [(a, "the accepted connection"), (c, "the client")] {
+        match recv(fd, &mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => checks.fail(format!("{who}: nothing more queued, not {other:?}")),
+        }
+    }
+    checks.io("sending after the restore", send(c, b"after"));
+    if let Some(got) = checks.io("receiving after the restore", recv_exact(a, 5)) {
+        checks.eq("new data from the client", &b"after"[..], &got[..]);
+    }
+    checks.io("answering after the restore", send(a, b"back"));
+    if let Some(got) = checks.io("receiving the answer", recv_exact(c, 4)) {
+        checks.eq("new data from the server", &b"back"[..], &got[..]);
+    }
+    let family = if k.to.len() == 4 {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    if let Some(n) = checks.io("a new client", inet_socket(family, libc::SOCK_STREAM)) {
+        if checks
+            .io("connecting again", inet_connect(n, k.to, k.listener.addr.1))
+            .is_some()
+        {
+            if let Some(x) = checks.io("accepting the new client", accept(k.listener.fd)) {
+                // SAFETY: ours, done with.
+                unsafe { libc::close(x) };
+            }
+        }
+        // SAFETY: ours, done with.
+        unsafe { libc::close(n) };
+    }
+}
+
+fn tcp_connections(mut w: Workload) -> ! {
+    let v4 = set_up_connection(&w, libc::AF_INET, &LOOP4, &LOOP4);
+    let v6 = set_up_connection(&w, libc::AF_INET6, &LOOP6, &LOOP6);
+    // Accepted as an IPv6 socket with IPv4-mapped addresses, its client an IPv4 one.
+    let mapped = set_up_connection(&w, libc::AF_INET6, &[0; 16], &LOOP4);
+    let fds: Vec<i32> = [&v4, &v6, &mapped]
+        .iter()
+        .flat_map(|k| [k.listener.fd, k.client.fd, k.accepted.fd])
+        .collect();
+    let labels = labels_of(&w, &fds);
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    check_labels(&mut checks, &labels);
+    check_connection(&mut checks, &v4);
+    check_connection(&mut checks, &v6);
+    check_connection(&mut checks, &mapped);
+    w.finish(checks)
+}
+
+/// A connection accepted here from a client in a process outside the tree: a grandchild,
+/// reparented away, that sends "over tcp" and exits when the connection ends. Returns the
+/// accepted end.
+fn tcp_outside(w: &Workload) -> i32 {
+    let l = w.setup("a TCP listener", tcp_listener());
+    let port = w.setup("its port", inet_name(l, false)).1;
+    // SAFETY: fork in a single-threaded workload; the children only make system calls.
+    let child = unsafe { libc::fork() };
+    let child = w.setup("fork", sys::check(child.into()));
+    if child == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fork() } == 0 {
+            // SAFETY: our copy of the listener, and a session of our own.
+            unsafe {
+                libc::close(l);
+                libc::setsid();
+            }
+            let Ok(c) = inet_socket(libc::AF_INET, libc::SOCK_STREAM) else {
+                // SAFETY: _exit ends this process at once.
+                unsafe { libc::_exit(1) };
+            };
+            if inet_connect(c, &LOOP4, port).is_err() || send(c, b"over tcp").is_err() {
+                // SAFETY: _exit ends this process at once.
+                unsafe { libc::_exit(1) };
+            }
+            let mut buf = [0u8; 64];
+            // Until the workload's end closes (or the stream fails).
+            // SAFETY: `buf` is live; a blocking read.
+            while unsafe { libc::read(c, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+            // SAFETY: _exit ends this process at once.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: _exit ends this process at once.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child as i32, &mut status, 0) };
+    w.setup("accept", accept(l))
+}
+
+/// A connection whose client has bytes not sent yet: the server (accepted from a listener
+/// with a 4 KiB receive buffer) reads nothing, and the client writes until its send buffer
+/// is full. Returns (the client, the accepted end, the bytes written).
+fn tcp_unsent(w: &Workload) -> (i32, i32, usize) {
+    let l = w.setup("a TCP listener", tcp_listener());
+    w.setup("SO_RCVBUF", setsockopt(l, libc::SO_RCVBUF, 4096));
+    let port = w.setup("its port", inet_name(l, false)).1;
+    let c = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_STREAM));
+    w.setup("connect", inet_connect(c, &LOOP4, port));
+    let a = w.setup("accept", accept(l));
+    let chunk = [7u8; 65536];
+    let mut total = 0;
+    loop {
+        match send(c, &chunk) {
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => w.setup_failed(&format!("filling the send buffer: {e}")),
+        }
+    }
+    (c, a, total)
 }

@@ -1,7 +1,8 @@
 //! Holds a descriptor the engine does not support, for the refusal test: `inotify` (watching
 //! the state directory for created files, with the events of the protocol's files unread: the
-//! engine restores inotify instances, but not their queued events) or `socket` (an established TCP connection on
-//! 127.0.0.1 with bytes buffered; Unix socket pairs are restored), chosen by the first argument.
+//! engine restores inotify instances, but not their queued events) or `socket` (a UDP socket on
+//! 127.0.0.1 with a datagram queued, from a UDP socket connected to it; UDP sockets are
+//! restored, not their queued datagrams), chosen by the first argument.
 //!
 //! Announces `unsupported-kind <kind>` and `unsupported-fd <n>` in the ready file. Checks that
 //! the descriptor still works as set up (the watch reports the files the protocol created in
@@ -27,13 +28,13 @@ fn main() {
             w.setup("inotify_add_watch", sys::check(watch.into()));
             (fd, -1)
         }
-        // The client end, the lower number, is the one the dump names first.
-        "socket" => match tcp_pair() {
-            Ok((server, client)) => {
-                w.setup("writing into the socket", sys::write(server, SOCKET_BYTES));
-                (client, server)
+        // The receiving end, the lower number, is the one the dump names first.
+        "socket" => match udp_pair() {
+            Ok((receiver, sender)) => {
+                w.setup("writing into the socket", sys::write(sender, SOCKET_BYTES));
+                (receiver, sender)
             }
-            Err(e) => w.setup_failed(&format!("a TCP connection on 127.0.0.1: {e}")),
+            Err(e) => w.setup_failed(&format!("two UDP sockets on 127.0.0.1: {e}")),
         },
         other => w.setup_failed(&format!(
             "unknown descriptor kind {other:?}: expected inotify or socket"
@@ -72,12 +73,12 @@ fn read_socket(checks: &mut Checks, fd: i32, peer: i32) {
     }
 }
 
-/// An established TCP connection on 127.0.0.1: (the accepted end, the client end); the
-/// listener is closed.
-fn tcp_pair() -> std::io::Result<(i32, i32)> {
+/// Two UDP sockets on 127.0.0.1 connected to each other: (the one made first, the other).
+fn udp_pair() -> std::io::Result<(i32, i32)> {
     use std::os::fd::IntoRawFd;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let client = std::net::TcpStream::connect(listener.local_addr()?)?;
-    let (server, _) = listener.accept()?;
-    Ok((server.into_raw_fd(), client.into_raw_fd()))
+    let a = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let b = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    a.connect(b.local_addr()?)?;
+    b.connect(a.local_addr()?)?;
+    Ok((a.into_raw_fd(), b.into_raw_fd()))
 }
