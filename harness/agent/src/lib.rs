@@ -19,10 +19,12 @@ pub mod config;
 pub mod file;
 pub mod identity;
 pub mod lifecycle;
+pub mod process;
 pub mod reaper;
 pub mod request;
 pub mod selinux;
 pub mod server;
+pub mod tree;
 pub mod unit;
 
 pub use channel::Channel;
