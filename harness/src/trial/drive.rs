@@ -140,7 +140,8 @@ fn prepare(
         .map_err(|e| e.to_string())?;
     if backend == Backend::Criu {
         // criu maps its restorer as executable anonymous memory (see the lab policy). A
-        // program, not the agent: setsebool runs in its own domain.
+        // program, not the agent: setsebool (`semanage_exec_t` on Debian's image) may run in
+        // a domain of its own, and a write to selinuxfs by the agent would change the subject.
         program(lab, &["setsebool", CRIU_EXECMEM, "on"], true)?;
     }
     Ok(((), String::new()))
