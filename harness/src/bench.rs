@@ -275,7 +275,11 @@ fn dump_restore_check(
         "dump",
     )?;
     // The dump killed the tree; its pids must be free before the restore takes them again.
-    let pids: Vec<String> = tree.split_whitespace().map(str::to_owned).collect();
+    let pids = tree
+        .split_whitespace()
+        .map(|p| p.parse::<u32>())
+        .collect::<Result<Vec<u32>, _>>()
+        .map_err(|_| format!("the dumped tree's pids are not numbers: {tree:?}"))?;
     drive::wait_gone(lab, &pids).map_err(|e| format!("the dumped tree did not end: {e}"))?;
     let size = sh(lab, &format!("du -sb {images} | cut -f1"))?;
     let image_bytes = size.trim().parse().unwrap_or(0);

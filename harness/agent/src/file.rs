@@ -9,7 +9,7 @@ use std::{
 
 use crlab_protocol::frame::MAX_FRAME;
 
-use crlab_protocol::{FileData, ReadFile, WriteFile};
+use crlab_protocol::{FileData, ReadFile, WriteAt, WriteFile};
 
 /// Room left in a frame for the rest of the response around the file's bytes.
 const HEADROOM: u64 = 64 << 10;
@@ -30,6 +30,13 @@ pub enum FileError {
     #[error("writing {path}")]
     Write {
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing at offset {offset} of {path}")]
+    WriteAt {
+        path: PathBuf,
+        offset: u64,
         #[source]
         source: io::Error,
     },
@@ -103,6 +110,21 @@ fn write_at(path: &Path, req: &WriteFile) -> io::Result<()> {
     file.sync_data()
 }
 
+/// Writes `data` at `offset` of the existing file `path`, keeping the rest of it.
+pub fn write_into(req: &WriteAt) -> Result<(), FileError> {
+    use std::os::unix::fs::FileExt;
+    let path = check_path(&req.path)?;
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.write_all_at(&req.data, req.offset))
+        .map_err(|source| FileError::WriteAt {
+            path: path.to_owned(),
+            offset: req.offset,
+            source,
+        })
+}
+
 /// The whole of `path`, if it fits a response.
 pub fn read(req: &ReadFile) -> Result<FileData, FileError> {
     let path = check_path(&req.path)?;
@@ -130,5 +152,33 @@ pub fn check_path(path: &str) -> Result<&Path, FileError> {
         Err(FileError::NoPath)
     } else {
         Ok(Path::new(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_at_an_offset_keeps_the_rest_and_needs_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("data");
+        fs::write(&path, b"abcdef").unwrap();
+        let at = |p: &Path, offset| WriteAt {
+            path: p.to_str().unwrap().to_owned(),
+            offset,
+            data: b"XY".to_vec(),
+        };
+        write_into(&at(&path, 2)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"abXYef");
+        write_into(&at(&path, 5)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"abXYeXY");
+        let missing = tmp.path().join("missing");
+        let e = write_into(&at(&missing, 0)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("writing at offset 0 of {}", missing.display())
+        );
+        assert!(!missing.exists());
     }
 }

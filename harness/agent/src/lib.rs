@@ -1,6 +1,7 @@
 //! The guest agent: runs as root in the guest (in `unconfined_t`), serves the guest channel,
-//! and does what the host asks: run commands in given SELinux contexts, move files, report
-//! audit records, act on systemd units, power off, re-execute itself.
+//! and does what the host asks: run commands in given SELinux contexts, move files, prepare a
+//! trial's directories and kill what runs from them in its own process ([`tree`],
+//! [`process`]), report audit records, act on systemd units, power off, re-execute itself.
 //!
 //! The raw system interfaces sit in narrow modules ([`selinux`], [`capture`], [`channel`]);
 //! [`server`] is the loop, one module per request kind below it; [`request`] is the pure
@@ -19,10 +20,12 @@ pub mod config;
 pub mod file;
 pub mod identity;
 pub mod lifecycle;
+pub mod process;
 pub mod reaper;
 pub mod request;
 pub mod selinux;
 pub mod server;
+pub mod tree;
 pub mod unit;
 
 pub use channel::Channel;

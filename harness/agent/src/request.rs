@@ -5,13 +5,14 @@
 //! What is checked here is what each handler checked first, before acting, with the same
 //! errors: an empty argv or an environment entry that is not `KEY=VALUE` (`RunCommand`), an
 //! empty path (`WriteFile`, `ReadFile`), an empty unit or action or one starting with `-`
-//! (`UnitAction`). What needs the machine to be checked (a working directory, a context the
+//! (`UnitAction`), an operation without its kind or path or a bad type name (`FileOps`), a
+//! directory that is not absolute or is `/` (`KillUnder`), an empty path (`WriteAt`). What needs the machine to be checked (a working directory, a context the
 //! kernel refuses, a re-exec target) is checked by the handler that acts.
 
 use crlab_protocol::{Request, RequestKind};
 use prost::Message;
 
-use super::{command, error_chain, file, unit};
+use super::{command, error_chain, file, process, tree, unit};
 
 /// Decodes one frame as a request; `Err` is the error text the agent answers with.
 pub fn decode(frame: &[u8]) -> Result<Request, String> {
@@ -40,6 +41,14 @@ pub fn check(request: Request) -> Result<RequestKind, String> {
             .map(drop)
             .map_err(|e| error_chain(&e)),
         RequestKind::Unit(u) => unit::check(u).map_err(|e| error_chain(&e)),
+        RequestKind::FileOps(f) => tree::check(f).map_err(|e| error_chain(&e)),
+        RequestKind::KillUnder(k) => process::check_dir(&k.dir)
+            .map(drop)
+            .map_err(|e| error_chain(&e)),
+        RequestKind::WriteAt(w) => file::check_path(&w.path)
+            .map(drop)
+            .map_err(|e| error_chain(&e)),
+        RequestKind::WaitGone(_) | RequestKind::WriteFd(_) | RequestKind::Signal(_) => Ok(()),
         RequestKind::Hello(_)
         | RequestKind::Audit(_)
         | RequestKind::PowerOff(_)

@@ -8,9 +8,9 @@ use super::{
     channel::{Channel, ChannelError, Incoming},
     command,
     config::Config,
-    error_chain, file, identity, lifecycle,
+    error_chain, file, identity, lifecycle, process,
     reaper::Reaper,
-    request, unit,
+    request, tree, unit,
 };
 use crlab_protocol::{Done, Request, RequestKind, Response, ResponseKind};
 
@@ -68,6 +68,10 @@ impl Agent {
         let id = request.id;
         let reply = |kind: Option<ResponseKind>, error: String| Response { id, error, kind };
         let done = || Some(ResponseKind::Done(Done {}));
+        let done_or = |r: Result<(), String>| match r {
+            Ok(()) => (reply(done(), String::new()), After::Serve),
+            Err(e) => (reply(None, e), After::Serve),
+        };
         let kind = match request::check(request) {
             Ok(kind) => kind,
             Err(error) => {
@@ -117,6 +121,22 @@ impl Agent {
                 }
                 Err(e) => (reply(None, error_chain(&e)), After::Serve),
             },
+            RequestKind::FileOps(f) => done_or(tree::apply(&f).map_err(|e| error_chain(&e))),
+            RequestKind::KillUnder(k) => match process::kill_under(&k) {
+                Ok(killed) => (
+                    reply(Some(ResponseKind::Killed(killed)), String::new()),
+                    After::Serve,
+                ),
+                Err(e) => (reply(None, error_chain(&e)), After::Serve),
+            },
+            RequestKind::WaitGone(w) => {
+                done_or(process::wait_gone(&w).map_err(|e| error_chain(&e)))
+            }
+            RequestKind::WriteAt(w) => done_or(file::write_into(&w).map_err(|e| error_chain(&e))),
+            RequestKind::WriteFd(w) => done_or(process::write_fd(&w).map_err(|e| error_chain(&e))),
+            RequestKind::Signal(s) => {
+                done_or(process::send_signal(&s).map_err(|e| error_chain(&e)))
+            }
             RequestKind::PowerOff(_) => (reply(done(), String::new()), After::PowerOff),
             RequestKind::Reexec(r) => match lifecycle::check_reexec_target(&r.path) {
                 Ok(path) => (reply(done(), String::new()), After::Reexec(path)),
@@ -138,6 +158,12 @@ fn kind_name(kind: &RequestKind) -> &'static str {
         RequestKind::ReadFile(_) => "read_file",
         RequestKind::Audit(_) => "audit",
         RequestKind::Unit(_) => "unit",
+        RequestKind::FileOps(_) => "file_ops",
+        RequestKind::KillUnder(_) => "kill_under",
+        RequestKind::WaitGone(_) => "wait_gone",
+        RequestKind::WriteAt(_) => "write_at",
+        RequestKind::WriteFd(_) => "write_fd",
+        RequestKind::Signal(_) => "signal",
         RequestKind::PowerOff(_) => "power_off",
         RequestKind::Reexec(_) => "reexec",
     }

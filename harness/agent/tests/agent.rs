@@ -409,6 +409,66 @@ fn files_round_trip_with_parents_mode_and_append() {
 }
 
 #[test]
+fn the_agent_prepares_a_tree_and_kills_what_runs_from_it_itself() {
+    use crlab_protocol::{file_op::Op, FileOp, FileOps, KillUnder, WaitGone};
+    let mut agent = Agent::start();
+    let dir = agent.path("trial").display().to_string();
+    let op = |op| FileOp { op: Some(op) };
+    let ops = |list: Vec<Op>| {
+        RequestKind::FileOps(FileOps {
+            ops: list.into_iter().map(op).collect(),
+        })
+    };
+    agent.ok(ops(vec![
+        Op::Remove(dir.clone()),
+        Op::MakeDirs(format!("{dir}/state")),
+        Op::Copy(crlab_protocol::Copy {
+            from: "/bin/sleep".into(),
+            to: format!("{dir}/sleep"),
+        }),
+    ]));
+    // A background child of the agent runs from the tree; the agent reaps it once killed.
+    let sleeper = agent.run(RunCommand {
+        argv: argv(&[&format!("{dir}/sleep"), "30"]),
+        background: true,
+        ..RunCommand::default()
+    });
+    let killed = match agent.ok(RequestKind::KillUnder(KillUnder {
+        dir: dir.clone(),
+        timeout_ms: 0,
+    })) {
+        Some(ResponseKind::Killed(k)) => k.pids,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(killed, [sleeper.pid]);
+    assert!(not_running(sleeper.pid));
+    agent.ok(RequestKind::WaitGone(WaitGone {
+        pids: vec![sleeper.pid],
+        timeout_ms: 0,
+    }));
+    assert!(gone(sleeper.pid));
+    // The agent is not among what it kills, and a failure names the operation and the path.
+    let failed = agent.request(ops(vec![Op::MakeDirs(format!("{dir}/sleep/x"))]));
+    assert!(
+        failed.error.starts_with(&format!(
+            "making the directory {dir}/sleep/x and its parents: "
+        )),
+        "{}",
+        failed.error
+    );
+    let refused = agent.request(RequestKind::KillUnder(KillUnder {
+        dir: "/".into(),
+        timeout_ms: 0,
+    }));
+    assert!(
+        refused.error.contains("must be absolute and not /"),
+        "{}",
+        refused.error
+    );
+    agent.hello();
+}
+
+#[test]
 fn reading_a_file_too_large_for_a_frame_is_an_error() {
     let mut agent = Agent::start();
     let big = agent.path("big");

@@ -9,8 +9,9 @@ use super::host::{self, HostError, Ledger};
 use super::recipe;
 use crate::trial::GUEST_BIN;
 use crlab_protocol::{
-    AuditRecords, AuditSince, CommandResult, Hello, HelloReply, PowerOff, ReadFile, Reexec,
-    RequestKind, ResponseKind, RunCommand, WriteFile,
+    AuditRecords, AuditSince, CommandResult, FileOp, FileOps, Hello, HelloReply, KillUnder,
+    PowerOff, ReadFile, Reexec, RequestKind, ResponseKind, RunCommand, SendSignal, WaitGone,
+    WriteAt, WriteFd, WriteFile,
 };
 use crlab_vm::boot::{self, BootError, BootSpec, Start};
 use crlab_vm::local::LocalAgent;
@@ -438,6 +439,95 @@ impl Lab {
 
     pub fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> Result<(), LabError> {
         write(self.transport.link(), &mut self.client, path, data, mode)
+    }
+
+    /// File system changes the agent makes itself, in order, the first failure ending them
+    /// (`FileOps`); `what` names them in an error.
+    pub fn file_ops(&mut self, what: &str, ops: Vec<FileOp>) -> Result<(), LabError> {
+        self.client.call(
+            self.transport.link(),
+            what,
+            RequestKind::FileOps(FileOps { ops }),
+            Duration::from_secs(60),
+        )?;
+        Ok(())
+    }
+
+    /// Kills every process that runs from `dir` (not the agent) and waits until each is gone
+    /// or a zombie, up to 10 s (`KillUnder`); returns the pids killed.
+    pub fn kill_under(&mut self, dir: &str) -> Result<Vec<u32>, LabError> {
+        match self.client.call(
+            self.transport.link(),
+            &format!("kill what runs from {dir}"),
+            RequestKind::KillUnder(KillUnder {
+                dir: dir.into(),
+                timeout_ms: 10_000,
+            }),
+            Duration::from_secs(30),
+        )? {
+            Some(ResponseKind::Killed(k)) => Ok(k.pids),
+            _ => Err(AgentError::Unexpected {
+                what: "kill_under".into(),
+            }
+            .into()),
+        }
+    }
+
+    /// Waits until no `/proc/PID` exists for each of `pids` in turn, up to `each` for each
+    /// (`WaitGone`).
+    pub fn wait_gone(&mut self, pids: &[u32], each: Duration) -> Result<(), LabError> {
+        let deadline = each * u32::try_from(pids.len()).unwrap_or(u32::MAX);
+        self.client.call(
+            self.transport.link(),
+            "wait for the processes to be gone",
+            RequestKind::WaitGone(WaitGone {
+                pids: pids.to_vec(),
+                timeout_ms: u32::try_from(each.as_millis()).unwrap_or(u32::MAX),
+            }),
+            deadline + Duration::from_secs(10),
+        )?;
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` of the existing file `path` (`WriteAt`).
+    pub fn write_at(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<(), LabError> {
+        self.client.call(
+            self.transport.link(),
+            &format!("write at offset {offset} of {path}"),
+            RequestKind::WriteAt(WriteAt {
+                path: path.into(),
+                offset,
+                data: data.to_vec(),
+            }),
+            Duration::from_secs(30),
+        )?;
+        Ok(())
+    }
+
+    /// Writes `data` into descriptor `fd` of process `pid`, opened non-blocking (`WriteFd`).
+    pub fn write_fd(&mut self, pid: u32, fd: i32, data: &[u8]) -> Result<(), LabError> {
+        self.client.call(
+            self.transport.link(),
+            &format!("write into /proc/{pid}/fd/{fd}"),
+            RequestKind::WriteFd(WriteFd {
+                pid,
+                fd,
+                data: data.to_vec(),
+            }),
+            Duration::from_secs(30),
+        )?;
+        Ok(())
+    }
+
+    /// Sends `signal` to `pid` (`SendSignal`).
+    pub fn signal(&mut self, pid: u32, signal: i32) -> Result<(), LabError> {
+        self.client.call(
+            self.transport.link(),
+            &format!("send signal {signal} to pid {pid}"),
+            RequestKind::Signal(SendSignal { pid, signal }),
+            Duration::from_secs(30),
+        )?;
+        Ok(())
     }
 
     pub fn read_file(&mut self, path: &str) -> Result<Vec<u8>, LabError> {

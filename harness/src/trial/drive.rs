@@ -10,6 +10,7 @@ use crate::lab::client::AgentError;
 use crate::lab::session::LabError;
 use crate::lab::Lab;
 use crate::scenario::{Base, Outcome, Scenario, Start};
+use crlab_protocol::{file_op::Op, Chown, Copy, FileOp, SetType};
 use crlab_workloads::driver::{Driver as WorkloadDriver, Host};
 use crlab_workloads::protocol::{self, Ready};
 use std::path::{Path, PathBuf};
@@ -125,42 +126,90 @@ pub fn drive(
     (d.obs, next)
 }
 
+/// Makes the trial's directories afresh (the agent's own file operations, no program
+/// started: removed, made, labelled, given to the workload's user, a unit's program copied in
+/// and labelled), then, for criu, turns its boolean on with `setsebool`.
 fn prepare(
     lab: &mut Lab,
     s: &Scenario,
     backend: Backend,
     p: &Setup,
 ) -> Result<((), String), String> {
-    let (dir, state, images) = (&p.dir, &p.state, &p.images);
-    let mut script = format!(
-        "rm -rf {dir} {log} && mkdir -p {state} {images} /run/crlab",
-        log = p.log
-    );
+    let ops = prepare_ops(s, p, &lab.place().bin);
+    lab.file_ops("prepare the trial's directories", ops)
+        .map_err(|e| e.to_string())?;
+    if backend == Backend::Criu {
+        // criu maps its restorer as executable anonymous memory (see the lab policy). A
+        // program, not the agent: setsebool (`semanage_exec_t` on Debian's image) may run in
+        // a domain of its own, and a write to selinuxfs by the agent would change the subject.
+        program(lab, &["setsebool", CRIU_EXECMEM, "on"], true)?;
+    }
+    Ok(((), String::new()))
+}
+
+/// The file operations that prepare a trial, in order: what `rm -rf`, `mkdir -p`,
+/// `chcon -R -t`, `chown -R`, `cp` and `chcon -t` did.
+fn prepare_ops(s: &Scenario, p: &Setup, bin: &str) -> Vec<FileOp> {
+    let op = |op| FileOp { op: Some(op) };
+    let mut ops: Vec<FileOp> = [&p.dir, &p.log]
+        .into_iter()
+        .map(|path| op(Op::Remove(path.clone())))
+        .chain(
+            [p.state.as_str(), p.images.as_str(), "/run/crlab"]
+                .into_iter()
+                .map(|d| op(Op::MakeDirs(d.into()))),
+        )
+        .collect();
     if !s.workload.files_type.is_empty() {
-        script += &format!(" && chcon -R -t {} {dir}", s.workload.files_type);
+        ops.push(op(Op::SetType(SetType {
+            path: p.dir.clone(),
+            selinux_type: s.workload.files_type.clone(),
+            recursive: true,
+        })));
     }
     if let Some(u) = &s.workload.user {
-        script += &format!(" && chown -R {}:{} {state}", u.uid, u.gid);
+        ops.push(op(Op::Chown(Chown {
+            path: p.state.clone(),
+            uid: u.uid,
+            gid: u.gid,
+            recursive: true,
+        })));
     }
     if let Some(exe) = unit_exe(s, p) {
         // A service's program as a distribution installs it: a `bin_t` file, which systemd
         // runs in `unconfined_service_t` by the policy's own transition.
-        script += &format!(
-            " && mkdir -p {dir}/bin && cp {bin}/{prog} {exe} && chcon -t bin_t {exe}",
-            bin = lab.place().bin,
-            prog = s.workload.program
-        );
+        ops.push(op(Op::MakeDirs(format!("{}/bin", p.dir))));
+        ops.push(op(Op::Copy(Copy {
+            from: format!("{bin}/{}", s.workload.program),
+            to: exe.clone(),
+        })));
+        ops.push(op(Op::SetType(SetType {
+            path: exe,
+            selinux_type: "bin_t".into(),
+            recursive: false,
+        })));
     }
-    if backend == Backend::Criu {
-        // criu maps its restorer as executable anonymous memory (see the lab policy).
-        script += &format!(" && setsebool {CRIU_EXECMEM} on");
+    ops
+}
+
+/// Runs a program as root in the agent's domain; an exit code other than 0 is an error when
+/// `strict`, a deadline passed always is.
+fn program(lab: &mut Lab, argv: &[&str], strict: bool) -> Result<(), String> {
+    let r = lab
+        .run(argv, "", Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
+    if r.timed_out {
+        return Err(format!("`{}` did not finish within 60 s", argv.join(" ")));
     }
-    let (code, _, e) = sh(lab, &script, "", 30)?;
-    if code == 0 {
-        Ok(((), String::new()))
-    } else {
-        Err(e)
+    if strict && r.exit_code != 0 {
+        return Err(format!(
+            "`{}` failed ({}): {}",
+            argv.join(" "),
+            r.exit_code,
+            String::from_utf8_lossy(&r.stderr).trim()
+        ));
     }
+    Ok(())
 }
 
 /// Where a unit workload started without a context runs its program from: a `bin_t` copy, so
@@ -297,8 +346,8 @@ fn dump_and_restore(
     let pidfile = format!("{}/restored.pid", p.dir);
     let restore = d.step("restore", |lab| {
         // The originals must be gone (reaped) before their pids can be reused.
-        let mut pids = vec![pid.to_string()];
-        pids.extend(members(ready));
+        let mut pids = vec![pid];
+        pids.extend(members(ready)?);
         wait_gone(lab, &pids)?;
         let argv = backend.restore_argv(&lab.place().bin, &s.engine, &p.images, &pidfile);
         let run = run_tool(
@@ -408,34 +457,45 @@ fn collect_audit(d: &mut Driver<'_>, s: &Scenario, backend: Backend, marker: u64
     })
 }
 
-/// Stops what the trial started, in one script: its processes, criu's boolean, its unit.
-/// Best effort: the next trial starts from a fresh directory either way.
+/// Stops what the trial started: its processes (killed by the agent, which waits until they
+/// are gone or zombies), criu's boolean, its unit (`systemctl stop` and `reset-failed`, whose
+/// exit codes say nothing here: the unit is often gone already). Every part is tried; what
+/// failed is the step's error.
 fn clean_up(d: &mut Driver<'_>, s: &Scenario, backend: Backend, unit: &str, p: &Setup) {
-    // The pattern in brackets matches the trial's processes but not this script's own
-    // command line, which holds the pattern as written.
-    let mut script = format!("pkill -KILL -f '{}'", self_excluding_pattern(&p.dir));
-    if backend == Backend::Criu {
-        script += &format!("; setsebool {CRIU_EXECMEM} off");
-    }
-    if s.workload.start == Start::Unit {
-        script += &format!("; systemctl stop {unit}; systemctl reset-failed {unit}");
-    }
-    script += "; true";
-    // The script ends with `true`: another code means it was cut short.
-    d.step("clean up", |lab| match sh(lab, &script, "", 60)? {
-        (0, _, _) => Ok(((), String::new())),
-        (code, _, e) => Err(format!("`{script}` was cut short ({code}): {e}")),
+    d.step("clean up", |lab| {
+        let mut failed = Vec::new();
+        let said = match lab.kill_under(&p.dir) {
+            Ok(pids) if pids.is_empty() => "nothing was left running".to_string(),
+            Ok(pids) => format!(
+                "killed {}",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            Err(e) => {
+                failed.push(e.to_string());
+                String::new()
+            }
+        };
+        if backend == Backend::Criu {
+            if let Err(e) = program(lab, &["setsebool", CRIU_EXECMEM, "off"], true) {
+                failed.push(e);
+            }
+        }
+        if s.workload.start == Start::Unit {
+            for action in ["stop", "reset-failed"] {
+                if let Err(e) = program(lab, &["systemctl", action, unit], false) {
+                    failed.push(e);
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(((), said))
+        } else {
+            Err(failed.join("; "))
+        }
     });
-}
-
-/// A `pkill -f` pattern for what runs from `dir` (an absolute path of plain characters):
-/// its first character in brackets, so the pattern does not match its own text.
-fn self_excluding_pattern(dir: &str) -> String {
-    let mut chars = dir.chars();
-    match chars.next() {
-        Some(first) => format!("[{first}]{}/", chars.as_str()),
-        None => String::new(),
-    }
 }
 
 /// The scenario policy modules loaded in the lab. A trial loads what it needs and removes
@@ -630,20 +690,9 @@ pub(crate) fn sh(
 }
 
 /// Waits (in the guest, up to 10 s each) until none of `pids` exists.
-pub(crate) fn wait_gone(lab: &mut Lab, pids: &[String]) -> Result<(), String> {
-    let script = format!(
-        "for p in {}; do for i in $(seq 100); do [ -e /proc/$p ] || break; sleep 0.1; done; \
-         [ -e /proc/$p ] && {{ echo \"pid $p still exists\"; exit 1; }}; done; true",
-        pids.join(" ")
-    );
-    let (code, out, e) = sh(lab, &script, "", 30)?;
-    if code != 0 {
-        return Err(format!(
-            "the dumped processes did not go away within 10 s: {}{e}",
-            out.trim()
-        ));
-    }
-    Ok(())
+pub(crate) fn wait_gone(lab: &mut Lab, pids: &[u32]) -> Result<(), String> {
+    lab.wait_gone(pids, Duration::from_secs(10))
+        .map_err(|e| format!("the dumped processes did not go away within 10 s: {e}"))
 }
 
 /// Starts the workload as a transient systemd service, in `context` when one is given
@@ -800,8 +849,8 @@ pub(crate) fn driver<'a>(lab: &'a mut Lab, state: &str) -> WorkloadDriver<Guest<
     WorkloadDriver::new(Guest(lab), state).polling_every(GUEST_POLL)
 }
 
-/// The guest as the workloads' driver sees it: files read through the agent; writes, the
-/// trigger and signals made by a shell as root in the agent's domain.
+/// The guest as the workloads' driver sees it: files read and written, the trigger and
+/// signals made by the agent itself, as root in its domain.
 pub(crate) struct Guest<'a>(&'a mut Lab);
 
 /// What the guest could not do for the driver.
@@ -809,52 +858,26 @@ pub(crate) struct Guest<'a>(&'a mut Lab);
 pub(crate) enum GuestError {
     #[error(transparent)]
     Lab(#[from] LabError),
-    #[error("`{script}` failed ({code}): {stderr}")]
-    Script {
-        script: String,
-        code: i32,
-        stderr: String,
-    },
     #[error("{0:?} is not a UTF-8 path")]
     Path(PathBuf),
+    #[error("pid {0} is out of range")]
+    Pid(i32),
 }
 
-impl Guest<'_> {
-    /// Runs `script` with `/bin/sh` as root (exit code -2: it hit its deadline).
-    fn run(&mut self, script: String) -> Result<(), GuestError> {
-        let r = self
-            .0
-            .run(&["/bin/sh", "-c", &script], "", Duration::from_secs(30))?;
-        if r.timed_out || r.exit_code != 0 {
-            return Err(GuestError::Script {
-                script,
-                code: if r.timed_out { -2 } else { r.exit_code },
-                stderr: String::from_utf8_lossy(&r.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
-    }
-}
-
-fn guest_path(path: &Path) -> Result<String, GuestError> {
+fn guest_path(path: &Path) -> Result<&str, GuestError> {
     path.to_str()
-        .map(quote)
         .ok_or_else(|| GuestError::Path(path.to_owned()))
 }
 
-/// `text` as one shell word.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
+fn guest_pid(pid: i32) -> Result<u32, GuestError> {
+    u32::try_from(pid).map_err(|_| GuestError::Pid(pid))
 }
 
 impl Host for Guest<'_> {
     type Error = GuestError;
 
     fn read(&mut self, path: &Path) -> Result<Option<Vec<u8>>, GuestError> {
-        let Some(path) = path.to_str() else {
-            return Err(GuestError::Path(path.to_owned()));
-        };
-        match self.0.read_file(path) {
+        match self.0.read_file(guest_path(path)?) {
             Ok(data) => Ok(Some(data)),
             // The agent could not open it: not there yet (waiting tells the rest).
             Err(LabError::Agent(AgentError::Refused { .. })) => Ok(None),
@@ -863,25 +886,19 @@ impl Host for Guest<'_> {
     }
 
     fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> Result<(), GuestError> {
-        let text = quote(&String::from_utf8_lossy(bytes));
-        let path = guest_path(path)?;
-        self.run(format!(
-            "printf '%s' {text} | dd of={path} bs=1 seek={offset} conv=notrunc status=none"
-        ))
+        Ok(self.0.write_at(guest_path(path)?, offset, bytes)?)
     }
 
     fn create(&mut self, path: &Path) -> Result<(), GuestError> {
-        let path = guest_path(path)?;
-        self.run(format!(": > {path}"))
+        Ok(self.0.write_file(guest_path(path)?, b"", 0)?)
     }
 
     fn write_fd(&mut self, pid: i32, fd: i32, bytes: &[u8]) -> Result<(), GuestError> {
-        let octal: String = bytes.iter().map(|b| format!("\\{b:03o}")).collect();
-        self.run(format!("printf '{octal}' > /proc/{pid}/fd/{fd}"))
+        Ok(self.0.write_fd(guest_pid(pid)?, fd, bytes)?)
     }
 
     fn signal(&mut self, pid: i32, signal: i32) -> Result<(), GuestError> {
-        self.run(format!("kill -{signal} {pid}"))
+        Ok(self.0.signal(guest_pid(pid)?, signal)?)
     }
 }
 
@@ -904,48 +921,21 @@ fn error_text(lab: &mut Lab, backend: Backend, stderr: &[u8], log: &str) -> Stri
 }
 
 /// The pids of the members a tree workload announced (`member-NAME PID`).
-fn members(ready: &Ready) -> Vec<String> {
+fn members(ready: &Ready) -> Result<Vec<u32>, String> {
     ready
         .extra
         .iter()
         .filter(|(k, _)| k.starts_with("member-"))
-        .map(|(_, v)| v.clone())
+        .map(|(k, v)| {
+            v.parse::<u32>()
+                .map_err(|_| format!("the ready file's {k} is {v:?}, not a pid"))
+        })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_clean_up_pattern_matches_the_trials_processes_not_itself() {
-        let pattern = self_excluding_pattern("/var/tmp/crlab/x");
-        assert_eq!(pattern, "[/]var/tmp/crlab/x/");
-        let script = format!("pkill -KILL -f '{pattern}'; setsebool b off");
-        let matches = |line: &str| {
-            std::process::Command::new("grep")
-                .args(["-q", "-E", "-e", &pattern])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .and_then(|mut c| {
-                    use std::io::Write;
-                    c.stdin.take().map(|mut i| i.write_all(line.as_bytes()));
-                    c.wait()
-                })
-                .map(|st| st.success())
-                .unwrap()
-        };
-        assert!(matches(
-            "/var/tmp/crlab/x/memory /var/tmp/crlab/x/state nanosleep"
-        ));
-        assert!(!matches(&format!("/bin/sh -c {script}")));
-    }
-
-    #[test]
-    fn a_shell_word_keeps_its_quotes() {
-        assert_eq!(quote("/var/tmp/crlab/x"), "'/var/tmp/crlab/x'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
-    }
 
     #[test]
     fn a_process_is_read_with_each_threads_context_and_credentials() {
