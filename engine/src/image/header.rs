@@ -117,7 +117,8 @@ mod tests {
     fn a_written_header_checks() {
         let header = encode(FileKind::PsTree);
         assert_eq!(&header[..8], b"CRLAB\0\0\0");
-        assert_eq!(&header[8..], &[1, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(&header[8..12], &FORMAT_VERSION.to_le_bytes());
+        assert_eq!(&header[12..], &[2, 0, 0, 0]);
         assert!(check(path(), &header, 16, FileKind::PsTree).is_ok());
         assert!(matches!(
             check(path(), &header, 16, FileKind::Mm),
