@@ -53,7 +53,8 @@ impl PagemapReader {
     ) -> Result<Vec<DataRun>, ProcError> {
         let mut runs: Vec<DataRun> = Vec::new();
         let pages = (end - start) / 4096;
-        let mut buf = vec![0u8; 8 * 65536];
+        // Sized to the range: a small mapping must not cost a 512 KiB buffer.
+        let mut buf = vec![0u8; crate::sys::usize_of(8 * pages.min(65536))];
         let mut done = 0u64;
         while done < pages {
             let n = (pages - done).min(65536);
