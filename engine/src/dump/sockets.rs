@@ -1093,8 +1093,13 @@ pub fn read_inet(
         out.peer_port = u32::from(d.dport);
     }
     if connected {
-        // Peeking at offsets would read from the process's offset, not the queue's head.
-        if opt(libc::SOL_SOCKET, libc::SO_PEEK_OFF)? >= 0 {
+        // Peeking at offsets would read from the process's offset, not the queue's head. A
+        // kernel without a peek offset for TCP (before 6.10) has none that could be set.
+        let peek_off = match opt(libc::SOL_SOCKET, libc::SO_PEEK_OFF) {
+            Err(e) if e.errno() == Some(nix::errno::Errno::EOPNOTSUPP) => -1,
+            other => other?,
+        };
+        if peek_off >= 0 {
             return Err(refuse(
                 format!("{named} with SO_PEEK_OFF set"),
                 "crlab reads a connection's queue from its head; unset SO_PEEK_OFF before \
