@@ -5,8 +5,9 @@ use nix::errno::Errno;
 /// A system call made by the engine, or by a traced task on the engine's behalf, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SysError {
-    /// A call the engine made itself.
-    #[error("{op} on task {tid} failed")]
+    /// A call the engine made itself: on task `tid`, or (0) on a descriptor of its own, such
+    /// as its copy of a task's socket.
+    #[error("{op}{} failed", on_task(.tid))]
     Call {
         op: &'static str,
         tid: i32,
@@ -54,5 +55,14 @@ impl SysError {
             SysError::Remote { errno, .. } => Some(*errno),
             _ => None,
         }
+    }
+}
+
+/// " on task TID", or nothing for a call on the engine's own descriptor (`tid` 0).
+fn on_task(tid: &i32) -> String {
+    if *tid == 0 {
+        String::new()
+    } else {
+        format!(" on task {tid}")
     }
 }
