@@ -15,10 +15,10 @@ use std::path::Path;
 
 use rstest::rstest;
 
-use ::crlab::image::schema::{FileTable, Mm, PsTree, Task, ThreadCore};
-use ::crlab::image::{parse_name, FileKind, ImageDirReader, ImageDirWriter, Trust};
+use ::crlab::image::ImageDirReader;
 use support::process::{self, Exit};
 use support::protocol::WaitMode;
+use support::rewrite::rewrite_dump;
 use support::workload::Workload;
 
 /// Every file of a directory, by name, with its bytes.
@@ -335,11 +335,16 @@ fn restore_refuses_a_path_no_dump_records(#[case] what: &str, #[case] bad: &str)
     let images = w.images_dir();
     let doctored = w.scratch_dir().join("doctored");
     let pid = u32::try_from(w.pid()).expect("a pid");
-    rewrite_dump(&images, &doctored, |task, mm| match what {
-        "working directory" if task.pid == pid => task.cwd = bad.to_owned(),
-        "executable" => mm.exe_path = bad.to_owned(),
-        _ => {}
-    });
+    rewrite_dump(
+        &images,
+        &doctored,
+        |_| {},
+        |task, mm| match what {
+            "working directory" if task.pid == pid => task.cwd = bad.to_owned(),
+            "executable" => mm.exe_path = bad.to_owned(),
+            _ => {}
+        },
+    );
     let args: Vec<OsString> = vec![
         "restore".into(),
         "--detach".into(),
@@ -359,61 +364,4 @@ fn restore_refuses_a_path_no_dump_records(#[case] what: &str, #[case] bad: &str)
     w.restore_detached_ok();
     w.trigger();
     w.expect_ok();
-}
-
-/// Copies the dump in `from` to a new dump in `to`, every message decoded and written again,
-/// with `edit` applied to each process's task and mm.
-fn rewrite_dump(from: &Path, to: &Path, edit: impl Fn(&mut Task, &mut Mm)) {
-    let reader = ImageDirReader::open_with(from, Trust::OwnerOnly).expect("reading the dump");
-    let mut writer = ImageDirWriter::create(to).expect("a new dump");
-    let mut tasks: BTreeMap<u32, Task> = BTreeMap::new();
-    let mut mms: BTreeMap<u32, Mm> = BTreeMap::new();
-    for entry in &reader.inventory().files {
-        let name = entry.name.as_str();
-        let parsed = parse_name(name).expect("a dump's file name");
-        let id = parsed.id.unwrap_or(0);
-        match parsed.kind {
-            FileKind::PsTree => {
-                let m: PsTree = reader.read_message(name, parsed.kind).expect("pstree");
-                writer.write_message(name, parsed.kind, &m).expect("write");
-            }
-            FileKind::Files => {
-                let m: FileTable = reader.read_message(name, parsed.kind).expect("files");
-                writer.write_message(name, parsed.kind, &m).expect("write");
-            }
-            FileKind::Core => {
-                let m: ThreadCore = reader.read_message(name, parsed.kind).expect("core");
-                writer.write_message(name, parsed.kind, &m).expect("write");
-            }
-            FileKind::Task => {
-                tasks.insert(id, reader.read_message(name, parsed.kind).expect("task"));
-            }
-            FileKind::Mm => {
-                mms.insert(id, reader.read_message(name, parsed.kind).expect("mm"));
-            }
-            FileKind::Pages => {
-                let mut pages = reader.pages(id).expect("pages");
-                let mut buf = vec![0u8; usize::try_from(pages.len()).expect("fits")];
-                pages.read_exact(&mut buf).expect("page data");
-                pages.finish().expect("checksum");
-                let mut out = writer.pages_writer(id).expect("pages writer");
-                out.write_all(&buf).expect("write pages");
-                out.finish().expect("finish pages");
-            }
-            FileKind::Inventory => unreachable!("the inventory does not list itself"),
-        }
-    }
-    for (pid, mut task) in tasks {
-        let mut mm = mms.remove(&pid).expect("an mm per task");
-        edit(&mut task, &mut mm);
-        writer
-            .write_message(&::crlab::image::task_name(pid), FileKind::Task, &task)
-            .expect("write task");
-        writer
-            .write_message(&::crlab::image::mm_name(pid), FileKind::Mm, &mm)
-            .expect("write mm");
-    }
-    writer
-        .commit(reader.inventory().clone())
-        .expect("committing the rewritten dump");
 }

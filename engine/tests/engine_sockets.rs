@@ -10,16 +10,15 @@
 mod support;
 
 use std::ffi::OsString;
-use std::path::Path;
 
 use rstest::rstest;
 
-use crlab::image::schema::{file_entry, FileTable, Mm, PsTree, Task, ThreadCore};
-use crlab::image::{parse_name, FileKind, ImageDirReader, ImageDirWriter, Trust};
+use crlab::image::schema::{file_entry, FileTable};
 
 use crlab::failpoint;
 use support::process::{self, Exit};
 use support::protocol::WaitMode;
+use support::rewrite::rewrite_dump;
 use support::workload::{assert_refusal_names, reap_dumped_child, Identity, Workload};
 
 /// Pairs of each type with queued data both ways, a shut-down pair, options and flags
@@ -135,7 +134,7 @@ fn restore_fails_by_name_when_peer_credentials_come_back_otherwise() {
     let images = w.images_dir();
     let doctored = w.scratch_dir().join("doctored");
     let mut ino = 0;
-    rewrite_files(&images, &doctored, |table| {
+    let edit = |table: &mut FileTable| {
         let end = table
             .files
             .iter_mut()
@@ -147,7 +146,8 @@ fn restore_fails_by_name_when_peer_credentials_come_back_otherwise() {
             .expect("a Unix socket in the images");
         end.peer_cred.as_mut().expect("peer credentials").uid = 4242;
         ino = end.ino;
-    });
+    };
+    rewrite_dump(&images, &doctored, edit, |_, _| {});
     let args: Vec<OsString> = vec![
         "restore".into(),
         "--detach".into(),
@@ -168,55 +168,6 @@ fn restore_fails_by_name_when_peer_credentials_come_back_otherwise() {
     w.restore_detached_ok();
     w.trigger();
     w.expect_ok();
-}
-
-/// Copies the dump in `from` to a new dump in `to`, every message decoded and written again,
-/// with `edit` applied to the file table.
-fn rewrite_files(from: &Path, to: &Path, mut edit: impl FnMut(&mut FileTable)) {
-    let reader = ImageDirReader::open_with(from, Trust::OwnerOnly).expect("reading the dump");
-    let mut writer = ImageDirWriter::create(to).expect("a new dump");
-    for entry in &reader.inventory().files {
-        let name = entry.name.as_str();
-        let parsed = parse_name(name).expect("a dump's file name");
-        let kind = parsed.kind;
-        match kind {
-            FileKind::PsTree => {
-                let m: PsTree = reader.read_message(name, kind).expect("pstree");
-                writer.write_message(name, kind, &m).expect("write");
-            }
-            FileKind::Files => {
-                let mut m: FileTable = reader.read_message(name, kind).expect("files");
-                edit(&mut m);
-                writer.write_message(name, kind, &m).expect("write");
-            }
-            FileKind::Core => {
-                let m: ThreadCore = reader.read_message(name, kind).expect("core");
-                writer.write_message(name, kind, &m).expect("write");
-            }
-            FileKind::Task => {
-                let m: Task = reader.read_message(name, kind).expect("task");
-                writer.write_message(name, kind, &m).expect("write");
-            }
-            FileKind::Mm => {
-                let m: Mm = reader.read_message(name, kind).expect("mm");
-                writer.write_message(name, kind, &m).expect("write");
-            }
-            FileKind::Pages => {
-                let id = parsed.id.unwrap_or(0);
-                let mut pages = reader.pages(id).expect("pages");
-                let mut buf = vec![0u8; usize::try_from(pages.len()).expect("fits")];
-                pages.read_exact(&mut buf).expect("page data");
-                pages.finish().expect("checksum");
-                let mut out = writer.pages_writer(id).expect("pages writer");
-                out.write_all(&buf).expect("write pages");
-                out.finish().expect("finish pages");
-            }
-            FileKind::Inventory => unreachable!("the inventory does not list itself"),
-        }
-    }
-    writer
-        .commit(reader.inventory().clone())
-        .expect("committing the rewritten dump");
 }
 
 /// TCP listeners on 127.0.0.1, ::1 and the IPv6 wildcard with their options and backlogs

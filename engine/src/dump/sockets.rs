@@ -395,13 +395,7 @@ fn connections_inside(tree: &TreeSockets) -> Result<(), DumpError> {
             inet_text(&d.src, d.sport),
             inet_text(&d.dst, d.dport)
         );
-        let refuse = |what: String, hint: &'static str| DumpError::Socket {
-            pid,
-            fd,
-            what,
-            target: format!("socket:[{ino}]"),
-            hint,
-        };
+        let refuse = refusal(pid, fd, ino);
         let peer_inside = tree.inet.values().any(|p| {
             i32::from(p.protocol) == libc::IPPROTO_TCP
                 && p.state == TCP_ESTABLISHED
@@ -833,22 +827,13 @@ pub fn read_unix(
     sock: &OwnedFd,
 ) -> Result<UnixSocket, DumpError> {
     let (Some(held), Some(role)) = (tree.unix.get(&ino), tree.roles.get(&ino)) else {
-        return Err(DumpError::Socket {
-            pid,
-            fd,
-            what: "a socket that appeared after the dump began".to_owned(),
-            target: format!("socket:[{ino}]"),
-            hint: "try again",
-        });
+        return Err(refusal(pid, fd, ino)(
+            "a socket that appeared after the dump began".to_owned(),
+            "try again",
+        ));
     };
     let d = &held.diag;
-    let refuse = |what: String, hint: &'static str| DumpError::Socket {
-        pid,
-        fd,
-        what,
-        target: format!("socket:[{ino}]"),
-        hint,
-    };
+    let refuse = refusal(pid, fd, ino);
     let sock_type = i32::from(d.sock_type);
     let ty = match sock_type {
         libc::SOCK_STREAM => UnixSocketType::Stream,
@@ -991,13 +976,7 @@ pub fn read_inet(
     tree: &TreeSockets,
     sock: &OwnedFd,
 ) -> Result<InetSocket, DumpError> {
-    let refuse = |what: String, hint: &'static str| DumpError::Socket {
-        pid,
-        fd,
-        what,
-        target: format!("socket:[{ino}]"),
-        hint,
-    };
+    let refuse = refusal(pid, fd, ino);
     let Some(d) = tree.inet.get(&ino) else {
         return Err(refuse(
             "a socket that appeared after the dump began".to_owned(),
@@ -1318,6 +1297,17 @@ fn unseen_messages(
         ),
         "let the process read its queue before the dump",
     ))
+}
+
+/// The refusal of socket `ino`, held at `fd` by process `pid`: what it is, and what to do.
+fn refusal(pid: i32, fd: i32, ino: u64) -> impl Fn(String, &'static str) -> DumpError {
+    move |what, hint| DumpError::Socket {
+        pid,
+        fd,
+        what,
+        target: format!("socket:[{ino}]"),
+        hint,
+    }
 }
 
 #[cfg(test)]

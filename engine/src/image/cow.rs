@@ -21,10 +21,11 @@ pub fn same_private(a: &Vma, b: &Vma) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn vma(start: u64, kind: VmaKind, prot: u32, path: &str) -> Vma {
+    /// A one-page mapping at `start`, for tests of the rule and of what follows it.
+    pub(crate) fn vma(start: u64, kind: VmaKind, prot: u32, path: &str) -> Vma {
         Vma {
             start,
             end: start + 0x1000,

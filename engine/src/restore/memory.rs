@@ -14,9 +14,7 @@ use crate::procfs::MapEntry;
 use crate::sys::{int_arg, usize_of, Remote, Scratch, PAGE_SIZE};
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
-use std::fs::File;
 use std::io::IoSlice;
-use std::os::unix::fs::FileExt;
 use tracing::debug;
 
 /// Trampoline: one code page, then this many scratch pages.
@@ -680,7 +678,7 @@ pub fn fill_pages(
     mm: &Mm,
     mut pages: PagesReader,
     inherit: &Inherit,
-    parent_mem: Option<&File>,
+    parent: Option<&Remote>,
 ) -> Result<(), RestoreError> {
     let mut vmas: Vec<&Vma> = mm.vmas.iter().collect();
     vmas.sort_by_key(|v| v.start);
@@ -720,7 +718,7 @@ pub fn fill_pages(
                 // The parent's pages, inherited by the fork and untouched since.
                 kept += e.nr_pages;
             } else {
-                copy_from_parent(remote, pid, e.vaddr, len, writable, parent_mem, &mut now)?;
+                copy_from_parent(remote, pid, e.vaddr, len, writable, parent, &mut now)?;
                 written += e.nr_pages;
             }
             continue;
@@ -738,7 +736,7 @@ pub fn fill_pages(
                 // (the unsharing of GUP), which would end the very sharing kept here.
                 now.resize(take, 0);
                 remote
-                    .read_mem(addr, &mut now[..take])
+                    .read_pages(addr, &mut now[..take])
                     .step(pid, "memory pages")?;
                 let page = usize_of(PAGE_SIZE);
                 let mut at = 0;
@@ -769,7 +767,7 @@ pub fn fill_pages(
     Ok(())
 }
 
-/// Copies `len` bytes at `addr` from the parent's memory (`parent_mem`, built already) into the
+/// Copies `len` bytes at `addr` from the parent's memory (`parent`, built already) into the
 /// task: pages the dump recorded as the parent's, in a mapping the task did not inherit.
 fn copy_from_parent(
     remote: &Remote,
@@ -777,10 +775,10 @@ fn copy_from_parent(
     addr: u64,
     len: u64,
     writable: bool,
-    parent_mem: Option<&File>,
+    parent: Option<&Remote>,
     buf: &mut Vec<u8>,
 ) -> Result<(), RestoreError> {
-    let mem = parent_mem.ok_or_else(|| {
+    let parent = parent.ok_or_else(|| {
         RestoreError::Inconsistent(format!(
             "the pagemap of process {pid} has pages at {addr:#x} that are its parent's, and it \
              has no parent in the dump"
@@ -790,13 +788,9 @@ fn copy_from_parent(
     while off < len {
         let take = usize_of(len - off).min(COPY_CHUNK);
         buf.resize(take, 0);
-        mem.read_exact_at(&mut buf[..take], addr + off)
-            .map_err(|e| {
-                RestoreError::Inconsistent(format!(
-                    "reading the parent's pages at {:#x} for process {pid}: {e}",
-                    addr + off
-                ))
-            })?;
+        parent
+            .read_pages(addr + off, &mut buf[..take])
+            .step(pid, "its parent's pages")?;
         write_span(remote, pid, addr + off, &buf[..take], writable)?;
         off += take as u64;
     }
@@ -978,14 +972,7 @@ mod tests {
 
     #[test]
     fn a_child_inherits_only_its_parents_own_private_mappings() {
-        let vma = |start: u64, kind: VmaKind, prot: u32, path: &str| Vma {
-            start,
-            end: start + 0x1000,
-            prot,
-            kind: kind as i32,
-            path: path.into(),
-            ..Vma::default()
-        };
+        use crate::image::cow::tests::vma;
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
         let parent = Mm {
             vmas: vec![

@@ -107,8 +107,6 @@ struct Live<'a> {
     img: &'a ProcessImages,
     leader: Remote,
     threads: Vec<Remote>,
-    /// The root of the tree, a copy of the engine.
-    root: bool,
     /// Its address space is built before it creates its children, so they inherit it
     /// (`memory::Inherit`): every shared mapping its descendants hold is one of its own.
     builds_early: bool,
@@ -328,7 +326,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         img: root_img,
         leader: root,
         threads: Vec::new(),
-        root: true,
         builds_early: early[0],
         built: false,
         inherit: memory::Inherit::default(),
@@ -338,10 +335,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         match *step {
             Step::Create(i) => {
                 let p = &procs[i];
-                let parent = live_of(&mut lives, p.entry.ppid)?;
-                if parent.builds_early && !parent.built {
-                    build_memory(parent, &reader, &tramp, &shared_ranges, &parked)?;
+                let j = index_of(&lives, p.entry.ppid)?;
+                if lives[j].builds_early && !lives[j].built {
+                    build_at(&mut lives, j, &reader, &tramp, &shared_ranges, &parked)?;
                 }
+                let parent = &mut lives[j];
                 let inherit = if parent.built && !p.zombie() {
                     memory::Inherit::of(&p.mm, &parent.img.mm)
                 } else {
@@ -356,7 +354,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
                     img: p,
                     leader,
                     threads: Vec::new(),
-                    root: false,
                     builds_early: early[i],
                     built: false,
                     inherit,
@@ -425,12 +422,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 
     // Each process's own address space (unless it was built before its children were
     // created), descriptors and process-wide state.
-    for live in &mut lives {
+    for i in 0..lives.len() {
         check_interrupt()?;
-        if !live.built {
-            build_memory(live, &reader, &tramp, &shared_ranges, &parked)?;
+        if !lives[i].built {
+            build_at(&mut lives, i, &reader, &tramp, &shared_ranges, &parked)?;
         }
-        rebuild_process(live, &tramp, &parked, &table)?;
+        rebuild_process(&mut lives[i], &tramp, &parked, &table)?;
     }
 
     // Contexts, then threads: a multi-threaded process may only move to a bounded context.
@@ -544,12 +541,37 @@ fn shed_engine_state(root: &mut Remote, pid: i32) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// Builds the address space of `lives[i]` ([`build_memory`]), with its parent's remote (its
+/// parent comes before it) for the pages it takes from the parent.
+fn build_at(
+    lives: &mut [Live<'_>],
+    i: usize,
+    reader: &ImageDirReader,
+    tramp: &memory::Trampoline,
+    shared: &[(u64, u64)],
+    parked: &files::Parked,
+) -> Result<(), RestoreError> {
+    let (before, rest) = lives.split_at_mut(i);
+    let Some(live) = rest.first_mut() else {
+        return Err(RestoreError::Inconsistent(format!(
+            "no process {i} to build"
+        )));
+    };
+    let ppid = live.img.entry.ppid;
+    let parent = before
+        .iter()
+        .find(|l| l.img.entry.pid == ppid)
+        .map(|l| &l.leader);
+    build_memory(live, parent, reader, tramp, shared, parked)
+}
+
 /// Builds one process's address space: clears what it holds, keeping the shared mappings of
 /// its image (`shared`: every one the tree shares, made in the root) and what it inherited of
 /// its parent's (the root, cleared before anything else, only drops the shared mappings made
 /// for its children), maps the rest of its image and fills its pages.
 fn build_memory(
     live: &mut Live<'_>,
+    parent: Option<&Remote>,
     reader: &ImageDirReader,
     tramp: &memory::Trampoline,
     shared: &[(u64, u64)],
@@ -558,7 +580,7 @@ fn build_memory(
     let (pid, mm, scratch) = (live.pid(), &live.img.mm, tramp.scratch);
     let mut keep = own_shared(mm, shared);
     keep.extend_from_slice(&live.inherit.ranges);
-    if live.root {
+    if live.img.entry.ppid == 0 {
         // Its children have it all: a root that builds early holds every shared mapping
         // its descendants do (`builds_early`).
         for &(start, end) in shared.iter().filter(|r| !keep.contains(r)) {
@@ -573,24 +595,8 @@ fn build_memory(
     memory::drop_stale(&mut live.leader, pid, mm, &live.inherit)?;
     // Pages the dump recorded as the parent's come from its memory where the fork did not
     // give them: the parent comes first in the tree, so its address space is built already.
-    let parent_mem = if mm.pagemap.iter().any(|e| e.in_parent) && live.img.entry.ppid != 0 {
-        let path = format!("/proc/{}/mem", live.img.entry.ppid);
-        let file = std::fs::File::open(&path).map_err(|e| {
-            RestoreError::Inconsistent(format!("opening {path} for the pages of {pid}: {e}"))
-        })?;
-        Some(file)
-    } else {
-        None
-    };
     let pages = reader.pages(live.img.entry.pid)?;
-    memory::fill_pages(
-        &live.leader,
-        pid,
-        mm,
-        pages,
-        &live.inherit,
-        parent_mem.as_ref(),
-    )?;
+    memory::fill_pages(&live.leader, pid, mm, pages, &live.inherit, parent)?;
     live.built = true;
     debug!(
         pid,
@@ -741,6 +747,14 @@ fn layout_plan(procs: &[ProcessImages]) -> Result<layout::Plan, RestoreError> {
             r.pid, r.sid, r.pgid, r.why
         ))
     })
+}
+
+/// Where in `lives` the process whose image pid is `pid` is.
+fn index_of(lives: &[Live<'_>], pid: u32) -> Result<usize, RestoreError> {
+    lives
+        .iter()
+        .position(|l| l.img.entry.pid == pid)
+        .ok_or_else(|| RestoreError::Inconsistent(format!("process {pid} is not created yet")))
 }
 
 /// The process being restored whose image pid is `pid`.

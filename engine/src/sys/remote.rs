@@ -282,28 +282,19 @@ impl Remote {
                 });
             }
         }
-        self.mem
-            .read_exact_at(buf, addr)
-            .map_err(|source| SysError::Io {
-                what: format!(
-                    "reading {} bytes at {addr:#x} of task {}",
-                    buf.len(),
-                    self.tid()
-                ),
-                source,
-            })
+        self.read_pages(addr, buf)
     }
 
-    /// Reads a task's pages for a dump's pages image (through /proc/PID/mem, which neither
-    /// cares for protections nor pins what it reads). Not a failpoint of its own: how many
-    /// such reads a dump makes follows which pages the process still shares, which changes
-    /// as it runs; the page copy's failpoint is `dump.pages`.
+    /// Reads a task's pages (through /proc/PID/mem, which neither cares for protections nor
+    /// pins what it reads, so a page the task shares copy-on-write stays shared). Not a
+    /// failpoint of its own: how many such reads a dump makes follows which pages the process
+    /// still shares, which changes as it runs; the page copy's failpoint is `dump.pages`.
     pub fn read_pages(&self, addr: u64, buf: &mut [u8]) -> Result<(), SysError> {
         self.mem
             .read_exact_at(buf, addr)
             .map_err(|source| SysError::Io {
                 what: format!(
-                    "reading {} bytes of pages at {addr:#x} of task {}",
+                    "reading {} bytes at {addr:#x} of task {}",
                     buf.len(),
                     self.tid()
                 ),

@@ -395,6 +395,8 @@ pub fn send_all(fd: BorrowedFd<'_>, data: &[u8], stream: bool) -> Result<(), Sys
             &data[at..],
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         ) {
+            // Nothing taken of a non-empty rest: no progress to wait for.
+            Ok(0) if at < data.len() => return Err(err("send")(Errno::ENOBUFS)),
             Ok(n) => at += n,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(err("send")(e)),

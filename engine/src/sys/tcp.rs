@@ -259,31 +259,10 @@ pub fn tcp_set_window(fd: BorrowedFd<'_>, w: &TcpWindow) -> Result<(), SysError>
 /// queue as if received, the send queue as if sent), then selects no queue again.
 pub fn tcp_fill_queue(fd: BorrowedFd<'_>, queue: i32, data: &[u8]) -> Result<(), SysError> {
     select_queue(fd, queue)?;
-    let mut at = 0;
-    while at < data.len() {
-        let rest = &data[at..];
-        // SAFETY: `rest` is a live buffer of `rest.len()` bytes; the kernel only reads it.
-        let n = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let e = Errno::last();
-            if e == Errno::EINTR {
-                continue;
-            }
-            return Err(err("send (TCP repair queue)")(e));
-        }
-        match usize::try_from(n) {
-            Ok(0) | Err(_) => return Err(err("send (TCP repair queue)")(Errno::ENOBUFS)),
-            Ok(n) => at += n,
-        }
-    }
-    select_queue(fd, 0)
+    let sent = super::socket::send_all(fd, data, true);
+    // The queue is put back whatever the send did.
+    select_queue(fd, 0)?;
+    sent
 }
 
 #[cfg(test)]

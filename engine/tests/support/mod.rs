@@ -12,4 +12,5 @@ pub mod images;
 pub mod process;
 #[path = "../../../scenarios/workloads/src/protocol.rs"]
 pub mod protocol;
+pub mod rewrite;
 pub mod workload;

@@ -48,13 +48,27 @@ pub fn check(request: Request) -> Result<RequestKind, String> {
         RequestKind::WriteAt(w) => file::check_path(&w.path)
             .map(drop)
             .map_err(|e| error_chain(&e)),
-        RequestKind::WaitGone(_) | RequestKind::WriteFd(_) | RequestKind::Signal(_) => Ok(()),
+        RequestKind::WriteFd(w) if w.fd < 0 => Err(format!("fd {} is not a descriptor", w.fd)),
+        RequestKind::WriteFd(w) => one_process(w.pid),
+        RequestKind::Signal(s) => one_process(s.pid),
+        RequestKind::WaitGone(_) => Ok(()),
         RequestKind::Hello(_)
         | RequestKind::Audit(_)
         | RequestKind::PowerOff(_)
         | RequestKind::Reexec(_) => Ok(()),
     };
     checked.map(|()| kind)
+}
+
+/// A pid that names one process other than init and the agent: `kill` takes 0 for the
+/// caller's whole process group, and the agent must not be made to stop itself.
+fn one_process(pid: u32) -> Result<(), String> {
+    if pid <= 1 || pid == std::process::id() {
+        return Err(format!(
+            "pid {pid} is not a process the agent acts on (0 is its own group, 1 is init)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -113,5 +127,28 @@ mod tests {
             err.starts_with("a frame of 7 bytes does not decode as a crlab.agent.v1.Request: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_signal_or_write_must_name_one_other_process() {
+        use crlab_protocol::{SendSignal, WriteFd};
+        for pid in [0, 1, std::process::id()] {
+            let e = checked(RequestKind::Signal(SendSignal { pid, signal: 15 }))
+                .expect_err("not one other process");
+            assert!(e.contains(&format!("pid {pid}")), "{e}");
+        }
+        assert!(checked(RequestKind::Signal(SendSignal {
+            pid: 4242,
+            signal: 15
+        }))
+        .is_ok());
+        let write = |pid, fd| WriteFd {
+            pid,
+            fd,
+            data: b"g".to_vec(),
+        };
+        assert!(checked(RequestKind::WriteFd(write(0, 4))).is_err());
+        assert!(checked(RequestKind::WriteFd(write(4242, -1))).is_err());
+        assert!(checked(RequestKind::WriteFd(write(4242, 4))).is_ok());
     }
 }

@@ -1198,22 +1198,7 @@ fn peercred(mut w: Workload) -> ! {
         check_cred(&mut checks, what, fd, want);
     }
     checks.io("the go byte", sys::write(go[1], b"g"));
-    let mut buf = [0u8; 512];
-    // SAFETY: a live buffer; a blocking receive of the child's report.
-    let n = unsafe { libc::recv(accepted, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if let Some(n) = checks.io("the child's report", sys::check(n as libc::c_long)) {
-        let report = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
-        checks.eq("the child's report", "ok", report.as_str());
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(child, &mut status, 0) };
-    if checks.io("waitpid", sys::check(r.into())).is_some() {
-        checks.that(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "the child exits 0",
-        );
-    }
+    child_reports(&mut checks, accepted, child);
     w.finish(checks)
 }
 
@@ -1697,9 +1682,16 @@ fn children(mut w: Workload) -> ! {
         checks.eq("the accepted end's name", &served.name, &got);
     }
     checks.io("the go byte", sys::write(go[1], b"g"));
+    child_reports(&mut checks, pa, child);
+    w.finish(checks)
+}
+
+/// Receives the child's report on `fd` (it must say `ok`), then reaps `child`, which must
+/// exit 0.
+fn child_reports(checks: &mut Checks, fd: i32, child: i32) {
     let mut buf = [0u8; 4096];
     // SAFETY: a live buffer; a blocking receive of the child's report.
-    let n = unsafe { libc::recv(pa, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     if let Some(n) = checks.io("the child's report", sys::check(n as libc::c_long)) {
         let report = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
         checks.eq("the child's report", "ok", report.as_str());
@@ -1713,7 +1705,6 @@ fn children(mut w: Workload) -> ! {
             "the child exits 0",
         );
     }
-    w.finish(checks)
 }
 
 fn main() {
