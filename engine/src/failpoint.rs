@@ -60,6 +60,22 @@ pub const ALL: &[Failpoint] = &[
         "reading /proc/PID/mem for a syscall instruction",
     ),
     fp("dump.remote.mmap", "the remote mmap of the scratch area"),
+    fp(
+        "dump.remote.keyctl.keyctl_get_keyring_id",
+        "a remote keyctl(KEYCTL_GET_KEYRING_ID) of a thread, process or session keyring",
+    ),
+    fp(
+        "dump.remote.keyctl.keyctl_describe",
+        "the remote keyctl(KEYCTL_DESCRIBE) of a keyring or key",
+    ),
+    fp(
+        "dump.remote.keyctl.keyctl_get_security",
+        "the remote keyctl(KEYCTL_GET_SECURITY) of a session keyring or key",
+    ),
+    fp(
+        "dump.remote.keyctl.keyctl_read",
+        "the remote keyctl(KEYCTL_READ) of a session keyring or key",
+    ),
     fp("dump.remote.brk", "the remote brk"),
     fp(
         "dump.remote.prctl.pr_get_dumpable",
@@ -203,6 +219,10 @@ pub const ALL: &[Failpoint] = &[
         "process-wide state: handlers, cwd, umask, personality",
     ),
     fp("restore.context", "writing a process's SELinux context"),
+    fp(
+        "restore.keyring",
+        "making or joining a process's session keyring",
+    ),
     fp("restore.task.thread", "creating a thread"),
     fp("restore.thread", "a thread's own state"),
     fp("restore.signals", "queueing pending signals"),

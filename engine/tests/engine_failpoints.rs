@@ -52,6 +52,22 @@ const WORKLOADS: &[(&str, &[&str])] = &[
 /// timers reaches (the failpoint workloads hold none; `engine_process_state` covers timers).
 const NOT_ARMED: &[(&str, &str)] = &[
     (
+        "dump.remote.keyctl.keyctl_describe",
+        "reached only for a keyring the dump refuses or records (`engine_keyrings` arms it)",
+    ),
+    (
+        "restore.keyring",
+        "reached only for a session keyring the image records (`engine_keyrings` arms it)",
+    ),
+    (
+        "dump.remote.keyctl.keyctl_get_security",
+        "reached only for a session keyring the dump records (`engine_keyrings` arms it)",
+    ),
+    (
+        "dump.remote.keyctl.keyctl_read",
+        "reached only for a session keyring the dump records (`engine_keyrings` arms it)",
+    ),
+    (
         "dump.remote.prctl.pr_get_mdwe",
         "a refusal means memory-deny-write-execute is off or unknown to this kernel",
     ),

@@ -64,6 +64,11 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::clone_fs("clone-fs", &["CLONE_FS"])]
 #[case::chroot("chroot", &["chroot"])]
 #[case::shared_moved("shared-moved", &["shared memory", "address"])]
+#[case::logon_key("logon-key", &["key of type \"logon\"", "\"crlab:secret\"", "\"crlab-refused\"", "only user keys"])]
+#[case::thread_keyring("thread-keyring", &["thread keyring"])]
+#[case::process_keyring("process-keyring", &["has a process keyring"])]
+#[case::unsearchable_keyring("unsearchable-keyring", &["may not search its own session keyring", "EACCES", "a keyring made under the process's own label"])]
+#[case::thread_session_keyring("thread-session-keyring", &["another session keyring than its leader's", ";crlab-thread"])]
 fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
     let mut w = Workload::start("refused", WaitMode::Nanosleep, &[kind]);
     let ready = w.wait_ready();

@@ -232,6 +232,13 @@ pub enum DumpError {
          restore it: dump its parent's tree, or clear it"
     )]
     RootParentDeathSignal { pid: i32, tid: i32, signal: i32 },
+    #[error("process {pid} {what}; crlab does not restore it: {hint}")]
+    Keyring {
+        pid: i32,
+        /// The keyring or key, as the process sees it.
+        what: String,
+        hint: &'static str,
+    },
     #[error("thread {tid} of process {pid} {what}; crlab does not restore it: {hint}")]
     ThreadState {
         pid: i32,

@@ -15,6 +15,7 @@ mod audit;
 mod cgroup;
 mod error;
 mod files;
+mod keyring;
 mod memory;
 mod process;
 mod seize;
@@ -358,6 +359,7 @@ fn dump_process(
     let proc = &mut tree.processes[idx];
     proc.make_remotes(gadget)?;
     let scratch = proc.map_scratch()?;
+    let session_keyring = keyring::read(pid, &mut proc.remotes, scratch)?;
     let leader = &mut proc.remotes[0];
 
     // Process-wide state only the process can tell.
@@ -477,6 +479,7 @@ fn dump_process(
         itimers: state.itimers,
         membarrier: state.membarrier,
         cgroups,
+        session_keyring,
     };
     let mm = Mm {
         vmas,

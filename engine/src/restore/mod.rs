@@ -17,6 +17,7 @@ mod creds;
 mod error;
 mod files;
 mod inet;
+mod keyring;
 mod memory;
 mod pids;
 mod stop;
@@ -432,11 +433,41 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 
     // Contexts, then threads: a multi-threaded process may only move to a bounded context.
     let engine_ctx = procfs::selinux_attr(root_pid, root_pid, "current");
+    let mut keyrings = keyring::Made::new();
     for live in &mut lives {
         check_interrupt()?;
         let target = target_context(opts, live.img);
         let order = opts.context_order;
-        context_and_threads(live, order, &engine_ctx, &target, &tramp, &mut cleanup.pids)?;
+        let made = &mut keyrings;
+        context_and_threads(
+            live,
+            order,
+            &engine_ctx,
+            &target,
+            &tramp,
+            &mut cleanup.pids,
+            made,
+        )?;
+    }
+
+    // Every process has its session keyring: each made one gets its owner and permissions.
+    let mut owned = Vec::new();
+    for live in &mut lives {
+        let (pid, ring) = (live.pid(), live.img.task.session_keyring.as_ref());
+        let target = target_context(opts, live.img);
+        let relabel = keyring::Relabel {
+            dumped: dumped_context(live.img),
+            target: &target,
+        };
+        keyring::finish(
+            &mut live.leader,
+            scratch,
+            pid,
+            ring,
+            relabel,
+            &keyrings,
+            &mut owned,
+        )?;
     }
 
     check_interrupt()?;
@@ -506,8 +537,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 fn target_context(opts: &RestoreOptions, p: &ProcessImages) -> String {
     opts.lsm_profile
         .clone()
-        .or_else(|| p.cores.first().map(|c| c.selinux_context.clone()))
-        .unwrap_or_default()
+        .unwrap_or_else(|| dumped_context(p).to_owned())
+}
+
+/// Process `p`'s context at the dump: its leader's.
+fn dumped_context(p: &ProcessImages) -> &str {
+    p.cores.first().map_or("", |c| c.selinux_context.as_str())
 }
 
 /// What the root, a copy of the engine, must not keep of it: every signal is blocked while
@@ -689,8 +724,18 @@ fn context_and_threads(
     target: &str,
     tramp: &memory::Trampoline,
     created: &mut Vec<i32>,
+    keyrings: &mut keyring::Made,
 ) -> Result<(), RestoreError> {
     let (pid, scratch) = (live.pid(), tramp.scratch);
+    // The session keyring before the threads, which share it.
+    let ring = live.img.task.session_keyring.as_ref();
+    // In the engine's context, which may give it its label (`attr/keycreate`) where the
+    // process's own context need not be allowed to.
+    let relabel = keyring::Relabel {
+        dumped: dumped_context(live.img),
+        target,
+    };
+    keyring::join(&mut live.leader, scratch, pid, ring, relabel, keyrings)?;
     match order {
         ContextOrder::BeforeThreads => {
             context::set_context(&mut live.leader, scratch, pid, engine_ctx, target)?;

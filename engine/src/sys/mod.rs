@@ -1,6 +1,6 @@
 //! The raw system interface: ptrace, remote system calls, `clone3`, `kcmp`, file owners, pipes,
 //! timerfds, eventfds, memfds, sockets (`sock_diag`, peeking their queues), I/O priorities,
-//! resource limits, `prctl`, the transport socket's receiving end, the probes' throwaway child,
+//! resource limits, `prctl`, keyrings (`keyctl`), the transport socket's receiving end, the probes' throwaway child,
 //! the engine's own stop signals.
 //!
 //! Everything above this module works in terms of [`Tracee`] and [`Remote`]; raw `libc`
@@ -13,6 +13,7 @@ mod filemap;
 mod fork;
 mod ioprio;
 mod kcmp;
+mod keyring;
 mod memfd;
 mod owner;
 mod pipe;
@@ -33,6 +34,11 @@ pub use filemap::FileMap;
 pub use fork::fork_paused;
 pub use ioprio::ioprio;
 pub use kcmp::{epoll_target_is, same_file, share, Shared};
+pub use keyring::{
+    own_keyring, KEYCTL_CHOWN, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY,
+    KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_READ, KEYCTL_SETPERM, KEY_SPEC_PROCESS_KEYRING,
+    KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
+};
 pub use memfd::{memfd_seals, on_hugetlbfs};
 pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};
 pub use pipe::{peek_pipe, pipe_capacity, pipe_queued, set_pipe_capacity};

@@ -22,7 +22,14 @@
 //!   filesystem information;
 //! - `chroot`: a child that changed its root to the state directory;
 //! - `shared-moved`: a child that moved a shared anonymous mapping made by the root to another
-//!   address.
+//!   address;
+//! - `logon-key`: a new session keyring of its own, `crlab-refused`, holding a `user` key
+//!   `invocation_id` as systemd gives a service and a `logon` key `crlab:secret`, whose payload
+//!   nobody can read back, shared by a child; `thread-keyring`, `process-keyring`: a thread or
+//!   process keyring (`KEYCTL_GET_KEYRING_ID` with `create`); `thread-session-keyring`: a
+//!   thread that joined a session keyring of its own, `crlab-thread` (credentials are per
+//!   thread), then sleeps; `unsearchable-keyring`: a new session keyring whose permissions
+//!   (`37370000`) let nobody search it, as SELinux may deny a process its own keyring.
 //!
 //! Announces `refused-pid` (the process holding the state) and, for the descriptor kinds,
 //! `refused-fd`. Once triggered it checks the state is still there where that can be seen (the
@@ -37,6 +44,18 @@ const PAGE: usize = 4096;
 /// `fcntl` commands of `<linux/fcntl.h>` that the libc crate lacks.
 const F_SETSIG: i32 = 10;
 const F_GETSIG: i32 = 11;
+/// `<linux/keyctl.h>`.
+const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+const KEYCTL_SETPERM: libc::c_long = 5;
+const KEYCTL_DESCRIBE: libc::c_long = 6;
+/// Every permission but search, for possessor and owner.
+const UNSEARCHABLE: libc::c_long = 0x3737_0000;
+const KEY_SPEC_THREAD_KEYRING: libc::c_long = -1;
+const KEY_SPEC_PROCESS_KEYRING: libc::c_long = -2;
+const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+/// The session keyring `logon-key` joins (its name, `c"crlab-refused"`, too).
+const SESSION_NAME: &str = "crlab-refused";
 
 /// What the root must end once triggered: a child, and how it ends.
 enum Child {
@@ -353,6 +372,100 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             held.holder = pid;
             held.child = Child::Kill(pid);
         }
+        "logon-key" => {
+            let name = c"crlab-refused";
+            // SAFETY: KEYCTL_JOIN_SESSION_KEYRING reads the NUL-terminated name during the call.
+            sys::check(unsafe {
+                libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr())
+            })?;
+            let (kind, desc) = (c"user", c"invocation_id");
+            let payload = [0x5au8; 16];
+            // SAFETY: add_key reads the NUL-terminated type and description and the 16-byte
+            // payload during the call.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_add_key,
+                    kind.as_ptr(),
+                    desc.as_ptr(),
+                    payload.as_ptr(),
+                    payload.len(),
+                    KEY_SPEC_SESSION_KEYRING,
+                )
+            })?;
+            let (kind, desc) = (c"logon", c"crlab:secret");
+            let secret = b"not readable";
+            // SAFETY: as above.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_add_key,
+                    kind.as_ptr(),
+                    desc.as_ptr(),
+                    secret.as_ptr(),
+                    secret.len(),
+                    KEY_SPEC_SESSION_KEYRING,
+                )
+            })?;
+            // A child shares it (its cred is copied at fork).
+            let pid = fork()?;
+            if pid == 0 {
+                pause_forever();
+            }
+            held.child = Child::Kill(pid);
+        }
+        "thread-session-keyring" => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                // SAFETY: KEYCTL_JOIN_SESSION_KEYRING reads the NUL-terminated name during the
+                // call; it changes this thread's credentials only.
+                let r = sys::check(unsafe {
+                    libc::syscall(
+                        libc::SYS_keyctl,
+                        KEYCTL_JOIN_SESSION_KEYRING,
+                        c"crlab-thread".as_ptr(),
+                    )
+                });
+                let _ = tx.send(r.map(drop));
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            });
+            rx.recv().map_err(io::Error::other)??;
+        }
+        "unsearchable-keyring" => {
+            // SAFETY: with a NULL name KEYCTL_JOIN_SESSION_KEYRING reads no memory.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_JOIN_SESSION_KEYRING,
+                    std::ptr::null::<libc::c_char>(),
+                )
+            })?;
+            // SAFETY: KEYCTL_SETPERM takes integers only.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_SETPERM,
+                    KEY_SPEC_SESSION_KEYRING,
+                    UNSEARCHABLE,
+                )
+            })?;
+        }
+        "thread-keyring" | "process-keyring" => {
+            let spec = if kind == "thread-keyring" {
+                KEY_SPEC_THREAD_KEYRING
+            } else {
+                KEY_SPEC_PROCESS_KEYRING
+            };
+            // SAFETY: KEYCTL_GET_KEYRING_ID takes integers only; `create` makes the keyring.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_GET_KEYRING_ID,
+                    spec,
+                    1 as libc::c_long,
+                )
+            })?;
+        }
         other => {
             return Err(io::Error::other(format!(
                 "unknown kind {other:?}: see the module documentation"
@@ -395,6 +508,53 @@ fn map_anon(share: i32) -> io::Result<*mut libc::c_void> {
 
 /// The state that can be seen from here is still there.
 fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
+    match kind {
+        "logon-key" | "unsearchable-keyring" => {
+            let ends = if kind == "logon-key" {
+                format!(";{SESSION_NAME}")
+            } else {
+                format!(";{UNSEARCHABLE:08x};_ses")
+            };
+            let mut buf = [0u8; 256];
+            // SAFETY: KEYCTL_DESCRIBE writes at most `buf.len()` bytes into `buf`.
+            let n = sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_DESCRIBE,
+                    KEY_SPEC_SESSION_KEYRING,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            });
+            if let Some(n) = checks.io("describing the session keyring", n) {
+                let n = usize::try_from(n).unwrap_or(0).min(buf.len());
+                let text = String::from_utf8_lossy(&buf[..n]);
+                checks.that(
+                    text.trim_end_matches('\0').ends_with(&ends),
+                    &format!("the session keyring still ends with {ends:?} (found {text:?})"),
+                );
+            }
+        }
+        "thread-keyring" | "process-keyring" => {
+            let spec = if kind == "thread-keyring" {
+                KEY_SPEC_THREAD_KEYRING
+            } else {
+                KEY_SPEC_PROCESS_KEYRING
+            };
+            // SAFETY: KEYCTL_GET_KEYRING_ID takes integers only; without `create` it fails
+            // when the keyring is gone.
+            let r = sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_GET_KEYRING_ID,
+                    spec,
+                    0 as libc::c_long,
+                )
+            });
+            checks.io(&format!("the {kind} is still there"), r);
+        }
+        _ => {}
+    }
     let Some(fd) = held.fd else {
         return;
     };

@@ -1,0 +1,386 @@
+//! Keyrings, asked of the process itself with remote `keyctl` calls, since only its own
+//! credentials say which keyrings it has. A thread or process keyring is refused by name. A
+//! session keyring that is neither the engine's (which a restored process starts with) nor
+//! its user's default one (which it falls back to) is recorded with its `user` keys and their
+//! payloads; any other key, or one the engine cannot read, is refused by name.
+
+use super::DumpError;
+use crate::image::schema::{SessionKeyring, UserKey};
+use crate::sys::{
+    int_arg, own_keyring, usize_of, Remote, Scratch, SysError, KEYCTL_DESCRIBE,
+    KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_READ, KEY_SPEC_PROCESS_KEYRING,
+    KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
+};
+use nix::errno::Errno;
+
+/// The longest description read back (`type;uid;gid;perm;description`).
+const DESCRIBE_MAX: u64 = 1024;
+
+/// What a key's `KEYCTL_DESCRIBE` says.
+struct Described {
+    kind: String,
+    uid: u32,
+    gid: u32,
+    perm: u32,
+    description: String,
+}
+
+/// Refuses the dump of `pid` when one of its threads (`remotes`, the leader first) has a
+/// thread keyring or when it has a process keyring; returns its session keyring when the
+/// restore must make it.
+pub fn read(
+    pid: i32,
+    remotes: &mut [Remote],
+    scratch: Scratch,
+) -> Result<Option<SessionKeyring>, DumpError> {
+    for remote in remotes.iter_mut() {
+        if let Some(serial) = special(remote, KEY_SPEC_THREAD_KEYRING)? {
+            let tid = remote.tid();
+            return Err(refusal(
+                pid,
+                remote,
+                scratch,
+                serial,
+                format!("thread {tid} has a thread keyring"),
+            ));
+        }
+    }
+    let Some(leader) = remotes.first_mut() else {
+        return Ok(None);
+    };
+    if let Some(serial) = special(leader, KEY_SPEC_PROCESS_KEYRING)? {
+        return Err(refusal(
+            pid,
+            leader,
+            scratch,
+            serial,
+            "has a process keyring".into(),
+        ));
+    }
+    // With no session keyring, the process is given its user's session keyring here, which
+    // its key searches fell back to anyway (no call tells the two apart without this change;
+    // it is not undone).
+    let session = special(leader, KEY_SPEC_SESSION_KEYRING).map_err(|e| match e.errno() {
+        // Its own keyring, which it may not search: SELinux (or the keyring's permissions)
+        // deny the process itself what its key calls need, so no dump can learn it.
+        Some(Errno::EACCES) => DumpError::Keyring {
+            pid,
+            what: format!(
+                "may not search its own session keyring ({}), so the dump cannot tell which \
+                 one it is",
+                chain(&e)
+            ),
+            hint: "give the process a session keyring it may search, as container runtimes \
+                   do (a keyring made under the process's own label)",
+        },
+        _ => e.into(),
+    })?;
+    let Some(session) = session else {
+        return Ok(None);
+    };
+    // Credentials, and so session keyrings, are per thread: a thread may have joined another
+    // one, which the restore (whose threads copy their leader's) would not give it.
+    for remote in remotes.iter_mut().skip(1) {
+        let theirs = special(remote, KEY_SPEC_SESSION_KEYRING)?;
+        if theirs != Some(session) {
+            let tid = remote.tid();
+            let serial = theirs.unwrap_or(0);
+            return Err(refusal(
+                pid,
+                remote,
+                scratch,
+                serial,
+                format!("thread {tid} has another session keyring than its leader's ({session})"),
+            ));
+        }
+    }
+    let Some(leader) = remotes.first_mut() else {
+        return Ok(None);
+    };
+    let own = own_keyring(KEY_SPEC_SESSION_KEYRING)?;
+    if session == own {
+        return Ok(None);
+    }
+    // Its user's default session keyring, with the engine on its own (root's): a restored
+    // process made by an engine without a session keyring falls back to its user's once its
+    // ids are set, as the dumped one did.
+    let user_default = special(leader, KEY_SPEC_USER_SESSION_KEYRING)?;
+    let own_default = own_keyring(KEY_SPEC_USER_SESSION_KEYRING)?;
+    if user_default == Some(session) && own == own_default {
+        return Ok(None);
+    }
+    session_keyring(pid, leader, scratch, session).map(Some)
+}
+
+/// The session keyring `serial` of `pid` and its keys.
+fn session_keyring(
+    pid: i32,
+    leader: &mut Remote,
+    scratch: Scratch,
+    serial: i32,
+) -> Result<SessionKeyring, DumpError> {
+    let refuse = |what: String, hint: &'static str| DumpError::Keyring { pid, what, hint };
+    let ring = describe(leader, scratch, serial)
+        .map_err(|e| {
+            let e = chain(&e);
+            refuse(
+                format!("has session keyring {serial}, which the engine could not describe: {e}"),
+                "give the process a session keyring it may view",
+            )
+        })?
+        .and_then_parse()
+        .map_err(|text| {
+            refuse(
+                format!("has session keyring {serial} described as {text:?}"),
+                "a kernel that describes keys as type;uid;gid;perm;description",
+            )
+        })?;
+    let serials = read_payload(leader, scratch, serial).map_err(|e| {
+        let e = chain(&e);
+        refuse(
+            format!(
+                "has session keyring {serial} ({:?}), whose keys the engine could not list: {e}",
+                ring.description
+            ),
+            "give the process a session keyring it may read",
+        )
+    })?;
+    let mut keys = Vec::new();
+    for chunk in serials.chunks_exact(4) {
+        let key = i32::from_ne_bytes(chunk.try_into().unwrap_or([0; 4]));
+        let d = describe(leader, scratch, key)
+            .map_err(|e| {
+                let e = chain(&e);
+                refuse(
+                    format!(
+                        "has key {key} in session keyring {:?}, which the engine could not \
+                         describe: {e}",
+                        ring.description
+                    ),
+                    "only user keys the process may view and read are restored",
+                )
+            })?
+            .and_then_parse()
+            .map_err(|text| {
+                refuse(
+                    format!("has key {key} described as {text:?}"),
+                    "a kernel that describes keys as type;uid;gid;perm;description",
+                )
+            })?;
+        if d.kind != "user" {
+            return Err(refuse(
+                format!(
+                    "has a key of type {:?}, {:?}, in session keyring {:?}",
+                    d.kind, d.description, ring.description
+                ),
+                "only user keys are restored; remove the key before the dump",
+            ));
+        }
+        let payload = read_payload(leader, scratch, key).map_err(|e| {
+            let e = chain(&e);
+            refuse(
+                format!(
+                    "has a key of type \"user\", {:?}, in session keyring {:?}, whose payload \
+                     the engine could not read: {e}",
+                    d.description, ring.description
+                ),
+                "only user keys the process may read are restored",
+            )
+        })?;
+        let label = label(leader, scratch, key).map_err(|e| {
+            let e = chain(&e);
+            refuse(
+                format!(
+                    "has a key of type \"user\", {:?}, in session keyring {:?}, whose label \
+                     the engine could not read: {e}",
+                    d.description, ring.description
+                ),
+                "only user keys the process may view are restored",
+            )
+        })?;
+        keys.push(UserKey {
+            uid: d.uid,
+            gid: d.gid,
+            perm: d.perm,
+            description: d.description,
+            payload,
+            label,
+        });
+    }
+    let label = label(leader, scratch, serial).map_err(|e| {
+        let e = chain(&e);
+        refuse(
+            format!(
+                "has session keyring {serial} ({:?}), whose label the engine could not read: {e}",
+                ring.description
+            ),
+            "give the process a session keyring it may view",
+        )
+    })?;
+    Ok(SessionKeyring {
+        label,
+        serial,
+        uid: ring.uid,
+        gid: ring.gid,
+        perm: ring.perm,
+        description: ring.description,
+        keys,
+    })
+}
+
+/// A `KEYCTL_DESCRIBE` text to be parsed.
+struct Text(String);
+
+impl Text {
+    fn and_then_parse(self) -> Result<Described, String> {
+        let mut parts = self.0.splitn(5, ';');
+        let mut next = || parts.next().ok_or_else(|| self.0.clone());
+        let kind = next()?.to_string();
+        let uid = next()?.parse().map_err(|_| self.0.clone())?;
+        let gid = next()?.parse().map_err(|_| self.0.clone())?;
+        let perm = u32::from_str_radix(next()?, 16).map_err(|_| self.0.clone())?;
+        let description = next()?.to_string();
+        Ok(Described {
+            kind,
+            uid,
+            gid,
+            perm,
+            description,
+        })
+    }
+}
+
+/// The serial of the caller's keyring `spec`, or `None` when it has none (`ENOKEY`: asked
+/// without `create`, the kernel makes no thread or process keyring).
+fn special(remote: &mut Remote, spec: i32) -> Result<Option<i32>, SysError> {
+    match remote.syscall(
+        "keyctl(KEYCTL_GET_KEYRING_ID)",
+        libc::SYS_keyctl,
+        &[KEYCTL_GET_KEYRING_ID, int_arg(spec), 0],
+    ) {
+        Ok(serial) => Ok(Some(i32::try_from(serial).map_err(|_| {
+            SysError::Remote {
+                name: "keyctl(KEYCTL_GET_KEYRING_ID)",
+                tid: remote.tid(),
+                errno: Errno::ERANGE,
+            }
+        })?)),
+        Err(e) if e.errno() == Some(Errno::ENOKEY) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The refusal of keyring `serial` of `pid`, described as the process sees it when it may.
+fn refusal(
+    pid: i32,
+    remote: &mut Remote,
+    scratch: Scratch,
+    serial: i32,
+    what: String,
+) -> DumpError {
+    let described = match describe(remote, scratch, serial) {
+        Ok(d) => d.0,
+        Err(e) => format!("which the engine could not describe: {}", chain(&e)),
+    };
+    DumpError::Keyring {
+        pid,
+        what: format!("{what}, keyring {serial} ({described})"),
+        hint: "a restored process has no thread or process keyring, and its threads share \
+               its session keyring",
+    }
+}
+
+/// `KEYCTL_DESCRIBE` of `serial` in the process: `type;uid;gid;perm;description`.
+fn describe(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<Text, SysError> {
+    let len = DESCRIBE_MAX.min(scratch.len);
+    let n = remote.syscall(
+        "keyctl(KEYCTL_DESCRIBE)",
+        libc::SYS_keyctl,
+        &[KEYCTL_DESCRIBE, int_arg(serial), scratch.addr, len],
+    )?;
+    let mut buf = vec![0u8; usize_of(n.min(len))];
+    remote.read_mem(scratch.addr, &mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    Ok(Text(text.trim_end_matches('\0').to_string()))
+}
+
+/// `KEYCTL_GET_SECURITY` of `serial` in the process: its label, empty without an LSM that
+/// labels keys.
+fn label(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<String, SysError> {
+    let len = DESCRIBE_MAX.min(scratch.len);
+    let n = remote.syscall(
+        "keyctl(KEYCTL_GET_SECURITY)",
+        libc::SYS_keyctl,
+        &[KEYCTL_GET_SECURITY, int_arg(serial), scratch.addr, len],
+    )?;
+    let mut buf = vec![0u8; usize_of(n.min(len))];
+    remote.read_mem(scratch.addr, &mut buf)?;
+    Ok(String::from_utf8_lossy(&buf)
+        .trim_end_matches('\0')
+        .to_string())
+}
+
+/// `KEYCTL_READ` of `serial` in the process: a key's payload, a keyring's serials; an error
+/// when it does not fit the scratch area.
+fn read_payload(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<Vec<u8>, SysError> {
+    let n = remote.syscall(
+        "keyctl(KEYCTL_READ)",
+        libc::SYS_keyctl,
+        &[KEYCTL_READ, int_arg(serial), scratch.addr, scratch.len],
+    )?;
+    if n > scratch.len {
+        return Err(SysError::Remote {
+            name: "keyctl(KEYCTL_READ)",
+            tid: remote.tid(),
+            errno: Errno::E2BIG,
+        });
+    }
+    let mut buf = vec![0u8; usize_of(n)];
+    remote.read_mem(scratch.addr, &mut buf)?;
+    Ok(buf)
+}
+
+/// `e` with its sources, as the refusal names it.
+fn chain(e: &SysError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Text;
+
+    #[test]
+    fn a_description_keeps_its_semicolons_and_perm_is_hex() {
+        let d = Text("user;4242;4343;3f010000;a;b".into())
+            .and_then_parse()
+            .expect("parses");
+        assert_eq!(
+            (
+                d.kind.as_str(),
+                d.uid,
+                d.gid,
+                d.perm,
+                d.description.as_str()
+            ),
+            ("user", 4242, 4343, 0x3f01_0000, "a;b")
+        );
+    }
+
+    #[test]
+    fn a_short_or_garbled_description_is_an_error() {
+        for bad in [
+            "keyring;0;0;3f010000",
+            "user;x;0;3f010000;d",
+            "user;0;0;zz;d",
+            "",
+        ] {
+            assert!(Text(bad.into()).and_then_parse().is_err(), "{bad}");
+        }
+    }
+}

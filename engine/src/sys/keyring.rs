@@ -1,0 +1,55 @@
+//! Keyrings (`keyctl`): the constants of `<linux/keyctl.h>` the engine passes to remote
+//! `keyctl` calls, and the engine's own session keyring.
+
+use super::SysError;
+
+/// `KEYCTL_GET_KEYRING_ID`: the serial of a special keyring, made only when asked (`create`).
+pub const KEYCTL_GET_KEYRING_ID: u64 = 0;
+/// `KEYCTL_JOIN_SESSION_KEYRING`: join (or make) the named session keyring, a new anonymous
+/// one for no name.
+pub const KEYCTL_JOIN_SESSION_KEYRING: u64 = 1;
+/// `KEYCTL_CHOWN`, `KEYCTL_SETPERM`: a key's owner and permissions.
+pub const KEYCTL_CHOWN: u64 = 4;
+pub const KEYCTL_SETPERM: u64 = 5;
+/// `KEYCTL_READ`: a key's payload, a keyring's serials.
+pub const KEYCTL_READ: u64 = 11;
+/// `KEYCTL_DESCRIBE`: `type;uid;gid;perm;description` of a key.
+pub const KEYCTL_DESCRIBE: u64 = 6;
+/// `KEYCTL_GET_SECURITY`: a key's LSM label, NUL-terminated (empty without one).
+pub const KEYCTL_GET_SECURITY: u64 = 17;
+/// `KEY_SPEC_THREAD_KEYRING`, `KEY_SPEC_PROCESS_KEYRING`, `KEY_SPEC_SESSION_KEYRING`: the
+/// caller's keyrings, as a key serial argument (a negative `int`).
+pub const KEY_SPEC_THREAD_KEYRING: i32 = -1;
+pub const KEY_SPEC_PROCESS_KEYRING: i32 = -2;
+pub const KEY_SPEC_SESSION_KEYRING: i32 = -3;
+/// `KEY_SPEC_USER_SESSION_KEYRING`: the caller's user's default session keyring
+/// (`_uid_ses.UID`), which its searches fall back to when it has no session keyring.
+pub const KEY_SPEC_USER_SESSION_KEYRING: i32 = -5;
+
+/// The serial of the engine's own keyring `spec` (its session keyring, the one a task the
+/// engine creates starts with, or its user's session keyring), never made anew. Like any
+/// `KEYCTL_GET_KEYRING_ID` of the session keyring, a process that has none is given its user's
+/// session keyring (`_uid_ses.UID`) by the kernel.
+pub fn own_keyring(spec: i32) -> Result<i32, SysError> {
+    // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID) takes integers only and writes no memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            0 as libc::c_long, // KEYCTL_GET_KEYRING_ID
+            libc::c_long::from(spec),
+            0 as libc::c_long,
+        )
+    };
+    if r < 0 {
+        return Err(SysError::Call {
+            op: "keyctl(KEYCTL_GET_KEYRING_ID)",
+            tid: std::process::id().try_into().unwrap_or(-1),
+            source: nix::errno::Errno::last(),
+        });
+    }
+    i32::try_from(r).map_err(|_| SysError::Call {
+        op: "keyctl(KEYCTL_GET_KEYRING_ID)",
+        tid: std::process::id().try_into().unwrap_or(-1),
+        source: nix::errno::Errno::ERANGE,
+    })
+}
