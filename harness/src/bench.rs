@@ -242,7 +242,7 @@ fn one_run(lab: &mut Lab, shape: Shape, tool: Backend) -> Result<Sample, String>
     argv.extend(shape.extra.iter().map(|s| s.to_string()));
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let pid = lab
-        .spawn(&argv, &[], "", &format!("{DIR}/workload.log"))
+        .spawn(&argv, &[], "", false, &format!("{DIR}/workload.log"))
         .map_err(|e| format!("starting bench_memory: {e}"))?;
     let result = dump_restore_check(lab, tool, pid, &state, &images, &pidfile);
     // Whatever happened: nothing of this run outlives it.

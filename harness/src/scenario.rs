@@ -65,6 +65,12 @@ pub struct Workload {
     /// The user it runs as (through `setpriv`); none: root, as the agent.
     #[serde(default)]
     pub user: Option<User>,
+    /// Whether it starts with a session keyring of its own, labelled with its context, as a
+    /// container runtime gives each container (runc labels it with `attr/keycreate` and joins
+    /// a new one); otherwise it has the agent's, as a program started from a shell. Only for
+    /// a workload the agent executes in a context.
+    #[serde(default)]
+    pub session_keyring: bool,
     /// What differs on one base policy (`[workload.refpolicy]`, `[workload.fedora]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refpolicy: Option<WorkloadOverride>,
@@ -111,10 +117,11 @@ impl Workload {
 
     /// How many processes the workload's tree has.
     pub fn processes(&self) -> usize {
-        if self.program == "tree" {
-            TREE_MEMBERS
-        } else {
-            1
+        match self.program.as_str() {
+            "tree" => TREE_MEMBERS,
+            // The keyring's holder and the child that shares it.
+            "keyrings" => 2,
+            _ => 1,
         }
     }
 }

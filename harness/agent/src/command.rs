@@ -40,6 +40,8 @@ pub enum CommandError {
     },
     #[error(transparent)]
     Context(#[from] ExecContextError),
+    #[error("a new session keyring needs a context to label it with (the request has none)")]
+    KeyringWithoutContext,
     #[error("starting {program}")]
     Spawn {
         program: String,
@@ -180,14 +182,17 @@ fn build(req: &RunCommand) -> Result<(Command, Option<Arc<ExecContext>>), Comman
         }
     }
     cmd.current_dir(cwd);
+    if req.session_keyring && req.context.is_empty() {
+        return Err(CommandError::KeyringWithoutContext);
+    }
     let context = if req.context.is_empty() {
         None
     } else {
-        let context = Arc::new(ExecContext::new(&req.context)?);
+        let context = Arc::new(ExecContext::new(&req.context, req.session_keyring)?);
         let in_child = Arc::clone(&context);
         // SAFETY: the closure runs in the forked child before exec; it makes only the
-        // async-signal-safe calls open, write and close on memory prepared before the fork
-        // (no allocation, no lock).
+        // async-signal-safe calls open, write, close and keyctl on memory prepared before the
+        // fork (no allocation, no lock).
         unsafe {
             cmd.pre_exec(move || in_child.apply_in_child());
         }

@@ -1,5 +1,6 @@
 //! The little SELinux the agent needs, straight from procfs and selinuxfs (no libselinux):
-//! the mode, its own context, and the exec context of a child (`setexeccon` in the child).
+//! the mode, its own context, and the exec context of a child (`setexeccon` in the child),
+//! with a session keyring of its own labelled with it when asked.
 
 use std::{
     ffi::CString,
@@ -44,72 +45,166 @@ pub enum ExecContextError {
     #[error("making the pipe that reports setexeccon failures")]
     Pipe(#[source] Errno),
     #[error(
-        "setexeccon({context:?}): {} ({}) (is SELinux enabled, is the context valid, \
-         and may the agent's domain transition to it?)",
+        "{}({context:?}): {} ({}) ({})",
+        step.call(),
         errno_name(*errno),
-        errno.desc()
+        errno.desc(),
+        step.hint()
     )]
-    Refused { context: String, errno: Errno },
+    Refused {
+        step: Step,
+        context: String,
+        errno: Errno,
+    },
 }
 
 fn errno_name(e: Errno) -> String {
     format!("{e:?}")
 }
 
+/// What the child does before its exec, in order; the one that failed is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `attr/keycreate`: the label of the session keyring it makes.
+    KeyCreate,
+    /// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`: a new anonymous session keyring.
+    JoinKeyring,
+    /// `attr/exec`: the context of its exec.
+    Exec,
+}
+
+impl Step {
+    const ALL: [Step; 3] = [Step::KeyCreate, Step::JoinKeyring, Step::Exec];
+
+    fn call(self) -> &'static str {
+        match self {
+            Step::KeyCreate => "setkeycreatecon",
+            Step::JoinKeyring => "a new session keyring labelled",
+            Step::Exec => "setexeccon",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Step::KeyCreate | Step::JoinKeyring => {
+                "may the agent's domain set a key creation context and create keys of that \
+                 context?"
+            }
+            Step::Exec => {
+                "is SELinux enabled, is the context valid, and may the agent's domain \
+                 transition to it?"
+            }
+        }
+    }
+
+    fn code(self) -> u32 {
+        self as u32
+    }
+}
+
 /// A context for the next exec of a child, prepared before the fork so that the child
-/// only makes system calls (no allocation) between fork and exec.
+/// only makes system calls (no allocation) between fork and exec. With `session_keyring`,
+/// the child first joins a new anonymous session keyring labelled with the context, as a
+/// container runtime gives each container one of its own (runc: `SetKeyLabel` then
+/// `JoinSessionKeyring`), so that the container does not share the agent's.
 pub struct ExecContext {
     context: String,
     /// The context with its NUL, as libselinux writes it.
     raw: CString,
+    session_keyring: bool,
     report_read: OwnedFd,
     report_write: OwnedFd,
 }
 
 impl ExecContext {
-    pub fn new(context: &str) -> Result<Self, ExecContextError> {
+    pub fn new(context: &str, session_keyring: bool) -> Result<Self, ExecContextError> {
         let raw = CString::new(context).map_err(|_| ExecContextError::Nul(context.to_owned()))?;
         let (report_read, report_write) =
             pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(ExecContextError::Pipe)?;
         Ok(Self {
             context: context.to_owned(),
             raw,
+            session_keyring,
             report_read,
             report_write,
         })
     }
 
-    /// The `pre_exec` half: writes the context to `/proc/thread-self/attr/exec`.
-    /// On failure the errno goes down the report pipe, then back to std as the spawn error.
-    /// Only async-signal-safe calls: open, write, close.
+    /// The `pre_exec` half: with a session keyring, writes the context to
+    /// `/proc/thread-self/attr/keycreate`, joins a new session keyring and clears the
+    /// attribute; then writes the context to `/proc/thread-self/attr/exec`. On failure the
+    /// step and errno go down the report pipe, then back to std as the spawn error. Only
+    /// async-signal-safe calls: open, write, close, keyctl.
     pub fn apply_in_child(&self) -> io::Result<()> {
-        let result = open(
-            c"/proc/thread-self/attr/exec",
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .and_then(|fd| write(&fd, self.raw.as_bytes_with_nul()));
-        match result {
-            Ok(_) => Ok(()),
-            Err(errno) => {
-                let _ = write(&self.report_write, &(errno as i32).to_ne_bytes());
-                Err(io::Error::from_raw_os_error(errno as i32))
-            }
+        if self.session_keyring {
+            self.step(Step::KeyCreate, || {
+                write_attr(
+                    c"/proc/thread-self/attr/keycreate",
+                    self.raw.as_bytes_with_nul(),
+                )
+            })?;
+            self.step(Step::JoinKeyring, join_new_session_keyring)?;
+            self.step(Step::KeyCreate, || {
+                write_attr(c"/proc/thread-self/attr/keycreate", b"\0")
+            })?;
         }
+        self.step(Step::Exec, || {
+            write_attr(c"/proc/thread-self/attr/exec", self.raw.as_bytes_with_nul())
+        })
+    }
+
+    fn step(&self, step: Step, call: impl FnOnce() -> Result<(), Errno>) -> io::Result<()> {
+        call().map_err(|errno| {
+            let mut report = [0u8; 8];
+            report[..4].copy_from_slice(&step.code().to_ne_bytes());
+            report[4..].copy_from_slice(&(errno as i32).to_ne_bytes());
+            let _ = write(&self.report_write, &report);
+            io::Error::from_raw_os_error(errno as i32)
+        })
     }
 
     /// The parent's half, after a failed spawn: was it this context that was refused?
     /// (std's spawn returns only once the child has exec'd or died, so a report is there
     /// by then; the pipe is non-blocking, so no report reads as "no".)
     pub fn refusal(&self) -> Option<ExecContextError> {
-        let mut buf = [0u8; 4];
+        let mut buf = [0u8; 8];
         match read(self.report_read.as_fd(), &mut buf) {
-            Ok(4) => Some(ExecContextError::Refused {
-                context: self.context.clone(),
-                errno: Errno::from_raw(i32::from_ne_bytes(buf)),
-            }),
+            Ok(8) => {
+                let code = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                let step = Step::ALL.into_iter().find(|s| s.code() == code)?;
+                Some(ExecContextError::Refused {
+                    step,
+                    context: self.context.clone(),
+                    errno: Errno::from_raw(errno),
+                })
+            }
             _ => None,
         }
+    }
+}
+
+/// Writes `value` to the attribute file `path` of the calling thread.
+fn write_attr(path: &std::ffi::CStr, value: &[u8]) -> Result<(), Errno> {
+    let fd = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+    write(&fd, value).map(drop)
+}
+
+/// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`: a new anonymous session keyring (`_ses`).
+fn join_new_session_keyring() -> Result<(), Errno> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: with a NULL name the call reads no memory of ours; it takes integers only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
     }
 }
 
@@ -120,6 +215,7 @@ mod tests {
     #[test]
     fn names_the_context_and_errno_when_refused() {
         let e = ExecContextError::Refused {
+            step: Step::Exec,
             context: "system_u:system_r:container_t:s0".into(),
             errno: Errno::EACCES,
         };
@@ -140,7 +236,7 @@ mod tests {
     #[test]
     fn rejects_a_context_with_nul() {
         assert!(matches!(
-            ExecContext::new("a\0b"),
+            ExecContext::new("a\0b", false),
             Err(ExecContextError::Nul(_))
         ));
     }

@@ -406,12 +406,14 @@ impl Lab {
     }
 
     /// Starts a program in the background with `env` added to a clean environment; its
-    /// output goes to `log`; returns its pid.
+    /// output goes to `log`; returns its pid. With `session_keyring` it first joins a new
+    /// session keyring labelled with `context`, as a container runtime's container does.
     pub fn spawn(
         &mut self,
         argv: &[&str],
         env: &[&str],
         context: &str,
+        session_keyring: bool,
         log: &str,
     ) -> Result<u32, LabError> {
         let r = self.client.call(
@@ -425,6 +427,7 @@ impl Lab {
                 cwd: "/".into(),
                 background: true,
                 stdout_path: log.into(),
+                session_keyring,
             }),
             Duration::from_secs(30),
         )?;
@@ -702,6 +705,7 @@ fn run_as(
             cwd: "/".into(),
             background: false,
             stdout_path: String::new(),
+            session_keyring: false,
         }),
         timeout + Duration::from_secs(10),
     )?;

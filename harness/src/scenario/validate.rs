@@ -134,6 +134,13 @@ pub fn problems(s: &Scenario, tree: &Tree) -> Vec<String> {
             p.push(format!("member context {c:?} is not a full context"));
         }
     }
+    if w.session_keyring && (w.start != Start::Exec || w.context.is_empty()) {
+        p.push(
+            "workload.session_keyring is for a workload the agent executes in a context \
+             (start = \"exec\" and a workload.context)"
+                .into(),
+        );
+    }
     if w.user.as_ref().is_some_and(|u| u.uid == 0) {
         p.push("workload.user has uid 0: leave it out to run as root".into());
     }
@@ -275,6 +282,11 @@ mod tests {
         "[workload]\nprogram = \"idle\"\nmember_contexts = [\"system_u:system_r:container_t:s0\"]",
         "[expect]\ndump = \"ok\"\nrestore = \"ok\"\nrestored = [\"unconfined_t\"]",
         "member_contexts is for the tree workload"
+    )]
+    #[case::keyring_without_context(
+        "[workload]\nprogram = \"idle\"\nsession_keyring = true",
+        "[expect]\ndump = \"ok\"\nrestore = \"ok\"\nrestored = [\"unconfined_t\"]",
+        "workload.session_keyring is for a workload the agent executes in a context"
     )]
     #[case::not_a_context(
         "[workload]\nprogram = \"idle\"\ncontext = \"container_t\"",

@@ -253,7 +253,7 @@ fn start_workload(
     argv.extend(w.args.iter().map(String::as_str));
     let pid = match w.start {
         Start::Exec => lab
-            .spawn(&argv, &env, &p.context, &log)
+            .spawn(&argv, &env, &p.context, w.session_keyring, &log)
             .map_err(|e| e.to_string())?,
         Start::Unit => start_unit(lab, unit, &argv, &env, &p.context, &log)?,
     };

@@ -41,9 +41,9 @@
 //! `member-b`, `member-a1` and `member-b1` with their pids.
 //!
 //! Mixed SELinux contexts: with `CRLAB_MEMBER_CONTEXTS` set to five contexts (root, a, b, a1,
-//! b1, separated by spaces), each member writes its own `attr/current` once it has forked its
-//! children and before it reports ready, as a container runtime's init does before it starts
-//! the payload; children are forked while their parent still runs in the context the tree
+//! b1, separated by spaces), each member joins a new session keyring made under its context
+//! and writes its own `attr/current` once it has forked its children and before it reports
+//! ready, as a container runtime's init does before it starts the payload; children are forked while their parent still runs in the context the tree
 //! started in, since a process in one category set may not move to another. After the trigger
 //! each member checks it is still in its context. Reports go through the shared region
 //! because a member may not read files written in another category set.
@@ -65,6 +65,20 @@ const REGION_PAGES: usize = 5;
 const REPORT_PAGE: usize = 4;
 /// Bytes of a member's report slot (a report is cut to fit).
 const REPORT_SLOT: usize = PAGE / MEMBERS;
+/// `KEYCTL_JOIN_SESSION_KEYRING` of `<linux/keyctl.h>`.
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+
+/// Writes `value` to the calling thread's `/proc/thread-self/attr/NAME`.
+fn write_attr(name: &str, value: &str) -> Result<(), String> {
+    // Opened without O_CREAT: with it the kernel also checks creating a file in the /proc
+    // directory, and logs a denial even though the file exists.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/thread-self/attr/{name}"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
+        .map_err(|e| format!("writing {value:?} to its attr/{name}: {e}"))
+}
+
 /// The members' contexts, for a tree with mixed SELinux contexts.
 const CONTEXTS_ENV: &str = "CRLAB_MEMBER_CONTEXTS";
 const REGION_SEED: u64 = 0x5ea1_ed00;
@@ -207,18 +221,27 @@ impl Tree {
         Some(String::from_utf8_lossy(slot).into_owned())
     }
 
-    /// Moves the calling member into its context, if the tree has mixed contexts.
+    /// Moves the calling member into its context, if the tree has mixed contexts, with a
+    /// session keyring of its own made under that context first, as a runtime's init does
+    /// (runc: `SetKeyLabel`, `JoinSessionKeyring`): a keyring made before, under the context
+    /// the tree started in, is one its new context may not search.
     fn enter_context(&self, m: Member) -> Result<(), String> {
         let Some(ctx) = self.contexts.as_ref().map(|c| &c[m.idx()]) else {
             return Ok(());
         };
-        // Opened without O_CREAT: with it the kernel also checks creating a file in the
-        // /proc directory, and logs a denial even though the file exists.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open("/proc/thread-self/attr/current")
-            .and_then(|mut f| std::io::Write::write_all(&mut f, ctx.as_bytes()))
-            .map_err(|e| format!("writing its context {ctx} to attr/current: {e}"))
+        write_attr("keycreate", ctx)?;
+        // SAFETY: with a NULL name KEYCTL_JOIN_SESSION_KEYRING reads no memory of ours.
+        sys::check(unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                KEYCTL_JOIN_SESSION_KEYRING,
+                std::ptr::null::<libc::c_char>(),
+            )
+        })
+        .map_err(|e| format!("joining a new session keyring labelled {ctx}: {e}"))?;
+        // A NUL, not nothing: a write of no bytes never reaches the kernel through write_all.
+        write_attr("keycreate", "\0")?;
+        write_attr("current", ctx)
     }
 
     /// Checks the calling member is (still) in its context.
