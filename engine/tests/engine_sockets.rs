@@ -58,6 +58,43 @@ fn unix_sockets_are_restored_exactly(#[case] kind: &str, #[case] ends: usize) {
     w.expect_ok();
 }
 
+/// Unix sockets neither connected nor listening (`bound`): datagram sockets bound to a path
+/// and to an abstract name, a datagram client connected to the path one, an unbound sender,
+/// a stream socket bound but not listening. The images hold the five, the client as
+/// connected to the path one; after the restore the workload checks their names, labels,
+/// empty queues, and datagrams and a connection going through. Before, the dump refused
+/// them ("bound to ... and not connected").
+#[test]
+fn unix_sockets_alone_are_restored_exactly() {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["bound"]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let json = w.show_json();
+    let mut sockets = Vec::new();
+    collect(&json, "unixSocket", &mut sockets);
+    assert_eq!(sockets.len(), 5, "{sockets:?}");
+    let inos: Vec<&serde_json::Value> = sockets.iter().map(|s| &s["ino"]).collect();
+    let connected: Vec<&serde_json::Value> = sockets
+        .iter()
+        .filter(|s| s.get("connectedTo").is_some_and(|c| c != 0 && c != "0"))
+        .copied()
+        .collect();
+    assert_eq!(
+        connected.len(),
+        1,
+        "one client connected to a bound one: {sockets:?}"
+    );
+    assert!(
+        inos.contains(&&connected[0]["connectedTo"]),
+        "the client is connected to a socket of the images: {sockets:?}"
+    );
+    w.restore_detached_ok();
+    w.trigger();
+    w.expect_ok();
+}
+
 /// Who the `peercred` workload runs as: not root, with supplementary groups.
 const NOT_ROOT: Identity = Identity {
     uid: 4242,
@@ -412,6 +449,7 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 #[case::netlink("netlink", &["a netlink socket", "TCP listeners and UDP sockets only"])]
 #[case::fifo_deleted("fifo-deleted", &["a named pipe (FIFO) whose path was removed"])]
 #[case::fifo_outside("fifo-outside", &["also open in process", "outside the dump"])]
+#[case::bound_queued("bound-queued", &["a Unix datagram socket bound to", "bound-queued.sock", "with datagrams queued from senders that are not a pair's other end"])]
 #[case::udp_queued("udp-queued", &["a UDP socket on 127.0.0.1:", "with datagrams queued"])]
 #[case::udp_multicast("udp-multicast", &["a UDP socket on *:", "joined multicast group 239.0.0.10"])]
 #[case::pending("pending", &["not accepted yet", "pending"])]

@@ -679,6 +679,7 @@ mod tests {
             permissions: vec!["create"],
             file_label: String::new(),
             connects_to: None,
+            sends_to: None,
         }];
         let c = checked(UNCONFINED, &[p, dumped(11, 1, UNCONFINED)], None, &policy);
         assert_eq!(c.processes[0].verdict(), Verdict::Refused);

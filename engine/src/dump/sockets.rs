@@ -43,6 +43,10 @@ struct Held {
     pid: i32,
     fd: i32,
     diag: UnixDiag,
+    /// Never connected (`getpeername` says `ENOTCONN`) and not listening. The kernel's state
+    /// does not tell: a datagram socket is `TCP_ESTABLISHED` from its creation on recent
+    /// kernels, and one whose peer has closed names no peer inode either.
+    unconnected: bool,
 }
 
 /// What a Unix socket of the tree is, as the restore rebuilds it.
@@ -56,6 +60,12 @@ pub enum Role {
     Accepted { listener: u64 },
     /// The client end of such a connection (`connect`), bound or not.
     Client,
+    /// Neither connected nor listening, bound to a name or not (a datagram server's socket,
+    /// one that sends with `sendto`): made again alone, with nothing queued.
+    Alone,
+    /// A datagram socket connected to the bound socket of inode `to`, which is alone (a
+    /// client of a datagram server, as a logger of `/dev/log`).
+    Sender { to: u64 },
 }
 
 /// The `AF_UNIX` sockets of the whole tree, by inode, every one of them restorable.
@@ -198,7 +208,19 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
             });
             match unix_diag(ino)? {
                 Some(diag) => {
-                    tree.unix.insert(ino, Held { pid, fd, diag });
+                    let unconnected = diag.peer == 0 && diag.state != UNIX_LISTEN && {
+                        let copy = fd_of(pid, u64::try_from(fd).unwrap_or(u64::MAX))?;
+                        !crate::sys::has_peer(copy.as_fd())?
+                    };
+                    tree.unix.insert(
+                        ino,
+                        Held {
+                            pid,
+                            fd,
+                            diag,
+                            unconnected,
+                        },
+                    );
                 }
                 None => {
                     if inet.is_none() {
@@ -249,7 +271,7 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
     order.sort_by_key(|(ino, h)| (h.diag.state != UNIX_LISTEN, **ino));
     let mut roles = HashMap::new();
     for (ino, held) in order {
-        match role(*ino, &held.diag, &tree.unix) {
+        match role(*ino, held, &tree.unix) {
             Ok(r) => {
                 roles.insert(*ino, r);
             }
@@ -278,6 +300,10 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
     let mut order: Vec<(&u64, &Held)> = tree.unix.iter().collect();
     order.sort_by_key(|(ino, _)| **ino);
     let mut live = HashMap::new();
+    // A socket never connected nor listening has none (SO_PEERGROUPS says ENODATA), and
+    // needs none: it is made again in a process holding it.
+    order
+        .retain(|(ino, _)| !matches!(tree.roles.get(ino), Some(Role::Alone | Role::Sender { .. })));
     for (&ino, held) in &order {
         let sock = fd_of(held.pid, u64::try_from(held.fd).unwrap_or(u64::MAX))?;
         let c = peer_cred(sock.as_fd())?;
@@ -630,7 +656,8 @@ fn inet_role(d: &InetDiag) -> Result<(), Refusal> {
 }
 
 /// What the Unix socket `ino` is to the restore, or why the restore could not give it back.
-fn role(ino: u64, d: &UnixDiag, unix: &HashMap<u64, Held>) -> Result<Role, Refusal> {
+fn role(ino: u64, held: &Held, unix: &HashMap<u64, Held>) -> Result<Role, Refusal> {
+    let d = &held.diag;
     let ty = i32::from(d.sock_type);
     let kind = match ty {
         libc::SOCK_STREAM => "a Unix stream socket",
@@ -660,6 +687,10 @@ fn role(ino: u64, d: &UnixDiag, unix: &HashMap<u64, Held>) -> Result<Role, Refus
         check_name(kind, d)?;
         return Ok(Role::Listener);
     }
+    if held.unconnected {
+        check_name(kind, d)?;
+        return Ok(Role::Alone);
+    }
     let peer = u64::from(d.peer);
     if d.peer == 0 || d.state != UNIX_ESTABLISHED && ty != libc::SOCK_DGRAM {
         let what = if d.name.is_empty() {
@@ -687,6 +718,11 @@ fn role(ino: u64, d: &UnixDiag, unix: &HashMap<u64, Held>) -> Result<Role, Refus
             "dump the process holding the other end with it (one tree), or close the socket",
         ));
     };
+    if ty == libc::SOCK_DGRAM && other.unconnected && !other.diag.name.is_empty() {
+        check_name(kind, d)?;
+        check_name(kind, &other.diag)?;
+        return Ok(Role::Sender { to: peer });
+    }
     if u64::from(other.diag.peer) != ino {
         return Err((
             format!("{kind} connected one way to socket inode {peer}, which is not connected back"),
@@ -858,7 +894,9 @@ pub fn read_unix(
     }
     let shutdown = d.shutdown.unwrap_or(0);
     // A listener queues connections, not data: its pending ones were refused by `survey`.
-    let mut peeked = if *role == Role::Listener {
+    // Nor does a stream or seqpacket socket never connected, which has no queue.
+    let queueless = *role == Role::Alone && sock_type != libc::SOCK_DGRAM;
+    let mut peeked = if *role == Role::Listener || queueless {
         crate::sys::Peeked::default()
     } else {
         peek_queue(sock.as_fd(), sock_type, shutdown & 1 != 0)?
@@ -869,7 +907,28 @@ pub fn read_unix(
             "let the process read its queue before the dump",
         ));
     }
-    if sock_type != libc::SOCK_STREAM && *role != Role::Listener {
+    let unpaired = matches!(role, Role::Alone | Role::Sender { .. });
+    if unpaired && sock_type == libc::SOCK_DGRAM {
+        // What its senders sent: their addresses (and whether they were in the tree) are
+        // not kept, so no send at restore could give it back. An empty datagram counts too.
+        let head = crate::sys::peek_head_len(sock.as_fd()).map_err(crate::dump::DumpError::from)?;
+        if !peeked.messages.is_empty() || head.is_some() {
+            return Err(refuse(
+                format!(
+                    "a Unix datagram socket {} with datagrams queued from senders that are not \
+                     a pair's other end",
+                    if d.name.is_empty() {
+                        "that is not bound".to_owned()
+                    } else {
+                        format!("bound to {}", name_text(&d.name))
+                    }
+                ),
+                "let the process read its datagrams before the dump; crlab does not keep \
+                 their senders' addresses",
+            ));
+        }
+    }
+    if sock_type != libc::SOCK_STREAM && *role != Role::Listener && !unpaired {
         unseen_messages(tree, d, sock_type, sock, &mut peeked)
             .map_err(|(what, hint)| refuse(what, hint))?;
     }
@@ -905,10 +964,15 @@ pub fn read_unix(
     }
     let label = crate::selinux::label_of(sock.as_fd());
     let as_u32 = |v: i32| u32::try_from(v).unwrap_or(0);
+    let (peer, connected_to) = match *role {
+        Role::Sender { to } => (0, to),
+        _ => (u64::from(d.peer), 0),
+    };
     let mut out = UnixSocket {
         ino,
         r#type: ty as i32,
-        peer: u64::from(d.peer),
+        peer,
+        connected_to,
         queue: peeked.messages,
         shutdown: u32::from(shutdown),
         label,
@@ -947,7 +1011,7 @@ pub fn read_unix(
                 }
             }
         }
-        Role::Pair | Role::Client => {}
+        Role::Pair | Role::Client | Role::Alone | Role::Sender { .. } => {}
     }
     // The socket file this socket bound (a listener's, or a bound client's).
     let path = unix_socket_path(&d.name).filter(|_| !matches!(role, Role::Accepted { .. }));
@@ -1328,6 +1392,7 @@ mod tests {
                     peer,
                     ..UnixDiag::default()
                 },
+                unconnected: false,
             },
         )
     }
@@ -1341,7 +1406,7 @@ mod tests {
 
     fn roles(unix: &HashMap<u64, Held>) -> HashMap<u64, Result<Role, String>> {
         unix.iter()
-            .map(|(i, h)| (*i, role(*i, &h.diag, unix).map_err(|e| e.0)))
+            .map(|(i, h)| (*i, role(*i, h, unix).map_err(|e| e.0)))
             .collect()
     }
 

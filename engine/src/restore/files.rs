@@ -1026,6 +1026,34 @@ impl<'a> Sockets<'a> {
             {
                 return Err(bad(s, "has no type"));
             }
+            if s.peer == 0 && !s.listening {
+                // Alone, or connected one way to a socket that is: it has no peer
+                // credentials, and nothing queued.
+                if s.accepted_from != 0 || !s.queue.is_empty() || s.peer_cred.is_some() {
+                    return Err(bad(
+                        s,
+                        "has no peer but was accepted, holds a queue or has peer credentials",
+                    ));
+                }
+                if s.connected_to != 0 {
+                    let target = all.get(&s.connected_to).map(|(t, _, _)| *t);
+                    let alone = target.is_some_and(|t: &UnixSocket| {
+                        t.peer == 0
+                            && t.connected_to == 0
+                            && !t.listening
+                            && !t.name.is_empty()
+                            && t.r#type == s.r#type
+                            && UnixSocketType::try_from(s.r#type) == Ok(UnixSocketType::Dgram)
+                    });
+                    if !alone {
+                        return Err(bad(
+                            s,
+                            "is connected to a socket that is not a bound datagram socket alone",
+                        ));
+                    }
+                }
+                continue;
+            }
             if !s.peer_cred.as_ref().is_some_and(|c| c.groups_known) {
                 return Err(bad(
                     s,
@@ -1192,6 +1220,17 @@ fn maker<'x, 'r>(at: &'x mut [At<'r>], s: &UnixSocket) -> Result<&'x mut At<'r>,
         })
 }
 
+/// The first process of `at` holding the socket `s` (open file `id`).
+fn holder<'x, 'r>(
+    at: &'x mut [At<'r>],
+    s: &UnixSocket,
+    id: u32,
+) -> Result<&'x mut At<'r>, RestoreError> {
+    at.iter_mut()
+        .find(|a| a.fds.iter().any(|f| f.file_id == id))
+        .ok_or_else(|| bad(s, "is held by no process of the tree"))
+}
+
 fn cred_of(s: &UnixSocket) -> Result<&PeerCred, RestoreError> {
     s.peer_cred
         .as_ref()
@@ -1243,6 +1282,37 @@ pub fn make_unix_sockets(
         configure(s, flags, &c)?;
         made.insert(s.ino, (c, Some((pid, fd))));
     }
+    // Alone (neither connected nor listening), then those connected to one of them: made in
+    // the first process holding each, which has no credentials to give it.
+    let alone = |s: &UnixSocket| s.peer == 0 && !s.listening;
+    let mut lone: Vec<(&UnixSocket, u32, u32)> = sockets
+        .iter()
+        .copied()
+        .filter(|(s, _, _)| alone(s))
+        .collect();
+    lone.sort_by_key(|(s, _, _)| s.connected_to != 0);
+    for (s, flags, id) in lone {
+        let a = holder(at, s, id)?;
+        let (pid, r) = (a.pid, &mut *a.remote);
+        let fd = new_socket(r, pid, scratch, s, 0)?;
+        let fd = move_above(r, pid, fd, above, "a Unix socket")?;
+        if !s.name.is_empty() {
+            bind_name(r, pid, scratch, s, fd)?;
+        }
+        if s.connected_to != 0 {
+            let to = socks
+                .all
+                .get(&s.connected_to)
+                .map(|(t, _, _)| *t)
+                .ok_or_else(|| bad(s, "is connected to a socket that was not made"))?;
+            let (addr, len) = put_sockaddr(r, pid, scratch, &to.name)?;
+            r.syscall("connect", libc::SYS_connect, &[fd, addr, len])
+                .step(pid, "connecting a Unix datagram socket to its bound peer")?;
+        }
+        let c = copy(pid, s, fd)?;
+        configure(s, flags, &c)?;
+        made.insert(s.ino, (c, Some((pid, fd))));
+    }
     for &(s, flags, _) in &sockets {
         let Some((peer, peer_flags, _)) = peer_of(s) else {
             continue;
@@ -1287,7 +1357,9 @@ pub fn make_unix_sockets(
     }
     for &(s, _, _) in &sockets {
         let (c, _) = made.get(&s.ino).ok_or_else(|| bad(s, "was not created"))?;
-        check_peer_cred(s, c)?;
+        if !alone(s) {
+            check_peer_cred(s, c)?;
+        }
     }
     // Handed to each process that holds it, at its parked number.
     let by_file: HashMap<u32, u64> = sockets.iter().map(|(s, _, id)| (*id, s.ino)).collect();

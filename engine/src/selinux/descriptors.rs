@@ -209,6 +209,9 @@ pub struct SocketCreation {
     pub file_label: String,
     /// A client's: the label of the listener it connects to.
     pub connects_to: Option<String>,
+    /// A datagram socket connected to a bound one alone: that one's label, which its
+    /// `connect` asks `sendto` on.
+    pub sends_to: Option<String>,
 }
 
 /// The sockets of `table` that carry a label, as the restore creates them.
@@ -240,7 +243,8 @@ pub fn socket_creations(table: &FileTable) -> Vec<SocketCreation> {
             if s.listening {
                 permissions.extend(["listen", "accept"]);
             }
-            if client_of.is_some() {
+            let sends_to = sockets.get(&s.connected_to);
+            if client_of.is_some() || sends_to.is_some() {
                 permissions.push("connect");
             }
             if s.shutdown != 0 {
@@ -261,6 +265,7 @@ pub fn socket_creations(table: &FileTable) -> Vec<SocketCreation> {
                     String::new()
                 },
                 connects_to: client_of.map(|l| l.label.clone()),
+                sends_to: sends_to.map(|t| t.label.clone()),
             }
         })
         .collect();
@@ -308,6 +313,7 @@ fn inet_creation(s: &InetSocket) -> SocketCreation {
         permissions,
         file_label: String::new(),
         connects_to: None,
+        sends_to: None,
     }
 }
 
@@ -328,7 +334,8 @@ pub struct Question {
 /// its label to its peer's (the same: a pair shares its creator's); for a socket file,
 /// `process { setfscreate }` and `sock_file { create unlink setattr getattr }` on the file's
 /// label (the stale one removed, the new one created and given its mode and owner); for a
-/// client, `connectto` from its label to its listener's.
+/// client, `connectto` from its label to its listener's; for a datagram socket connected to a
+/// bound one, `sendto` from its label to that one's.
 pub fn socket_questions(engine: &str, s: &SocketCreation) -> Vec<Question> {
     let q = |source: &str, target: &str, class, permissions: Vec<&'static str>| Question {
         source: source.to_owned(),
@@ -359,6 +366,9 @@ pub fn socket_questions(engine: &str, s: &SocketCreation) -> Vec<Question> {
             "sock_file",
             vec!["create", "unlink", "setattr", "getattr"],
         ));
+    }
+    if let Some(bound) = &s.sends_to {
+        out.push(q(&s.label, bound, "unix_dgram_socket", vec!["sendto"]));
     }
     if let Some(listener) = &s.connects_to {
         out.push(q(
@@ -628,6 +638,7 @@ mod tests {
             permissions,
             file_label: String::new(),
             connects_to: None,
+            sends_to: None,
         }
     }
 

@@ -50,8 +50,8 @@ pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
 pub use rlimit::{rlimit, set_rlimit, RLIMITS};
 pub use sock_diag::{inet_diag_all, unix_diag, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
 pub use socket::{
-    fd_of, fresh_socket, has_pending_error, peek_head_len, peek_queue, peer_cred, peer_groups,
-    peer_pid_now, queue_truesize, send_all, set_sockopt_bytes, set_sockopt_int,
+    fd_of, fresh_socket, has_peer, has_pending_error, peek_head_len, peek_queue, peer_cred,
+    peer_groups, peer_pid_now, queue_truesize, send_all, set_sockopt_bytes, set_sockopt_int,
     set_sockopt_timeval, sock_proto_name, sockopt_bytes, sockopt_int, sockopt_timeval, unix_outq,
     Peeked,
 };

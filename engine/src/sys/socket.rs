@@ -441,6 +441,17 @@ pub struct PeerCred {
     pub gid: u32,
 }
 
+/// Whether socket `fd` has a peer (`getpeername`): false when it was never connected
+/// (`ENOTCONN`); true for one connected to a peer that has since closed, which it still names.
+pub fn has_peer(fd: BorrowedFd<'_>) -> Result<bool, SysError> {
+    use nix::sys::socket::{getpeername, SockaddrStorage};
+    match getpeername::<SockaddrStorage>(fd.as_raw_fd()) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOTCONN) => Ok(false),
+        Err(e) => Err(err("getpeername")(e)),
+    }
+}
+
 /// `SO_PEERCRED` of socket `fd`.
 pub fn peer_cred(fd: BorrowedFd<'_>) -> Result<PeerCred, SysError> {
     let mut v = libc::ucred {

@@ -60,7 +60,19 @@
 //!   both ways, each socket's name and peer's name, the options, a new client accepted by
 //!   the listener, and when SELinux is on each socket's label as it was.
 //!
+//! - `bound`: Unix sockets neither connected nor listening, and a datagram socket connected
+//!   to one: a datagram socket bound to a path of the state directory (mode 0620,
+//!   `SO_RCVBUF`), one bound to an abstract name, a datagram client connected to the path one
+//!   (as a logger to `/dev/log`), an unbound datagram socket that sends with `sendto`, and a
+//!   stream socket bound to a path but not listening. After the wait: each name and the
+//!   client's peer, nothing queued anywhere, a datagram from the client and one from the
+//!   unbound socket received in order by the path one (each sender unnamed), one sent to the
+//!   abstract one, the stream socket listening and taking a connection, the socket files'
+//!   modes, `SO_RCVBUF`, and when SELinux is on each socket's label as it was.
+//!
 //! Refused at dump (the state still in place after the refused dump, checked after the wait):
+//! - `bound-queued`: a datagram socket bound to a path with a datagram queued from an unbound
+//!   sender (whose name a restore could not give back);
 //! - `pending`: a listener with a connection not accepted yet;
 //! - `peercred-relisten`: a stream connection whose client keeps the peer credentials its
 //!   listener had at connect (root's), the listener having listened again since with another
@@ -703,6 +715,15 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             // Blocks until the grandchild has it open for reading.
             w.setup("opening the FIFO", open_fifo(&path, libc::O_WRONLY))
         }
+        "bound-queued" => {
+            use std::os::unix::ffi::OsStrExt;
+            let name = w.path("bound-queued.sock").as_os_str().as_bytes().to_vec();
+            let server = w.setup("socket", socket(libc::SOCK_DGRAM));
+            w.setup("bind", bind(server, &name));
+            let sender = w.setup("sender socket", socket(libc::SOCK_DGRAM));
+            w.setup("queueing", unix_send_to(sender, &name, b"queued datagram"));
+            server
+        }
         "udp-queued" => {
             let u = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_DGRAM));
             w.setup("bind", inet_bind(u, &[127, 0, 0, 1], 0));
@@ -969,7 +990,7 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                 checks.that(v != 0, "the filter is still attached (SO_GET_FILTER not 0)");
             }
         }
-        "udp-queued" => {
+        "udp-queued" | "bound-queued" => {
             if let Some(n) = checks.io("recv of the datagram", recv(fd, &mut buf)) {
                 checks.eq("the queued datagram", &b"queued datagram"[..], &buf[..n]);
             }
@@ -1722,8 +1743,203 @@ fn main() {
         "empty-messages" => empty_messages(w),
         "options" => options(w),
         "tcp-connections" => tcp_connections(w),
+        "bound" => bound(w),
         other => refused(w, other),
     }
+}
+
+/// Sends `data` to the socket named `name` (`sendto`).
+fn unix_send_to(fd: i32, name: &[u8], data: &[u8]) -> io::Result<usize> {
+    let (addr, len) = sockaddr(name);
+    // SAFETY: `data` is a live buffer of `data.len()` bytes, `addr` a live sockaddr_un of
+    // `len` bytes.
+    let r = unsafe {
+        libc::sendto(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            std::ptr::addr_of!(addr).cast(),
+            len,
+        )
+    };
+    sys::check(r as libc::c_long).map(|n| n as usize)
+}
+
+/// Receives a datagram (`recvfrom`): its bytes and its sender's name (empty when unnamed).
+fn unix_recv_from(fd: i32) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `buf`, `addr` and `len` are live; the kernel writes at most their sizes.
+    let r = unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            std::ptr::addr_of_mut!(addr).cast(),
+            &mut len,
+        )
+    };
+    let n = sys::check(r as libc::c_long)? as usize;
+    buf.truncate(n);
+    let off = std::mem::size_of::<libc::sa_family_t>();
+    let name_len = usize::try_from(len).unwrap_or(0).saturating_sub(off);
+    let mut name: Vec<u8> = addr.sun_path[..name_len.min(addr.sun_path.len())]
+        .iter()
+        .map(|c| *c as u8)
+        .collect();
+    if name.first().is_some_and(|c| *c != 0) {
+        if let Some(end) = name.iter().position(|c| *c == 0) {
+            name.truncate(end);
+        }
+    }
+    Ok((buf, name))
+}
+
+/// Nothing is queued to be read on `fd` (a receive says `EAGAIN`).
+fn check_empty(checks: &mut Checks, what: &str, fd: i32) {
+    let mut b = [0u8; 1];
+    match recv(fd, &mut b) {
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+        Ok(n) => checks.that(false, &format!("{what}: nothing queued (read {n} bytes)")),
+        Err(e) => checks.that(false, &format!("{what}: nothing queued ({e})")),
+    }
+}
+
+fn bound(mut w: Workload) -> ! {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let me = sys::getpid();
+    let path = w.path("bound.sock");
+    let path_name = path.as_os_str().as_bytes().to_vec();
+    let stream_path = w.path("bound-stream.sock");
+    let stream_name = stream_path.as_os_str().as_bytes().to_vec();
+    let abstract_name = format!("\0crlab-bound-{me}").into_bytes();
+
+    let server = w.setup("datagram server: socket", socket(libc::SOCK_DGRAM));
+    w.setup("datagram server: bind", bind(server, &path_name));
+    w.setup(
+        "datagram server: SO_RCVBUF",
+        setsockopt(server, libc::SO_RCVBUF, RCVBUF),
+    );
+    w.setup(
+        "chmod of the socket file",
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o620)),
+    );
+    let rcvbuf = w.setup(
+        "datagram server: SO_RCVBUF",
+        getsockopt(server, libc::SO_RCVBUF),
+    );
+    let hidden = w.setup("abstract server: socket", socket(libc::SOCK_DGRAM));
+    w.setup("abstract server: bind", bind(hidden, &abstract_name));
+    let client = w.setup("client: socket", socket(libc::SOCK_DGRAM));
+    w.setup("client: connect", connect(client, &path_name));
+    let loose = w.setup("unbound sender: socket", socket(libc::SOCK_DGRAM));
+    let stream = w.setup("bound stream: socket", socket(libc::SOCK_STREAM));
+    w.setup("bound stream: bind", bind(stream, &stream_name));
+    let all = [
+        ("the datagram server", server),
+        ("the abstract server", hidden),
+        ("the client", client),
+        ("the unbound sender", loose),
+        ("the bound stream socket", stream),
+    ];
+    let labels: Vec<Option<Vec<u8>>> = all
+        .iter()
+        .map(|(_, fd)| w.setup("fgetxattr(security.selinux)", label(*fd)))
+        .collect();
+    let file_label = w.setup("lgetxattr of the socket file", path_label(&path));
+
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    for ((what, fd), want) in all.iter().zip(&labels) {
+        if let Some(l) = checks.io(&format!("{what}: label"), label(*fd)) {
+            checks.eq(&format!("{what}: SELinux label"), want, &l);
+        }
+    }
+    let names: [(&str, i32, bool, &[u8]); 5] = [
+        ("the datagram server's name", server, false, &path_name),
+        ("the abstract server's name", hidden, false, &abstract_name),
+        ("the client's peer", client, true, &path_name),
+        ("the client's name", client, false, b""),
+        (
+            "the bound stream socket's name",
+            stream,
+            false,
+            &stream_name,
+        ),
+    ];
+    for (what, fd, peer, want) in names {
+        if let Some(n) = checks.io(what, name_of(fd, peer)) {
+            checks.eq(
+                what,
+                String::from_utf8_lossy(want),
+                String::from_utf8_lossy(&n),
+            );
+        }
+    }
+    for (what, fd) in &all[..4] {
+        check_empty(&mut checks, what, *fd);
+    }
+    if let Some(v) = checks.io("SO_RCVBUF", getsockopt(server, libc::SO_RCVBUF)) {
+        checks.eq("the datagram server's SO_RCVBUF", rcvbuf, v);
+    }
+    if let Some(m) = checks.io("lstat of the socket file", std::fs::symlink_metadata(&path)) {
+        checks.eq(
+            "the socket file's mode",
+            0o620,
+            m.permissions().mode() & 0o7777,
+        );
+    }
+    if let Some(l) = checks.io("lgetxattr of the socket file", path_label(&path)) {
+        checks.eq("the socket file's SELinux label", &file_label, &l);
+    }
+    checks.io("the client's send", send(client, b"from the client"));
+    checks.io(
+        "the unbound sender's sendto",
+        unix_send_to(loose, &path_name, b"from the unbound sender"),
+    );
+    checks.io(
+        "a sendto to the abstract server",
+        unix_send_to(loose, &abstract_name, b"to the abstract one"),
+    );
+    for want in [&b"from the client"[..], b"from the unbound sender"] {
+        if let Some((got, sender)) =
+            checks.io("the datagram server's recvfrom", unix_recv_from(server))
+        {
+            checks.eq(
+                "a datagram the server received",
+                String::from_utf8_lossy(want),
+                String::from_utf8_lossy(&got),
+            );
+            checks.eq("its sender's name", 0, sender.len());
+        }
+    }
+    if let Some((got, _)) = checks.io("the abstract server's recvfrom", unix_recv_from(hidden)) {
+        checks.eq(
+            "the datagram the abstract server received",
+            &b"to the abstract one"[..],
+            got.as_slice(),
+        );
+    }
+    if checks
+        .io("the bound stream socket's listen", listen(stream, 1))
+        .is_some()
+    {
+        let c = checks.io("a new client: socket", socket(libc::SOCK_STREAM));
+        if let Some(c) = c {
+            if checks
+                .io("a new client: connect", connect(c, &stream_name))
+                .is_some()
+            {
+                checks.io("the bound stream socket's accept", accept(stream));
+            }
+        }
+    }
+    w.finish(checks)
 }
 
 fn inet_socket(family: i32, ty: i32) -> io::Result<i32> {
