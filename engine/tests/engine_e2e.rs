@@ -138,12 +138,13 @@ fn assert_pages_small(w: &Workload) {
     );
 }
 
-/// A descriptor the engine does not support makes the dump fail, say what and which fd, and
-/// leave the workload unharmed: still running, not traced, with no descriptor added (its own
-/// check compares its descriptor table) and its inotify watch or socket intact.
+/// A descriptor whose state the engine does not restore (an inotify instance with unread
+/// events, a UDP socket with a queued datagram) makes the dump fail, say what and which fd,
+/// and leave the workload unharmed: still running, not traced, with no descriptor added (its
+/// own check compares its descriptor table) and its inotify watch or socket intact.
 #[rstest]
-#[case::inotify("inotify")]
-#[case::socket("socket")]
+#[case::inotify_unread_events("inotify")]
+#[case::udp_queued_datagram("socket")]
 fn dump_refuses_an_unsupported_descriptor(#[case] kind: &str) {
     let mut w = Workload::start("unsupported", WaitMode::Nanosleep, &[kind]);
     let fd = w

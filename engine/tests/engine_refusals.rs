@@ -69,6 +69,18 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::process_keyring("process-keyring", &["has a process keyring"])]
 #[case::unsearchable_keyring("unsearchable-keyring", &["may not search its own session keyring", "EACCES", "a keyring made under the process's own label"])]
 #[case::thread_session_keyring("thread-session-keyring", &["another session keyring than its leader's", ";crlab-thread"])]
+#[case::nested_keyring("nested-keyring", &["key of type \"keyring\"", "\"crlab-nested\"", "\"crlab-refused\"", "only user keys"])]
+#[case::pidfd("pidfd", &["a pidfd"])]
+#[case::io_uring("io-uring", &["an io_uring instance"])]
+#[case::perf_event("perf-event", &["a perf event descriptor"])]
+#[case::fanotify("fanotify", &["a fanotify descriptor"])]
+#[case::mount_api("fsopen", &["a mount API descriptor"])]
+#[case::landlock("landlock", &["a Landlock ruleset"])]
+#[case::bpf_map("bpf-map", &["a BPF object"])]
+#[case::memfd_secret("memfd-secret", &["a memfd_secret descriptor"])]
+#[case::sysv_shm("sysv-shm", &["System V shared memory"])]
+#[case::securebits("securebits", &["securebits 0x1", "PR_SET_SECUREBITS"])]
+#[case::sched_deadline("sched-deadline", &["SCHED_DEADLINE"])]
 fn dump_refuses_state_it_does_not_restore(#[case] kind: &str, #[case] words: &[&str]) {
     let mut w = Workload::start("refused", WaitMode::Nanosleep, &[kind]);
     let ready = w.wait_ready();

@@ -451,6 +451,8 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 #[case::fifo_outside("fifo-outside", &["also open in process", "outside the dump"])]
 #[case::bound_queued("bound-queued", &["a Unix datagram socket bound to", "bound-queued.sock", "with datagrams queued from senders that are not a pair's other end"])]
 #[case::udp_queued("udp-queued", &["a UDP socket on 127.0.0.1:", "with datagrams queued"])]
+#[case::tcp_close_wait("tcp-close-wait", &["a TCP socket in state CLOSE_WAIT (127.0.0.1:"])]
+#[case::udp_bindtodevice("udp-bindtodevice", &["a UDP socket on 127.0.0.1:", "SO_BINDTODEVICE"])]
 #[case::udp_multicast("udp-multicast", &["a UDP socket on *:", "joined multicast group 239.0.0.10"])]
 #[case::pending("pending", &["not accepted yet", "pending"])]
 #[case::oob("oob", &["out-of-band data (MSG_OOB)"])]

@@ -17,7 +17,8 @@
 //! - `no-new-privs`: `PR_SET_NO_NEW_PRIVS`;
 //! - `pdeathsig-child`: a child with parent-death signal SIGUSR2, which checks it still has it
 //!   once the go file appears and exits 0 if so (the root reaps it and checks);
-//! - `itimer`: `ITIMER_REAL` (an hour, repeating every half hour) and `ITIMER_VIRTUAL` armed;
+//! - `itimer`: `ITIMER_REAL` (an hour, repeating every half hour), `ITIMER_VIRTUAL` and
+//!   `ITIMER_PROF` (2000 s of CPU time, repeating every 600 s) armed;
 //!   after the trigger the intervals are exact and the values counted down, not reset or gone;
 //! - `posix-timer`: two `timer_create` timers, one signalling SIGUSR1 with a value on
 //!   CLOCK_MONOTONIC (an hour, then every minute), one without notification on CLOCK_REALTIME
@@ -25,8 +26,10 @@
 //!   down, not reset;
 //! - `membarrier`: registered for private expedited membarriers (the command then succeeds
 //!   instead of failing with `EPERM`);
-//! - `mlock`: one page locked; `madvise`: pages advised `MADV_DONTFORK`, `MADV_DONTDUMP`,
-//!   `MADV_WIPEONFORK`, `MADV_HUGEPAGE`, as their `VmFlags` show;
+//! - `mlock`: one page locked; `madvise`: anonymous pages advised `MADV_DONTFORK`,
+//!   `MADV_DONTDUMP`, `MADV_WIPEONFORK`, `MADV_HUGEPAGE`, `MADV_RANDOM`, `MADV_SEQUENTIAL`,
+//!   `MADV_NOHUGEPAGE`, and a private writable mapping of a file advised `MADV_RANDOM`, as
+//!   their `VmFlags` show;
 //! - `affinity`: the CPU affinity narrowed to the first allowed CPU (needs two);
 //! - `coredump-filter`: `/proc/self/coredump_filter` 0x7f;
 //! - `mce-kill`: `PR_MCE_KILL` early;
@@ -41,6 +44,7 @@
 //!   and CAP_NET_RAW out of its effective set, which it reads before and after (blocked in a
 //!   read of a pipe meanwhile); the main thread's own, untouched, must not change either;
 //! - `caps`: as root, capability sets changed in each: CAP_NET_RAW out of the effective set,
+//!   CAP_MKNOD out of the permitted (and effective) set,
 //!   CAP_NET_BIND_SERVICE into the inheritable and ambient sets, CAP_SYS_BOOT out of the
 //!   bounding set, and the keep-capabilities bit;
 //! - `caps-user`: the same, then the ids changed to 65534 with the permitted set kept, as a
@@ -75,6 +79,7 @@ const CHILD_GO: &str = "child-go";
 const NOBODY: u32 = 65534;
 const CAP_NET_BIND_SERVICE: u32 = 10;
 const CAP_NET_RAW: u32 = 13;
+const CAP_MKNOD: u32 = 27;
 const CAP_SYS_BOOT: u32 = 22;
 /// `<linux/membarrier.h>`.
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: i32 = 1 << 3;
@@ -233,12 +238,14 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
         "itimer" => {
             let real = itimerval(1800, 3600);
             let virt = itimerval(0, 1000);
+            let prof = itimerval(600, 2000);
             // SAFETY: the itimervals are valid and read during the calls; no old value asked.
             unsafe {
                 sys::check(libc::setitimer(libc::ITIMER_REAL, &real, std::ptr::null_mut()).into())?;
                 sys::check(
                     libc::setitimer(libc::ITIMER_VIRTUAL, &virt, std::ptr::null_mut()).into(),
                 )?;
+                sys::check(libc::setitimer(libc::ITIMER_PROF, &prof, std::ptr::null_mut()).into())?;
             }
         }
         "posix-timer" => {
@@ -304,6 +311,9 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
                     libc::MADV_DONTDUMP,
                     libc::MADV_WIPEONFORK,
                     libc::MADV_HUGEPAGE,
+                    libc::MADV_RANDOM,
+                    libc::MADV_SEQUENTIAL,
+                    libc::MADV_NOHUGEPAGE,
                 ]
             };
             for &a in advice {
@@ -319,6 +329,30 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
                     } else {
                         libc::madvise(addr as *mut libc::c_void, PAGE, a)
                     }
+                };
+                sys::check(ret.into())?;
+                set.pages.push(addr);
+            }
+            if kind == "madvise" {
+                // A private writable mapping of a file, advised MADV_RANDOM, then written to.
+                let path = w.path("advised.bin");
+                std::fs::write(&path, vec![7u8; PAGE])?;
+                let c = sys::cstring(&path);
+                // SAFETY: `c` is a valid NUL-terminated path.
+                let fd = sys::check(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) }.into())?;
+                let mapped = map(
+                    fd as i32,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE,
+                );
+                // SAFETY: closes our own descriptor; the mapping stays.
+                unsafe { libc::close(fd as i32) };
+                let addr = mapped?;
+                // SAFETY: advises one page of our own mapping, then writes its private copy.
+                let ret = unsafe {
+                    let ret = libc::madvise(addr as *mut libc::c_void, PAGE, libc::MADV_RANDOM);
+                    std::ptr::write_volatile(addr as *mut u8, 0x5a);
+                    ret
                 };
                 sys::check(ret.into())?;
                 set.pages.push(addr);
@@ -446,8 +480,9 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             }
         }
         "caps" | "caps-user" => {
-            let (mut eff, prm, mut inh) = capget()?;
-            eff &= !(1 << CAP_NET_RAW);
+            let (mut eff, mut prm, mut inh) = capget()?;
+            eff &= !(1 << CAP_NET_RAW | 1 << CAP_MKNOD);
+            prm &= !(1 << CAP_MKNOD);
             inh |= 1 << CAP_NET_BIND_SERVICE;
             capset(eff, prm, inh)?;
             prctl(libc::PR_CAPBSET_DROP, CAP_SYS_BOOT.into())?;
@@ -873,6 +908,7 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
             for (which, interval, max) in [
                 (libc::ITIMER_REAL, 1800, 3600),
                 (libc::ITIMER_VIRTUAL, 0, 1000),
+                (libc::ITIMER_PROF, 600, 2000),
             ] {
                 let mut v = itimerval(0, 0);
                 // SAFETY: writes one itimerval into `v`.
@@ -926,7 +962,7 @@ fn observe(kind: &str, set: &Set) -> io::Result<String> {
             let codes: &[&str] = if kind != "madvise" {
                 &["lo"]
             } else {
-                &["dc", "dd", "wf", "hg"]
+                &["dc", "dd", "wf", "hg", "rr", "sr", "nh", "rr"]
             };
             let mut out = Vec::new();
             for (&addr, code) in set.pages.iter().zip(codes) {

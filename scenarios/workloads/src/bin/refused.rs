@@ -29,11 +29,20 @@
 //!   process keyring (`KEYCTL_GET_KEYRING_ID` with `create`); `thread-session-keyring`: a
 //!   thread that joined a session keyring of its own, `crlab-thread` (credentials are per
 //!   thread), then sleeps; `unsearchable-keyring`: a new session keyring whose permissions
-//!   (`37370000`) let nobody search it, as SELinux may deny a process its own keyring.
+//!   (`37370000`) let nobody search it, as SELinux may deny a process its own keyring;
+//!   `nested-keyring`: a new session keyring `crlab-refused` holding a keyring `crlab-nested`;
+//! - `pidfd`, `io-uring`, `perf-event` (a software counter on itself), `fanotify`, `fsopen` (a
+//!   mount API context), `landlock` (a ruleset), `bpf-map` (an array map), `memfd-secret`: a
+//!   descriptor of an anonymous-inode kind (or a secret memory file) crlab does not restore;
+//! - `sysv-shm`: an attached System V shared memory segment, removed (`IPC_RMID`) once
+//!   attached so it goes with the workload;
+//! - `securebits`: the securebit `SECBIT_NOROOT`; `sched-deadline`: the `SCHED_DEADLINE`
+//!   policy (with reset-on-fork).
 //!
 //! Announces `refused-pid` (the process holding the state) and, for the descriptor kinds,
 //! `refused-fd`. Once triggered it checks the state is still there where that can be seen (the
-//! lock, the owner, the timer), ends its children and makes the common checks.
+//! lock, the owner, the timer, the segment's byte, the securebits, the policy, the keyring),
+//! ends its children and makes the common checks (which compare the descriptor table).
 
 use std::io;
 
@@ -54,8 +63,30 @@ const UNSEARCHABLE: libc::c_long = 0x3737_0000;
 const KEY_SPEC_THREAD_KEYRING: libc::c_long = -1;
 const KEY_SPEC_PROCESS_KEYRING: libc::c_long = -2;
 const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+/// `SECBIT_NOROOT` of `<linux/securebits.h>`.
+const SECBIT_NOROOT: libc::c_ulong = 1;
+/// `SCHED_DEADLINE` and `SCHED_FLAG_RESET_ON_FORK` of `<linux/sched.h>`; `SCHED_RESET_ON_FORK`,
+/// the bit `sched_getscheduler` adds.
+const SCHED_DEADLINE: u32 = 6;
+const SCHED_FLAG_RESET_ON_FORK: u64 = 1;
+const SCHED_RESET_ON_FORK: i32 = 0x4000_0000;
+/// The byte `sysv-shm` writes into its segment.
+const SHM_BYTE: u8 = 0x5a;
 /// The session keyring `logon-key` joins (its name, `c"crlab-refused"`, too).
 const SESSION_NAME: &str = "crlab-refused";
+
+/// `struct sched_attr` of `<linux/sched/types.h>` (its first version, 48 bytes).
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
 
 /// What the root must end once triggered: a child, and how it ends.
 enum Child {
@@ -68,6 +99,8 @@ enum Child {
 struct Held {
     holder: i32,
     fd: Option<i32>,
+    /// The address of the attached SysV segment (`sysv-shm`).
+    shm: Option<usize>,
     child: Child,
 }
 
@@ -95,6 +128,7 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
     let mut held = Held {
         holder: me,
         fd: None,
+        shm: None,
         child: Child::None,
     };
     match kind {
@@ -466,6 +500,69 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
                 )
             })?;
         }
+        "pidfd" | "io-uring" | "perf-event" | "fanotify" | "fsopen" | "landlock" | "bpf-map"
+        | "memfd-secret" => held.fd = Some(anon_fd(kind)?),
+        "sysv-shm" => {
+            // SAFETY: shmget takes integers only.
+            let id = sys::check(
+                unsafe { libc::shmget(libc::IPC_PRIVATE, PAGE, libc::IPC_CREAT | 0o600) }.into(),
+            )? as i32;
+            // SAFETY: attaches the fresh segment where the kernel places it.
+            let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+            // Removed at once, attached or not: the segment goes with its last detach, so none
+            // outlives the workload, however it ends. Its mapping stays (`/SYSV… (deleted)`).
+            // SAFETY: IPC_RMID reads no buffer.
+            let removed = unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+            if addr as isize == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            sys::check(removed.into())?;
+            // SAFETY: `addr` is the segment's first page, attached read-write just now.
+            unsafe { std::ptr::write_volatile(addr.cast::<u8>(), SHM_BYTE) };
+            held.shm = Some(addr as usize);
+        }
+        "securebits" => {
+            // SAFETY: PR_SET_SECUREBITS takes an integer only.
+            let ret = unsafe { libc::prctl(libc::PR_SET_SECUREBITS, SECBIT_NOROOT) };
+            sys::check(ret.into())?;
+        }
+        "sched-deadline" => {
+            let attr = SchedAttr {
+                size: std::mem::size_of::<SchedAttr>() as u32,
+                policy: SCHED_DEADLINE,
+                flags: SCHED_FLAG_RESET_ON_FORK,
+                nice: 0,
+                priority: 0,
+                runtime: 1_000_000,
+                deadline: 10_000_000,
+                period: 10_000_000,
+            };
+            // SAFETY: sched_setattr reads `attr`, a valid struct sched_attr, during the call.
+            let ret = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
+            sys::check(ret)?;
+        }
+        "nested-keyring" => {
+            // SAFETY: KEYCTL_JOIN_SESSION_KEYRING reads the NUL-terminated name during the call.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_JOIN_SESSION_KEYRING,
+                    c"crlab-refused".as_ptr(),
+                )
+            })?;
+            // SAFETY: add_key reads the NUL-terminated type and description during the call; a
+            // keyring takes no payload.
+            sys::check(unsafe {
+                libc::syscall(
+                    libc::SYS_add_key,
+                    c"keyring".as_ptr(),
+                    c"crlab-nested".as_ptr(),
+                    std::ptr::null::<u8>(),
+                    0usize,
+                    KEY_SPEC_SESSION_KEYRING,
+                )
+            })?;
+        }
         other => {
             return Err(io::Error::other(format!(
                 "unknown kind {other:?}: see the module documentation"
@@ -473,6 +570,62 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
         }
     }
     Ok(held)
+}
+
+/// A descriptor of an anonymous-inode kind crlab does not restore, made in this process.
+fn anon_fd(kind: &str) -> io::Result<i32> {
+    let ret = match kind {
+        // SAFETY: pidfd_open takes integers only; the pidfd is of this process.
+        "pidfd" => unsafe { libc::syscall(libc::SYS_pidfd_open, sys::getpid(), 0) },
+        "io-uring" => {
+            // struct io_uring_params, 120 bytes, all zero: the kernel fills in its answer.
+            let mut params = [0u64; 15];
+            // SAFETY: io_uring_setup reads and writes `params`, ours, during the call.
+            unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) }
+        }
+        "perf-event" => {
+            // struct perf_event_attr of its first size (64 bytes): a software task-clock
+            // counter, disabled, user time only.
+            const PERF_TYPE_SOFTWARE: u64 = 1;
+            const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
+            const DISABLED_EXCLUDE_KERNEL_HV: u64 = 1 | 1 << 5 | 1 << 6;
+            let attr: [u64; 8] = [
+                PERF_TYPE_SOFTWARE | 64 << 32,
+                PERF_COUNT_SW_TASK_CLOCK,
+                0,
+                0,
+                0,
+                DISABLED_EXCLUDE_KERNEL_HV,
+                0,
+                0,
+            ];
+            // SAFETY: perf_event_open reads `attr` during the call; the counter is of this
+            // process (pid 0) on any CPU (-1), in no group (-1).
+            unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) }
+        }
+        // SAFETY: fanotify_init takes integers only (FAN_CLASS_NOTIF, O_RDONLY).
+        "fanotify" => unsafe { libc::syscall(libc::SYS_fanotify_init, 0, 0) },
+        // SAFETY: fsopen reads the NUL-terminated filesystem name during the call.
+        "fsopen" => unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 0) },
+        "landlock" => {
+            // struct landlock_ruleset_attr, its first field: handles LANDLOCK_ACCESS_FS_READ_FILE.
+            let attr = [1u64 << 2];
+            // SAFETY: landlock_create_ruleset reads the 8 bytes of `attr` during the call.
+            unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, attr.as_ptr(), 8, 0) }
+        }
+        "bpf-map" => {
+            // union bpf_attr for BPF_MAP_CREATE: an array map of one 4-byte value.
+            const BPF_MAP_CREATE: i32 = 0;
+            const BPF_MAP_TYPE_ARRAY: u32 = 2;
+            let attr: [u32; 8] = [BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0, 0, 0, 0];
+            // SAFETY: bpf reads the 32 bytes of `attr` during the call.
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, attr.as_ptr(), 32) }
+        }
+        // SAFETY: memfd_secret takes flags only.
+        "memfd-secret" => unsafe { libc::syscall(libc::SYS_memfd_secret, 0) },
+        other => return Err(io::Error::other(format!("no descriptor kind {other:?}"))),
+    };
+    sys::check(ret).map(|fd| fd as i32)
 }
 
 fn fork() -> io::Result<i32> {
@@ -509,8 +662,8 @@ fn map_anon(share: i32) -> io::Result<*mut libc::c_void> {
 /// The state that can be seen from here is still there.
 fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
     match kind {
-        "logon-key" | "unsearchable-keyring" => {
-            let ends = if kind == "logon-key" {
+        "logon-key" | "nested-keyring" | "unsearchable-keyring" => {
+            let ends = if kind != "unsearchable-keyring" {
                 format!(";{SESSION_NAME}")
             } else {
                 format!(";{UNSEARCHABLE:08x};_ses")
@@ -552,6 +705,30 @@ fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
                 )
             });
             checks.io(&format!("the {kind} is still there"), r);
+        }
+        _ => {}
+    }
+    match kind {
+        "sysv-shm" => {
+            if let Some(addr) = held.shm {
+                // SAFETY: the segment's first page, attached in `set_up` and never detached.
+                let byte = unsafe { std::ptr::read_volatile(addr as *const u8) };
+                checks.eq("the byte in the SysV segment", SHM_BYTE, byte);
+            }
+        }
+        "securebits" => {
+            // SAFETY: PR_GET_SECUREBITS takes no argument.
+            let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS) };
+            checks.eq("securebits", SECBIT_NOROOT as i32, bits);
+        }
+        "sched-deadline" => {
+            // SAFETY: sched_getscheduler takes an integer only.
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            checks.eq(
+                "scheduling policy",
+                SCHED_DEADLINE as i32,
+                policy & !SCHED_RESET_ON_FORK,
+            );
         }
         _ => {}
     }

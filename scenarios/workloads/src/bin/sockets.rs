@@ -93,6 +93,11 @@
 //!   send buffer was full, the server's small receive buffer closing the window: bytes not
 //!   sent yet (after the wait the server reads every byte);
 //! - `udp-queued`: a UDP socket with a datagram queued to it;
+//! - `tcp-close-wait`: a TCP connection over 127.0.0.1 whose client shut its side
+//!   (`SHUT_WR`): the accepted end in `CLOSE_WAIT`, the client, moved to a higher descriptor,
+//!   in `FIN_WAIT2` (after the wait the accepted end reads the end of the stream and its
+//!   bytes still reach the client);
+//! - `udp-bindtodevice`: a UDP socket on 127.0.0.1 bound to `lo` (`SO_BINDTODEVICE`);
 //! - `udp-multicast`: a UDP socket that joined multicast group 239.0.0.10 on the interface of
 //!   its route (`IP_ADD_MEMBERSHIP`);
 //! - `netlink`: a bound `NETLINK_ROUTE` socket (a family not restored);
@@ -129,6 +134,8 @@ const BIG_LEN: usize = 5000;
 const RCVBUF: i32 = 50_000;
 const SNDBUF: i32 = 70_000;
 const LAST_WORDS: &[u8] = b"last words before the shutdown";
+/// `SO_BINDTOIFINDEX` of `<asm-generic/socket.h>`, which the libc crate lacks.
+const SO_BINDTOIFINDEX: i32 = 62;
 
 fn socketpair(ty: i32) -> io::Result<(i32, i32)> {
     let mut fds = [0i32; 2];
@@ -584,6 +591,8 @@ fn refused(mut w: Workload, kind: &str) -> ! {
     let me = sys::getpid();
     // `tcp-unsent`: the accepted end and how many bytes the client sent it.
     let mut unsent = None;
+    // `tcp-close-wait`: the client, which shut its side.
+    let mut closed_client = None;
     let fd = match kind {
         "outside" => outside(&w).0,
         "peercred-relisten" => {
@@ -723,6 +732,50 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             let sender = w.setup("sender socket", socket(libc::SOCK_DGRAM));
             w.setup("queueing", unix_send_to(sender, &name, b"queued datagram"));
             server
+        }
+        "tcp-close-wait" => {
+            let l = w.setup("a TCP listener", tcp_listener());
+            let port = w.setup("its port", inet_name(l, false)).1;
+            let c = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_STREAM));
+            w.setup("connect", inet_connect(c, &[127, 0, 0, 1], port));
+            let a = w.setup("accept", accept(l));
+            // SAFETY: shutdown takes only integers.
+            let r = unsafe { libc::shutdown(c, libc::SHUT_WR) };
+            w.setup("shutdown(SHUT_WR)", sys::check(r.into()));
+            let mut p = libc::pollfd {
+                fd: a,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, 5000) };
+            w.setup("poll for the peer's FIN", sys::check(r.into()));
+            // The client (FIN_WAIT2) moved above the accepted end (CLOSE_WAIT), so the dump,
+            // going by descriptor number, meets the one in CLOSE_WAIT first.
+            // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes integers only.
+            let high = unsafe { libc::fcntl(c, libc::F_DUPFD_CLOEXEC, 100) };
+            let high = w.setup("moving the client up", sys::check(high.into())) as i32;
+            // SAFETY: the old number of the client, now also `high`.
+            unsafe { libc::close(c) };
+            closed_client = Some(high);
+            a
+        }
+        "udp-bindtodevice" => {
+            let u = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_DGRAM));
+            w.setup("bind", inet_bind(u, &[127, 0, 0, 1], 0));
+            let dev = b"lo\0";
+            // SAFETY: the kernel reads the `dev.len()` bytes of `dev`, live.
+            let r = unsafe {
+                libc::setsockopt(
+                    u,
+                    libc::SOL_SOCKET,
+                    libc::SO_BINDTODEVICE,
+                    dev.as_ptr().cast(),
+                    dev.len() as libc::socklen_t,
+                )
+            };
+            w.setup("SO_BINDTODEVICE lo", sys::check(r.into()));
+            u
         }
         "udp-queued" => {
             let u = w.setup("socket", inet_socket(libc::AF_INET, libc::SOCK_DGRAM));
@@ -988,6 +1041,33 @@ fn refused(mut w: Workload, kind: &str) -> ! {
         "unix-filter" => {
             if let Some(v) = checks.io("SO_GET_FILTER", getsockopt(fd, libc::SO_GET_FILTER)) {
                 checks.that(v != 0, "the filter is still attached (SO_GET_FILTER not 0)");
+            }
+        }
+        "tcp-close-wait" => {
+            checks.eq(
+                "recv (the end of the peer's stream)",
+                0,
+                recv(fd, &mut buf).unwrap_or(1),
+            );
+            checks.io(
+                "sending to the half-closed peer",
+                send(fd, b"after the FIN"),
+            );
+            if let Some(c) = closed_client {
+                if let Some(got) = checks.io("the client's recv", recv_exact(c, 13)) {
+                    checks.eq("the bytes after the FIN", &b"after the FIN"[..], &got[..]);
+                }
+            }
+        }
+        "udp-bindtodevice" => {
+            let lo = c"lo";
+            // SAFETY: `lo` is a NUL-terminated name.
+            let index = unsafe { libc::if_nametoindex(lo.as_ptr()) } as i32;
+            if let Some(v) = checks.io(
+                "SO_BINDTOIFINDEX",
+                get_opt(fd, libc::SOL_SOCKET, SO_BINDTOIFINDEX),
+            ) {
+                checks.eq("the device the socket is bound to (lo's index)", index, v);
             }
         }
         "udp-queued" | "bound-queued" => {
