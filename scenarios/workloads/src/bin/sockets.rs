@@ -70,6 +70,13 @@
 //!   abstract one, the stream socket listening and taking a connection, the socket files'
 //!   modes, `SO_RCVBUF`, and when SELinux is on each socket's label as it was.
 //!
+//! - `labelled LABEL`: a stream pair and a datagram pair with messages queued both ways,
+//!   made under the socket creation context LABEL (`attr/sockcreate`, cleared after), so
+//!   their label is not the process's own (SELinux enabled only: the lab's scenario
+//!   `unconfined-socket-labelled-otherwise`). Checked at setup to carry LABEL; after the
+//!   wait: each end's label as it was, its queue, new messages going through, and a new pair
+//!   made under the process's own context again.
+//!
 //! Refused at dump (the state still in place after the refused dump, checked after the wait):
 //! - `bound-queued`: a datagram socket bound to a path with a datagram queued from an unbound
 //!   sender (whose name a restore could not give back);
@@ -1824,6 +1831,7 @@ fn main() {
         "options" => options(w),
         "tcp-connections" => tcp_connections(w),
         "bound" => bound(w),
+        "labelled" => labelled(w),
         other => refused(w, other),
     }
 }
@@ -1887,6 +1895,68 @@ fn check_empty(checks: &mut Checks, what: &str, fd: i32) {
         Ok(n) => checks.that(false, &format!("{what}: nothing queued (read {n} bytes)")),
         Err(e) => checks.that(false, &format!("{what}: nothing queued ({e})")),
     }
+}
+
+/// Writes `value` to the calling thread's `/proc/thread-self/attr/sockcreate` (a NUL clears
+/// it: a write of nothing never reaches the kernel through `write_all`).
+fn set_sockcreate(value: &[u8]) -> io::Result<()> {
+    // Opened without O_CREAT, which SELinux would audit as a file creation.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/thread-self/attr/sockcreate")
+        .and_then(|mut f| std::io::Write::write_all(&mut f, value))
+}
+
+fn labelled(mut w: Workload) -> ! {
+    let want = w.args().get(1).cloned().unwrap_or_default();
+    w.setup(
+        "a label to make the sockets under (the second argument)",
+        if want.is_empty() {
+            Err(io::Error::other("no label given"))
+        } else {
+            Ok(())
+        },
+    );
+    w.setup("attr/sockcreate", set_sockcreate(want.as_bytes()));
+    let ends = [
+        set_up_pair(&w, libc::SOCK_STREAM, "stream"),
+        set_up_pair(&w, libc::SOCK_DGRAM, "dgram"),
+    ];
+    w.setup("clearing attr/sockcreate", set_sockcreate(b"\0"));
+    let own = w.setup(
+        "a pair in the process's own context",
+        socketpair(libc::SOCK_STREAM),
+    );
+    let own_label = w.setup("fgetxattr(security.selinux)", label(own.0));
+    for (a, b) in &ends {
+        for e in [a, b] {
+            let got = e
+                .label
+                .as_deref()
+                .map(|l| String::from_utf8_lossy(l).trim_end_matches('\0').to_owned());
+            w.setup(
+                &format!("{}: made under {want}", e.name),
+                if got.as_deref() == Some(want.as_str()) {
+                    Ok(())
+                } else {
+                    Err(io::Error::other(format!("its label is {got:?}")))
+                },
+            );
+        }
+    }
+    let mut checks = w.wait();
+    w.common_checks(&mut checks);
+    for (a, b) in &ends {
+        check_end(&mut checks, a);
+        check_end(&mut checks, b);
+        check_alive(&mut checks, a, b);
+    }
+    if let Some(p) = checks.io("a new pair", socketpair(libc::SOCK_STREAM)) {
+        if let Some(l) = checks.io("its label", label(p.0)) {
+            checks.eq("a new pair's label (the process's own)", &own_label, &l);
+        }
+    }
+    w.finish(checks)
 }
 
 fn bound(mut w: Workload) -> ! {
