@@ -41,6 +41,7 @@ use nix::sys::ptrace::Options;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 use tracing::{debug, info};
@@ -656,42 +657,48 @@ fn own_shared(mm: &Mm, shared: &[(u64, u64)]) -> Vec<(u64, u64)> {
 /// parent built early too, so the pages the dump recorded as the parent's are there to copy
 /// where a mapping is not inherited. Zombies build none.
 fn builds_early(procs: &[ProcessImages], shared: &[image::schema::Vma]) -> Vec<bool> {
-    let holds = |p: &ProcessImages, s: &image::schema::Vma| {
-        p.mm.vmas
-            .iter()
-            .any(|v| (v.start, v.end) == (s.start, s.end))
-    };
+    let index: HashMap<u32, usize> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.entry.pid, i))
+        .collect();
+    // Parents come first (the reader checked): a parent's index is below its child's.
+    let parent: Vec<Option<usize>> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| index.get(&p.entry.ppid).copied().filter(|&j| j < i))
+        .collect();
+    // Which of the shared mappings each process holds, and which its descendants hold.
+    let held: Vec<Vec<bool>> = procs
+        .iter()
+        .map(|p| {
+            let ranges: HashSet<(u64, u64)> = p.mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+            shared
+                .iter()
+                .map(|s| ranges.contains(&(s.start, s.end)))
+                .collect()
+        })
+        .collect();
+    let mut below = vec![vec![false; shared.len()]; procs.len()];
+    for i in (0..procs.len()).rev() {
+        if let Some(j) = parent[i] {
+            let theirs: Vec<bool> = held[i]
+                .iter()
+                .zip(&below[i])
+                .map(|(h, b)| *h || *b)
+                .collect();
+            for (mine, t) in below[j].iter_mut().zip(theirs) {
+                *mine |= t;
+            }
+        }
+    }
     let mut early: Vec<bool> = Vec::with_capacity(procs.len());
     for (i, p) in procs.iter().enumerate() {
-        let parent_early = i == 0
-            || procs
-                .iter()
-                .position(|q| q.entry.pid == p.entry.ppid)
-                .and_then(|j| early.get(j).copied())
-                .unwrap_or(false);
-        let own = procs
-            .iter()
-            .filter(|d| is_descendant(procs, d, p.entry.pid))
-            .all(|d| shared.iter().all(|s| !holds(d, s) || holds(p, s)));
+        let parent_early = i == 0 || parent[i].is_some_and(|j| early[j]);
+        let own = below[i].iter().zip(&held[i]).all(|(b, h)| !b || *h);
         early.push(!p.zombie() && parent_early && own);
     }
     early
-}
-
-/// `d` descends from the process with image pid `ancestor`.
-fn is_descendant(procs: &[ProcessImages], d: &ProcessImages, ancestor: u32) -> bool {
-    let mut ppid = d.entry.ppid;
-    // A tree has no cycles (the reader checked parents come first): its depth bounds the walk.
-    for _ in 0..procs.len() {
-        if ppid == ancestor {
-            return true;
-        }
-        match procs.iter().find(|p| p.entry.pid == ppid) {
-            Some(p) => ppid = p.entry.ppid,
-            None => return false,
-        }
-    }
-    false
 }
 
 /// The rest of one process, once its address space is built: advice and locks, mm fields,
