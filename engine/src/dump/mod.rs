@@ -194,8 +194,15 @@ fn dump_seized(
         vm_flags: flags,
     };
     files::fifos_outside(&pids)?;
-    // What each process dumped so far shares with its children (parents come first).
+    // What each process dumped so far shares with its children (parents come first), kept
+    // only while a child of it is still to be dumped.
     let mut frames: HashMap<i32, memory::SharedFrames> = HashMap::new();
+    let mut children_left: HashMap<i32, usize> = HashMap::new();
+    for p in &tree.processes {
+        if p.pid != root {
+            *children_left.entry(Stat::read(p.pid)?.ppid).or_default() += 1;
+        }
+    }
     for proc_idx in 0..tree.processes.len() {
         check_interrupt()?;
         let pid = tree.processes[proc_idx].pid;
@@ -221,7 +228,17 @@ fn dump_seized(
             images,
             parent,
         )?;
-        frames.insert(pid, own);
+        if children_left.get(&pid).is_some_and(|n| *n > 0) {
+            frames.insert(pid, own);
+        }
+        if pid != root {
+            if let Some(n) = children_left.get_mut(&stat.ppid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    frames.remove(&stat.ppid);
+                }
+            }
+        }
         let stop_signal = stop::signal(&tree.processes[proc_idx], &mut task, &mut cores)?;
         page_bytes += bytes;
         threads += cores.len();
