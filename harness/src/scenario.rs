@@ -65,10 +65,10 @@ pub struct Workload {
     /// The user it runs as (through `setpriv`); none: root, as the agent.
     #[serde(default)]
     pub user: Option<User>,
-    /// Whether it starts with a session keyring of its own, labelled with its context, as a
-    /// container runtime gives each container (runc labels it with `attr/keycreate` and joins
-    /// a new one); otherwise it has the agent's, as a program started from a shell. Only for
-    /// a workload the agent executes in a context.
+    /// Whether it starts with a new anonymous session keyring of its own, labelled with its
+    /// context, as a container runtime gives each container one under its label (runc's is
+    /// named `_ses.<container id>`, searchable by its owner); otherwise it has the agent's, as
+    /// a program started from a shell. Only for a workload the agent executes in a context.
     #[serde(default)]
     pub session_keyring: bool,
     /// What differs on one base policy (`[workload.refpolicy]`, `[workload.fedora]`).

@@ -40,7 +40,10 @@ pub enum CommandError {
     },
     #[error(transparent)]
     Context(#[from] ExecContextError),
-    #[error("a new session keyring needs a context to label it with (the request has none)")]
+    #[error(
+        "a new session keyring needs a context to label it with: set RunCommand.context, or \
+         leave session_keyring false"
+    )]
     KeyringWithoutContext,
     #[error("starting {program}")]
     Spawn {
@@ -71,6 +74,9 @@ pub fn check(req: &RunCommand) -> Result<(), CommandError> {
     }
     for entry in &req.env {
         env_entry(entry)?;
+    }
+    if req.session_keyring && req.context.is_empty() {
+        return Err(CommandError::KeyringWithoutContext);
     }
     Ok(())
 }
@@ -182,9 +188,6 @@ fn build(req: &RunCommand) -> Result<(Command, Option<Arc<ExecContext>>), Comman
         }
     }
     cmd.current_dir(cwd);
-    if req.session_keyring && req.context.is_empty() {
-        return Err(CommandError::KeyringWithoutContext);
-    }
     let context = if req.context.is_empty() {
         None
     } else {

@@ -3,7 +3,8 @@
 //! can be tested and fuzzed on its own. [`crate::server`] acts only on what passed.
 //!
 //! What is checked here is what each handler checked first, before acting, with the same
-//! errors: an empty argv or an environment entry that is not `KEY=VALUE` (`RunCommand`), an
+//! errors: an empty argv, an environment entry that is not `KEY=VALUE` or a session keyring
+//! asked without a context to label it with (`RunCommand`), an
 //! empty path (`WriteFile`, `ReadFile`), an empty unit or action or one starting with `-`
 //! (`UnitAction`), an operation without its kind or path or a bad type name (`FileOps`), a
 //! directory that is not absolute or is `/` (`KillUnder`), an empty path (`WriteAt`). What needs the machine to be checked (a working directory, a context the
@@ -102,6 +103,14 @@ mod tests {
             "environment entry \"=x\" is not KEY=VALUE"
         );
         assert!(checked(run(&["true"], &["A=b=c"])).is_ok());
+        let keyring = RequestKind::Run(RunCommand {
+            argv: vec!["true".into()],
+            session_keyring: true,
+            ..RunCommand::default()
+        });
+        assert!(checked(keyring)
+            .unwrap_err()
+            .starts_with("a new session keyring needs a context to label it with"));
         for kind in [
             RequestKind::WriteFile(WriteFile::default()),
             RequestKind::ReadFile(ReadFile::default()),

@@ -69,27 +69,39 @@ pub enum Step {
     KeyCreate,
     /// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`: a new anonymous session keyring.
     JoinKeyring,
+    /// `attr/keycreate` cleared again.
+    ClearKeyCreate,
     /// `attr/exec`: the context of its exec.
     Exec,
 }
 
 impl Step {
-    const ALL: [Step; 3] = [Step::KeyCreate, Step::JoinKeyring, Step::Exec];
+    const ALL: [Step; 4] = [
+        Step::KeyCreate,
+        Step::JoinKeyring,
+        Step::ClearKeyCreate,
+        Step::Exec,
+    ];
 
     fn call(self) -> &'static str {
         match self {
             Step::KeyCreate => "setkeycreatecon",
-            Step::JoinKeyring => "a new session keyring labelled",
+            Step::JoinKeyring => "joining a new session keyring labelled",
+            Step::ClearKeyCreate => "setkeycreatecon(NULL) after labelling",
             Step::Exec => "setexeccon",
         }
     }
 
     fn hint(self) -> &'static str {
         match self {
-            Step::KeyCreate | Step::JoinKeyring => {
-                "may the agent's domain set a key creation context and create keys of that \
-                 context?"
+            Step::KeyCreate => {
+                "may the agent's domain set a key creation context (process setkeycreate) and \
+                 create keys of that context (key create)?"
             }
+            Step::JoinKeyring => {
+                "is the key quota of root full (kernel.keys.root_maxkeys, root_maxbytes)?"
+            }
+            Step::ClearKeyCreate => "the kernel refused to clear attr/keycreate",
             Step::Exec => {
                 "is SELinux enabled, is the context valid, and may the agent's domain \
                  transition to it?"
@@ -104,9 +116,11 @@ impl Step {
 
 /// A context for the next exec of a child, prepared before the fork so that the child
 /// only makes system calls (no allocation) between fork and exec. With `session_keyring`,
-/// the child first joins a new anonymous session keyring labelled with the context, as a
-/// container runtime gives each container one of its own (runc: `SetKeyLabel` then
-/// `JoinSessionKeyring`), so that the container does not share the agent's.
+/// the child first joins a new anonymous session keyring labelled with the context, so that
+/// the container does not share the agent's. A runtime gives each container one of its own
+/// under its label too (runc: `SetKeyLabel`, then `JoinSessionKeyring`); runc's is named
+/// `_ses.<container id>` and its owner may search it, where this one is anonymous with the
+/// kernel's permissions.
 pub struct ExecContext {
     context: String,
     /// The context with its NUL, as libselinux writes it.
@@ -144,7 +158,7 @@ impl ExecContext {
                 )
             })?;
             self.step(Step::JoinKeyring, join_new_session_keyring)?;
-            self.step(Step::KeyCreate, || {
+            self.step(Step::ClearKeyCreate, || {
                 write_attr(c"/proc/thread-self/attr/keycreate", b"\0")
             })?;
         }
@@ -231,6 +245,26 @@ mod tests {
     #[test]
     fn mode_is_one_of_three() {
         assert!(["enforcing", "permissive", "disabled"].contains(&mode()));
+    }
+
+    #[test]
+    fn a_failed_step_is_reported_with_its_errno() {
+        let context = "system_u:system_r:container_t:s0";
+        for step in Step::ALL {
+            let c = ExecContext::new(context, true).expect("a pipe");
+            assert!(c.refusal().is_none(), "no report before a failure");
+            let failed = c.step(step, || Err(Errno::EACCES));
+            assert_eq!(failed.unwrap_err().raw_os_error(), Some(libc::EACCES));
+            match c.refusal() {
+                Some(ExecContextError::Refused {
+                    step: got, errno, ..
+                }) => {
+                    assert_eq!(got, step);
+                    assert_eq!(errno, Errno::EACCES);
+                }
+                other => panic!("{step:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -375,3 +375,93 @@ pub fn pattern_mismatch(seed: u64, from: usize, got: &[u8]) -> Option<usize> {
         .find(|&(i, &b)| b != pattern_byte(seed, from + i))
         .map(|(i, _)| i)
 }
+
+/// Writes `value` to the calling thread's `/proc/thread-self/attr/NAME` (`exec`, `fscreate`,
+/// `keycreate`, `sockcreate`, `current`). A NUL clears it: a write of no bytes never reaches
+/// the kernel through `write_all`. Opened without `O_CREAT`, which SELinux audits as a file
+/// creation in `/proc` (and refpolicy denies) though the file exists.
+pub fn write_attr(name: &str, value: &[u8]) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/thread-self/attr/{name}"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, value))
+        .map_err(|e| io::Error::new(e.kind(), format!("writing attr/{name}: {e}")))
+}
+
+/// Keyrings (`<linux/keyctl.h>`): the commands and special serials the workloads use, and
+/// the calls they make.
+pub mod keys {
+    use std::ffi::CStr;
+    use std::io;
+
+    pub const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+    pub const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    pub const KEYCTL_SETPERM: libc::c_long = 5;
+    pub const KEYCTL_DESCRIBE: libc::c_long = 6;
+    pub const KEYCTL_READ: libc::c_long = 11;
+    pub const KEYCTL_GET_SECURITY: libc::c_long = 17;
+    pub const KEY_SPEC_THREAD_KEYRING: libc::c_long = -1;
+    pub const KEY_SPEC_PROCESS_KEYRING: libc::c_long = -2;
+    pub const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+
+    /// Joins the session keyring `name`, made if no keyring of that name may be found; a new
+    /// anonymous one (`_ses`) for none. Returns its serial.
+    pub fn join_session_keyring(name: Option<&CStr>) -> io::Result<libc::c_long> {
+        let name = name.map_or(std::ptr::null(), CStr::as_ptr);
+        // SAFETY: the kernel reads the NUL-terminated name (if any) during the call.
+        super::check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name) })
+    }
+
+    /// Adds a key of type `kind` (`user`, `logon`, `keyring`) with `payload` to `ring`;
+    /// returns its serial.
+    pub fn add_key(
+        kind: &CStr,
+        desc: &CStr,
+        payload: &[u8],
+        ring: libc::c_long,
+    ) -> io::Result<libc::c_long> {
+        let data = if payload.is_empty() {
+            std::ptr::null()
+        } else {
+            payload.as_ptr()
+        };
+        // SAFETY: add_key reads the NUL-terminated type and description and the `payload`
+        // bytes during the call.
+        super::check(unsafe {
+            libc::syscall(
+                libc::SYS_add_key,
+                kind.as_ptr(),
+                desc.as_ptr(),
+                data,
+                payload.len(),
+                ring,
+            )
+        })
+    }
+
+    /// A `keyctl` command that takes integers only (`KEYCTL_GET_KEYRING_ID`,
+    /// `KEYCTL_SETPERM`, ...).
+    pub fn keyctl(cmd: libc::c_long, a: libc::c_long, b: libc::c_long) -> io::Result<libc::c_long> {
+        // SAFETY: these commands take integers only and write no memory of ours.
+        super::check(unsafe { libc::syscall(libc::SYS_keyctl, cmd, a, b) })
+    }
+
+    /// `KEYCTL_DESCRIBE`, `KEYCTL_READ` or `KEYCTL_GET_SECURITY` of `key`: at most 4096 bytes.
+    pub fn keyctl_buf(cmd: libc::c_long, key: libc::c_long) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: the call writes at most `buf.len()` bytes into `buf`.
+        let n = super::check(unsafe {
+            libc::syscall(libc::SYS_keyctl, cmd, key, buf.as_mut_ptr(), buf.len())
+        })?;
+        buf.truncate(usize::try_from(n).unwrap_or(0).min(4096));
+        Ok(buf)
+    }
+
+    /// `keyctl_buf` as text, without its NUL (a description, a label).
+    pub fn keyctl_text(cmd: libc::c_long, key: libc::c_long) -> io::Result<String> {
+        let b = keyctl_buf(cmd, key)?;
+        Ok(String::from_utf8_lossy(&b)
+            .trim_end_matches('\0')
+            .to_string())
+    }
+}

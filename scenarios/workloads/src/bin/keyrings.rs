@@ -12,16 +12,14 @@ use std::io;
 use std::time::Duration;
 
 use crlab_workloads::runtime::{Checks, Workload};
-use crlab_workloads::sys;
+use crlab_workloads::sys::{
+    self,
+    keys::{
+        self, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_READ,
+        KEYCTL_SETPERM, KEY_SPEC_SESSION_KEYRING,
+    },
+};
 
-/// `<linux/keyctl.h>`.
-const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
-const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-const KEYCTL_SETPERM: libc::c_long = 5;
-const KEYCTL_DESCRIBE: libc::c_long = 6;
-const KEYCTL_READ: libc::c_long = 11;
-const KEYCTL_GET_SECURITY: libc::c_long = 17;
-const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
 /// The second key's permissions: possessor all, user view and read.
 const SECOND_PERM: u32 = 0x3f03_0000;
 const INVOCATION_ID: [u8; 16] = *b"0123456789abcdef";
@@ -52,11 +50,13 @@ fn main() {
         check_keyring(&mut checks, &name, &before, &labelled);
         let serial = session_serial().unwrap_or(-1);
         let _ = std::fs::write(&serial_file, serial.to_string());
-        for f in checks.into_failures() {
+        let failures = checks.into_failures();
+        for f in &failures {
             eprintln!("keyrings child: {f}");
         }
+        let ok = failures.is_empty() && serial_file.exists();
         // SAFETY: _exit ends this process; nothing of the parent's is shared to flush.
-        unsafe { libc::_exit(if serial_file.exists() { 0 } else { 1 }) };
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
     w.announce("child-pid", child);
     let mut checks = w.wait();
@@ -85,38 +85,16 @@ fn main() {
 
 fn set_up(name: &str) -> io::Result<()> {
     let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
-    // SAFETY: KEYCTL_JOIN_SESSION_KEYRING reads the NUL-terminated name during the call.
-    sys::check(unsafe {
-        libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr())
-    })?;
-    add(c"invocation_id", &INVOCATION_ID)?;
-    let second = add(c"crlab:second", SECOND)?;
-    // SAFETY: KEYCTL_SETPERM takes integers only.
-    sys::check(unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_SETPERM,
-            second,
-            libc::c_long::from(SECOND_PERM),
-        )
-    })?;
+    keys::join_session_keyring(Some(&name))?;
+    keys::add_key(
+        c"user",
+        c"invocation_id",
+        &INVOCATION_ID,
+        KEY_SPEC_SESSION_KEYRING,
+    )?;
+    let second = keys::add_key(c"user", c"crlab:second", SECOND, KEY_SPEC_SESSION_KEYRING)?;
+    keys::keyctl(KEYCTL_SETPERM, second, libc::c_long::from(SECOND_PERM))?;
     Ok(())
-}
-
-/// Adds a `user` key to the session keyring; returns its serial.
-fn add(desc: &std::ffi::CStr, payload: &[u8]) -> io::Result<libc::c_long> {
-    // SAFETY: add_key reads the NUL-terminated type and description and `payload` during the
-    // call.
-    sys::check(unsafe {
-        libc::syscall(
-            libc::SYS_add_key,
-            c"user".as_ptr(),
-            desc.as_ptr(),
-            payload.as_ptr(),
-            payload.len(),
-            KEY_SPEC_SESSION_KEYRING,
-        )
-    })
 }
 
 fn fork() -> io::Result<i32> {
@@ -126,49 +104,22 @@ fn fork() -> io::Result<i32> {
 }
 
 fn session_serial() -> io::Result<libc::c_long> {
-    // SAFETY: KEYCTL_GET_KEYRING_ID takes integers only.
-    sys::check(unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_GET_KEYRING_ID,
-            KEY_SPEC_SESSION_KEYRING,
-            0 as libc::c_long,
-        )
-    })
-}
-
-/// `KEYCTL_DESCRIBE` or `KEYCTL_READ` of `key`.
-fn keyctl_buf(cmd: libc::c_long, key: libc::c_long) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: the call writes at most `buf.len()` bytes into `buf`.
-    let n = sys::check(unsafe {
-        libc::syscall(libc::SYS_keyctl, cmd, key, buf.as_mut_ptr(), buf.len())
-    })?;
-    buf.truncate(usize::try_from(n).unwrap_or(0).min(4096));
-    Ok(buf)
+    keys::keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0)
 }
 
 fn describe(key: libc::c_long) -> io::Result<String> {
-    let b = keyctl_buf(KEYCTL_DESCRIBE, key)?;
-    Ok(String::from_utf8_lossy(&b)
-        .trim_end_matches('\0')
-        .to_string())
+    keys::keyctl_text(KEYCTL_DESCRIBE, key)
 }
 
 /// The labels (`KEYCTL_GET_SECURITY`) of keyring `ring` and of its keys, in order.
 fn labels(ring: libc::c_long) -> io::Result<Vec<String>> {
-    let list = keyctl_buf(KEYCTL_READ, ring)?;
+    let list = keys::keyctl_buf(KEYCTL_READ, ring)?;
     let keys = list
         .chunks_exact(4)
         .map(|c| i32::from_ne_bytes(c.try_into().unwrap_or([0; 4])).into());
     std::iter::once(ring)
         .chain(keys)
-        .map(|key| {
-            let b = keyctl_buf(KEYCTL_GET_SECURITY, key)?;
-            Ok(String::from_utf8_lossy(&b)
-                .trim_end_matches('\0')
-                .to_string())
-        })
+        .map(|key| keys::keyctl_text(KEYCTL_GET_SECURITY, key))
         .collect()
 }
 
@@ -184,6 +135,16 @@ fn check_keyring(checks: &mut Checks, name: &str, before: &str, labelled: &[Stri
             labelled,
             now.as_slice(),
         );
+        // Made by this process, they carry its context, not that of whoever restored it.
+        if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+            let own = std::fs::read_to_string("/proc/thread-self/attr/current");
+            if let Some(own) = checks.io("reading attr/current", own) {
+                let own = own.trim_end_matches(['\0', '\n']);
+                for l in &now {
+                    checks.eq("a key's label (the process's own context)", own, l.as_str());
+                }
+            }
+        }
     }
     // SAFETY: geteuid and getegid take nothing and cannot fail.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -194,7 +155,10 @@ fn check_keyring(checks: &mut Checks, name: &str, before: &str, labelled: &[Stri
         );
         checks.eq("the session keyring", before, d.as_str());
     }
-    let Some(list) = checks.io("listing the session keyring", keyctl_buf(KEYCTL_READ, ring)) else {
+    let Some(list) = checks.io(
+        "listing the session keyring",
+        keys::keyctl_buf(KEYCTL_READ, ring),
+    ) else {
         return;
     };
     let keys: Vec<libc::c_long> = list
@@ -210,7 +174,7 @@ fn check_keyring(checks: &mut Checks, name: &str, before: &str, labelled: &[Stri
         if let Some(d) = checks.io("describing a key", describe(*key)) {
             checks.eq("a key", format!("user;{uid};{gid};{perm:08x};{desc}"), d);
         }
-        if let Some(p) = checks.io("reading a key", keyctl_buf(KEYCTL_READ, *key)) {
+        if let Some(p) = checks.io("reading a key", keys::keyctl_buf(KEYCTL_READ, *key)) {
             checks.eq(&format!("the payload of {desc}"), payload.to_vec(), p);
         }
     }

@@ -466,13 +466,7 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Set> {
             std::fs::remove_file(&probe)?;
             for attr in SELINUX_ATTRS {
                 let value = if attr == "fscreate" { &dir } else { &own };
-                // Opened for writing only: `fs::write` adds O_CREAT, which SELinux audits as a
-                // `file { create }` on the attribute (denied by refpolicy, though it exists).
-                let written = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(format!("/proc/thread-self/attr/{attr}"))
-                    .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()));
-                written.map_err(|e| {
+                sys::write_attr(attr, value.as_bytes()).map_err(|e| {
                     io::Error::other(format!(
                         "writing attr/{attr} (SELinux must be enabled for this kind): {e}"
                     ))

@@ -47,22 +47,20 @@
 use std::io;
 
 use crlab_workloads::runtime::{Checks, Workload};
-use crlab_workloads::sys;
+use crlab_workloads::sys::{
+    self,
+    keys::{
+        self, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_READ, KEYCTL_SETPERM,
+        KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING,
+    },
+};
 
 const PAGE: usize = 4096;
 /// `fcntl` commands of `<linux/fcntl.h>` that the libc crate lacks.
 const F_SETSIG: i32 = 10;
 const F_GETSIG: i32 = 11;
-/// `<linux/keyctl.h>`.
-const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
-const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-const KEYCTL_SETPERM: libc::c_long = 5;
-const KEYCTL_DESCRIBE: libc::c_long = 6;
 /// Every permission but search, for possessor and owner.
 const UNSEARCHABLE: libc::c_long = 0x3737_0000;
-const KEY_SPEC_THREAD_KEYRING: libc::c_long = -1;
-const KEY_SPEC_PROCESS_KEYRING: libc::c_long = -2;
-const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
 /// `SECBIT_NOROOT` of `<linux/securebits.h>`.
 const SECBIT_NOROOT: libc::c_ulong = 1;
 /// `SCHED_DEADLINE` and `SCHED_FLAG_RESET_ON_FORK` of `<linux/sched.h>`; `SCHED_RESET_ON_FORK`,
@@ -72,8 +70,9 @@ const SCHED_FLAG_RESET_ON_FORK: u64 = 1;
 const SCHED_RESET_ON_FORK: i32 = 0x4000_0000;
 /// The byte `sysv-shm` writes into its segment.
 const SHM_BYTE: u8 = 0x5a;
-/// The session keyring `logon-key` joins (its name, `c"crlab-refused"`, too).
+/// The session keyring `logon-key` and `nested-keyring` join.
 const SESSION_NAME: &str = "crlab-refused";
+const SESSION_C: &std::ffi::CStr = c"crlab-refused";
 
 /// `struct sched_attr` of `<linux/sched/types.h>` (its first version, 48 bytes).
 #[repr(C)]
@@ -407,38 +406,10 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             held.child = Child::Kill(pid);
         }
         "logon-key" => {
-            let name = c"crlab-refused";
-            // SAFETY: KEYCTL_JOIN_SESSION_KEYRING reads the NUL-terminated name during the call.
-            sys::check(unsafe {
-                libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr())
-            })?;
-            let (kind, desc) = (c"user", c"invocation_id");
-            let payload = [0x5au8; 16];
-            // SAFETY: add_key reads the NUL-terminated type and description and the 16-byte
-            // payload during the call.
-            sys::check(unsafe {
-                libc::syscall(
-                    libc::SYS_add_key,
-                    kind.as_ptr(),
-                    desc.as_ptr(),
-                    payload.as_ptr(),
-                    payload.len(),
-                    KEY_SPEC_SESSION_KEYRING,
-                )
-            })?;
-            let (kind, desc) = (c"logon", c"crlab:secret");
-            let secret = b"not readable";
-            // SAFETY: as above.
-            sys::check(unsafe {
-                libc::syscall(
-                    libc::SYS_add_key,
-                    kind.as_ptr(),
-                    desc.as_ptr(),
-                    secret.as_ptr(),
-                    secret.len(),
-                    KEY_SPEC_SESSION_KEYRING,
-                )
-            })?;
+            keys::join_session_keyring(Some(SESSION_C))?;
+            let ring = KEY_SPEC_SESSION_KEYRING;
+            keys::add_key(c"user", c"invocation_id", &[0x5au8; 16], ring)?;
+            keys::add_key(c"logon", c"crlab:secret", b"not readable", ring)?;
             // A child shares it (its cred is copied at fork).
             let pid = fork()?;
             if pid == 0 {
@@ -449,15 +420,8 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
         "thread-session-keyring" => {
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
-                // SAFETY: KEYCTL_JOIN_SESSION_KEYRING reads the NUL-terminated name during the
-                // call; it changes this thread's credentials only.
-                let r = sys::check(unsafe {
-                    libc::syscall(
-                        libc::SYS_keyctl,
-                        KEYCTL_JOIN_SESSION_KEYRING,
-                        c"crlab-thread".as_ptr(),
-                    )
-                });
+                // It changes this thread's credentials only.
+                let r = keys::join_session_keyring(Some(c"crlab-thread"));
                 let _ = tx.send(r.map(drop));
                 loop {
                     std::thread::sleep(std::time::Duration::from_secs(3600));
@@ -466,23 +430,8 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             rx.recv().map_err(io::Error::other)??;
         }
         "unsearchable-keyring" => {
-            // SAFETY: with a NULL name KEYCTL_JOIN_SESSION_KEYRING reads no memory.
-            sys::check(unsafe {
-                libc::syscall(
-                    libc::SYS_keyctl,
-                    KEYCTL_JOIN_SESSION_KEYRING,
-                    std::ptr::null::<libc::c_char>(),
-                )
-            })?;
-            // SAFETY: KEYCTL_SETPERM takes integers only.
-            sys::check(unsafe {
-                libc::syscall(
-                    libc::SYS_keyctl,
-                    KEYCTL_SETPERM,
-                    KEY_SPEC_SESSION_KEYRING,
-                    UNSEARCHABLE,
-                )
-            })?;
+            keys::join_session_keyring(None)?;
+            keys::keyctl(KEYCTL_SETPERM, KEY_SPEC_SESSION_KEYRING, UNSEARCHABLE)?;
         }
         "thread-keyring" | "process-keyring" => {
             let spec = if kind == "thread-keyring" {
@@ -490,15 +439,8 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             } else {
                 KEY_SPEC_PROCESS_KEYRING
             };
-            // SAFETY: KEYCTL_GET_KEYRING_ID takes integers only; `create` makes the keyring.
-            sys::check(unsafe {
-                libc::syscall(
-                    libc::SYS_keyctl,
-                    KEYCTL_GET_KEYRING_ID,
-                    spec,
-                    1 as libc::c_long,
-                )
-            })?;
+            // `create`: the keyring is made.
+            keys::keyctl(KEYCTL_GET_KEYRING_ID, spec, 1)?;
         }
         "pidfd" | "io-uring" | "perf-event" | "fanotify" | "fsopen" | "landlock" | "bpf-map"
         | "memfd-secret" => held.fd = Some(anon_fd(kind)?),
@@ -542,26 +484,8 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             sys::check(ret)?;
         }
         "nested-keyring" => {
-            // SAFETY: KEYCTL_JOIN_SESSION_KEYRING reads the NUL-terminated name during the call.
-            sys::check(unsafe {
-                libc::syscall(
-                    libc::SYS_keyctl,
-                    KEYCTL_JOIN_SESSION_KEYRING,
-                    c"crlab-refused".as_ptr(),
-                )
-            })?;
-            // SAFETY: add_key reads the NUL-terminated type and description during the call; a
-            // keyring takes no payload.
-            sys::check(unsafe {
-                libc::syscall(
-                    libc::SYS_add_key,
-                    c"keyring".as_ptr(),
-                    c"crlab-nested".as_ptr(),
-                    std::ptr::null::<u8>(),
-                    0usize,
-                    KEY_SPEC_SESSION_KEYRING,
-                )
-            })?;
+            keys::join_session_keyring(Some(SESSION_C))?;
+            keys::add_key(c"keyring", c"crlab-nested", &[], KEY_SPEC_SESSION_KEYRING)?;
         }
         other => {
             return Err(io::Error::other(format!(
@@ -668,23 +592,34 @@ fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
             } else {
                 format!(";{UNSEARCHABLE:08x};_ses")
             };
-            let mut buf = [0u8; 256];
-            // SAFETY: KEYCTL_DESCRIBE writes at most `buf.len()` bytes into `buf`.
-            let n = sys::check(unsafe {
-                libc::syscall(
-                    libc::SYS_keyctl,
-                    KEYCTL_DESCRIBE,
-                    KEY_SPEC_SESSION_KEYRING,
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                )
-            });
-            if let Some(n) = checks.io("describing the session keyring", n) {
-                let n = usize::try_from(n).unwrap_or(0).min(buf.len());
-                let text = String::from_utf8_lossy(&buf[..n]);
+            let text = keys::keyctl_text(KEYCTL_DESCRIBE, KEY_SPEC_SESSION_KEYRING);
+            if let Some(text) = checks.io("describing the session keyring", text) {
                 checks.that(
-                    text.trim_end_matches('\0').ends_with(&ends),
+                    text.ends_with(&ends),
                     &format!("the session keyring still ends with {ends:?} (found {text:?})"),
+                );
+            }
+            if kind == "nested-keyring" {
+                // The nested keyring is still linked in it.
+                let list = keys::keyctl_buf(KEYCTL_READ, KEY_SPEC_SESSION_KEYRING);
+                if let Some(list) = checks.io("listing the session keyring", list) {
+                    let nested = list.chunks_exact(4).any(|c| {
+                        let key = i32::from_ne_bytes(c.try_into().unwrap_or([0; 4]));
+                        keys::keyctl_text(KEYCTL_DESCRIBE, key.into()).is_ok_and(|d| {
+                            d.starts_with("keyring;") && d.ends_with(";crlab-nested")
+                        })
+                    });
+                    checks.that(nested, "the nested keyring crlab-nested is still in it");
+                }
+            }
+        }
+        "thread-session-keyring" => {
+            // This thread's is still not the other thread's: its own is not crlab-thread.
+            let text = keys::keyctl_text(KEYCTL_DESCRIBE, KEY_SPEC_SESSION_KEYRING);
+            if let Some(text) = checks.io("describing the main thread's session keyring", text) {
+                checks.that(
+                    !text.ends_with(";crlab-thread"),
+                    &format!("the main thread's session keyring is its own (found {text:?})"),
                 );
             }
         }
@@ -694,16 +629,8 @@ fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
             } else {
                 KEY_SPEC_PROCESS_KEYRING
             };
-            // SAFETY: KEYCTL_GET_KEYRING_ID takes integers only; without `create` it fails
-            // when the keyring is gone.
-            let r = sys::check(unsafe {
-                libc::syscall(
-                    libc::SYS_keyctl,
-                    KEYCTL_GET_KEYRING_ID,
-                    spec,
-                    0 as libc::c_long,
-                )
-            });
+            // Without `create`: it fails when the keyring is gone.
+            let r = keys::keyctl(KEYCTL_GET_KEYRING_ID, spec, 0);
             checks.io(&format!("the {kind} is still there"), r);
         }
         _ => {}

@@ -141,8 +141,6 @@ const BIG_LEN: usize = 5000;
 const RCVBUF: i32 = 50_000;
 const SNDBUF: i32 = 70_000;
 const LAST_WORDS: &[u8] = b"last words before the shutdown";
-/// `SO_BINDTOIFINDEX` of `<asm-generic/socket.h>`, which the libc crate lacks.
-const SO_BINDTOIFINDEX: i32 = 62;
 
 fn socketpair(ty: i32) -> io::Result<(i32, i32)> {
     let mut fds = [0i32; 2];
@@ -756,7 +754,16 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             };
             // SAFETY: one live pollfd.
             let r = unsafe { libc::poll(&mut p, 1, 5000) };
-            w.setup("poll for the peer's FIN", sys::check(r.into()));
+            w.setup(
+                "poll for the peer's FIN",
+                sys::check(r.into()).and_then(|_| {
+                    if r == 1 && p.revents & libc::POLLIN != 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::other("the peer's FIN did not come within 5 s"))
+                    }
+                }),
+            );
             // The client (FIN_WAIT2) moved above the accepted end (CLOSE_WAIT), so the dump,
             // going by descriptor number, meets the one in CLOSE_WAIT first.
             // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes integers only.
@@ -1070,9 +1077,10 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             let lo = c"lo";
             // SAFETY: `lo` is a NUL-terminated name.
             let index = unsafe { libc::if_nametoindex(lo.as_ptr()) } as i32;
+            checks.that(index != 0, "lo has an interface index");
             if let Some(v) = checks.io(
                 "SO_BINDTOIFINDEX",
-                get_opt(fd, libc::SOL_SOCKET, SO_BINDTOIFINDEX),
+                get_opt(fd, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX),
             ) {
                 checks.eq("the device the socket is bound to (lo's index)", index, v);
             }
@@ -1897,16 +1905,6 @@ fn check_empty(checks: &mut Checks, what: &str, fd: i32) {
     }
 }
 
-/// Writes `value` to the calling thread's `/proc/thread-self/attr/sockcreate` (a NUL clears
-/// it: a write of nothing never reaches the kernel through `write_all`).
-fn set_sockcreate(value: &[u8]) -> io::Result<()> {
-    // Opened without O_CREAT, which SELinux would audit as a file creation.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/thread-self/attr/sockcreate")
-        .and_then(|mut f| std::io::Write::write_all(&mut f, value))
-}
-
 fn labelled(mut w: Workload) -> ! {
     let want = w.args().get(1).cloned().unwrap_or_default();
     w.setup(
@@ -1917,12 +1915,18 @@ fn labelled(mut w: Workload) -> ! {
             Ok(())
         },
     );
-    w.setup("attr/sockcreate", set_sockcreate(want.as_bytes()));
+    w.setup(
+        "attr/sockcreate",
+        sys::write_attr("sockcreate", want.as_bytes()),
+    );
     let ends = [
         set_up_pair(&w, libc::SOCK_STREAM, "stream"),
         set_up_pair(&w, libc::SOCK_DGRAM, "dgram"),
     ];
-    w.setup("clearing attr/sockcreate", set_sockcreate(b"\0"));
+    w.setup(
+        "clearing attr/sockcreate",
+        sys::write_attr("sockcreate", b"\0"),
+    );
     let own = w.setup(
         "a pair in the process's own context",
         socketpair(libc::SOCK_STREAM),

@@ -65,20 +65,6 @@ const REGION_PAGES: usize = 5;
 const REPORT_PAGE: usize = 4;
 /// Bytes of a member's report slot (a report is cut to fit).
 const REPORT_SLOT: usize = PAGE / MEMBERS;
-/// `KEYCTL_JOIN_SESSION_KEYRING` of `<linux/keyctl.h>`.
-const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-
-/// Writes `value` to the calling thread's `/proc/thread-self/attr/NAME`.
-fn write_attr(name: &str, value: &str) -> Result<(), String> {
-    // Opened without O_CREAT: with it the kernel also checks creating a file in the /proc
-    // directory, and logs a denial even though the file exists.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/thread-self/attr/{name}"))
-        .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
-        .map_err(|e| format!("writing {value:?} to its attr/{name}: {e}"))
-}
-
 /// The members' contexts, for a tree with mixed SELinux contexts.
 const CONTEXTS_ENV: &str = "CRLAB_MEMBER_CONTEXTS";
 const REGION_SEED: u64 = 0x5ea1_ed00;
@@ -229,19 +215,23 @@ impl Tree {
         let Some(ctx) = self.contexts.as_ref().map(|c| &c[m.idx()]) else {
             return Ok(());
         };
-        write_attr("keycreate", ctx)?;
-        // SAFETY: with a NULL name KEYCTL_JOIN_SESSION_KEYRING reads no memory of ours.
-        sys::check(unsafe {
-            libc::syscall(
-                libc::SYS_keyctl,
-                KEYCTL_JOIN_SESSION_KEYRING,
-                std::ptr::null::<libc::c_char>(),
-            )
-        })
-        .map_err(|e| format!("joining a new session keyring labelled {ctx}: {e}"))?;
-        // A NUL, not nothing: a write of no bytes never reaches the kernel through write_all.
-        write_attr("keycreate", "\0")?;
-        write_attr("current", ctx)
+        let step = |what: &str, r: io::Result<()>| r.map_err(|e| format!("{what}: {e}"));
+        step(
+            "labelling its keyring",
+            sys::write_attr("keycreate", ctx.as_bytes()),
+        )?;
+        step(
+            "joining a new session keyring",
+            sys::keys::join_session_keyring(None).map(drop),
+        )?;
+        step(
+            "clearing attr/keycreate",
+            sys::write_attr("keycreate", b"\0"),
+        )?;
+        step(
+            "entering its context",
+            sys::write_attr("current", ctx.as_bytes()),
+        )
     }
 
     /// Checks the calling member is (still) in its context.
