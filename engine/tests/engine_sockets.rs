@@ -449,6 +449,8 @@ fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json
 #[case::netlink("netlink", &["a netlink socket", "TCP listeners and UDP sockets only"])]
 #[case::fifo_deleted("fifo-deleted", &["a named pipe (FIFO) whose path was removed"])]
 #[case::fifo_outside("fifo-outside", &["also open in process", "outside the dump"])]
+#[case::bound_outside("bound-outside", &["a Unix datagram socket bound to", "bound-outside.sock", "a socket outside the dump is connected"])]
+#[case::pair_disconnected("pair-disconnected", &["a Unix datagram socket made by socketpair", "disconnected or connected elsewhere since"])]
 #[case::bound_queued("bound-queued", &["a Unix datagram socket bound to", "bound-queued.sock", "with datagrams queued from senders that are not a pair's other end"])]
 #[case::udp_queued("udp-queued", &["a UDP socket on 127.0.0.1:", "with datagrams queued"])]
 #[case::tcp_close_wait("tcp-close-wait", &["a TCP socket in state CLOSE_WAIT (127.0.0.1:"])]

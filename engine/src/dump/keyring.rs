@@ -7,14 +7,16 @@
 use super::DumpError;
 use crate::image::schema::{SessionKeyring, UserKey};
 use crate::sys::{
-    int_arg, own_keyring, usize_of, Remote, Scratch, SysError, KEYCTL_DESCRIBE,
-    KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_READ, KEY_SPEC_PROCESS_KEYRING,
-    KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
+    int_arg, keyctl_text, own_keyring, remote_keyctl_buf, Remote, Scratch, SysError,
+    KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_READ,
+    KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING,
+    KEY_SPEC_USER_SESSION_KEYRING,
 };
 use nix::errno::Errno;
 
-/// The longest description read back (`type;uid;gid;perm;description`).
-const DESCRIBE_MAX: u64 = 1024;
+/// The longest description read back (`type;uid;gid;perm;description`; a description may
+/// have 4095 bytes).
+const DESCRIBE_MAX: u64 = 4200;
 
 /// What a key's `KEYCTL_DESCRIBE` says.
 struct Described {
@@ -106,8 +108,22 @@ pub fn read(
     // ids are set, as the dumped one did.
     let user_default = special(leader, KEY_SPEC_USER_SESSION_KEYRING)?;
     let own_default = own_keyring(KEY_SPEC_USER_SESSION_KEYRING)?;
-    if user_default == Some(session) && own == own_default {
-        return Ok(None);
+    if user_default == Some(session) {
+        if own == own_default {
+            return Ok(None);
+        }
+        // A restore by such an engine would give the process the engine's keyring, and a
+        // copy made by name would not be the user's own (shared by all its processes).
+        return Err(DumpError::Keyring {
+            pid,
+            what: format!(
+                "has its user's default session keyring ({session}), which no restore by an \
+                 engine with a session keyring of its own ({own}) would give it back"
+            ),
+            hint: "run crlab without a session keyring of its own (as a service, not from a \
+                   login shell whose PAM stack made one), or give the process a session keyring \
+                   of its own",
+        });
     }
     session_keyring(pid, leader, scratch, session).map(Some)
 }
@@ -292,52 +308,31 @@ fn refusal(
 
 /// `KEYCTL_DESCRIBE` of `serial` in the process: `type;uid;gid;perm;description`.
 fn describe(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<Text, SysError> {
-    let len = DESCRIBE_MAX.min(scratch.len);
-    let n = remote.syscall(
+    let at = (scratch.addr, DESCRIBE_MAX.min(scratch.len));
+    let buf = remote_keyctl_buf(
+        remote,
         "keyctl(KEYCTL_DESCRIBE)",
-        libc::SYS_keyctl,
-        &[KEYCTL_DESCRIBE, int_arg(serial), scratch.addr, len],
+        KEYCTL_DESCRIBE,
+        serial,
+        at,
     )?;
-    let mut buf = vec![0u8; usize_of(n.min(len))];
-    remote.read_mem(scratch.addr, &mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    Ok(Text(text.trim_end_matches('\0').to_string()))
+    Ok(Text(keyctl_text(&buf)))
 }
 
 /// `KEYCTL_GET_SECURITY` of `serial` in the process: its label, empty without an LSM that
 /// labels keys.
 fn label(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<String, SysError> {
-    let len = DESCRIBE_MAX.min(scratch.len);
-    let n = remote.syscall(
-        "keyctl(KEYCTL_GET_SECURITY)",
-        libc::SYS_keyctl,
-        &[KEYCTL_GET_SECURITY, int_arg(serial), scratch.addr, len],
-    )?;
-    let mut buf = vec![0u8; usize_of(n.min(len))];
-    remote.read_mem(scratch.addr, &mut buf)?;
-    Ok(String::from_utf8_lossy(&buf)
-        .trim_end_matches('\0')
-        .to_string())
+    let at = (scratch.addr, DESCRIBE_MAX.min(scratch.len));
+    let name = "keyctl(KEYCTL_GET_SECURITY)";
+    let buf = remote_keyctl_buf(remote, name, KEYCTL_GET_SECURITY, serial, at)?;
+    Ok(keyctl_text(&buf))
 }
 
 /// `KEYCTL_READ` of `serial` in the process: a key's payload, a keyring's serials; an error
 /// when it does not fit the scratch area.
 fn read_payload(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<Vec<u8>, SysError> {
-    let n = remote.syscall(
-        "keyctl(KEYCTL_READ)",
-        libc::SYS_keyctl,
-        &[KEYCTL_READ, int_arg(serial), scratch.addr, scratch.len],
-    )?;
-    if n > scratch.len {
-        return Err(SysError::Remote {
-            name: "keyctl(KEYCTL_READ)",
-            tid: remote.tid(),
-            errno: Errno::E2BIG,
-        });
-    }
-    let mut buf = vec![0u8; usize_of(n)];
-    remote.read_mem(scratch.addr, &mut buf)?;
-    Ok(buf)
+    let at = (scratch.addr, scratch.len);
+    remote_keyctl_buf(remote, "keyctl(KEYCTL_READ)", KEYCTL_READ, serial, at)
 }
 
 /// `e` with its sources, as the refusal names it.

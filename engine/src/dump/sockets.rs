@@ -286,9 +286,44 @@ pub fn survey(pids: &[i32]) -> Result<TreeSockets, DumpError> {
             }
         }
     }
+    outside_senders(&tree.unix, &roles)?;
     tree.roles = roles;
     tree.creds = peer_creds(pids, &tree)?;
     Ok(tree)
+}
+
+/// Refuses a socket of the tree alone and bound that a socket outside the tree is connected
+/// to (a logger of a `/dev/log`-like socket): its own description names no such peer, and
+/// after the restore the outsider, still connected to the dead socket, could send no more.
+fn outside_senders(unix: &HashMap<u64, Held>, roles: &HashMap<u64, Role>) -> Result<(), DumpError> {
+    let bound = |ino: &u64| {
+        roles.get(ino) == Some(&Role::Alone)
+            && unix.get(ino).is_some_and(|h| !h.diag.name.is_empty())
+    };
+    if !unix.keys().any(bound) {
+        return Ok(());
+    }
+    for (sender, peer) in crate::sys::unix_peers_all()? {
+        if unix.contains_key(&sender) || !bound(&peer) {
+            continue;
+        }
+        let Some(held) = unix.get(&peer) else {
+            continue;
+        };
+        return Err(DumpError::Socket {
+            pid: held.pid,
+            fd: held.fd,
+            what: format!(
+                "a Unix datagram socket bound to {} to which a socket outside the dump is \
+                 connected (inode {sender})",
+                name_text(&held.diag.name)
+            ),
+            target: format!("socket:[{peer}]"),
+            hint: "dump the process holding the connected socket with it (one tree), or let it \
+                   disconnect first: after the restore its sends would be refused",
+        });
+    }
+    Ok(())
 }
 
 /// Reads the peer credentials of every Unix socket of `tree` and refuses, by name, one the
@@ -301,9 +336,30 @@ fn peer_creds(pids: &[i32], tree: &TreeSockets) -> Result<HashMap<u64, PeerCred>
     order.sort_by_key(|(ino, _)| **ino);
     let mut live = HashMap::new();
     // A socket never connected nor listening has none (SO_PEERGROUPS says ENODATA), and
-    // needs none: it is made again in a process holding it.
-    order
-        .retain(|(ino, _)| !matches!(tree.roles.get(ino), Some(Role::Alone | Role::Sender { .. })));
+    // needs none: it is made again in a process holding it. One that has some came from a
+    // socketpair and was disconnected (or connected elsewhere) since: made again with
+    // `socket`, it would have none.
+    let unpaired =
+        |ino: &u64| matches!(tree.roles.get(ino), Some(Role::Alone | Role::Sender { .. }));
+    for (&ino, held) in order.iter().filter(|(ino, _)| unpaired(ino)) {
+        let sock = fd_of(held.pid, u64::try_from(held.fd).unwrap_or(u64::MAX))?;
+        let c = peer_cred(sock.as_fd())?;
+        if c.pid != 0 {
+            return Err(DumpError::Socket {
+                pid: held.pid,
+                fd: held.fd,
+                what: format!(
+                    "a Unix datagram socket made by socketpair (its peer credentials name \
+                     process {}) and disconnected or connected elsewhere since",
+                    c.pid
+                ),
+                target: format!("socket:[{ino}]"),
+                hint: "crlab makes such a socket again with socket(), which records no peer \
+                       credentials; keep it connected to its pair's other end",
+            });
+        }
+    }
+    order.retain(|(ino, _)| !unpaired(ino));
     for (&ino, held) in &order {
         let sock = fd_of(held.pid, u64::try_from(held.fd).unwrap_or(u64::MAX))?;
         let c = peer_cred(sock.as_fd())?;

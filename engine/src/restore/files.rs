@@ -1220,6 +1220,23 @@ fn maker<'x, 'r>(at: &'x mut [At<'r>], s: &UnixSocket) -> Result<&'x mut At<'r>,
         })
 }
 
+/// Makes socket `s` in the root (`remote`, process `pid`) under its label, moved above
+/// `above`, bound to its name if it has one; returns its number there.
+fn new_bound(
+    remote: &mut Remote,
+    pid: i32,
+    scratch: Scratch,
+    s: &UnixSocket,
+    above: u64,
+) -> Result<u64, RestoreError> {
+    let fd = new_socket(remote, pid, scratch, s, 0)?;
+    let fd = move_above(remote, pid, fd, above, "a Unix socket")?;
+    if !s.name.is_empty() {
+        bind_name(remote, pid, scratch, s, fd)?;
+    }
+    Ok(fd)
+}
+
 /// The first process of `at` holding the socket `s` (open file `id`).
 fn holder<'x, 'r>(
     at: &'x mut [At<'r>],
@@ -1271,9 +1288,7 @@ pub fn make_unix_sockets(
     for &(s, flags, _) in sockets.iter().filter(|(s, _, _)| s.listening) {
         let a = maker(at, s)?;
         let (pid, r) = (a.pid, &mut *a.remote);
-        let fd = new_socket(r, pid, scratch, s, 0)?;
-        let fd = move_above(r, pid, fd, above, "a Unix socket")?;
-        bind_name(r, pid, scratch, s, fd)?;
+        let fd = new_bound(r, pid, scratch, s, above)?;
         with_creds(r, pid, scratch, (cred_of(s)?, &engine), false, |r| {
             r.syscall("listen", libc::SYS_listen, &[fd, u64::from(s.backlog)])
                 .step(pid, "a listening Unix socket")
@@ -1294,11 +1309,7 @@ pub fn make_unix_sockets(
     for (s, flags, id) in lone {
         let a = holder(at, s, id)?;
         let (pid, r) = (a.pid, &mut *a.remote);
-        let fd = new_socket(r, pid, scratch, s, 0)?;
-        let fd = move_above(r, pid, fd, above, "a Unix socket")?;
-        if !s.name.is_empty() {
-            bind_name(r, pid, scratch, s, fd)?;
-        }
+        let fd = new_bound(r, pid, scratch, s, above)?;
         if s.connected_to != 0 {
             let to = socks
                 .all

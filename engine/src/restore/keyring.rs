@@ -12,9 +12,9 @@ use super::RestoreError;
 use crate::image::schema::SessionKeyring;
 use crate::selinux;
 use crate::sys::{
-    int_arg, Remote, Scratch, SysError, KEYCTL_CHOWN, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID,
-    KEYCTL_GET_SECURITY, KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_READ, KEYCTL_SETPERM,
-    KEY_SPEC_SESSION_KEYRING,
+    int_arg, keyctl_text, remote_keyctl_buf, Remote, Scratch, SysError, KEYCTL_CHOWN,
+    KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_JOIN_SESSION_KEYRING,
+    KEYCTL_READ, KEYCTL_SETPERM, KEY_SPEC_SESSION_KEYRING,
 };
 
 /// Where in the scratch area the key type, description and payload go (and what is read
@@ -151,7 +151,15 @@ pub fn join(
                 ],
             )
             .step(pid, "a key of the session keyring")?;
-        let serial = i32::try_from(serial).unwrap_or(-1);
+        // A serial is positive; a negative one would name a special keyring.
+        let serial = i32::try_from(serial)
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| {
+                RestoreError::Inconsistent(format!(
+                    "add_key gave process {pid} the key serial {serial}, which is not one"
+                ))
+            })?;
         own(remote, serial, key.uid, key.gid, key.perm)
             .step(pid, "a key of the session keyring")?;
     }
@@ -197,15 +205,15 @@ const NEW_NAMED_PERM: u32 = 0x3f13_0000;
 /// Possessor: everything; owner: view and search.
 const JOINABLE: u32 = 0x3f09_0000;
 
-/// Once every process has joined its session keyring: gives each keyring the owner and
-/// permissions of the image (in the first process `pid`, leader `remote`, that has it;
-/// `owned` holds those given them), then checks it against the image.
+/// Once every process has joined its session keyring, each still root and in the engine's
+/// context (a keyring's owner may change only with `CAP_SYS_ADMIN`, which a confined context
+/// may lack): checks process `pid` (leader `remote`) got the keyring made for it, and gives
+/// each keyring the owner and permissions of the image in the first process that has it
+/// (`owned` holds those given them).
 pub fn finish(
     remote: &mut Remote,
-    scratch: Scratch,
     pid: i32,
     ring: Option<&SessionKeyring>,
-    relabel: Relabel<'_>,
     made: &Made,
     owned: &mut Vec<i32>,
 ) -> Result<(), RestoreError> {
@@ -231,7 +239,7 @@ pub fn finish(
             owned.push(new);
         }
     }
-    verify(remote, scratch, pid, ring, relabel)
+    Ok(())
 }
 
 /// Gives key `serial` its owner, then its permissions (last: they may take the caller's
@@ -252,14 +260,18 @@ fn own(remote: &mut Remote, serial: i32, uid: u32, gid: u32, perm: u32) -> Resul
     Ok(())
 }
 
-/// Checks that the process's session keyring and its keys are those of the image.
-fn verify(
+/// Checks that the process's session keyring and its keys are those of the image (none
+/// recorded: nothing to check).
+pub fn verify(
     remote: &mut Remote,
     scratch: Scratch,
     pid: i32,
-    ring: &SessionKeyring,
+    ring: Option<&SessionKeyring>,
     relabel: Relabel<'_>,
 ) -> Result<(), RestoreError> {
+    let Some(ring) = ring else {
+        return Ok(());
+    };
     let what = "checking the session keyring";
     let serial = keyctl(
         remote,
@@ -301,17 +313,23 @@ fn verify(
             ring.keys.len()
         )));
     }
-    for (key, want) in serials.iter().zip(&ring.keys) {
+    // Matched by description (unique per type in a keyring): the order KEYCTL_READ lists them
+    // in is the keyring's internal one, not the order they were added in.
+    let mut listed = Vec::with_capacity(serials.len());
+    for key in &serials {
+        listed.push((*key, describe(remote, scratch, *key).step(pid, what)?));
+    }
+    for want in &ring.keys {
         let d = format!(
             "user;{};{};{:08x};{}",
             want.uid, want.gid, want.perm, want.description
         );
-        let got = describe(remote, scratch, *key).step(pid, what)?;
-        if got != d {
+        let Some(key) = listed.iter().find(|(_, got)| *got == d).map(|(k, _)| k) else {
+            let found: Vec<&str> = listed.iter().map(|(_, g)| g.as_str()).collect();
             return Err(differs(format!(
-                "key {key} is {got:?}, the image says {d:?}"
+                "no key is {d:?}, as the image says (found {found:?})"
             )));
-        }
+        };
         same_label(
             remote,
             scratch,
@@ -344,25 +362,11 @@ fn same_label(
     if want.is_empty() || !selinux::enabled() {
         return Ok(());
     }
-    let len = DATA_MAX as u64;
-    let n = remote
-        .syscall(
-            "keyctl(KEYCTL_GET_SECURITY)",
-            libc::SYS_keyctl,
-            &[
-                KEYCTL_GET_SECURITY,
-                int_arg(serial),
-                scratch.addr + DATA_OFF,
-                len,
-            ],
-        )
+    let at = (scratch.addr + DATA_OFF, DATA_MAX as u64);
+    let name = "keyctl(KEYCTL_GET_SECURITY)";
+    let got = remote_keyctl_buf(remote, name, KEYCTL_GET_SECURITY, serial, at)
         .step(pid, "checking the session keyring's labels")?;
-    let mut buf = vec![0u8; crate::sys::usize_of(n.min(len))];
-    remote
-        .read_mem(scratch.addr + DATA_OFF, &mut buf)
-        .step(pid, "checking the session keyring's labels")?;
-    let got = String::from_utf8_lossy(&buf);
-    let got = got.trim_end_matches('\0');
+    let got = keyctl_text(&got);
     if got != want {
         return Err(differs(format!(
             "key {serial} is labelled {got:?}, the image says {want:?}"
@@ -402,33 +406,19 @@ fn keyctl(
 
 /// `KEYCTL_DESCRIBE` of `serial` in the process.
 fn describe(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<String, SysError> {
-    let len = DATA_MAX as u64;
-    let n = remote.syscall(
+    let at = (scratch.addr + DATA_OFF, DATA_MAX as u64);
+    let buf = remote_keyctl_buf(
+        remote,
         "keyctl(KEYCTL_DESCRIBE)",
-        libc::SYS_keyctl,
-        &[
-            KEYCTL_DESCRIBE,
-            int_arg(serial),
-            scratch.addr + DATA_OFF,
-            len,
-        ],
+        KEYCTL_DESCRIBE,
+        serial,
+        at,
     )?;
-    let mut buf = vec![0u8; crate::sys::usize_of(n.min(len))];
-    remote.read_mem(scratch.addr + DATA_OFF, &mut buf)?;
-    Ok(String::from_utf8_lossy(&buf)
-        .trim_end_matches('\0')
-        .to_string())
+    Ok(keyctl_text(&buf))
 }
 
 /// `KEYCTL_READ` of `serial` in the process (at most what a dump records).
 fn read(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<Vec<u8>, SysError> {
-    let len = DATA_MAX as u64;
-    let n = remote.syscall(
-        "keyctl(KEYCTL_READ)",
-        libc::SYS_keyctl,
-        &[KEYCTL_READ, int_arg(serial), scratch.addr + DATA_OFF, len],
-    )?;
-    let mut buf = vec![0u8; crate::sys::usize_of(n.min(len))];
-    remote.read_mem(scratch.addr + DATA_OFF, &mut buf)?;
-    Ok(buf)
+    let at = (scratch.addr + DATA_OFF, DATA_MAX as u64);
+    remote_keyctl_buf(remote, "keyctl(KEYCTL_READ)", KEYCTL_READ, serial, at)
 }

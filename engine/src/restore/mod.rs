@@ -432,27 +432,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         rebuild_process(&mut lives[i], &tramp, &parked, &table)?;
     }
 
-    // Contexts, then threads: a multi-threaded process may only move to a bounded context.
-    let engine_ctx = procfs::selinux_attr(root_pid, root_pid, "current");
+    // Session keyrings first, each process still root and in the engine's context: joined
+    // (the first process of a keyring makes it, under its label), then given their owners
+    // and permissions, before the threads (which share them) and the contexts.
     let mut keyrings = keyring::Made::new();
-    for live in &mut lives {
-        check_interrupt()?;
-        let target = target_context(opts, live.img);
-        let order = opts.context_order;
-        let made = &mut keyrings;
-        context_and_threads(
-            live,
-            order,
-            &engine_ctx,
-            &target,
-            &tramp,
-            &mut cleanup.pids,
-            made,
-        )?;
-    }
-
-    // Every process has its session keyring: each made one gets its owner and permissions.
-    let mut owned = Vec::new();
     for live in &mut lives {
         let (pid, ring) = (live.pid(), live.img.task.session_keyring.as_ref());
         let target = target_context(opts, live.img);
@@ -460,15 +443,32 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             dumped: dumped_context(live.img),
             target: &target,
         };
-        keyring::finish(
-            &mut live.leader,
-            scratch,
-            pid,
-            ring,
-            relabel,
-            &keyrings,
-            &mut owned,
-        )?;
+        keyring::join(&mut live.leader, scratch, pid, ring, relabel, &mut keyrings)?;
+    }
+    let mut owned = Vec::new();
+    for live in &mut lives {
+        let (pid, ring) = (live.pid(), live.img.task.session_keyring.as_ref());
+        keyring::finish(&mut live.leader, pid, ring, &keyrings, &mut owned)?;
+    }
+
+    // Contexts, then threads: a multi-threaded process may only move to a bounded context.
+    let engine_ctx = procfs::selinux_attr(root_pid, root_pid, "current");
+    for live in &mut lives {
+        check_interrupt()?;
+        let target = target_context(opts, live.img);
+        let order = opts.context_order;
+        context_and_threads(live, order, &engine_ctx, &target, &tramp, &mut cleanup.pids)?;
+    }
+
+    // Every process has its session keyring as the image says, seen from its own context.
+    for live in &mut lives {
+        let (pid, ring) = (live.pid(), live.img.task.session_keyring.as_ref());
+        let target = target_context(opts, live.img);
+        let relabel = keyring::Relabel {
+            dumped: dumped_context(live.img),
+            target: &target,
+        };
+        keyring::verify(&mut live.leader, scratch, pid, ring, relabel)?;
     }
 
     check_interrupt()?;
@@ -731,18 +731,8 @@ fn context_and_threads(
     target: &str,
     tramp: &memory::Trampoline,
     created: &mut Vec<i32>,
-    keyrings: &mut keyring::Made,
 ) -> Result<(), RestoreError> {
     let (pid, scratch) = (live.pid(), tramp.scratch);
-    // The session keyring before the threads, which share it.
-    let ring = live.img.task.session_keyring.as_ref();
-    // In the engine's context, which may give it its label (`attr/keycreate`) where the
-    // process's own context need not be allowed to.
-    let relabel = keyring::Relabel {
-        dumped: dumped_context(live.img),
-        target,
-    };
-    keyring::join(&mut live.leader, scratch, pid, ring, relabel, keyrings)?;
     match order {
         ContextOrder::BeforeThreads => {
             context::set_context(&mut live.leader, scratch, pid, engine_ctx, target)?;

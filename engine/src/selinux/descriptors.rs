@@ -210,8 +210,9 @@ pub struct SocketCreation {
     /// A client's: the label of the listener it connects to.
     pub connects_to: Option<String>,
     /// A datagram socket connected to a bound one alone: that one's label, which its
-    /// `connect` asks `sendto` on.
-    pub sends_to: Option<String>,
+    /// `connect` asks `sendto` on, and the label of its socket file (empty for an abstract
+    /// name), which the engine's `connect` by path asks `write` on.
+    pub sends_to: Option<(String, String)>,
 }
 
 /// The sockets of `table` that carry a label, as the restore creates them.
@@ -265,7 +266,14 @@ pub fn socket_creations(table: &FileTable) -> Vec<SocketCreation> {
                     String::new()
                 },
                 connects_to: client_of.map(|l| l.label.clone()),
-                sends_to: sends_to.map(|t| t.label.clone()),
+                sends_to: sends_to.map(|t| {
+                    let file = if t.name.first() == Some(&0) {
+                        String::new()
+                    } else {
+                        t.file_label.clone()
+                    };
+                    (t.label.clone(), file)
+                }),
             }
         })
         .collect();
@@ -335,7 +343,7 @@ pub struct Question {
 /// `process { setfscreate }` and `sock_file { create unlink setattr getattr }` on the file's
 /// label (the stale one removed, the new one created and given its mode and owner); for a
 /// client, `connectto` from its label to its listener's; for a datagram socket connected to a
-/// bound one, `sendto` from its label to that one's.
+/// bound one, `sendto` from its label to that one's and `write` on its socket file.
 pub fn socket_questions(engine: &str, s: &SocketCreation) -> Vec<Question> {
     let q = |source: &str, target: &str, class, permissions: Vec<&'static str>| Question {
         source: source.to_owned(),
@@ -367,8 +375,11 @@ pub fn socket_questions(engine: &str, s: &SocketCreation) -> Vec<Question> {
             vec!["create", "unlink", "setattr", "getattr"],
         ));
     }
-    if let Some(bound) = &s.sends_to {
+    if let Some((bound, file)) = &s.sends_to {
         out.push(q(&s.label, bound, "unix_dgram_socket", vec!["sendto"]));
+        if !file.is_empty() {
+            out.push(q(engine, file, "sock_file", vec!["write"]));
+        }
     }
     if let Some(listener) = &s.connects_to {
         out.push(q(
@@ -668,6 +679,32 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_datagram_socket_connected_to_a_bound_one_asks_sendto_and_write_on_its_file() {
+        let mut s = socket("unix_dgram_socket", false);
+        s.permissions.push("connect");
+        s.sends_to = Some(("system_u:system_r:other_t:s0".into(), "file_t_label".into()));
+        let qs = socket_questions(UNCONFINED, &s);
+        let asked: Vec<_> = qs
+            .iter()
+            .map(|q| {
+                (
+                    q.source.as_str(),
+                    q.target.as_str(),
+                    q.class,
+                    q.permissions.clone(),
+                )
+            })
+            .collect();
+        assert!(asked.contains(&(
+            CONTAINER,
+            "system_u:system_r:other_t:s0",
+            "unix_dgram_socket",
+            vec!["sendto"]
+        )));
+        assert!(asked.contains(&(UNCONFINED, "file_t_label", "sock_file", vec!["write"])));
     }
 
     #[test]

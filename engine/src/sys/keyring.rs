@@ -1,7 +1,7 @@
 //! Keyrings (`keyctl`): the constants of `<linux/keyctl.h>` the engine passes to remote
 //! `keyctl` calls, and the engine's own session keyring.
 
-use super::SysError;
+use super::{int_arg, usize_of, Remote, SysError};
 
 /// `KEYCTL_GET_KEYRING_ID`: the serial of a special keyring, made only when asked (`create`).
 pub const KEYCTL_GET_KEYRING_ID: u64 = 0;
@@ -35,7 +35,7 @@ pub fn own_keyring(spec: i32) -> Result<i32, SysError> {
     let r = unsafe {
         libc::syscall(
             libc::SYS_keyctl,
-            0 as libc::c_long, // KEYCTL_GET_KEYRING_ID
+            libc::c_long::try_from(KEYCTL_GET_KEYRING_ID).unwrap_or(0),
             libc::c_long::from(spec),
             0 as libc::c_long,
         )
@@ -52,4 +52,35 @@ pub fn own_keyring(spec: i32) -> Result<i32, SysError> {
         tid: std::process::id().try_into().unwrap_or(-1),
         source: nix::errno::Errno::ERANGE,
     })
+}
+
+/// Runs `keyctl(cmd, serial, addr, len)` in the task of `remote`, for a command that writes
+/// into a buffer of the task (`KEYCTL_DESCRIBE`, `KEYCTL_READ`, `KEYCTL_GET_SECURITY`), and
+/// returns what it wrote. `E2BIG` when the answer needs more than `len` bytes: the kernel
+/// then copies nothing, and the buffer holds whatever was there before.
+pub fn remote_keyctl_buf(
+    remote: &mut Remote,
+    name: &'static str,
+    cmd: u64,
+    serial: i32,
+    (addr, len): (u64, u64),
+) -> Result<Vec<u8>, SysError> {
+    let n = remote.syscall(name, libc::SYS_keyctl, &[cmd, int_arg(serial), addr, len])?;
+    if n > len {
+        return Err(SysError::Remote {
+            name,
+            tid: remote.tid(),
+            errno: nix::errno::Errno::E2BIG,
+        });
+    }
+    let mut buf = vec![0u8; usize_of(n)];
+    remote.read_mem(addr, &mut buf)?;
+    Ok(buf)
+}
+
+/// A description or label as `keyctl` writes it, without its NUL.
+pub fn keyctl_text(buf: &[u8]) -> String {
+    String::from_utf8_lossy(buf)
+        .trim_end_matches('\0')
+        .to_string()
 }

@@ -35,9 +35,10 @@ pub use fork::fork_paused;
 pub use ioprio::ioprio;
 pub use kcmp::{epoll_target_is, same_file, share, Shared};
 pub use keyring::{
-    own_keyring, KEYCTL_CHOWN, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY,
-    KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_READ, KEYCTL_SETPERM, KEY_SPEC_PROCESS_KEYRING,
-    KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
+    keyctl_text, own_keyring, remote_keyctl_buf, KEYCTL_CHOWN, KEYCTL_DESCRIBE,
+    KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_READ,
+    KEYCTL_SETPERM, KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING,
+    KEY_SPEC_USER_SESSION_KEYRING,
 };
 pub use memfd::{memfd_seals, on_hugetlbfs};
 pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};
@@ -48,7 +49,9 @@ pub use ptrace::zeroed_regs;
 pub use ptrace::{Regs, Tracee};
 pub use remote::{find_syscall_gadget, resume_regs, Remote, Scratch};
 pub use rlimit::{rlimit, set_rlimit, RLIMITS};
-pub use sock_diag::{inet_diag_all, unix_diag, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN};
+pub use sock_diag::{
+    inet_diag_all, unix_diag, unix_peers_all, InetDiag, UnixDiag, UNIX_ESTABLISHED, UNIX_LISTEN,
+};
 pub use socket::{
     fd_of, fresh_socket, has_peer, has_pending_error, peek_head_len, peek_queue, peer_cred,
     peer_groups, peer_pid_now, queue_truesize, send_all, set_sockopt_bytes, set_sockopt_int,

@@ -191,6 +191,68 @@ pub fn unix_diag(ino: u64) -> Result<Option<UnixDiag>, SysError> {
     }
 }
 
+/// Every `AF_UNIX` socket of the engine's network namespace with the inode of its peer, for
+/// those that have one: (inode, peer inode).
+pub fn unix_peers_all() -> Result<Vec<(u64, u64)>, SysError> {
+    let err = |op: &'static str| move |source| SysError::Call { op, tid: 0, source };
+    let nl = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+    .map_err(err("socket(NETLINK_SOCK_DIAG)"))?;
+    let mut req = request(0, 1);
+    // A dump of every socket, peers only: NLM_F_REQUEST | NLM_F_DUMP, no inode.
+    req[6..8].copy_from_slice(&NLM_F_DUMP_REQUEST.to_ne_bytes());
+    req[NLMSG_HDRLEN + 12..NLMSG_HDRLEN + 16].copy_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    send(nl.as_raw_fd(), &req, MsgFlags::empty()).map_err(err("send(unix_diag)"))?;
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 32768];
+    loop {
+        let n =
+            recv(nl.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(err("recv(unix_diag)"))?;
+        if n == 0 {
+            break;
+        }
+        let (found, done) = parse_all(&buf[..n]).map_err(|e| match e {
+            ParseError::Errno(e) => err("unix_diag")(Errno::from_raw(e)),
+            ParseError::Malformed(_) => err("parsing unix_diag")(Errno::EBADMSG),
+        })?;
+        all.extend(
+            found
+                .into_iter()
+                .filter(|d| d.peer != 0)
+                .map(|d| (u64::from(d.ino), u64::from(d.peer))),
+        );
+        if done {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+/// Parses one buffer of a `UNIX_DIAG` dump: its sockets, and whether the dump is done.
+pub fn parse_all(b: &[u8]) -> Result<(Vec<UnixDiag>, bool), ParseError> {
+    let bad = ParseError::Malformed;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        let len = usize::try_from(u32_at(b, at).ok_or(bad("no netlink header"))?)
+            .map_err(|_| bad("netlink length"))?;
+        if len < NLMSG_HDRLEN || at + len > b.len() {
+            return Err(bad("netlink length"));
+        }
+        if u16_at(b, at + 4).ok_or(bad("netlink type"))? == NLMSG_DONE {
+            return Ok((out, true));
+        }
+        out.push(parse(&b[at..at + len])?);
+        // Messages are aligned to 4 bytes.
+        at += (len + 3) & !3;
+    }
+    Ok((out, false))
+}
+
 /// `NLM_F_REQUEST | NLM_F_DUMP`.
 const NLM_F_DUMP_REQUEST: u16 = 0x301;
 const NLMSG_DONE: u16 = 3;
@@ -527,6 +589,48 @@ mod tests {
         b.extend_from_slice(&[0; 10]);
         b.extend_from_slice(&body);
         b
+    }
+
+    #[test]
+    fn a_dump_answer_gives_every_socket_then_says_done() {
+        let peer = |p: u32| {
+            let mut a = Vec::new();
+            a.extend_from_slice(&8u16.to_ne_bytes());
+            a.extend_from_slice(&UNIX_DIAG_PEER.to_ne_bytes());
+            a.extend_from_slice(&p.to_ne_bytes());
+            a
+        };
+        let mut b = answer(1, UNIX_ESTABLISHED, 11, &[peer(12)]);
+        b.extend(answer(2, UNIX_ESTABLISHED, 13, &[]));
+        let (found, done) = parse_all(&b).expect("two sockets");
+        assert!(!done);
+        assert_eq!(
+            found.iter().map(|d| (d.ino, d.peer)).collect::<Vec<_>>(),
+            vec![(11, 12), (13, 0)]
+        );
+        let mut end = Vec::new();
+        end.extend_from_slice(&20u32.to_ne_bytes());
+        end.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        end.extend_from_slice(&[0; 14]);
+        assert_eq!(parse_all(&end), Ok((Vec::new(), true)));
+    }
+
+    #[test]
+    fn the_dump_of_peers_finds_both_ends_of_a_pair() {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let ino = |s: &std::os::unix::net::UnixStream| {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(s);
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .expect("its inode")
+                .ino()
+        };
+        let (ia, ib) = (ino(&a), ino(&b));
+        let all = unix_peers_all().expect("a UNIX_DIAG dump");
+        assert!(
+            all.contains(&(ia, ib)) && all.contains(&(ib, ia)),
+            "{ia} {ib} in {all:?}"
+        );
     }
 
     #[test]

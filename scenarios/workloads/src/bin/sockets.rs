@@ -80,6 +80,11 @@
 //! Refused at dump (the state still in place after the refused dump, checked after the wait):
 //! - `bound-queued`: a datagram socket bound to a path with a datagram queued from an unbound
 //!   sender (whose name a restore could not give back);
+//! - `bound-outside`: a datagram socket bound to a path, to which a process outside the tree
+//!   (a grandchild reparented away, which exits once the workload is gone) is connected;
+//! - `pair-disconnected`: an end of a datagram socketpair disconnected (`connect` with
+//!   `AF_UNSPEC`), the other end closed: it keeps the peer credentials of its maker, which a
+//!   socket made again with `socket` would not have;
 //! - `pending`: a listener with a connection not accepted yet;
 //! - `peercred-relisten`: a stream connection whose client keeps the peer credentials its
 //!   listener had at connect (root's), the listener having listened again since with another
@@ -729,6 +734,87 @@ fn refused(mut w: Workload, kind: &str) -> ! {
             // Blocks until the grandchild has it open for reading.
             w.setup("opening the FIFO", open_fifo(&path, libc::O_WRONLY))
         }
+        "bound-outside" => {
+            use std::os::unix::ffi::OsStrExt;
+            let name = w.path("bound-outside.sock").as_os_str().as_bytes().to_vec();
+            let server = w.setup("socket", socket(libc::SOCK_DGRAM));
+            w.setup("bind", bind(server, &name));
+            let mut ready = [0i32; 2];
+            // SAFETY: pipe writes two descriptors into `ready`.
+            w.setup(
+                "pipe",
+                sys::check(unsafe { libc::pipe(ready.as_mut_ptr()) }.into()),
+            );
+            // SAFETY: fork in a single-threaded program; the children only make system calls.
+            let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into()));
+            if child == 0 {
+                // SAFETY: as above.
+                if unsafe { libc::fork() } == 0 {
+                    // SAFETY: closing copies of the workload's descriptors; a session of its own.
+                    unsafe {
+                        libc::close(server);
+                        libc::close(ready[0]);
+                        libc::setsid();
+                    }
+                    let connected =
+                        socket(libc::SOCK_DGRAM).and_then(|c| connect(c, &name).map(|()| c));
+                    let byte = [u8::from(connected.is_ok())];
+                    // SAFETY: one byte from a live buffer; then the pipe is done.
+                    unsafe {
+                        libc::write(ready[1], byte.as_ptr().cast(), 1);
+                        libc::close(ready[1]);
+                    }
+                    // Connected, outside the tree, until the workload is gone.
+                    // SAFETY: signal 0 only asks whether the process exists.
+                    while unsafe { libc::kill(me, 0) } == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    // SAFETY: _exit ends this process at once.
+                    unsafe { libc::_exit(0) };
+                }
+                // SAFETY: _exit ends this process at once.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child; closing our copy of the write end.
+            unsafe {
+                libc::waitpid(child as i32, &mut status, 0);
+                libc::close(ready[1]);
+            }
+            let mut byte = [0u8; 1];
+            let got = sys::read(ready[0], &mut byte);
+            // SAFETY: the read end, used up.
+            unsafe { libc::close(ready[0]) };
+            w.setup(
+                "the outside process's connect",
+                got.and_then(|n| {
+                    if n == 1 && byte[0] == 1 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::other("the process outside could not connect"))
+                    }
+                }),
+            );
+            server
+        }
+        "pair-disconnected" => {
+            let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_DGRAM));
+            // SAFETY: sockaddr is plain data; AF_UNSPEC with nothing else disconnects.
+            let mut addr: libc::sockaddr = unsafe { std::mem::zeroed() };
+            addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+            // SAFETY: `addr` is a live sockaddr of the length given.
+            let r = unsafe {
+                libc::connect(
+                    a,
+                    &addr,
+                    std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+                )
+            };
+            w.setup("connect(AF_UNSPEC)", sys::check(r.into()));
+            // SAFETY: closes the other end, which no one uses.
+            unsafe { libc::close(b) };
+            a
+        }
         "bound-queued" => {
             use std::os::unix::ffi::OsStrExt;
             let name = w.path("bound-queued.sock").as_os_str().as_bytes().to_vec();
@@ -1083,6 +1169,24 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                 get_opt(fd, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX),
             ) {
                 checks.eq("the device the socket is bound to (lo's index)", index, v);
+            }
+        }
+        "bound-outside" => {
+            let n = name_of(fd, false);
+            if let Some(n) = checks.io("the bound socket's name", n) {
+                checks.that(
+                    n.ends_with(b"bound-outside.sock"),
+                    "the socket is still bound to bound-outside.sock",
+                );
+            }
+        }
+        "pair-disconnected" => {
+            if let Some(c) = checks.io("SO_PEERCRED", peer_cred(fd)) {
+                checks.eq(
+                    "its peer credentials' pid (its maker's)",
+                    sys::getpid(),
+                    c.pid,
+                );
             }
         }
         "udp-queued" | "bound-queued" => {
