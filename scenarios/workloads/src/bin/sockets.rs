@@ -568,33 +568,48 @@ fn unsafe_fcntl_setfl(fd: i32, flags: i32) -> i32 {
 /// A stream pair whose end `b` a grandchild holds, outside the tree once its parent exits.
 fn outside(w: &Workload) -> (i32, i32) {
     let (a, b) = w.setup("socketpair", socketpair(libc::SOCK_STREAM));
-    // SAFETY: fork in a single-threaded program; the children only make system calls.
-    let child = unsafe { libc::fork() };
-    let child = w.setup("fork", sys::check(child.into()));
+    outside_process(w, &[a], || {
+        let mut buf = [0u8; 64];
+        // Until the workload's end closes (or the stream fails).
+        // SAFETY: `buf` is live; a blocking read.
+        while unsafe { libc::read(b, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        exit_now(0)
+    });
+    // SAFETY: our copy of the grandchild's end.
+    unsafe { libc::close(b) };
+    (a, b)
+}
+
+/// Runs `body` in a grandchild reparented away from the tree, in a session of its own, once
+/// it has closed its copies of `close`, and ends it after; returns when the child between
+/// them is reaped.
+fn outside_process(w: &Workload, close: &[i32], body: impl FnOnce()) {
+    // SAFETY: fork in a single-threaded workload; the children only make system calls.
+    let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into()));
     if child == 0 {
         // SAFETY: as above.
         if unsafe { libc::fork() } == 0 {
-            // SAFETY: closing our copy of the workload's end, and the standard streams.
+            // SAFETY: closing this process's copies of the workload's descriptors.
             unsafe {
-                libc::close(a);
+                for fd in close {
+                    libc::close(*fd);
+                }
                 libc::setsid();
             }
-            let mut buf = [0u8; 64];
-            // Until the workload's end closes (or the stream fails).
-            // SAFETY: `buf` is live; a blocking read.
-            while unsafe { libc::read(b, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
-            // SAFETY: _exit ends this process at once.
-            unsafe { libc::_exit(0) };
+            body();
+            exit_now(0);
         }
-        // SAFETY: _exit ends this process at once.
-        unsafe { libc::_exit(0) };
+        exit_now(0);
     }
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(child as i32, &mut status, 0) };
-    // SAFETY: our copy of the grandchild's end.
-    unsafe { libc::close(b) };
-    (a, b)
+}
+
+/// Ends this process at once (a child of the workload: nothing of the parent's to flush).
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and does not return.
+    unsafe { libc::_exit(code) }
 }
 
 fn refused(mut w: Workload, kind: &str) -> ! {
@@ -709,28 +724,16 @@ fn refused(mut w: Workload, kind: &str) -> ! {
         "fifo-outside" => {
             let path = w.path("shared.fifo");
             w.setup("mkfifo", mkfifo(&path));
-            // SAFETY: fork in a single-threaded program; the children only make system calls.
-            let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into()));
-            if child == 0 {
-                // SAFETY: as above.
-                if unsafe { libc::fork() } == 0 {
-                    let c = sys::cstring(&path);
-                    // SAFETY: `c` is a live C string; the reads go to a live buffer.
-                    unsafe {
-                        libc::setsid();
-                        let r = libc::open(c.as_ptr(), libc::O_RDONLY);
-                        let mut buf = [0u8; 64];
-                        // Until the workload's end closes.
-                        while libc::read(r, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
-                        libc::_exit(0);
-                    }
-                }
-                // SAFETY: _exit ends this process at once.
-                unsafe { libc::_exit(0) };
-            }
-            let mut status = 0;
-            // SAFETY: waiting for our own child.
-            unsafe { libc::waitpid(child as i32, &mut status, 0) };
+            let c = sys::cstring(&path);
+            outside_process(&w, &[], || {
+                // SAFETY: `c` is a live C string; the reads go to a live buffer.
+                let r = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+                let mut buf = [0u8; 64];
+                // Until the workload's end closes.
+                // SAFETY: `buf` is live; a blocking read.
+                while unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+                exit_now(0)
+            });
             // Blocks until the grandchild has it open for reading.
             w.setup("opening the FIFO", open_fifo(&path, libc::O_WRONLY))
         }
@@ -745,42 +748,24 @@ fn refused(mut w: Workload, kind: &str) -> ! {
                 "pipe",
                 sys::check(unsafe { libc::pipe(ready.as_mut_ptr()) }.into()),
             );
-            // SAFETY: fork in a single-threaded program; the children only make system calls.
-            let child = w.setup("fork", sys::check(unsafe { libc::fork() }.into()));
-            if child == 0 {
-                // SAFETY: as above.
-                if unsafe { libc::fork() } == 0 {
-                    // SAFETY: closing copies of the workload's descriptors; a session of its own.
-                    unsafe {
-                        libc::close(server);
-                        libc::close(ready[0]);
-                        libc::setsid();
-                    }
-                    let connected =
-                        socket(libc::SOCK_DGRAM).and_then(|c| connect(c, &name).map(|()| c));
-                    let byte = [u8::from(connected.is_ok())];
-                    // SAFETY: one byte from a live buffer; then the pipe is done.
-                    unsafe {
-                        libc::write(ready[1], byte.as_ptr().cast(), 1);
-                        libc::close(ready[1]);
-                    }
-                    // Connected, outside the tree, until the workload is gone.
-                    // SAFETY: signal 0 only asks whether the process exists.
-                    while unsafe { libc::kill(me, 0) } == 0 {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                    // SAFETY: _exit ends this process at once.
-                    unsafe { libc::_exit(0) };
+            outside_process(&w, &[server, ready[0]], || {
+                let connected =
+                    socket(libc::SOCK_DGRAM).and_then(|c| connect(c, &name).map(|()| c));
+                let byte = [u8::from(connected.is_ok())];
+                // SAFETY: one byte from a live buffer; then the pipe is done.
+                unsafe {
+                    libc::write(ready[1], byte.as_ptr().cast(), 1);
+                    libc::close(ready[1]);
                 }
-                // SAFETY: _exit ends this process at once.
-                unsafe { libc::_exit(0) };
-            }
-            let mut status = 0;
-            // SAFETY: waiting for our own child; closing our copy of the write end.
-            unsafe {
-                libc::waitpid(child as i32, &mut status, 0);
-                libc::close(ready[1]);
-            }
+                // Connected, outside the tree, until the workload is gone.
+                // SAFETY: signal 0 only asks whether the process exists.
+                while unsafe { libc::kill(me, 0) } == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                exit_now(0)
+            });
+            // SAFETY: our copy of the write end.
+            unsafe { libc::close(ready[1]) };
             let mut byte = [0u8; 1];
             let got = sys::read(ready[0], &mut byte);
             // SAFETY: the read end, used up.
@@ -3143,38 +3128,19 @@ fn tcp_connections(mut w: Workload) -> ! {
 fn tcp_outside(w: &Workload) -> i32 {
     let l = w.setup("a TCP listener", tcp_listener());
     let port = w.setup("its port", inet_name(l, false)).1;
-    // SAFETY: fork in a single-threaded workload; the children only make system calls.
-    let child = unsafe { libc::fork() };
-    let child = w.setup("fork", sys::check(child.into()));
-    if child == 0 {
-        // SAFETY: as above.
-        if unsafe { libc::fork() } == 0 {
-            // SAFETY: our copy of the listener, and a session of our own.
-            unsafe {
-                libc::close(l);
-                libc::setsid();
-            }
-            let Ok(c) = inet_socket(libc::AF_INET, libc::SOCK_STREAM) else {
-                // SAFETY: _exit ends this process at once.
-                unsafe { libc::_exit(1) };
-            };
-            if inet_connect(c, &LOOP4, port).is_err() || send(c, b"over tcp").is_err() {
-                // SAFETY: _exit ends this process at once.
-                unsafe { libc::_exit(1) };
-            }
-            let mut buf = [0u8; 64];
-            // Until the workload's end closes (or the stream fails).
-            // SAFETY: `buf` is live; a blocking read.
-            while unsafe { libc::read(c, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
-            // SAFETY: _exit ends this process at once.
-            unsafe { libc::_exit(0) };
+    outside_process(w, &[l], || {
+        let Ok(c) = inet_socket(libc::AF_INET, libc::SOCK_STREAM) else {
+            exit_now(1)
+        };
+        if inet_connect(c, &LOOP4, port).is_err() || send(c, b"over tcp").is_err() {
+            exit_now(1)
         }
-        // SAFETY: _exit ends this process at once.
-        unsafe { libc::_exit(0) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(child as i32, &mut status, 0) };
+        let mut buf = [0u8; 64];
+        // Until the workload's end closes (or the stream fails).
+        // SAFETY: `buf` is live; a blocking read.
+        while unsafe { libc::read(c, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        exit_now(0)
+    });
     w.setup("accept", accept(l))
 }
 
