@@ -58,6 +58,9 @@ pub struct DumpedProcess {
     pub descriptors: Vec<Descriptor>,
     /// Its labelled Unix sockets, as the restore recreates them under their labels.
     pub sockets: Vec<SocketCreation>,
+    /// Its session keyring as a restore in its own context makes it, when the dump recorded
+    /// one with labels.
+    pub keyring: Option<selinux::KeyringCreation>,
 }
 
 /// Reads the process tree and every thread core of the dump in `dir`, after
@@ -92,6 +95,12 @@ pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, Restore
                 _ => None,
             })
             .collect();
+        let keyring = selinux::KeyringCreation::of(
+            i32::try_from(entry.pid).unwrap_or(0),
+            task.session_keyring.as_ref(),
+            &context,
+            &context,
+        );
         out.push(DumpedProcess {
             pid: entry.pid,
             threads: contexts.len(),
@@ -103,6 +112,7 @@ pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, Restore
                 .filter(|s| held.contains(&s.ino))
                 .cloned()
                 .collect(),
+            keyring,
         });
     }
     Ok(out)
@@ -154,12 +164,15 @@ pub struct ProcessCheck {
     /// A Unix socket of the process the engine could not recreate under its label (the
     /// restore refuses it first).
     pub socket: Option<SocketRefusal>,
+    /// Its session keyring, which the engine could not make again or the process use (the
+    /// restore refuses it first).
+    pub keyring: Option<selinux::KeyringRefusal>,
 }
 
 impl ProcessCheck {
     /// How the process would fare.
     pub fn verdict(&self) -> Verdict {
-        if self.descriptor.is_some() || self.socket.is_some() {
+        if self.descriptor.is_some() || self.socket.is_some() || self.keyring.is_some() {
             return Verdict::Refused;
         }
         let (setcurrent, target) = match self.write {
@@ -333,6 +346,10 @@ pub fn evaluate(
             };
             ContextWrite::Checked { setcurrent, target }
         };
+        let keyring = match &p.keyring {
+            Some(k) => selinux::keyring_refusal(oracle, engine_context, &[k.moved_to(&target)])?,
+            None => None,
+        };
         let mut check = ProcessCheck {
             pid: p.pid,
             threads: p.threads,
@@ -342,6 +359,7 @@ pub fn evaluate(
             causes: Vec::new(),
             descriptor: None,
             socket: selinux::socket_refusal(oracle, engine_context, &p.sockets)?,
+            keyring,
         };
         if matches!(check.write, ContextWrite::Checked { .. }) {
             check.descriptor =
@@ -533,6 +551,11 @@ fn reasons(engine: &str, p: &ProcessCheck) -> Vec<String> {
             "SELinux would not let the engine recreate, for process {pid}, {refusal}"
         ));
     }
+    if let Some(refusal) = &p.keyring {
+        out.push(format!(
+            "SELinux would not let the engine make again {refusal}"
+        ));
+    }
     let ContextWrite::Checked { setcurrent, target } = p.write else {
         return out;
     };
@@ -693,6 +716,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_keyring_the_engine_could_not_label_refuses_its_process() {
+        let mut policy = FakePolicy::new(&[]);
+        policy.denied_class = Some("key");
+        let mut p = dumped(10, 1, UNCONFINED);
+        p.keyring = Some(selinux::KeyringCreation {
+            pid: 10,
+            serial: 77,
+            label: CONTAINER.into(),
+            key_labels: Vec::new(),
+            target: UNCONFINED.into(),
+        });
+        let c = checked(UNCONFINED, &[p, dumped(11, 1, UNCONFINED)], None, &policy);
+        assert_eq!(c.processes[0].verdict(), Verdict::Refused);
+        assert_eq!(c.processes[1].verdict(), Verdict::Allowed);
+        let text = reasons(UNCONFINED, &c.processes[0]).join("\n");
+        assert!(
+            text.contains("make again the session keyring 77 of process 10")
+                && text.contains("allow unconfined_t container_t:key"),
+            "{text}"
+        );
+    }
+
     fn dumped(pid: u32, threads: usize, context: &str) -> DumpedProcess {
         DumpedProcess {
             pid,
@@ -701,6 +747,7 @@ mod tests {
             threads_differ: false,
             descriptors: Vec::new(),
             sockets: Vec::new(),
+            keyring: None,
         }
     }
 
@@ -779,6 +826,7 @@ mod tests {
             causes: Vec::new(),
             descriptor: None,
             socket: None,
+            keyring: None,
         };
         let checked = |s, d, t| ContextWrite::Checked {
             setcurrent: s,

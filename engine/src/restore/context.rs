@@ -72,6 +72,14 @@ pub enum SelinuxRefusal {
         refusal: Box<selinux::SocketRefusal>,
     },
     #[error(
+        "SELinux would not let the engine make again {refusal}; the engine runs in {engine:?}; \
+         nothing was restored"
+    )]
+    Keyring {
+        engine: String,
+        refusal: Box<selinux::KeyringRefusal>,
+    },
+    #[error(
         "the dump recorded the SELinux label {label:?} on the Unix socket of inode {ino}, but \
          SELinux is off here: restore where SELinux is on; nothing was restored"
     )]
@@ -143,6 +151,26 @@ pub fn check_sockets(table: &FileTable) -> Result<(), SelinuxRefusal> {
         selinux::socket_refusal(&oracle, &engine, &sockets).map_err(SelinuxRefusal::Oracle)?
     {
         return Err(SelinuxRefusal::Socket {
+            engine,
+            refusal: Box::new(refusal),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses, before anything is created, a restore whose session keyrings SELinux would not
+/// let the engine make again under their labels, or the restored processes use (see
+/// [`selinux::keyring_refusal`]). Nothing to check when SELinux is off.
+pub fn check_keyrings(keyrings: &[selinux::KeyringCreation]) -> Result<(), SelinuxRefusal> {
+    if keyrings.is_empty() || !selinux::enabled() {
+        return Ok(());
+    }
+    let engine = selinux::own_context().map_err(SelinuxRefusal::Oracle)?;
+    let oracle = KernelOracle::new().map_err(SelinuxRefusal::Oracle)?;
+    if let Some(refusal) =
+        selinux::keyring_refusal(&oracle, &engine, keyrings).map_err(SelinuxRefusal::Oracle)?
+    {
+        return Err(SelinuxRefusal::Keyring {
             engine,
             refusal: Box::new(refusal),
         });

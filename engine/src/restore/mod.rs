@@ -277,6 +277,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         .collect();
     context::check_descriptors(&uses)?;
     context::check_sockets(&table)?;
+    let keyrings: Vec<selinux::KeyringCreation> = procs
+        .iter()
+        .zip(&targets)
+        .filter_map(|(p, (pid, to))| {
+            let ring = p.task.session_keyring.as_ref();
+            selinux::KeyringCreation::of(*pid, ring, dumped_context(p), to)
+        })
+        .collect();
+    context::check_keyrings(&keyrings)?;
     let unix_sockets = files::Sockets::new(&table)?;
     let memberships: Vec<(i32, &[image::schema::Cgroup])> = procs
         .iter()

@@ -399,26 +399,35 @@ pub struct SocketRefusal {
     pub question: Question,
 }
 
-impl fmt::Display for SocketRefusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let q = &self.question;
-        let perms = match q.permissions.as_slice() {
+impl Question {
+    /// The question as a denial: what SELinux would deny, and the rule that would allow it.
+    pub fn denial(&self) -> String {
+        let perms = match self.permissions.as_slice() {
             [one] => (*one).to_owned(),
             many => format!("{{ {} }}", many.join(" ")),
         };
+        format!(
+            "SELinux would deny {:?} `{} {}` on {:?}; a policy allowing it says `allow {} {}:{} {};`",
+            self.source,
+            self.class,
+            perms,
+            self.target,
+            context_type(&self.source),
+            context_type(&self.target),
+            self.class,
+            perms
+        )
+    }
+}
+
+impl fmt::Display for SocketRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the Unix socket of inode {} (labelled {:?}): SELinux would deny {:?} `{} {}` on {:?}; a policy allowing it says `allow {} {}:{} {};`",
+            "the Unix socket of inode {} (labelled {:?}): {}",
             self.ino,
-            q.target,
-            q.source,
-            q.class,
-            perms,
-            q.target,
-            context_type(&q.source),
-            context_type(&q.target),
-            q.class,
-            perms
+            self.question.target,
+            self.question.denial()
         )
     }
 }

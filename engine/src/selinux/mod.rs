@@ -10,6 +10,7 @@
 
 mod access;
 mod descriptors;
+mod keyrings;
 
 pub use access::{
     allow_rules, denial_cause, explain_denial, remedy, AccessOracle, Decision, DenialCause,
@@ -20,6 +21,7 @@ pub use descriptors::{
     socket_questions, socket_refusal, Descriptor, DescriptorRefusal, Question, Recreated,
     SocketCreation, SocketRefusal,
 };
+pub use keyrings::{keyring_questions, keyring_refusal, KeyringCreation, KeyringRefusal};
 
 use std::io::{self, Write};
 
