@@ -440,19 +440,30 @@ pub fn socket_refusal(
     sockets: &[SocketCreation],
 ) -> Result<Option<SocketRefusal>, SelinuxError> {
     for s in sockets {
-        for question in socket_questions(engine, s) {
-            let d = oracle.decide_on(
-                &question.source,
-                &question.target,
-                question.class,
-                &question.permissions,
-            )?;
-            if !d.passes() {
-                return Ok(Some(SocketRefusal {
-                    ino: s.ino,
-                    question,
-                }));
-            }
+        if let Some(question) = first_denied(oracle, socket_questions(engine, s))? {
+            return Ok(Some(SocketRefusal {
+                ino: s.ino,
+                question,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The first of `questions` the kernel answers no to, through `oracle`; nothing is audited.
+pub fn first_denied(
+    oracle: &dyn AccessOracle,
+    questions: Vec<Question>,
+) -> Result<Option<Question>, SelinuxError> {
+    for question in questions {
+        let d = oracle.decide_on(
+            &question.source,
+            &question.target,
+            question.class,
+            &question.permissions,
+        )?;
+        if !d.passes() {
+            return Ok(Some(question));
         }
     }
     Ok(None)

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use super::descriptors::first_denied;
 use super::{AccessOracle, Question, SelinuxError};
 use crate::image::schema::SessionKeyring;
 
@@ -137,20 +138,12 @@ pub fn keyring_refusal(
     keyrings: &[KeyringCreation],
 ) -> Result<Option<KeyringRefusal>, SelinuxError> {
     for k in keyrings {
-        for question in keyring_questions(engine, k) {
-            let d = oracle.decide_on(
-                &question.source,
-                &question.target,
-                question.class,
-                &question.permissions,
-            )?;
-            if !d.passes() {
-                return Ok(Some(KeyringRefusal {
-                    pid: k.pid,
-                    serial: k.serial,
-                    question,
-                }));
-            }
+        if let Some(question) = first_denied(oracle, keyring_questions(engine, k))? {
+            return Ok(Some(KeyringRefusal {
+                pid: k.pid,
+                serial: k.serial,
+                question,
+            }));
         }
     }
     Ok(None)

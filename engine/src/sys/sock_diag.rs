@@ -194,42 +194,16 @@ pub fn unix_diag(ino: u64) -> Result<Option<UnixDiag>, SysError> {
 /// Every `AF_UNIX` socket of the engine's network namespace with the inode of its peer, for
 /// those that have one: (inode, peer inode).
 pub fn unix_peers_all() -> Result<Vec<(u64, u64)>, SysError> {
-    let err = |op: &'static str| move |source| SysError::Call { op, tid: 0, source };
-    let nl = socket(
-        AddressFamily::Netlink,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )
-    .map_err(err("socket(NETLINK_SOCK_DIAG)"))?;
     let mut req = request(0, 1);
     // A dump of every socket, peers only: NLM_F_REQUEST | NLM_F_DUMP, no inode.
     req[6..8].copy_from_slice(&NLM_F_DUMP_REQUEST.to_ne_bytes());
     req[NLMSG_HDRLEN + 12..NLMSG_HDRLEN + 16].copy_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
-    send(nl.as_raw_fd(), &req, MsgFlags::empty()).map_err(err("send(unix_diag)"))?;
-    let mut all = Vec::new();
-    let mut buf = vec![0u8; 32768];
-    loop {
-        let n =
-            recv(nl.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(err("recv(unix_diag)"))?;
-        if n == 0 {
-            break;
-        }
-        let (found, done) = parse_all(&buf[..n]).map_err(|e| match e {
-            ParseError::Errno(e) => err("unix_diag")(Errno::from_raw(e)),
-            ParseError::Malformed(_) => err("parsing unix_diag")(Errno::EBADMSG),
-        })?;
-        all.extend(
-            found
-                .into_iter()
-                .filter(|d| d.peer != 0)
-                .map(|d| (u64::from(d.ino), u64::from(d.peer))),
-        );
-        if done {
-            break;
-        }
-    }
-    Ok(all)
+    let found = dump(&req, "unix_diag", parse_all)?;
+    Ok(found
+        .into_iter()
+        .filter(|d| d.peer != 0)
+        .map(|d| (u64::from(d.ino), u64::from(d.peer)))
+        .collect())
 }
 
 /// Parses one buffer of a `UNIX_DIAG` dump: its sockets, and whether the dump is done.
@@ -381,47 +355,52 @@ pub fn inet_parse(b: &[u8]) -> Result<(Vec<InetDiag>, bool), ParseError> {
 /// Every TCP and UDP socket, IPv4 and IPv6, of the engine's network namespace (which a dumped
 /// tree shares: the dump refuses other namespaces), by inode.
 pub fn inet_diag_all() -> Result<std::collections::HashMap<u64, InetDiag>, SysError> {
-    let err = |op: &'static str| move |source| SysError::Call { op, tid: 0, source };
     let mut all = std::collections::HashMap::new();
     let families = [libc::AF_INET, libc::AF_INET6].map(|f| u8::try_from(f).unwrap_or(0));
     let protocols = [libc::IPPROTO_TCP, libc::IPPROTO_UDP].map(|p| u8::try_from(p).unwrap_or(0));
     for family in families {
         for protocol in protocols {
-            let nl = socket(
-                AddressFamily::Netlink,
-                SockType::Datagram,
-                SockFlag::SOCK_CLOEXEC,
-                SockProtocol::NetlinkSockDiag,
-            )
-            .map_err(err("socket(NETLINK_SOCK_DIAG)"))?;
-            send(
-                nl.as_raw_fd(),
-                &inet_request(family, protocol, 1),
-                MsgFlags::empty(),
-            )
-            .map_err(err("send(inet_diag)"))?;
-            let mut buf = vec![0u8; 32768];
-            loop {
-                let n = recv(nl.as_raw_fd(), &mut buf, MsgFlags::empty())
-                    .map_err(err("recv(inet_diag)"))?;
-                if n == 0 {
-                    break;
-                }
-                let (found, done) = match inet_parse(&buf[..n]) {
-                    Ok(r) => r,
-                    Err(ParseError::Errno(e)) => return Err(err("inet_diag")(Errno::from_raw(e))),
-                    Err(ParseError::Malformed(_)) => {
-                        return Err(err("parsing inet_diag")(Errno::EBADMSG))
-                    }
-                };
-                for mut d in found {
-                    d.protocol = protocol;
-                    all.insert(u64::from(d.ino), d);
-                }
-                if done {
-                    break;
-                }
+            let found = dump(&inet_request(family, protocol, 1), "inet_diag", inet_parse)?;
+            for mut d in found {
+                d.protocol = protocol;
+                all.insert(u64::from(d.ino), d);
             }
+        }
+    }
+    Ok(all)
+}
+
+/// Sends the dump request `req` on a new `NETLINK_SOCK_DIAG` socket and gathers what
+/// `parse` finds in each answer until the dump is done; `what` names the errors.
+fn dump<T>(
+    req: &[u8],
+    what: &'static str,
+    parse: impl Fn(&[u8]) -> Result<(Vec<T>, bool), ParseError>,
+) -> Result<Vec<T>, SysError> {
+    let err = |op: &'static str| move |source| SysError::Call { op, tid: 0, source };
+    let nl = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+    .map_err(err("socket(NETLINK_SOCK_DIAG)"))?;
+    send(nl.as_raw_fd(), req, MsgFlags::empty()).map_err(err("send(sock_diag)"))?;
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 32768];
+    loop {
+        let n =
+            recv(nl.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(err("recv(sock_diag)"))?;
+        if n == 0 {
+            break;
+        }
+        let (found, done) = parse(&buf[..n]).map_err(|e| match e {
+            ParseError::Errno(e) => err(what)(Errno::from_raw(e)),
+            ParseError::Malformed(_) => err("parsing sock_diag")(Errno::EBADMSG),
+        })?;
+        all.extend(found);
+        if done {
+            break;
         }
     }
     Ok(all)

@@ -1582,14 +1582,23 @@ fn name_of(fd: i32, peer: bool) -> io::Result<Vec<u8>> {
         }
     };
     sys::check(r.into())?;
-    let n = (len as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
+    Ok(sun_name(&sa, len))
+}
+
+/// The name in `sa` of length `len` as `sun_path` holds it: a path without its terminating
+/// NULs, or an abstract name starting with a NUL.
+fn sun_name(sa: &libc::sockaddr_un, len: libc::socklen_t) -> Vec<u8> {
+    let n = usize::try_from(len)
+        .unwrap_or(0)
+        .saturating_sub(std::mem::size_of::<libc::sa_family_t>())
+        .min(sa.sun_path.len());
     let mut name: Vec<u8> = sa.sun_path[..n].iter().map(|&c| c as u8).collect();
     if name.first() != Some(&0) {
         while name.last() == Some(&0) {
             name.pop();
         }
     }
-    Ok(name)
+    name
 }
 
 fn path_label(path: &std::path::Path) -> io::Result<Option<Vec<u8>>> {
@@ -1954,34 +1963,11 @@ fn unix_send_to(fd: i32, name: &[u8], data: &[u8]) -> io::Result<usize> {
 /// Receives a datagram (`recvfrom`): its bytes and its sender's name (empty when unnamed).
 fn unix_recv_from(fd: i32) -> io::Result<(Vec<u8>, Vec<u8>)> {
     let mut buf = vec![0u8; 4096];
-    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: `buf`, `addr` and `len` are live; the kernel writes at most their sizes.
-    let r = unsafe {
-        libc::recvfrom(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            std::ptr::addr_of_mut!(addr).cast(),
-            &mut len,
-        )
-    };
-    let n = sys::check(r as libc::c_long)? as usize;
+    let (n, ss, len) = recv_from_raw(fd, &mut buf)?;
     buf.truncate(n);
-    let off = std::mem::size_of::<libc::sa_family_t>();
-    let name_len = usize::try_from(len).unwrap_or(0).saturating_sub(off);
-    let mut name: Vec<u8> = addr.sun_path[..name_len.min(addr.sun_path.len())]
-        .iter()
-        .map(|c| *c as u8)
-        .collect();
-    if name.first().is_some_and(|c| *c != 0) {
-        if let Some(end) = name.iter().position(|c| *c == 0) {
-            name.truncate(end);
-        }
-    }
-    Ok((buf, name))
+    // SAFETY: a Unix socket's sender is a sockaddr_un, which fits in a sockaddr_storage.
+    let sa: libc::sockaddr_un = unsafe { std::ptr::read(std::ptr::addr_of!(ss).cast()) };
+    Ok((buf, sun_name(&sa, len)))
 }
 
 /// Nothing is queued to be read on `fd` (a receive says `EAGAIN`).
@@ -2454,6 +2440,15 @@ fn inet_listeners(mut w: Workload) -> ! {
 }
 
 fn recv_from(fd: i32, buf: &mut [u8]) -> io::Result<(usize, (Vec<u8>, u16))> {
+    let (n, ss, _) = recv_from_raw(fd, buf)?;
+    Ok((n, sockaddr_parts(&ss)))
+}
+
+/// `recvfrom` into `buf`: how many bytes, the sender's address and its length.
+fn recv_from_raw(
+    fd: i32,
+    buf: &mut [u8],
+) -> io::Result<(usize, libc::sockaddr_storage, libc::socklen_t)> {
     // SAFETY: all zeros is a valid sockaddr_storage.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -2469,7 +2464,7 @@ fn recv_from(fd: i32, buf: &mut [u8]) -> io::Result<(usize, (Vec<u8>, u16))> {
         )
     };
     let n = sys::check(r as libc::c_long)? as usize;
-    Ok((n, sockaddr_parts(&ss)))
+    Ok((n, ss, len))
 }
 
 fn send_to(fd: i32, data: &[u8], to: &(Vec<u8>, u16)) -> io::Result<()> {
