@@ -67,6 +67,7 @@ fn assert_names(stderr: &str, holder: i32, words: &[&str]) {
 #[case::logon_key("logon-key", &["key of type \"logon\"", "\"crlab:secret\"", "\"crlab-refused\"", "only user keys"])]
 #[case::thread_keyring("thread-keyring", &["thread keyring"])]
 #[case::process_keyring("process-keyring", &["has a process keyring"])]
+#[case::key_timeout("key-timeout", &["\"crlab:expires\"", "that expires (timeout", "remove its timeout"])]
 #[case::unsearchable_keyring("unsearchable-keyring", &["may not search its own session keyring", "EACCES", "a keyring made under the process's own label"])]
 #[case::thread_session_keyring("thread-session-keyring", &["another session keyring than its leader's", ";crlab-thread"])]
 #[case::nested_keyring("nested-keyring", &["key of type \"keyring\"", "\"crlab-nested\"", "\"crlab-refused\"", "only user keys"])]

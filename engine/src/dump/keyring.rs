@@ -162,6 +162,7 @@ fn session_keyring(
         )
     })?;
     let mut keys = Vec::new();
+    let mut seen = Vec::new();
     for chunk in serials.chunks_exact(4) {
         let key = i32::from_ne_bytes(chunk.try_into().unwrap_or([0; 4]));
         let d = describe(leader, scratch, key)
@@ -214,6 +215,7 @@ fn session_keyring(
                 "only user keys the process may view are restored",
             )
         })?;
+        seen.push((key, d.description.clone()));
         keys.push(UserKey {
             uid: d.uid,
             gid: d.gid,
@@ -233,6 +235,24 @@ fn session_keyring(
             "give the process a session keyring it may view",
         )
     })?;
+    // An expiry is not kept by the restore: refused where the engine can see it (`/proc/keys`
+    // lists the keys its reader may view; one it may not is not checked).
+    let timeouts = expiries()?;
+    let named =
+        std::iter::once((serial, &ring.description)).chain(seen.iter().map(|(k, d)| (*k, d)));
+    for (key, description) in named {
+        if let Some(timeout) = timeouts.get(&key) {
+            return Err(refuse(
+                format!(
+                    "has key {key} ({description:?}) in session keyring {:?} that expires \
+                     (timeout {timeout} in /proc/keys)",
+                    ring.description
+                ),
+                "a restored key would never expire; remove its timeout (keyctl timeout KEY 0) \
+                 before the dump",
+            ));
+        }
+    }
     Ok(SessionKeyring {
         label,
         serial,
@@ -242,6 +262,31 @@ fn session_keyring(
         description: ring.description,
         keys,
     })
+}
+
+/// The keys the engine may view that expire, by serial, with their time left as
+/// `/proc/keys` shows it (`59m`, `3d`, ...; `perm` for one that does not expire).
+fn expiries() -> Result<std::collections::HashMap<i32, String>, DumpError> {
+    let text = std::fs::read_to_string("/proc/keys").map_err(|source| {
+        DumpError::from(crate::procfs::ProcError::Io {
+            path: "/proc/keys".into(),
+            source,
+        })
+    })?;
+    Ok(parse_expiries(&text))
+}
+
+/// [`expiries`] of a `/proc/keys` text: `serial flags usage timeout perm uid gid type desc`.
+fn parse_expiries(text: &str) -> std::collections::HashMap<i32, String> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let serial = u32::from_str_radix(f.next()?, 16).ok()?;
+            let timeout = f.nth(2)?;
+            (timeout != "perm")
+                .then(|| (i32::from_ne_bytes(serial.to_ne_bytes()), timeout.to_owned()))
+        })
+        .collect()
 }
 
 /// A `KEYCTL_DESCRIBE` text to be parsed.
@@ -348,7 +393,7 @@ fn chain(e: &SysError) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Text;
+    use super::{parse_expiries, Text};
 
     #[test]
     fn a_description_keeps_its_semicolons_and_perm_is_hex() {
@@ -365,6 +410,16 @@ mod tests {
             ),
             ("user", 4242, 4343, 0x3f01_0000, "a;b")
         );
+    }
+
+    #[test]
+    fn only_keys_that_expire_are_listed() {
+        let text =
+            "03d47a34 I------     1 perm 1f030000     0     0 keyring   .dns_resolver: empty\n\
+                    1a2b3c4d I--Q---     1  59m 3f010000     0     0 user      crlab:t: 5\n";
+        let e = parse_expiries(text);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e.get(&0x1a2b_3c4d).map(String::as_str), Some("59m"));
     }
 
     #[test]

@@ -399,6 +399,7 @@ pub mod keys {
     pub const KEYCTL_SETPERM: libc::c_long = 5;
     pub const KEYCTL_DESCRIBE: libc::c_long = 6;
     pub const KEYCTL_READ: libc::c_long = 11;
+    pub const KEYCTL_SET_TIMEOUT: libc::c_long = 15;
     pub const KEYCTL_GET_SECURITY: libc::c_long = 17;
     pub const KEY_SPEC_THREAD_KEYRING: libc::c_long = -1;
     pub const KEY_SPEC_PROCESS_KEYRING: libc::c_long = -2;

@@ -31,6 +31,8 @@
 //!   thread), then sleeps; `unsearchable-keyring`: a new session keyring whose permissions
 //!   (`37370000`) let nobody search it, as SELinux may deny a process its own keyring;
 //!   `nested-keyring`: a new session keyring `crlab-refused` holding a keyring `crlab-nested`;
+//!   `key-timeout`: a new session keyring `crlab-refused` holding a `user` key that expires
+//!   in an hour (`KEYCTL_SET_TIMEOUT`);
 //! - `pidfd`, `io-uring`, `perf-event` (a software counter on itself), `fanotify`, `fsopen` (a
 //!   mount API context), `landlock` (a ruleset), `bpf-map` (an array map), `memfd-secret`: a
 //!   descriptor of an anonymous-inode kind (or a secret memory file) crlab does not restore;
@@ -51,7 +53,8 @@ use crlab_workloads::sys::{
     self,
     keys::{
         self, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_READ, KEYCTL_SETPERM,
-        KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING,
+        KEYCTL_SET_TIMEOUT, KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING,
+        KEY_SPEC_THREAD_KEYRING,
     },
 };
 
@@ -483,6 +486,11 @@ fn set_up(w: &Workload, kind: &str) -> io::Result<Held> {
             let ret = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
             sys::check(ret)?;
         }
+        "key-timeout" => {
+            keys::join_session_keyring(Some(SESSION_C))?;
+            let key = keys::add_key(c"user", c"crlab:expires", b"soon", KEY_SPEC_SESSION_KEYRING)?;
+            keys::keyctl(KEYCTL_SET_TIMEOUT, key, 3600)?;
+        }
         "nested-keyring" => {
             keys::join_session_keyring(Some(SESSION_C))?;
             keys::add_key(c"keyring", c"crlab-nested", &[], KEY_SPEC_SESSION_KEYRING)?;
@@ -586,7 +594,7 @@ fn map_anon(share: i32) -> io::Result<*mut libc::c_void> {
 /// The state that can be seen from here is still there.
 fn still_held(checks: &mut Checks, kind: &str, held: &Held) {
     match kind {
-        "logon-key" | "nested-keyring" | "unsearchable-keyring" => {
+        "logon-key" | "nested-keyring" | "unsearchable-keyring" | "key-timeout" => {
             let ends = if kind != "unsearchable-keyring" {
                 format!(";{SESSION_NAME}")
             } else {
