@@ -267,13 +267,19 @@ fn session_keyring(
 /// The keys the engine may view that expire, by serial, with their time left as
 /// `/proc/keys` shows it (`59m`, `3d`, ...; `perm` for one that does not expire).
 fn expiries() -> Result<std::collections::HashMap<i32, String>, DumpError> {
-    let text = std::fs::read_to_string("/proc/keys").map_err(|source| {
-        DumpError::from(crate::procfs::ProcError::Io {
+    match std::fs::read_to_string("/proc/keys") {
+        Ok(text) => Ok(parse_expiries(&text)),
+        // A kernel built without it (CONFIG_PROC_FS, or before 4.15 without
+        // CONFIG_KEYS_DEBUG_PROC_KEYS) shows no expiry to anyone.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::debug!("no /proc/keys: the keys' expiries are not checked");
+            Ok(std::collections::HashMap::new())
+        }
+        Err(source) => Err(DumpError::from(crate::procfs::ProcError::Io {
             path: "/proc/keys".into(),
             source,
-        })
-    })?;
-    Ok(parse_expiries(&text))
+        })),
+    }
 }
 
 /// [`expiries`] of a `/proc/keys` text: `serial flags usage timeout perm uid gid type desc`.
