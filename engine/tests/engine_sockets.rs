@@ -66,20 +66,12 @@ fn unix_sockets_are_restored_exactly(#[case] kind: &str, #[case] ends: usize) {
 /// them ("bound to ... and not connected").
 #[test]
 fn unix_sockets_alone_are_restored_exactly() {
-    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["bound"]);
-    w.wait_ready();
-    w.wait_in_wait_syscall();
-    w.dump_ok(&[]);
-    w.reap_dumped_original();
-    let json = w.show_json();
-    let mut sockets = Vec::new();
-    collect(&json, "unixSocket", &mut sockets);
+    let (mut w, sockets) = dumped("bound", "unixSocket");
     assert_eq!(sockets.len(), 5, "{sockets:?}");
     let inos: Vec<&serde_json::Value> = sockets.iter().map(|s| &s["ino"]).collect();
     let connected: Vec<&serde_json::Value> = sockets
         .iter()
         .filter(|s| s.get("connectedTo").is_some_and(|c| c != 0 && c != "0"))
-        .copied()
         .collect();
     assert_eq!(
         connected.len(),
@@ -218,14 +210,7 @@ fn tcp_listeners_and_udp_sockets_are_restored_exactly(
     #[case] count: usize,
     #[case] backlogs: &[u64],
 ) {
-    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
-    w.wait_ready();
-    w.wait_in_wait_syscall();
-    w.dump_ok(&[]);
-    w.reap_dumped_original();
-    let json = w.show_json();
-    let mut sockets = Vec::new();
-    collect(&json, "inetSocket", &mut sockets);
+    let (mut w, sockets) = dumped(kind, "inetSocket");
     assert_eq!(sockets.len(), count, "{sockets:?}");
     let mut found: Vec<u64> = sockets
         .iter()
@@ -247,14 +232,7 @@ fn tcp_listeners_and_udp_sockets_are_restored_exactly(
 /// order, new data flowing both ways, the same names and options.
 #[test]
 fn established_tcp_connections_are_restored_with_tcp_repair() {
-    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["tcp-connections"]);
-    w.wait_ready();
-    w.wait_in_wait_syscall();
-    w.dump_ok(&[]);
-    w.reap_dumped_original();
-    let json = w.show_json();
-    let mut tcp = Vec::new();
-    collect(&json, "tcp", &mut tcp);
+    let (mut w, tcp) = dumped("tcp-connections", "tcp");
     assert_eq!(tcp.len(), 6, "three connections, two ends each: {tcp:?}");
     w.restore_detached_ok();
     w.trigger();
@@ -329,14 +307,7 @@ fn a_dump_without_cap_net_admin_refuses_tcp_connections() {
 /// by a walk at offsets): each queue kept whole, in order (`empty-messages`).
 #[test]
 fn zero_length_messages_are_kept_in_place() {
-    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["empty-messages"]);
-    w.wait_ready();
-    w.wait_in_wait_syscall();
-    w.dump_ok(&[]);
-    w.reap_dumped_original();
-    let json = w.show_json();
-    let mut sockets = Vec::new();
-    collect(&json, "unixSocket", &mut sockets);
+    let (mut w, sockets) = dumped("empty-messages", "unixSocket");
     let mut lens: Vec<usize> = sockets
         .iter()
         .filter_map(|s| s["queue"].as_array().map(Vec::len))
@@ -356,14 +327,7 @@ fn zero_length_messages_are_kept_in_place() {
 /// sockets. The workload reads each back after the restore.
 #[test]
 fn other_socket_options_are_restored() {
-    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["options"]);
-    w.wait_ready();
-    w.wait_in_wait_syscall();
-    w.dump_ok(&[]);
-    w.reap_dumped_original();
-    let json = w.show_json();
-    let mut options = Vec::new();
-    collect(&json, "options", &mut options);
+    let (mut w, options) = dumped("options", "options");
     // SO_MARK (36) on the Unix socket, the listener and the IPv4 UDP socket.
     let marks = options
         .iter()
@@ -381,14 +345,7 @@ fn other_socket_options_are_restored() {
 /// its buffer refilled once (`fifo`).
 #[test]
 fn a_named_pipe_is_reopened_with_its_buffer() {
-    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &["fifo"]);
-    w.wait_ready();
-    w.wait_in_wait_syscall();
-    w.dump_ok(&[]);
-    w.reap_dumped_original();
-    let json = w.show_json();
-    let mut fifos = Vec::new();
-    collect(&json, "fifo", &mut fifos);
+    let (mut w, fifos) = dumped("fifo", "fifo");
     assert_eq!(fifos.len(), 2, "{fifos:?}");
     assert_eq!(
         fifos.iter().filter(|f| f["data"].is_string()).count(),
@@ -401,6 +358,21 @@ fn a_named_pipe_is_reopened_with_its_buffer() {
 }
 
 /// Every value under key `key`, anywhere in `v`.
+/// Starts the `sockets` workload of `kind`, dumps it (which kills it) and returns it with
+/// every value named `key` in the images as `crlab show` renders them.
+fn dumped(kind: &str, key: &str) -> (Workload, Vec<serde_json::Value>) {
+    let mut w = Workload::start("sockets", WaitMode::Nanosleep, &[kind]);
+    w.wait_ready();
+    w.wait_in_wait_syscall();
+    w.dump_ok(&[]);
+    w.reap_dumped_original();
+    let json = w.show_json();
+    let mut found = Vec::new();
+    collect(&json, key, &mut found);
+    let found = found.into_iter().cloned().collect();
+    (w, found)
+}
+
 fn collect<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a serde_json::Value>) {
     match v {
         serde_json::Value::Object(m) => {

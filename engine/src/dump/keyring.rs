@@ -7,8 +7,8 @@
 use super::DumpError;
 use crate::image::schema::{SessionKeyring, UserKey};
 use crate::sys::{
-    int_arg, keyctl_text, own_keyring, remote_keyctl_buf, Remote, Scratch, SysError,
-    KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_READ,
+    int_arg, keyctl_text, keyring_serials, own_keyring, remote_keyctl_buf, Remote, Scratch,
+    SysError, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_READ,
     KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING,
     KEY_SPEC_USER_SESSION_KEYRING,
 };
@@ -136,86 +136,74 @@ fn session_keyring(
     serial: i32,
 ) -> Result<SessionKeyring, DumpError> {
     let refuse = |what: String, hint: &'static str| DumpError::Keyring { pid, what, hint };
-    let ring = describe(leader, scratch, serial)
-        .map_err(|e| {
-            let e = chain(&e);
-            refuse(
-                format!("has session keyring {serial}, which the engine could not describe: {e}"),
-                "give the process a session keyring it may view",
-            )
-        })?
-        .and_then_parse()
-        .map_err(|text| {
-            refuse(
-                format!("has session keyring {serial} described as {text:?}"),
-                "a kernel that describes keys as type;uid;gid;perm;description",
-            )
-        })?;
-    let serials = read_payload(leader, scratch, serial).map_err(|e| {
-        let e = chain(&e);
+    // A read of `whose` (the keyring or a key) that failed.
+    let unread = |whose: &str, what: &str, e: &SysError, hint| {
         refuse(
             format!(
-                "has session keyring {serial} ({:?}), whose keys the engine could not list: {e}",
-                ring.description
+                "has {whose}, whose {what} the engine could not read: {}",
+                chain(e)
             ),
+            hint,
+        )
+    };
+    let garbled = |whose: &str, text: String| {
+        refuse(
+            format!("has {whose} described as {text:?}"),
+            "a kernel that describes keys as type;uid;gid;perm;description",
+        )
+    };
+    let whose = format!("session keyring {serial}");
+    let may_view = "give the process a session keyring it may view";
+    let ring = describe(leader, scratch, serial)
+        .map_err(|e| unread(&whose, "description", &e, may_view))?
+        .and_then_parse()
+        .map_err(|text| garbled(&whose, text))?;
+    let whose = format!("session keyring {serial} ({:?})", ring.description);
+    let serials = read_payload(leader, scratch, serial).map_err(|e| {
+        unread(
+            &whose,
+            "list of keys",
+            &e,
             "give the process a session keyring it may read",
         )
     })?;
-    let mut keys = Vec::new();
-    let mut seen = Vec::new();
-    for chunk in serials.chunks_exact(4) {
-        let key = i32::from_ne_bytes(chunk.try_into().unwrap_or([0; 4]));
+    let serials = keyring_serials(&serials);
+    let mut keys = Vec::with_capacity(serials.len());
+    for &key in &serials {
+        let in_ring = format!("key {key} in {whose}");
         let d = describe(leader, scratch, key)
             .map_err(|e| {
-                let e = chain(&e);
-                refuse(
-                    format!(
-                        "has key {key} in session keyring {:?}, which the engine could not \
-                         describe: {e}",
-                        ring.description
-                    ),
-                    "only user keys the process may view and read are restored",
-                )
+                let hint = "only user keys the process may view and read are restored";
+                unread(&in_ring, "description", &e, hint)
             })?
             .and_then_parse()
-            .map_err(|text| {
-                refuse(
-                    format!("has key {key} described as {text:?}"),
-                    "a kernel that describes keys as type;uid;gid;perm;description",
-                )
-            })?;
+            .map_err(|text| garbled(&in_ring, text))?;
         if d.kind != "user" {
             return Err(refuse(
                 format!(
-                    "has a key of type {:?}, {:?}, in session keyring {:?}",
-                    d.kind, d.description, ring.description
+                    "has a key of type {:?}, {:?}, in {whose}",
+                    d.kind, d.description
                 ),
                 "only user keys are restored; remove the key before the dump",
             ));
         }
+        let user_key = format!("a key of type \"user\", {:?}, in {whose}", d.description);
         let payload = read_payload(leader, scratch, key).map_err(|e| {
-            let e = chain(&e);
-            refuse(
-                format!(
-                    "has a key of type \"user\", {:?}, in session keyring {:?}, whose payload \
-                     the engine could not read: {e}",
-                    d.description, ring.description
-                ),
+            unread(
+                &user_key,
+                "payload",
+                &e,
                 "only user keys the process may read are restored",
             )
         })?;
         let label = label(leader, scratch, key).map_err(|e| {
-            let e = chain(&e);
-            refuse(
-                format!(
-                    "has a key of type \"user\", {:?}, in session keyring {:?}, whose label \
-                     the engine could not read: {e}",
-                    d.description, ring.description
-                ),
+            unread(
+                &user_key,
+                "label",
+                &e,
                 "only user keys the process may view are restored",
             )
         })?;
-        seen.push((key, d.description.clone()));
         keys.push(UserKey {
             uid: d.uid,
             gid: d.gid,
@@ -225,28 +213,23 @@ fn session_keyring(
             label,
         });
     }
-    let label = label(leader, scratch, serial).map_err(|e| {
-        let e = chain(&e);
-        refuse(
-            format!(
-                "has session keyring {serial} ({:?}), whose label the engine could not read: {e}",
-                ring.description
-            ),
-            "give the process a session keyring it may view",
-        )
-    })?;
+    let label =
+        label(leader, scratch, serial).map_err(|e| unread(&whose, "label", &e, may_view))?;
     // An expiry is not kept by the restore: refused where the engine can see it (`/proc/keys`
     // lists the keys its reader may view; one it may not is not checked).
     let timeouts = expiries()?;
-    let named =
-        std::iter::once((serial, &ring.description)).chain(seen.iter().map(|(k, d)| (*k, d)));
+    let named = std::iter::once((serial, &ring.description)).chain(
+        serials
+            .iter()
+            .copied()
+            .zip(keys.iter().map(|k| &k.description)),
+    );
     for (key, description) in named {
         if let Some(timeout) = timeouts.get(&key) {
             return Err(refuse(
                 format!(
-                    "has key {key} ({description:?}) in session keyring {:?} that expires \
-                     (timeout {timeout} in /proc/keys)",
-                    ring.description
+                    "has key {key} ({description:?}) in {whose} that expires (timeout \
+                     {timeout} in /proc/keys)"
                 ),
                 "a restored key would never expire; remove its timeout (keyctl timeout KEY 0) \
                  before the dump",

@@ -12,9 +12,9 @@ use super::RestoreError;
 use crate::image::schema::SessionKeyring;
 use crate::selinux;
 use crate::sys::{
-    int_arg, keyctl_text, remote_keyctl_buf, Remote, Scratch, SysError, KEYCTL_CHOWN,
-    KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_JOIN_SESSION_KEYRING,
-    KEYCTL_READ, KEYCTL_SETPERM, KEY_SPEC_SESSION_KEYRING,
+    int_arg, keyctl_text, keyring_serials, remote_keyctl_buf, Remote, Scratch, SysError,
+    KEYCTL_CHOWN, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY,
+    KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_READ, KEYCTL_SETPERM, KEY_SPEC_SESSION_KEYRING,
 };
 
 /// Where in the scratch area the key type, description and payload go (and what is read
@@ -82,15 +82,7 @@ pub fn join(
     }
     let what = "the session keyring";
     if let Some(&(_, new)) = made.iter().find(|(old, _)| *old == ring.serial) {
-        let name =
-            put(remote, scratch, DESC_OFF, ring.description.as_bytes(), true).step(pid, what)?;
-        let got = keyctl(
-            remote,
-            "keyctl(KEYCTL_JOIN_SESSION_KEYRING)",
-            KEYCTL_JOIN_SESSION_KEYRING,
-            &[name],
-        )
-        .step(pid, what)?;
+        let got = join_named(remote, scratch, Some(&ring.description)).step(pid, what)?;
         if got != new {
             return Err(RestoreError::Inconsistent(format!(
                 "process {pid} joined keyring {got} named {:?} instead of {new}, the session \
@@ -104,18 +96,8 @@ pub fn join(
     // context, whose own label a keyring would get otherwise.
     let mut labelled = String::new();
     label_next(remote, scratch, &mut labelled, relabel.of(&ring.label)).step(pid, LABEL)?;
-    let name = if ring.description == ANONYMOUS {
-        0
-    } else {
-        put(remote, scratch, DESC_OFF, ring.description.as_bytes(), true).step(pid, what)?
-    };
-    let new = keyctl(
-        remote,
-        "keyctl(KEYCTL_JOIN_SESSION_KEYRING)",
-        KEYCTL_JOIN_SESSION_KEYRING,
-        &[name],
-    )
-    .step(pid, what)?;
+    let named = (ring.description != ANONYMOUS).then_some(ring.description.as_str());
+    let new = join_named(remote, scratch, named).step(pid, what)?;
     // A named join finds a keyring of that name the process may search: only an empty one
     // with the permissions the kernel gives a new one (which let no one but a possessor
     // search it, so no other join could have found it) is this process's new one.
@@ -125,7 +107,7 @@ pub fn join(
         .split(';')
         .nth(3)
         .and_then(|p| u32::from_str_radix(p, 16).ok());
-    if !held.is_empty() || (name != 0 && perm != Some(NEW_NAMED_PERM)) {
+    if !held.is_empty() || (named.is_some() && perm != Some(NEW_NAMED_PERM)) {
         return Err(RestoreError::Inconsistent(format!(
             "process {pid} joined an existing keyring {new} named {:?} (it holds keys, or has \
              other permissions than a new one), not a new one; remove it (keyctl unlink) or \
@@ -177,6 +159,21 @@ pub fn join(
     label_next(remote, scratch, &mut labelled, "").step(pid, LABEL)?;
     made.push((ring.serial, new));
     Ok(())
+}
+
+/// Joins the session keyring named `name` (made if no keyring of that name may be found), a
+/// new anonymous one for none; returns its serial.
+fn join_named(remote: &mut Remote, scratch: Scratch, name: Option<&str>) -> Result<i32, SysError> {
+    let name = match name {
+        Some(n) => put(remote, scratch, DESC_OFF, n.as_bytes(), true)?,
+        None => 0,
+    };
+    keyctl(
+        remote,
+        "keyctl(KEYCTL_JOIN_SESSION_KEYRING)",
+        KEYCTL_JOIN_SESSION_KEYRING,
+        &[name],
+    )
 }
 
 /// What a failure to label a keyring or key is a failure of.
@@ -302,10 +299,7 @@ pub fn verify(
         &differs,
     )?;
     let listed = read(remote, scratch, serial).step(pid, what)?;
-    let serials: Vec<i32> = listed
-        .chunks_exact(4)
-        .map(|c| i32::from_ne_bytes(c.try_into().unwrap_or([0; 4])))
-        .collect();
+    let serials = keyring_serials(&listed);
     if serials.len() != ring.keys.len() {
         return Err(differs(format!(
             "it holds {} keys, the image {}",

@@ -84,3 +84,11 @@ pub fn keyctl_text(buf: &[u8]) -> String {
         .trim_end_matches('\0')
         .to_string()
 }
+
+/// The serials a keyring's `KEYCTL_READ` lists (native-endian `key_serial_t`s).
+pub fn keyring_serials(listed: &[u8]) -> Vec<i32> {
+    listed
+        .chunks_exact(4)
+        .map(|c| i32::from_ne_bytes(c.try_into().unwrap_or([0; 4])))
+        .collect()
+}
