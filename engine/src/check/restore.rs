@@ -95,12 +95,12 @@ pub fn read_dump(dir: &Path, trust: Trust) -> Result<Vec<DumpedProcess>, Restore
                 _ => None,
             })
             .collect();
-        let keyring = selinux::KeyringCreation::of(
-            i32::try_from(entry.pid).unwrap_or(0),
-            task.session_keyring.as_ref(),
-            &context,
-            &context,
-        );
+        let own = selinux::Relabel {
+            dumped: &context,
+            target: &context,
+        };
+        let pid = i32::try_from(entry.pid).unwrap_or(0);
+        let keyring = selinux::KeyringCreation::of(pid, task.session_keyring.as_ref(), own);
         out.push(DumpedProcess {
             pid: entry.pid,
             threads: contexts.len(),

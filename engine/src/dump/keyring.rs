@@ -9,14 +9,14 @@ use crate::image::schema::{SessionKeyring, UserKey};
 use crate::sys::{
     int_arg, keyctl_text, keyring_serials, own_keyring, remote_keyctl_buf, Remote, Scratch,
     SysError, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_READ,
-    KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING,
-    KEY_SPEC_USER_SESSION_KEYRING,
+    KEY_DESC_MAX, KEY_PAYLOAD_MAX, KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING,
+    KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
 };
 use nix::errno::Errno;
 
 /// The longest description read back (`type;uid;gid;perm;description`; a description may
 /// have 4095 bytes).
-const DESCRIBE_MAX: u64 = 4200;
+const DESCRIBE_MAX: u64 = KEY_DESC_MAX as u64 + 128;
 
 /// What a key's `KEYCTL_DESCRIBE` says.
 struct Described {
@@ -365,7 +365,7 @@ fn label(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<String, S
 /// `KEYCTL_READ` of `serial` in the process: a key's payload, a keyring's serials; an error
 /// when it does not fit the scratch area.
 fn read_payload(remote: &mut Remote, scratch: Scratch, serial: i32) -> Result<Vec<u8>, SysError> {
-    let at = (scratch.addr, scratch.len);
+    let at = (scratch.addr, (KEY_PAYLOAD_MAX as u64).min(scratch.len));
     remote_keyctl_buf(remote, "keyctl(KEYCTL_READ)", KEYCTL_READ, serial, at)
 }
 

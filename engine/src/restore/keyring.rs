@@ -10,46 +10,29 @@ use super::context;
 use super::error::StepContext;
 use super::RestoreError;
 use crate::image::schema::SessionKeyring;
-use crate::selinux;
+use crate::selinux::{self, Relabel};
 use crate::sys::{
     int_arg, keyctl_text, keyring_serials, remote_keyctl_buf, Remote, Scratch, SysError,
     KEYCTL_CHOWN, KEYCTL_DESCRIBE, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY,
-    KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_READ, KEYCTL_SETPERM, KEY_SPEC_SESSION_KEYRING,
+    KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_READ, KEYCTL_SETPERM, KEY_DESC_MAX, KEY_PAYLOAD_MAX,
+    KEY_SPEC_SESSION_KEYRING,
 };
 
 /// Where in the scratch area the key type, description and payload go (and what is read
 /// back), and the longest description and payload an image may hold (what a dump can read).
 const TYPE_OFF: u64 = 0;
 const DESC_OFF: u64 = 64;
-const DESC_MAX: usize = 1024;
-const DATA_OFF: u64 = 2048;
-const DATA_MAX: usize = 8192;
+const DESC_MAX: usize = KEY_DESC_MAX;
+const DATA_OFF: u64 = 4224;
+const DATA_MAX: usize = KEY_PAYLOAD_MAX;
+// The restore's scratch area (four pages) holds the type, the description and the payload.
+const _: () =
+    assert!(DESC_OFF + DESC_MAX as u64 <= DATA_OFF && DATA_OFF + DATA_MAX as u64 <= 4 * 4096);
 /// The name a `KEYCTL_JOIN_SESSION_KEYRING` without a name gives its new keyring.
 const ANONYMOUS: &str = "_ses";
 
 /// The session keyrings made so far: the dumped serial and the new one.
 pub type Made = Vec<(i32, i32)>;
-
-/// How the labels of a process's keyring and keys come back: a label that was the process's
-/// own context at the dump becomes the context the restore gives it (`--lsm-profile`), as a
-/// runtime makes a container's keyring under the container's context; any other is kept.
-#[derive(Clone, Copy)]
-pub struct Relabel<'a> {
-    /// The process's context at the dump.
-    pub dumped: &'a str,
-    /// The context the restore gives it.
-    pub target: &'a str,
-}
-
-impl<'a> Relabel<'a> {
-    fn of(self, label: &'a str) -> &'a str {
-        if label == self.dumped && !self.target.is_empty() {
-            self.target
-        } else {
-            label
-        }
-    }
-}
 
 /// Gives process `pid` (its leader `remote`) the session keyring `ring` of its image.
 pub fn join(

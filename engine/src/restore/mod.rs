@@ -282,7 +282,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         .zip(&targets)
         .filter_map(|(p, (pid, to))| {
             let ring = p.task.session_keyring.as_ref();
-            selinux::KeyringCreation::of(*pid, ring, dumped_context(p), to)
+            selinux::KeyringCreation::of(*pid, ring, relabel(p, to))
         })
         .collect();
     context::check_keyrings(&keyrings)?;
@@ -444,14 +444,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     // Session keyrings first, each process still root and in the engine's context: joined
     // (the first process of a keyring makes it, under its label), then given their owners
     // and permissions, before the threads (which share them) and the contexts.
+    let targets: Vec<String> = lives.iter().map(|l| target_context(opts, l.img)).collect();
     let mut keyrings = keyring::Made::new();
-    for live in &mut lives {
+    for (live, target) in lives.iter_mut().zip(&targets) {
         let (pid, ring) = (live.pid(), live.img.task.session_keyring.as_ref());
-        let target = target_context(opts, live.img);
-        let relabel = keyring::Relabel {
-            dumped: dumped_context(live.img),
-            target: &target,
-        };
+        let relabel = relabel(live.img, target);
         keyring::join(&mut live.leader, scratch, pid, ring, relabel, &mut keyrings)?;
     }
     let mut owned = Vec::new();
@@ -462,21 +459,16 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
 
     // Contexts, then threads: a multi-threaded process may only move to a bounded context.
     let engine_ctx = procfs::selinux_attr(root_pid, root_pid, "current");
-    for live in &mut lives {
+    for (live, target) in lives.iter_mut().zip(&targets) {
         check_interrupt()?;
-        let target = target_context(opts, live.img);
         let order = opts.context_order;
-        context_and_threads(live, order, &engine_ctx, &target, &tramp, &mut cleanup.pids)?;
+        context_and_threads(live, order, &engine_ctx, target, &tramp, &mut cleanup.pids)?;
     }
 
     // Every process has its session keyring as the image says, seen from its own context.
-    for live in &mut lives {
+    for (live, target) in lives.iter_mut().zip(&targets) {
         let (pid, ring) = (live.pid(), live.img.task.session_keyring.as_ref());
-        let target = target_context(opts, live.img);
-        let relabel = keyring::Relabel {
-            dumped: dumped_context(live.img),
-            target: &target,
-        };
+        let relabel = relabel(live.img, target);
         keyring::verify(&mut live.leader, scratch, pid, ring, relabel)?;
     }
 
@@ -553,6 +545,14 @@ fn target_context(opts: &RestoreOptions, p: &ProcessImages) -> String {
 /// Process `p`'s context at the dump: its leader's.
 fn dumped_context(p: &ProcessImages) -> &str {
     p.cores.first().map_or("", |c| c.selinux_context.as_str())
+}
+
+/// How the labels of `p`'s keyring come back when it is restored in `target`.
+fn relabel<'a>(p: &'a ProcessImages, target: &'a str) -> selinux::Relabel<'a> {
+    selinux::Relabel {
+        dumped: dumped_context(p),
+        target,
+    }
 }
 
 /// What the root, a copy of the engine, must not keep of it: every signal is blocked while

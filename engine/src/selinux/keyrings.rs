@@ -24,34 +24,44 @@ pub struct KeyringCreation {
     pub target: String,
 }
 
+/// How the labels of a process's keyring and keys come back: a label that was the process's
+/// own context at the dump becomes the context the restore gives it (`--lsm-profile`), as a
+/// runtime makes a container's keyring under the container's context; any other is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Relabel<'a> {
+    /// The process's context at the dump.
+    pub dumped: &'a str,
+    /// The context the restore gives it.
+    pub target: &'a str,
+}
+
+impl<'a> Relabel<'a> {
+    /// The label `label` comes back with.
+    pub fn of(self, label: &'a str) -> &'a str {
+        if label == self.dumped && !self.target.is_empty() {
+            self.target
+        } else {
+            label
+        }
+    }
+}
+
 impl KeyringCreation {
-    /// The keyring of a process restored in `target`, dumped in `dumped`; `None` without one
-    /// or without labels (SELinux was off at the dump).
-    pub fn of(
-        pid: i32,
-        ring: Option<&SessionKeyring>,
-        dumped: &str,
-        target: &str,
-    ) -> Option<KeyringCreation> {
+    /// The keyring of process `pid` as `relabel` gives it back; `None` without one or without
+    /// labels (SELinux was off at the dump).
+    pub fn of(pid: i32, ring: Option<&SessionKeyring>, relabel: Relabel<'_>) -> Option<Self> {
         let ring = ring.filter(|r| !r.label.is_empty())?;
-        let relabel = |l: &str| {
-            if l == dumped && !target.is_empty() {
-                target.to_owned()
-            } else {
-                l.to_owned()
-            }
-        };
         Some(KeyringCreation {
             pid,
             serial: ring.serial,
-            label: relabel(&ring.label),
+            label: relabel.of(&ring.label).to_owned(),
             key_labels: ring
                 .keys
                 .iter()
                 .filter(|k| !k.label.is_empty())
-                .map(|k| relabel(&k.label))
+                .map(|k| relabel.of(&k.label).to_owned())
                 .collect(),
-            target: target.to_owned(),
+            target: relabel.target.to_owned(),
         })
     }
 }
@@ -60,18 +70,19 @@ impl KeyringCreation {
     /// The same keyring for its process restored in `target` instead: labels that were its
     /// context (`self.target`) follow it.
     pub fn moved_to(&self, target: &str) -> KeyringCreation {
-        let relabel = |l: &String| {
-            if *l == self.target && !target.is_empty() {
-                target.to_owned()
-            } else {
-                l.clone()
-            }
+        let relabel = Relabel {
+            dumped: &self.target,
+            target,
         };
         KeyringCreation {
             pid: self.pid,
             serial: self.serial,
-            label: relabel(&self.label),
-            key_labels: self.key_labels.iter().map(relabel).collect(),
+            label: relabel.of(&self.label).to_owned(),
+            key_labels: self
+                .key_labels
+                .iter()
+                .map(|l| relabel.of(l).to_owned())
+                .collect(),
             target: target.to_owned(),
         }
     }
@@ -170,18 +181,26 @@ mod tests {
     #[test]
     fn labels_of_the_dumped_context_follow_the_process_and_others_stay() {
         let moved = "system_u:system_r:container_t:s0:c5,c6";
-        let k = KeyringCreation::of(1, Some(&ring(CONTAINER)), CONTAINER, moved).expect("one");
+        let to = |target| Relabel {
+            dumped: CONTAINER,
+            target,
+        };
+        let k = KeyringCreation::of(1, Some(&ring(CONTAINER)), to(moved)).expect("one");
         assert_eq!((k.label.as_str(), k.key_labels[0].as_str()), (moved, moved));
         let other = "system_u:system_r:init_t:s0";
-        let k = KeyringCreation::of(1, Some(&ring(other)), CONTAINER, moved).expect("one");
+        let k = KeyringCreation::of(1, Some(&ring(other)), to(moved)).expect("one");
         assert_eq!(k.label, other);
-        assert!(KeyringCreation::of(1, Some(&ring("")), CONTAINER, moved).is_none());
-        assert!(KeyringCreation::of(1, None, CONTAINER, moved).is_none());
+        assert!(KeyringCreation::of(1, Some(&ring("")), to(moved)).is_none());
+        assert!(KeyringCreation::of(1, None, to(moved)).is_none());
     }
 
     #[test]
     fn the_engine_labels_and_fills_and_the_process_reads() {
-        let k = KeyringCreation::of(1, Some(&ring(CONTAINER)), CONTAINER, CONTAINER).expect("one");
+        let same = Relabel {
+            dumped: CONTAINER,
+            target: CONTAINER,
+        };
+        let k = KeyringCreation::of(1, Some(&ring(CONTAINER)), same).expect("one");
         let questions = keyring_questions(UNCONFINED, &k);
         let asked: Vec<(&str, &str, &str, Vec<&str>)> = questions
             .iter()

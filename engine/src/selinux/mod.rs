@@ -21,7 +21,7 @@ pub use descriptors::{
     socket_questions, socket_refusal, Descriptor, DescriptorRefusal, Question, Recreated,
     SocketCreation, SocketRefusal,
 };
-pub use keyrings::{keyring_questions, keyring_refusal, KeyringCreation, KeyringRefusal};
+pub use keyrings::{keyring_questions, keyring_refusal, KeyringCreation, KeyringRefusal, Relabel};
 
 use std::io::{self, Write};
 

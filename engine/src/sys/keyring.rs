@@ -3,6 +3,11 @@
 
 use super::{int_arg, usize_of, Remote, SysError};
 
+/// The longest key description with its NUL (the kernel's limit), and the longest payload a
+/// dump records and a restore gives back: one bound for both sides.
+pub const KEY_DESC_MAX: usize = 4096;
+pub const KEY_PAYLOAD_MAX: usize = 8192;
+
 /// `KEYCTL_GET_KEYRING_ID`: the serial of a special keyring, made only when asked (`create`).
 pub const KEYCTL_GET_KEYRING_ID: u64 = 0;
 /// `KEYCTL_JOIN_SESSION_KEYRING`: join (or make) the named session keyring, a new anonymous

@@ -37,8 +37,8 @@ pub use kcmp::{epoll_target_is, same_file, share, Shared};
 pub use keyring::{
     keyctl_text, keyring_serials, own_keyring, remote_keyctl_buf, KEYCTL_CHOWN, KEYCTL_DESCRIBE,
     KEYCTL_GET_KEYRING_ID, KEYCTL_GET_SECURITY, KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_READ,
-    KEYCTL_SETPERM, KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING,
-    KEY_SPEC_USER_SESSION_KEYRING,
+    KEYCTL_SETPERM, KEY_DESC_MAX, KEY_PAYLOAD_MAX, KEY_SPEC_PROCESS_KEYRING,
+    KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
 };
 pub use memfd::{memfd_seals, on_hugetlbfs};
 pub use owner::{file_owner, file_signal, OWNER_PGRP, OWNER_TID};
