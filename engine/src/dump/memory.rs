@@ -162,7 +162,8 @@ pub struct SharedFrames {
 }
 
 /// Writes the pages of `vmas` that hold data of their own to `pages` and returns their
-/// pagemap, and what this process's children may find of it. A page shared with the parent
+/// pagemap, and (when `record`: it has children) what its children may find of it. A page
+/// shared with the parent
 /// (`parent`) is recorded as the parent's, with no data. Pages that may be shared are read
 /// through the memory file: `process_vm_readv` pins what it reads, and the kernel first gives
 /// the process its own copy of a shared anonymous page, ending the sharing (which matters to a
@@ -173,17 +174,18 @@ pub fn dump_pages(
     vmas: &[Vma],
     pages: &mut PagesWriter<'_>,
     parent: Option<&SharedFrames>,
-) -> Result<(Vec<PagemapEntry>, SharedFrames), DumpError> {
+    record: bool,
+) -> Result<(Vec<PagemapEntry>, Option<SharedFrames>), DumpError> {
     failpoint!("dump.proc.pagemap", |source| crate::procfs::ProcError::Io {
         path: format!("/proc/{pid}/pagemap"),
         source,
     });
     let pagemap = PagemapReader::open(pid)?;
     let mut entries: Vec<PagemapEntry> = Vec::new();
-    let mut own = SharedFrames {
+    let mut own = record.then(|| SharedFrames {
         vmas: vmas.to_vec(),
         frames: HashMap::new(),
-    };
+    });
     let mut buf = vec![0u8; COPY_CHUNK];
     for vma in vmas {
         let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Unspecified);
@@ -202,7 +204,7 @@ pub fn dump_pages(
         // An entry lies in one mapping: runs join only those of this one.
         let first = entries.len();
         for r in &runs {
-            for (addr, n, in_parent) in pieces(r, alike, &mut own.frames) {
+            for (addr, n, in_parent) in pieces(r, alike, own.as_mut().map(|o| &mut o.frames)) {
                 match entries[first..].last_mut() {
                     Some(e)
                         if e.vaddr + e.nr_pages * PAGE_SIZE == addr && e.in_parent == in_parent =>
@@ -253,11 +255,11 @@ pub fn dump_pages(
 /// Run `r` cut where its pages turn from the parent's to the process's own or back:
 /// `(address, pages, the parent's)`. A page is the parent's when the parent (`alike`: its
 /// mapping there is alike) has the same frame at the same address. Records the frame of every
-/// page that may be shared in `frames`, for the children.
+/// page that may be shared in `frames` (if any), for the children.
 fn pieces(
     r: &DataRun,
     alike: Option<&SharedFrames>,
-    frames: &mut HashMap<u64, u64>,
+    mut frames: Option<&mut HashMap<u64, u64>>,
 ) -> Vec<(u64, u64, bool)> {
     if !r.maybe_shared {
         return vec![(r.addr, r.pages, false)];
@@ -265,7 +267,7 @@ fn pieces(
     let mut out: Vec<(u64, u64, bool)> = Vec::new();
     for (i, &pfn) in r.pfns.iter().enumerate() {
         let addr = r.addr + i as u64 * PAGE_SIZE;
-        if pfn != 0 {
+        if let (Some(frames), true) = (frames.as_deref_mut(), pfn != 0) {
             frames.insert(addr, pfn);
         }
         let theirs = pfn != 0 && alike.is_some_and(|p| p.frames.get(&addr) == Some(&pfn));

@@ -64,7 +64,7 @@ pub struct DumpSummary {
 
 /// Dumps the tree rooted at `opts.root`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
-    let (pids, zombies) = collect_tree(opts.root)?;
+    let (pids, zombies, children) = collect_tree(opts.root)?;
     // Refused before any task is touched; dropped uncommitted, it removes what it wrote.
     let mut images = ImageDirWriter::new_dump(&opts.images_dir, opts.existing)?;
     check_interrupt()?;
@@ -72,7 +72,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     // Held still, so what /proc shows is what would be dumped; refused before any change.
     let written = audit::tree(&pids, &zombies).and_then(|flags| {
         let flags = pids.iter().copied().zip(flags).collect();
-        dump_seized(opts, &mut tree, &zombies, flags, &mut images)
+        dump_seized(opts, &mut tree, &zombies, flags, children, &mut images)
     });
     let committed = written.and_then(|(summary, inventory, connections)| {
         if opts.leave_running {
@@ -124,9 +124,11 @@ pub(crate) fn check_interrupt() -> Result<(), DumpError> {
     }
 }
 
-/// The root and all its living descendants, parents before children, and the zombies among
-/// its descendants (each refused unless the restore can make it again: `audit::zombie`).
-fn collect_tree(root: i32) -> Result<(Vec<i32>, Vec<Member>), DumpError> {
+/// The root and all its living descendants, parents before children, the zombies among its
+/// descendants (each refused unless the restore can make it again: `audit::zombie`), and how
+/// many living children each process has.
+#[allow(clippy::type_complexity)]
+fn collect_tree(root: i32) -> Result<(Vec<i32>, Vec<Member>, HashMap<i32, usize>), DumpError> {
     if !std::path::Path::new(&format!("/proc/{root}")).exists() || root <= 0 {
         return Err(DumpError::NoSuchProcess { pid: root });
     }
@@ -139,6 +141,7 @@ fn collect_tree(root: i32) -> Result<(Vec<i32>, Vec<Member>), DumpError> {
     }
     let mut out = vec![root];
     let mut zombies = Vec::new();
+    let mut children: HashMap<i32, usize> = HashMap::new();
     let mut i = 0;
     while i < out.len() {
         // A zombie cannot be seized, nor a process another tracer holds: both are looked at
@@ -157,11 +160,14 @@ fn collect_tree(root: i32) -> Result<(Vec<i32>, Vec<Member>), DumpError> {
             continue;
         }
         audit::not_traced(pid, &stat)?;
+        if pid != root {
+            *children.entry(stat.ppid).or_default() += 1;
+        }
         let kids = procfs::children(pid)?;
         out.extend(kids);
         i += 1;
     }
-    Ok((out, zombies))
+    Ok((out, zombies, children))
 }
 
 /// What was looked at for the whole tree before any process is touched.
@@ -171,6 +177,8 @@ struct Survey {
     /// Each process's `VmFlags`, as the audit read them: `/proc/PID/smaps` walks every page
     /// table of the process, so it is read once; the tree is held still since.
     vm_flags: HashMap<i32, Vec<procfs::VmFlags>>,
+    /// How many living children each process has (`collect_tree`).
+    children: HashMap<i32, usize>,
 }
 
 /// Reads the seized tree and writes every image but the inventory, which the caller commits.
@@ -179,6 +187,7 @@ fn dump_seized(
     tree: &mut SeizedTree,
     zombies: &[Member],
     flags: HashMap<i32, Vec<procfs::VmFlags>>,
+    children: HashMap<i32, usize>,
     images: &mut ImageDirWriter,
 ) -> Result<(DumpSummary, Inventory, sockets::Connections), DumpError> {
     let mut files = FileTableBuilder::default();
@@ -189,20 +198,16 @@ fn dump_seized(
     // Sockets join processes: every one is looked at, for the whole tree, before any process
     // is touched.
     let pids: Vec<i32> = tree.processes.iter().map(|p| p.pid).collect();
+    let mut children_left = children.clone();
     let mut survey = Survey {
         sockets: sockets::survey(&pids)?,
         vm_flags: flags,
+        children,
     };
     files::fifos_outside(&pids)?;
     // What each process dumped so far shares with its children (parents come first), kept
     // only while a child of it is still to be dumped.
     let mut frames: HashMap<i32, memory::SharedFrames> = HashMap::new();
-    let mut children_left: HashMap<i32, usize> = HashMap::new();
-    for p in &tree.processes {
-        if p.pid != root {
-            *children_left.entry(Stat::read(p.pid)?.ppid).or_default() += 1;
-        }
-    }
     for proc_idx in 0..tree.processes.len() {
         check_interrupt()?;
         let pid = tree.processes[proc_idx].pid;
@@ -228,7 +233,7 @@ fn dump_seized(
             images,
             parent,
         )?;
-        if children_left.get(&pid).is_some_and(|n| *n > 0) {
+        if let Some(own) = own {
             frames.insert(pid, own);
         }
         if pid != root {
@@ -314,13 +319,13 @@ fn dump_seized(
 }
 
 /// One process's images, and what its children may find of its pages (`parent`: its
-/// parent's).
+/// parent's), kept only for a process with children.
 type Dumped = (
     Task,
     Mm,
     Vec<crate::image::schema::ThreadCore>,
     u64,
-    memory::SharedFrames,
+    Option<memory::SharedFrames>,
 );
 
 #[allow(clippy::too_many_arguments)]
@@ -432,7 +437,9 @@ fn dump_process(
     // Memory, last: nothing above may change it.
     let image_pid = image_u32(pid, "the pid", pid)?;
     let mut pages = images.pages_writer(image_pid)?;
-    let (pagemap, shared) = memory::dump_pages(pid, &proc.remotes[0], &vmas, &mut pages, parent)?;
+    let record = survey.children.get(&pid).is_some_and(|n| *n > 0);
+    let (pagemap, shared) =
+        memory::dump_pages(pid, &proc.remotes[0], &vmas, &mut pages, parent, record)?;
     let page_bytes = pages.finish()?;
     debug!(page_bytes, vmas = vmas.len(), "memory dumped");
 
