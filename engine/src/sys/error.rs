@@ -58,6 +58,11 @@ impl SysError {
     }
 }
 
+/// The error of the engine's own call `op` (no task), from its errno.
+pub(super) fn call_err(op: &'static str) -> impl FnOnce(Errno) -> SysError {
+    move |source| SysError::Call { op, tid: 0, source }
+}
+
 /// " on task TID", or nothing for a call on the engine's own descriptor (`tid` 0).
 fn on_task(tid: &i32) -> String {
     if *tid == 0 {

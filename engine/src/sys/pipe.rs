@@ -4,9 +4,8 @@ use super::SysError;
 use nix::errno::Errno;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-fn err(op: &'static str) -> impl FnOnce(Errno) -> SysError {
-    move |source| SysError::Call { op, tid: 0, source }
-}
+use super::error::call_err as err;
+use super::socket::ioctl_int;
 
 /// Capacity of the pipe behind `fd` (`F_GETPIPE_SZ`).
 pub fn pipe_capacity(fd: BorrowedFd<'_>) -> Result<u32, SysError> {
@@ -21,12 +20,7 @@ pub fn pipe_capacity(fd: BorrowedFd<'_>) -> Result<u32, SysError> {
 
 /// How many bytes the pipe behind `fd` holds (`FIONREAD`).
 pub fn pipe_queued(fd: BorrowedFd<'_>) -> Result<u32, SysError> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int into `n`, live.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, std::ptr::addr_of_mut!(n)) };
-    if r < 0 {
-        return Err(err("ioctl(FIONREAD)")(Errno::last()));
-    }
+    let n = ioctl_int(fd, libc::FIONREAD, "ioctl(FIONREAD)")?;
     u32::try_from(n).map_err(|_| err("ioctl(FIONREAD)")(Errno::ERANGE))
 }
 

@@ -9,8 +9,22 @@ use nix::sys::socket::{recvmsg, send, ControlMessageOwned, MsgFlags};
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-fn err(op: &'static str) -> impl FnOnce(Errno) -> SysError {
-    move |source| SysError::Call { op, tid: 0, source }
+use super::error::call_err as err;
+
+/// An `ioctl` of the engine's own descriptor `fd` that writes one int (`FIONREAD`,
+/// `SIOCOUTQ`, ...); `op` names it in the error.
+pub(super) fn ioctl_int(
+    fd: BorrowedFd<'_>,
+    req: libc::c_ulong,
+    op: &'static str,
+) -> Result<libc::c_int, SysError> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the request writes one int into `v`, live.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, std::ptr::addr_of_mut!(v)) };
+    if r < 0 {
+        return Err(err(op)(Errno::last()));
+    }
+    Ok(v)
 }
 
 /// An integer socket option (`getsockopt`).
@@ -283,13 +297,7 @@ pub fn peek_head_len(fd: BorrowedFd<'_>) -> Result<Option<usize>, SysError> {
 /// What the sender of a Unix socket has in flight (`SIOCOUTQ`): the kernel's size in memory
 /// (`truesize`) of every message it sent that no one has read yet.
 pub fn unix_outq(fd: BorrowedFd<'_>) -> Result<i64, SysError> {
-    let mut v: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one int into `v`, live.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, std::ptr::addr_of_mut!(v)) };
-    if r < 0 {
-        return Err(err("ioctl(SIOCOUTQ)")(Errno::last()));
-    }
-    Ok(i64::from(v))
+    ioctl_int(fd, libc::TIOCOUTQ, "ioctl(SIOCOUTQ)").map(i64::from)
 }
 
 /// What `messages`, sent as datagrams or records of a new `AF_UNIX` pair of type `sock_type`,

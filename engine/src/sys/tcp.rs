@@ -29,9 +29,7 @@ const TCPOPT_TIMESTAMP: u32 = 8;
 /// `SIOCOUTQNSD`: bytes of the send queue not sent yet.
 const SIOCOUTQNSD: libc::c_ulong = 0x894B;
 
-fn err(op: &'static str) -> impl FnOnce(Errno) -> SysError {
-    move |source| SysError::Call { op, tid: 0, source }
-}
+use super::error::call_err as err;
 
 fn with_op(op: &'static str) -> impl FnOnce(SysError) -> SysError {
     move |e| match e {
@@ -106,13 +104,9 @@ pub struct TcpRepairState {
     pub window: TcpWindow,
 }
 
-fn ioctl_int(fd: BorrowedFd<'_>, req: libc::c_ulong, op: &'static str) -> Result<u32, SysError> {
-    let mut v: libc::c_int = 0;
-    // SAFETY: the request writes one int into `v`, live.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, std::ptr::addr_of_mut!(v)) };
-    if r < 0 {
-        return Err(err(op)(Errno::last()));
-    }
+/// An int `ioctl` of `fd` that counts bytes, never negative.
+fn ioctl_count(fd: BorrowedFd<'_>, req: libc::c_ulong, op: &'static str) -> Result<u32, SysError> {
+    let v = super::socket::ioctl_int(fd, req, op)?;
     u32::try_from(v).map_err(|_| err(op)(Errno::ERANGE))
 }
 
@@ -154,13 +148,13 @@ pub fn tcp_repair_read(fd: BorrowedFd<'_>) -> Result<TcpRepairState, SysError> {
     select_queue(fd, TCP_SEND_QUEUE)?;
     s.send_seq = u(sockopt_int(fd, libc::IPPROTO_TCP, TCP_QUEUE_SEQ)
         .map_err(with_op("getsockopt(TCP_QUEUE_SEQ)"))?);
-    let outq = ioctl_int(fd, libc::TIOCOUTQ as libc::c_ulong, "ioctl(SIOCOUTQ)")?;
-    s.unsent = ioctl_int(fd, SIOCOUTQNSD, "ioctl(SIOCOUTQNSD)")?;
+    let outq = ioctl_count(fd, libc::TIOCOUTQ as libc::c_ulong, "ioctl(SIOCOUTQ)")?;
+    s.unsent = ioctl_count(fd, SIOCOUTQNSD, "ioctl(SIOCOUTQNSD)")?;
     s.send_queue = peek(fd, outq)?;
     select_queue(fd, TCP_RECV_QUEUE)?;
     s.recv_seq = u(sockopt_int(fd, libc::IPPROTO_TCP, TCP_QUEUE_SEQ)
         .map_err(with_op("getsockopt(TCP_QUEUE_SEQ)"))?);
-    let inq = ioctl_int(fd, libc::FIONREAD as libc::c_ulong, "ioctl(SIOCINQ)")?;
+    let inq = ioctl_count(fd, libc::FIONREAD as libc::c_ulong, "ioctl(SIOCINQ)")?;
     s.recv_queue = peek(fd, inq)?;
     // Back to no queue: a plain recv in repair mode fails rather than take data.
     select_queue(fd, 0)?;
@@ -282,7 +276,7 @@ mod tests {
         a.write_all(b"pong").unwrap();
         // Acknowledged: nothing left in either send queue.
         for s in [&c, &a] {
-            while ioctl_int(s.as_fd(), libc::TIOCOUTQ as libc::c_ulong, "outq").unwrap() != 0 {
+            while ioctl_count(s.as_fd(), libc::TIOCOUTQ as libc::c_ulong, "outq").unwrap() != 0 {
                 std::thread::yield_now();
             }
         }
