@@ -145,17 +145,24 @@ pub fn check_sockets(table: &FileTable) -> Result<(), SelinuxRefusal> {
             label: first.label.clone(),
         });
     }
-    let engine = selinux::own_context().map_err(SelinuxRefusal::Oracle)?;
-    let oracle = KernelOracle::new().map_err(SelinuxRefusal::Oracle)?;
-    if let Some(refusal) =
-        selinux::socket_refusal(&oracle, &engine, &sockets).map_err(SelinuxRefusal::Oracle)?
-    {
-        return Err(SelinuxRefusal::Socket {
+    match ask(|oracle, engine| selinux::socket_refusal(oracle, engine, &sockets))? {
+        Some((engine, refusal)) => Err(SelinuxRefusal::Socket {
             engine,
             refusal: Box::new(refusal),
-        });
+        }),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Asks the kernel, in the engine's context, what `question` asks; its refusal, if any, with
+/// that context.
+fn ask<T>(
+    question: impl FnOnce(&KernelOracle, &str) -> Result<Option<T>, selinux::SelinuxError>,
+) -> Result<Option<(String, T)>, SelinuxRefusal> {
+    let engine = selinux::own_context().map_err(SelinuxRefusal::Oracle)?;
+    let oracle = KernelOracle::new().map_err(SelinuxRefusal::Oracle)?;
+    let refusal = question(&oracle, &engine).map_err(SelinuxRefusal::Oracle)?;
+    Ok(refusal.map(|r| (engine, r)))
 }
 
 /// Refuses, before anything is created, a restore whose session keyrings SELinux would not
@@ -165,17 +172,13 @@ pub fn check_keyrings(keyrings: &[selinux::KeyringCreation]) -> Result<(), Selin
     if keyrings.is_empty() || !selinux::enabled() {
         return Ok(());
     }
-    let engine = selinux::own_context().map_err(SelinuxRefusal::Oracle)?;
-    let oracle = KernelOracle::new().map_err(SelinuxRefusal::Oracle)?;
-    if let Some(refusal) =
-        selinux::keyring_refusal(&oracle, &engine, keyrings).map_err(SelinuxRefusal::Oracle)?
-    {
-        return Err(SelinuxRefusal::Keyring {
+    match ask(|oracle, engine| selinux::keyring_refusal(oracle, engine, keyrings))? {
+        Some((engine, refusal)) => Err(SelinuxRefusal::Keyring {
             engine,
             refusal: Box::new(refusal),
-        });
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Writes `value` to the calling thread's `/proc/thread-self/attr/NAME`.
