@@ -1,6 +1,6 @@
 //! The guest agent: runs as root in the guest (in `unconfined_t`), serves the guest channel,
 //! and does what the host asks: run commands in given SELinux contexts, move files, prepare a
-//! trial's directories and kill what runs from them in its own process ([`tree`],
+//! trial's directories and kill what runs from them in its own process ([`file_ops`],
 //! [`process`]), report audit records, act on systemd units, power off, re-execute itself.
 //!
 //! The raw system interfaces sit in narrow modules ([`selinux`], [`capture`], [`channel`]);
@@ -18,6 +18,7 @@ pub mod channel;
 pub mod command;
 pub mod config;
 pub mod file;
+pub mod file_ops;
 pub mod identity;
 pub mod lifecycle;
 pub mod process;
@@ -25,7 +26,6 @@ pub mod reaper;
 pub mod request;
 pub mod selinux;
 pub mod server;
-pub mod tree;
 pub mod unit;
 
 pub use channel::Channel;

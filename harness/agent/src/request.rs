@@ -13,7 +13,7 @@
 use crlab_protocol::{Request, RequestKind};
 use prost::Message;
 
-use super::{command, error_chain, file, process, tree, unit};
+use super::{command, error_chain, file, file_ops, process, unit};
 
 /// Decodes one frame as a request; `Err` is the error text the agent answers with.
 pub fn decode(frame: &[u8]) -> Result<Request, String> {
@@ -42,7 +42,7 @@ pub fn check(request: Request) -> Result<RequestKind, String> {
             .map(drop)
             .map_err(|e| error_chain(&e)),
         RequestKind::Unit(u) => unit::check(u).map_err(|e| error_chain(&e)),
-        RequestKind::FileOps(f) => tree::check(f).map_err(|e| error_chain(&e)),
+        RequestKind::FileOps(f) => file_ops::check(f).map_err(|e| error_chain(&e)),
         RequestKind::KillUnder(k) => process::check_dir(&k.dir)
             .map(drop)
             .map_err(|e| error_chain(&e)),

@@ -8,9 +8,9 @@ use super::{
     channel::{Channel, ChannelError, Incoming},
     command,
     config::Config,
-    error_chain, file, identity, lifecycle, process,
+    error_chain, file, file_ops, identity, lifecycle, process,
     reaper::Reaper,
-    request, tree, unit,
+    request, unit,
 };
 use crlab_protocol::{Done, Request, RequestKind, Response, ResponseKind};
 
@@ -121,7 +121,7 @@ impl Agent {
                 }
                 Err(e) => (reply(None, error_chain(&e)), After::Serve),
             },
-            RequestKind::FileOps(f) => done_or(tree::apply(&f).map_err(|e| error_chain(&e))),
+            RequestKind::FileOps(f) => done_or(file_ops::apply(&f).map_err(|e| error_chain(&e))),
             RequestKind::KillUnder(k) => match process::kill_under(&k) {
                 Ok(killed) => (
                     reply(Some(ResponseKind::Killed(killed)), String::new()),
