@@ -13,6 +13,7 @@ use crate::sys::{
     KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
 };
 use nix::errno::Errno;
+use std::collections::HashMap;
 
 /// The longest description read back (`type;uid;gid;perm;description`; a description may
 /// have 4095 bytes).
@@ -30,10 +31,13 @@ struct Described {
 /// Refuses the dump of `pid` when one of its threads (`remotes`, the leader first) has a
 /// thread keyring or when it has a process keyring; returns its session keyring when the
 /// restore must make it.
+/// `known` holds the keyrings already read for other processes of the tree, by serial: a
+/// keyring the processes share is read once.
 pub fn read(
     pid: i32,
     remotes: &mut [Remote],
     scratch: Scratch,
+    known: &mut HashMap<i32, SessionKeyring>,
 ) -> Result<Option<SessionKeyring>, DumpError> {
     for remote in remotes.iter_mut() {
         if let Some(serial) = special(remote, KEY_SPEC_THREAD_KEYRING)? {
@@ -125,7 +129,12 @@ pub fn read(
                    of its own",
         });
     }
-    session_keyring(pid, leader, scratch, session).map(Some)
+    if let Some(ring) = known.get(&session) {
+        return Ok(Some(ring.clone()));
+    }
+    let ring = session_keyring(pid, leader, scratch, session)?;
+    known.insert(session, ring.clone());
+    Ok(Some(ring))
 }
 
 /// The session keyring `serial` of `pid` and its keys.

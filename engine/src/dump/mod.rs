@@ -179,6 +179,8 @@ struct Survey {
     vm_flags: HashMap<i32, Vec<procfs::VmFlags>>,
     /// How many living children each process has (`collect_tree`).
     children: HashMap<i32, usize>,
+    /// The session keyrings read so far, by serial: one the processes share is read once.
+    keyrings: HashMap<i32, crate::image::schema::SessionKeyring>,
 }
 
 /// Reads the seized tree and writes every image but the inventory, which the caller commits.
@@ -203,6 +205,7 @@ fn dump_seized(
         sockets: sockets::survey(&pids)?,
         vm_flags: flags,
         children,
+        keyrings: HashMap::new(),
     };
     files::fifos_outside(&pids)?;
     // What each process dumped so far shares with its children (parents come first), kept
@@ -381,7 +384,7 @@ fn dump_process(
     let proc = &mut tree.processes[idx];
     proc.make_remotes(gadget)?;
     let scratch = proc.map_scratch()?;
-    let session_keyring = keyring::read(pid, &mut proc.remotes, scratch)?;
+    let session_keyring = keyring::read(pid, &mut proc.remotes, scratch, &mut survey.keyrings)?;
     let leader = &mut proc.remotes[0];
 
     // Process-wide state only the process can tell.
